@@ -1,0 +1,1 @@
+"""Action executors: one per action, each plan -> apply -> verify and idempotent."""

@@ -1,0 +1,1 @@
+"""Adapters to external systems (Prometheus, Kubernetes, Kafka, storage pools), each behind a small Protocol."""
