@@ -1,1 +1,1 @@
-"""Adapters to external systems (Prometheus, Kubernetes, Kafka, storage pools), each behind a small Protocol."""
+"""Adapters to external systems (Prometheus, Kubernetes, Kafka, storage pools), each behind a Protocol."""
