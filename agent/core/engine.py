@@ -1,0 +1,266 @@
+"""One evaluation cycle of one rule, pure: vectors and states in; verdicts, transitions and plans out.
+
+The runtime (and `kafka-autopilot test`) queries each distinct expression once, passes the vectors
+and the current time here, persists the returned states, records every returned record, and hands
+the planned actions to executors (or, in dry-run, to the audit sink). Nothing here knows which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from agent.core import catalog
+from agent.core.matching import IdentityIndex, TargetObject, identity_labels_for, select_objects
+from agent.core.operators import holds
+from agent.core.planners import (
+    DeclineCode,
+    Declined,
+    PoolExpandPlan,
+    ResizePlan,
+    plan_pool_expand,
+    plan_volume_resize,
+)
+from agent.core.quantity import format_bytes
+from agent.core.rules import (
+    ConditionExpression,
+    PoolExpandParams,
+    Rule,
+    RuleAction,
+    VolumeResizeParams,
+)
+from agent.core.samples import Sample
+from agent.core.states import (
+    Evaluated,
+    ObjectState,
+    RuleState,
+    Transition,
+    Verdict,
+    apply_plan_outcome,
+    decide,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpressionResult:
+    expression: str
+    value: float | None
+    holds: bool | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectEvaluation:
+    rule: str
+    object: str
+    at: float
+    results: tuple[ExpressionResult, ...]
+    verdict: Verdict
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedAction:
+    rule: str
+    object: str
+    action: str
+    before: str
+    after: str
+    at: float
+    detail: ResizePlan | PoolExpandPlan | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeclinedAction:
+    rule: str
+    object: str
+    action: str
+    code: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class CycleOutcome:
+    states: Mapping[str, ObjectState]
+    evaluations: tuple[ObjectEvaluation, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    planned: tuple[PlannedAction, ...] = ()
+    previews: tuple[PlannedAction, ...] = ()
+    declined: tuple[DeclinedAction, ...] = ()
+    notes: Mapping[str, str] = field(default_factory=dict)
+    unmatched_series: int = 0
+
+
+def distinct_queries(rules: Sequence[Rule]) -> list[str]:
+    """Each distinct PromQL expression once, in first-seen order: one query per expression per cycle."""
+    seen: dict[str, None] = {}
+    for rule in rules:
+        for expression in rule.conditions.expressions:
+            seen.setdefault(expression.query, None)
+    return list(seen)
+
+
+def verdict_of(results: Sequence[ExpressionResult], *, needed: int) -> Verdict:
+    """Holds when enough expressions hold; clear when even the unknown ones could not make it."""
+    holding = sum(1 for result in results if result.holds is True)
+    unknown = sum(1 for result in results if result.holds is None)
+    if holding >= needed:
+        return Verdict.HOLDS
+    if holding + unknown < needed:
+        return Verdict.CLEAR
+    return Verdict.NO_DATA
+
+
+def run_cycle(
+    *,
+    rule: Rule,
+    objects: Sequence[TargetObject],
+    vectors: Mapping[str, Sequence[Sample]],
+    states: Mapping[str, ObjectState],
+    now: float,
+    approval_needed: bool | None = None,
+) -> CycleOutcome:
+    """Evaluate `rule` over the selected `objects` with this cycle's `vectors` (query -> samples)."""
+    selected = select_objects(rule, objects)
+    index = IdentityIndex(objects=selected, identity_labels=identity_labels_for(rule))
+    joined = {
+        expression.query: index.join(vectors.get(expression.query, ())) for expression in rule.conditions.expressions
+    }
+    moment = datetime.fromtimestamp(now, UTC)
+    in_window = rule.in_action_window(weekday=moment.isoweekday(), minute_of_day=moment.hour * 60 + moment.minute)
+    needs_approval = rule.approval_required if approval_needed is None else approval_needed
+    new_states: dict[str, ObjectState] = {}
+    evaluations: list[ObjectEvaluation] = []
+    transitions: list[Transition] = []
+    planned: list[PlannedAction] = []
+    previews: list[PlannedAction] = []
+    declined: list[DeclinedAction] = []
+    notes: dict[str, str] = {}
+    for target in selected:
+        results = tuple(
+            _result(expression, joined[expression.query].values.get(target.key))
+            for expression in rule.conditions.expressions
+        )
+        verdict = verdict_of(results, needed=rule.conditions.needed)
+        evaluations.append(
+            ObjectEvaluation(rule=rule.name, object=target.key, at=now, results=results, verdict=verdict)
+        )
+        state = states.get(target.key, ObjectState())
+        step = decide(
+            rule=rule.name,
+            object_key=target.key,
+            state=state,
+            event=Evaluated(verdict=verdict, in_action_window=in_window, approval_needed=needs_approval),
+            now=now,
+            cooldown_seconds=rule.cooldown_seconds,
+            for_seconds=rule.conditions.for_seconds,
+        )
+        transitions.extend(step.transitions)
+        state, note = step.state, step.note
+        if step.plan_now or step.preview_now:
+            plans = plan_actions(rule=rule, target=target, now=now)
+            if step.preview_now:
+                previews.extend(plans if not isinstance(plans, DeclinedAction) else ())
+            else:
+                outcome = apply_plan_outcome(
+                    rule=rule.name,
+                    object_key=target.key,
+                    state=state,
+                    now=now,
+                    declined=_as_declined(plans),
+                )
+                transitions.extend(outcome.transitions)
+                state, note = outcome.state, outcome.note or note
+                if isinstance(plans, DeclinedAction):
+                    if plans.code != DeclineCode.NO_DATA:
+                        declined.append(plans)
+                elif state.state is RuleState.ACTIVE_ACTIONS_PENDING:
+                    planned.extend(plans)
+        if note:
+            notes[target.key] = note
+        new_states[target.key] = state
+    return CycleOutcome(
+        states=new_states,
+        evaluations=tuple(evaluations),
+        transitions=tuple(transitions),
+        planned=tuple(planned),
+        previews=tuple(previews),
+        declined=tuple(declined),
+        notes=notes,
+        unmatched_series=sum(result.unmatched_series for result in joined.values()),
+    )
+
+
+def _result(expression: ConditionExpression, value: float | None) -> ExpressionResult:
+    return ExpressionResult(
+        expression=expression.label,
+        value=value,
+        holds=holds(expression.operator, value=value, values=expression.values),
+    )
+
+
+def _as_declined(plans: tuple[PlannedAction, ...] | DeclinedAction) -> Declined | None:
+    if isinstance(plans, DeclinedAction):
+        return Declined(code=plans.code, message=plans.reason)
+    return None
+
+
+def plan_actions(*, rule: Rule, target: TargetObject, now: float) -> tuple[PlannedAction, ...] | DeclinedAction:
+    """Plan every action of the rule for one object; the first decline declines them all."""
+    plans: list[PlannedAction] = []
+    for action in rule.actions:
+        plan = _plan_one(rule=rule, action=action, target=target, now=now)
+        if isinstance(plan, DeclinedAction):
+            return plan
+        plans.append(plan)
+    return tuple(plans)
+
+
+def _plan_one(*, rule: Rule, action: RuleAction, target: TargetObject, now: float) -> PlannedAction | DeclinedAction:
+    def planned(before: str, after: str, detail: ResizePlan | PoolExpandPlan | None = None) -> PlannedAction:
+        return PlannedAction(
+            rule=rule.name,
+            object=target.key,
+            action=action.name,
+            before=before,
+            after=after,
+            at=now,
+            detail=detail,
+        )
+
+    def declined(decline: Declined) -> DeclinedAction:
+        return DeclinedAction(
+            rule=rule.name,
+            object=target.key,
+            action=action.name,
+            code=decline.code,
+            reason=decline.message,
+            at=now,
+        )
+
+    params = action.params
+    if isinstance(params, VolumeResizeParams):
+        resize = plan_volume_resize(
+            current_bytes=target.capacity_bytes,
+            scale_percentage=params.scale_percentage,
+            max_bytes=params.max_bytes,
+            min_step_bytes=params.min_step_bytes,
+        )
+        if isinstance(resize, Declined):
+            return declined(resize)
+        capped = " (capped at maxsize)" if resize.capped else ""
+        return planned(format_bytes(resize.current_bytes), format_bytes(resize.target_bytes) + capped, resize)
+    if isinstance(params, PoolExpandParams):
+        expand = plan_pool_expand(
+            pool=target.pool,
+            scale_percentage=params.scale_percentage,
+            scale_size_bytes=params.scale_size_bytes,
+            scale_type=params.scale_type,
+            max_bytes=params.max_bytes,
+            max_drives=params.max_drives,
+        )
+        if isinstance(expand, Declined):
+            return declined(expand)
+        after = f"{format_bytes(expand.target_bytes)} by {expand.scale_type}"
+        return planned(format_bytes(expand.current_bytes), after, expand)
+    return planned(target.key, catalog.ACTIONS[action.name].doc)

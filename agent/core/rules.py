@@ -1,0 +1,227 @@
+"""The rule model: what an AutopilotRule means once it has been validated.
+
+Everything here is immutable and already checked, so the evaluator, state machine and executors never
+re-validate or re-parse. The loader (agent.core.loader) builds these from YAML; the JSON Schema for
+editors (agent.core.schema) describes the same fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from fractions import Fraction
+
+from agent.core.diagnostics import Location
+from agent.core.operators import Operator
+from agent.core.planners import ScaleType
+
+VENDOR_API_VERSION = "autopilot.libopenstorage.org/v1alpha1"
+API_GROUP = "kafka-autopilot.io"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+RULE_KIND = "AutopilotRule"
+
+DEFAULT_POLL_INTERVAL_SECONDS = 10
+DEFAULT_COOLDOWN_SECONDS = 300
+
+
+class TargetKind(StrEnum):
+    """The kind of object a rule acts on; it follows from the rule's actions."""
+
+    PVC = "PersistentVolumeClaim"
+    STORAGE_POOL = "StoragePool"
+    BROKER = "KafkaBroker"
+    NODE = "Node"
+
+
+class Enforcement(StrEnum):
+    """`spec.enforcement`: the vendor's values plus our `dryRun`."""
+
+    REQUIRED = "required"
+    PREFERRED = "preferred"
+    APPROVAL_REQUIRED = "approvalRequired"
+    DRY_RUN = "dryRun"
+
+
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectorRequirement:
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        if self.operator is SelectorOperator.EXISTS:
+            return present
+        if self.operator is SelectorOperator.DOES_NOT_EXIST:
+            return not present
+        inside = present and labels[self.key] in self.values
+        return inside if self.operator is SelectorOperator.IN else not inside
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelSelector:
+    """Kubernetes label selector semantics: every matchLabels pair and every expression must hold.
+
+    An empty selector matches everything.
+    """
+
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(key) == value for key, value in self.match_labels.items()) and all(
+            requirement.matches(labels) for requirement in self.match_expressions
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConditionExpression:
+    """One condition: a PromQL query (written out, or expanded from `keyAlias`) and its test."""
+
+    query: str
+    operator: Operator
+    values: tuple[str, ...]
+    alias: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.alias or self.query
+
+
+class ConditionProvider(StrEnum):
+    """Where condition values come from. `prometheus` is the default; `kubernetes` reads node state."""
+
+    PROMETHEUS = "prometheus"
+    KUBERNETES = "kubernetes"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conditions:
+    expressions: tuple[ConditionExpression, ...]
+    required_matches: int = 0
+    """How many expressions must hold; 0 means all of them."""
+    for_seconds: int = 0
+    provider: ConditionProvider = ConditionProvider.PROMETHEUS
+
+    @property
+    def needed(self) -> int:
+        return self.required_matches or len(self.expressions)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeResizeParams:
+    scale_percentage: Fraction = Fraction(50)
+    max_bytes: int | None = None
+    min_step_bytes: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolExpandParams:
+    scale_percentage: Fraction | None = Fraction(50)
+    scale_size_bytes: int | None = None
+    scale_type: ScaleType = ScaleType.AUTO
+    max_bytes: int | None = None
+    max_drives: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaderRebalanceParams:
+    batch_size: int = 50
+    """Partitions per ElectLeaders request."""
+    timeout_seconds: int = 30
+
+
+class RescheduleMode(StrEnum):
+    FORCE_DELETE = "force-delete"
+    OUT_OF_SERVICE_TAINT = "out-of-service-taint"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRescheduleParams:
+    grace_seconds: int = 40
+    """How long the node must be NotReady/Unknown with a stale Lease before anything is done."""
+    mode: RescheduleMode = RescheduleMode.FORCE_DELETE
+    delete_volume_attachments: bool = True
+    broker_selector: LabelSelector = field(default_factory=LabelSelector)
+    """Which pods on the node are Kafka brokers to reschedule (default: every pod on the node)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerRestartParams:
+    min_isr_margin: int = 1
+    """Restart only if every partition keeps at least min.insync.replicas + margin - 1 in-sync replicas."""
+
+
+ActionParams = (
+    VolumeResizeParams | PoolExpandParams | LeaderRebalanceParams | NodeRescheduleParams | BrokerRestartParams
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleAction:
+    name: str
+    params: ActionParams
+    raw_params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionWindow:
+    """Actions may start only inside one of these UTC windows (days empty = every day)."""
+
+    days: frozenset[int] = frozenset()
+    """ISO weekdays, Monday = 1."""
+    start_minute: int = 0
+    end_minute: int = 24 * 60
+    """Minutes after midnight UTC; a window with end < start spans midnight."""
+
+    def contains(self, *, weekday: int, minute_of_day: int) -> bool:
+        if self.start_minute <= self.end_minute:
+            inside = self.start_minute <= minute_of_day < self.end_minute
+            day = weekday
+        else:
+            inside = minute_of_day >= self.start_minute or minute_of_day < self.end_minute
+            day = weekday if minute_of_day >= self.start_minute else (weekday - 2) % 7 + 1
+        return inside and (not self.days or day in self.days)
+
+
+IdentityLabels = tuple[tuple[str, ...], ...]
+"""Alternative label sets that name an object; the first set a series carries in full is used."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    name: str
+    api_version: str
+    source: Location
+    target: TargetKind
+    selector: LabelSelector
+    namespace_selector: LabelSelector | None
+    conditions: Conditions
+    actions: tuple[RuleAction, ...]
+    poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS
+    cooldown_seconds: int = DEFAULT_COOLDOWN_SECONDS
+    enforcement: Enforcement = Enforcement.REQUIRED
+    action_windows: tuple[ActionWindow, ...] = ()
+    identity_labels: IdentityLabels | None = None
+    """Per-rule override of the default join labels for the target kind."""
+
+    @property
+    def approval_required(self) -> bool:
+        return self.enforcement is Enforcement.APPROVAL_REQUIRED
+
+    @property
+    def dry_run(self) -> bool:
+        return self.enforcement is Enforcement.DRY_RUN
+
+    def in_action_window(self, *, weekday: int, minute_of_day: int) -> bool:
+        if not self.action_windows:
+            return True
+        return any(window.contains(weekday=weekday, minute_of_day=minute_of_day) for window in self.action_windows)

@@ -1,0 +1,294 @@
+"""The per-(rule, object) state machine, pure: time and inputs are passed in, transitions come out.
+
+States are the vendor Autopilot's, plus ActionAwaitingWindow:
+
+    Initializing ──first evaluation──► Normal ──conditions hold──► Triggered
+    Triggered ──clear──► Normal
+    Triggered ──held for `for`, out of cooldown──► (approval needed) ActionAwaitingApproval
+                                                  (outside the action window) ActionAwaitingWindow
+                                                  (planner declines) ActionsDeclined
+                                                  (otherwise) ActiveActionsPending
+    ActionAwaitingApproval ──approved──► window check, then plan as above; ──declined──► ActionsDeclined
+    ActionAwaitingApproval / ActionAwaitingWindow / ActionsDeclined ──clear──► Normal
+    ActiveActionsPending ──executor starts──► ActiveActionsInProgress
+    ActiveActionsInProgress ──verified──► ActiveActionsTaken; ──failed──► Normal (cooldown applies)
+    ActiveActionsTaken ──cooldown over──► Normal (and on to Triggered if the conditions still hold)
+    ActionsDeclined ──cooldown over, conditions hold──► planned again (e.g. after maxsize was raised)
+
+"No data" is never a verdict: it leaves the state as it is and is recorded as such. Every change of
+state yields a Transition (rule, object, from, to, at, reason); the caller records them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from types import EllipsisType
+
+from agent.core.planners import DeclineCode, Declined
+
+
+class RuleState(StrEnum):
+    INITIALIZING = "Initializing"
+    NORMAL = "Normal"
+    TRIGGERED = "Triggered"
+    ACTION_AWAITING_APPROVAL = "ActionAwaitingApproval"
+    ACTION_AWAITING_WINDOW = "ActionAwaitingWindow"
+    ACTIVE_ACTIONS_PENDING = "ActiveActionsPending"
+    ACTIVE_ACTIONS_IN_PROGRESS = "ActiveActionsInProgress"
+    ACTIVE_ACTIONS_TAKEN = "ActiveActionsTaken"
+    ACTIONS_DECLINED = "ActionsDeclined"
+
+
+class Verdict(StrEnum):
+    HOLDS = "holds"
+    CLEAR = "clear"
+    NO_DATA = "no-data"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectState:
+    """What the agent knows of one (rule, object) pair; durable, so a restart resumes here."""
+
+    state: RuleState = RuleState.INITIALIZING
+    since: float | None = None
+    active_at: float | None = None
+    """When the conditions started to hold in the current episode (for `for`)."""
+    cooldown_until: float | None = None
+    reason: str = ""
+    entered_at: Mapping[str, float] = field(default_factory=dict)
+    """Last time each state was entered, by state name."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transition:
+    rule: str
+    object: str
+    from_state: RuleState
+    to_state: RuleState
+    at: float
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluated:
+    """The cycle's verdict for this object."""
+
+    verdict: Verdict
+    in_action_window: bool = True
+    approval_needed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalAnswered:
+    approved: bool
+    by: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionStarted:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionFinished:
+    succeeded: bool
+    reason: str = ""
+
+
+Event = Evaluated | ApprovalAnswered | ActionStarted | ActionFinished
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """The outcome of one event: the new state, its transitions, and what to do next."""
+
+    state: ObjectState
+    transitions: tuple[Transition, ...] = ()
+    plan_now: bool = False
+    """The actions must be planned and handed to executors (state is ActiveActionsPending)."""
+    preview_now: bool = False
+    """The actions must be planned for an approval preview (state is ActionAwaitingApproval)."""
+    note: str = ""
+    """Why nothing happened, when nothing did (no data, cooldown, waiting for `for`...)."""
+
+
+@dataclass
+class _Machine:
+    rule: str
+    object_key: str
+    cooldown_seconds: int
+    for_seconds: int
+    now: float
+    state: ObjectState
+    transitions: list[Transition] = field(default_factory=list)
+    note: str = ""
+
+    def go(
+        self,
+        to_state: RuleState,
+        reason: str,
+        *,
+        active_at: float | EllipsisType | None = ...,
+        cooldown_until: float | EllipsisType | None = ...,
+    ) -> None:
+        if to_state is not self.state.state:
+            self.transitions.append(
+                Transition(
+                    rule=self.rule,
+                    object=self.object_key,
+                    from_state=self.state.state,
+                    to_state=to_state,
+                    at=self.now,
+                    reason=reason,
+                )
+            )
+            entered = {**self.state.entered_at, to_state.value: self.now}
+            self.state = replace(self.state, state=to_state, since=self.now, entered_at=entered)
+        self.state = replace(self.state, reason=reason)
+        if not isinstance(active_at, EllipsisType):
+            self.state = replace(self.state, active_at=active_at)
+        if not isinstance(cooldown_until, EllipsisType):
+            self.state = replace(self.state, cooldown_until=cooldown_until)
+
+    def in_cooldown(self) -> bool:
+        until = self.state.cooldown_until
+        return until is not None and self.now < until
+
+    def step(self, **flags: bool) -> Step:
+        return Step(state=self.state, transitions=tuple(self.transitions), note=self.note, **flags)
+
+
+def decide(
+    *,
+    rule: str,
+    object_key: str,
+    state: ObjectState,
+    event: Event,
+    now: float,
+    cooldown_seconds: int,
+    for_seconds: int,
+) -> Step:
+    """Apply one event to one (rule, object) state at time `now`."""
+    machine = _Machine(
+        rule=rule,
+        object_key=object_key,
+        cooldown_seconds=cooldown_seconds,
+        for_seconds=for_seconds,
+        now=now,
+        state=state,
+    )
+    current = state.state
+    if isinstance(event, ActionStarted):
+        if current is RuleState.ACTIVE_ACTIONS_PENDING:
+            machine.go(RuleState.ACTIVE_ACTIONS_IN_PROGRESS, "executor started the actions")
+        return machine.step()
+    if isinstance(event, ActionFinished):
+        if current in (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS):
+            cooldown_until = now + cooldown_seconds
+            if event.succeeded:
+                machine.go(
+                    RuleState.ACTIVE_ACTIONS_TAKEN,
+                    event.reason or "actions verified",
+                    cooldown_until=cooldown_until,
+                    active_at=None,
+                )
+            else:
+                machine.go(
+                    RuleState.NORMAL,
+                    f"action failed: {event.reason}",
+                    cooldown_until=cooldown_until,
+                    active_at=None,
+                )
+        return machine.step()
+    if isinstance(event, ApprovalAnswered):
+        if current is not RuleState.ACTION_AWAITING_APPROVAL:
+            return machine.step()
+        if not event.approved:
+            by = f" by {event.by}" if event.by else ""
+            machine.go(RuleState.ACTIONS_DECLINED, f"approval declined{by}")
+            return machine.step()
+        return _fire(machine, approved=True, in_action_window=True)
+    return _evaluated(machine, event)
+
+
+def _evaluated(machine: _Machine, event: Evaluated) -> Step:
+    if machine.state.state is RuleState.INITIALIZING:
+        machine.go(RuleState.NORMAL, "first evaluation")
+    current = machine.state.state
+    verdict = event.verdict
+    if verdict is Verdict.NO_DATA:
+        machine.note = "no data: state kept, nothing done"
+        return machine.step()
+    if current is RuleState.ACTIVE_ACTIONS_TAKEN:
+        if machine.in_cooldown():
+            machine.note = f"in cooldown until {machine.state.cooldown_until:.0f}"
+            return machine.step()
+        machine.go(RuleState.NORMAL, "cooldown over")
+        current = RuleState.NORMAL
+    if current in (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS):
+        machine.note = "actions in flight: the executor owns this object"
+        return machine.step()
+    if verdict is Verdict.CLEAR:
+        if current is not RuleState.NORMAL:
+            cancelled = " (approval cancelled)" if current is RuleState.ACTION_AWAITING_APPROVAL else ""
+            machine.go(RuleState.NORMAL, f"conditions cleared{cancelled}", active_at=None)
+        return machine.step()
+    if current is RuleState.NORMAL:
+        machine.go(RuleState.TRIGGERED, "conditions hold", active_at=machine.now)
+        current = RuleState.TRIGGERED
+    if current is RuleState.ACTION_AWAITING_APPROVAL:
+        machine.note = "waiting for approval"
+        return machine.step()
+    if current is RuleState.ACTIONS_DECLINED:
+        since = machine.state.since or machine.now
+        if machine.now < since + machine.cooldown_seconds:
+            machine.note = f"declined: {machine.state.reason}"
+            return machine.step()
+        return machine.step(plan_now=True)
+    if current is RuleState.TRIGGERED:
+        active_at = machine.state.active_at if machine.state.active_at is not None else machine.now
+        if machine.now - active_at < machine.for_seconds:
+            machine.note = f"holding for {machine.now - active_at:.0f}s of {machine.for_seconds}s"
+            return machine.step()
+        if machine.in_cooldown():
+            machine.note = f"in cooldown until {machine.state.cooldown_until:.0f}"
+            return machine.step()
+    return _fire(
+        machine,
+        approved=not event.approval_needed,
+        in_action_window=event.in_action_window,
+    )
+
+
+def _fire(machine: _Machine, *, approved: bool, in_action_window: bool) -> Step:
+    if not approved:
+        machine.go(RuleState.ACTION_AWAITING_APPROVAL, "approval required")
+        return machine.step(preview_now=True)
+    if not in_action_window:
+        machine.go(RuleState.ACTION_AWAITING_WINDOW, "outside the action window")
+        return machine.step()
+    return machine.step(plan_now=True)
+
+
+def apply_plan_outcome(
+    *,
+    rule: str,
+    object_key: str,
+    state: ObjectState,
+    now: float,
+    declined: Declined | None,
+) -> Step:
+    """After `plan_now`: go to ActiveActionsPending, or record why the planner declined."""
+    machine = _Machine(rule=rule, object_key=object_key, cooldown_seconds=0, for_seconds=0, now=now, state=state)
+    if declined is None:
+        machine.go(RuleState.ACTIVE_ACTIONS_PENDING, "actions planned")
+    elif declined.code == DeclineCode.NO_DATA:
+        machine.note = declined.message
+    elif state.state is RuleState.ACTIONS_DECLINED:
+        machine.state = replace(machine.state, since=now, reason=declined.message)
+        machine.note = f"still declined: {declined.message}"
+    else:
+        machine.go(RuleState.ACTIONS_DECLINED, f"{declined.code}: {declined.message}")
+    return machine.step()
