@@ -1,0 +1,158 @@
+"""The condition operators of the vendor AutopilotRule format, and their verdict on one sample.
+
+A condition compares one object's sample (its value in the expression's instant vector) with
+the rule's `values`. Values are YAML strings read as numbers or Kubernetes quantities, so "80",
+"0.5", "1e3" and "1Ti" are all valid thresholds. Comparison is exact: a sample is read as the
+shortest decimal that prints it, so 0.1 equals "0.1" and 80.0 is not greater than "80".
+
+    operator      values          holds when                   no sample   NaN / +-inf
+    ------------  --------------  ---------------------------  ----------  -----------
+    In            1 or more       value equals one of values   None        None
+    NotIn         1 or more       value equals none of values  None        None
+    Exists        none            a finite sample exists       False       False
+    DoesNotExist  none            there is no sample at all    True        False
+    Gt            exactly 1       value >  threshold           None        None
+    GtEq          exactly 1       value >= threshold           None        None
+    Lt            exactly 1       value <  threshold           None        None
+    LtEq          exactly 1       value <= threshold           None        None
+    InRange       low, high       low <= value <= high         None        None
+    NotInRange    low, high       value < low or value > high  None        None
+
+None means "no data": it is never a verdict, so neither the condition nor its negation holds
+and nothing is acted on. A NaN or infinite sample exists but carries no value, so neither
+Exists nor DoesNotExist holds for it. InRange and NotInRange need low <= high.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from fractions import Fraction
+from typing import assert_never
+
+from agent.core.quantity import QuantityError, parse_quantity
+
+__all__ = ["Operator", "ValueCount", "holds", "validate_values", "value_count"]
+
+
+class Operator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+    GT = "Gt"
+    GT_EQ = "GtEq"
+    LT = "Lt"
+    LT_EQ = "LtEq"
+    IN_RANGE = "InRange"
+    NOT_IN_RANGE = "NotInRange"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValueCount:
+    """How many values an operator takes; maximum None means no upper limit."""
+
+    minimum: int
+    maximum: int | None
+
+    def allows(self, count: int) -> bool:
+        return count >= self.minimum and (self.maximum is None or count <= self.maximum)
+
+    def describe(self) -> str:
+        if self.maximum is None:
+            return f"at least {_values(self.minimum)}"
+        if self.maximum == 0:
+            return "no values"
+        return f"exactly {_values(self.maximum)}"
+
+
+def _values(count: int) -> str:
+    return f"{count} value" if count == 1 else f"{count} values"
+
+
+_NO_VALUES = ValueCount(minimum=0, maximum=0)
+_ONE_OR_MORE = ValueCount(minimum=1, maximum=None)
+_ONE = ValueCount(minimum=1, maximum=1)
+_LOW_AND_HIGH = ValueCount(minimum=2, maximum=2)
+
+_VALUE_COUNTS: dict[Operator, ValueCount] = {
+    Operator.IN: _ONE_OR_MORE,
+    Operator.NOT_IN: _ONE_OR_MORE,
+    Operator.EXISTS: _NO_VALUES,
+    Operator.DOES_NOT_EXIST: _NO_VALUES,
+    Operator.GT: _ONE,
+    Operator.GT_EQ: _ONE,
+    Operator.LT: _ONE,
+    Operator.LT_EQ: _ONE,
+    Operator.IN_RANGE: _LOW_AND_HIGH,
+    Operator.NOT_IN_RANGE: _LOW_AND_HIGH,
+}
+
+_RANGE_OPERATORS = frozenset({Operator.IN_RANGE, Operator.NOT_IN_RANGE})
+_PRESENCE_OPERATORS = frozenset({Operator.EXISTS, Operator.DOES_NOT_EXIST})
+
+
+def value_count(operator: Operator) -> ValueCount:
+    """How many values the operator takes."""
+    return _VALUE_COUNTS[operator]
+
+
+def validate_values(operator: Operator, *, values: Sequence[str]) -> list[str]:
+    """Every problem with the operator's values, in human words; empty when they are fine."""
+    if isinstance(values, str):
+        return [f"{operator} values must be a list of strings, got the single string {values!r}"]
+    problems: list[str] = []
+    expected = _VALUE_COUNTS[operator]
+    if not expected.allows(len(values)):
+        problems.append(f"{operator} takes {expected.describe()}, got {len(values)}")
+    if operator in _PRESENCE_OPERATORS:
+        return problems
+    numbers: list[Fraction] = []
+    for value in values:
+        try:
+            numbers.append(parse_quantity(value))
+        except QuantityError:
+            problems.append(f"value {value!r} is not a number")
+    if operator in _RANGE_OPERATORS and len(values) == 2 and len(numbers) == 2 and numbers[0] > numbers[1]:
+        problems.append(f"{operator} needs low <= high, got low {values[0]!r} > high {values[1]!r}")
+    return problems
+
+
+def holds(operator: Operator, *, value: float | None, values: Sequence[str]) -> bool | None:
+    """The verdict of the condition for one object's sample; None means "no data".
+
+    value is None when the object has no sample. Values that validate_values rejects raise
+    ValueError: the rule loader never lets such a rule through.
+    """
+    problems = validate_values(operator, values=values)
+    if problems:
+        raise ValueError("; ".join(problems))
+    if operator is Operator.EXISTS:
+        return value is not None and math.isfinite(value)
+    if operator is Operator.DOES_NOT_EXIST:
+        return value is None
+    if value is None or not math.isfinite(value):
+        return None
+    sample = parse_quantity(value)
+    thresholds = [parse_quantity(threshold) for threshold in values]
+    match operator:
+        case Operator.IN:
+            return sample in thresholds
+        case Operator.NOT_IN:
+            return sample not in thresholds
+        case Operator.GT:
+            return sample > thresholds[0]
+        case Operator.GT_EQ:
+            return sample >= thresholds[0]
+        case Operator.LT:
+            return sample < thresholds[0]
+        case Operator.LT_EQ:
+            return sample <= thresholds[0]
+        case Operator.IN_RANGE:
+            return thresholds[0] <= sample <= thresholds[1]
+        case Operator.NOT_IN_RANGE:
+            return not thresholds[0] <= sample <= thresholds[1]
+        case _:
+            assert_never(operator)
