@@ -1,0 +1,42 @@
+"""Read rule files and folders from disk and hand their text to the pure loader.
+
+A file that cannot be read is reported like any other problem (file:1:1) and the other files still
+load. Folders are searched recursively for *.yaml and *.yml, in sorted order, so results are stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from agent.core.diagnostics import Location, Problem
+from agent.core.loader import LoadResult, parse_rules
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files as given, and the YAML files below each folder."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(found for found in path.rglob("*") if found.suffix in YAML_SUFFIXES and found.is_file())
+        else:
+            yield path
+
+
+def load_rule_paths(paths: Iterable[Path]) -> Iterator[LoadResult]:
+    """One LoadResult per file; merge them with agent.core.loader.merge_results."""
+    for path in expand_paths(paths):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            problem = Problem(
+                location=Location(file=str(path), line=1, column=1),
+                rule="",
+                field="",
+                message=f"cannot read the file: {reason}",
+            )
+            yield LoadResult(rules=(), problems=(problem,))
+            continue
+        yield parse_rules(text, file=str(path))

@@ -1,0 +1,248 @@
+"""The `kafka-autopilot` command: lint and test rules, and play the reference scenario.
+
+Exit codes mean the same for every subcommand:
+  0  everything passed
+  1  the input has problems (lint errors, failed rule tests)
+  2  the command could not run (bad arguments, unreadable test file, Prometheus missing or failing)
+  70 an internal error (a bug: please report it with the message)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from agent import __version__
+from agent.adapters.files import expand_paths, load_rule_paths
+from agent.adapters.prometheus import PrometheusQueryError
+from agent.audit.trail import AuditRecord, AuditTrail
+from agent.core.aliases import KEY_ALIASES
+from agent.core.loader import merge_results
+from agent.sandbox.process import SandboxProcessError
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_CANNOT_RUN = 2
+EXIT_INTERNAL = 70
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_TEST_FILE = REPO_ROOT / "tests" / "rules" / "kafka-resize.test.yaml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the promise is "never a traceback": say what broke, in one line
+        print(f"kafka-autopilot: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kafka-autopilot",
+        description="Autopilot and remediation agent for Apache Kafka on Kubernetes.",
+        epilog="Exit codes: 0 ok, 1 problems found, 2 could not run, 70 internal error.",
+    )
+    parser.add_argument("--version", action="version", version=f"kafka-autopilot {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    lint = commands.add_parser(
+        "lint",
+        help="check AutopilotRule files and report every problem with file:line:col",
+        description="Check AutopilotRule YAML files (or folders of them). Prints each problem as "
+        "file:line:col: rule: field: message. Exit 0 when clean, 1 on errors.",
+    )
+    lint.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="rule files or folders")
+    lint.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    lint.add_argument("--aliases", action="store_true", help="list the keyAlias names and their PromQL, then exit")
+    lint.set_defaults(command=cmd_lint)
+
+    test = commands.add_parser(
+        "test",
+        help="run rule unit tests (promtool-style YAML) against the real Prometheus engine",
+        description="Run rule tests: input series are backfilled into a temporary Prometheus TSDB, "
+        "queried at each evaluation step by a real Prometheus on loopback, and the agent's core "
+        "decides with a simulated executor. Exit 0 when all pass, 1 on failures, 2 if they cannot run.",
+    )
+    test.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR", help="test files or folders")
+    test.add_argument("--audit", type=Path, metavar="FILE", help="write the audit trail as JSON lines to FILE")
+    test.add_argument("--timeline", action="store_true", help="print each test's transitions and actions")
+    test.set_defaults(command=cmd_test)
+
+    demo = commands.add_parser(
+        "demo",
+        help="play the reference resize scenario (400Gi -> 800Gi -> 1Ti -> declined at maxsize)",
+        description="Plays the reference rule's scenario from MISSION.md: 4 Kafka PVCs of 400Gi with "
+        "continuous ingest. Metrics are evaluated by a real Prometheus; actions go to a simulated "
+        "executor, so nothing outside this machine is touched.",
+    )
+    demo.add_argument("--json", action="store_true", help="print the audit records as JSON lines")
+    demo.set_defaults(command=cmd_demo)
+    return parser
+
+
+# --- lint --------------------------------------------------------------------------------------
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    out: TextIO = sys.stdout
+    if args.aliases:
+        for alias, query in KEY_ALIASES.items():
+            print(f"{alias}\t{query}", file=out)
+        return EXIT_OK
+    if not args.paths:
+        print("kafka-autopilot lint: give at least one rule file or folder", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    missing = [path for path in args.paths if not path.exists()]
+    for path in missing:
+        print(f"{path}: no such file or folder", file=sys.stderr)
+    if missing:
+        return EXIT_CANNOT_RUN
+    result = merge_results(load_rule_paths(args.paths))
+    if args.format == "json":
+        for problem in result.problems:
+            print(
+                json.dumps(
+                    {
+                        "file": problem.location.file,
+                        "line": problem.location.line,
+                        "column": problem.location.column,
+                        "rule": problem.rule,
+                        "field": problem.field,
+                        "severity": problem.severity.value,
+                        "message": problem.message,
+                    }
+                ),
+                file=out,
+            )
+    else:
+        for problem in result.problems:
+            print(problem, file=out)
+    print(
+        f"{len(result.rules)} rules valid, {len(result.errors)} errors",
+        file=sys.stderr,
+    )
+    return EXIT_PROBLEMS if result.errors else EXIT_OK
+
+
+# --- test and demo ---------------------------------------------------------------------------
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from agent.runtime import ruletest
+
+    files = [path for path in expand_paths(args.paths) if path.exists()]
+    missing = [path for path in args.paths if not path.exists()]
+    if missing or not files:
+        for path in missing:
+            print(f"{path}: no such file or folder", file=sys.stderr)
+        if not missing:
+            print("no rule test files found", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    audit_stream = args.audit.open("w", encoding="utf-8") if args.audit else None
+    trail = AuditTrail(stream=audit_stream) if audit_stream else None
+    passed = failed = 0
+    cannot_run = False
+    try:
+        for path in files:
+            try:
+                test_file = ruletest.read_test_file(path)
+            except ruletest.RuleTestFileError as error:
+                print(str(error), file=sys.stderr)
+                cannot_run = True
+                continue
+            for test in test_file.tests:
+                records: list[AuditRecord] = []
+                try:
+                    outcome = ruletest.run_test(test_file, test, on_record=records.append)
+                except (ruletest.RuleTestFileError, PrometheusQueryError, SandboxProcessError) as error:
+                    print(f"ERROR {path}: {test.name}: {error}", file=sys.stderr)
+                    cannot_run = True
+                    continue
+                if trail is not None:
+                    for record in records:
+                        trail.write(record)
+                if args.timeline:
+                    print_timeline(records, out=sys.stdout)
+                if outcome.passed:
+                    passed += 1
+                    print(f"PASS {path}: {test.name}")
+                else:
+                    failed += 1
+                    print(f"FAIL {path}: {test.name}")
+                    for failure in outcome.failures:
+                        print(f"  {failure}")
+    finally:
+        if audit_stream is not None:
+            audit_stream.close()
+    print(f"rules: {passed} passed, {failed} failed")
+    if cannot_run:
+        return EXIT_CANNOT_RUN
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.runtime import ruletest
+
+    if not DEMO_TEST_FILE.exists():
+        print(f"the demo scenario {DEMO_TEST_FILE} is missing: run the demo from a checkout", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    test_file = ruletest.read_test_file(DEMO_TEST_FILE)
+    test = test_file.tests[0]
+    print(f"# {test.name}", file=sys.stderr)
+    print("# real Prometheus evaluates the rule; actions go to a simulated executor", file=sys.stderr)
+    trail = AuditTrail(stream=sys.stdout) if args.json else None
+    records: list[AuditRecord] = []
+    try:
+        outcome = ruletest.run_test(test_file, test, on_record=records.append)
+    except (ruletest.RuleTestFileError, PrometheusQueryError, SandboxProcessError) as error:
+        print(f"demo could not run: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if trail is not None:
+        for record in records:
+            trail.write(record)
+    else:
+        print_timeline(records, out=sys.stdout)
+    verdict = "matches" if outcome.passed else "does NOT match"
+    print(f"# the run {verdict} the reference table", file=sys.stderr)
+    for failure in outcome.failures:
+        print(f"  {failure}", file=sys.stderr)
+    return EXIT_OK if outcome.passed else EXIT_PROBLEMS
+
+
+def print_timeline(records: Sequence[AuditRecord], *, out: TextIO) -> None:
+    """Transitions and actions, one line each, with the values that led to them."""
+    last_values: dict[tuple[str, str], str] = {}
+    for record in records:
+        key = (record["rule"], record["object"])
+        clock = record["time"][11:19]
+        if record["event"] == "evaluation":
+            last_values[key] = ", ".join(_value_text(value) for value in record["values"].values())
+        elif record["event"] == "transition":
+            values = last_values.get(key, "")
+            print(
+                f"{clock}  {record['object']:<22} {record['from']} -> {record['to']}"
+                f"  [{record['reason']}]" + (f"  value {values}" if values else ""),
+                file=out,
+            )
+        elif record["event"].startswith("action-"):
+            detail = record["reason"] if record["event"] == "action-declined" else f"{record['before']} -> {record['after']}"
+            print(f"{clock}  {record['object']:<22} {record['event']}: {detail}", file=out)
+
+
+def _value_text(value: object) -> str:
+    return "no data" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
