@@ -22,6 +22,7 @@ from agent.adapters.prometheus import PrometheusQueryError
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.aliases import KEY_ALIASES
 from agent.core.loader import merge_results
+from agent.runtime import ruletest
 from agent.sandbox.process import SandboxProcessError
 
 EXIT_OK = 0
@@ -139,8 +140,6 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from agent.runtime import ruletest
-
     files = [path for path in expand_paths(args.paths) if path.exists()]
     missing = [path for path in args.paths if not path.exists()]
     if missing or not files:
@@ -165,7 +164,12 @@ def cmd_test(args: argparse.Namespace) -> int:
                 records: list[AuditRecord] = []
                 try:
                     outcome = ruletest.run_test(test_file, test, on_record=records.append)
-                except (ruletest.RuleTestFileError, PrometheusQueryError, SandboxProcessError) as error:
+                except (
+                    ruletest.RuleTestFileError,
+                    PrometheusQueryError,
+                    SandboxProcessError,
+                    NotImplementedError,
+                ) as error:
                     print(f"ERROR {path}: {test.name}: {error}", file=sys.stderr)
                     cannot_run = True
                     continue
@@ -192,8 +196,6 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.runtime import ruletest
-
     if not DEMO_TEST_FILE.exists():
         print(f"the demo scenario {DEMO_TEST_FILE} is missing: run the demo from a checkout", file=sys.stderr)
         return EXIT_CANNOT_RUN
@@ -236,7 +238,8 @@ def print_timeline(records: Sequence[AuditRecord], *, out: TextIO) -> None:
                 file=out,
             )
         elif record["event"].startswith("action-"):
-            detail = record["reason"] if record["event"] == "action-declined" else f"{record['before']} -> {record['after']}"
+            declined = record["event"] == "action-declined"
+            detail = record["reason"] if declined else f"{record['before']} -> {record['after']}"
             print(f"{clock}  {record['object']:<22} {record['event']}: {detail}", file=out)
 
 

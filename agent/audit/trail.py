@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -138,7 +138,7 @@ def cycle_records(outcome: CycleOutcome, *, dry_run: bool) -> Iterator[AuditReco
         yield action_record(preview, dry_run=dry_run, outcome="awaiting-approval")
 
 
-def _stable_key_order(_logger: object, _method: str, event_dict: AuditRecord) -> AuditRecord:
+def _stable_key_order(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> AuditRecord:
     ordered: AuditRecord = {key: event_dict.pop(key, None) for key in AUDIT_KEYS}
     ordered.update(event_dict)
     return ordered
@@ -147,7 +147,7 @@ def _stable_key_order(_logger: object, _method: str, event_dict: AuditRecord) ->
 class AuditTrail:
     """Writes audit records as JSON lines through structlog to a stream (stdout by default)."""
 
-    def __init__(self, *, stream: IO[str] | None = None) -> None:
+    def __init__(self, *, stream: TextIO | None = None) -> None:
         self._logger = structlog.wrap_logger(
             structlog.WriteLogger(stream if stream is not None else sys.stdout),
             processors=[_stable_key_order, structlog.processors.JSONRenderer(default=str)],

@@ -51,7 +51,7 @@ from agent.core.planners import PoolExpandPlan, PoolShape, ResizePlan
 from agent.core.quantity import QuantityError, parse_bytes
 from agent.core.rules import Rule, TargetKind
 from agent.core.samples import Sample
-from agent.core.series import SeriesNotationError, expand_values, parse_series_selector, with_timestamps
+from agent.core.series import SeriesNotationError, SeriesValue, expand_values, parse_series_selector, with_timestamps
 from agent.core.states import (
     ActionFinished,
     ActionStarted,
@@ -158,14 +158,12 @@ class _TestFileReader:
             ) from error
         if len(documents) != 1 or not documents[0].is_mapping():
             location = Location(file=str(self.path), line=1, column=1)
-            raise RuleTestFileError(
-                [Problem(location=location, rule="", field="", message="must be one YAML mapping")]
-            )
+            raise RuleTestFileError([Problem(location=location, rule="", field="", message="must be one YAML mapping")])
         root = documents[0]
         self.check_keys(root, ("rule_files", "evaluation_interval", "tests"), ("rule_files", "tests"))
         rules = self.rules(root.get("rule_files"))
         interval = self.duration(root.get("evaluation_interval"), DEFAULT_INTERVAL_SECONDS)
-        tests = [self.test(view, rules) for view in self.list(root.get("tests"))]
+        tests = [self.test(view, rules) for view in self.sequence(root.get("tests"))]
         if self.problems:
             raise self.fail()
         return RuleTestFile(
@@ -189,7 +187,7 @@ class _TestFileReader:
                 self.error(view, f'missing required field "{key}"')
         return True
 
-    def list(self, view: View | None) -> list[View]:
+    def sequence(self, view: View | None) -> list[View]:
         if view is None:
             return []
         if not view.is_sequence():
@@ -217,7 +215,7 @@ class _TestFileReader:
 
     def rules(self, view: View | None) -> list[Rule]:
         paths = []
-        for element in self.list(view):
+        for element in self.sequence(view):
             name = self.text(element)
             if name is not None:
                 path = (self.path.parent / name).resolve()
@@ -237,13 +235,13 @@ class _TestFileReader:
             return None
         name = self.text(view.get("name"), "") or ""
         interval = self.duration(view.get("interval"), DEFAULT_INTERVAL_SECONDS)
-        objects = [obj for element in self.list(view.get("objects")) if (obj := self.object(element))]
-        series = [s for element in self.list(view.get("input_series")) if (s := self.series(element))]
+        objects = [obj for element in self.sequence(view.get("objects")) if (obj := self.object(element))]
+        series = [s for element in self.sequence(view.get("input_series")) if (s := self.series(element))]
         rule_names = [rule.name for rule in rules]
         expectations = [
-            e for element in self.list(view.get("expected")) if (e := self.expectation(element, rule_names))
+            e for element in self.sequence(view.get("expected")) if (e := self.expectation(element, rule_names))
         ]
-        approvals = [a for element in self.list(view.get("approvals")) if (a := self.approval(element, rule_names))]
+        approvals = [a for element in self.sequence(view.get("approvals")) if (a := self.approval(element, rule_names))]
         return RuleTest(
             name=name,
             interval=interval,
@@ -260,7 +258,9 @@ class _TestFileReader:
         kind_text = self.text(view.get("kind"), "") or ""
         kinds = [kind.value for kind in TargetKind]
         if kind_text not in kinds:
-            self.error(_must(view.get("kind")), f"kind must be one of {', '.join(kinds)}{did_you_mean(kind_text, kinds)}")
+            self.error(
+                _must(view.get("kind")), f"kind must be one of {', '.join(kinds)}{did_you_mean(kind_text, kinds)}"
+            )
             return None
         kind = TargetKind(kind_text)
         name = self.text(view.get("name"), "") or ""
@@ -328,7 +328,7 @@ class _TestFileReader:
         actions_view = view.get("actions")
         actions = None
         if actions_view is not None:
-            actions = tuple(text for element in self.list(actions_view) if (text := self.text(element)) is not None)
+            actions = tuple(text for element in self.sequence(actions_view) if (text := self.text(element)) is not None)
         if at < 0 or rule is None:
             return None
         return Expectation(
@@ -398,7 +398,9 @@ def _must(view: View | None) -> View:
 # --- running tests -----------------------------------------------------------------------------
 
 
-def run_test_file(test_file: RuleTestFile, *, on_record: Callable[[AuditRecord], None] | None = None) -> list[TestOutcome]:
+def run_test_file(
+    test_file: RuleTestFile, *, on_record: Callable[[AuditRecord], None] | None = None
+) -> list[TestOutcome]:
     return [run_test(test_file, test, on_record=on_record) for test in test_file.tests]
 
 
@@ -409,20 +411,23 @@ def run_test(
     with tempfile.TemporaryDirectory(prefix="kafka-autopilot-ruletest-") as scratch:
         tsdb = Path(scratch) / "tsdb"
         backfill_openmetrics(
-            series=[
-                (name, labels, with_timestamps(expand_values(values), start_seconds=RULE_TEST_EPOCH, interval_seconds=test.interval))
-                for name, labels, values in test.series
-            ],
+            series=[(name, labels, _timed(values, interval=test.interval)) for name, labels, values in test.series],
             tsdb_dir=tsdb,
         )
         with PrometheusServer(tsdb_dir=tsdb, run_dir=Path(scratch)) as server:
             client = PrometheusClient(url=server.url)
             try:
-                simulation = _Simulation(test_file=test_file, test=test, query=client.instant_query, on_record=on_record)
+                simulation = _Simulation(
+                    test_file=test_file, test=test, query=client.instant_query, on_record=on_record
+                )
                 failures = simulation.run(until=end)
             finally:
                 client.close()
     return TestOutcome(file=test_file.path, name=test.name, failures=tuple(failures), records=tuple(simulation.records))
+
+
+def _timed(values: str, *, interval: int) -> list[tuple[float, SeriesValue]]:
+    return with_timestamps(expand_values(values), start_seconds=RULE_TEST_EPOCH, interval_seconds=interval)
 
 
 QueryFunc = Callable[..., Sequence[Sample]]
@@ -447,7 +452,8 @@ class _Simulation:
         failures: list[str] = []
         step = self.test_file.evaluation_interval
         expectations = sorted(self.test.expectations, key=lambda expectation: expectation.at)
-        for now in _times(until=until, step=step, extra=[e.at for e in expectations] + [a.at for a in self.test.approvals]):
+        looked_at = [e.at for e in expectations] + [a.at for a in self.test.approvals]
+        for now in _times(until=until, step=step, extra=looked_at):
             self.answer_approvals(now)
             self.cycle(now)
             failures.extend(self.check(e) for e in expectations if e.at == now)
@@ -487,9 +493,9 @@ class _Simulation:
             try:
                 vectors[query] = self.query(query, at=RULE_TEST_EPOCH + now)
             except PrometheusQueryError as error:
-                raise RuleTestFileError(
-                    [Problem(location=Location(file=str(self.test_file.path), line=1, column=1), rule="", field="", message=str(error))]
-                ) from error
+                location = Location(file=str(self.test_file.path), line=1, column=1)
+                problem = Problem(location=location, rule="", field="", message=str(error))
+                raise RuleTestFileError([problem]) from error
         for rule in rules:
             states = {obj: state for (name, obj), state in self.states.items() if name == rule.name}
             outcome = run_cycle(rule=rule, objects=list(self.objects.values()), vectors=vectors, states=states, now=now)

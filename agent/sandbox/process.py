@@ -171,6 +171,5 @@ def wait_until(
             )
         time.sleep(interval_seconds)
     raise SandboxProcessError(
-        f"{daemon.name}: {what} not reached within {timeout_seconds:.0f}s; "
-        f"log {daemon.log_path}:\n{daemon.log_tail()}"
+        f"{daemon.name}: {what} not reached within {timeout_seconds:.0f}s; log {daemon.log_path}:\n{daemon.log_tail()}"
     )

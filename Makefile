@@ -1,0 +1,50 @@
+# kafka-autopilot: `make demo` plays the reference scenario, `make test` runs every check.
+# Both install what they need first: the virtualenv and the real Prometheus/promtool binaries.
+# Downloads and builds are cached in .cache/ (git-ignored) and reused when present.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+export PIP_CACHE_DIR ?= $(CURDIR)/.cache/pip
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: test demo install prometheus lint typecheck unit rule-tests bench clean
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing kafka-autopilot with its dev tools"
+	rm -f $(VENV)/.installed-*
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+prometheus:
+	bash scripts/install-prometheus.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/kafka-autopilot lint rules/
+
+typecheck: install
+	$(BIN)/mypy
+
+rule-tests: install prometheus
+	$(BIN)/kafka-autopilot test tests/rules/
+
+unit: install prometheus
+	$(BIN)/pytest
+
+test: lint typecheck rule-tests unit
+
+demo: install prometheus
+	$(BIN)/kafka-autopilot demo
+
+bench: install
+	$(BIN)/python bench/bench_cycle.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
