@@ -60,6 +60,9 @@ class ActionSpec:
     params: tuple[ParamSpec, ...]
     build: Callable[[Mapping[str, object]], ActionParams]
     """Builds typed params from already-converted values; raises ValueError on cross-field errors."""
+    before: str = ""
+    after: str = ""
+    """How the audit trail shows an action that has no size: the object before and after it."""
 
 
 class ParamError(ValueError):
@@ -233,6 +236,8 @@ ACTIONS: Mapping[str, ActionSpec] = {
                 ),
             ),
             build=_leader_rebalance,
+            before="leads fewer partitions than it is preferred for",
+            after="preferred leadership restored",
         ),
         ActionSpec(
             name=NODE_RESCHEDULE,
@@ -265,6 +270,8 @@ ACTIONS: Mapping[str, ActionSpec] = {
                 ),
             ),
             build=_node_reschedule,
+            before="node failed, broker pods stranded on it",
+            after="node cordoned, broker pods running on healthy nodes",
         ),
         ActionSpec(
             name=BROKER_RESTART,
@@ -280,6 +287,8 @@ ACTIONS: Mapping[str, ActionSpec] = {
                 ),
             ),
             build=_broker_restart,
+            before="broker running with lagging followers",
+            after="broker restarted, replicas back in sync",
         ),
     )
 }

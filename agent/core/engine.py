@@ -263,4 +263,5 @@ def _plan_one(*, rule: Rule, action: RuleAction, target: TargetObject, now: floa
             return declined(expand)
         after = f"{format_bytes(expand.target_bytes)} by {expand.scale_type}"
         return planned(format_bytes(expand.current_bytes), after, expand)
-    return planned(target.key, catalog.ACTIONS[action.name].doc)
+    spec = catalog.ACTIONS[action.name]
+    return planned(spec.before, spec.after)

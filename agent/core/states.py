@@ -8,7 +8,7 @@ States are the vendor Autopilot's, plus ActionAwaitingWindow:
                                                   (outside the action window) ActionAwaitingWindow
                                                   (planner declines) ActionsDeclined
                                                   (otherwise) ActiveActionsPending
-    ActionAwaitingApproval ──approved──► window check, then plan as above; ──declined──► ActionsDeclined
+    ActionAwaitingApproval ──approved, next evaluation──► window check, then plan; ──declined──► ActionsDeclined
     ActionAwaitingApproval / ActionAwaitingWindow / ActionsDeclined ──clear──► Normal
     ActiveActionsPending ──executor starts──► ActiveActionsInProgress
     ActiveActionsInProgress ──verified──► ActiveActionsTaken; ──failed──► Normal (cooldown applies)
@@ -56,6 +56,8 @@ class ObjectState:
     active_at: float | None = None
     """When the conditions started to hold in the current episode (for `for`)."""
     cooldown_until: float | None = None
+    approved_at: float | None = None
+    """When the pending approval was granted; cleared when the episode ends (back to Normal)."""
     reason: str = ""
     entered_at: Mapping[str, float] = field(default_factory=dict)
     """Last time each state was entered, by state name."""
@@ -146,6 +148,8 @@ class _Machine:
             )
             entered = {**self.state.entered_at, to_state.value: self.now}
             self.state = replace(self.state, state=to_state, since=self.now, entered_at=entered)
+            if to_state is RuleState.NORMAL:
+                self.state = replace(self.state, approved_at=None)
         self.state = replace(self.state, reason=reason)
         if not isinstance(active_at, EllipsisType):
             self.state = replace(self.state, active_at=active_at)
@@ -205,11 +209,13 @@ def decide(
     if isinstance(event, ApprovalAnswered):
         if current is not RuleState.ACTION_AWAITING_APPROVAL:
             return machine.step()
+        by = f" by {event.by}" if event.by else ""
         if not event.approved:
-            by = f" by {event.by}" if event.by else ""
             machine.go(RuleState.ACTIONS_DECLINED, f"approval declined{by}")
             return machine.step()
-        return _fire(machine, approved=True, in_action_window=True)
+        machine.state = replace(machine.state, approved_at=now, reason=f"approved{by}")
+        machine.note = "approved: the actions start at the next evaluation"
+        return machine.step()
     return _evaluated(machine, event)
 
 
@@ -239,8 +245,10 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
         machine.go(RuleState.TRIGGERED, "conditions hold", active_at=machine.now)
         current = RuleState.TRIGGERED
     if current is RuleState.ACTION_AWAITING_APPROVAL:
-        machine.note = "waiting for approval"
-        return machine.step()
+        if machine.state.approved_at is None:
+            machine.note = "waiting for approval"
+            return machine.step()
+        return _fire(machine, approved=True, in_action_window=event.in_action_window)
     if current is RuleState.ACTIONS_DECLINED:
         since = machine.state.since or machine.now
         if machine.now < since + machine.cooldown_seconds:
@@ -257,7 +265,7 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
             return machine.step()
     return _fire(
         machine,
-        approved=not event.approval_needed,
+        approved=not event.approval_needed or machine.state.approved_at is not None,
         in_action_window=event.in_action_window,
     )
 
