@@ -13,17 +13,22 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from agent import __version__
 from agent.adapters.files import expand_paths, load_rule_paths
 from agent.adapters.prometheus import PrometheusQueryError
+from agent.adapters.promtool import PromtoolError, check_promql
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.aliases import KEY_ALIASES
-from agent.core.loader import merge_results
+from agent.core.diagnostics import Problem
+from agent.core.loader import LoadResult, merge_results
+from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import ruletest
 from agent.sandbox.process import SandboxProcessError
+from agent.sandbox.prometheus import PrometheusNotInstalledError, binaries
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -66,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="rule files or folders")
     lint.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     lint.add_argument("--aliases", action="store_true", help="list the keyAlias names and their PromQL, then exit")
+    lint.add_argument(
+        "--no-promql", action="store_true", help="skip the PromQL syntax check (which uses the real promtool)"
+    )
     lint.set_defaults(command=cmd_lint)
 
     test = commands.add_parser(
@@ -110,6 +118,14 @@ def cmd_lint(args: argparse.Namespace) -> int:
     if missing:
         return EXIT_CANNOT_RUN
     result = merge_results(load_rule_paths(args.paths))
+    if not args.no_promql:
+        rejected = promql_problems(result.rules)
+        names = {problem.rule for problem in rejected}
+        result = LoadResult(
+            rules=tuple(rule for rule in result.rules if rule.name not in names),
+            problems=result.problems + tuple(rejected),
+        )
+    result = replace(result, problems=tuple(sorted(result.problems, key=_position)))
     if args.format == "json":
         for problem in result.problems:
             print(
@@ -134,6 +150,38 @@ def cmd_lint(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_PROBLEMS if result.errors else EXIT_OK
+
+
+def _position(problem: Problem) -> tuple[str, int, int]:
+    return (problem.location.file, problem.location.line, problem.location.column)
+
+
+def promql_problems(rules: Sequence[Rule]) -> list[Problem]:
+    """Problems for the conditions the real PromQL parser rejects; a warning if promtool is missing."""
+    expressions = [
+        (rule, expression)
+        for rule in rules
+        if rule.conditions.provider is ConditionProvider.PROMETHEUS
+        for expression in rule.conditions.expressions
+    ]
+    try:
+        promtool = binaries().promtool
+        rejected = check_promql([expression.query for _, expression in expressions], promtool=promtool)
+    except (PrometheusNotInstalledError, PromtoolError) as error:
+        print(f"warning: PromQL not checked: {error}", file=sys.stderr)
+        return []
+    problems = []
+    for index, message in sorted(rejected.items()):
+        rule, expression = expressions[index]
+        problems.append(
+            Problem(
+                location=expression.location or rule.source,
+                rule=rule.name,
+                field=expression.field_path,
+                message=f"bad PromQL in `{expression.query}`: {message}",
+            )
+        )
+    return problems
 
 
 # --- test and demo ---------------------------------------------------------------------------

@@ -419,7 +419,15 @@ class _RuleBuilder:
                 self.error(values_view or view, message, path=_join(view.path, "values"))
         if query is None or operator is None:
             return None
-        return ConditionExpression(query=query, operator=operator, values=tuple(values), alias=alias)
+        written = key_view or alias_view
+        return ConditionExpression(
+            query=query,
+            operator=operator,
+            values=tuple(values),
+            alias=alias,
+            location=written.location if written is not None else view.location,
+            field_path=written.path if written is not None else view.path,
+        )
 
     def actions(self, view: View | None) -> list[RuleAction]:
         elements = self.sequence(view)

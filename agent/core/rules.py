@@ -90,6 +90,9 @@ class ConditionExpression:
     operator: Operator
     values: tuple[str, ...]
     alias: str | None = None
+    location: Location | None = None
+    """Where the key (or keyAlias) was written, for errors found after loading (e.g. bad PromQL)."""
+    field_path: str = ""
 
     @property
     def label(self) -> str:
