@@ -45,7 +45,8 @@ def test_lint_lists_every_error_with_its_position_and_keeps_the_good_rule() -> N
     assert "Traceback" not in done.stderr + done.stdout
     lines = done.stdout.splitlines()
     expected = [
-        'mixed.yaml:10:3: typo-in-fields: spec.pollIntreval: unknown field "pollIntreval" (did you mean "pollInterval"?)',
+        'mixed.yaml:10:3: typo-in-fields: spec.pollIntreval: unknown field "pollIntreval" '
+        '(did you mean "pollInterval"?)',
         "mixed.yaml:14:19: typo-in-fields: spec.conditions.expressions[0].operator: unknown operator 'Gtt'",
         'mixed.yaml:19:9: typo-in-fields: spec.actions[0].params.scalepercentag: unknown field "scalepercentag"',
         "mixed.yaml:20:18: typo-in-fields: spec.actions[0].params.maxsize: '1Tb' is not a valid quantity",
@@ -141,7 +142,9 @@ spec:
   selector: {matchLabels: {app: kafka}}
   conditions:
     expressions:
-      - {key: "100 * (px_volume_usage_bytes / on(pvc namespace) px_volume_capacity_bytes)", operator: Gt, values: ["80"]}
+      - key: "100 * (px_volume_usage_bytes / on(pvc namespace) px_volume_capacity_bytes)"
+        operator: Gt
+        values: ["80"]
   actions:
     - name: openstorage.io.action.volume/resize
 """
