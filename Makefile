@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PIP_CACHE_DIR ?= $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test demo install prometheus lint typecheck unit rule-tests bench clean
+.PHONY: test demo install prometheus kafka lint typecheck unit rule-tests bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing kafka-autopilot with its dev tools"
@@ -24,6 +24,9 @@ install: $(STAMP)
 prometheus:
 	bash scripts/install-prometheus.sh
 
+kafka:
+	bash scripts/fetch-kafka.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -35,7 +38,7 @@ typecheck: install
 rule-tests: install prometheus
 	$(BIN)/kafka-autopilot test tests/rules/
 
-unit: install prometheus
+unit: install prometheus kafka
 	$(BIN)/pytest
 
 test: lint typecheck rule-tests unit
