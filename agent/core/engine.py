@@ -25,6 +25,7 @@ from agent.core.planners import (
 from agent.core.quantity import format_bytes
 from agent.core.rules import (
     ConditionExpression,
+    ConditionProvider,
     PoolExpandParams,
     Rule,
     RuleAction,
@@ -91,10 +92,15 @@ class CycleOutcome:
     unmatched_series: int = 0
 
 
-def distinct_queries(rules: Sequence[Rule]) -> list[str]:
-    """Each distinct PromQL expression once, in first-seen order: one query per expression per cycle."""
+def distinct_queries(rules: Sequence[Rule], *, provider: ConditionProvider = ConditionProvider.PROMETHEUS) -> list[str]:
+    """Each distinct expression of `provider`'s rules once, in first-seen order.
+
+    For Prometheus that is one PromQL query per expression per cycle, whatever the number of objects.
+    """
     seen: dict[str, None] = {}
     for rule in rules:
+        if rule.conditions.provider is not provider:
+            continue
         for expression in rule.conditions.expressions:
             seen.setdefault(expression.query, None)
     return list(seen)
@@ -159,8 +165,8 @@ def run_cycle(
         state, note = step.state, step.note
         if step.plan_now or step.preview_now:
             plans = plan_actions(rule=rule, target=target, now=now)
-            if step.preview_now:
-                previews.extend(plans if not isinstance(plans, DeclinedAction) else ())
+            if step.preview_now and not isinstance(plans, DeclinedAction):
+                previews.extend(plans)
             else:
                 outcome = apply_plan_outcome(
                     rule=rule.name,

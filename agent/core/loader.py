@@ -37,7 +37,7 @@ from agent.core.rules import (
     SelectorRequirement,
     TargetKind,
 )
-from agent.core.yamlview import View, YamlSyntaxError, compose_documents
+from agent.core.yamlview import View, compose_documents
 
 API_VERSIONS = (VENDOR_API_VERSION, API_VERSION)
 
@@ -50,7 +50,8 @@ KUBERNETES_CONDITION_KEYS = {
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
+_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WEEKDAYS = {name: number for number, day in enumerate(_DAY_NAMES, 1) for name in (day, day[:3])}
 _CLOCK = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
 
 
@@ -66,19 +67,18 @@ class LoadResult:
 
 def parse_rules(text: str, *, file: str) -> LoadResult:
     """Every rule in a (multi-document) YAML text; documents with errors are left out and reported."""
-    try:
-        documents = compose_documents(text, file=file)
-    except YamlSyntaxError as error:
-        problem = Problem(location=error.location, rule="", field="", message=error.message)
-        return LoadResult(rules=(), problems=(problem,))
+    documents = compose_documents(text, file=file)
     rules: list[Rule] = []
     problems: list[Problem] = []
-    for document in documents:
+    for document in documents.views:
         builder = _RuleBuilder(document)
         rule = builder.build()
         problems.extend(builder.problems)
         if rule is not None:
             rules.append(rule)
+    if documents.error is not None:
+        error = documents.error
+        problems.append(Problem(location=error.location, rule="", field="", message=error.message))
     return LoadResult(rules=tuple(rules), problems=tuple(problems))
 
 
@@ -134,6 +134,8 @@ class _RuleBuilder:
         known = tuple(known)
         present = set()
         for key, key_view, _ in view.items():
+            if key in present:
+                self.error(key_view, f'duplicate field "{key}": each field may be given once')
             present.add(key)
             if key not in known:
                 self.error(key_view, f'unknown field "{key}"{did_you_mean(key, known)}')
@@ -154,6 +156,9 @@ class _RuleBuilder:
     def seconds(self, view: View | None, *, default: int, minimum: int = 0) -> int:
         """A duration: an integer number of seconds, or a string like 90s, 5m, 1h30m."""
         if view is None:
+            return default
+        if not view.is_scalar():
+            self.error(view, f"must be whole seconds or a duration like 5m, got a {view.kind}")
             return default
         if view.kind == "number" and view.text().isdigit():
             value = int(view.text())
@@ -342,17 +347,17 @@ class _RuleBuilder:
             for element in self.sequence(view.get("expressions"))
             if (expression := self.expression(element, provider)) is not None
         ]
-        expressions_view = _must(view.get("expressions"))
-        if expressions_view.is_sequence() and not list(expressions_view.elements()):
+        expressions_view = view.get("expressions")
+        count = len(list(expressions_view.elements())) if expressions_view and expressions_view.is_sequence() else 0
+        if expressions_view is not None and expressions_view.is_sequence() and count == 0:
             self.error(expressions_view, "needs at least one expression")
         required_view = view.get("requiredMatches")
         required = 0
         if required_view is not None:
             if required_view.kind != "number" or not required_view.text().isdigit():
-                self.error(required_view, f"must be a whole number, got {required_view.text()!r}")
+                self.error(required_view, f"must be a whole number, got a {required_view.kind}")
             else:
                 required = int(required_view.text())
-                count = len(list(expressions_view.elements())) if expressions_view.is_sequence() else 0
                 if required > count:
                     self.error(required_view, f"is {required} but there are only {count} expressions")
         for_seconds = self.seconds(view.get("for"), default=0)
@@ -376,6 +381,10 @@ class _RuleBuilder:
             self.error(view, "give key or keyAlias, not both", path=_join(view.path, "keyAlias"))
         elif key_view is None and alias_view is None:
             self.error(view, 'missing required field "key" (or "keyAlias")', path=_join(view.path, "key"))
+        elif alias is not None and provider is ConditionProvider.KUBERNETES:
+            self.error(
+                _must(alias_view), "keyAlias names PromQL; the kubernetes provider takes a key such as NodeReady"
+            )
         elif alias is not None:
             query = KEY_ALIASES.get(alias)
             if query is None:
@@ -395,10 +404,10 @@ class _RuleBuilder:
             elif provider is ConditionProvider.PROMETHEUS and query.count("(") != query.count(")"):
                 self.error(_must(key_view), "unbalanced parentheses in the PromQL expression")
                 query = None
-        operator_view = _must(view.get("operator"))
+        operator_view = view.get("operator")
         operator_text = self.string(operator_view)
         operator: Operator | None = None
-        if operator_text is not None:
+        if operator_view is not None and operator_text is not None:
             choices = [choice.value for choice in Operator]
             if operator_text not in choices:
                 self.error(
@@ -443,9 +452,9 @@ class _RuleBuilder:
     def action(self, view: View) -> RuleAction | None:
         if not self.mapping(view, ("name", "params"), required=("name",)):
             return None
-        name_view = _must(view.get("name"))
+        name_view = view.get("name")
         name = self.string(name_view)
-        if name is None:
+        if name_view is None or name is None:
             return None
         spec = catalog.ACTIONS.get(name)
         if spec is None:
@@ -511,11 +520,13 @@ class _RuleBuilder:
             end = self.clock(element.get("end"))
             days: set[int] = set()
             for day_view in self.sequence(element.get("days")):
-                day = (self.string(day_view) or "").lower()[:3]
-                if day not in _WEEKDAYS:
-                    self.error(day_view, f"must be a weekday such as Mon or Saturday, got {day_view.text()!r}")
+                day = self.string(day_view)
+                if day is None:
+                    continue
+                if day.lower() not in _WEEKDAYS:
+                    self.error(day_view, f"must be a weekday such as Mon or Saturday, got {day!r}")
                 else:
-                    days.add(_WEEKDAYS[day])
+                    days.add(_WEEKDAYS[day.lower()])
             if start is not None and end is not None:
                 windows.append(ActionWindow(days=frozenset(days), start_minute=start, end_minute=end))
         return tuple(windows)

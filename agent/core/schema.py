@@ -421,7 +421,8 @@ def _param(spec: ParamSpec) -> JsonObject:
             schema = {"type": "string"}
         case _:
             assert_never(spec.type)
-    schema["description"] = f"{spec.doc} ({spec.type})"
+    kind = f"one of {', '.join(spec.choices)}" if spec.type is ParamType.CHOICE else str(spec.type)
+    schema["description"] = f"{spec.doc} Type: {kind}."
     if spec.default is not None:
         schema["default"] = spec.default
     return schema

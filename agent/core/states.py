@@ -13,7 +13,8 @@ States are the vendor Autopilot's, plus ActionAwaitingWindow:
     ActiveActionsPending ──executor starts──► ActiveActionsInProgress
     ActiveActionsInProgress ──verified──► ActiveActionsTaken; ──failed──► Normal (cooldown applies)
     ActiveActionsTaken ──cooldown over──► Normal (and on to Triggered if the conditions still hold)
-    ActionsDeclined ──cooldown over, conditions hold──► planned again (e.g. after maxsize was raised)
+    ActionsDeclined ──cooldown over, conditions hold──► approval and window checked, planned again
+                     (e.g. after maxsize was raised); never after an approver declined, until Normal
 
 "No data" is never a verdict: it leaves the state as it is and is recorded as such. Every change of
 state yields a Transition (rule, object, from, to, at, reason); the caller records them all.
@@ -58,6 +59,8 @@ class ObjectState:
     cooldown_until: float | None = None
     approved_at: float | None = None
     """When the pending approval was granted; cleared when the episode ends (back to Normal)."""
+    approval_declined_at: float | None = None
+    """When an approver said no: nothing runs again in this episode, however long it lasts."""
     reason: str = ""
     entered_at: Mapping[str, float] = field(default_factory=dict)
     """Last time each state was entered, by state name."""
@@ -149,7 +152,7 @@ class _Machine:
             entered = {**self.state.entered_at, to_state.value: self.now}
             self.state = replace(self.state, state=to_state, since=self.now, entered_at=entered)
             if to_state is RuleState.NORMAL:
-                self.state = replace(self.state, approved_at=None)
+                self.state = replace(self.state, approved_at=None, approval_declined_at=None)
         self.state = replace(self.state, reason=reason)
         if not isinstance(active_at, EllipsisType):
             self.state = replace(self.state, active_at=active_at)
@@ -212,6 +215,7 @@ def decide(
         by = f" by {event.by}" if event.by else ""
         if not event.approved:
             machine.go(RuleState.ACTIONS_DECLINED, f"approval declined{by}")
+            machine.state = replace(machine.state, approval_declined_at=now)
             return machine.step()
         machine.state = replace(machine.state, approved_at=now, reason=f"approved{by}")
         machine.note = "approved: the actions start at the next evaluation"
@@ -250,11 +254,10 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
             return machine.step()
         return _fire(machine, approved=True, in_action_window=event.in_action_window)
     if current is RuleState.ACTIONS_DECLINED:
-        since = machine.state.since or machine.now
-        if machine.now < since + machine.cooldown_seconds:
+        since = machine.state.since if machine.state.since is not None else machine.now
+        if machine.state.approval_declined_at is not None or machine.now < since + machine.cooldown_seconds:
             machine.note = f"declined: {machine.state.reason}"
             return machine.step()
-        return machine.step(plan_now=True)
     if current is RuleState.TRIGGERED:
         active_at = machine.state.active_at if machine.state.active_at is not None else machine.now
         if machine.now - active_at < machine.for_seconds:
@@ -295,7 +298,7 @@ def apply_plan_outcome(
     elif declined.code == DeclineCode.NO_DATA:
         machine.note = declined.message
     elif state.state is RuleState.ACTIONS_DECLINED:
-        machine.state = replace(machine.state, since=now, reason=declined.message)
+        machine.state = replace(machine.state, since=now, reason=f"{declined.code}: {declined.message}")
         machine.note = f"still declined: {declined.message}"
     else:
         machine.go(RuleState.ACTIONS_DECLINED, f"{declined.code}: {declined.message}")

@@ -127,20 +127,35 @@ class YamlSyntaxError(ValueError):
         self.message = message
 
 
-def compose_documents(text: str, *, file: str) -> list[View]:
-    """Every non-empty document of a (possibly multi-document) YAML text, as views."""
+@dataclass(frozen=True, kw_only=True)
+class Documents:
+    """The documents read before the end of the text, or before a syntax error (then `error` is set)."""
+
+    views: tuple[View, ...]
+    error: YamlSyntaxError | None = None
+
+
+def compose_documents(text: str, *, file: str) -> Documents:
+    """Every non-empty document of a (possibly multi-document) YAML text, as views.
+
+    Documents are read one at a time, so a syntax error in a later document keeps the earlier ones.
+    """
+    views: list[View] = []
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+            if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == _NULL and node.value == ""):
+                continue
+            views.append(View(node=node, file=file, path=""))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark else 1
         column = mark.column + 1 if mark else 1
         message = " ".join(part for part in (error.context, error.problem) if part) or str(error)
-        raise YamlSyntaxError(
-            location=Location(file=file, line=line, column=column), message=f"invalid YAML: {message}"
-        ) from error
+        location = Location(file=file, line=line, column=column)
+        return Documents(
+            views=tuple(views), error=YamlSyntaxError(location=location, message=f"invalid YAML: {message}")
+        )
     except yaml.YAMLError as error:
-        raise YamlSyntaxError(
-            location=Location(file=file, line=1, column=1), message=f"invalid YAML: {error}"
-        ) from error
-    return [View(node=node, file=file, path="") for node in nodes if node is not None]
+        location = Location(file=file, line=1, column=1)
+        return Documents(views=tuple(views), error=YamlSyntaxError(location=location, message=f"invalid YAML: {error}"))
+    return Documents(views=tuple(views))

@@ -49,7 +49,7 @@ from agent.core.loader import merge_results
 from agent.core.matching import TargetObject, broker_object, node_object, pool_object, pvc_object
 from agent.core.planners import PoolExpandPlan, PoolShape, ResizePlan
 from agent.core.quantity import QuantityError, parse_bytes
-from agent.core.rules import Rule, TargetKind
+from agent.core.rules import ConditionProvider, Rule, TargetKind
 from agent.core.samples import Sample
 from agent.core.series import SeriesNotationError, SeriesValue, expand_values, parse_series_selector, with_timestamps
 from agent.core.states import (
@@ -59,7 +59,7 @@ from agent.core.states import (
     ObjectState,
     decide,
 )
-from agent.core.yamlview import View, YamlSyntaxError, compose_documents
+from agent.core.yamlview import View, compose_documents
 from agent.sandbox.prometheus import RULE_TEST_EPOCH, PrometheusServer, backfill_openmetrics
 
 DEFAULT_INTERVAL_SECONDS = 60
@@ -150,12 +150,11 @@ class _TestFileReader:
             raise RuleTestFileError(
                 [Problem(location=location, rule="", field="", message=f"cannot read: {error.strerror}")]
             ) from error
-        try:
-            documents = compose_documents(text, file=str(self.path))
-        except YamlSyntaxError as error:
-            raise RuleTestFileError(
-                [Problem(location=error.location, rule="", field="", message=error.message)]
-            ) from error
+        composed = compose_documents(text, file=str(self.path))
+        if composed.error is not None:
+            syntax = composed.error
+            raise RuleTestFileError([Problem(location=syntax.location, rule="", field="", message=syntax.message)])
+        documents = composed.views
         if len(documents) != 1 or not documents[0].is_mapping():
             location = Location(file=str(self.path), line=1, column=1)
             raise RuleTestFileError([Problem(location=location, rule="", field="", message="must be one YAML mapping")])
@@ -489,7 +488,9 @@ class _Simulation:
     def cycle(self, now: int) -> None:
         rules = self.test_file.rules
         vectors: dict[str, Sequence[Sample]] = {}
-        for query in distinct_queries(rules):
+        # Rule tests read kubernetes-provider keys from input series too, so both kinds are queried.
+        queries = distinct_queries(rules) + distinct_queries(rules, provider=ConditionProvider.KUBERNETES)
+        for query in queries:
             try:
                 vectors[query] = self.query(query, at=RULE_TEST_EPOCH + now)
             except PrometheusQueryError as error:

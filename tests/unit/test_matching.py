@@ -1,0 +1,453 @@
+"""Joining one instant vector per expression to the selected objects, by identity labels.
+
+The expected joins follow the identity-label table in agent.core.matching's docstring and DESIGN.md:
+PVC namespace + persistentvolumeclaim | pvc; broker pod | broker; node node | instance; pool node + pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import pytest
+
+from agent.core.loader import parse_rules
+from agent.core.matching import (
+    DEFAULT_IDENTITY_LABELS,
+    IdentityIndex,
+    JoinResult,
+    TargetObject,
+    broker_object,
+    identity_labels_for,
+    node_object,
+    pool_object,
+    pvc_object,
+    select_objects,
+)
+from agent.core.planners import PoolShape
+from agent.core.rules import IdentityLabels, Rule, TargetKind
+from agent.core.samples import Sample
+
+GIB = 1024**3
+KAFKA = {"app": "kafka"}
+
+PVCS = [
+    pvc_object(namespace="kafka", name="data-kafka-0", labels=KAFKA, capacity_bytes=400 * GIB),
+    pvc_object(namespace="kafka", name="data-kafka-1", labels=KAFKA, capacity_bytes=400 * GIB),
+    pvc_object(namespace="staging", name="data-kafka-0", labels=KAFKA, capacity_bytes=400 * GIB),
+]
+BROKERS = [
+    broker_object(namespace="kafka", pod="kafka-0", broker_id=0, labels=KAFKA),
+    broker_object(namespace="kafka", pod="kafka-1", broker_id=1, labels=KAFKA),
+    broker_object(namespace="kafka", pod="kafka-2", broker_id=2, labels=KAFKA),
+]
+NODES = [node_object(name="worker-1", labels={}), node_object(name="worker-2", labels={})]
+POOLS = [
+    pool_object(
+        node="worker-1", pool="0", labels={}, shape=PoolShape(total_bytes=GIB, drive_count=1, drive_size_bytes=GIB)
+    ),
+    pool_object(node="worker-1", pool="1", labels={}, shape=None),
+    pool_object(node="worker-2", pool="0", labels={}, shape=None),
+]
+OBJECTS = {TargetKind.PVC: PVCS, TargetKind.BROKER: BROKERS, TargetKind.NODE: NODES, TargetKind.STORAGE_POOL: POOLS}
+
+
+def join(
+    kind: TargetKind,
+    vector: Sequence[Sample],
+    *,
+    identity: IdentityLabels | None = None,
+    objects: Sequence[TargetObject] | None = None,
+) -> JoinResult:
+    index = IdentityIndex(
+        objects=OBJECTS[kind] if objects is None else objects,
+        identity_labels=DEFAULT_IDENTITY_LABELS[kind] if identity is None else identity,
+    )
+    return index.join(vector)
+
+
+def sample(value: float, **labels: str) -> Sample:
+    return Sample(labels=labels, value=value)
+
+
+# --- object keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "kind", "key", "identity"),
+    [
+        (
+            PVCS[0],
+            TargetKind.PVC,
+            "kafka/data-kafka-0",
+            {"namespace": "kafka", "persistentvolumeclaim": "data-kafka-0", "pvc": "data-kafka-0"},
+        ),
+        (BROKERS[1], TargetKind.BROKER, "kafka/kafka-1", {"namespace": "kafka", "pod": "kafka-1", "broker": "1"}),
+        (NODES[0], TargetKind.NODE, "worker-1", {"node": "worker-1", "instance": "worker-1"}),
+        (POOLS[1], TargetKind.STORAGE_POOL, "worker-1/1", {"node": "worker-1", "pool": "1"}),
+    ],
+)
+def test_object_constructors(target: TargetObject, kind: TargetKind, key: str, identity: Mapping[str, str]) -> None:
+    assert target.kind is kind
+    assert target.key == key
+    assert dict(target.identity) == identity
+
+
+# --- identity joins per target kind -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "vector", "values", "unmatched"),
+    [
+        pytest.param(
+            TargetKind.PVC,
+            [sample(85, namespace="kafka", persistentvolumeclaim="data-kafka-0")],
+            {"kafka/data-kafka-0": 85},
+            0,
+            id="pvc by persistentvolumeclaim (kubelet)",
+        ),
+        pytest.param(
+            TargetKind.PVC,
+            [sample(70, namespace="kafka", pvc="data-kafka-1", volume="pvc-123")],
+            {"kafka/data-kafka-1": 70},
+            0,
+            id="pvc by pvc label (storage layer)",
+        ),
+        pytest.param(
+            TargetKind.PVC,
+            [sample(10, namespace="kafka", pvc="data-kafka-0"), sample(20, namespace="staging", pvc="data-kafka-0")],
+            {"kafka/data-kafka-0": 10, "staging/data-kafka-0": 20},
+            0,
+            id="same claim name in two namespaces",
+        ),
+        pytest.param(
+            TargetKind.PVC,
+            [sample(85, namespace="prod", pvc="data-kafka-0")],
+            {},
+            1,
+            id="namespace mismatch does not match",
+        ),
+        pytest.param(
+            TargetKind.PVC,
+            [sample(85, pvc="data-kafka-0")],
+            {},
+            1,
+            id="pvc without namespace does not match",
+        ),
+        pytest.param(
+            TargetKind.BROKER,
+            [sample(3, namespace="kafka", pod="kafka-1")],
+            {"kafka/kafka-1": 3},
+            0,
+            id="broker by namespace and pod",
+        ),
+        pytest.param(
+            TargetKind.BROKER,
+            [sample(4, pod="kafka-2", job="jmx")],
+            {"kafka/kafka-2": 4},
+            0,
+            id="broker by pod",
+        ),
+        pytest.param(
+            TargetKind.BROKER,
+            [sample(5, broker="0")],
+            {"kafka/kafka-0": 5},
+            0,
+            id="broker by broker id",
+        ),
+        pytest.param(
+            TargetKind.BROKER,
+            [sample(5, namespace="other", pod="kafka-0")],
+            {},
+            1,
+            id="broker pod in another namespace does not match",
+        ),
+        pytest.param(
+            TargetKind.BROKER,
+            [sample(5, broker="7")],
+            {},
+            1,
+            id="unknown broker id",
+        ),
+        pytest.param(
+            TargetKind.NODE,
+            [sample(0, node="worker-2")],
+            {"worker-2": 0},
+            0,
+            id="node by node",
+        ),
+        pytest.param(
+            TargetKind.NODE,
+            [sample(1, instance="worker-1:9100")],
+            {"worker-1": 1},
+            0,
+            id="node by instance with :port",
+        ),
+        pytest.param(
+            TargetKind.NODE,
+            [sample(1, instance="worker-2")],
+            {"worker-2": 1},
+            0,
+            id="node by instance without port",
+        ),
+        pytest.param(
+            TargetKind.STORAGE_POOL,
+            [sample(71, node="worker-1", pool="1"), sample(20, node="worker-2", pool="0")],
+            {"worker-1/1": 71, "worker-2/0": 20},
+            0,
+            id="pool by node and pool",
+        ),
+        pytest.param(
+            TargetKind.STORAGE_POOL,
+            [sample(71, node="worker-3", pool="0")],
+            {},
+            1,
+            id="pool on another node",
+        ),
+        pytest.param(
+            TargetKind.STORAGE_POOL,
+            [sample(71, node="worker-1"), sample(72, pool="0")],
+            {},
+            2,
+            id="pool needs both labels",
+        ),
+    ],
+)
+def test_identity_join(kind: TargetKind, vector: list[Sample], values: dict[str, float], unmatched: int) -> None:
+    result = join(kind, vector)
+    assert dict(result.values) == values
+    assert result.unmatched_series == unmatched
+    assert result.ambiguous_objects == frozenset()
+
+
+@pytest.mark.parametrize("kind", list(TargetKind))
+def test_a_single_cluster_wide_series_applies_to_every_object(kind: TargetKind) -> None:
+    result = join(kind, [sample(2, job="kafka-controller")])
+    assert dict(result.values) == {target.key: 2 for target in OBJECTS[kind]}
+    assert result.unmatched_series == 0
+
+
+def test_cluster_wide_series_among_others_is_unmatched() -> None:
+    result = join(TargetKind.BROKER, [sample(2), sample(3, pod="kafka-0")])
+    assert dict(result.values) == {"kafka/kafka-0": 3}
+    assert result.unmatched_series == 1
+
+
+def test_two_cluster_wide_series_name_no_object() -> None:
+    result = join(TargetKind.BROKER, [sample(2, controller="a"), sample(0, controller="b")])
+    assert dict(result.values) == {}
+    assert result.unmatched_series == 2
+
+
+def test_empty_vector_gives_no_values() -> None:
+    assert join(TargetKind.PVC, []) == JoinResult(values={})
+
+
+def test_unmatched_series_are_counted() -> None:
+    vector = [
+        sample(85, namespace="kafka", pvc="data-kafka-0"),
+        sample(85, namespace="kafka", pvc="data-zookeeper-0"),
+        sample(85, namespace="monitoring", pvc="prometheus-db"),
+        sample(85, device="sda"),
+    ]
+    result = join(TargetKind.PVC, vector)
+    assert dict(result.values) == {"kafka/data-kafka-0": 85}
+    assert result.unmatched_series == 3
+
+
+@pytest.mark.parametrize(
+    "vector",
+    [
+        pytest.param(
+            [sample(85, namespace="kafka", pvc="data-kafka-0"), sample(20, namespace="kafka", pvc="data-kafka-0")],
+            id="two series, same labels",
+        ),
+        pytest.param(
+            [
+                sample(85, namespace="kafka", persistentvolumeclaim="data-kafka-0"),
+                sample(85, namespace="kafka", pvc="data-kafka-0"),
+            ],
+            id="kubelet and storage layer both",
+        ),
+        pytest.param(
+            [sample(1, namespace="kafka", pvc="data-kafka-0", instance=f"n{n}") for n in range(3)],
+            id="three series",
+        ),
+    ],
+)
+def test_duplicate_series_make_the_object_ambiguous(vector: list[Sample]) -> None:
+    vector = [*vector, sample(50, namespace="kafka", pvc="data-kafka-1")]
+    result = join(TargetKind.PVC, vector)
+    assert "kafka/data-kafka-0" not in result.values
+    assert result.ambiguous_objects == frozenset({"kafka/data-kafka-0"})
+    assert dict(result.values) == {"kafka/data-kafka-1": 50}
+
+
+def test_duplicate_broker_by_pod_and_by_id() -> None:
+    result = join(TargetKind.BROKER, [sample(1, pod="kafka-1"), sample(2, broker="1")])
+    assert result.ambiguous_objects == frozenset({"kafka/kafka-1"})
+    assert dict(result.values) == {}
+
+
+# --- per-rule identity labels ------------------------------------------------------------------
+
+RULE_TEMPLATE = """\
+apiVersion: kafka-autopilot.io/v1alpha1
+kind: AutopilotRule
+metadata:
+  name: {name}
+spec:
+{spec}  conditions:
+    expressions:
+      - key: "some_metric"
+        operator: Gt
+        values: ["0"]
+  actions:
+    - name: {action}
+"""
+RESIZE = "openstorage.io.action.volume/resize"
+RESTART = "kafka-autopilot.io.action.broker/restart"
+
+
+def rule(spec: str = "", *, action: str = RESIZE, name: str = "r") -> Rule:
+    result = parse_rules(RULE_TEMPLATE.format(name=name, spec=spec, action=action), file="rule.yaml")
+    assert result.problems == ()
+    (loaded,) = result.rules
+    return loaded
+
+
+def test_default_identity_labels_follow_the_target_kind() -> None:
+    assert identity_labels_for(rule()) == (("namespace", "persistentvolumeclaim"), ("namespace", "pvc"))
+    assert identity_labels_for(rule(action=RESTART)) == (("namespace", "pod"), ("pod",), ("broker",))
+
+
+@pytest.mark.parametrize(
+    ("spec", "vector", "values", "unmatched"),
+    [
+        pytest.param(
+            "  identityLabels:\n    - [pvc]\n",
+            [sample(85, pvc="data-kafka-1", cluster="eu")],
+            {"kafka/data-kafka-1": 85},
+            0,
+            id="pvc label alone",
+        ),
+        pytest.param(
+            "  identityLabels:\n    - [pvc]\n",
+            [
+                sample(85, namespace="kafka", persistentvolumeclaim="data-kafka-1"),
+                sample(85, namespace="kafka", persistentvolumeclaim="data-kafka-2"),
+            ],
+            {},
+            2,
+            id="the defaults no longer apply",
+        ),
+        pytest.param(
+            "  identityLabels:\n    - [namespace, persistentvolumeclaim]\n",
+            [sample(85, namespace="kafka", pvc="data-kafka-1")],
+            {},
+            1,
+            id="only the kubelet label",
+        ),
+    ],
+)
+def test_identity_labels_override(spec: str, vector: list[Sample], values: dict[str, float], unmatched: int) -> None:
+    loaded = rule(spec)
+    objects = [PVCS[1]]
+    result = join(TargetKind.PVC, vector, identity=identity_labels_for(loaded), objects=objects)
+    assert dict(result.values) == values
+    assert result.unmatched_series == unmatched
+
+
+def test_a_lone_series_without_the_override_labels_counts_as_cluster_wide() -> None:
+    loaded = rule("  identityLabels:\n    - [pvc]\n")
+    vector = [sample(85, namespace="kafka", persistentvolumeclaim="data-kafka-1")]
+    result = join(TargetKind.PVC, vector, identity=identity_labels_for(loaded), objects=PVCS)
+    assert dict(result.values) == {target.key: 85 for target in PVCS}
+
+
+def test_identity_override_with_a_label_the_default_table_lacks() -> None:
+    loaded = rule("  identityLabels:\n    - [kafka_broker_id]\n", action=RESTART)
+    objects = [replace(BROKERS[0], identity={**BROKERS[0].identity, "kafka_broker_id": "100"})]
+    result = join(
+        TargetKind.BROKER,
+        [sample(1, kafka_broker_id="100"), sample(2, pod="kafka-0")],
+        identity=identity_labels_for(loaded),
+        objects=objects,
+    )
+    # A series without the override's labels is cluster-wide only when it is alone; here it is unmatched.
+    assert dict(result.values) == {"kafka/kafka-0": 1}
+    assert result.unmatched_series == 1
+
+
+# --- selectors -------------------------------------------------------------------------------
+
+
+def labelled(name: str, labels: Mapping[str, str], namespace_labels: Mapping[str, str] | None = None) -> TargetObject:
+    target = pvc_object(namespace="kafka", name=name, labels=labels, capacity_bytes=GIB)
+    return replace(target, namespace_labels=namespace_labels or {})
+
+
+SELECTABLE = [
+    labelled("a", {"app": "kafka", "tier": "hot"}, {"team": "data"}),
+    labelled("b", {"app": "kafka", "tier": "cold"}, {"team": "web"}),
+    labelled("c", {"app": "zookeeper"}, {"team": "data"}),
+    labelled("d", {}),
+    broker_object(namespace="kafka", pod="kafka-0", broker_id=0, labels={"app": "kafka"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "names"),
+    [
+        pytest.param("", ["a", "b", "c", "d"], id="no selector: every object of the kind"),
+        pytest.param("  selector:\n    matchLabels:\n      app: kafka\n", ["a", "b"], id="matchLabels"),
+        pytest.param(
+            "  selector:\n    matchLabels:\n      app: kafka\n      tier: hot\n", ["a"], id="matchLabels, all pairs"
+        ),
+        pytest.param(
+            "  selector:\n    matchExpressions:\n      - {key: app, operator: In, values: [kafka, zookeeper]}\n",
+            ["a", "b", "c"],
+            id="In",
+        ),
+        pytest.param(
+            "  selector:\n    matchExpressions:\n      - {key: tier, operator: NotIn, values: [cold]}\n",
+            ["a", "c", "d"],
+            id="NotIn matches objects without the label",
+        ),
+        pytest.param(
+            "  selector:\n    matchExpressions:\n      - {key: tier, operator: Exists}\n", ["a", "b"], id="Exists"
+        ),
+        pytest.param(
+            "  selector:\n    matchExpressions:\n      - {key: tier, operator: DoesNotExist}\n",
+            ["c", "d"],
+            id="DoesNotExist",
+        ),
+        pytest.param(
+            "  selector:\n    matchLabels:\n      app: kafka\n"
+            "    matchExpressions:\n      - {key: tier, operator: NotIn, values: [hot]}\n",
+            ["b"],
+            id="matchLabels and matchExpressions together",
+        ),
+        pytest.param("  namespaceSelector:\n    matchLabels:\n      team: data\n", ["a", "c"], id="namespaceSelector"),
+        pytest.param(
+            "  selector:\n    matchLabels:\n      app: kafka\n"
+            "  namespaceSelector:\n    matchExpressions:\n      - {key: team, operator: NotIn, values: [data]}\n",
+            ["b"],
+            id="selector and namespaceSelector",
+        ),
+        pytest.param(
+            "  namespaceSelector:\n    matchExpressions:\n      - {key: team, operator: Exists}\n",
+            ["a", "b", "c"],
+            id="namespaceSelector Exists",
+        ),
+    ],
+)
+def test_select_objects(spec: str, names: list[str]) -> None:
+    selected = select_objects(rule(spec), SELECTABLE)
+    assert [target.name for target in selected] == names
+    assert all(target.kind is TargetKind.PVC for target in selected)
+
+
+def test_select_objects_keeps_only_the_rules_target_kind() -> None:
+    selected = select_objects(rule("  selector:\n    matchLabels:\n      app: kafka\n", action=RESTART), SELECTABLE)
+    assert [target.key for target in selected] == ["kafka/kafka-0"]
