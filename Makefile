@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PIP_CACHE_DIR ?= $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test demo install prometheus kafka lint typecheck unit rule-tests bench clean
+.PHONY: test demo install prometheus kafka kubernetes sandbox-tools lint typecheck unit rule-tests bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing kafka-autopilot with its dev tools"
@@ -27,6 +27,13 @@ prometheus:
 kafka:
 	bash scripts/fetch-kafka.sh
 
+# Cold: ~25 minutes on 2 cores (kube-apiserver, controller-manager, scheduler, etcd, kwok from the Go
+# module proxy); warm: under a second.
+kubernetes:
+	bash scripts/build-kubernetes.sh
+
+sandbox-tools: prometheus kafka kubernetes
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -38,7 +45,7 @@ typecheck: install
 rule-tests: install prometheus
 	$(BIN)/kafka-autopilot test tests/rules/
 
-unit: install prometheus kafka
+unit: install sandbox-tools
 	$(BIN)/pytest
 
 test: lint typecheck rule-tests unit

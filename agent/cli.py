@@ -27,6 +27,7 @@ from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import ruletest
+from agent.sandbox.environment import FAULTS, Sandbox
 from agent.sandbox.process import SandboxProcessError
 from agent.sandbox.prometheus import PrometheusNotInstalledError, binaries
 
@@ -97,6 +98,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="print the audit records as JSON lines")
     demo.set_defaults(command=cmd_demo)
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="the local real environment: Kubernetes + KWOK, Kafka, Prometheus, storage twin",
+        description="Bring up, inspect, break and tear down the local real environment used by the "
+        "tests and the demo. Everything listens on 127.0.0.1 and stops by itself after "
+        "KAFKA_AUTOPILOT_SANDBOX_TTL seconds (default 3h).",
+    )
+    sandbox.add_argument("--work-dir", type=Path, default=None, help="state directory (default .cache/sandbox)")
+    actions = sandbox.add_subparsers(title="actions", required=True, metavar="ACTION")
+    up = actions.add_parser("up", help="install what is missing (cached), start everything, print the status")
+    up.add_argument("--no-install", action="store_true", help="do not run the installers first")
+    up.set_defaults(command=cmd_sandbox_up)
+    actions.add_parser("down", help="stop every sandbox process").set_defaults(command=cmd_sandbox_down)
+    actions.add_parser("reset", help="stop everything and delete the sandbox state").set_defaults(
+        command=cmd_sandbox_reset
+    )
+    status = actions.add_parser("status", help="addresses and process states")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(command=cmd_sandbox_status)
+    fault = actions.add_parser(
+        "fault",
+        help="inject or clear a fault",
+        description="fail-node NODE | partition-node NODE | recover-node NODE | stop-broker ID | "
+        "start-broker ID | stop-prometheus | start-prometheus | stop-apiserver | start-apiserver | "
+        "set-ingest NAMESPACE/PVC BYTES_PER_SECOND",
+    )
+    fault.add_argument("kind", choices=FAULTS, metavar="KIND", help=", ".join(FAULTS))
+    fault.add_argument("target", nargs="?", help="node, broker id or namespace/pvc")
+    fault.add_argument("value", nargs="?", help="for set-ingest: bytes per second")
+    fault.set_defaults(command=cmd_sandbox_fault)
     return parser
 
 
@@ -268,6 +300,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for failure in outcome.failures:
         print(f"  {failure}", file=sys.stderr)
     return EXIT_OK if outcome.passed else EXIT_PROBLEMS
+
+
+# --- sandbox -----------------------------------------------------------------------------------
+
+
+def _sandbox(args: argparse.Namespace) -> Sandbox:
+    return Sandbox(work_dir=args.work_dir) if args.work_dir else Sandbox()
+
+
+def _progress(message: str) -> None:
+    print(f"[sandbox] {message}", file=sys.stderr, flush=True)
+
+
+def cmd_sandbox_up(args: argparse.Namespace) -> int:
+    try:
+        status = _sandbox(args).up(progress=_progress, install=not args.no_install)
+    except SandboxProcessError as error:
+        print(f"sandbox up failed: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    print(json.dumps(status, indent=2))
+    return EXIT_OK
+
+
+def cmd_sandbox_down(args: argparse.Namespace) -> int:
+    _sandbox(args).down(progress=_progress)
+    return EXIT_OK
+
+
+def cmd_sandbox_reset(args: argparse.Namespace) -> int:
+    _sandbox(args).reset(progress=_progress)
+    return EXIT_OK
+
+
+def cmd_sandbox_status(args: argparse.Namespace) -> int:
+    status = _sandbox(args).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        for key, value in status.items():
+            print(f"{key:20} {value}")
+    return EXIT_OK if status.get("up") else EXIT_PROBLEMS
+
+
+def cmd_sandbox_fault(args: argparse.Namespace) -> int:
+    try:
+        print(_sandbox(args).fault(args.kind, args.target, args.value))
+    except ValueError as error:
+        print(f"sandbox fault: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    return EXIT_OK
 
 
 def print_timeline(records: Sequence[AuditRecord], *, out: TextIO) -> None:

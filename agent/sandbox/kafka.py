@@ -228,6 +228,17 @@ class KafkaCluster:
 
     def start(self) -> None:
         """Start whatever is not running and wait until every broker is registered and serving."""
+        self.start_controller()
+        for broker_id in self.broker_ids:
+            if not self.broker_running(broker_id):
+                self._launch_broker(broker_id)
+        for broker_id in self.broker_ids:
+            self._wait_for_broker_ports(broker_id)
+        self.wait_for_brokers(self.broker_ids)
+
+    def start_controller(self) -> None:
+        """Format the storage once and start the KRaft controller alone (the sandbox starts brokers
+        one by one, as their pods become Running)."""
         self._format_storage()
         controller = self._daemon(self._controller_name)
         if controller is None or not controller.is_running():
@@ -237,12 +248,6 @@ class KafkaCluster:
                 metrics_port=self.layout.controller_metrics_port,
             )
         self._wait_for_ports(controller, self.layout.controller_port, self.layout.controller_metrics_port, "controller")
-        for broker_id in self.broker_ids:
-            if not self.broker_running(broker_id):
-                self._launch_broker(broker_id)
-        for broker_id in self.broker_ids:
-            self._wait_for_broker_ports(broker_id)
-        self.wait_for_brokers(self.broker_ids)
 
     def stop(self) -> None:
         """Stop the brokers (together, each shutting down cleanly), then the controller."""

@@ -31,7 +31,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Final
@@ -91,6 +91,7 @@ CONTROLLERS: Final = (
     "endpointslice-controller",
     "resourcequota-controller",
     "ttl-controller",
+    "clusterrole-aggregation-controller",
 )
 """kube-controller-manager's controllers: what StatefulSets, PVCs and node failure need.
 
@@ -200,14 +201,25 @@ def _new_ec_key(*, path: Path) -> None:
     path.chmod(0o600)
 
 
-def _sign(*, pki: Path, stem: str, subject: str, extensions: Sequence[str]) -> None:
-    """Write `stem.key` and `stem.crt`, signed by the CA in `pki`."""
+def _new_ca(*, pki: Path, stem: str, subject: str) -> None:
+    _new_ec_key(path=pki / f"{stem}.key")
+    _openssl(
+        "req", "-x509", "-new", "-key", f"{stem}.key", "-subj", subject,
+        "-days", "3650", "-sha256", "-out", f"{stem}.crt",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        cwd=pki,
+    )  # fmt: skip
+
+
+def _sign(*, pki: Path, stem: str, subject: str, extensions: Sequence[str], ca: str = "ca") -> None:
+    """Write `stem.key` and `stem.crt`, signed by the CA `ca.crt` in `pki`."""
     _new_ec_key(path=pki / f"{stem}.key")
     _openssl("req", "-new", "-key", f"{stem}.key", "-subj", subject, "-out", f"{stem}.csr", cwd=pki)
     ext_file = pki / f"{stem}.ext"
     ext_file.write_text("\n".join(["basicConstraints=CA:FALSE", *extensions]) + "\n")
     _openssl(
-        "x509", "-req", "-in", f"{stem}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "x509", "-req", "-in", f"{stem}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
         "-set_serial", str(secrets.randbits(63)), "-days", "365", "-sha256",
         "-extfile", ext_file.name, "-out", f"{stem}.crt",
         cwd=pki,
@@ -221,23 +233,26 @@ def _subject(identity: ClientIdentity) -> str:
 
 
 def generate_pki(*, pki: Path) -> None:
-    """CA, apiserver serving certificate, service-account key pair and the clients' certificates.
+    """CA, apiserver serving certificate, service-account key pair and the clients' certificates,
+    plus a front-proxy CA and client for the aggregation layer (request-header authentication).
 
-    Idempotent: an existing `ca.crt` means the set is complete (it is written last).
+    Idempotent: a `complete` marker, written last, means the set is there.
     """
     if (pki / "complete").is_file():
         return
     if shutil.which("openssl") is None:
         raise SandboxProcessError("the openssl command is needed to make the sandbox's certificates")
     pki.mkdir(parents=True, exist_ok=True)
-    _new_ec_key(path=pki / "ca.key")
-    _openssl(
-        "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=kafka-autopilot-sandbox-ca",
-        "-days", "3650", "-sha256", "-out", "ca.crt",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        cwd=pki,
-    )  # fmt: skip
+    _new_ca(pki=pki, stem="ca", subject="/CN=kafka-autopilot-sandbox-ca")
+    _new_ca(pki=pki, stem="front-proxy-ca", subject="/CN=kafka-autopilot-sandbox-front-proxy-ca")
+    client_usage = ["keyUsage=critical,digitalSignature,keyEncipherment", "extendedKeyUsage=clientAuth"]
+    _sign(
+        pki=pki,
+        stem="front-proxy-client",
+        subject="/CN=front-proxy-client",
+        extensions=client_usage,
+        ca="front-proxy-ca",
+    )
     _sign(
         pki=pki,
         stem="apiserver",
@@ -254,7 +269,7 @@ def generate_pki(*, pki: Path) -> None:
             pki=pki,
             stem=identity.stem,
             subject=_subject(identity),
-            extensions=["keyUsage=critical,digitalSignature,keyEncipherment", "extendedKeyUsage=clientAuth"],
+            extensions=client_usage,
         )
     _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key", cwd=pki)
     (pki / "sa.key").chmod(0o600)
@@ -396,6 +411,7 @@ conditions:
 nodeInfo:
   architecture: amd64
   operatingSystem: linux
+  osImage: kafka-autopilot sandbox (kwok)
   kubeletVersion: {{ printf "kwok-%s" Version | Quote }}
   kubeProxyVersion: {{ printf "kwok-%s" Version | Quote }}
   containerRuntimeVersion: {{ printf "kwok-%s" Version | Quote }}
@@ -659,12 +675,7 @@ class KubeControlPlane:
             self._start_scheduler(binaries, state, deadline)
             self._start_kwok(binaries, state, deadline)
             self._create_nodes(state)
-            self._wait_for(
-                lambda: self.ready_node_count() == len(state.node_names),
-                what=f"{len(state.node_names)} nodes Ready",
-                daemon_name="kwok",
-                deadline=deadline,
-            )
+            self.wait_for_ready_nodes(timeout_seconds=max(1.0, deadline - time.monotonic()))
             self._wait_for(
                 lambda: self._exists("/api/v1/namespaces/default/serviceaccounts/default"),
                 what="service account default/default",
@@ -689,8 +700,35 @@ class KubeControlPlane:
             stop_daemon(daemon)
 
     def start_apiserver(self, *, timeout_seconds: float = 90.0) -> None:
-        """Start kube-apiserver again on the same port and etcd, and wait until it is ready."""
+        """Start kube-apiserver again on the same port and etcd, and wait until it is ready.
+
+        After an outage longer than the node-monitor grace period, the node-lifecycle controller
+        may mark some nodes Unknown for a few seconds before it sees kwok's next Lease renewals,
+        as it would with real kubelets; `wait_for_ready_nodes()` waits that out.
+        """
         self._start_apiserver(self.binaries(), self.state, time.monotonic() + timeout_seconds)
+
+    def wait_for_ready_nodes(self, *, timeout_seconds: float = 60.0, stable_seconds: float = 0.0) -> None:
+        """Wait until every node with a heartbeat (not failed by `fail_node`) is Ready, and has
+        stayed so for `stable_seconds`."""
+        ready_since: list[float] = []
+
+        def all_ready() -> bool:
+            nodes = self.api().get("/api/v1/nodes")["items"]
+            alive = [node for node in nodes if node["metadata"].get("labels", {}).get(HEARTBEAT_LABEL) == "on"]
+            if not alive or not all(node_condition(node) == "True" for node in alive):
+                ready_since.clear()
+                return False
+            if not ready_since:
+                ready_since.append(time.monotonic())
+            return time.monotonic() - ready_since[0] >= stable_seconds
+
+        self._wait_for(
+            all_ready,
+            what="every node with a heartbeat Ready",
+            daemon_name="kwok",
+            deadline=time.monotonic() + timeout_seconds,
+        )
 
     def daemons(self) -> dict[str, Daemon]:
         """The daemons whose pid files exist, running or not."""
@@ -781,7 +819,7 @@ class KubeControlPlane:
         kwok_config = self.work_dir / "kwok.yaml"
         kwok_config.write_text(yaml.safe_dump_all(kwok_stages(), sort_keys=False))
 
-    def _wait_for(self, check: Any, *, what: str, daemon_name: str, deadline: float) -> None:
+    def _wait_for(self, check: Callable[[], bool], *, what: str, daemon_name: str, deadline: float) -> None:
         daemon = daemon_from_pid_file(name=daemon_name, run_dir=self.run_dir)
         if daemon is None:
             raise SandboxProcessError(f"{daemon_name} has no pid file in {self.run_dir}")
@@ -835,10 +873,19 @@ class KubeControlPlane:
                     f"--etcd-servers=http://127.0.0.1:{state.etcd_client_port}",
                     "--bind-address=127.0.0.1",
                     "--advertise-address=127.0.0.1",
+                    # The reconciler refuses a loopback address for the `kubernetes` Service.
+                    "--endpoint-reconciler-type=none",
                     f"--secure-port={state.apiserver_port}",
                     f"--tls-cert-file={pki / 'apiserver.crt'}",
                     f"--tls-private-key-file={pki / 'apiserver.key'}",
                     f"--client-ca-file={pki / 'ca.crt'}",
+                    f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+                    "--requestheader-allowed-names=front-proxy-client",
+                    "--requestheader-username-headers=X-Remote-User",
+                    "--requestheader-group-headers=X-Remote-Group",
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                    f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                    f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
                     "--authorization-mode=Node,RBAC",
                     "--anonymous-auth=false",
                     "--enable-admission-plugins=NodeRestriction",

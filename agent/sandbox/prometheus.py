@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -50,6 +50,15 @@ LOOKBACK_DELTA_SECONDS: Final = 300.0
 
 BackfillSeries = tuple[str, Mapping[str, str], Sequence[tuple[float, SeriesValue]]]
 """One series to backfill: metric name, labels, and (Unix seconds, value) steps."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScrapeTarget:
+    """A `host:port` to scrape, with the labels its series get (e.g. the broker's pod name)."""
+
+    address: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    metrics_path: str = "/metrics"
 
 
 class PrometheusNotInstalledError(SandboxProcessError):
@@ -218,15 +227,19 @@ class PrometheusServer:
         tsdb_dir: Path,
         run_dir: Path | None = None,
         name: str = "prometheus",
-        scrape_targets: Sequence[str] = (),
+        scrape_targets: Sequence[str | ScrapeTarget] = (),
         scrape_interval_seconds: float = 15.0,
         ready_timeout_seconds: float = 60.0,
         ttl_seconds: int | None = None,
+        port: int | None = None,
     ) -> None:
+        self.fixed_port = port
         self.tsdb_dir = tsdb_dir
         self.run_dir = run_dir if run_dir is not None else tsdb_dir.parent
         self.name = name
-        self.scrape_targets = tuple(scrape_targets)
+        self.scrape_targets = tuple(
+            target if isinstance(target, ScrapeTarget) else ScrapeTarget(address=target) for target in scrape_targets
+        )
         self.scrape_interval_seconds = scrape_interval_seconds
         self.ready_timeout_seconds = ready_timeout_seconds
         self.ttl_seconds = ttl_seconds
@@ -246,7 +259,7 @@ class PrometheusServer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config.write_text(yaml.safe_dump(self._config(), sort_keys=False))
         for attempt in range(3):
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             self.daemon = start_daemon(
                 name=self.name,
                 argv=[
@@ -272,7 +285,7 @@ class PrometheusServer:
                 # Another process may have taken the free port between probe and bind.
                 lost_port = "address already in use" in self.daemon.log_tail(5)
                 self.stop()
-                if not lost_port or attempt == 2:
+                if not lost_port or attempt == 2 or self.fixed_port:
                     raise
 
     def _ready(self) -> bool:
@@ -282,10 +295,17 @@ class PrometheusServer:
     def _config(self) -> dict[str, object]:
         interval = f"{max(1, round(self.scrape_interval_seconds * 1000))}ms"
         config: dict[str, object] = {"global": {"scrape_interval": interval, "evaluation_interval": interval}}
-        if self.scrape_targets:
-            config["scrape_configs"] = [
-                {"job_name": "sandbox", "static_configs": [{"targets": list(self.scrape_targets)}]}
-            ]
+        by_path: dict[str, list[ScrapeTarget]] = {}
+        for target in self.scrape_targets:
+            by_path.setdefault(target.metrics_path, []).append(target)
+        config["scrape_configs"] = [
+            {
+                "job_name": "sandbox" if index == 0 else f"sandbox-{index}",
+                "metrics_path": path,
+                "static_configs": [{"targets": [t.address], "labels": dict(t.labels)} for t in targets],
+            }
+            for index, (path, targets) in enumerate(by_path.items())
+        ]
         return config
 
     def stop(self) -> None:
