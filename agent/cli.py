@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -306,6 +307,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> Sandbox:
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "unable to connect" while brokers start
     return Sandbox(work_dir=args.work_dir) if args.work_dir else Sandbox()
 
 
