@@ -11,7 +11,7 @@ States are the vendor Autopilot's, plus ActionAwaitingWindow:
     ActionAwaitingApproval ──approved, next evaluation──► window check, then plan; ──declined──► ActionsDeclined
     ActionAwaitingApproval / ActionAwaitingWindow / ActionsDeclined ──clear──► Normal
     ActiveActionsPending ──executor starts──► ActiveActionsInProgress
-    ActiveActionsInProgress ──verified──► ActiveActionsTaken; ──failed──► Normal (cooldown applies)
+    ActiveActionsInProgress ──verified──► ActiveActionsTaken; ──failed or held──► Normal (cooldown applies)
     ActiveActionsTaken ──cooldown over──► Normal (and on to Triggered if the conditions still hold)
     ActionsDeclined ──cooldown over, conditions hold──► approval and window checked, planned again
                      (e.g. after maxsize was raised); never after an approver declined, until Normal
@@ -204,7 +204,7 @@ def decide(
             else:
                 machine.go(
                     RuleState.NORMAL,
-                    f"action failed: {event.reason}",
+                    f"action not completed: {event.reason}",
                     cooldown_until=cooldown_until,
                     active_at=None,
                 )

@@ -334,7 +334,7 @@ ROWS = [
         event=ActionFinished(succeeded=False, reason="resize timed out"),
         end=S.NORMAL,
         moves=((S.ACTIVE_ACTIONS_IN_PROGRESS, S.NORMAL),),
-        reason="action failed: resize timed out",
+        reason="action not completed: resize timed out",
     ),
     Row(
         id="a finish with nothing in flight is ignored",

@@ -1,0 +1,126 @@
+"""Every change the agent can make to a cluster, as data, and the two appliers that carry them out.
+
+Executors never call a client to change something: they describe the change as a Mutation and hand
+it to an Applier. The live applier performs it; the dry-run applier only records it in the audit
+trail. Which applier an agent gets is decided once, at start-up, so dry-run and live runs take the
+same path all the way and no code asks "am I in dry-run?" again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agent.core.quantity import format_bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResizePvc:
+    namespace: str
+    name: str
+    new_bytes: int
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"patch PersistentVolumeClaim {self.namespace}/{self.name}: request {format_bytes(self.new_bytes)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CordonNode:
+    name: str
+
+    def describe(self) -> str:
+        return f"cordon Node {self.name}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaintNode:
+    name: str
+    key: str
+    value: str
+    effect: str
+
+    def describe(self) -> str:
+        return f"taint Node {self.name} with {self.key}={self.value}:{self.effect}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForceDeletePod:
+    namespace: str
+    name: str
+    uid: str
+
+    def describe(self) -> str:
+        return f"force-delete Pod {self.namespace}/{self.name} (uid {self.uid})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteVolumeAttachment:
+    name: str
+
+    def describe(self) -> str:
+        return f"delete VolumeAttachment {self.name}"
+
+
+Mutation = ResizePvc | CordonNode | TaintNode | ForceDeletePod | DeleteVolumeAttachment
+
+
+class Applier(Protocol):
+    @property
+    def dry_run(self) -> bool: ...
+
+    async def apply(self, mutation: Mutation) -> None: ...
+
+
+class ClusterWriter(Protocol):
+    """The subset of the Kubernetes adapter the live applier needs."""
+
+    async def resize_pvc(
+        self, *, namespace: str, name: str, new_bytes: int, annotations: Mapping[str, str]
+    ) -> None: ...
+
+    async def cordon_node(self, name: str) -> None: ...
+
+    async def taint_node(self, *, name: str, key: str, value: str, effect: str) -> None: ...
+
+    async def force_delete_pod(self, *, namespace: str, name: str, uid: str) -> None: ...
+
+    async def delete_volume_attachment(self, name: str) -> None: ...
+
+
+@dataclass
+class LiveApplier:
+    writer: ClusterWriter
+    dry_run: bool = False
+
+    async def apply(self, mutation: Mutation) -> None:
+        match mutation:
+            case ResizePvc():
+                await self.writer.resize_pvc(
+                    namespace=mutation.namespace,
+                    name=mutation.name,
+                    new_bytes=mutation.new_bytes,
+                    annotations=mutation.annotations,
+                )
+            case CordonNode():
+                await self.writer.cordon_node(mutation.name)
+            case TaintNode():
+                await self.writer.taint_node(
+                    name=mutation.name, key=mutation.key, value=mutation.value, effect=mutation.effect
+                )
+            case ForceDeletePod():
+                await self.writer.force_delete_pod(namespace=mutation.namespace, name=mutation.name, uid=mutation.uid)
+            case DeleteVolumeAttachment():
+                await self.writer.delete_volume_attachment(mutation.name)
+
+
+@dataclass
+class DryRunApplier:
+    """Records what would be done; changes nothing."""
+
+    record: Callable[[Mutation], None]
+    dry_run: bool = True
+
+    async def apply(self, mutation: Mutation) -> None:
+        self.record(mutation)

@@ -1,0 +1,512 @@
+"""The running agent: one asyncio task per rule, evaluating on its pollInterval or at once when a watch
+event or an Alertmanager webhook asks, and one task per action in flight.
+
+A cycle of one rule:
+1. inventory: the objects of the rule's target kind (PVCs, broker pods, nodes), fresh from the API;
+2. samples: one Prometheus query per distinct expression (shared by rules evaluating in the same
+   second), or, for `provider: kubernetes`, NodeReady / NodeLeaseAgeSeconds / NodeUnreachableSeconds
+   computed from Nodes and Leases;
+3. decide: agent.core.engine.run_cycle, pure, with the durable states loaded from the API;
+4. record: every evaluation, transition and action as an audit record, a counter, and (for
+   transitions and actions) a Kubernetes Event on the object and on the rule's state object;
+5. persist the states that changed, then start executors for the planned actions.
+
+A planned action runs as: persist ActiveActionsInProgress together with an in-flight record of the
+exact plan, then executor (plan, apply, verify), then persist the outcome. A restarted agent finds
+the in-flight record and resumes the same plan: the executor sees its own change already applied,
+so it verifies instead of acting twice.
+
+Query failures, a missing metric, or an unreachable apiserver cost that cycle only: they are
+recorded (metric, audit record, rule health) and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import structlog
+
+from agent.actions.base import Clock, Executor, Outcome, OutcomeKind
+from agent.adapters.statestore import InFlight, LastAction, StateConflictError
+from agent.audit.trail import AuditRecord, AuditTrail, action_record, cycle_records, iso_time
+from agent.core.engine import CycleOutcome, PlannedAction, distinct_queries, plan_actions, run_cycle
+from agent.core.matching import TargetObject, broker_object, node_object, pvc_object
+from agent.core.planners import Declined, ResizePlan
+from agent.core.rules import ConditionProvider, Rule, TargetKind
+from agent.core.samples import Sample
+from agent.core.states import (
+    ActionFinished,
+    ActionStarted,
+    ObjectState,
+    RuleState,
+    Step,
+    Transition,
+    apply_plan_outcome,
+    decide,
+)
+from agent.runtime.telemetry import Telemetry
+
+log = structlog.get_logger("kafka-autopilot")
+
+
+class QueryClient(Protocol):
+    async def query(self, expr: str, *, at: float | None = None) -> Sequence[Sample]: ...
+
+
+class Inventory(Protocol):
+    """The reads the loop needs from the Kubernetes adapter."""
+
+    async def list_pvcs(self) -> Sequence[Any]: ...
+
+    async def namespace_labels(self) -> Mapping[str, Mapping[str, str]]: ...
+
+    async def list_nodes(self) -> Sequence[Any]: ...
+
+    async def node_lease_renew_times(self) -> Mapping[str, float]: ...
+
+    async def list_pods(self, *, namespace: str | None = None, label_selector: str | None = None) -> Sequence[Any]: ...
+
+
+class StateStore(Protocol):
+    """agent.adapters.statestore.StateStore: durable per-(rule, object) state in the Kubernetes API."""
+
+    async def load(self, rule: str) -> dict[str, ObjectState]: ...
+
+    async def save(
+        self,
+        *,
+        rule: str,
+        object_key: str,
+        object_kind: str,
+        state: ObjectState,
+        last_action: LastAction | None = None,
+    ) -> None: ...
+
+    async def record_in_flight(
+        self,
+        *,
+        rule: str,
+        object_key: str,
+        object_kind: str,
+        action: str,
+        requested_at: float,
+        detail: Mapping[str, str] | None = None,
+        state: ObjectState | None = None,
+    ) -> InFlight: ...
+
+    async def in_flight(self, rule: str, object_key: str) -> InFlight | None: ...
+
+    async def clear_in_flight(
+        self, *, rule: str, object_key: str, object_kind: str, state: ObjectState | None = None
+    ) -> None: ...
+
+
+class EventSink(Protocol):
+    async def emit(self, *, rule: str, target: TargetObject, reason: str, message: str, warning: bool) -> None: ...
+
+
+@dataclass
+class Agent:
+    rules: Sequence[Rule]
+    inventory: Inventory
+    prometheus: QueryClient
+    store: StateStore
+    executors: Mapping[str, Executor]
+    clock: Clock
+    trail: AuditTrail
+    telemetry: Telemetry
+    events: EventSink | None = None
+    dry_run: bool = False
+    triggers: dict[str, asyncio.Event] = field(default_factory=dict)
+    evaluated_once: set[str] = field(default_factory=set)
+    rule_health: dict[str, str] = field(default_factory=dict)
+    running_actions: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    _query_cache: dict[str, tuple[float, Sequence[Sample]]] = field(default_factory=dict)
+
+    # --- the loops ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run every rule until cancelled."""
+        for rule in self.rules:
+            self.triggers[rule.name] = asyncio.Event()
+        self.telemetry.set("kafka_autopilot_rules_loaded", len(self.rules))
+        await self.resume_in_flight()
+        async with asyncio.TaskGroup() as group:
+            for rule in self.rules:
+                group.create_task(self.rule_loop(rule), name=f"rule:{rule.name}")
+
+    async def rule_loop(self, rule: Rule) -> None:
+        trigger = self.triggers[rule.name]
+        while True:
+            await self.cycle_safely(rule)
+            trigger.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(trigger.wait(), timeout=rule.poll_interval_seconds)
+
+    def trigger(self, names: Iterable[str] | None = None) -> list[str]:
+        """Evaluate the named rules (all when None) now instead of at their next poll."""
+        wanted = set(self.triggers) if names is None else set(names) & set(self.triggers)
+        for name in wanted:
+            self.triggers[name].set()
+        return sorted(wanted)
+
+    def trigger_kind(self, kind: TargetKind) -> None:
+        self.trigger([rule.name for rule in self.rules if rule.target is kind])
+
+    def readiness(self) -> str | None:
+        waiting = [rule.name for rule in self.rules if rule.name not in self.evaluated_once]
+        return f"first cycle pending for {', '.join(waiting)}" if waiting else None
+
+    async def cycle_safely(self, rule: Rule) -> None:
+        started = self.clock.now()
+        try:
+            await self.cycle(rule)
+            self.rule_health[rule.name] = "ok"
+        except Exception as error:  # one bad cycle must not stop the rule, nor the others
+            self.rule_health[rule.name] = f"{type(error).__name__}: {error}"
+            self.telemetry.inc("kafka_autopilot_query_errors_total", rule=rule.name)
+            log.warning("cycle failed", rule=rule.name, error=str(error))
+            self.trail.write(
+                {
+                    "time": None,
+                    "event": "cycle-error",
+                    "rule": rule.name,
+                    "object": None,
+                    "outcome": "error",
+                    "reason": f"{type(error).__name__}: {error}",
+                    "dry_run": self.dry_run,
+                }
+            )
+        finally:
+            self.evaluated_once.add(rule.name)
+            self.telemetry.observe("kafka_autopilot_loop_duration_seconds", self.clock.now() - started, rule=rule.name)
+
+    # --- one cycle ---------------------------------------------------------------------------------
+
+    async def cycle(self, rule: Rule) -> None:
+        now = self.clock.now()
+        objects = await self.objects_for(rule.target)
+        vectors = await self.vectors_for(rule, objects, now)
+        states = await self.store.load(rule.name)
+        outcome = run_cycle(rule=rule, objects=objects, vectors=vectors, states=states, now=now)
+        await self.record_cycle(rule, outcome, objects)
+        conflicted: set[str] = set()
+        for key, state in outcome.states.items():
+            if state == states.get(key):
+                continue
+            try:
+                await self.store.save(rule=rule.name, object_key=key, object_kind=rule.target.value, state=state)
+            except StateConflictError as error:
+                conflicted.add(key)
+                log.info(
+                    "state moved by another writer; not acting this cycle", rule=rule.name, object=key, why=str(error)
+                )
+        by_key = {target.key: target for target in objects}
+        for planned in outcome.planned:
+            if planned.object not in conflicted:
+                self.start_action(rule, planned, by_key[planned.object])
+
+    async def objects_for(self, kind: TargetKind) -> list[TargetObject]:
+        if kind is TargetKind.PVC:
+            namespaces = await self.inventory.namespace_labels()
+            return [
+                replace(
+                    pvc_object(
+                        namespace=claim.namespace,
+                        name=claim.name,
+                        labels=claim.labels,
+                        capacity_bytes=claim.capacity_bytes or claim.requested_bytes,
+                    ),
+                    namespace_labels=namespaces.get(claim.namespace, {}),
+                )
+                for claim in await self.inventory.list_pvcs()
+            ]
+        if kind is TargetKind.NODE:
+            return [node_object(name=node.name, labels=node.labels) for node in await self.inventory.list_nodes()]
+        if kind is TargetKind.BROKER:
+            namespaces = await self.inventory.namespace_labels()
+            brokers = []
+            for pod in await self.inventory.list_pods():
+                ordinal = pod.name.rpartition("-")[2]
+                if ordinal.isdigit():
+                    brokers.append(
+                        replace(
+                            broker_object(
+                                namespace=pod.namespace, pod=pod.name, broker_id=int(ordinal), labels=pod.labels
+                            ),
+                            namespace_labels=namespaces.get(pod.namespace, {}),
+                        )
+                    )
+            return brokers
+        raise NotImplementedError(
+            "StoragePool rules need the storage-pool inventory, which comes with the pool-expansion issue"
+        )
+
+    async def vectors_for(self, rule: Rule, objects: Sequence[TargetObject], now: float) -> dict[str, Sequence[Sample]]:
+        if rule.conditions.provider is ConditionProvider.KUBERNETES:
+            return await self.node_condition_vectors(now)
+        vectors: dict[str, Sequence[Sample]] = {}
+        for query in distinct_queries([rule]):
+            cached = self._query_cache.get(query)
+            if cached is not None and now - cached[0] < 1.0:
+                vectors[query] = cached[1]
+                continue
+            vector = await self.prometheus.query(query, at=now)
+            self._query_cache[query] = (now, vector)
+            vectors[query] = vector
+        return vectors
+
+    async def node_condition_vectors(self, now: float) -> dict[str, Sequence[Sample]]:
+        nodes = await self.inventory.list_nodes()
+        leases = await self.inventory.node_lease_renew_times()
+        ready: list[Sample] = []
+        lease_age: list[Sample] = []
+        unreachable: list[Sample] = []
+        for node in nodes:
+            labels = {"node": node.name}
+            ready.append(Sample(labels=labels, value=1.0 if node.ready == "True" else 0.0))
+            renewed = leases.get(node.name)
+            if renewed is not None:
+                lease_age.append(Sample(labels=labels, value=max(0.0, now - renewed)))
+            since = node.ready_since if node.ready != "True" else None
+            unreachable.append(Sample(labels=labels, value=max(0.0, now - since) if since is not None else 0.0))
+        return {"NodeReady": ready, "NodeLeaseAgeSeconds": lease_age, "NodeUnreachableSeconds": unreachable}
+
+    async def record_cycle(self, rule: Rule, outcome: CycleOutcome, objects: Sequence[TargetObject]) -> None:
+        for record in cycle_records(outcome, dry_run=self.dry_run or rule.dry_run):
+            self.trail.write(record)
+        for evaluation in outcome.evaluations:
+            self.telemetry.inc("kafka_autopilot_evaluations_total", rule=rule.name, verdict=evaluation.verdict.value)
+        if outcome.unmatched_series:
+            self.telemetry.inc("kafka_autopilot_unmatched_series_total", outcome.unmatched_series, rule=rule.name)
+        by_key = {target.key: target for target in objects}
+        for transition in outcome.transitions:
+            await self.note_transition(rule, transition, by_key.get(transition.object))
+        for declined in outcome.declined:
+            outcome_label = "declined-at-maxsize" if declined.code == "AtMaxSize" else "declined"
+            self.telemetry.inc(
+                "kafka_autopilot_actions_total", rule=rule.name, action=declined.action, outcome=outcome_label
+            )
+            target = by_key.get(declined.object)
+            if target is not None and self.events is not None:
+                await self.events.emit(
+                    rule=rule.name,
+                    target=target,
+                    reason="ActionDeclined",
+                    message=f"{declined.action} declined: {declined.code}: {declined.reason}",
+                    warning=True,
+                )
+        for planned in outcome.planned:
+            self.telemetry.inc(
+                "kafka_autopilot_actions_total", rule=rule.name, action=planned.action, outcome="planned"
+            )
+
+    async def note_transition(self, rule: Rule, transition: Transition, target: TargetObject | None) -> None:
+        self.telemetry.inc(
+            "kafka_autopilot_transitions_total",
+            rule=rule.name,
+            **{"from": transition.from_state.value, "to": transition.to_state.value},
+        )
+        if target is not None and self.events is not None and transition.from_state is not RuleState.INITIALIZING:
+            await self.events.emit(
+                rule=rule.name,
+                target=target,
+                reason=transition.to_state.value,
+                message=f"{rule.name}: {transition.from_state} -> {transition.to_state}: {transition.reason}",
+                warning=transition.to_state is RuleState.ACTIONS_DECLINED,
+            )
+
+    # --- actions -----------------------------------------------------------------------------------
+
+    def start_action(self, rule: Rule, planned: PlannedAction, target: TargetObject) -> None:
+        key = (rule.name, planned.object)
+        if key in self.running_actions and not self.running_actions[key].done():
+            return
+        self.running_actions[key] = asyncio.create_task(self.execute(rule, planned, target), name=f"action:{key}")
+
+    async def execute(self, rule: Rule, planned: PlannedAction, target: TargetObject, *, resumed: bool = False) -> None:
+        states = await self.store.load(rule.name)
+        state = states.get(planned.object, ObjectState())
+        started_at = self.clock.now()
+        if not resumed:
+            started = self.decide(rule, target, state, ActionStarted())
+            try:
+                await self.store.record_in_flight(
+                    rule=rule.name,
+                    object_key=planned.object,
+                    object_kind=rule.target.value,
+                    action=planned.action,
+                    requested_at=started_at,
+                    detail=in_flight_detail(planned),
+                    state=started.state,
+                )
+            except StateConflictError as error:
+                log.info(
+                    "another writer owns this action; not acting", rule=rule.name, object=planned.object, why=str(error)
+                )
+                return
+            state = started.state
+            await self.note_transitions(rule, target, started.transitions)
+        executor = self.executors.get(planned.action)
+        if executor is None:
+            outcome = Outcome(kind=OutcomeKind.HELD, reason=f"no executor for {planned.action} in this agent yet")
+        else:
+            try:
+                outcome = await executor.run(planned=planned, target=target, params=_params(rule, planned.action))
+            except Exception as error:  # a failed call is an outcome, not a crash
+                outcome = Outcome(kind=OutcomeKind.FAILED, reason=f"{type(error).__name__}: {error}")
+        await self.finish(rule, planned, target, state, outcome, started_at=started_at)
+
+    async def finish(
+        self,
+        rule: Rule,
+        planned: PlannedAction,
+        target: TargetObject,
+        state: ObjectState,
+        outcome: Outcome,
+        *,
+        started_at: float,
+    ) -> None:
+        now = self.clock.now()
+        if outcome.kind is OutcomeKind.DECLINED:
+            result = apply_plan_outcome(
+                rule=rule.name,
+                object_key=planned.object,
+                state=state,
+                now=now,
+                declined=Declined(code="Refused", message=outcome.reason),
+            )
+        else:
+            result = self.decide(
+                rule, target, state, ActionFinished(succeeded=outcome.succeeded, reason=outcome.reason)
+            )
+        await self.store.clear_in_flight(
+            rule=rule.name, object_key=planned.object, object_kind=rule.target.value, state=result.state
+        )
+        await self.store.save(
+            rule=rule.name,
+            object_key=planned.object,
+            object_kind=rule.target.value,
+            state=result.state,
+            last_action=LastAction(
+                name=planned.action,
+                before=planned.before,
+                after=planned.after,
+                started_at=started_at,
+                finished_at=now,
+                outcome=outcome.kind.value,
+            ),
+        )
+        await self.note_transitions(rule, target, result.transitions)
+        record: AuditRecord = action_record(
+            planned, dry_run=self.dry_run or rule.dry_run, outcome=outcome.kind.value, reason=outcome.reason
+        )
+        record["time"] = iso_time(now)
+        record["mutations"] = list(outcome.mutations)
+        self.trail.write(record)
+        self.telemetry.inc(
+            "kafka_autopilot_actions_total", rule=rule.name, action=planned.action, outcome=outcome.kind.value
+        )
+        if self.events is not None:
+            await self.events.emit(
+                rule=rule.name,
+                target=target,
+                reason=f"Action{outcome.kind.value.title().replace('-', '')}",
+                message=f"{planned.action} {planned.before} -> {planned.after}: {outcome.kind}: {outcome.reason}",
+                warning=not outcome.succeeded,
+            )
+
+    def decide(
+        self, rule: Rule, target: TargetObject, state: ObjectState, event: ActionStarted | ActionFinished
+    ) -> Step:
+        return decide(
+            rule=rule.name,
+            object_key=target.key,
+            state=state,
+            event=event,
+            now=self.clock.now(),
+            cooldown_seconds=rule.cooldown_seconds,
+            for_seconds=rule.conditions.for_seconds,
+        )
+
+    async def note_transitions(self, rule: Rule, target: TargetObject, transitions: Iterable[Transition]) -> None:
+        for transition in transitions:
+            self.trail.write(_transition_record(transition, dry_run=self.dry_run or rule.dry_run))
+            await self.note_transition(rule, transition, target)
+
+    async def resume_in_flight(self) -> None:
+        """Objects a previous run left mid-action: resume their recorded plan (verify, never re-plan)."""
+        for rule in self.rules:
+            states = await self.store.load(rule.name)
+            pending = [
+                key
+                for key, state in states.items()
+                if state.state in (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS)
+            ]
+            if not pending:
+                continue
+            objects = {target.key: target for target in await self.objects_for(rule.target)}
+            for key in pending:
+                target = objects.get(key)
+                in_flight = await self.store.in_flight(rule.name, key)
+                if target is None:
+                    continue
+                detail = None if in_flight is None else {"action": in_flight.action, **in_flight.detail}
+                planned = planned_from_in_flight(detail, rule=rule, target=target, now=self.clock.now())
+                if planned is None:
+                    continue
+                log.info("resuming action", rule=rule.name, object=key, action=planned.action)
+                self.running_actions[(rule.name, key)] = asyncio.create_task(
+                    self.execute(
+                        rule, planned, target, resumed=states[key].state is RuleState.ACTIVE_ACTIONS_IN_PROGRESS
+                    )
+                )
+
+
+def in_flight_detail(planned: PlannedAction) -> dict[str, str]:
+    """What a restarted agent needs to resume exactly this plan (strings, as the status stores them)."""
+    detail = {"before": planned.before, "after": planned.after}
+    if isinstance(planned.detail, ResizePlan):
+        detail.update(
+            current_bytes=str(planned.detail.current_bytes),
+            target_bytes=str(planned.detail.target_bytes),
+            capped=str(planned.detail.capped).lower(),
+        )
+    return detail
+
+
+def planned_from_in_flight(
+    detail: Mapping[str, Any] | None, *, rule: Rule, target: TargetObject, now: float
+) -> PlannedAction | None:
+    """The exact plan a previous run recorded; without a record, a fresh plan (executors are idempotent)."""
+    if detail is None:
+        fresh = plan_actions(rule=rule, target=target, now=now)
+        return fresh[0] if isinstance(fresh, tuple) and fresh else None
+    plan = None
+    if "target_bytes" in detail:
+        plan = ResizePlan(
+            current_bytes=int(detail["current_bytes"]),
+            target_bytes=int(detail["target_bytes"]),
+            capped=str(detail.get("capped", "false")) == "true",
+        )
+    return PlannedAction(
+        rule=rule.name,
+        object=target.key,
+        action=str(detail["action"]),
+        before=str(detail.get("before", "")),
+        after=str(detail.get("after", "")),
+        at=now,
+        detail=plan,
+    )
+
+
+def _params(rule: Rule, action: str) -> Any:
+    return next(candidate.params for candidate in rule.actions if candidate.name == action)
+
+
+def _transition_record(transition: Transition, *, dry_run: bool) -> AuditRecord:
+    return next(iter(cycle_records(CycleOutcome(states={}, transitions=(transition,)), dry_run=dry_run)))
