@@ -1,0 +1,334 @@
+"""Read Kafka's own view of the cluster: the one way the guardrails in `agent.core.kafka_safety` get data.
+
+Before the agent force-deletes a broker pod, or takes any step that moves replicas out of service,
+it must ask Kafka, not Kubernetes, whether that broker is gone and whether the step would leave a
+partition below `min.insync.replicas`. This adapter turns Kafka's wire protocol (through aiokafka)
+into a `ClusterView`, and every failure into one of our own errors naming the bootstrap servers
+and what failed. No call can hang: each request and the whole operation are bounded by a timeout.
+
+One view comes from one broker: the Metadata response (unfenced brokers, and every partition's
+leader, replicas and ISR, internal topics included) and the DescribeConfigs response for
+`min.insync.replicas` (each topic, plus that broker's own default for topics without an
+override) are both asked of the same broker, so the view is one broker's consistent picture.
+When that broker does not answer, the next known broker is asked, within the time budget.
+Both requests are the protocol classes aiokafka's admin client uses, sent through
+`AIOKafkaClient`, which lets us choose the broker and fall back to another.
+
+Errors:
+
+    KafkaAdminError                 .bootstrap_servers, .reason, .transient
+    ├── KafkaUnavailableError       transient: nothing reachable, timed out, every broker failed
+    └── KafkaResponseError          Kafka answered with an error code; .transient from Kafka's
+                                    own classification (e.g. unknown topic: permanent here)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError, for_code
+from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.admin import DescribeConfigsRequest
+from aiokafka.protocol.metadata import MetadataRequest
+
+from agent.core.kafka_safety import ClusterView, PartitionState
+
+__all__ = [
+    "KafkaAdmin",
+    "KafkaAdminError",
+    "KafkaResponseError",
+    "KafkaSettings",
+    "KafkaUnavailableError",
+]
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MIN_INSYNC = "min.insync.replicas"
+KAFKA_DEFAULT_MIN_INSYNC = 1
+"""Kafka's built-in default, used only when neither the topic nor the broker reports a value."""
+
+_TOPIC_RESOURCE = 2  # DescribeConfigs resource types, as in aiokafka's ConfigResourceType
+_BROKER_RESOURCE = 4
+_TOPIC_CONFIG_SOURCE = 1  # DescribeConfigs v1+ config_source: set on the topic itself
+_CLIENT_ID = "kafka-autopilot"
+
+_T = TypeVar("_T")
+
+
+class KafkaAdminError(Exception):
+    """A question to Kafka went unanswered; the message names the bootstrap servers and the cause."""
+
+    transient = True
+
+    def __init__(self, *, bootstrap_servers: str, reason: str) -> None:
+        super().__init__(f"kafka {bootstrap_servers}: {reason}")
+        self.bootstrap_servers = bootstrap_servers
+        self.reason = reason
+
+
+class KafkaUnavailableError(KafkaAdminError):
+    """No broker answered in time: unreachable, refused, timed out, or every broker failed."""
+
+
+class KafkaResponseError(KafkaAdminError):
+    """A broker answered with an error code, e.g. an unknown topic or a denied authorization."""
+
+    def __init__(self, *, bootstrap_servers: str, reason: str, transient: bool) -> None:
+        super().__init__(bootstrap_servers=bootstrap_servers, reason=reason)
+        self.transient = transient
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaSettings:
+    """How to reach the Kafka cluster. `request_timeout_ms` bounds each request; an operation
+    (connecting, or one `cluster_view`) gets twice that, so one slow broker can be skipped."""
+
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    request_timeout_ms: int = 10000
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ValueError("bootstrap_servers is empty")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"security_protocol {self.security_protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        if self.request_timeout_ms <= 0:
+            raise ValueError(f"request_timeout_ms must be positive, not {self.request_timeout_ms}")
+        password_mechanism = self.sasl_mechanism in (None, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        if self.uses_sasl and password_mechanism and (self.sasl_username is None or self.sasl_password is None):
+            raise ValueError(
+                f"{self.security_protocol} with {self.sasl_mechanism or 'PLAIN'} needs a username and password"
+            )
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def operation_timeout_seconds(self) -> float:
+        return 2 * self.request_timeout_ms / 1000
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's clients (`AIOKafkaClient`, `AIOKafkaAdminClient`, ...).
+
+        With TLS an `ssl.SSLContext` is built from the CA, certificate and key files (hostname
+        checked); with SASL the mechanism defaults to PLAIN.
+        """
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": _CLIENT_ID,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.uses_tls:
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        if self.uses_sasl:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    text = str(error)
+    name = type(error).__name__
+    return f"{name}: {text}" if text and text != name else name
+
+
+def _is_topic_override(entry: dict[str, Any]) -> bool:
+    """Whether a DescribeConfigs entry was set on the topic itself (v1+: its source; v0: not default)."""
+    if "config_source" in entry:
+        return bool(entry["config_source"] == _TOPIC_CONFIG_SOURCE)
+    return not entry.get("is_default", True)
+
+
+class KafkaAdmin:
+    """Read-only questions to Kafka, as an async context manager:
+
+        async with KafkaAdmin(settings=settings) as kafka:
+            view = await kafka.cluster_view()
+
+    Entering connects (bounded by the operation timeout) and raises `KafkaUnavailableError`
+    when no bootstrap server answers; leaving closes every connection.
+    """
+
+    def __init__(self, *, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self._client: Any = None
+
+    async def __aenter__(self) -> Self:
+        client = AIOKafkaClient(**self.settings.client_kwargs())
+        try:
+            await self._bounded(client.bootstrap(), what="connecting to a bootstrap server")
+        except BaseException:
+            await self._close(client)
+            raise
+        self._client = client
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await self._close(client)
+
+    async def cluster_view(self, *, topics: Sequence[str] | None = None) -> ClusterView:
+        """Kafka's view: unfenced brokers and, for `topics` (None: every topic, internal ones
+        included), each partition's leader, replicas, ISR and effective `min.insync.replicas`.
+
+        Asks one broker at a time, in random order, until one answers both requests; the whole
+        call is bounded by the operation timeout. Raises `KafkaUnavailableError` when none does
+        in time, `KafkaResponseError` when a topic is unknown or another topic-level error is
+        answered (a view missing a topic could hide a violation, so there is no partial view).
+        """
+        if self._client is None:
+            raise RuntimeError("KafkaAdmin.cluster_view() outside `async with KafkaAdmin(...)`")
+        client = self._client
+        failures: list[str] = []
+
+        async def ask_each_broker() -> ClusterView:
+            nodes = [broker.nodeId for broker in client.cluster.brokers()]
+            random.shuffle(nodes)
+            for node in nodes:
+                try:
+                    return await self._view_from(client, node=node, topics=topics)
+                except KafkaResponseError as error:
+                    if not error.transient:
+                        raise
+                    failures.append(f"broker {node}: {error.reason}")
+                except (KafkaError, OSError, TimeoutError) as error:
+                    failures.append(f"broker {node}: {_describe(error)}")
+            raise KafkaUnavailableError(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                reason="reading the cluster view failed on every known broker: "
+                + ("; ".join(failures) or "no broker in the metadata"),
+            )
+
+        return await self._bounded(ask_each_broker(), what="reading the cluster view", failures=failures)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    async def _view_from(self, client: Any, *, node: int, topics: Sequence[str] | None) -> ClusterView:
+        timeout = self.settings.request_timeout_ms / 1000
+        request = MetadataRequest(list(topics) if topics is not None else None, allow_auto_topic_creation=False)
+        async with asyncio.timeout(timeout):
+            metadata = (await client.send(node, request)).to_object()
+        described = [self._check_topic(t) for t in metadata["topics"]]
+        names = sorted(t["topic"] for t in described)
+        resources = [(_TOPIC_RESOURCE, name, [MIN_INSYNC]) for name in names]
+        resources.append((_BROKER_RESOURCE, str(node), [MIN_INSYNC]))
+        async with asyncio.timeout(timeout):
+            configs = (await client.send(node, DescribeConfigsRequest(resources, False))).to_object()
+        min_insync = self._min_insync(configs["resources"], topics=names)
+        partitions = tuple(
+            PartitionState(
+                topic=t["topic"],
+                partition=p["partition"],
+                leader=p["leader"] if p["leader"] >= 0 else None,
+                replicas=tuple(p["replicas"]),
+                isr=tuple(p["isr"]),
+                min_insync=min_insync[t["topic"]],
+            )
+            for t in sorted(described, key=lambda t: t["topic"])
+            for p in sorted(t["partitions"], key=lambda p: p["partition"])
+        )
+        return ClusterView(
+            brokers_registered=frozenset(b["node_id"] for b in metadata["brokers"]),
+            partitions=partitions,
+        )
+
+    def _check_topic(self, topic: dict[str, Any]) -> dict[str, Any]:
+        code = topic["error_code"]
+        if code:
+            error = for_code(code)
+            unknown = error is UnknownTopicOrPartitionError
+            raise KafkaResponseError(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                reason=f"metadata of topic {topic['topic']!r}: {error.__name__}"
+                + (" (no such topic)" if unknown else ""),
+                transient=bool(error.retriable) and not unknown,
+            )
+        return topic
+
+    def _min_insync(self, resources: list[dict[str, Any]], *, topics: list[str]) -> dict[str, int]:
+        """Each topic's override, else the answering broker's default, else Kafka's built-in one."""
+        overrides: dict[str, int] = {}
+        reported: dict[str, int] = {}
+        broker_default: int | None = None
+        for resource in resources:
+            name = resource["resource_name"]
+            if resource["error_code"]:
+                error = for_code(resource["error_code"])
+                raise KafkaResponseError(
+                    bootstrap_servers=self.settings.bootstrap_servers,
+                    reason=f"configs of {'broker' if resource['resource_type'] == _BROKER_RESOURCE else 'topic'}"
+                    f" {name!r}: {error.__name__} {resource.get('error_message') or ''}".rstrip(),
+                    transient=bool(error.retriable),
+                )
+            for entry in resource["config_entries"]:
+                if entry["config_names"] != MIN_INSYNC or entry["config_value"] is None:
+                    continue
+                value = int(entry["config_value"])
+                if resource["resource_type"] == _BROKER_RESOURCE:
+                    broker_default = value
+                elif _is_topic_override(entry):
+                    overrides[name] = value
+                else:
+                    reported[name] = value
+        effective: dict[str, int] = {}
+        for name in topics:
+            for candidate in (overrides.get(name), broker_default, reported.get(name), KAFKA_DEFAULT_MIN_INSYNC):
+                if candidate is not None:
+                    effective[name] = candidate
+                    break
+        return effective
+
+    async def _bounded(self, awaitable: Awaitable[_T], *, what: str, failures: Sequence[str] = ()) -> _T:
+        """Await with the operation timeout; turn client failures into `KafkaUnavailableError`.
+
+        `failures` are what went wrong before the time ran out, added to the message."""
+        seconds = self.settings.operation_timeout_seconds
+        try:
+            async with asyncio.timeout(seconds):
+                return await awaitable
+        except KafkaAdminError:
+            raise
+        except TimeoutError as error:
+            earlier = f" (before that: {'; '.join(failures)})" if failures else ""
+            raise KafkaUnavailableError(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                reason=f"{what}: no answer within {seconds:g}s{earlier}",
+            ) from error
+        except (KafkaError, OSError) as error:
+            raise KafkaUnavailableError(
+                bootstrap_servers=self.settings.bootstrap_servers, reason=f"{what}: {_describe(error)}"
+            ) from error
+
+    async def _close(self, client: Any) -> None:
+        try:
+            async with asyncio.timeout(self.settings.operation_timeout_seconds):
+                await client.close()
+        except (TimeoutError, KafkaError, OSError):
+            pass  # closing is best effort: the connections die with the client anyway
