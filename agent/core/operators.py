@@ -25,6 +25,7 @@ Exists nor DoesNotExist holds for it. InRange and NotInRange need low <= high.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,33 +127,69 @@ def holds(operator: Operator, *, value: float | None, values: Sequence[str]) -> 
     value is None when the object has no sample. Values that validate_values rejects raise
     ValueError: the rule loader never lets such a rule through.
     """
-    problems = validate_values(operator, values=values)
-    if problems:
-        raise ValueError("; ".join(problems))
+    thresholds = _thresholds(operator, tuple(values))
     if operator is Operator.EXISTS:
         return value is not None and math.isfinite(value)
     if operator is Operator.DOES_NOT_EXIST:
         return value is None
     if value is None or not math.isfinite(value):
         return None
-    sample = parse_quantity(value)
-    thresholds = [parse_quantity(threshold) for threshold in values]
+    order = [_compare(value, threshold) for threshold in thresholds]
     match operator:
         case Operator.IN:
-            return sample in thresholds
+            return 0 in order
         case Operator.NOT_IN:
-            return sample not in thresholds
+            return 0 not in order
         case Operator.GT:
-            return sample > thresholds[0]
+            return order[0] > 0
         case Operator.GT_EQ:
-            return sample >= thresholds[0]
+            return order[0] >= 0
         case Operator.LT:
-            return sample < thresholds[0]
+            return order[0] < 0
         case Operator.LT_EQ:
-            return sample <= thresholds[0]
+            return order[0] <= 0
         case Operator.IN_RANGE:
-            return thresholds[0] <= sample <= thresholds[1]
+            return order[0] >= 0 and order[1] <= 0
         case Operator.NOT_IN_RANGE:
-            return not thresholds[0] <= sample <= thresholds[1]
+            return not (order[0] >= 0 and order[1] <= 0)
         case _:
             assert_never(operator)
+
+
+@dataclass(frozen=True)
+class _Threshold:
+    exact: Fraction
+    nearest: float
+
+
+@functools.lru_cache(maxsize=4096)
+def _thresholds(operator: Operator, values: tuple[str, ...]) -> tuple[_Threshold, ...]:
+    """A rule's thresholds, validated and parsed once, not once per object and cycle."""
+    problems = validate_values(operator, values=values)
+    if problems:
+        raise ValueError("; ".join(problems))
+    if operator in _PRESENCE_OPERATORS:
+        return ()
+    return tuple(_Threshold(exact=number, nearest=_nearest_float(number)) for number in map(parse_quantity, values))
+
+
+def _nearest_float(number: Fraction) -> float:
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
+
+
+def _compare(value: float, threshold: _Threshold) -> int:
+    """-1, 0 or 1 as the sample (read as its shortest decimal) is below, at or above the threshold.
+
+    Comparing floats gives the exact answer whenever they differ: rounding to the nearest float is
+    monotonic, and the sample's shortest decimal rounds to the sample while the threshold rounds to
+    `nearest`. Only a tie needs the exact decimals.
+    """
+    if value < threshold.nearest:
+        return -1
+    if value > threshold.nearest:
+        return 1
+    sample = parse_quantity(value)
+    return (sample > threshold.exact) - (sample < threshold.exact)

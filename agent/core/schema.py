@@ -69,7 +69,7 @@ QUANTITY_PATTERN = f"^[+-]?{_NUMBER}{_SUFFIX}$"
 _POSITIVE_QUANTITY = f"^[+]?{_NUMBER}{_SUFFIX}$"
 _PERCENTAGE = f"^[+]?{_NUMBER}{_SUFFIX}%?$"
 _CLOCK = "^(?:(?:[01]?[0-9]|2[0-3]):[0-5][0-9]|24:00)$"
-_WEEKDAY = "^(?:" + "|".join("".join(f"[{c.upper()}{c}]" for c in day) for day in _WEEKDAYS) + ")"
+_WEEKDAY = "^(?:" + "|".join("".join(f"[{c.upper()}{c}]" for c in day) for day in _WEEKDAYS) + ")$"
 _BOOLEAN = "^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"
 
 
