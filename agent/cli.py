@@ -10,6 +10,7 @@ Exit codes mean the same for every subcommand:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -20,6 +21,7 @@ from typing import TextIO
 
 from agent import __version__
 from agent.adapters.files import expand_paths, load_rule_paths
+from agent.adapters.kafka import KafkaSettings
 from agent.adapters.prometheus import PrometheusQueryError
 from agent.adapters.promtool import PromtoolError, check_promql
 from agent.audit.trail import AuditRecord, AuditTrail
@@ -28,6 +30,7 @@ from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import ruletest
+from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
 from agent.sandbox.environment import FAULTS, Sandbox
 from agent.sandbox.process import SandboxProcessError
 from agent.sandbox.prometheus import PrometheusNotInstalledError, binaries
@@ -99,6 +102,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="print the audit records as JSON lines")
     demo.set_defaults(command=cmd_demo)
+
+    run = commands.add_parser(
+        "run",
+        help="run the agent: evaluate rules, act, record (use --dry-run to change nothing)",
+        description="Run the agent until SIGTERM/SIGINT. Audit records go to stdout as JSON lines (or --audit "
+        "FILE); logs go to stderr. Health, readiness and metrics are served on --listen.",
+    )
+    run.add_argument("--rules", nargs="*", type=Path, default=[], metavar="PATH", help="rule files or folders")
+    run.add_argument("--cluster-rules", action="store_true", help="also run the AutopilotRule objects in the cluster")
+    run.add_argument("--policy", type=Path, metavar="FILE", help="guardrail policy (not yet supported: see issue 5)")
+    run.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster config)")
+    run.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus-compatible query endpoint")
+    run.add_argument("--prometheus-bearer-token-file", type=Path, metavar="FILE")
+    run.add_argument("--prometheus-tenant", metavar="ID", help="X-Scope-OrgID header, for Mimir/Cortex/Thanos")
+    run.add_argument("--prometheus-ca-file", type=Path, metavar="FILE")
+    run.add_argument("--prometheus-insecure-skip-verify", action="store_true")
+    run.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers (needed for node remediation)")
+    run.add_argument(
+        "--kafka-security-protocol", default="PLAINTEXT", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    )
+    run.add_argument("--kafka-sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+    run.add_argument("--kafka-sasl-username")
+    run.add_argument("--kafka-sasl-password-file", type=Path, metavar="FILE")
+    run.add_argument("--kafka-ca-file", metavar="FILE")
+    run.add_argument("--dry-run", action="store_true", help="record what would be done; change nothing")
+    run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="health and metrics address")
+    run.add_argument("--install-crds", action="store_true", help="create or update the agent's CRDs first")
+    run.add_argument("--audit", type=Path, metavar="FILE", help="append audit records to FILE instead of stdout")
+    run.set_defaults(command=cmd_run)
 
     sandbox = commands.add_parser(
         "sandbox",
@@ -301,6 +333,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for failure in outcome.failures:
         print(f"  {failure}", file=sys.stderr)
     return EXIT_OK if outcome.passed else EXIT_PROBLEMS
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.policy is not None:
+        print("kafka-autopilot run: --policy is not supported yet (policies come with issue 5)", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if not args.rules and not args.cluster_rules:
+        print("kafka-autopilot run: give --rules PATH... or --cluster-rules", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"kafka-autopilot run: --listen must be HOST:PORT, got {args.listen!r}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    kafka = None
+    if args.kafka:
+        password = args.kafka_sasl_password_file.read_text().strip() if args.kafka_sasl_password_file else None
+        kafka = KafkaSettings(
+            bootstrap_servers=args.kafka,
+            security_protocol=args.kafka_security_protocol,
+            sasl_mechanism=args.kafka_sasl_mechanism,
+            sasl_username=args.kafka_sasl_username,
+            sasl_password=password,
+            ssl_cafile=args.kafka_ca_file,
+        )
+    audit = args.audit.open("a", encoding="utf-8") if args.audit else sys.stdout
+    options = RunOptions(
+        rule_paths=args.rules,
+        cluster_rules=args.cluster_rules,
+        kubeconfig=args.kubeconfig,
+        prometheus=PrometheusSettings(
+            url=args.prometheus,
+            bearer_token_file=args.prometheus_bearer_token_file,
+            tenant=args.prometheus_tenant,
+            ca_file=args.prometheus_ca_file,
+            insecure_skip_verify=args.prometheus_insecure_skip_verify,
+        ),
+        kafka=kafka,
+        dry_run=args.dry_run,
+        listen_host=host,
+        listen_port=int(port),
+        install_crds=args.install_crds,
+        audit_stream=audit,
+    )
+    try:
+        return asyncio.run(run_agent(options))
+    finally:
+        if audit is not sys.stdout:
+            audit.close()
 
 
 # --- sandbox -----------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from agent.core.quantity import format_bytes
+
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +41,7 @@ class TaintNode:
     name: str
     key: str
     value: str
-    effect: str
+    effect: TaintEffect
 
     def describe(self) -> str:
         return f"taint Node {self.name} with {self.key}={self.value}:{self.effect}"
@@ -74,19 +76,19 @@ class Applier(Protocol):
 
 
 class ClusterWriter(Protocol):
-    """The subset of the Kubernetes adapter the live applier needs."""
+    """The subset of the Kubernetes adapter the live applier needs (what each call returns is ignored)."""
 
     async def resize_pvc(
         self, *, namespace: str, name: str, new_bytes: int, annotations: Mapping[str, str]
-    ) -> None: ...
+    ) -> object: ...
 
-    async def cordon_node(self, name: str) -> None: ...
+    async def cordon_node(self, name: str) -> object: ...
 
-    async def taint_node(self, *, name: str, key: str, value: str, effect: str) -> None: ...
+    async def taint_node(self, *, name: str, key: str, value: str | None, effect: TaintEffect) -> object: ...
 
-    async def force_delete_pod(self, *, namespace: str, name: str, uid: str) -> None: ...
+    async def force_delete_pod(self, *, namespace: str, name: str, uid: str) -> object: ...
 
-    async def delete_volume_attachment(self, name: str) -> None: ...
+    async def delete_volume_attachment(self, name: str) -> object: ...
 
 
 @dataclass

@@ -11,12 +11,14 @@ ActiveActionsInProgress, so it cannot trigger again.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from agent.actions.base import Clock, MutationLog, Outcome, OutcomeKind, wait_for
 from agent.actions.mutations import Applier, ResizePvc
+from agent.adapters.kubernetes import NotFoundError
 from agent.core import catalog
 from agent.core.engine import PlannedAction
 from agent.core.matching import TargetObject
@@ -68,7 +70,9 @@ class StorageClassLike(Protocol):
 class VolumeReader(Protocol):
     async def list_pvcs(self) -> Sequence[PvcLike]: ...
 
-    async def storage_class(self, name: str) -> StorageClassLike | None: ...
+    async def storage_class(self, name: str) -> StorageClassLike:
+        """Raises agent.adapters.kubernetes.NotFoundError when there is no such class."""
+        ...
 
 
 def operator_owner(pvc: PvcLike) -> str | None:
@@ -148,7 +152,10 @@ class VolumeResizeExecutor:
                 reason=f"owned by {owner}: resize it through its owner (e.g. the KafkaNodePool's storage size); "
                 "kafka-autopilot does not patch operator-managed volumes",
             )
-        storage_class = await self.reader.storage_class(claim.storage_class) if claim.storage_class else None
+        storage_class: StorageClassLike | None = None
+        if claim.storage_class:
+            with contextlib.suppress(NotFoundError):
+                storage_class = await self.reader.storage_class(claim.storage_class)
         if storage_class is None or not storage_class.allow_volume_expansion:
             return Outcome(
                 kind=OutcomeKind.DECLINED,

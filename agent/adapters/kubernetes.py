@@ -1,0 +1,1085 @@
+"""The agent's one way to read and change Kubernetes: typed reads, single-call writes, and watches that survive.
+
+Why this module exists: the core decides on plain values (`TargetObject`s, byte counts, Ready
+states and Lease times); the actions change PVCs, nodes, pods and VolumeAttachments. Between
+them sits the Kubernetes API with its JSON, resourceVersions, 409s, 410s and restarts. This module
+keeps all of that on its side of the line:
+
+- reads return frozen dataclasses (`PvcInfo`, `NodeInfo`, `PodInfo`, ...) built from the API's JSON,
+  with sizes as exact ints (`agent.core.quantity`) and times as epoch seconds;
+- every write is one request, a merge patch where one suffices, idempotent where it can be:
+  `resize_pvc` sets the size and the in-flight annotations together, `force_delete_pod` carries a
+  uid precondition so a pod recreated under the same name is never deleted by mistake, and
+  `taint_node` is a compare-and-swap on `spec.taints`;
+- `watch()` lists, then watches from the list's resourceVersion, and keeps going across expired
+  resourceVersions (HTTP 410: it lists again and says so with a `RESYNC` event) and apiserver
+  restarts (it backs off and resumes);
+- every request carries the User-Agent `kafka-autopilot/<version>` (`USER_AGENT`), so the
+  apiserver's audit log tells the agent's requests apart from everyone else's.
+
+Connecting: `await connect()` uses the pod's service account when `KUBERNETES_SERVICE_HOST` is set
+and no kubeconfig is given, else the kubeconfig file (`KUBECONFIG` or `~/.kube/config` by default).
+Config files are read in a worker thread and the in-cluster token is re-read there too (once a
+minute), so the event loop never waits on disk; the one exception is kubernetes_asyncio's
+ApiClient constructor, which loads the TLS files into an ssl context once, at connect.
+
+Errors (every message names the server, the verb, the object and what failed, as in
+"kube-apiserver https://127.0.0.1:6443: PATCH persistentvolumeclaims kafka/data-kafka-0: 403
+Forbidden: ..."; the kubernetes_asyncio `ApiException` or aiohttp error is chained as `__cause__`):
+
+    KubeError                       .server .verb .resource .namespace .name .status .reason
+    ├── PermanentKubeError          4xx, and TLS certificate failures: retrying the same request won't help
+    │   ├── NotFoundError           404
+    │   └── ConflictError           409: a failed precondition (uid) or a stale resourceVersion
+    └── TemporaryKubeError          connection refused or reset, timeouts, 429, 5xx
+                                    .retry_after_seconds: the server's Retry-After, else 1 s
+
+Watches (`watch()`): the first list is delivered as one ADDED event per object, then the watch's
+ADDED / MODIFIED / DELETED events follow. Bookmarks only move the resourceVersion on. After every
+later list (the resourceVersion expired, which is what a restarted apiserver answers) one `RESYNC`
+event carries the whole list (`raw["items"]`): consumers replace their view and re-evaluate.
+Temporary errors never reach the consumer: the watch backs off (capped exponential, with the
+client's one `sleep` function, so tests control time) and resumes from the last resourceVersion.
+Permanent errors (403, 404, ...) are raised. The watch ends when the consumer stops iterating
+(close it with `contextlib.aclosing` to end it at once) or when the client is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+
+from agent import __version__
+from agent.core.quantity import QuantityError, format_bytes, parse_bytes
+
+__all__ = [
+    "REPORTING_CONTROLLER",
+    "USER_AGENT",
+    "Backoff",
+    "ConflictError",
+    "EventTarget",
+    "KubeClient",
+    "KubeError",
+    "NodeInfo",
+    "NotFoundError",
+    "OwnerReference",
+    "PermanentKubeError",
+    "PodInfo",
+    "PvcCondition",
+    "PvcInfo",
+    "StorageClassInfo",
+    "Taint",
+    "TemporaryKubeError",
+    "VolumeAttachmentInfo",
+    "WatchEvent",
+    "connect",
+]
+
+USER_AGENT: Final = f"kafka-autopilot/{__version__}"
+"""Sent with every request, so the apiserver's audit log (`userAgent`) shows which requests are ours."""
+
+REPORTING_CONTROLLER: Final = "kafka-autopilot.io/agent"
+"""`reportingController` of the Events the agent writes."""
+
+SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+"""Where Kubernetes mounts a pod's service-account token and CA (read when running in a cluster)."""
+
+TOKEN_REREAD_SECONDS: Final = 60.0
+"""The kubelet rotates the mounted token; the agent reads the file again this often."""
+
+DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 30.0
+DEFAULT_RETRY_AFTER_SECONDS: Final = 1.0
+WATCH_TIMEOUT_SECONDS: Final = 300
+"""The apiserver ends each watch request after this long; the watch then simply resumes."""
+
+TAINT_ATTEMPTS: Final = 3
+"""Read-test-write rounds `taint_node` makes while others keep changing the node's taints."""
+
+EVENT_NOTE_MAX_BYTES: Final = 1024
+"""events.k8s.io/v1 refuses a `note` longer than this."""
+
+Sleep = Callable[[float], Awaitable[None]]
+WatchKind = Literal["nodes", "pods", "leases", "pvcs"]
+WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+EventType = Literal["Normal", "Warning"]
+
+_CHANGES: Final[Mapping[str, WatchEventType]] = {"ADDED": "ADDED", "MODIFIED": "MODIFIED", "DELETED": "DELETED"}
+_log = structlog.get_logger("kafka_autopilot.kubernetes")
+_CONNECTION_ERRORS: Final = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+# --- errors ------------------------------------------------------------------------------------------
+
+
+class KubeError(Exception):
+    """A request to the apiserver failed; see the module docstring for the tree."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        server: str,
+        verb: str,
+        resource: str,
+        namespace: str | None = None,
+        name: str | None = None,
+        status: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.server = server
+        self.verb = verb
+        self.resource = resource
+        self.namespace = namespace
+        self.name = name
+        self.status = status
+        """The HTTP status, or None when no answer came (connection refused, timeout)."""
+        self.reason = reason
+        """The API's Status reason ("Forbidden", "Conflict", "Expired", ...) when it gave one."""
+
+
+class PermanentKubeError(KubeError):
+    """The apiserver refused the request (4xx); sending it again unchanged will fail again."""
+
+
+class NotFoundError(PermanentKubeError):
+    """404: the object (or the resource type) does not exist."""
+
+
+class ConflictError(PermanentKubeError):
+    """409: a precondition (uid, resourceVersion) failed, or the object already exists."""
+
+
+class TemporaryKubeError(KubeError):
+    """The apiserver could not be reached or was overloaded (5xx, 429); later may work."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.retry_after_seconds = retry_after_seconds
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Operation:
+    """One request, as error messages name it: "PATCH persistentvolumeclaims kafka/data-kafka-0"."""
+
+    verb: str
+    resource: str
+    namespace: str | None = None
+    name: str | None = None
+
+    def __str__(self) -> str:
+        if self.name is not None:
+            target = f"{self.namespace}/{self.name}" if self.namespace else self.name
+            return f"{self.verb} {self.resource} {target}"
+        scope = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.verb} {self.resource}{scope}"
+
+    def context(self, server: str) -> dict[str, Any]:
+        return {
+            "server": server,
+            "verb": self.verb,
+            "resource": self.resource,
+            "namespace": self.namespace,
+            "name": self.name,
+        }
+
+
+def _status_error(
+    *, server: str, operation: _Operation, status: int, http_reason: str, body: Any, headers: Any
+) -> KubeError:
+    """The KubeError for an answer with an error status (or a watch's ERROR event)."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body or "")
+    api_reason: str | None = None
+    detail = text.strip()[:500]
+    with contextlib.suppress(ValueError, AttributeError):
+        decoded = json.loads(text)
+        if isinstance(decoded, Mapping):
+            api_reason = decoded.get("reason") or None
+            detail = str(decoded.get("message") or detail)
+    message = f"kube-apiserver {server}: {operation}: {status} {http_reason}"
+    if detail:
+        message += f": {detail}"
+    context = operation.context(server) | {"status": status, "reason": api_reason}
+    if status == 429 or status >= 500:
+        retry_after = DEFAULT_RETRY_AFTER_SECONDS
+        with contextlib.suppress(TypeError, ValueError, AttributeError):
+            retry_after = max(0.0, float(headers.get("Retry-After")))
+        return TemporaryKubeError(message, retry_after_seconds=retry_after, **context)
+    if status == 404:
+        return NotFoundError(message, **context)
+    if status == 409:
+        return ConflictError(message, **context)
+    return PermanentKubeError(message, **context)
+
+
+def _connection_error(*, server: str, operation: _Operation, error: BaseException) -> KubeError:
+    """The KubeError for a request that got no answer."""
+    what = str(error) or type(error).__name__
+    if isinstance(error, TimeoutError):
+        what = "timed out"
+    message = f"kube-apiserver {server}: {operation}: no answer: {what}"
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return PermanentKubeError(message, **operation.context(server))
+    return TemporaryKubeError(message, retry_after_seconds=DEFAULT_RETRY_AFTER_SECONDS, **operation.context(server))
+
+
+# --- what the reads return ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class OwnerReference:
+    kind: str
+    name: str
+    controller: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class PvcCondition:
+    type: str
+    status: str
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PvcInfo:
+    """A PersistentVolumeClaim: what it asks for (spec) and what it has got (status)."""
+
+    namespace: str
+    name: str
+    uid: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    requested_bytes: int | None
+    """spec.resources.requests.storage: the size the claim has been given (what a resize changes)."""
+    capacity_bytes: int | None
+    """status.capacity.storage: the size the volume has (follows the request once resized)."""
+    storage_class: str | None
+    phase: str | None
+    volume_name: str | None
+    owner_references: tuple[OwnerReference, ...]
+    conditions: tuple[PvcCondition, ...]
+
+    @property
+    def controller(self) -> str | None:
+        """`Kind/name` of the controlling owner (e.g. a Strimzi KafkaNodePool), as TargetObject.owner wants it."""
+        for owner in self.owner_references:
+            if owner.controller:
+                return f"{owner.kind}/{owner.name}"
+        return None
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> PvcInfo:
+        metadata = _mapping(raw.get("metadata"))
+        spec = _mapping(raw.get("spec"))
+        status = _mapping(raw.get("status"))
+        return cls(
+            namespace=str(metadata.get("namespace") or ""),
+            name=str(metadata.get("name") or ""),
+            uid=str(metadata.get("uid") or ""),
+            labels=_strings(metadata.get("labels")),
+            annotations=_strings(metadata.get("annotations")),
+            requested_bytes=_bytes(_dig(spec, "resources", "requests", "storage")),
+            capacity_bytes=_bytes(_dig(status, "capacity", "storage")),
+            storage_class=_optional_str(spec.get("storageClassName")),
+            phase=_optional_str(status.get("phase")),
+            volume_name=_optional_str(spec.get("volumeName")),
+            owner_references=tuple(
+                OwnerReference(
+                    kind=str(owner.get("kind") or ""),
+                    name=str(owner.get("name") or ""),
+                    controller=owner.get("controller") is True,
+                )
+                for owner in _mappings(metadata.get("ownerReferences"))
+            ),
+            conditions=tuple(
+                PvcCondition(
+                    type=str(condition.get("type") or ""),
+                    status=str(condition.get("status") or ""),
+                    reason=_optional_str(condition.get("reason")),
+                    message=_optional_str(condition.get("message")),
+                )
+                for condition in _mappings(status.get("conditions"))
+            ),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Taint:
+    key: str
+    effect: TaintEffect
+    value: str | None = None
+
+    def as_json(self) -> dict[str, str]:
+        encoded = {"key": self.key, "effect": self.effect}
+        if self.value is not None:
+            encoded["value"] = self.value
+        return encoded
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeInfo:
+    name: str
+    uid: str
+    labels: Mapping[str, str]
+    ready: ConditionStatus | None
+    """The Ready condition's status; None while the node has reported none."""
+    ready_since: float | None
+    """When the Ready condition last changed status (lastTransitionTime), in epoch seconds."""
+    unschedulable: bool
+    taints: tuple[Taint, ...]
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> NodeInfo:
+        metadata = _mapping(raw.get("metadata"))
+        spec = _mapping(raw.get("spec"))
+        ready: ConditionStatus | None = None
+        ready_since: float | None = None
+        for condition in _mappings(_dig(raw, "status", "conditions")):
+            if condition.get("type") == "Ready":
+                status = condition.get("status")
+                ready = status if status in ("True", "False", "Unknown") else "Unknown"
+                ready_since = _epoch(condition.get("lastTransitionTime"))
+        return cls(
+            name=str(metadata.get("name") or ""),
+            uid=str(metadata.get("uid") or ""),
+            labels=_strings(metadata.get("labels")),
+            ready=ready,
+            ready_since=ready_since,
+            unschedulable=spec.get("unschedulable") is True,
+            taints=tuple(
+                Taint(key=str(taint.get("key") or ""), value=_optional_str(taint.get("value")), effect=taint["effect"])
+                for taint in _mappings(spec.get("taints"))
+                if taint.get("effect") in ("NoSchedule", "PreferNoSchedule", "NoExecute")
+            ),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodInfo:
+    namespace: str
+    name: str
+    uid: str
+    """What `force_delete_pod` needs, so it deletes this pod and never a namesake."""
+    node: str | None
+    phase: str | None
+    labels: Mapping[str, str]
+    deleting: bool
+    """The pod has a deletionTimestamp: it is on its way out."""
+    owner_kind: str | None
+    owner_name: str | None
+    """The controlling owner (e.g. StatefulSet kafka), if any."""
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> PodInfo:
+        metadata = _mapping(raw.get("metadata"))
+        owners = _mappings(metadata.get("ownerReferences"))
+        controller = next((owner for owner in owners if owner.get("controller") is True), None)
+        return cls(
+            namespace=str(metadata.get("namespace") or ""),
+            name=str(metadata.get("name") or ""),
+            uid=str(metadata.get("uid") or ""),
+            node=_optional_str(_dig(raw, "spec", "nodeName")),
+            phase=_optional_str(_dig(raw, "status", "phase")),
+            labels=_strings(metadata.get("labels")),
+            deleting=metadata.get("deletionTimestamp") is not None,
+            owner_kind=_optional_str(controller.get("kind")) if controller else None,
+            owner_name=_optional_str(controller.get("name")) if controller else None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageClassInfo:
+    name: str
+    provisioner: str
+    allow_volume_expansion: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeAttachmentInfo:
+    name: str
+    node: str
+    pv: str | None
+    attached: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventTarget:
+    """The object an Event is about (events.k8s.io/v1 `regarding`)."""
+
+    kind: str
+    name: str
+    namespace: str | None
+    uid: str | None
+    api_version: str = "v1"
+
+    @classmethod
+    def of_pvc(cls, pvc: PvcInfo) -> EventTarget:
+        return cls(kind="PersistentVolumeClaim", name=pvc.name, namespace=pvc.namespace, uid=pvc.uid)
+
+    @classmethod
+    def of_node(cls, node: NodeInfo) -> EventTarget:
+        return cls(kind="Node", name=node.name, namespace=None, uid=node.uid)
+
+    @classmethod
+    def of_pod(cls, pod: PodInfo) -> EventTarget:
+        return cls(kind="Pod", name=pod.name, namespace=pod.namespace, uid=pod.uid)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchEvent:
+    """One change seen by `watch()`. For RESYNC, `object_name` is "" and `raw` is the whole List."""
+
+    type: WatchEventType
+    object_name: str
+    namespace: str | None
+    raw: Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backoff:
+    """Capped exponential delays between a watch's reconnection attempts."""
+
+    initial_seconds: float = 0.5
+    max_seconds: float = 10.0
+
+    def delay(self, failures: int) -> float:
+        """The pause after `failures` failures in a row (1, 2, ...)."""
+        return min(self.max_seconds, self.initial_seconds * 2.0 ** max(0, min(failures - 1, 30)))
+
+
+# --- JSON helpers ------------------------------------------------------------------------------------
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _mappings(value: Any) -> list[Mapping[str, Any]]:
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+
+def _dig(value: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _strings(value: Any) -> dict[str, str]:
+    return {str(key): str(item) for key, item in value.items()} if isinstance(value, Mapping) else {}
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _bytes(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_bytes(value)
+    except QuantityError:
+        return None
+
+
+def _epoch(value: Any) -> float | None:
+    """RFC 3339 (Time or MicroTime) as epoch seconds."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    encoded = text.encode()
+    return text if len(encoded) <= max_bytes else encoded[:max_bytes].decode(errors="ignore")
+
+
+# --- watchable resources -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Watchable:
+    resource: str
+    api: Callable[[Any], Any]
+    list_all: str
+    list_namespaced: str | None
+
+
+_WATCHABLE: Final[Mapping[str, _Watchable]] = {
+    "nodes": _Watchable(resource="nodes", api=client.CoreV1Api, list_all="list_node", list_namespaced=None),
+    "pods": _Watchable(
+        resource="pods",
+        api=client.CoreV1Api,
+        list_all="list_pod_for_all_namespaces",
+        list_namespaced="list_namespaced_pod",
+    ),
+    "leases": _Watchable(
+        resource="leases",
+        api=client.CoordinationV1Api,
+        list_all="list_lease_for_all_namespaces",
+        list_namespaced="list_namespaced_lease",
+    ),
+    "pvcs": _Watchable(
+        resource="persistentvolumeclaims",
+        api=client.CoreV1Api,
+        list_all="list_persistent_volume_claim_for_all_namespaces",
+        list_namespaced="list_namespaced_persistent_volume_claim",
+    ),
+}
+
+
+# --- the client --------------------------------------------------------------------------------------
+
+
+class KubeClient:
+    """A connection to one apiserver; make it with `connect()`, end it with `close()` or `async with`."""
+
+    def __init__(
+        self,
+        *,
+        api_client: Any,
+        sleep: Sleep = asyncio.sleep,
+        backoff: Backoff | None = None,
+        request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        reporting_instance: str | None = None,
+    ) -> None:
+        self._api_client = api_client
+        self._api_client.user_agent = USER_AGENT
+        self._sleep = sleep
+        self._backoff = backoff or Backoff()
+        self._timeout = request_timeout_seconds
+        self._reporting_instance = reporting_instance or os.environ.get("POD_NAME") or socket.gethostname()
+        self._core = client.CoreV1Api(api_client)
+        self._storage = client.StorageV1Api(api_client)
+        self._coordination = client.CoordinationV1Api(api_client)
+        self._events = client.EventsV1Api(api_client)
+        self._streams: set[aiohttp.ClientResponse] = set()
+        self._closing = asyncio.Event()
+
+    @property
+    def server(self) -> str:
+        """The apiserver's URL, as error messages name it."""
+        host: str = self._api_client.configuration.host
+        return host
+
+    @property
+    def api_client(self) -> Any:
+        """The kubernetes_asyncio ApiClient underneath (with the agent's User-Agent), for adapters
+        that speak to other APIs (e.g. the state store's custom resources) over the same connection."""
+        return self._api_client
+
+    @property
+    def closed(self) -> bool:
+        return self._closing.is_set()
+
+    async def close(self) -> None:
+        """End every watch of this client and release the connections; idempotent."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        for response in list(self._streams):
+            response.close()
+        await self._api_client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- reads
+
+    async def list_pvcs(self, *, namespace: str | None = None) -> list[PvcInfo]:
+        """Every PVC, or those of one namespace."""
+        operation = _Operation(verb="GET", resource="persistentvolumeclaims", namespace=namespace)
+        if namespace is None:
+            listing = await self._send(operation, self._core.list_persistent_volume_claim_for_all_namespaces)
+        else:
+            listing = await self._send(operation, self._core.list_namespaced_persistent_volume_claim, namespace)
+        return [PvcInfo.from_raw(item) for item in _mappings(listing.get("items"))]
+
+    async def get_pvc(self, *, namespace: str, name: str) -> PvcInfo:
+        operation = _Operation(verb="GET", resource="persistentvolumeclaims", namespace=namespace, name=name)
+        raw = await self._send(operation, self._core.read_namespaced_persistent_volume_claim, name, namespace)
+        return PvcInfo.from_raw(raw)
+
+    async def namespace_labels(self) -> dict[str, dict[str, str]]:
+        """Namespace name -> its labels (what a rule's namespaceSelector matches)."""
+        listing = await self._send(_Operation(verb="GET", resource="namespaces"), self._core.list_namespace)
+        return {
+            str(_dig(item, "metadata", "name")): _strings(_dig(item, "metadata", "labels"))
+            for item in _mappings(listing.get("items"))
+        }
+
+    async def list_nodes(self) -> list[NodeInfo]:
+        listing = await self._send(_Operation(verb="GET", resource="nodes"), self._core.list_node)
+        return [NodeInfo.from_raw(item) for item in _mappings(listing.get("items"))]
+
+    async def get_node(self, name: str) -> NodeInfo:
+        """One node, fresh: what a destructive step re-checks right before it acts."""
+        raw = await self._send(_Operation(verb="GET", resource="nodes", name=name), self._core.read_node, name)
+        return NodeInfo.from_raw(raw)
+
+    async def node_lease_renew_times(self) -> dict[str, float]:
+        """Node name -> when its kubelet last renewed its Lease in kube-node-lease (epoch seconds)."""
+        operation = _Operation(verb="GET", resource="leases", namespace="kube-node-lease")
+        listing = await self._send(operation, self._coordination.list_namespaced_lease, "kube-node-lease")
+        renewed: dict[str, float] = {}
+        for lease in _mappings(listing.get("items")):
+            when = _epoch(_dig(lease, "spec", "renewTime"))
+            if when is not None:
+                renewed[str(_dig(lease, "metadata", "name"))] = when
+        return renewed
+
+    async def list_pods(self, *, namespace: str | None = None, label_selector: str | None = None) -> list[PodInfo]:
+        operation = _Operation(verb="GET", resource="pods", namespace=namespace)
+        selector = {"label_selector": label_selector} if label_selector else {}
+        if namespace is None:
+            listing = await self._send(operation, self._core.list_pod_for_all_namespaces, **selector)
+        else:
+            listing = await self._send(operation, self._core.list_namespaced_pod, namespace, **selector)
+        return [PodInfo.from_raw(item) for item in _mappings(listing.get("items"))]
+
+    async def get_pod(self, *, namespace: str, name: str) -> PodInfo:
+        operation = _Operation(verb="GET", resource="pods", namespace=namespace, name=name)
+        return PodInfo.from_raw(await self._send(operation, self._core.read_namespaced_pod, name, namespace))
+
+    async def storage_class(self, name: str) -> StorageClassInfo:
+        """Raises NotFoundError when there is no such StorageClass."""
+        operation = _Operation(verb="GET", resource="storageclasses", name=name)
+        raw = await self._send(operation, self._storage.read_storage_class, name)
+        return StorageClassInfo(
+            name=str(_dig(raw, "metadata", "name") or name),
+            provisioner=str(raw.get("provisioner") or ""),
+            allow_volume_expansion=raw.get("allowVolumeExpansion") is True,
+        )
+
+    async def list_volume_attachments(self) -> list[VolumeAttachmentInfo]:
+        operation = _Operation(verb="GET", resource="volumeattachments")
+        listing = await self._send(operation, self._storage.list_volume_attachment)
+        return [
+            VolumeAttachmentInfo(
+                name=str(_dig(item, "metadata", "name") or ""),
+                node=str(_dig(item, "spec", "nodeName") or ""),
+                pv=_optional_str(_dig(item, "spec", "source", "persistentVolumeName")),
+                attached=_dig(item, "status", "attached") is True,
+            )
+            for item in _mappings(listing.get("items"))
+        ]
+
+    # -- writes
+
+    async def resize_pvc(self, *, namespace: str, name: str, new_bytes: int, annotations: Mapping[str, str]) -> PvcInfo:
+        """Ask for `new_bytes` of storage and set `annotations`, in one merge patch; returns the PVC as written.
+
+        Idempotent: the same size again changes nothing. The apiserver itself refuses a shrink (422).
+        """
+        patch = {
+            "metadata": {"annotations": dict(annotations)},
+            "spec": {"resources": {"requests": {"storage": format_bytes(new_bytes)}}},
+        }
+        return await self._patch_pvc(namespace=namespace, name=name, patch=patch)
+
+    async def annotate_pvc(self, *, namespace: str, name: str, annotations: Mapping[str, str | None]) -> PvcInfo:
+        """Set annotations in one merge patch (None removes one); returns the PVC as written."""
+        return await self._patch_pvc(
+            namespace=namespace, name=name, patch={"metadata": {"annotations": dict(annotations)}}
+        )
+
+    async def cordon_node(self, name: str) -> NodeInfo:
+        """Mark the node unschedulable (idempotent)."""
+        operation = _Operation(verb="PATCH", resource="nodes", name=name)
+        raw = await self._send(
+            operation,
+            self._core.patch_node,
+            name,
+            {"spec": {"unschedulable": True}},
+            _content_type="application/merge-patch+json",
+        )
+        return NodeInfo.from_raw(raw)
+
+    async def taint_node(self, *, name: str, key: str, value: str | None, effect: TaintEffect) -> bool:
+        """Add the taint unless the node has it already; True when the node's taints changed.
+
+        A taint with the same key and effect but another value is replaced. The write is a JSON
+        patch that first tests `spec.taints` against what was just read, so a concurrent change by
+        someone else is never overwritten: the patch fails, and this reads again (3 tries).
+        """
+        wanted = Taint(key=key, value=value, effect=effect).as_json()
+        operation = _Operation(verb="PATCH", resource="nodes", name=name)
+        last_seen: object = object()
+        for attempt in range(1, TAINT_ATTEMPTS + 1):
+            node = await self._send(_Operation(verb="GET", resource="nodes", name=name), self._core.read_node, name)
+            current = _dig(node, "spec", "taints")
+            taints = [dict(taint) for taint in _mappings(current)]
+            same = [
+                index for index, taint in enumerate(taints) if taint.get("key") == key and taint.get("effect") == effect
+            ]
+            if same and taints[same[0]].get("value") == value:
+                return False
+            if same:
+                taints[same[0]] = wanted
+            else:
+                taints.append(wanted)
+            patch = [
+                {"op": "test", "path": "/spec/taints", "value": current},
+                {"op": "add", "path": "/spec/taints", "value": taints},
+            ]
+            try:
+                await self._send(
+                    operation, self._core.patch_node, name, patch, _content_type="application/json-patch+json"
+                )
+            except PermanentKubeError as error:
+                # A failed `test` is a 422; if the taints did not move, the 422 is about our taint.
+                if error.status != 422 or current == last_seen or attempt == TAINT_ATTEMPTS:
+                    raise
+                last_seen = current
+                continue
+            return True
+        raise AssertionError("unreachable")
+
+    async def force_delete_pod(self, *, namespace: str, name: str, uid: str) -> bool:
+        """Delete the pod at once (grace period 0), only if it is still the pod with `uid`.
+
+        True when it was deleted now, False when no pod of that name exists any more. A pod of
+        that name with another uid (recreated since it was read) raises ConflictError and stays.
+        """
+        operation = _Operation(verb="DELETE", resource="pods", namespace=namespace, name=name)
+        options = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+        try:
+            await self._send(
+                operation, self._core.delete_namespaced_pod, name, namespace, body=options, grace_period_seconds=0
+            )
+        except NotFoundError:
+            return False
+        return True
+
+    async def delete_volume_attachment(self, name: str) -> bool:
+        """True when it was deleted now, False when it was already gone."""
+        operation = _Operation(verb="DELETE", resource="volumeattachments", name=name)
+        try:
+            await self._send(operation, self._storage.delete_volume_attachment, name)
+        except NotFoundError:
+            return False
+        return True
+
+    async def emit_event(
+        self, *, involved: EventTarget, reason: str, message: str, type_: EventType, action: str
+    ) -> str:
+        """Write an events.k8s.io/v1 Event about `involved`; returns its name.
+
+        Events about cluster-scoped objects (nodes) go into the "default" namespace.
+        """
+        namespace = involved.namespace or "default"
+        regarding = {"kind": involved.kind, "name": involved.name, "apiVersion": involved.api_version}
+        if involved.namespace:
+            regarding["namespace"] = involved.namespace
+        if involved.uid:
+            regarding["uid"] = involved.uid
+        body = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            # A time-based suffix, as generateName is refused for Events ("name." is not a valid name).
+            "metadata": {"name": f"{involved.name[:230]}.{time.time_ns():x}", "namespace": namespace},
+            "eventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "reportingController": REPORTING_CONTROLLER,
+            "reportingInstance": self._reporting_instance,
+            "action": action,
+            "reason": reason,
+            "note": _truncate_utf8(message, EVENT_NOTE_MAX_BYTES),
+            "type": type_,
+            "regarding": regarding,
+        }
+        operation = _Operation(verb="POST", resource="events", namespace=namespace)
+        created = await self._send(operation, self._events.create_namespaced_event, namespace, body)
+        return str(_dig(created, "metadata", "name"))
+
+    # -- watches
+
+    async def watch(
+        self, kind: WatchKind, *, namespace: str | None = None, resource_version: str | None = None
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """Follow changes to nodes, pods, leases or PVCs (of one namespace, or all), without end.
+
+        Lists first (one ADDED event per object), or, with `resource_version` (one saved before a
+        restart), resumes from there. See the module docstring for RESYNC, backoff and ending.
+        """
+        source = _WATCHABLE[kind]
+        if namespace is not None and source.list_namespaced is None:
+            raise ValueError(f"{kind} are cluster-scoped: watch them without a namespace")
+        version = resource_version
+        listed = version is not None
+        failures = 0
+        while not self.closed:
+            try:
+                if version is None:
+                    listing = await self._send(
+                        self._source_operation(source, "GET", namespace), self._lister(source, namespace)
+                    )
+                    version = str(_dig(listing, "metadata", "resourceVersion") or "") or None
+                    if listed:
+                        _log.info(
+                            "watch resynced", resource=source.resource, namespace=namespace, resource_version=version
+                        )
+                        yield WatchEvent(type="RESYNC", object_name="", namespace=namespace, raw=listing)
+                    else:
+                        listed = True
+                        for item in _mappings(listing.get("items")):
+                            yield _watch_event("ADDED", item)
+                    failures = 0
+                started = asyncio.get_running_loop().time()
+                delivered = False
+                async with contextlib.aclosing(self._stream(source, namespace, version)) as stream:
+                    async for event_type, obj in stream:
+                        delivered = True
+                        failures = 0
+                        version = str(_dig(obj, "metadata", "resourceVersion") or "") or version
+                        change = _CHANGES.get(event_type)  # BOOKMARK only moves the resourceVersion on
+                        if change is not None:
+                            yield _watch_event(change, obj)
+                if not delivered and asyncio.get_running_loop().time() - started < 1.0:
+                    # An empty stream that ended at once: do not spin; treat it as a failure.
+                    failures += 1
+                    await self._pause(self._backoff.delay(failures))
+            except PermanentKubeError as error:
+                if error.status != 410:
+                    raise
+                _log.info("watch resourceVersion expired, listing again", resource=source.resource, error=str(error))
+                version = None
+            except TemporaryKubeError as error:
+                if self.closed:
+                    return
+                failures += 1
+                delay = max(self._backoff.delay(failures), error.retry_after_seconds)
+                _log.warning("watch interrupted, resuming", resource=source.resource, error=str(error), retry_in=delay)
+                await self._pause(delay)
+
+    # -- internals
+
+    async def _patch_pvc(self, *, namespace: str, name: str, patch: Mapping[str, Any]) -> PvcInfo:
+        operation = _Operation(verb="PATCH", resource="persistentvolumeclaims", namespace=namespace, name=name)
+        raw = await self._send(
+            operation,
+            self._core.patch_namespaced_persistent_volume_claim,
+            name,
+            namespace,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
+        return PvcInfo.from_raw(raw)
+
+    async def _send(self, operation: _Operation, call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """One request through kubernetes_asyncio, answered as decoded JSON or a KubeError."""
+        if self.closed:
+            raise RuntimeError("this KubeClient is closed")
+        try:
+            response = await call(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+            try:
+                body: bytes = await response.read()
+            finally:
+                response.release()
+        except _CONNECTION_ERRORS as error:
+            raise _connection_error(server=self.server, operation=operation, error=error) from error
+        if not 200 <= response.status < 300:
+            raise self._refusal(operation, response, body)
+        decoded = json.loads(body) if body else {}
+        return decoded if isinstance(decoded, dict) else {}
+
+    def _source_operation(self, source: _Watchable, verb: str, namespace: str | None) -> _Operation:
+        return _Operation(verb=verb, resource=source.resource, namespace=namespace)
+
+    def _lister(self, source: _Watchable, namespace: str | None) -> Callable[..., Any]:
+        api = source.api(self._api_client)
+        if namespace is None:
+            lister: Callable[..., Any] = getattr(api, source.list_all)
+            return lister
+        namespaced: Callable[..., Any] = getattr(api, str(source.list_namespaced))
+        return lambda **kwargs: namespaced(namespace, **kwargs)
+
+    async def _stream(
+        self, source: _Watchable, namespace: str | None, version: str | None
+    ) -> AsyncGenerator[tuple[str, Mapping[str, Any]], None]:
+        """One watch request: (type, object) per line until the server ends it; errors as KubeError."""
+        if self.closed:  # closed while the consumer held an event: end quietly
+            return
+        operation = self._source_operation(source, "WATCH", namespace)
+        timeout = aiohttp.ClientTimeout(sock_connect=self._timeout, sock_read=WATCH_TIMEOUT_SECONDS + 30)
+        try:
+            response = await self._lister(source, namespace)(
+                watch=True,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_TIMEOUT_SECONDS,
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except _CONNECTION_ERRORS as error:
+            raise _connection_error(server=self.server, operation=operation, error=error) from error
+        self._streams.add(response)
+        try:
+            if response.status != 200:
+                try:
+                    body = await response.read()
+                except _CONNECTION_ERRORS as error:
+                    raise _connection_error(server=self.server, operation=operation, error=error) from error
+                raise self._refusal(operation, response, body)
+            while True:
+                try:
+                    line = await response.content.readline()
+                    event = json.loads(line) if line.strip() else None
+                except (*_CONNECTION_ERRORS, ValueError) as error:
+                    raise _connection_error(server=self.server, operation=operation, error=error) from error
+                if not line:
+                    return
+                if not isinstance(event, Mapping):
+                    continue
+                obj = _mapping(event.get("object"))
+                if event.get("type") == "ERROR":
+                    # What the apiserver says mid-stream, e.g. 410 Expired for a too old resourceVersion.
+                    status = int(obj.get("code") or 500)
+                    cause = ApiException(status=status, reason=f"{obj.get('reason')}: {obj.get('message')}")
+                    refusal = _status_error(
+                        server=self.server,
+                        operation=operation,
+                        status=status,
+                        http_reason=str(obj.get("reason") or ""),
+                        body=json.dumps(obj),
+                        headers={},
+                    )
+                    raise refusal from cause
+                yield str(event.get("type")), obj
+        finally:
+            self._streams.discard(response)
+            response.close()
+
+    def _refusal(self, operation: _Operation, response: aiohttp.ClientResponse, body: bytes) -> KubeError:
+        """The KubeError for an error status, chained to the ApiException kubernetes_asyncio would raise."""
+        cause = ApiException(status=response.status, reason=response.reason)
+        cause.body = body
+        cause.headers = response.headers
+        error = _status_error(
+            server=self.server,
+            operation=operation,
+            status=response.status,
+            http_reason=response.reason or "",
+            body=body,
+            headers=response.headers,
+        )
+        error.__cause__ = cause
+        return error
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep with the client's sleep function, cut short by close()."""
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({sleeper, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            closing.cancel()
+
+
+def _watch_event(event_type: WatchEventType, obj: Mapping[str, Any]) -> WatchEvent:
+    metadata = _mapping(obj.get("metadata"))
+    return WatchEvent(
+        type=event_type,
+        object_name=str(metadata.get("name") or ""),
+        namespace=_optional_str(metadata.get("namespace")),
+        raw=obj,
+    )
+
+
+# --- connecting --------------------------------------------------------------------------------------
+
+
+async def connect(
+    *,
+    kubeconfig: Path | None = None,
+    context: str | None = None,
+    sleep: Sleep = asyncio.sleep,
+    backoff: Backoff | None = None,
+    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    reporting_instance: str | None = None,
+) -> KubeClient:
+    """A client for the pod's own cluster (service account) or for a kubeconfig's context.
+
+    In-cluster when `kubeconfig` is None and KUBERNETES_SERVICE_HOST is set; otherwise the
+    kubeconfig file (`kubeconfig`, else $KUBECONFIG, else ~/.kube/config) and its `context` (else
+    its current context). Files are read off the event loop.
+    """
+    configuration = client.Configuration()
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        await asyncio.to_thread(_load_in_cluster, configuration)
+        configuration.refresh_api_key_hook = _token_rereader(SERVICE_ACCOUNT_DIR / "token")
+    else:
+        await asyncio.to_thread(_load_kubeconfig, configuration, kubeconfig, context)
+    return KubeClient(
+        api_client=client.ApiClient(configuration=configuration),
+        sleep=sleep,
+        backoff=backoff,
+        request_timeout_seconds=request_timeout_seconds,
+        reporting_instance=reporting_instance,
+    )
+
+
+def _load_in_cluster(configuration: Any) -> None:
+    """Runs in a worker thread: reads the service-account token and CA."""
+    loader = InClusterConfigLoader(
+        token_filename=str(SERVICE_ACCOUNT_DIR / "token"),
+        cert_filename=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
+        try_refresh_token=False,
+    )
+    loader.load_and_set(configuration)
+
+
+def _load_kubeconfig(configuration: Any, kubeconfig: Path | None, context: str | None) -> None:
+    """Runs in a worker thread, with a loop of its own for kubernetes_asyncio's async loader."""
+    asyncio.run(
+        config.load_kube_config(
+            config_file=None if kubeconfig is None else str(kubeconfig),
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+    )
+
+
+def _token_rereader(token_path: Path) -> Callable[[Any], Awaitable[None]]:
+    """An async refresh hook for kubernetes_asyncio: re-reads the mounted token once a minute, in a thread."""
+    last_read = time.monotonic()
+
+    async def reread(configuration: Any) -> None:
+        nonlocal last_read
+        if time.monotonic() - last_read < TOKEN_REREAD_SECONDS:
+            return
+        last_read = time.monotonic()
+        token = (await asyncio.to_thread(token_path.read_text)).strip()
+        if token:
+            configuration.api_key["BearerToken"] = f"Bearer {token}"
+
+    return reread

@@ -1,0 +1,135 @@
+"""Helpers of the end-to-end tests: the agent as a real subprocess, and readers of what it did.
+
+The agent runs exactly as users run it (`python -m agent.cli run ...`) with the shipped rules
+unchanged; tests read its audit trail (JSON lines), its /metrics, the apiserver's audit log and the
+cluster itself.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.sandbox.environment import Sandbox
+from agent.sandbox.process import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+RULES = REPO / "rules"
+
+
+def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as error:  # not there yet
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f}s (last: {last!r})")
+
+
+@dataclass
+class AgentProcess:
+    """`kafka-autopilot run` as a subprocess; its audit trail is a JSON-lines file."""
+
+    sandbox: Sandbox
+    rules: Sequence[Path]
+    audit_path: Path
+    dry_run: bool = False
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        status = self.sandbox.status()
+        argv = [
+            sys.executable,
+            "-m",
+            "agent.cli",
+            "run",
+            "--rules",
+            *map(str, self.rules),
+            "--kubeconfig",
+            status["kubeconfig"],
+            "--prometheus",
+            status["prometheus_url"],
+            "--kafka",
+            status["kafka_bootstrap"],
+            "--install-crds",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--audit",
+            str(self.audit_path),
+        ]
+        if self.dry_run:
+            argv.append("--dry-run")
+        log = self.audit_path.with_suffix(".log").open("ab")
+        self.process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        eventually(self.ready, timeout=60, what="agent /readyz")
+
+    def ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            log = self.audit_path.with_suffix(".log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the agent exited with {self.process.returncode}:\n{log}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as answer:
+            return bool(answer.status == 200)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
+            return str(answer.read().decode())
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.audit_path.exists():
+            return []
+        lines = self.audit_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, as a crashed or evicted agent."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+
+def audit_log_entries(sandbox: Sandbox) -> list[dict[str, Any]]:
+    path = Path(sandbox.status()["apiserver_audit_log"])
+    entries = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
+
+
+def agent_mutations(entries: Sequence[dict[str, Any]], *, since: str = "") -> list[dict[str, Any]]:
+    """Mutating requests the agent made (by its User-Agent), at stage ResponseComplete."""
+    return [
+        entry
+        for entry in entries
+        if str(entry.get("userAgent", "")).startswith("kafka-autopilot/")
+        and entry.get("verb") in ("create", "update", "patch", "delete", "deletecollection")
+        and entry.get("stage") == "ResponseComplete"
+        and entry.get("requestReceivedTimestamp", "") >= since
+    ]
