@@ -45,6 +45,7 @@ from agent.core.states import (
     RuleState,
     Step,
     Transition,
+    Verdict,
     apply_plan_outcome,
     decide,
 )
@@ -164,10 +165,13 @@ class Agent:
     async def cycle_safely(self, rule: Rule) -> None:
         started = self.clock.now()
         try:
-            await self.cycle(rule)
-            self.rule_health[rule.name] = "ok"
+            self.rule_health[rule.name] = await self.cycle(rule)
+            self.telemetry.set_labeled(
+                "kafka_autopilot_rule_healthy", 1.0 if self.rule_health[rule.name] == "ok" else 0.0, rule=rule.name
+            )
         except Exception as error:  # one bad cycle must not stop the rule, nor the others
             self.rule_health[rule.name] = f"{type(error).__name__}: {error}"
+            self.telemetry.set_labeled("kafka_autopilot_rule_healthy", 0.0, rule=rule.name)
             self.telemetry.inc("kafka_autopilot_query_errors_total", rule=rule.name)
             log.warning("cycle failed", rule=rule.name, error=str(error))
             self.trail.write(
@@ -187,7 +191,8 @@ class Agent:
 
     # --- one cycle ---------------------------------------------------------------------------------
 
-    async def cycle(self, rule: Rule) -> None:
+    async def cycle(self, rule: Rule) -> str:
+        """One cycle; returns the rule's health: "ok", or what kept it from seeing its objects."""
         now = self.clock.now()
         objects = await self.objects_for(rule.target)
         vectors = await self.vectors_for(rule, objects, now)
@@ -209,6 +214,7 @@ class Agent:
         for planned in outcome.planned:
             if planned.object not in conflicted:
                 self.start_action(rule, planned, by_key[planned.object])
+        return rule_health(outcome)
 
     async def objects_for(self, kind: TargetKind) -> list[TargetObject]:
         if kind is TargetKind.PVC:
@@ -465,6 +471,18 @@ class Agent:
                         rule, planned, target, resumed=states[key].state is RuleState.ACTIVE_ACTIONS_IN_PROGRESS
                     )
                 )
+
+
+def rule_health(outcome: CycleOutcome) -> str:
+    """ "ok", or how many selected objects had no data this cycle (a missing or broken metric)."""
+    blind = [evaluation.object for evaluation in outcome.evaluations if evaluation.verdict is Verdict.NO_DATA]
+    if not outcome.evaluations:
+        return "no object selected"
+    if blind:
+        shown = ", ".join(blind[:3]) + (" ..." if len(blind) > 3 else "")
+        seen = len(outcome.evaluations)
+        return f"no data for {len(blind)} of {seen} objects ({shown}): missing metric, NaN or a capacity of 0"
+    return "ok"
 
 
 def in_flight_detail(planned: PlannedAction) -> dict[str, str]:

@@ -159,7 +159,9 @@ async def run_agent(options: RunOptions) -> int:
             dry_run=options.dry_run,
         )
         runner = await serve(
-            Endpoints(telemetry=telemetry, readiness=agent.readiness, trigger=agent.trigger),
+            Endpoints(
+                telemetry=telemetry, readiness=agent.readiness, trigger=agent.trigger, health=lambda: agent.rule_health
+            ),
             host=options.listen_host,
             port=options.listen_port,
         )

@@ -4,6 +4,7 @@
 - GET /readyz: 200 once rules are loaded and the first cycle of every rule has run; 503 before,
   with the reason in the body.
 - GET /metrics: agent.runtime.telemetry in the Prometheus text format.
+- GET /rules: each rule's health after its last cycle ("ok", or what it could not see), as JSON.
 - POST /api/v1/alerts: an Alertmanager-compatible webhook. Each firing alert triggers an immediate
   evaluation of the rule named by its `autopilot_rule` label, or of every rule when none is named.
 """
@@ -11,7 +12,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -26,6 +27,7 @@ class Endpoints:
     """None when ready, else why not."""
     trigger: Callable[[Iterable[str] | None], list[str]]
     """Trigger the named rules (None = all); returns the rules triggered."""
+    health: Callable[[], Mapping[str, str]] = dict
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -34,6 +36,7 @@ class Endpoints:
                 web.get("/healthz", self.healthz),
                 web.get("/readyz", self.readyz),
                 web.get("/metrics", self.metrics),
+                web.get("/rules", self.rules),
                 web.post("/api/v1/alerts", self.alerts),
             ]
         )
@@ -50,6 +53,9 @@ class Endpoints:
 
     async def metrics(self, _request: web.Request) -> web.Response:
         return web.Response(text=self.telemetry.render(), content_type="text/plain", charset="utf-8")
+
+    async def rules(self, _request: web.Request) -> web.Response:
+        return web.json_response(dict(self.health()))
 
     async def alerts(self, request: web.Request) -> web.Response:
         try:

@@ -13,6 +13,7 @@ adapting a client library's registry, and keeps label cardinality visible here:
 | kafka_autopilot_loop_duration_seconds         | rule (summary: _sum, _count)    |
 | kafka_autopilot_rules_loaded                  | (gauge)                         |
 | kafka_autopilot_rule_problems                 | (gauge: rules that failed to load) |
+| kafka_autopilot_rule_healthy                  | rule (gauge: 1 when its last cycle saw every object) |
 
 `outcome` is one of planned, applied, verified, failed, declined, declined-at-maxsize, held, dry-run.
 """
@@ -33,6 +34,7 @@ _HELP = {
     "kafka_autopilot_loop_duration_seconds": ("summary", "Duration of one evaluation cycle of a rule."),
     "kafka_autopilot_rules_loaded": ("gauge", "Rules loaded and running."),
     "kafka_autopilot_rule_problems": ("gauge", "Problems found while loading rules."),
+    "kafka_autopilot_rule_healthy": ("labeled-gauge", "1 when the rule's last cycle had data for every object."),
 }
 
 
@@ -53,6 +55,9 @@ class Telemetry:
     def set(self, name: str, value: float) -> None:
         self.gauges[name] = value
 
+    def set_labeled(self, name: str, value: float, /, **labels: str) -> None:
+        self.counters[name][tuple(sorted(labels.items()))] = value
+
     def value(self, name: str, /, **labels: str) -> float:
         return self.counters.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
 
@@ -60,7 +65,7 @@ class Telemetry:
         lines: list[str] = []
         for name, (kind, text) in _HELP.items():
             lines.append(f"# HELP {name} {text}")
-            lines.append(f"# TYPE {name} {kind}")
+            lines.append(f"# TYPE {name} {kind.removeprefix('labeled-')}")
             if kind == "gauge":
                 lines.append(f"{name} {_number(self.gauges.get(name, 0.0))}")
                 continue

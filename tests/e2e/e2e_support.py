@@ -90,6 +90,11 @@ class AgentProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
             return str(answer.read().decode())
 
+    def rule_health(self) -> dict[str, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/rules", timeout=5) as answer:
+            health: dict[str, str] = json.loads(answer.read())
+            return health
+
     def records(self) -> list[dict[str, Any]]:
         if not self.audit_path.exists():
             return []

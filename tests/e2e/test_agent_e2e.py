@@ -230,9 +230,12 @@ def test_no_action_without_metrics_and_the_rule_health_says_so(
         errors = [r for r in agent.records() if r["event"] == "cycle-error" and r["rule"] == "kafka-resize"]
         assert errors and "prometheus" in errors[-1]["reason"].lower()
         assert 'kafka_autopilot_query_errors_total{rule="kafka-resize"}' in agent.metrics()
+        assert 'kafka_autopilot_rule_healthy{rule="kafka-resize"} 0' in agent.metrics()
+        assert "prometheus" in agent.rule_health()["kafka-resize"].lower()
     finally:
         sandbox.fault("start-prometheus")
         set_usage(sandbox, claim, 100)
+    eventually(lambda: agent.rule_health()["kafka-resize"] == "ok", timeout=60, what="the rule healthy again")
 
 
 # --- the reference table, step 3 -------------------------------------------------------------------------
