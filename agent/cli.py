@@ -24,12 +24,13 @@ from agent.adapters.files import expand_paths, load_rule_paths
 from agent.adapters.kafka import KafkaSettings
 from agent.adapters.prometheus import PrometheusQueryError
 from agent.adapters.promtool import PromtoolError, check_promql
+from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.aliases import KEY_ALIASES
 from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
-from agent.runtime import ruletest
+from agent.runtime import demo, ruletest
 from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
 from agent.sandbox.environment import FAULTS, Sandbox
 from agent.sandbox.process import SandboxProcessError
@@ -95,12 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="play the reference resize scenario (400Gi -> 800Gi -> 1Ti -> declined at maxsize)",
-        description="Plays the reference rule's scenario from MISSION.md: 4 Kafka PVCs of 400Gi with "
-        "continuous ingest. Metrics are evaluated by a real Prometheus; actions go to a simulated "
-        "executor, so nothing outside this machine is touched.",
+        help="play the reference scenario live in the sandbox (400Gi -> 800Gi -> 1Ti -> declined at maxsize)",
+        description="Brings up the sandbox (installing what is missing), runs the agent with the reference rule "
+        "unchanged, and ingests 1 GiB/s into each of the 4 Kafka PVCs: the table of MISSION.md plays out live, "
+        "cooldowns included (about 11 minutes). --simulated replays it in seconds instead, through a real "
+        "Prometheus and a simulated executor.",
     )
+    demo.add_argument("--dry-run", action="store_true", help="the agent decides and records; nothing changes")
     demo.add_argument("--json", action="store_true", help="print the audit records as JSON lines")
+    demo.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
+    demo.add_argument("--simulated", action="store_true", help="the quick replay: real Prometheus, no cluster")
     demo.set_defaults(command=cmd_demo)
 
     run = commands.add_parser(
@@ -309,6 +314,17 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.simulated:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        try:
+            return asyncio.run(
+                demo.play(dry_run=args.dry_run, as_json=args.json, keep=args.keep, out=sys.stdout, progress=_progress)
+            )
+        except SandboxProcessError as error:
+            print(f"demo could not run: {error}", file=sys.stderr)
+            return EXIT_CANNOT_RUN
+    if args.dry_run:
+        print("--simulated has no cluster to leave untouched: it is always a dry run", file=sys.stderr)
     if not DEMO_TEST_FILE.exists():
         print(f"the demo scenario {DEMO_TEST_FILE} is missing: run the demo from a checkout", file=sys.stderr)
         return EXIT_CANNOT_RUN
@@ -438,28 +454,11 @@ def cmd_sandbox_fault(args: argparse.Namespace) -> int:
 
 
 def print_timeline(records: Sequence[AuditRecord], *, out: TextIO) -> None:
-    """Transitions and actions, one line each, with the values that led to them."""
-    last_values: dict[tuple[str, str], str] = {}
+    timeline = Timeline()
     for record in records:
-        key = (record["rule"], record["object"])
-        clock = record["time"][11:19]
-        if record["event"] == "evaluation":
-            last_values[key] = ", ".join(_value_text(value) for value in record["values"].values())
-        elif record["event"] == "transition":
-            values = last_values.get(key, "")
-            print(
-                f"{clock}  {record['object']:<22} {record['from']} -> {record['to']}"
-                f"  [{record['reason']}]" + (f"  value {values}" if values else ""),
-                file=out,
-            )
-        elif record["event"].startswith("action-"):
-            declined = record["event"] == "action-declined"
-            detail = record["reason"] if declined else f"{record['before']} -> {record['after']}"
-            print(f"{clock}  {record['object']:<22} {record['event']}: {detail}", file=out)
-
-
-def _value_text(value: object) -> str:
-    return "no data" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+        line = timeline.line(record)
+        if line is not None:
+            print(line, file=out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -147,13 +147,16 @@ def _stable_key_order(_logger: object, _method: str, event_dict: MutableMapping[
 class AuditTrail:
     """Writes audit records as JSON lines through structlog to a stream (stdout by default)."""
 
-    def __init__(self, *, stream: TextIO | None = None) -> None:
+    def __init__(self, *, stream: TextIO | None = None, listener: Callable[[AuditRecord], None] | None = None) -> None:
+        self._listener = listener
         self._logger = structlog.wrap_logger(
             structlog.WriteLogger(stream if stream is not None else sys.stdout),
             processors=[_stable_key_order, structlog.processors.JSONRenderer(default=str)],
         )
 
     def write(self, record: AuditRecord) -> None:
+        if self._listener is not None:
+            self._listener(record)
         fields = dict(record)
         event = fields.pop("event")
         self._logger.info(event, **fields)

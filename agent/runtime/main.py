@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -26,7 +26,7 @@ from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.kubernetes import EventTarget, KubeClient, KubeError, connect
 from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.statestore import StateStore, install_crds, object_name, read_cluster_rules
-from agent.audit.trail import AuditTrail, iso_time
+from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core import catalog
 from agent.core.diagnostics import Problem
 from agent.core.loader import merge_results, parse_rules
@@ -113,9 +113,15 @@ def load_rules(paths: Sequence[Path], *, out: TextIO) -> tuple[list[Rule], list[
     return list(result.rules), list(result.problems)
 
 
-async def run_agent(options: RunOptions) -> int:
+async def run_agent(
+    options: RunOptions,
+    *,
+    stop: asyncio.Event | None = None,
+    listener: Callable[[AuditRecord], None] | None = None,
+) -> int:
+    """Run until SIGINT/SIGTERM, or until `stop` is set when the caller (the demo) passes one."""
     rules, problems = load_rules(options.rule_paths, out=sys.stderr)
-    trail = AuditTrail(stream=options.audit_stream)
+    trail = AuditTrail(stream=options.audit_stream, listener=listener)
     telemetry = Telemetry()
     clock = WallClock()
     try:
@@ -172,10 +178,11 @@ async def run_agent(options: RunOptions) -> int:
             dry_run=options.dry_run,
             listen=f"{options.listen_host}:{options.listen_port}",
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
         tasks = [
             asyncio.create_task(agent.run(), name="agent"),
             asyncio.create_task(watch_triggers(kube, agent), name="watches"),

@@ -161,7 +161,7 @@ def test_bad_promql_in_a_rule_makes_the_test_unable_to_run(tmp_path: Path) -> No
 
 
 def test_demo_plays_the_reference_table() -> None:
-    done = run_cli("demo")
+    done = run_cli("demo", "--simulated")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "action-applied: 400Gi -> 800Gi" in done.stdout
     assert "action-applied: 800Gi -> 1Ti (capped at maxsize)" in done.stdout
@@ -170,7 +170,7 @@ def test_demo_plays_the_reference_table() -> None:
 
 
 def test_demo_json_prints_audit_records_with_the_stable_keys() -> None:
-    done = run_cli("demo", "--json")
+    done = run_cli("demo", "--simulated", "--json")
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert {record["event"] for record in records} >= {"evaluation", "transition", "action-applied", "action-declined"}
