@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import RULES, AgentProcess, agent_mutations, audit_log_entries, eventually
+from e2e_support import RULES, AgentProcess, agent_mutations, audit_log_entries
+from helpers import eventually
 
 from agent.sandbox import workload
 from agent.sandbox.environment import Sandbox

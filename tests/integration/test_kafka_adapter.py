@@ -1,8 +1,8 @@
-"""The Kafka adapter against a real KRaft cluster: Kafka's view, fencing of a killed broker, and errors.
+"""The Kafka adapter against a real KRaft kafka_cluster: Kafka's view, fencing of a killed broker, and errors.
 
-The cluster-backed tests share one sandbox cluster (controller + brokers 0..3) for the module and
+The kafka_cluster-backed tests share one sandbox kafka_cluster (controller + brokers 0..3) for the module and
 run in file order: a healthy view, broker 1 killed until Kafka fences it, broker 1 back. The
-settings tests and the unreachable-bootstrap tests need no cluster.
+settings tests and the unreachable-bootstrap tests need no kafka_cluster.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -24,8 +24,8 @@ from agent.core.kafka_safety import (
     min_isr_violations,
     preferred_leader_candidates,
 )
-from agent.sandbox.kafka import KafkaCluster, KafkaDistribution
-from agent.sandbox.process import SandboxProcessError, free_port
+from agent.sandbox.kafka import KafkaCluster
+from agent.sandbox.process import free_port
 
 TOPIC = "orders"
 DEFAULT_TOPIC = "audit"  # no min.insync.replicas of its own: the broker default (2 in the sandbox)
@@ -34,23 +34,9 @@ KILLED = 1
 FENCE_TIMEOUT_SECONDS = 60.0
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    try:
-        KafkaDistribution.from_cache()
-    except SandboxProcessError as missing:
-        pytest.skip(str(missing))
-    kafka = KafkaCluster(work_dir=tmp_path_factory.mktemp("kafka-adapter"), ttl_seconds=1800)
-    try:
-        kafka.start()
-        yield kafka
-    finally:
-        kafka.stop()
-
-
 @pytest.fixture
-async def kafka(cluster: KafkaCluster) -> AsyncIterator[KafkaAdmin]:
-    async with KafkaAdmin(settings=KafkaSettings(bootstrap_servers=cluster.bootstrap_servers)) as admin:
+async def kafka(kafka_cluster: KafkaCluster) -> AsyncIterator[KafkaAdmin]:
+    async with KafkaAdmin(settings=KafkaSettings(bootstrap_servers=kafka_cluster.bootstrap_servers)) as admin:
         yield admin
 
 
@@ -80,7 +66,7 @@ async def wait_for_view(
         await asyncio.sleep(0.5)
 
 
-# --- settings (no cluster) ----------------------------------------------------------------------
+# --- settings (no kafka_cluster) ----------------------------------------------------------------------
 
 
 def test_plaintext_settings_give_plain_client_kwargs() -> None:
@@ -131,7 +117,7 @@ def test_bad_settings_are_refused(kwargs: dict[str, object], message: str) -> No
         KafkaSettings(**kwargs)  # type: ignore[arg-type]
 
 
-# --- unreachable Kafka (no cluster) -------------------------------------------------------------
+# --- unreachable Kafka (no kafka_cluster) -------------------------------------------------------------
 
 
 @pytest.mark.sandbox
@@ -174,12 +160,12 @@ async def test_a_silent_bootstrap_server_cannot_make_it_hang() -> None:
     assert address in str(raised.value)
 
 
-# --- the real cluster, in order ------------------------------------------------------------------
+# --- the real kafka_cluster, in order ------------------------------------------------------------------
 
 
 @pytest.mark.sandbox
-async def test_view_of_a_healthy_cluster(cluster: KafkaCluster, kafka: KafkaAdmin) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers, request_timeout_ms=20000)
+async def test_view_of_a_healthy_cluster(kafka_cluster: KafkaCluster, kafka: KafkaAdmin) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_cluster.bootstrap_servers, request_timeout_ms=20000)
     await admin.start()
     try:
         created = await admin.create_topics(
@@ -243,9 +229,11 @@ async def test_an_unknown_topic_is_a_permanent_error(kafka: KafkaAdmin) -> None:
 
 
 @pytest.mark.sandbox
-async def test_a_killed_broker_is_seen_alive_until_kafka_fences_it(cluster: KafkaCluster, kafka: KafkaAdmin) -> None:
+async def test_a_killed_broker_is_seen_alive_until_kafka_fences_it(
+    kafka_cluster: KafkaCluster, kafka: KafkaAdmin
+) -> None:
     started = time.monotonic()
-    await asyncio.to_thread(cluster.stop_broker, KILLED, kill=True)
+    await asyncio.to_thread(kafka_cluster.stop_broker, KILLED, kill=True)
     killed_after = time.monotonic() - started
 
     view, waited = await wait_for_view(
@@ -269,14 +257,14 @@ async def test_a_killed_broker_is_seen_alive_until_kafka_fences_it(cluster: Kafk
         violations = [v for v in min_isr_violations(view, removing=frozenset({KILLED, live})) if v.startswith(TOPIC)]
         assert violations, f"removing broker {live} too should violate min.insync.replicas"
         assert all(f"minus [{live}] leaves 1 < min.insync.replicas 2" in v for v in violations), violations
-    assert brokers_seen_alive(view, [KILLED, 0])[0][0] == "registered in cluster metadata"
+    assert brokers_seen_alive(view, [KILLED, 0])[0][0] == "registered in kafka_cluster metadata"
 
 
 @pytest.mark.sandbox
 async def test_a_restarted_broker_is_seen_alive_and_its_leaderships_can_move_back(
-    cluster: KafkaCluster, kafka: KafkaAdmin
+    kafka_cluster: KafkaCluster, kafka: KafkaAdmin
 ) -> None:
-    await asyncio.to_thread(cluster.start_broker, KILLED)
+    await asyncio.to_thread(kafka_cluster.start_broker, KILLED)
 
     view, _ = await wait_for_view(
         kafka,
@@ -285,7 +273,7 @@ async def test_a_restarted_broker_is_seen_alive_and_its_leaderships_can_move_bac
     )
 
     reasons = brokers_seen_alive(view, [KILLED])[KILLED]
-    assert reasons[0] == "registered in cluster metadata"
+    assert reasons[0] == "registered in kafka_cluster metadata"
     assert any(r.startswith("in the ISR of") for r in reasons), reasons
     preferred_by_killed = {(p.topic, p.partition) for p in of_topic(view, TOPIC) if p.replicas[0] == KILLED}
     assert preferred_by_killed, "broker 1 is no partition's preferred replica"

@@ -1,6 +1,6 @@
-"""The Kafka sandbox is a real KRaft cluster whose JMX exporters serve the metric names our rules use.
+"""The Kafka sandbox is a real KRaft kafka_cluster whose JMX exporters serve the metric names our rules use.
 
-Needs the jars from `scripts/fetch-kafka.sh`; the cluster (one controller, brokers 0..3) is shared
+Needs the jars from `scripts/fetch-kafka.sh`; the kafka_cluster (one controller, brokers 0..3) is shared
 by the tests of this module and stopped by the last one.
 """
 
@@ -10,7 +10,7 @@ import asyncio
 import os
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from agent.sandbox.kafka import KafkaCluster, KafkaDistribution, registered_brokers
-from agent.sandbox.process import SandboxProcessError, port_is_open
+from agent.sandbox.kafka import KafkaCluster, registered_brokers
+from agent.sandbox.process import port_is_open
 
 pytestmark = pytest.mark.sandbox
 
@@ -37,20 +37,6 @@ CONTROLLER_METRICS = {
     "kafka_controller_kafkacontroller_preferredreplicaimbalancecount",
 }
 IMBALANCE = "kafka_controller_kafkacontroller_preferredreplicaimbalancecount"
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    try:
-        KafkaDistribution.from_cache()
-    except SandboxProcessError as missing:
-        pytest.skip(str(missing))
-    kafka = KafkaCluster(work_dir=tmp_path_factory.mktemp("kafka"), ttl_seconds=1800)
-    try:
-        kafka.start()
-        yield kafka
-    finally:
-        kafka.stop()
 
 
 def scrape(target: str) -> dict[str, float]:
@@ -77,8 +63,8 @@ def listening_addresses(ports: set[int]) -> dict[int, str]:
     return found
 
 
-async def describe_partitions(cluster: KafkaCluster, topic: str) -> list[dict[str, Any]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers)
+async def describe_partitions(kafka_cluster: KafkaCluster, topic: str) -> list[dict[str, Any]]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_cluster.bootstrap_servers)
     await admin.start()
     try:
         (description,) = await admin.describe_topics([topic])
@@ -90,7 +76,7 @@ async def describe_partitions(cluster: KafkaCluster, topic: str) -> list[dict[st
 
 
 async def wait_for_partitions(
-    cluster: KafkaCluster, topic: str, *, condition: str, timeout_seconds: float = 60.0
+    kafka_cluster: KafkaCluster, topic: str, *, condition: str, timeout_seconds: float = 60.0
 ) -> list[dict[str, Any]]:
     """Poll the topic's metadata until every partition satisfies `condition`."""
     checks: dict[str, Callable[[dict[str, Any]], bool]] = {
@@ -100,7 +86,7 @@ async def wait_for_partitions(
     deadline = time.monotonic() + timeout_seconds
     while True:
         try:
-            partitions = await describe_partitions(cluster, topic)
+            partitions = await describe_partitions(kafka_cluster, topic)
         except (AssertionError, KafkaError):  # topic still being created, or a broker just stopped
             partitions = []
         if partitions and all(checks[condition](p) for p in partitions):
@@ -109,13 +95,13 @@ async def wait_for_partitions(
         await asyncio.sleep(0.5)
 
 
-def test_four_brokers_are_registered_and_any_process_can_control_them(cluster: KafkaCluster) -> None:
-    brokers = asyncio.run(registered_brokers(bootstrap_servers=cluster.bootstrap_servers))
+def test_four_brokers_are_registered_and_any_process_can_control_them(kafka_cluster: KafkaCluster) -> None:
+    brokers = asyncio.run(registered_brokers(bootstrap_servers=kafka_cluster.bootstrap_servers))
 
     assert brokers == [0, 1, 2, 3]
-    assert len(cluster.bootstrap_servers.split(",")) == 4
-    same_cluster_elsewhere = KafkaCluster(work_dir=cluster.work_dir)
-    assert same_cluster_elsewhere.bootstrap_servers == cluster.bootstrap_servers
+    assert len(kafka_cluster.bootstrap_servers.split(",")) == 4
+    same_cluster_elsewhere = KafkaCluster(work_dir=kafka_cluster.work_dir)
+    assert same_cluster_elsewhere.bootstrap_servers == kafka_cluster.bootstrap_servers
     assert all(same_cluster_elsewhere.broker_running(b) for b in brokers)
     assert set(same_cluster_elsewhere.jvm_pids()) == {
         "kafka-controller",
@@ -123,10 +109,13 @@ def test_four_brokers_are_registered_and_any_process_can_control_them(cluster: K
     }
 
 
-def test_every_process_listens_on_loopback_only(cluster: KafkaCluster) -> None:
-    ports = {int(t.rsplit(":", 1)[1]) for t in [*cluster.metrics_targets.values(), cluster.controller_metrics_target]}
-    ports |= {int(a.rsplit(":", 1)[1]) for a in cluster.bootstrap_servers.split(",")}
-    ports.add(cluster.layout.controller_port)
+def test_every_process_listens_on_loopback_only(kafka_cluster: KafkaCluster) -> None:
+    ports = {
+        int(t.rsplit(":", 1)[1])
+        for t in [*kafka_cluster.metrics_targets.values(), kafka_cluster.controller_metrics_target]
+    }
+    ports |= {int(a.rsplit(":", 1)[1]) for a in kafka_cluster.bootstrap_servers.split(",")}
+    ports.add(kafka_cluster.layout.controller_port)
 
     addresses = listening_addresses(ports)
 
@@ -135,16 +124,16 @@ def test_every_process_listens_on_loopback_only(cluster: KafkaCluster) -> None:
     assert {port: a for port, a in addresses.items() if a not in loopback} == {}
 
 
-def test_brokers_export_the_replica_manager_metrics(cluster: KafkaCluster) -> None:
-    for broker_id, target in cluster.metrics_targets.items():
+def test_brokers_export_the_replica_manager_metrics(kafka_cluster: KafkaCluster) -> None:
+    for broker_id, target in kafka_cluster.metrics_targets.items():
         names = set(scrape(target))
 
         assert names >= BROKER_METRICS, f"broker {broker_id} lacks {BROKER_METRICS - names}"
         assert not CONTROLLER_METRICS & names, "in KRaft these belong to the controller process"
 
 
-def test_controller_exports_the_kafka_controller_metrics(cluster: KafkaCluster) -> None:
-    samples = scrape(cluster.controller_metrics_target)
+def test_controller_exports_the_kafka_controller_metrics(kafka_cluster: KafkaCluster) -> None:
+    samples = scrape(kafka_cluster.controller_metrics_target)
 
     assert set(samples) >= CONTROLLER_METRICS
     assert samples["kafka_controller_kafkacontroller_activecontrollercount"] == 1.0
@@ -152,23 +141,23 @@ def test_controller_exports_the_kafka_controller_metrics(cluster: KafkaCluster) 
 
 
 async def test_restarted_broker_keeps_its_data_and_leadership_stays_off_its_preferred_replica(
-    cluster: KafkaCluster,
+    kafka_cluster: KafkaCluster,
 ) -> None:
     topic = "sandbox-imbalance"
-    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_cluster.bootstrap_servers)
     await admin.start()
     try:
         response = await admin.create_topics([NewTopic(topic, num_partitions=8, replication_factor=3)])
     finally:
         await admin.close()
     assert [error for _, error, *_ in response.topic_errors] == [0]
-    before = await wait_for_partitions(cluster, topic, condition="fully in sync")
+    before = await wait_for_partitions(kafka_cluster, topic, condition="fully in sync")
     assert len(before) == 8
     assert all(len(p["replicas"]) == 3 for p in before)
     preferred_on_0 = {p["partition"] for p in before if p["replicas"][0] == 0}
     assert preferred_on_0, f"broker 0 is no partition's preferred replica: {before}"
 
-    producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_cluster.bootstrap_servers, acks="all")
     await producer.start()
     try:
         for partition in range(8):
@@ -176,39 +165,39 @@ async def test_restarted_broker_keeps_its_data_and_leadership_stays_off_its_pref
     finally:
         await producer.stop()
     replicas_on_0 = {p["partition"] for p in before if 0 in p["replicas"]}
-    segments = {n: cluster.broker_log_dir(0) / f"{topic}-{n}" / "00000000000000000000.log" for n in replicas_on_0}
+    segments = {n: kafka_cluster.broker_log_dir(0) / f"{topic}-{n}" / "00000000000000000000.log" for n in replicas_on_0}
     inodes = {n: os.stat(path).st_ino for n, path in segments.items()}
 
-    await asyncio.to_thread(cluster.stop_broker, 0)
-    assert not cluster.broker_running(0)
-    assert not port_is_open(int(cluster.broker_address(0).rsplit(":", 1)[1]))
-    await wait_for_partitions(cluster, topic, condition="led by other than 0")
-    await asyncio.to_thread(cluster.start_broker, 0)
-    assert cluster.broker_running(0)
+    await asyncio.to_thread(kafka_cluster.stop_broker, 0)
+    assert not kafka_cluster.broker_running(0)
+    assert not port_is_open(int(kafka_cluster.broker_address(0).rsplit(":", 1)[1]))
+    await wait_for_partitions(kafka_cluster, topic, condition="led by other than 0")
+    await asyncio.to_thread(kafka_cluster.start_broker, 0)
+    assert kafka_cluster.broker_running(0)
 
-    after = await wait_for_partitions(cluster, topic, condition="fully in sync")
+    after = await wait_for_partitions(kafka_cluster, topic, condition="fully in sync")
     assert all(p["leader"] != p["replicas"][0] for p in after if p["partition"] in preferred_on_0)
     assert {n: os.stat(path).st_ino for n, path in segments.items()} == inodes
     assert all(path.stat().st_size > 0 for path in segments.values())
 
     deadline = time.monotonic() + 30
-    while (imbalance := scrape(cluster.controller_metrics_target)[IMBALANCE]) < len(preferred_on_0):
+    while (imbalance := scrape(kafka_cluster.controller_metrics_target)[IMBALANCE]) < len(preferred_on_0):
         assert time.monotonic() < deadline, f"{IMBALANCE} stayed at {imbalance}"
         await asyncio.sleep(0.5)
     assert imbalance > 0
 
 
-def test_stop_leaves_no_process_and_no_open_port(cluster: KafkaCluster) -> None:
-    jvms = cluster.jvm_pids()
-    ports = [int(a.rsplit(":", 1)[1]) for a in cluster.bootstrap_servers.split(",")]
-    ports += [int(t.rsplit(":", 1)[1]) for t in cluster.metrics_targets.values()]
-    ports += [cluster.layout.controller_port, int(cluster.controller_metrics_target.rsplit(":", 1)[1])]
+def test_stop_leaves_no_process_and_no_open_port(kafka_cluster: KafkaCluster) -> None:
+    jvms = kafka_cluster.jvm_pids()
+    ports = [int(a.rsplit(":", 1)[1]) for a in kafka_cluster.bootstrap_servers.split(",")]
+    ports += [int(t.rsplit(":", 1)[1]) for t in kafka_cluster.metrics_targets.values()]
+    ports += [kafka_cluster.layout.controller_port, int(kafka_cluster.controller_metrics_target.rsplit(":", 1)[1])]
     assert len(jvms) == 5
 
-    cluster.stop()
+    kafka_cluster.stop()
 
     assert [name for name, pid in jvms.items() if Path(f"/proc/{pid}").exists()] == []
     assert [port for port in ports if port_is_open(port)] == []
-    assert not cluster.controller_running()
-    assert not any(cluster.broker_running(b) for b in cluster.broker_ids)
-    assert list((cluster.work_dir / "run").glob("*.pid")) == []
+    assert not kafka_cluster.controller_running()
+    assert not any(kafka_cluster.broker_running(b) for b in kafka_cluster.broker_ids)
+    assert list((kafka_cluster.work_dir / "run").glob("*.pid")) == []

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from agent.sandbox.kube import (
     ETCD_VERSION,
@@ -37,18 +38,6 @@ pytestmark = pytest.mark.sandbox
 NAMESPACE = "kafka"
 STS = "kafka"
 UNREACHABLE = "node.kubernetes.io/unreachable"
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.5) -> Any:
-    """Poll until `check()` returns something truthy and return it; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"{what}: not reached within {timeout:.0f}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +166,7 @@ def test_statefulset_pods_run_with_bound_pvcs(api: KubeApi) -> None:
         found = running_on(api)
         return found if len(found) == 2 else None
 
-    placed = wait_for(
+    placed = eventually(
         both_running,
         timeout=90,
         what="2 StatefulSet pods Running",
@@ -204,7 +193,7 @@ def test_failed_node_turns_unknown_and_is_tainted(plane: KubeControlPlane, api: 
         ready = node_condition(node) in {"Unknown", "False"}
         return node if ready and UNREACHABLE in node_taint_keys(node) else None
 
-    node = wait_for(unreachable, timeout=60, what=f"{victim} NotReady and tainted unreachable")
+    node = eventually(unreachable, timeout=60, what=f"{victim} NotReady and tainted unreachable")
     print(f"{victim} marked {node_condition(node)} after {time.monotonic() - failed_at:.1f}s")
     assert node_condition(node) == "Unknown"
     others = [api.get(f"/api/v1/nodes/{name}") for name in plane.node_names if name != victim]
@@ -224,7 +213,7 @@ def test_force_deleted_pod_is_recreated_on_another_node(plane: KubeControlPlane,
         node: str = pod["spec"]["nodeName"]
         return node
 
-    new_node = wait_for(replaced, timeout=60, what="kafka-0 recreated and Running")
+    new_node = eventually(replaced, timeout=60, what="kafka-0 recreated and Running")
     assert new_node != victim
     claim = api.get(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/data-kafka-0")
     assert claim["status"]["phase"] == "Bound"
@@ -238,7 +227,7 @@ def test_recovered_node_is_ready_again(plane: KubeControlPlane, api: KubeApi) ->
         node = api.get(f"/api/v1/nodes/{victim}")
         return node_condition(node) == "True" and UNREACHABLE not in node_taint_keys(node)
 
-    assert wait_for(healthy, timeout=60, what=f"{victim} Ready and untainted")
+    assert eventually(healthy, timeout=60, what=f"{victim} Ready and untainted")
     assert plane.failed_nodes() == set()
     assert plane.ready_node_count() == 5
 

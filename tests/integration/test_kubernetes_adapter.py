@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,17 +46,6 @@ PROBE_LABEL = "kafka-autopilot.io/adapter-probe"
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 restarts: list[float] = []
 """Seconds each apiserver restart of this module took (a restart empties the apiserver's watch cache)."""
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    os.environ.setdefault("KAFKA_AUTOPILOT_SANDBOX_TTL", "3600")
-    environment = Sandbox(work_dir=tmp_path_factory.mktemp("sandbox"))
-    try:
-        environment.up(progress=lambda message: print(message, flush=True))
-        yield environment
-    finally:
-        environment.down(progress=lambda message: None)
 
 
 @pytest.fixture

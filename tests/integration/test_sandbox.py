@@ -8,53 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from helpers import eventually
 
 from agent.adapters.prometheus import PrometheusClient
 from agent.sandbox import workload
 from agent.sandbox.environment import Sandbox
 from agent.sandbox.kube import KubeApi, node_condition, node_taint_keys
-from agent.sandbox.process import port_is_open, sandbox_ttl_seconds
+from agent.sandbox.process import port_is_open
 
 pytestmark = pytest.mark.sandbox
 
 PODS = f"/api/v1/namespaces/{workload.NAMESPACE}/pods"
 PVCS = f"/api/v1/namespaces/{workload.NAMESPACE}/persistentvolumeclaims"
 GI = 1024**3
-
-
-def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as error:  # not ready yet
-            last = error
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} did not happen within {timeout:.0f}s (last: {last!r})")
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    os.environ.setdefault("KAFKA_AUTOPILOT_SANDBOX_TTL", "3600")
-    assert sandbox_ttl_seconds() > 0
-    environment = Sandbox(work_dir=tmp_path_factory.mktemp("sandbox"))
-    try:
-        environment.up(progress=lambda message: print(message, flush=True))
-        yield environment
-    finally:
-        environment.down(progress=lambda message: None)
 
 
 @pytest.fixture(scope="module")

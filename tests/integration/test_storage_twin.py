@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import eventually
 
 from agent.sandbox.kube import KubeApi, KubeApiError, KubeControlPlane, ensure_binaries
 from agent.sandbox.process import daemon_from_pid_file, pid_is_running, port_is_open
@@ -45,18 +46,6 @@ NODE_RESIZE_DELAY = 1.0
 INGEST = GI  # bytes per second
 PVCS = f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims"
 RESIZE_CONDITIONS = ("Resizing", "FileSystemResizePending")
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll until `check()` returns something truthy and return it; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"{what}: not reached within {timeout:.0f}s (last: {last!r})")
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:
@@ -160,7 +149,7 @@ def test_pending_claim_gets_a_volume_from_the_twin_and_is_bound(api: KubeApi, tw
         )
     created = time.monotonic()
     create_claim(api, name=PVC, storage_class=CLASS, size="400Gi")
-    found = wait_for(lambda: bound(api, PVC), timeout=60, what=f"{PVC} Bound")
+    found = eventually(lambda: bound(api, PVC), timeout=60, what=f"{PVC} Bound")
     print(f"{PVC} Bound {time.monotonic() - created:.1f}s after creation")
     uid = found["metadata"]["uid"]
     assert found["spec"]["volumeName"] == f"pvc-{uid}"
@@ -179,7 +168,7 @@ def test_pending_claim_gets_a_volume_from_the_twin_and_is_bound(api: KubeApi, tw
 def test_metrics_say_simulation_and_used_bytes_follow_the_ingest(twin: StorageTwinClient) -> None:
     twin.set_used(namespace=NAMESPACE, pvc=PVC, used_bytes=100 * GI)
     twin.set_ingest(namespace=NAMESPACE, pvc=PVC, bytes_per_second=INGEST)
-    wait_for(
+    eventually(
         lambda: volume_metric(twin, "kubelet_volume_stats_capacity_bytes") == 400 * GI,
         timeout=30,
         what="capacity metric of the bound claim",
@@ -234,7 +223,7 @@ def test_growing_the_request_resizes_pv_and_claim_status_like_a_csi_resizer(
             seen.append(step)
         return status if status.get("capacity") == {"storage": "800Gi"} else None
 
-    status = wait_for(resized, timeout=60, what="claim status.capacity 800Gi", interval=0.1)
+    status = eventually(resized, timeout=60, what="claim status.capacity 800Gi", interval=0.1)
     took = time.monotonic() - requested
     print(f"resize 400Gi -> 800Gi took {took:.1f}s; status steps {seen}")
     assert (("Resizing",), "ControllerResizeInProgress") in seen
@@ -250,7 +239,7 @@ def test_growing_the_request_resizes_pv_and_claim_status_like_a_csi_resizer(
     pv = api.get(f"/api/v1/persistentvolumes/{claim(api)['spec']['volumeName']}")
     assert pv["spec"]["capacity"] == {"storage": "800Gi"}
 
-    wait_for(
+    eventually(
         lambda: (
             volume_metric(twin, "px_volume_capacity_bytes") == 800 * GI
             and volume_metric(twin, "kubelet_volume_stats_capacity_bytes") == 800 * GI
@@ -280,7 +269,7 @@ def test_a_shrink_is_refused_by_the_apiserver(api: KubeApi, twin: StorageTwinCli
 
 def test_growth_is_refused_by_admission_when_the_class_forbids_expansion(api: KubeApi) -> None:
     create_claim(api, name=FIXED_PVC, storage_class=FIXED_CLASS, size="10Gi")
-    wait_for(lambda: bound(api, FIXED_PVC), timeout=60, what=f"{FIXED_PVC} Bound")
+    eventually(lambda: bound(api, FIXED_PVC), timeout=60, what=f"{FIXED_PVC} Bound")
     with pytest.raises(KubeApiError) as refused:
         api.merge_patch(f"{PVCS}/{FIXED_PVC}", {"spec": {"resources": {"requests": {"storage": "20Gi"}}}})
     assert refused.value.status == 403
@@ -315,7 +304,7 @@ def test_add_disk_by_percentage_adds_whole_drives(plane: KubeControlPlane, twin:
     started = twin.resize_pool(uuid=pool["uuid"], percentage=50, operation_type="RESIZE_TYPE_ADD_DISK")
     assert started["last_operation"]["status"] == "OPERATION_IN_PROGRESS"
     assert started["total_size"] == 3 * TI
-    done = wait_for(lambda: resize_done(twin, pool["uuid"]), timeout=15, what="add-disk resize done")
+    done = eventually(lambda: resize_done(twin, pool["uuid"]), timeout=15, what="add-disk resize done")
     # 50% of 3Ti is 1.5Ti: two more drives of 1Ti.
     assert (done["drive_count"], done["drive_size"], done["total_size"]) == (5, TI, 5 * TI)
     assert done["last_operation"]["params"]["operation_type"] == "RESIZE_TYPE_ADD_DISK"
@@ -325,7 +314,7 @@ def test_add_disk_by_percentage_adds_whole_drives(plane: KubeControlPlane, twin:
 def test_resize_disk_by_percentage_grows_every_drive(plane: KubeControlPlane, twin: StorageTwinClient) -> None:
     (pool,) = twin.pools()
     twin.resize_pool(uuid=pool["uuid"], percentage=10, operation_type="RESIZE_TYPE_RESIZE_DISK")
-    done = wait_for(lambda: resize_done(twin, pool["uuid"]), timeout=15, what="resize-disk resize done")
+    done = eventually(lambda: resize_done(twin, pool["uuid"]), timeout=15, what="resize-disk resize done")
     # 10% of 5Ti over 5 drives is 102.4Gi each, rounded up to 103Gi: 5 x 1127Gi.
     assert (done["drive_count"], done["drive_size"], done["total_size"]) == (5, 1127 * GI, 5635 * GI)
     text = twin.metrics_text()  # one scrape: the pool's ingest goes on between two
@@ -357,7 +346,7 @@ def test_bad_resize_requests_get_a_clear_error(twin: StorageTwinClient) -> None:
         twin.resize_pool(uuid=pool["uuid"], percentage=10)
     assert busy.value.status == 409
     assert "already being resized" in busy.value.message
-    done = wait_for(lambda: resize_done(twin, pool["uuid"]), timeout=15, what="auto resize done")
+    done = eventually(lambda: resize_done(twin, pool["uuid"]), timeout=15, what="auto resize done")
     # AUTO with no drive limit adds drives: 6Ti - 5635Gi = 509Gi needs one more drive of 1127Gi.
     assert (done["drive_count"], done["total_size"]) == (6, 6 * 1127 * GI)
     assert twin.pool(pool["uuid"])["total_size"] == 6 * 1127 * GI
@@ -379,7 +368,7 @@ def test_a_restarted_twin_resumes_its_state(plane: KubeControlPlane, run_dir: Pa
         node_resize_delay=NODE_RESIZE_DELAY,
         ttl_seconds=1800,
     )
-    after = wait_for(
+    after = eventually(
         lambda: volume_metric(twin, "kubelet_volume_stats_used_bytes"), timeout=15, what="metrics after restart"
     )
     assert after > before + INGEST  # the ingest went on, also while the twin was down
@@ -391,13 +380,13 @@ def test_a_restarted_twin_resumes_its_state(plane: KubeControlPlane, run_dir: Pa
 
 def test_the_twin_rides_out_an_apiserver_restart(plane: KubeControlPlane, twin: StorageTwinClient) -> None:
     plane.stop_apiserver()
-    error = wait_for(
+    error = eventually(
         lambda: twin.healthz()["kube_api_error"], timeout=30, what="the twin notices the apiserver is gone"
     )
     print(f"twin while the apiserver is down: {error}")
     assert volume_metric(twin, "px_volume_capacity_bytes") == 800 * GI  # served from what it saw last
     plane.start_apiserver()
-    wait_for(lambda: twin.healthz()["kube_api_error"] is None, timeout=60, what="the twin syncing again")
+    eventually(lambda: twin.healthz()["kube_api_error"] is None, timeout=60, what="the twin syncing again")
 
 
 def test_a_deleted_claims_volume_is_deleted_by_the_twin(api: KubeApi) -> None:
@@ -408,7 +397,7 @@ def test_a_deleted_claims_volume_is_deleted_by_the_twin(api: KubeApi) -> None:
         status, _ = api.request("GET", f"/api/v1/persistentvolumes/{volume}")
         return status == 404
 
-    assert wait_for(gone, timeout=60, what=f"{volume} deleted")
+    assert eventually(gone, timeout=60, what=f"{volume} deleted")
 
 
 def test_stop_leaves_no_process_and_no_port(plane: KubeControlPlane, run_dir: Path, twin: StorageTwinClient) -> None:
