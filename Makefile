@@ -1,5 +1,5 @@
-# kafka-autopilot: `make demo` plays the reference scenario, `make test` runs every check.
-# Both install what they need first: the virtualenv and the real Prometheus/promtool binaries.
+# kafka-autopilot: `make demo` plays the reference scenario live, `make test` runs every check.
+# Both install what they need first: the virtualenv, Prometheus, Kafka and the Kubernetes binaries.
 # Downloads and builds are cached in .cache/ (git-ignored) and reused when present.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PIP_CACHE_DIR ?= $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test demo install prometheus kafka kubernetes sandbox-tools lint typecheck unit rule-tests bench clean
+.PHONY: test demo demo-simulated install prometheus kafka kubernetes sandbox-tools lint typecheck unit rule-tests bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing kafka-autopilot with its dev tools"
@@ -50,8 +50,11 @@ unit: install sandbox-tools
 
 test: lint typecheck rule-tests unit
 
-demo: install prometheus
+demo: install sandbox-tools
 	$(BIN)/kafka-autopilot demo
+
+demo-simulated: install prometheus
+	$(BIN)/kafka-autopilot demo --simulated
 
 bench: install
 	$(BIN)/python bench/bench_cycle.py
