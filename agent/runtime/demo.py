@@ -30,7 +30,6 @@ from agent.audit.trail import AuditRecord
 from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
 from agent.sandbox import workload
 from agent.sandbox.environment import Sandbox
-from agent.sandbox.process import free_port
 
 REFERENCE_RULE = Path(__file__).resolve().parents[2] / "rules" / "kafka-resize.yaml"
 GIB = 1024**3
@@ -121,7 +120,7 @@ async def _run(
         prometheus=PrometheusSettings(url=status["prometheus_url"]),
         kafka=KafkaSettings(bootstrap_servers=status["kafka_bootstrap"]),
         dry_run=dry_run,
-        listen_port=free_port(),
+        listen_port=int(status["agent_listen"].rsplit(":", 1)[1]),
         install_crds=True,
         audit_stream=nowhere,
     )

@@ -6,7 +6,7 @@ Parts, each a real program except the storage twin (a simulation, named as one):
 - Kafka: a KRaft controller and brokers 0-3, each with the JMX exporter (agent.sandbox.kafka);
 - the storage twin: provisioner and resizer for the sandbox StorageClass, volume and pool metrics, and
   a storage-pool API shaped like the OpenStorage SDK's (agent.sandbox.storage_twin);
-- Prometheus scraping brokers, controller and twin every second (agent.sandbox.prometheus);
+- Prometheus scraping brokers, controller, twin and the agent every second (agent.sandbox.prometheus);
 - the bridge that makes each broker follow its pod (agent.sandbox.bridge).
 
 All state lives in one work dir (default `.cache/sandbox`), so `up`, `status`, `fault` and `down`
@@ -108,16 +108,24 @@ class Sandbox:
         return self.work_dir / "ports.json"
 
     def ports(self) -> dict[str, int]:
-        """Loopback ports of the sandbox's own services, chosen once so URLs survive restarts."""
+        """Loopback ports of the sandbox's own services, chosen once so URLs survive restarts.
+
+        `agent` is where Prometheus expects an agent's /metrics (`kafka-autopilot run --listen`).
+        """
         try:
             ports: dict[str, int] = json.loads(self.ports_path.read_text())
-            return ports
         except (OSError, ValueError):
-            ports = {"prometheus": free_port(), "storage_twin": free_port()}
-            while ports["storage_twin"] == ports["prometheus"]:
-                ports["storage_twin"] = free_port()
+            ports = {}
+        missing = [name for name in ("prometheus", "storage_twin", "agent") if name not in ports]
+        for name in missing:
+            port = free_port()
+            while port in ports.values():
+                port = free_port()
+            ports[name] = port
+        if missing:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
             self.ports_path.write_text(json.dumps(ports))
-            return ports
+        return ports
 
     @property
     def prometheus_url(self) -> str:
@@ -344,7 +352,12 @@ class Sandbox:
         )
         twin = self.storage_api_url.removeprefix("http://")
         targets.append(ScrapeTarget(address=twin, labels={"role": "storage-twin"}))
+        targets.append(ScrapeTarget(address=self.agent_listen, labels={"role": "agent"}))
         return targets
+
+    @property
+    def agent_listen(self) -> str:
+        return f"127.0.0.1:{self.ports()['agent']}"
 
     def _write_status(self) -> dict[str, Any]:
         kube = self.kube
@@ -353,6 +366,7 @@ class Sandbox:
             "prometheus_url": self.prometheus_url,
             "kafka_bootstrap": self.kafka.bootstrap_servers,
             "storage_api_url": self.storage_api_url,
+            "agent_listen": self.agent_listen,
             "apiserver_audit_log": str(kube.audit_log_path),
             "apiserver_url": kube.apiserver_url,
             "nodes": list(kube.node_names),

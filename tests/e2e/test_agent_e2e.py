@@ -95,6 +95,10 @@ def seconds_since(moment: float, timestamp: str) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() - moment
 
 
+def verified_resizes(agent: AgentProcess, claim: str) -> list[dict[str, Any]]:
+    return [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == f"kafka/{claim}"]
+
+
 def wait_for_cooldown(api: KubeApi, rule: str, key: str) -> None:
     eventually(
         lambda: state_of(api, rule, key) != "ActiveActionsTaken", timeout=COOLDOWN + 60, what="the cooldown", interval=2
@@ -112,10 +116,10 @@ def test_step_1_resizes_400gi_to_800gi(sandbox: Sandbox, api: KubeApi, agent: Ag
     eventually(
         lambda: state_of(api, "kafka-resize", f"kafka/{claim}") == "ActiveActionsTaken", timeout=30, what="state Taken"
     )
+    verified_once = eventually(lambda: verified_resizes(agent, claim), timeout=30, what="the resize verified")
     (patched,) = patch_times(sandbox, claim)
     print(f"\nLATENCY threshold-crossing sample -> PVC patch: {seconds_since(crossed, patched):.2f}s")
-    verified = [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == f"kafka/{claim}"]
-    assert [(r["before"], r["after"]) for r in verified] == [("400Gi", "800Gi")]
+    assert [(r["before"], r["after"]) for r in verified_once] == [("400Gi", "800Gi")]
     assert any(e["reason"] == "ActionVerified" for e in events_for(api, claim))
     assert 'outcome="verified"' in agent.metrics()
 
@@ -195,7 +199,11 @@ def test_step_2_resizes_800gi_to_1ti_capped(sandbox: Sandbox, api: KubeApi, agen
     set_usage(sandbox, claim, 650)
     wait_for_cooldown(api, "kafka-resize", f"kafka/{claim}")
     eventually(lambda: capacity(api, claim) == "1Ti", timeout=90, what="capacity 1Ti")
-    verified = [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == f"kafka/{claim}"]
+    verified = eventually(
+        lambda: len(found := verified_resizes(agent, claim)) >= 2 and found,
+        timeout=30,
+        what="the second resize verified",
+    )
     assert [(r["before"], r["after"]) for r in verified] == [("400Gi", "800Gi"), ("800Gi", "1Ti (capped at maxsize)")]
 
 
