@@ -26,3 +26,27 @@ def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval:
                 return last
         time.sleep(interval)
     pytest.fail(f"{what}: not reached within {timeout:.0f}s (last: {last!r})")
+
+
+REFERENCE_RULE = """\
+apiVersion: autopilot.libopenstorage.org/v1alpha1
+kind: AutopilotRule
+metadata:
+  name: kafka-resize
+spec:
+  selector:
+    matchLabels:
+      app: kafka
+  pollInterval: 2
+  conditions:
+    expressions:
+      - key: "100 * (px_volume_usage_bytes / px_volume_capacity_bytes)"
+        operator: Gt
+        values: ["80"]
+  actions:
+    - name: openstorage.io.action.volume/resize
+      params:
+        scalepercentage: "100"
+        maxsize: "1Ti"
+"""
+"""The reference rule of MISSION.md, character for character."""

@@ -397,12 +397,6 @@ def _must(view: View | None) -> View:
 # --- running tests -----------------------------------------------------------------------------
 
 
-def run_test_file(
-    test_file: RuleTestFile, *, on_record: Callable[[AuditRecord], None] | None = None
-) -> list[TestOutcome]:
-    return [run_test(test_file, test, on_record=on_record) for test in test_file.tests]
-
-
 def run_test(
     test_file: RuleTestFile, test: RuleTest, *, on_record: Callable[[AuditRecord], None] | None = None
 ) -> TestOutcome:

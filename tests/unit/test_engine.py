@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from helpers import REFERENCE_RULE as REFERENCE
 
 from agent.core.engine import (
     CycleOutcome,
@@ -50,28 +51,6 @@ PVC_NAMES = [f"data-kafka-{n}" for n in range(4)]
 KEYS = [f"{NAMESPACE}/{name}" for name in PVC_NAMES]
 T0 = datetime(2024, 6, 3, 12, 0, tzinfo=UTC).timestamp()  # a Monday, noon UTC
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
-
-REFERENCE = """\
-apiVersion: autopilot.libopenstorage.org/v1alpha1
-kind: AutopilotRule
-metadata:
-  name: kafka-resize
-spec:
-  selector:
-    matchLabels:
-      app: kafka
-  pollInterval: 2
-  conditions:
-    expressions:
-      - key: "100 * (px_volume_usage_bytes / px_volume_capacity_bytes)"
-        operator: Gt
-        values: ["80"]
-  actions:
-    - name: openstorage.io.action.volume/resize
-      params:
-        scalepercentage: "100"
-        maxsize: "1Ti"
-"""
 
 
 def load(text: str) -> Rule:

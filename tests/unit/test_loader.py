@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from helpers import REFERENCE_RULE as REFERENCE
 
 from agent.core.diagnostics import Location, Problem
 from agent.core.loader import LoadResult, merge_results, parse_rules
@@ -32,28 +33,6 @@ RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 FILE = "rules/test.yaml"
 TIB = 1024**4
 
-# The reference rule of MISSION.md, character for character.
-REFERENCE = """\
-apiVersion: autopilot.libopenstorage.org/v1alpha1
-kind: AutopilotRule
-metadata:
-  name: kafka-resize
-spec:
-  selector:
-    matchLabels:
-      app: kafka
-  pollInterval: 2
-  conditions:
-    expressions:
-      - key: "100 * (px_volume_usage_bytes / px_volume_capacity_bytes)"
-        operator: Gt
-        values: ["80"]
-  actions:
-    - name: openstorage.io.action.volume/resize
-      params:
-        scalepercentage: "100"
-        maxsize: "1Ti"
-"""
 REFERENCE_QUERY = "100 * (px_volume_usage_bytes / px_volume_capacity_bytes)"
 
 NODE_RULE = """\
