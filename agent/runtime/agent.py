@@ -135,13 +135,20 @@ class Agent:
         for rule in self.rules:
             self.triggers[rule.name] = asyncio.Event()
         self.telemetry.set("kafka_autopilot_rules_loaded", len(self.rules))
-        await self.resume_in_flight()
         async with asyncio.TaskGroup() as group:
             for rule in self.rules:
                 group.create_task(self.rule_loop(rule), name=f"rule:{rule.name}")
 
     async def rule_loop(self, rule: Rule) -> None:
         trigger = self.triggers[rule.name]
+        while True:
+            try:
+                await self.resume_in_flight(rule)
+                break
+            except Exception as error:  # e.g. the state CRD is not served yet: retry, never give up the rule
+                self.rule_health[rule.name] = f"cannot read its durable state yet: {type(error).__name__}: {error}"
+                log.warning("resume failed; retrying", rule=rule.name, error=str(error))
+                await self.clock.sleep(min(rule.poll_interval_seconds, 5))
         while True:
             await self.cycle_safely(rule)
             trigger.clear()
@@ -444,33 +451,31 @@ class Agent:
             self.trail.write(_transition_record(transition, dry_run=self.dry_run or rule.dry_run))
             await self.note_transition(rule, transition, target)
 
-    async def resume_in_flight(self) -> None:
+    async def resume_in_flight(self, rule: Rule) -> None:
         """Objects a previous run left mid-action: resume their recorded plan (verify, never re-plan)."""
-        for rule in self.rules:
-            states = await self.store.load(rule.name)
-            pending = [
-                key
-                for key, state in states.items()
-                if state.state in (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS)
-            ]
-            if not pending:
+        states = await self.store.load(rule.name)
+        pending = [
+            key
+            for key, state in states.items()
+            if state.state in (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS)
+        ]
+        if not pending:
+            return
+        objects = {target.key: target for target in await self.objects_for(rule.target)}
+        for key in pending:
+            target = objects.get(key)
+            if target is None:
                 continue
-            objects = {target.key: target for target in await self.objects_for(rule.target)}
-            for key in pending:
-                target = objects.get(key)
-                in_flight = await self.store.in_flight(rule.name, key)
-                if target is None:
-                    continue
-                detail = None if in_flight is None else {"action": in_flight.action, **in_flight.detail}
-                planned = planned_from_in_flight(detail, rule=rule, target=target, now=self.clock.now())
-                if planned is None:
-                    continue
-                log.info("resuming action", rule=rule.name, object=key, action=planned.action)
-                self.running_actions[(rule.name, key)] = asyncio.create_task(
-                    self.execute(
-                        rule, planned, target, resumed=states[key].state is RuleState.ACTIVE_ACTIONS_IN_PROGRESS
-                    )
-                )
+            in_flight = await self.store.in_flight(rule.name, key)
+            detail = None if in_flight is None else {"action": in_flight.action, **in_flight.detail}
+            planned = planned_from_in_flight(detail, rule=rule, target=target, now=self.clock.now())
+            if planned is None:
+                continue
+            log.info("resuming action", rule=rule.name, object=key, action=planned.action)
+            resumed = states[key].state is RuleState.ACTIVE_ACTIONS_IN_PROGRESS
+            self.running_actions[(rule.name, key)] = asyncio.create_task(
+                self.execute(rule, planned, target, resumed=resumed)
+            )
 
 
 def rule_health(outcome: CycleOutcome) -> str:

@@ -183,15 +183,24 @@ async def run_agent(
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
         tasks = [
             asyncio.create_task(agent.run(), name="agent"),
             asyncio.create_task(watch_triggers(kube, agent), name="watches"),
         ]
-        await stop.wait()
-        log.info("agent stopping")
-        for task in tasks:
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+        failed = [task for task in tasks if task in done]
+        for task in [*tasks, stopping]:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, stopping, return_exceptions=True)
+        for task in failed:
+            cause = task.exception() if not task.cancelled() else None
+            log.error("agent task ended unexpectedly", task=task.get_name(), error=repr(cause))
+            print(f"kafka-autopilot run: {task.get_name()} stopped: {cause!r}", file=sys.stderr)
+        if failed:
+            return 70
+        log.info("agent stopped")
     return 0
 
 
@@ -217,6 +226,14 @@ async def watch_triggers(kube: KubeClient, agent: Agent) -> None:
     async with asyncio.TaskGroup() as group:
         group.create_task(nodes())
         group.create_task(pods())
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: print every asyncio task and where it waits, to see what a quiet agent is doing."""
+    for task in asyncio.all_tasks():
+        print(f"--- task {task.get_name()}", file=sys.stderr)
+        task.print_stack(limit=8, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _mutation_record(mutation: Mutation, at: float) -> dict[str, object]:
