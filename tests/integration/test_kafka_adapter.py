@@ -1,8 +1,8 @@
-"""The Kafka adapter against a real KRaft kafka_cluster: Kafka's view, fencing of a killed broker, and errors.
+"""The Kafka adapter against a real KRaft cluster: Kafka's view, fencing of a killed broker, and errors.
 
-The kafka_cluster-backed tests share one sandbox kafka_cluster (controller + brokers 0..3) for the module and
+The cluster-backed tests share one sandbox cluster (controller + brokers 0..3) for the module and
 run in file order: a healthy view, broker 1 killed until Kafka fences it, broker 1 back. The
-settings tests and the unreachable-bootstrap tests need no kafka_cluster.
+settings tests and the unreachable-bootstrap tests need no cluster.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def wait_for_view(
         await asyncio.sleep(0.5)
 
 
-# --- settings (no kafka_cluster) ----------------------------------------------------------------------
+# --- settings (no cluster) ----------------------------------------------------------------------
 
 
 def test_plaintext_settings_give_plain_client_kwargs() -> None:
@@ -117,7 +117,7 @@ def test_bad_settings_are_refused(kwargs: dict[str, object], message: str) -> No
         KafkaSettings(**kwargs)  # type: ignore[arg-type]
 
 
-# --- unreachable Kafka (no kafka_cluster) -------------------------------------------------------------
+# --- unreachable Kafka (no cluster) -------------------------------------------------------------
 
 
 @pytest.mark.sandbox
@@ -160,7 +160,7 @@ async def test_a_silent_bootstrap_server_cannot_make_it_hang() -> None:
     assert address in str(raised.value)
 
 
-# --- the real kafka_cluster, in order ------------------------------------------------------------------
+# --- the real cluster, in order ------------------------------------------------------------------
 
 
 @pytest.mark.sandbox
@@ -257,7 +257,7 @@ async def test_a_killed_broker_is_seen_alive_until_kafka_fences_it(
         violations = [v for v in min_isr_violations(view, removing=frozenset({KILLED, live})) if v.startswith(TOPIC)]
         assert violations, f"removing broker {live} too should violate min.insync.replicas"
         assert all(f"minus [{live}] leaves 1 < min.insync.replicas 2" in v for v in violations), violations
-    assert brokers_seen_alive(view, [KILLED, 0])[0][0] == "registered in kafka_cluster metadata"
+    assert brokers_seen_alive(view, [KILLED, 0])[0][0] == "registered in cluster metadata"
 
 
 @pytest.mark.sandbox
@@ -273,7 +273,7 @@ async def test_a_restarted_broker_is_seen_alive_and_its_leaderships_can_move_bac
     )
 
     reasons = brokers_seen_alive(view, [KILLED])[KILLED]
-    assert reasons[0] == "registered in kafka_cluster metadata"
+    assert reasons[0] == "registered in cluster metadata"
     assert any(r.startswith("in the ISR of") for r in reasons), reasons
     preferred_by_killed = {(p.topic, p.partition) for p in of_topic(view, TOPIC) if p.replicas[0] == KILLED}
     assert preferred_by_killed, "broker 1 is no partition's preferred replica"

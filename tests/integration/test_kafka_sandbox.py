@@ -1,6 +1,6 @@
-"""The Kafka sandbox is a real KRaft kafka_cluster whose JMX exporters serve the metric names our rules use.
+"""The Kafka sandbox is a real KRaft cluster whose JMX exporters serve the metric names our rules use.
 
-Needs the jars from `scripts/fetch-kafka.sh`; the kafka_cluster (one controller, brokers 0..3) is shared
+Needs the jars from `scripts/fetch-kafka.sh`; the cluster (one controller, brokers 0..3) is shared
 by the tests of this module and stopped by the last one.
 """
 
