@@ -60,9 +60,13 @@ class AgentProcess:
         ]
         if self.dry_run:
             argv.append("--dry-run")
-        log = self.audit_path.with_suffix(".log").open("ab")
-        self.process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        eventually(self.ready, timeout=60, what="agent /readyz")
+        with self.audit_path.with_suffix(".log").open("ab") as log:
+            self.process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        try:
+            eventually(self.ready, timeout=60, what="agent /readyz")
+        except BaseException:
+            self.stop()
+            raise
 
     def ready(self) -> bool:
         assert self.process is not None

@@ -45,9 +45,11 @@ def agent(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     process = AgentProcess(
         sandbox=sandbox, rules=RULE_FILES, audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl"
     )
-    process.start()
-    yield process
-    process.stop()
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
 
 
 def requested(api: KubeApi, claim: str) -> str:
