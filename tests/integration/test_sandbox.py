@@ -71,13 +71,19 @@ def test_prometheus_has_real_broker_metrics_and_the_twins_volume_metrics(
     prometheus: PrometheusClient, sandbox: Sandbox
 ) -> None:
     leaders = eventually(
-        lambda: [s for s in prometheus.instant_query("kafka_server_replicamanager_leadercount") if s.has_data],
+        lambda: (
+            len(found := [s for s in prometheus.instant_query("kafka_server_replicamanager_leadercount") if s.has_data])
+            == 4
+            and found
+        ),
         timeout=60,
         what="leader counts of 4 brokers",
     )
     assert sorted(sample.labels["pod"] for sample in leaders) == [workload.pod_name(b) for b in range(4)]
     capacities = eventually(
-        lambda: prometheus.instant_query("px_volume_capacity_bytes"), timeout=60, what="twin volume metrics"
+        lambda: len(found := prometheus.instant_query("px_volume_capacity_bytes")) == 4 and found,
+        timeout=60,
+        what="twin volume metrics for 4 PVCs",
     )
     assert {s.labels["pvc"] for s in capacities} == {workload.pvc_name(b) for b in range(4)}
     assert {s.value for s in capacities} == {400 * GI}
