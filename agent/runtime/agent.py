@@ -31,8 +31,8 @@ from typing import Any, Protocol
 import structlog
 
 from agent.actions.base import Clock, Executor, Outcome, OutcomeKind
-from agent.adapters.statestore import InFlight, LastAction, StateConflictError
-from agent.audit.trail import AuditRecord, AuditTrail, action_record, cycle_records, iso_time
+from agent.adapters.statestore import InFlight, LastAction, StateConflictError, StoredStatus
+from agent.audit.trail import AuditRecord, AuditTrail, action_record, cycle_records, iso_time, transition_record
 from agent.core.engine import CycleOutcome, PlannedAction, distinct_queries, plan_actions, run_cycle
 from agent.core.matching import TargetObject, broker_object, node_object, pvc_object
 from agent.core.planners import Declined, ResizePlan
@@ -76,6 +76,8 @@ class StateStore(Protocol):
     """agent.adapters.statestore.StateStore: durable per-(rule, object) state in the Kubernetes API."""
 
     async def load(self, rule: str) -> dict[str, ObjectState]: ...
+
+    async def status(self, rule: str, object_key: str) -> StoredStatus: ...
 
     async def save(
         self,
@@ -342,8 +344,7 @@ class Agent:
         self.running_actions[key] = asyncio.create_task(self.execute(rule, planned, target), name=f"action:{key}")
 
     async def execute(self, rule: Rule, planned: PlannedAction, target: TargetObject, *, resumed: bool = False) -> None:
-        states = await self.store.load(rule.name)
-        state = states.get(planned.object, ObjectState())
+        state = (await self.store.status(rule.name, planned.object)).state or ObjectState()
         started_at = self.clock.now()
         if not resumed:
             started = self.decide(rule, target, state, ActionStarted())
@@ -448,7 +449,7 @@ class Agent:
 
     async def note_transitions(self, rule: Rule, target: TargetObject, transitions: Iterable[Transition]) -> None:
         for transition in transitions:
-            self.trail.write(_transition_record(transition, dry_run=self.dry_run or rule.dry_run))
+            self.trail.write(transition_record(transition, dry_run=self.dry_run or rule.dry_run))
             await self.note_transition(rule, transition, target)
 
     async def resume_in_flight(self, rule: Rule) -> None:
@@ -529,7 +530,3 @@ def planned_from_in_flight(
 
 def _params(rule: Rule, action: str) -> Any:
     return next(candidate.params for candidate in rule.actions if candidate.name == action)
-
-
-def _transition_record(transition: Transition, *, dry_run: bool) -> AuditRecord:
-    return next(iter(cycle_records(CycleOutcome(states={}, transitions=(transition,)), dry_run=dry_run)))

@@ -42,9 +42,9 @@ from pathlib import Path
 
 from agent.adapters.files import load_rule_paths
 from agent.adapters.prometheus import PrometheusClient, PrometheusQueryError
-from agent.audit.trail import AuditRecord, action_record, cycle_records
+from agent.audit.trail import AuditRecord, action_record, cycle_records, transition_record
 from agent.core.diagnostics import Location, Problem, did_you_mean
-from agent.core.engine import CycleOutcome, PlannedAction, distinct_queries, run_cycle
+from agent.core.engine import PlannedAction, distinct_queries, run_cycle
 from agent.core.loader import merge_results
 from agent.core.matching import TargetObject, broker_object, node_object, pool_object, pvc_object
 from agent.core.planners import PoolExpandPlan, PoolShape, ResizePlan
@@ -473,8 +473,8 @@ class _Simulation:
                 for_seconds=rule.conditions.for_seconds,
             )
             self.states[key] = step.state
-            for record in cycle_records(CycleOutcome(states={}, transitions=step.transitions), dry_run=True):
-                self.record(record)
+            for transition in step.transitions:
+                self.record(transition_record(transition, dry_run=True))
 
     def rule(self, name: str) -> Rule:
         return next(rule for rule in self.test_file.rules if rule.name == name)
@@ -516,8 +516,8 @@ class _Simulation:
                 for_seconds=rule.conditions.for_seconds,
             )
             self.states[key] = step.state
-            for record in cycle_records(CycleOutcome(states={}, transitions=step.transitions), dry_run=True):
-                self.record(record)
+            for transition in step.transitions:
+                self.record(transition_record(transition, dry_run=True))
         self.taken.setdefault(key, []).append(f"{planned.before} -> {planned.after}")
         self.record(action_record(planned, dry_run=True, outcome="applied", reason="simulated executor"))
         target = self.objects.get(planned.object)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -216,36 +216,26 @@ class Sandbox:
         if kind in ("fail-node", "partition-node", "recover-node"):
             node = _need(target, f"{kind} needs a node name")
             if kind == "recover-node":
-                faults = Faults(
+                faults = replace(
+                    faults,
                     failed_nodes=faults.failed_nodes - {node},
                     partitioned_nodes=faults.partitioned_nodes - {node},
-                    stopped_brokers=faults.stopped_brokers,
                 )
                 self.kube.recover_node(node)
                 faults.save(self.faults_path)
                 return f"{node}: heartbeat resumed"
             self.kube.fail_node(node)
             if kind == "fail-node":
-                faults = Faults(
-                    failed_nodes=faults.failed_nodes | {node},
-                    partitioned_nodes=faults.partitioned_nodes,
-                    stopped_brokers=faults.stopped_brokers,
-                )
+                faults = replace(faults, failed_nodes=faults.failed_nodes | {node})
                 faults.save(self.faults_path)
                 return f"{node}: failed (heartbeat stopped, its brokers killed)"
-            faults = Faults(
-                failed_nodes=faults.failed_nodes,
-                partitioned_nodes=faults.partitioned_nodes | {node},
-                stopped_brokers=faults.stopped_brokers,
-            )
+            faults = replace(faults, partitioned_nodes=faults.partitioned_nodes | {node})
             faults.save(self.faults_path)
             return f"{node}: partitioned (heartbeat stopped, its brokers still serving)"
         if kind in ("stop-broker", "start-broker"):
             broker = int(_need(target, f"{kind} needs a broker id"))
             held = faults.stopped_brokers | {broker} if kind == "stop-broker" else faults.stopped_brokers - {broker}
-            Faults(
-                failed_nodes=faults.failed_nodes, partitioned_nodes=faults.partitioned_nodes, stopped_brokers=held
-            ).save(self.faults_path)
+            replace(faults, stopped_brokers=held).save(self.faults_path)
             if kind == "stop-broker":
                 self.kafka.stop_broker(broker)
                 return f"broker {broker} stopped"
