@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -30,7 +31,7 @@ from agent.core.aliases import KEY_ALIASES
 from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
-from agent.runtime import demo, ruletest
+from agent.runtime import approval_commands, demo, ruletest
 from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
 from agent.sandbox.environment import FAULTS, Sandbox
 from agent.sandbox.process import SandboxProcessError
@@ -135,7 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="health and metrics address")
     run.add_argument("--install-crds", action="store_true", help="create or update the agent's CRDs first")
     run.add_argument("--audit", type=Path, metavar="FILE", help="append audit records to FILE instead of stdout")
+    run.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE") or "kafka-autopilot",
+        help="the agent's own namespace, home of approvals for nodes and pools (default: $POD_NAMESPACE, "
+        "else kafka-autopilot; --install-crds creates it when missing)",
+    )
     run.set_defaults(command=cmd_run)
+
+    approval_commands.add_parsers(commands)
 
     sandbox = commands.add_parser(
         "sandbox",
@@ -393,6 +402,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen_host=host,
         listen_port=int(port),
         install_crds=args.install_crds,
+        namespace=args.namespace,
         audit_stream=audit,
     )
     try:

@@ -49,6 +49,7 @@ from agent.core.states import (
     apply_plan_outcome,
     decide,
 )
+from agent.runtime.approvals import ApprovalFlow
 from agent.runtime.telemetry import Telemetry
 
 log = structlog.get_logger("kafka-autopilot")
@@ -124,6 +125,7 @@ class Agent:
     telemetry: Telemetry
     events: EventSink | None = None
     dry_run: bool = False
+    approvals: ApprovalFlow | None = None
     triggers: dict[str, asyncio.Event] = field(default_factory=dict)
     evaluated_once: set[str] = field(default_factory=set)
     rule_health: dict[str, str] = field(default_factory=dict)
@@ -223,6 +225,8 @@ class Agent:
         for planned in outcome.planned:
             if planned.object not in conflicted:
                 self.start_action(rule, planned, by_key[planned.object])
+        if self.approvals is not None:
+            await self.approvals.after_cycle(self, rule, outcome, before=states, objects=objects, conflicted=conflicted)
         return rule_health(outcome)
 
     async def objects_for(self, kind: TargetKind) -> list[TargetObject]:
@@ -432,6 +436,10 @@ class Agent:
                 reason=f"Action{outcome.kind.value.title().replace('-', '')}",
                 message=f"{planned.action} {planned.before} -> {planned.after}: {outcome.kind}: {outcome.reason}",
                 warning=not outcome.succeeded,
+            )
+        if self.approvals is not None:
+            await self.approvals.action_finished(
+                self, rule, planned=planned, target=target, state=state, outcome=outcome
             )
 
     def decide(

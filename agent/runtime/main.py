@@ -21,6 +21,7 @@ from agent.actions.base import Executor, WallClock
 from agent.actions.mutations import Applier, DryRunApplier, LiveApplier, Mutation
 from agent.actions.reschedule import NodeRescheduleExecutor
 from agent.actions.resize import VolumeResizeExecutor
+from agent.adapters.approvals import ApprovalStore, ApprovalStoreError, ensure_namespace
 from agent.adapters.files import load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.kubernetes import EventTarget, KubeClient, KubeError, connect
@@ -33,6 +34,7 @@ from agent.core.loader import merge_results, parse_rules
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule, TargetKind
 from agent.runtime.agent import Agent
+from agent.runtime.approvals import ApprovalFlow
 from agent.runtime.server import Endpoints, serve
 from agent.runtime.telemetry import Telemetry
 
@@ -68,6 +70,8 @@ class RunOptions:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     install_crds: bool = False
+    namespace: str = "kafka-autopilot"
+    """The agent's own namespace: home of the ActionApprovals for cluster-scoped objects."""
     audit_stream: TextIO = field(default=sys.stdout)
 
 
@@ -132,6 +136,11 @@ async def run_agent(
     async with kube, contextlib.AsyncExitStack() as stack:
         if options.install_crds:
             await install_crds(kube.api_client)
+            try:
+                if await ensure_namespace(kube.api_client, options.namespace):
+                    log.info("namespace created", namespace=options.namespace)
+            except ApprovalStoreError as error:
+                log.warning("the agent's namespace could not be made sure of", error=str(error))
         if options.cluster_rules:
             cluster = await read_cluster_rules(kube.api_client)
             for found in cluster:
@@ -163,6 +172,7 @@ async def run_agent(
             telemetry=telemetry,
             events=KubeEvents(kube=kube),
             dry_run=options.dry_run,
+            approvals=ApprovalFlow(store=ApprovalStore(kube.api_client), agent_namespace=options.namespace),
         )
         runner = await serve(
             Endpoints(

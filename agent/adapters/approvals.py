@@ -1,0 +1,391 @@
+"""ActionApproval objects in the Kubernetes API: the agent asks, a person answers, the agent reads.
+
+Why this module exists: an approval must survive restarts and be visible to people with kubectl.
+The agent creates one ActionApproval per (rule, object, episode), named deterministically by
+agent.core.approvals, so a restarted agent (or a second replica) finds the same object instead of
+creating another, and an answer is never lost: it lives in the object's spec.
+
+- spec.approvalState (pending | approved | declined) belongs to people (`kafka-autopilot approve`,
+  `kubectl edit`); the agent only ever writes it when the CLI asks it to answer;
+- status (subresource) belongs to the agent: the preview (what, on which object, before -> after,
+  why), and `phase` with a message telling what became of the approval: Pending, Approved,
+  Declined, Cancelled (the conditions cleared while it waited: kept, so people see what happened)
+  or Used (the approved action ran).
+
+Errors are `ApprovalStoreError`, naming the apiserver and the request that failed; `temporary`
+says whether later may work (no answer, 429, 5xx).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agent.adapters.statestore import (
+    APPROVALS_PLURAL,
+    OBJECT_KIND_LABEL,
+    OBJECT_NAME_LABEL,
+    OBJECT_NAMESPACE_LABEL,
+    RULE_LABEL,
+    VERSION,
+    format_time,
+    label_value,
+    parse_time,
+)
+from agent.core.approvals import ActionPreview, Answer, ApprovalRequest, Phase
+from agent.core.rules import API_GROUP, API_VERSION
+
+APPROVAL_KIND: Final = "ActionApproval"
+EPISODE_LABEL: Final = f"{API_GROUP}/episode"
+ANSWERED_BY_ANNOTATION: Final = f"{API_GROUP}/answered-by"
+ANSWER_REASON_ANNOTATION: Final = f"{API_GROUP}/answer-reason"
+
+_CLIENT_ERRORS: Final = (ApiException, aiohttp.ClientError, TimeoutError, OSError)
+_MERGE_PATCH: Final = "application/merge-patch+json"
+
+
+class ApprovalStoreError(Exception):
+    """A request about ActionApprovals failed; the message names the server and the request."""
+
+    def __init__(self, message: str, *, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def temporary(self) -> bool:
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+class AnswerConflictError(ApprovalStoreError):
+    """The approval was already answered differently, or no longer waits (cancelled, used)."""
+
+
+# --- the codec (pure) ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approval:
+    """An ActionApproval as read from the API."""
+
+    name: str
+    namespace: str
+    rule: str
+    object_kind: str
+    object_key: str
+    answer: Answer
+    phase: Phase | None
+    """None until the agent wrote the status (a moment after creating it)."""
+    message: str
+    actions: tuple[ActionPreview, ...]
+    why: str
+    created_at: float | None
+    answered_by: str
+    answer_reason: str
+    resource_version: str
+
+    @property
+    def summary(self) -> str:
+        return "; ".join(action.describe() for action in self.actions) or "(preview not written yet)"
+
+
+def approval_manifest(request: ApprovalRequest) -> dict[str, Any]:
+    """A new ActionApproval, pending (its status is written separately: the subresource ignores it here)."""
+    labels = {
+        RULE_LABEL: label_value(request.rule),
+        OBJECT_KIND_LABEL: label_value(request.object_kind),
+        OBJECT_NAME_LABEL: label_value(request.object_name),
+        EPISODE_LABEL: label_value(format_time(request.episode).replace(":", ".")),
+    }
+    if request.object_namespace:
+        labels[OBJECT_NAMESPACE_LABEL] = label_value(request.object_namespace)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": APPROVAL_KIND,
+        "metadata": {"name": request.name, "namespace": request.namespace, "labels": labels},
+        "spec": {
+            "approvalState": Answer.PENDING.value,
+            "rule": request.rule,
+            "objectKind": request.object_kind,
+            "objectKey": request.object_key,
+            "objectNamespace": request.object_namespace,
+            "objectName": request.object_name,
+        },
+    }
+
+
+def preview_status(request: ApprovalRequest, *, now: float) -> dict[str, Any]:
+    """The status the agent writes on a new approval: phase Pending and the preview."""
+    first = request.actions[0] if request.actions else ActionPreview(action="", before="", after="")
+    return {
+        "phase": Phase.PENDING.value,
+        "message": f"waiting for an answer: kafka-autopilot approve|decline {request.name} -n {request.namespace}",
+        "episode": format_time(request.episode),
+        "requestedAt": format_time(math.floor(now)),
+        "lastTransitionTime": format_time(math.floor(now)),
+        "preview": {
+            "action": first.action,
+            "object": request.object_key,
+            "before": first.before,
+            "after": first.after,
+            "expectedResult": request.summary,
+            "why": request.why,
+            "actions": [
+                {"action": action.action, "before": action.before, "after": action.after} for action in request.actions
+            ],
+            "conditions": [
+                {"expression": expression, "value": "no data" if value is None else f"{value:g}"}
+                for expression, value in request.values.items()
+            ],
+        },
+    }
+
+
+def decode_approval(obj: Mapping[str, Any]) -> Approval:
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    preview = status.get("preview") or {}
+    annotations = metadata.get("annotations") or {}
+    try:
+        answer = Answer(str(spec.get("approvalState", "pending")))
+    except ValueError:
+        answer = Answer.PENDING
+    try:
+        phase: Phase | None = Phase(str(status["phase"])) if status.get("phase") else None
+    except ValueError:
+        phase = None
+    created: float | None = None
+    if metadata.get("creationTimestamp"):
+        try:
+            created = parse_time(str(metadata["creationTimestamp"]))
+        except ValueError:
+            created = None
+    actions = tuple(
+        ActionPreview(
+            action=str(item.get("action", "")), before=str(item.get("before", "")), after=str(item.get("after", ""))
+        )
+        for item in preview.get("actions") or []
+        if isinstance(item, Mapping)
+    )
+    return Approval(
+        name=str(metadata.get("name", "")),
+        namespace=str(metadata.get("namespace", "")),
+        rule=str(spec.get("rule", "")),
+        object_kind=str(spec.get("objectKind", "")),
+        object_key=str(spec.get("objectKey", "")),
+        answer=answer,
+        phase=phase,
+        message=str(status.get("message", "")),
+        actions=actions,
+        why=str(preview.get("why", "")),
+        created_at=created,
+        answered_by=str(annotations.get(ANSWERED_BY_ANNOTATION, "")),
+        answer_reason=str(annotations.get(ANSWER_REASON_ANNOTATION, "")),
+        resource_version=str(metadata.get("resourceVersion", "")),
+    )
+
+
+# --- the store ----------------------------------------------------------------------------------------
+
+
+class ApprovalStore:
+    """Creates, reads and answers ActionApprovals over one ApiClient."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._api = client.CustomObjectsApi(api_client)
+        self._server = str(getattr(getattr(api_client, "configuration", None), "host", "the apiserver"))
+
+    def _error(self, error: BaseException, what: str) -> ApprovalStoreError:
+        if isinstance(error, ApiException):
+            status = int(error.status) if error.status else None
+            detail = f"HTTP {error.status} {error.reason}"
+            return ApprovalStoreError(f"kube-apiserver {self._server}: {what}: {detail}", status=status)
+        reason = str(error) or type(error).__name__
+        return ApprovalStoreError(f"kube-apiserver {self._server}: {what}: no answer: {reason}", status=None)
+
+    async def get(self, *, namespace: str, name: str) -> Approval | None:
+        try:
+            obj = await self._api.get_namespaced_custom_object(API_GROUP, VERSION, namespace, APPROVALS_PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise self._error(error, f"GET actionapprovals {namespace}/{name}") from error
+        except _CLIENT_ERRORS as error:
+            raise self._error(error, f"GET actionapprovals {namespace}/{name}") from error
+        return decode_approval(obj)
+
+    async def ensure(self, request: ApprovalRequest, *, now: float) -> tuple[Approval, bool]:
+        """The request's approval, created (with its preview) when missing; True when created now.
+
+        Idempotent: an existing approval is returned as it is (its answer kept); one whose status
+        was never written (the agent stopped in between) gets its preview now.
+        """
+        what = f"actionapprovals {request.namespace}/{request.name}"
+        created = False
+        existing = await self.get(namespace=request.namespace, name=request.name)
+        if existing is None:
+            try:
+                obj = await self._api.create_namespaced_custom_object(
+                    API_GROUP, VERSION, request.namespace, APPROVALS_PLURAL, approval_manifest(request)
+                )
+                existing, created = decode_approval(obj), True
+            except ApiException as error:
+                if error.status != 409:
+                    raise self._error(error, f"POST {what}") from error
+                existing = await self.get(namespace=request.namespace, name=request.name)
+                if existing is None:
+                    raise self._error(error, f"POST {what} (exists, then gone)") from error
+            except _CLIENT_ERRORS as error:
+                raise self._error(error, f"POST {what}") from error
+        if existing.rule != request.rule or existing.object_key != request.object_key:
+            raise ApprovalStoreError(
+                f"{APPROVAL_KIND} {request.namespace}/{request.name} belongs to {existing.rule!r}: "
+                f"{existing.object_key!r}, not to {request.rule!r}: {request.object_key!r} (name clash)",
+                status=None,
+            )
+        if existing.phase is None:
+            existing = (
+                await self._patch_status(
+                    namespace=request.namespace, name=request.name, status=preview_status(request, now=now)
+                )
+                or existing
+            )
+        return existing, created
+
+    async def set_phase(self, *, namespace: str, name: str, phase: Phase, message: str, now: float) -> Approval | None:
+        """Record what became of the approval; None when it does not exist (nothing to record on)."""
+        current = await self.get(namespace=namespace, name=name)
+        if current is None:
+            return None
+        if current.phase is phase and current.message == message:
+            return current
+        status = {"phase": phase.value, "message": message, "lastTransitionTime": format_time(math.floor(now))}
+        return await self._patch_status(namespace=namespace, name=name, status=status)
+
+    async def _patch_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> Approval | None:
+        what = f"PATCH actionapprovals/status {namespace}/{name}"
+        try:
+            patch_status: Any = self._api.patch_namespaced_custom_object_status  # the stubs lack _content_type
+            obj = await patch_status(
+                API_GROUP,
+                VERSION,
+                namespace,
+                APPROVALS_PLURAL,
+                name,
+                {"status": dict(status)},
+                _content_type=_MERGE_PATCH,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise self._error(error, what) from error
+        except _CLIENT_ERRORS as error:
+            raise self._error(error, what) from error
+        return decode_approval(obj)
+
+    async def list(self, *, namespace: str | None = None, name: str | None = None) -> list[Approval]:
+        """Approvals of one namespace or all, optionally only those called `name`; oldest first."""
+        options: dict[str, Any] = {}
+        if name is not None:
+            options["field_selector"] = f"metadata.name={name}"
+        scope = f" in {namespace}" if namespace else ""
+        what = f"GET actionapprovals{scope}"
+        try:
+            if namespace:
+                listed = await self._api.list_namespaced_custom_object(
+                    API_GROUP, VERSION, namespace, APPROVALS_PLURAL, **options
+                )
+            else:
+                listed = await self._api.list_cluster_custom_object(API_GROUP, VERSION, APPROVALS_PLURAL, **options)
+        except _CLIENT_ERRORS as error:
+            raise self._error(error, what) from error
+        approvals = [decode_approval(item) for item in listed.get("items") or []]
+        return sorted(approvals, key=lambda approval: (approval.created_at or 0.0, approval.namespace, approval.name))
+
+    async def answer(self, approval: Approval, *, answer: Answer, by: str, reason: str) -> Approval:
+        """Set spec.approvalState on the approval as read (a resourceVersion precondition: an answer
+        given meanwhile by someone else is never overwritten)."""
+        if answer is Answer.PENDING:
+            raise ValueError("an answer is approved or declined")
+        if approval.phase in (Phase.CANCELLED, Phase.USED):
+            raise AnswerConflictError(
+                f"{APPROVAL_KIND} {approval.namespace}/{approval.name} no longer waits for an answer: "
+                f"{approval.phase.value}: {approval.message}",
+                status=None,
+            )
+        if approval.answer is answer:
+            return approval
+        if approval.answer is not Answer.PENDING:
+            raise AnswerConflictError(
+                f"{APPROVAL_KIND} {approval.namespace}/{approval.name} was already {approval.answer.value}"
+                + (f" by {approval.answered_by}" if approval.answered_by else ""),
+                status=409,
+            )
+        annotations = {ANSWERED_BY_ANNOTATION: by or None, ANSWER_REASON_ANNOTATION: reason or None}
+        patch = {
+            "metadata": {"resourceVersion": approval.resource_version, "annotations": annotations},
+            "spec": {"approvalState": answer.value},
+        }
+        what = f"PATCH actionapprovals {approval.namespace}/{approval.name}"
+        try:
+            patch_object: Any = self._api.patch_namespaced_custom_object  # the stubs lack _content_type
+            obj = await patch_object(
+                API_GROUP,
+                VERSION,
+                approval.namespace,
+                APPROVALS_PLURAL,
+                approval.name,
+                patch,
+                _content_type=_MERGE_PATCH,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise AnswerConflictError(
+                    f"{APPROVAL_KIND} {approval.namespace}/{approval.name} changed while answering; look again",
+                    status=409,
+                ) from error
+            raise self._error(error, what) from error
+        except _CLIENT_ERRORS as error:
+            raise self._error(error, what) from error
+        return decode_approval(obj)
+
+
+async def ensure_namespace(api_client: client.ApiClient, name: str) -> bool:
+    """Create the namespace `name` when missing (the home of approvals for cluster-scoped objects);
+    True when it was created now."""
+    core = client.CoreV1Api(api_client)
+    server = str(getattr(getattr(api_client, "configuration", None), "host", "the apiserver"))
+    try:
+        await core.read_namespace(name)
+        return False
+    except ApiException as error:
+        if error.status != 404:
+            raise ApprovalStoreError(
+                f"kube-apiserver {server}: GET namespaces {name}: HTTP {error.status} {error.reason}",
+                status=int(error.status) if error.status else None,
+            ) from error
+    except _CLIENT_ERRORS as error:
+        raise ApprovalStoreError(
+            f"kube-apiserver {server}: GET namespaces {name}: no answer: {error}", status=None
+        ) from error
+    body: Any = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    try:
+        await core.create_namespace(body)
+    except ApiException as error:
+        if error.status == 409:
+            return False
+        raise ApprovalStoreError(
+            f"kube-apiserver {server}: POST namespaces {name}: HTTP {error.status} {error.reason}",
+            status=int(error.status) if error.status else None,
+        ) from error
+    except _CLIENT_ERRORS as error:
+        raise ApprovalStoreError(
+            f"kube-apiserver {server}: POST namespaces {name}: no answer: {error}", status=None
+        ) from error
+    return True
