@@ -7,8 +7,9 @@ After each cycle of a rule (`after_cycle`):
 - an answer is fed through the state machine (`ApprovalAnswered`), the new state persisted and the
   transition recorded: approved, the actions start at the next evaluation (the rule is triggered at
   once); declined, ActionsDeclined, and nothing runs in this episode;
-- an object that left ActionAwaitingApproval for Normal (its conditions cleared) gets its approval
-  marked Cancelled, with the reason, and kept for people to read.
+- an object that went back to Normal (its conditions cleared) while its approval waited, or before
+  an approved action could run, gets its approval marked Cancelled, with the reason, and kept for
+  people to read. An approval a person deleted while it waited is asked for again.
 After an approved action ran (`action_finished`), its approval is marked Used.
 
 Each of these steps writes an audit record (`approval-requested`, `-approved`, `-declined`,
@@ -50,6 +51,13 @@ if TYPE_CHECKING:
 log = structlog.get_logger("kafka-autopilot")
 
 
+_MAY_HOLD_AN_APPROVAL = frozenset(
+    {RuleState.ACTION_AWAITING_APPROVAL, RuleState.ACTION_AWAITING_WINDOW, RuleState.ACTIONS_DECLINED}
+)
+"""States an episode may leave for Normal with its approval unused (waiting, approved but outside the
+action window, approved but declined by the planner)."""
+
+
 class ApprovalBackend(Protocol):
     """agent.adapters.approvals.ApprovalStore: the ActionApprovals in the Kubernetes API."""
 
@@ -79,7 +87,7 @@ class ApprovalFlow:
     ) -> None:
         by_key = {target.key: target for target in objects}
         for transition in outcome.transitions:
-            if transition.from_state is RuleState.ACTION_AWAITING_APPROVAL and transition.to_state is RuleState.NORMAL:
+            if transition.from_state in _MAY_HOLD_AN_APPROVAL and transition.to_state is RuleState.NORMAL:
                 target = by_key.get(transition.object)
                 episode = episode_of(before.get(transition.object, ObjectState()))
                 if target is not None and episode is not None:

@@ -1,0 +1,330 @@
+"""Approvals end to end: the reference resize, with approval required, against the sandbox.
+
+One sandbox and one live agent (a subprocess, as users run it) for the module; the tests run in order,
+each on a PVC of its own, and answers are given with the real `kafka-autopilot approve|decline`:
+- the resize waits in ActionAwaitingApproval (state, Event, an ActionApproval with the preview) until
+  approved, then runs, and the approval is marked Used;
+- a declined resize never runs in that episode; the next episode asks again, with a new approval;
+- conditions that clear while an approval waits cancel it (kept, marked Cancelled, with the reason);
+- an answer given while the agent is down is not lost, and a restart creates no second approval;
+- in dry-run the approval objects are still created and still gate the recorded action, and the
+  agent mutates nothing but its own objects.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_support import REPO, RULES, AgentProcess, agent_mutations, audit_log_entries
+from helpers import eventually
+
+from agent.sandbox import workload
+from agent.sandbox.environment import Sandbox
+from agent.sandbox.kube import KubeApi
+
+pytestmark = pytest.mark.sandbox
+
+GI = 1024**3
+RULE = "kafka-resize"
+PVCS = f"/api/v1/namespaces/{workload.NAMESPACE}/persistentvolumeclaims"
+APPROVALS = f"/apis/kafka-autopilot.io/v1alpha1/namespaces/{workload.NAMESPACE}/actionapprovals"
+STATE_OBJECTS = "/apis/kafka-autopilot.io/v1alpha1/autopilotruleobjects"
+AGENT_NAMESPACE = "kafka-autopilot"
+OWN_RESOURCES = {
+    "autopilotruleobjects",
+    "actionapprovals",
+    "events",
+    "customresourcedefinitions",
+    "leases",
+    "namespaces",
+}
+
+
+def approval_rule_args(tmp_path: Path) -> tuple[list[Path], list[str]]:
+    """Rule files and extra `run` options that make the reference resize need approval.
+
+    The reference rule is a copy that only adds `enforcement: approvalRequired` (a documented rule
+    field). When policies are merged, this is the one place to change: the reference rule unchanged,
+    plus `--policy FILE` with a policy that requires approval for the resize action.
+    """
+    copy = tmp_path / "kafka-resize.yaml"
+    copy.write_text((RULES / "kafka-resize.yaml").read_text() + "  enforcement: approvalRequired\n")
+    return [copy], []
+
+
+@pytest.fixture(scope="module")
+def api(sandbox: Sandbox) -> KubeApi:
+    return sandbox.kube.api()
+
+
+@pytest.fixture(scope="module")
+def rule_args(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[str]]:
+    return approval_rule_args(tmp_path_factory.mktemp("rules"))
+
+
+@pytest.fixture(scope="module")
+def agent(
+    sandbox: Sandbox, rule_args: tuple[list[Path], list[str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
+    rules, extra = rule_args
+    process = AgentProcess(
+        sandbox=sandbox,
+        rules=rules,
+        extra_args=extra,
+        audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl",
+    )
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+
+
+# --- readers ----------------------------------------------------------------------------------------
+
+
+def requested(api: KubeApi, claim: str) -> str:
+    return str(api.get(f"{PVCS}/{claim}")["spec"]["resources"]["requests"]["storage"])
+
+
+def state_of(api: KubeApi, claim: str) -> str | None:
+    for item in api.get(STATE_OBJECTS)["items"]:
+        spec = item.get("spec", {})
+        if spec.get("rule") == RULE and spec.get("objectKey") == f"{workload.NAMESPACE}/{claim}":
+            return item.get("status", {}).get("state")
+    return None
+
+
+def approvals_for(api: KubeApi, claim: str) -> list[dict[str, Any]]:
+    """The claim's ActionApprovals, oldest first."""
+    items = [
+        item
+        for item in api.get(APPROVALS)["items"]
+        if item["spec"].get("objectKey") == f"{workload.NAMESPACE}/{claim}" and item["spec"].get("rule") == RULE
+    ]
+    return sorted(items, key=lambda item: item["metadata"]["creationTimestamp"])
+
+
+def phase(approval: dict[str, Any]) -> str | None:
+    return approval.get("status", {}).get("phase")
+
+
+def waiting_approval(api: KubeApi, claim: str) -> dict[str, Any] | None:
+    pending = [item for item in approvals_for(api, claim) if phase(item) == "Pending"]
+    return pending[-1] if pending else None
+
+
+def approval_named(api: KubeApi, name: str) -> dict[str, Any]:
+    return api.get(f"{APPROVALS}/{name}")
+
+
+def event_reasons(api: KubeApi, claim: str) -> list[str]:
+    events = api.get(f"/apis/events.k8s.io/v1/namespaces/{workload.NAMESPACE}/events")["items"]
+    return [event["reason"] for event in events if event.get("regarding", {}).get("name") == claim]
+
+
+def set_usage(sandbox: Sandbox, claim: str, gib: float) -> None:
+    sandbox.twin_client().set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=int(gib * GI))
+
+
+def records_for(agent: AgentProcess, claim: str, *events: str) -> list[dict[str, Any]]:
+    key = f"{workload.NAMESPACE}/{claim}"
+    return [record for record in agent.records() if record["object"] == key and record["event"] in events]
+
+
+def answer(sandbox: Sandbox, verb: str, name: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI, as a person runs it."""
+    script = Path(sys.executable).with_name("kafka-autopilot")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
+    return subprocess.run(
+        [*command, verb, name, "--kubeconfig", sandbox.status()["kubeconfig"], *options],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def patch_times(sandbox: Sandbox, claim: str) -> list[str]:
+    return [
+        entry["requestReceivedTimestamp"]
+        for entry in agent_mutations(audit_log_entries(sandbox))
+        if entry.get("objectRef", {}).get("resource") == "persistentvolumeclaims"
+        and entry.get("objectRef", {}).get("name") == claim
+        and entry.get("objectRef", {}).get("subresource") is None
+    ]
+
+
+def awaiting_with_approval(api: KubeApi, claim: str) -> dict[str, Any]:
+    found: dict[str, Any] = eventually(
+        lambda: state_of(api, claim) == "ActionAwaitingApproval" and waiting_approval(api, claim),
+        timeout=120,
+        what=f"{claim} in ActionAwaitingApproval with a pending ActionApproval",
+    )
+    return found
+
+
+# --- approve --------------------------------------------------------------------------------------------
+
+
+def test_the_resize_waits_for_approval_then_runs(sandbox: Sandbox, api: KubeApi, agent: AgentProcess) -> None:
+    assert api.get(f"/api/v1/namespaces/{AGENT_NAMESPACE}")["metadata"]["name"] == AGENT_NAMESPACE
+    claim = workload.pvc_name(0)
+    set_usage(sandbox, claim, 330)
+    approval = awaiting_with_approval(api, claim)
+    name = approval["metadata"]["name"]
+    preview = approval["status"]["preview"]
+    assert (preview["action"], preview["object"]) == ("openstorage.io.action.volume/resize", f"kafka/{claim}")
+    assert (preview["before"], preview["after"]) == ("400Gi", "800Gi")
+    assert "100 * (px_volume_usage_bytes / px_volume_capacity_bytes) = 8" in preview["why"]
+    assert approval["spec"]["approvalState"] == "pending"
+    assert name.startswith(f"kafka-resize-{claim}-")
+    assert {"ActionAwaitingApproval", "ApprovalRequested"} <= set(event_reasons(api, claim))
+
+    time.sleep(10)  # five cycles: nothing may happen without an answer
+    assert requested(api, claim) == "400Gi"
+    assert state_of(api, claim) == "ActionAwaitingApproval"
+    assert len(approvals_for(api, claim)) == 1
+    assert not records_for(agent, claim, "action-planned", "action-verified")
+
+    approved = answer(sandbox, "approve", name, "--reason", "e2e: capacity is fine", "--by", "e2e")
+    assert approved.returncode == 0, approved.stderr
+    answered_at = time.time()
+    eventually(lambda: requested(api, claim) == "800Gi", timeout=60, what="the PVC request at 800Gi")
+    (patched,) = patch_times(sandbox, claim)
+    latency = datetime.fromisoformat(patched.replace("Z", "+00:00")).timestamp() - answered_at
+    print(f"\nLATENCY approve -> PVC patch: {latency:.2f}s")
+    eventually(lambda: state_of(api, claim) == "ActiveActionsTaken", timeout=60, what="state Taken")
+    used = eventually(
+        lambda: phase(approval_named(api, name)) == "Used" and approval_named(api, name), timeout=30, what="Used"
+    )
+    assert "verified" in used["status"]["message"]
+    recorded = [
+        r["event"] for r in records_for(agent, claim, "approval-requested", "approval-approved", "approval-used")
+    ]
+    assert recorded == ["approval-requested", "approval-approved", "approval-used"]
+    assert {"ApprovalApproved", "ApprovalUsed", "ActionVerified"} <= set(event_reasons(api, claim))
+    assert 'kafka_autopilot_approvals_total{outcome="used",rule="kafka-resize"} 1' in agent.metrics()
+
+
+# --- decline ----------------------------------------------------------------------------------------------
+
+
+def test_a_declined_resize_never_runs_in_that_episode(sandbox: Sandbox, api: KubeApi, agent: AgentProcess) -> None:
+    claim = workload.pvc_name(1)
+    set_usage(sandbox, claim, 330)
+    name = awaiting_with_approval(api, claim)["metadata"]["name"]
+    declined = answer(sandbox, "decline", name, "--reason", "e2e: not now")
+    assert declined.returncode == 0, declined.stderr
+    eventually(lambda: state_of(api, claim) == "ActionsDeclined", timeout=60, what="state ActionsDeclined")
+    eventually(lambda: phase(approval_named(api, name)) == "Declined", timeout=30, what="approval Declined")
+    set_usage(sandbox, claim, 360)  # the conditions keep holding, and grow
+    time.sleep(15)
+    assert requested(api, claim) == "400Gi"
+    assert state_of(api, claim) == "ActionsDeclined"
+    assert not records_for(agent, claim, "action-planned", "action-verified", "action-applied")
+    assert patch_times(sandbox, claim) == []
+    assert "ApprovalDeclined" in event_reasons(api, claim)
+    again = answer(sandbox, "approve", name)
+    assert again.returncode == 1
+    assert "already declined" in again.stderr
+
+    set_usage(sandbox, claim, 100)  # the episode ends ...
+    eventually(lambda: state_of(api, claim) == "Normal", timeout=60, what="back to Normal")
+    set_usage(sandbox, claim, 330)  # ... and the next one asks again, with an approval of its own
+    fresh = awaiting_with_approval(api, claim)
+    assert fresh["metadata"]["name"] != name
+    assert fresh["spec"]["approvalState"] == "pending"
+    assert requested(api, claim) == "400Gi"
+
+
+# --- cancel -------------------------------------------------------------------------------------------------
+
+
+def test_conditions_clearing_while_waiting_cancel_the_approval(
+    sandbox: Sandbox, api: KubeApi, agent: AgentProcess
+) -> None:
+    claim = workload.pvc_name(1)  # the episode the previous test left waiting
+    name = awaiting_with_approval(api, claim)["metadata"]["name"]
+    set_usage(sandbox, claim, 100)
+    eventually(lambda: state_of(api, claim) == "Normal", timeout=60, what="back to Normal")
+    cancelled = eventually(
+        lambda: phase(approval_named(api, name)) == "Cancelled" and approval_named(api, name),
+        timeout=30,
+        what="the approval Cancelled",
+    )
+    assert "conditions cleared" in cancelled["status"]["message"]
+    assert cancelled["status"]["preview"]["after"] == "800Gi"  # kept, for people to read
+    assert "ApprovalCancelled" in event_reasons(api, claim)
+    assert records_for(agent, claim, "approval-cancelled")
+    late = answer(sandbox, "approve", name)
+    assert late.returncode == 1
+    assert "no longer waits" in late.stderr
+    time.sleep(6)
+    assert requested(api, claim) == "400Gi"
+
+
+# --- restart --------------------------------------------------------------------------------------------------
+
+
+def test_an_answer_given_while_the_agent_is_down_is_not_lost(
+    sandbox: Sandbox, api: KubeApi, agent: AgentProcess
+) -> None:
+    claim = workload.pvc_name(2)
+    set_usage(sandbox, claim, 330)
+    name = awaiting_with_approval(api, claim)["metadata"]["name"]
+    agent.kill()
+    approved = answer(sandbox, "approve", name)
+    assert approved.returncode == 0, approved.stderr
+    agent.start()
+    eventually(lambda: requested(api, claim) == "800Gi", timeout=90, what="the PVC request at 800Gi")
+    eventually(lambda: phase(approval_named(api, name)) == "Used", timeout=60, what="approval Used")
+    assert [item["metadata"]["name"] for item in approvals_for(api, claim)] == [name]
+    assert len(patch_times(sandbox, claim)) == 1
+
+
+# --- dry-run ------------------------------------------------------------------------------------------------------
+
+
+def test_dry_run_still_asks_and_waits_and_changes_nothing_else(
+    sandbox: Sandbox,
+    api: KubeApi,
+    agent: AgentProcess,
+    rule_args: tuple[list[Path], list[str]],
+    tmp_path: Path,
+) -> None:
+    agent.stop()
+    since = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    rules, extra = rule_args
+    dry = AgentProcess(sandbox=sandbox, rules=rules, extra_args=extra, audit_path=tmp_path / "dry.jsonl", dry_run=True)
+    dry.start()
+    try:
+        claim = workload.pvc_name(3)
+        set_usage(sandbox, claim, 330)
+        name = awaiting_with_approval(api, claim)["metadata"]["name"]
+        time.sleep(8)
+        assert not records_for(dry, claim, "action-dry-run")  # the approval gates the recorded action too
+        approved = answer(sandbox, "approve", name)
+        assert approved.returncode == 0, approved.stderr
+        planned = eventually(
+            lambda: records_for(dry, claim, "action-dry-run"), timeout=60, what="the dry-run resize record"
+        )
+        assert (planned[0]["before"], planned[0]["after"]) == ("400Gi", "800Gi")
+        eventually(lambda: phase(approval_named(api, name)) == "Used", timeout=60, what="approval Used")
+        time.sleep(2)
+        assert requested(api, claim) == "400Gi"
+        touched = {
+            entry["objectRef"].get("resource") for entry in agent_mutations(audit_log_entries(sandbox), since=since)
+        }
+        assert "actionapprovals" in touched
+        assert touched <= OWN_RESOURCES, touched
+    finally:
+        dry.stop()
