@@ -20,6 +20,7 @@ from agent.adapters.approvals import (
     preview_status,
 )
 from agent.adapters.statestore import crd_manifests
+from agent.cli import build_parser
 from agent.core.approvals import (
     Answer,
     Phase,
@@ -245,3 +246,15 @@ def test_only_unanswered_live_approvals_are_waiting() -> None:
     manifest["status"] = {"phase": "Pending"}
     manifest["spec"]["approvalState"] = "declined"
     assert not waiting(decode_approval(manifest))
+
+
+# --- the agent's namespace ----------------------------------------------------------------------------
+
+
+def test_run_namespace_defaults_to_pod_namespace_else_kafka_autopilot(monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["run", "--prometheus", "http://prometheus:9090", "--rules", "rules"]
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    assert build_parser().parse_args(argv).namespace == "kafka-autopilot"
+    monkeypatch.setenv("POD_NAMESPACE", "autopilot-system")
+    assert build_parser().parse_args(argv).namespace == "autopilot-system"
+    assert build_parser().parse_args([*argv, "--namespace", "ops"]).namespace == "ops"
