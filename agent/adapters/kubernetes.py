@@ -437,7 +437,7 @@ class LeaseInfo:
         metadata = _mapping(raw.get("metadata"))
         spec = _mapping(raw.get("spec"))
         duration = spec.get("leaseDurationSeconds")
-        transitions = spec.get("leaderTransitions")
+        transitions = spec.get("leaseTransitions")
         return cls(
             namespace=str(metadata.get("namespace") or ""),
             name=str(metadata.get("name") or ""),
@@ -459,7 +459,7 @@ def _lease_spec(record: LeaseRecord) -> dict[str, Any]:
         "leaseDurationSeconds": None if record.duration_seconds is None else max(1, round(record.duration_seconds)),
         "acquireTime": _micro_time(record.acquire_time),
         "renewTime": _micro_time(record.renew_time),
-        "leaderTransitions": record.transitions,
+        "leaseTransitions": record.transitions,
     }
 
 

@@ -20,8 +20,8 @@ The rules, with the same meaning of the three durations as Kubernetes' own leade
   freshly started standby take over a Lease abandoned long ago without waiting a whole duration).
   A `renewTime` in the future by more than the bound is ignored (reported in the reason);
 - a missing `leaseDurationSeconds` means this replica's own lease duration; missing
-  `leaderTransitions` means 0; a missing Lease is created;
-- `leaderTransitions` grows by one each time the holder changes to someone new; re-acquiring one's
+  `leaseTransitions` means 0; a missing Lease is created;
+- `leaseTransitions` grows by one each time the holder changes to someone new; re-acquiring one's
   own Lease (a restart under the same identity) is no transition;
 - releasing (a leader told to stop) clears the holder and sets a 1 s duration, so a standby takes
   over on its next attempt instead of waiting out the lease.

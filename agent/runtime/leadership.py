@@ -210,7 +210,7 @@ class LeaderElector:
                 verdict=decision.verdict.value,
                 why=str(error),
             )
-            return self._unreadable(error)
+            return self._unreadable(error, quiet=True)
         except (KubeError, TimeoutError) as error:
             return self._unreadable(error)
         self._lease = written
@@ -227,7 +227,7 @@ class LeaderElector:
             return max(0.05, timing.renew_deadline - (now - self._last_renewed_at))
         return timing.renew_deadline
 
-    def _unreadable(self, error: BaseException) -> Decision:
+    def _unreadable(self, error: BaseException, *, quiet: bool = False) -> Decision:
         """A failed request: a leader steps down once its renew deadline has passed, else tries again."""
         now = self._clock.now()
         if self.leading:
@@ -246,7 +246,8 @@ class LeaderElector:
         what = str(error) or type(error).__name__
         if isinstance(error, TimeoutError):
             what = "the request timed out"
-        log.warning("leader election: Lease request failed; trying again", lease=self.settings.lease, error=what)
+        if not quiet:
+            log.warning("leader election: Lease request failed; trying again", lease=self.settings.lease, error=what)
         return Decision(verdict=Verdict.STAND_BY, reason=f"Lease request failed: {what}", retry_in=None)
 
     # --- bookkeeping -----------------------------------------------------------------------------

@@ -199,6 +199,8 @@ async def run_agent(
                 dry_run=options.dry_run,
             )
             readiness = standby_readiness(elector, agent)
+        else:
+            telemetry.set("kafka_autopilot_leader", 1)  # alone, it acts
         runner = await serve(
             Endpoints(
                 telemetry=telemetry, readiness=readiness, trigger=agent.trigger, health=lambda: agent.rule_health
@@ -242,7 +244,8 @@ async def run_agent(
             stop_acting(agent, tasks)
             stopping.cancel()
             await asyncio.gather(*tasks, stopping, return_exceptions=True)
-            reason = keeping[0].result()
+            failure = keeping[0].exception()
+            reason = keeping[0].result() if failure is None else f"{type(failure).__name__}: {failure}"
             print(f"kafka-autopilot run: lost leadership, stopped acting: {reason}", file=sys.stderr)
             return EXIT_LEADERSHIP_LOST
         failed = [task for task in tasks if task in done]

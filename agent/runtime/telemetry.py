@@ -14,7 +14,7 @@ adapting a client library's registry, and keeps label cardinality visible here:
 | kafka_autopilot_rules_loaded                  | (gauge)                         |
 | kafka_autopilot_rule_problems                 | (gauge: rules that failed to load) |
 | kafka_autopilot_rule_healthy                  | rule (gauge: 1 when its last cycle saw every object) |
-| kafka_autopilot_leader                        | (gauge: 1 while this replica holds the leader Lease; 0 on standby) |
+| kafka_autopilot_leader                        | (gauge: 1 while this replica acts; 0 on standby) |
 
 `outcome` is one of planned, applied, verified, failed, declined, declined-at-maxsize, held, dry-run.
 """

@@ -45,7 +45,7 @@ class Row:
     last_renewed_at: float | None
     verdict: Verdict
     transitions: int | None = None
-    """leaderTransitions in the record to write (ACQUIRE / RENEW)."""
+    """leaseTransitions in the record to write (ACQUIRE / RENEW)."""
     reason: str = ""
 
 
@@ -156,7 +156,7 @@ ROWS = [
         Verdict.STAND_BY,
     ),
     Row(
-        "missing leaderTransitions counts as 0",
+        "missing leaseTransitions counts as 0",
         held(OTHER, transitions=None, renewed=NOW - 30),
         False,
         NOW - 30,
