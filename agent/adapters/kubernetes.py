@@ -11,6 +11,8 @@ keeps all of that on its side of the line:
   `resize_pvc` sets the size and the in-flight annotations together, `force_delete_pod` carries a
   uid precondition so a pod recreated under the same name is never deleted by mistake, and
   `taint_node` is a compare-and-swap on `spec.taints`;
+- `read_lease` / `create_lease` / `replace_lease` serve leader election (agent.runtime.leadership):
+  a replace carries the resourceVersion read, so a concurrent writer's change makes it fail with 409;
 - `watch()` lists, then watches from the list's resourceVersion, and keeps going across expired
   resourceVersions (HTTP 410: it lists again and says so with a `RESYNC` event) and apiserver
   restarts (it backs off and resumes);

@@ -2,6 +2,10 @@
 
 This is the only place that knows which concrete adapter plays which part, and the only place that
 decides dry-run: it picks the dry-run applier (an audit sink) or the live one, once.
+
+With leader election (`RunOptions.leader_elect`), the replica serves its endpoints at once but starts
+the rule loops, watches and executors only once it holds the Lease; when it loses the Lease it cancels
+them all synchronously and `run_agent` returns EXIT_LEADERSHIP_LOST (75); on SIGTERM it releases the Lease.
 """
 
 from __future__ import annotations
