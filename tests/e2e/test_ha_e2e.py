@@ -7,6 +7,7 @@ The shipped reference rule `rules/kafka-resize.yaml` runs unchanged in both repl
   duration (plus one retry period: it looks every 2 s), resumes the recorded plan from the durable
   state and verifies it; the apiserver's audit log shows exactly one PATCH of that PVC;
 - a leader told to stop (SIGTERM) releases the Lease and the standby takes over at its next look;
+- a leader that finds someone else in the Lease stops at once and exits with 75;
 - two dry-run replicas: one leads, and nobody mutates anything but the agent's own objects.
 The apiserver's audit log tells the replicas apart by User-Agent (`kafka-autopilot/<version> (<identity>)`).
 Takeover times are printed (pytest -s shows them).
@@ -243,6 +244,28 @@ def test_a_leader_stopped_with_sigterm_hands_over_at_once(
     eventually(a.ready, timeout=60, what="the new leader ready")
 
 
+def test_a_leader_that_sees_another_holder_stops_at_once_and_exits_75(
+    api: KubeApi, pair: dict[str, AgentProcess]
+) -> None:
+    a = pair["a"]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    api.merge_patch(LEASE, {"spec": {"holderIdentity": "intruder", "renewTime": now, "acquireTime": now}})
+    changed_at = time.time()
+    process = a.process
+    assert process is not None
+    eventually(lambda: process.poll() is not None, timeout=RETRY_PERIOD + SLACK + 10, what="the leader exiting")
+    code = process.returncode
+    stopped = time.time() - changed_at
+    print(f"\nSTEP-DOWN after another holder appeared in the Lease: {stopped:.2f}s, exit code {code}")
+    assert code == EXIT_LOST
+    lost = leadership(a, "lost")
+    assert lost and "intruder" in lost[0]["reason"]
+    actions_after = [r for r in a.records() if r["event"] in ACTION_EVENTS and r["time"] > lost[0]["time"]]
+    assert actions_after == []
+    log = a.audit_path.with_suffix(".log").read_text(errors="replace")
+    assert "lost leadership, stopped acting" in log
+
+
 # --- dry-run ---------------------------------------------------------------------------------------------
 
 
@@ -268,8 +291,8 @@ def test_two_dry_run_replicas_one_leads_and_nothing_changes(
                 for r in agent.records()
                 if r["event"] == "action-dry-run" and r["object"] == f"kafka/{claim}"
             ],
-            timeout=90,
-            what="a dry-run resize record",
+            timeout=LEASE_DURATION + 120,
+            what="a dry-run resize record (after the intruder's Lease expired)",
         )
         assert (planned[0]["before"], planned[0]["after"]) == ("400Gi", "800Gi")
         leaders = [agent for agent in (c, d) if leadership(agent, "acquired")]
