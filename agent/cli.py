@@ -5,6 +5,7 @@ Exit codes mean the same for every subcommand:
   1  the input has problems (lint errors, failed rule tests)
   2  the command could not run (bad arguments, unreadable test file, Prometheus missing or failing)
   70 an internal error (a bug: please report it with the message)
+  75 `run --leader-elect` only: this replica led and lost the Lease; it stopped acting (restart it)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -32,6 +34,7 @@ from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import approval_commands, demo, ruletest
+from agent.runtime.leadership import EXIT_LEADERSHIP_LOST
 from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
 from agent.sandbox.environment import FAULTS, Sandbox
 from agent.sandbox.process import SandboxProcessError
@@ -64,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kafka-autopilot",
         description="Autopilot and remediation agent for Apache Kafka on Kubernetes.",
-        epilog="Exit codes: 0 ok, 1 problems found, 2 could not run, 70 internal error.",
+        epilog="Exit codes: 0 ok, 1 problems found, 2 could not run, 70 internal error, 75 lost leadership.",
     )
     parser.add_argument("--version", action="version", version=f"kafka-autopilot {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -139,8 +142,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--namespace",
         default=os.environ.get("POD_NAMESPACE") or "kafka-autopilot",
-        help="the agent's own namespace, home of approvals for nodes and pools (default: $POD_NAMESPACE, "
+        metavar="NAMESPACE",
+        help="the agent's own namespace: its Lease, and approvals for nodes and pools (default: $POD_NAMESPACE, "
         "else kafka-autopilot; --install-crds creates it when missing)",
+    )
+    election = run.add_argument_group(
+        "high availability",
+        "With --leader-elect, replicas share a coordination.k8s.io/v1 Lease and only its holder acts; the others "
+        "stand by (serving /healthz, /readyz and /metrics). A leader that loses the Lease stops acting at once and "
+        f"exits with {EXIT_LEADERSHIP_LOST}, to be restarted as a standby; on SIGTERM it releases the Lease.",
+    )
+    election.add_argument("--leader-elect", action="store_true", help="act only while holding the Lease")
+    election.add_argument("--lease-name", default="kafka-autopilot", metavar="NAME", help="(default kafka-autopilot)")
+    election.add_argument(
+        "--lease-duration",
+        type=int,
+        default=15,
+        metavar="SECONDS",
+        help="how long a standby waits for a silent leader before taking over (default 15; renew deadline and "
+        "retry period follow as 2/3 and 2/15 of it)",
+    )
+    election.add_argument(
+        "--identity",
+        default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+        metavar="NAME",
+        help="this replica's name in the Lease (default $POD_NAME, else hostname-pid)",
     )
     run.set_defaults(command=cmd_run)
 
@@ -385,6 +411,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             sasl_password=password,
             ssl_cafile=args.kafka_ca_file,
         )
+    if args.leader_elect and args.lease_duration < 3:
+        print(
+            f"kafka-autopilot run: --lease-duration must be at least 3 seconds, got {args.lease_duration}",
+            file=sys.stderr,
+        )
+        return EXIT_CANNOT_RUN
+    if args.leader_elect and not args.identity.strip():
+        print("kafka-autopilot run: --identity must not be empty", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     audit = args.audit.open("a", encoding="utf-8") if args.audit else sys.stdout
     options = RunOptions(
         rule_paths=args.rules,
@@ -402,8 +437,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen_host=host,
         listen_port=int(port),
         install_crds=args.install_crds,
-        namespace=args.namespace,
         audit_stream=audit,
+        leader_elect=args.leader_elect,
+        lease_name=args.lease_name,
+        namespace=args.namespace,
+        lease_duration=float(args.lease_duration),
+        identity=args.identity.strip(),
     )
     try:
         return asyncio.run(run_agent(options))

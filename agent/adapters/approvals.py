@@ -354,38 +354,3 @@ class ApprovalStore:
         except _CLIENT_ERRORS as error:
             raise self._error(error, what) from error
         return decode_approval(obj)
-
-
-async def ensure_namespace(api_client: client.ApiClient, name: str) -> bool:
-    """Create the namespace `name` when missing (the home of approvals for cluster-scoped objects);
-    True when it was created now."""
-    core = client.CoreV1Api(api_client)
-    server = str(getattr(getattr(api_client, "configuration", None), "host", "the apiserver"))
-    try:
-        await core.read_namespace(name)
-        return False
-    except ApiException as error:
-        if error.status != 404:
-            raise ApprovalStoreError(
-                f"kube-apiserver {server}: GET namespaces {name}: HTTP {error.status} {error.reason}",
-                status=int(error.status) if error.status else None,
-            ) from error
-    except _CLIENT_ERRORS as error:
-        raise ApprovalStoreError(
-            f"kube-apiserver {server}: GET namespaces {name}: no answer: {error}", status=None
-        ) from error
-    body: Any = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    try:
-        await core.create_namespace(body)
-    except ApiException as error:
-        if error.status == 409:
-            return False
-        raise ApprovalStoreError(
-            f"kube-apiserver {server}: POST namespaces {name}: HTTP {error.status} {error.reason}",
-            status=int(error.status) if error.status else None,
-        ) from error
-    except _CLIENT_ERRORS as error:
-        raise ApprovalStoreError(
-            f"kube-apiserver {server}: POST namespaces {name}: no answer: {error}", status=None
-        ) from error
-    return True

@@ -11,6 +11,8 @@ keeps all of that on its side of the line:
   `resize_pvc` sets the size and the in-flight annotations together, `force_delete_pod` carries a
   uid precondition so a pod recreated under the same name is never deleted by mistake, and
   `taint_node` is a compare-and-swap on `spec.taints`;
+- `read_lease` / `create_lease` / `replace_lease` serve leader election (agent.runtime.leadership):
+  a replace carries the resourceVersion read, so a concurrent writer's change makes it fail with 409;
 - `watch()` lists, then watches from the list's resourceVersion, and keeps going across expired
   resourceVersions (HTTP 410: it lists again and says so with a `RESYNC` event) and apiserver
   restarts (it backs off and resumes);
@@ -66,6 +68,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
 from agent import __version__
+from agent.core.leadership import LeaseRecord
 from agent.core.quantity import QuantityError, format_bytes, parse_bytes
 
 __all__ = [
@@ -76,6 +79,7 @@ __all__ = [
     "EventTarget",
     "KubeClient",
     "KubeError",
+    "LeaseInfo",
     "NodeInfo",
     "NotFoundError",
     "OwnerReference",
@@ -419,6 +423,50 @@ class VolumeAttachmentInfo:
     node: str
     pv: str | None
     attached: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaseInfo:
+    """A coordination.k8s.io/v1 Lease: its spec as a LeaseRecord, and the resourceVersion to write it back with."""
+
+    namespace: str
+    name: str
+    resource_version: str
+    record: LeaseRecord
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> LeaseInfo:
+        metadata = _mapping(raw.get("metadata"))
+        spec = _mapping(raw.get("spec"))
+        duration = spec.get("leaseDurationSeconds")
+        transitions = spec.get("leaseTransitions")
+        return cls(
+            namespace=str(metadata.get("namespace") or ""),
+            name=str(metadata.get("name") or ""),
+            resource_version=str(metadata.get("resourceVersion") or ""),
+            record=LeaseRecord(
+                holder=_optional_str(spec.get("holderIdentity")),
+                duration_seconds=float(duration) if isinstance(duration, int | float) else None,
+                acquire_time=_epoch(spec.get("acquireTime")),
+                renew_time=_epoch(spec.get("renewTime")),
+                transitions=transitions if isinstance(transitions, int) else None,
+            ),
+        )
+
+
+def _lease_spec(record: LeaseRecord) -> dict[str, Any]:
+    """The Lease spec for `record`; a missing holder is written as null (released)."""
+    return {
+        "holderIdentity": record.holder or None,
+        "leaseDurationSeconds": None if record.duration_seconds is None else max(1, round(record.duration_seconds)),
+        "acquireTime": _micro_time(record.acquire_time),
+        "renewTime": _micro_time(record.renew_time),
+        "leaseTransitions": record.transitions,
+    }
+
+
+def _micro_time(at: float | None) -> str | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -878,6 +926,62 @@ class KubeClient:
                 delay = max(self._backoff.delay(failures), error.retry_after_seconds)
                 _log.warning("watch interrupted, resuming", resource=source.resource, error=str(error), retry_in=delay)
                 await self._pause(delay)
+
+    # -- leases (leader election) and the agent's namespace
+
+    async def read_lease(self, *, namespace: str, name: str) -> LeaseInfo | None:
+        """The Lease, or None when there is none."""
+        operation = _Operation(verb="GET", resource="leases", namespace=namespace, name=name)
+        try:
+            raw = await self._send(operation, self._coordination.read_namespaced_lease, name, namespace)
+        except NotFoundError:
+            return None
+        return LeaseInfo.from_raw(raw)
+
+    async def create_lease(self, *, namespace: str, name: str, record: LeaseRecord) -> LeaseInfo:
+        """Create the Lease; ConflictError when it exists already (someone else created it first),
+        NotFoundError when the namespace does not exist."""
+        operation = _Operation(verb="POST", resource="leases", namespace=namespace, name=name)
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": _lease_spec(record),
+        }
+        raw = await self._send(operation, self._coordination.create_namespaced_lease, namespace, body)
+        return LeaseInfo.from_raw(raw)
+
+    async def replace_lease(self, lease: LeaseInfo, record: LeaseRecord) -> LeaseInfo:
+        """Write `record` as the Lease's spec only if the Lease is still at `lease.resource_version`;
+        ConflictError when someone wrote it in between."""
+        operation = _Operation(verb="PUT", resource="leases", namespace=lease.namespace, name=lease.name)
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": lease.name, "namespace": lease.namespace, "resourceVersion": lease.resource_version},
+            "spec": _lease_spec(record),
+        }
+        raw = await self._send(
+            operation, self._coordination.replace_namespaced_lease, lease.name, lease.namespace, body
+        )
+        return LeaseInfo.from_raw(raw)
+
+    async def ensure_namespace(self, name: str) -> bool:
+        """Create the namespace unless it exists; True when it was created now."""
+        read = _Operation(verb="GET", resource="namespaces", name=name)
+        try:
+            await self._send(read, self._core.read_namespace, name)
+            return False
+        except NotFoundError:
+            pass
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        try:
+            await self._send(
+                _Operation(verb="POST", resource="namespaces", name=name), self._core.create_namespace, body
+            )
+        except ConflictError:
+            return False
+        return True
 
     # -- internals
 

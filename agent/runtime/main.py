@@ -2,6 +2,10 @@
 
 This is the only place that knows which concrete adapter plays which part, and the only place that
 decides dry-run: it picks the dry-run applier (an audit sink) or the live one, once.
+
+With leader election (`RunOptions.leader_elect`), the replica serves its endpoints at once but starts
+the rule loops, watches and executors only once it holds the Lease; when it loses the Lease it cancels
+them all synchronously and `run_agent` returns EXIT_LEADERSHIP_LOST (75); on SIGTERM it releases the Lease.
 """
 
 from __future__ import annotations
@@ -21,20 +25,27 @@ from agent.actions.base import Executor, WallClock
 from agent.actions.mutations import Applier, DryRunApplier, LiveApplier, Mutation
 from agent.actions.reschedule import NodeRescheduleExecutor
 from agent.actions.resize import VolumeResizeExecutor
-from agent.adapters.approvals import ApprovalStore, ApprovalStoreError, ensure_namespace
+from agent.adapters.approvals import ApprovalStore
 from agent.adapters.files import load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
-from agent.adapters.kubernetes import EventTarget, KubeClient, KubeError, connect
+from agent.adapters.kubernetes import USER_AGENT, EventTarget, KubeClient, KubeError, connect
 from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.statestore import StateStore, install_crds, object_name, read_cluster_rules
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core import catalog
 from agent.core.diagnostics import Problem
+from agent.core.leadership import Timing
 from agent.core.loader import merge_results, parse_rules
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule, TargetKind
 from agent.runtime.agent import Agent
 from agent.runtime.approvals import ApprovalFlow
+from agent.runtime.leadership import (
+    EXIT_LEADERSHIP_LOST,
+    ElectionSettings,
+    LeaderElector,
+    LeaseNamespaceMissingError,
+)
 from agent.runtime.server import Endpoints, serve
 from agent.runtime.telemetry import Telemetry
 
@@ -70,9 +81,15 @@ class RunOptions:
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
     install_crds: bool = False
-    namespace: str = "kafka-autopilot"
-    """The agent's own namespace: home of the ActionApprovals for cluster-scoped objects."""
     audit_stream: TextIO = field(default=sys.stdout)
+    leader_elect: bool = False
+    """Act only while holding the Lease `namespace`/`lease_name` (see agent.runtime.leadership)."""
+    lease_name: str = "kafka-autopilot"
+    namespace: str = "kafka-autopilot"
+    """The agent's own namespace: its Lease, and the ActionApprovals for cluster-scoped objects."""
+    lease_duration: float = 15.0
+    identity: str = ""
+    """This replica's name in the Lease (and in its User-Agent); required with leader_elect."""
 
 
 @dataclass
@@ -136,11 +153,8 @@ async def run_agent(
     async with kube, contextlib.AsyncExitStack() as stack:
         if options.install_crds:
             await install_crds(kube.api_client)
-            try:
-                if await ensure_namespace(kube.api_client, options.namespace):
-                    log.info("namespace created", namespace=options.namespace)
-            except ApprovalStoreError as error:
-                log.warning("the agent's namespace could not be made sure of", error=str(error))
+            if await kube.ensure_namespace(options.namespace):
+                log.info("created the agent's namespace (approvals, Lease)", namespace=options.namespace)
         if options.cluster_rules:
             cluster = await read_cluster_rules(kube.api_client)
             for found in cluster:
@@ -174,9 +188,29 @@ async def run_agent(
             dry_run=options.dry_run,
             approvals=ApprovalFlow(store=ApprovalStore(kube.api_client), agent_namespace=options.namespace),
         )
+        elector = None
+        readiness = agent.readiness
+        if options.leader_elect:
+            kube.api_client.user_agent = f"{USER_AGENT} ({options.identity})"
+            elector = LeaderElector(
+                leases=kube,
+                settings=ElectionSettings(
+                    namespace=options.namespace,
+                    lease_name=options.lease_name,
+                    identity=options.identity,
+                    timing=Timing.for_lease(options.lease_duration),
+                ),
+                clock=clock,
+                trail=trail,
+                telemetry=telemetry,
+                dry_run=options.dry_run,
+            )
+            readiness = standby_readiness(elector, agent)
+        else:
+            telemetry.set("kafka_autopilot_leader", 1)  # alone, it acts
         runner = await serve(
             Endpoints(
-                telemetry=telemetry, readiness=agent.readiness, trigger=agent.trigger, health=lambda: agent.rule_health
+                telemetry=telemetry, readiness=readiness, trigger=agent.trigger, health=lambda: agent.rule_health
             ),
             host=options.listen_host,
             port=options.listen_port,
@@ -194,16 +228,40 @@ async def run_agent(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
+        if elector is not None:
+            try:
+                if not await until_leading(elector, stop):
+                    log.info("standby stopped")
+                    return 0
+            except LeaseNamespaceMissingError as error:
+                print(f"kafka-autopilot run: {error}", file=sys.stderr)
+                return 2
         tasks = [
             asyncio.create_task(agent.run(), name="agent"),
             asyncio.create_task(watch_triggers(kube, agent), name="watches"),
         ]
+        keeping = []
+        if elector is not None:
+            keeping.append(
+                asyncio.create_task(elector.keep(on_lost=lambda _: stop_acting(agent, tasks)), name="leadership")
+            )
         stopping = asyncio.create_task(stop.wait(), name="stop")
-        done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([*tasks, *keeping, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if keeping and keeping[0] in done:
+            stop_acting(agent, tasks)
+            stopping.cancel()
+            await asyncio.gather(*tasks, stopping, return_exceptions=True)
+            failure = keeping[0].exception()
+            reason = keeping[0].result() if failure is None else f"{type(failure).__name__}: {failure}"
+            print(f"kafka-autopilot run: lost leadership, stopped acting: {reason}", file=sys.stderr)
+            return EXIT_LEADERSHIP_LOST
         failed = [task for task in tasks if task in done]
-        for task in [*tasks, stopping]:
+        for task in [*tasks, *keeping, stopping]:
             task.cancel()
-        await asyncio.gather(*tasks, stopping, return_exceptions=True)
+        await asyncio.gather(*tasks, *keeping, stopping, return_exceptions=True)
+        if elector is not None:
+            stop_acting(agent, tasks)
+            await elector.release()
         for task in failed:
             cause = task.exception() if not task.cancelled() else None
             log.error("agent task ended unexpectedly", task=task.get_name(), error=repr(cause))
@@ -212,6 +270,39 @@ async def run_agent(
             return 70
         log.info("agent stopped")
     return 0
+
+
+def standby_readiness(elector: LeaderElector, agent: Agent) -> Callable[[], str | None]:
+    """A standby is ready (it serves health and metrics, and must not hold up a rolling update);
+    the leader is ready once each rule's first cycle ran."""
+
+    def readiness() -> str | None:
+        return agent.readiness() if elector.leading else None
+
+    return readiness
+
+
+async def until_leading(elector: LeaderElector, stop: asyncio.Event) -> bool:
+    """Stand by until this replica leads (True) or is told to stop first (False)."""
+    acquiring = asyncio.create_task(elector.acquire(), name="election")
+    stopping = asyncio.create_task(stop.wait(), name="stop")
+    done, _ = await asyncio.wait([acquiring, stopping], return_when=asyncio.FIRST_COMPLETED)
+    for task in (acquiring, stopping):
+        task.cancel()
+    await asyncio.gather(acquiring, stopping, return_exceptions=True)
+    failure = acquiring.exception() if acquiring in done and not acquiring.cancelled() else None
+    if failure is not None:
+        raise failure
+    if stop.is_set():
+        await elector.release()
+        return False
+    return elector.leading
+
+
+def stop_acting(agent: Agent, tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel the rule loops, the watches and every action in flight, synchronously (no await)."""
+    for task in [*tasks, *agent.running_actions.values()]:
+        task.cancel()
 
 
 async def watch_triggers(kube: KubeClient, agent: Agent) -> None:

@@ -3,6 +3,8 @@
 - GET /healthz: 200 while the event loop runs (liveness).
 - GET /readyz: 200 once rules are loaded and the first cycle of every rule has run; 503 before,
   with the reason in the body.
+  With --leader-elect, a standby replica is ready (200): it is healthy and serves metrics, and an
+  unready standby would hold up every rolling update; the leader is ready after its first cycles.
 - GET /metrics: agent.runtime.telemetry in the Prometheus text format.
 - GET /rules: each rule's health after its last cycle ("ok", or what it could not see), as JSON.
 - POST /api/v1/alerts: an Alertmanager-compatible webhook. Each firing alert triggers an immediate

@@ -15,6 +15,7 @@ adapting a client library's registry, and keeps label cardinality visible here:
 | kafka_autopilot_rule_problems                 | (gauge: rules that failed to load) |
 | kafka_autopilot_rule_healthy                  | rule (gauge: 1 when its last cycle saw every object) |
 | kafka_autopilot_approvals_total               | rule, outcome (requested, approved, declined, cancelled, used) |
+| kafka_autopilot_leader                        | (gauge: 1 while this replica acts; 0 on standby) |
 
 `outcome` is one of planned, applied, verified, failed, declined, declined-at-maxsize, held, dry-run.
 """
@@ -37,6 +38,7 @@ _HELP = {
     "kafka_autopilot_rule_problems": ("gauge", "Problems found while loading rules."),
     "kafka_autopilot_rule_healthy": ("labeled-gauge", "1 when the rule's last cycle had data for every object."),
     "kafka_autopilot_approvals_total": ("counter", "ActionApprovals by rule and what became of them."),
+    "kafka_autopilot_leader": ("gauge", "1 while this replica holds the leader Lease and acts; 0 while it stands by."),
 }
 
 

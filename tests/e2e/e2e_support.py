@@ -38,6 +38,10 @@ class AgentProcess:
     """More `run` options, e.g. `--policy FILE` or `--namespace NAME`."""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    leader_elect: bool = False
+    """Run with --leader-elect (a replica of an HA pair); `identity` names it in the Lease and its User-Agent."""
+    identity: str | None = None
+    lease_duration: int | None = None
 
     def start(self) -> None:
         status = self.sandbox.status()
@@ -63,6 +67,12 @@ class AgentProcess:
         if self.dry_run:
             argv.append("--dry-run")
         argv.extend(self.extra_args)
+        if self.leader_elect:
+            argv.append("--leader-elect")
+        if self.identity is not None:
+            argv += ["--identity", self.identity]
+        if self.lease_duration is not None:
+            argv += ["--lease-duration", str(self.lease_duration)]
         with self.audit_path.with_suffix(".log").open("ab") as log:
             self.process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         try:

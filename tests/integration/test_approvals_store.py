@@ -15,14 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import config
+from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from agent.adapters.approvals import (
     AnswerConflictError,
     ApprovalStore,
     ApprovalStoreError,
-    ensure_namespace,
 )
 from agent.adapters.statestore import install_crds
 from agent.core.approvals import ActionPreview, Answer, ApprovalRequest, Phase, approval_name
@@ -55,8 +54,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeControlPlane
 async def _prepare(kubeconfig: Path) -> None:
     async with await config.new_client_from_config(config_file=str(kubeconfig)) as api_client:
         await install_crds(api_client)
-        assert await ensure_namespace(api_client, "kafka") is True
-        assert await ensure_namespace(api_client, "kafka") is False
+        await client.CoreV1Api(api_client).create_namespace({"metadata": {"name": "kafka"}})
 
 
 @pytest.fixture
