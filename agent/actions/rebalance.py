@@ -8,7 +8,8 @@ Plan: read Kafka's metadata and keep only the partitions whose preferred replica
 is this broker, is registered and in the ISR, and does not lead now
 (`agent.core.kafka_safety.preferred_leader_candidates`). Electing a replica outside the ISR would
 fail anyway (PREFERRED_LEADER_NOT_AVAILABLE), so such partitions are named in the reason instead.
-Nothing left: a no-op, verified, and the reason says why.
+Nothing left: a no-op, verified, and the reason says why; held instead when the broker is still
+catching up on partitions it should lead (it may be electable at the next trigger).
 Apply: ElectLeaders (PREFERRED) in batches of `batchsize` partitions, each batch one
 `ElectPreferredLeaders` mutation for the applier. A partition Kafka refuses is reported by name and
 error; the other batches still go.
@@ -91,12 +92,17 @@ class LeaderRebalanceExecutor:
             f"; not elected, broker {broker} is not an in-sync replica of: {partition_list(stuck)}" if stuck else ""
         )
         log = MutationLog(applier=self.applier)
+        if not candidates and stuck:
+            return Outcome(
+                kind=OutcomeKind.HELD,
+                reason=f"nothing elected: broker {broker} is not (yet) an in-sync replica of the partitions it is "
+                f"preferred for and does not lead: {partition_list(stuck)}",
+            )
         if not candidates:
             kind = OutcomeKind.DRY_RUN if self.applier.dry_run else OutcomeKind.VERIFIED
             return Outcome(
                 kind=kind,
-                reason=f"nothing to elect: broker {broker} leads every partition it is preferred for "
-                f"and in the ISR of{stuck_note}",
+                reason=f"nothing to elect: broker {broker} leads every partition it is preferred for",
             )
         refused: dict[tuple[str, int], str] = {}
         for batch in batches(candidates, params.batch_size):

@@ -16,6 +16,7 @@ from typing import cast
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from elect_metrics import elect_requests
 
 from agent.actions.base import OutcomeKind, WallClock
 from agent.actions.mutations import ClusterWriter, DryRunApplier, ElectPreferredLeaders, LiveApplier, Mutation
@@ -203,3 +204,10 @@ async def test_the_executor_plans_in_dry_run_and_elects_in_batches_live(
     again = await live.run(planned=planned, target=target, params=params)
     assert again.kind is OutcomeKind.VERIFIED and again.mutations == ()
     assert again.reason.startswith("nothing to elect: broker 0 leads every partition")
+
+
+def test_the_brokers_exporters_count_the_elect_leaders_requests(kafka_cluster: KafkaCluster) -> None:
+    # The last test sent one request per batch, at the version negotiated (v2), after broker 0's restart.
+    counts = elect_requests(kafka_cluster)
+    print(f"ElectLeaders requests per (broker, version): {counts}")
+    assert sum(value for (_, version), value in counts.items() if version == "2") >= 2
