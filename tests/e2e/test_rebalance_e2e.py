@@ -172,6 +172,7 @@ def test_the_agent_restores_preferred_leaders_after_a_restart(
         timeout=30,
         what=f"the election for broker {broker} verified in the audit trail",
     )
+    print(f"REBALANCE broker {broker} outcome: {verified[-1]['reason']}")
     assert f"broker {broker} leads its" in verified[-1]["reason"], verified[-1]
     assert all(p.leader == p.preferred_leader for p in view(sandbox).partitions)
 
@@ -202,6 +203,7 @@ def test_dry_run_plans_the_election_and_changes_nothing(
             timeout=90,
             what="the planned election in the dry-run audit trail",
         )
+        print(f"\nDRY-RUN recorded: {planned[0]['after']}")
         assert planned[0]["after"].startswith(f"elect preferred leader (broker {broker}) of"), planned[0]
         for n in (0, 4, 8):
             assert f"{TOPIC}-{n}" in planned[0]["after"]
