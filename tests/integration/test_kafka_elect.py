@@ -22,6 +22,7 @@ from agent.actions.base import OutcomeKind, WallClock
 from agent.actions.mutations import ClusterWriter, DryRunApplier, ElectPreferredLeaders, LiveApplier, Mutation
 from agent.actions.rebalance import LeaderRebalanceExecutor
 from agent.adapters.kafka import KafkaAdmin, KafkaResponseError, KafkaSettings, KafkaUnavailableError
+from agent.adapters.kafka_elect import ElectLeadersRequest
 from agent.core import catalog
 from agent.core.elections import ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE
 from agent.core.engine import PlannedAction
@@ -151,11 +152,32 @@ async def test_a_preferred_replica_out_of_the_isr_is_not_elected(
         leaders = {p.partition: p.leader for p in of_topic(view)}
         assert {p.partition: p.leader for p in after.partitions} == leaders
         assert all(p.leader != stopped for p in after.partitions)
+
+        planned, target = planned_for(stopped)
+        executor = LeaderRebalanceExecutor(
+            kafka=kafka, applier=LiveApplier(writer=cast(ClusterWriter, None), kafka=kafka), clock=WallClock()
+        )
+        held = await executor.run(planned=planned, target=target, params=LeaderRebalanceParams())
+        assert held.kind is OutcomeKind.HELD and held.mutations == (), held
+        assert f"{TOPIC}-3, {TOPIC}-7" in held.reason, held.reason
     finally:
         await asyncio.to_thread(kafka_cluster.start_broker, stopped)
     await wait_for_view(kafka, in_sync, what=f"broker {stopped} back in every ISR")
     await kafka.elect_preferred_leaders([(TOPIC, 3), (TOPIC, 7)])
     await wait_for_view(kafka, balanced, what="balanced again")
+
+
+async def test_an_unknown_partition_is_reported_alone(kafka: KafkaAdmin) -> None:
+    results = await kafka.elect_preferred_leaders([("no-such-topic", 0), (TOPIC, 1)])
+    assert [r.describe().split(" (")[0] for r in results] == [
+        "no-such-topic-0: UNKNOWN_TOPIC_OR_PARTITION",
+        f"{TOPIC}-1: ELECTION_NOT_NEEDED",
+    ]
+
+
+def test_a_version_outside_the_specs_is_refused_before_anything_is_sent() -> None:
+    with pytest.raises(ValueError, match="ElectLeaders v3 is not implemented"):
+        ElectLeadersRequest(partitions=[(TOPIC, 0)], timeout_ms=1000, version=3)
 
 
 def planned_for(broker: int) -> tuple[PlannedAction, TargetObject]:
