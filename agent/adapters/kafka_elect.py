@@ -1,8 +1,9 @@
 """Kafka's ElectLeaders API (key 43) on aiokafka's protocol layer, which has no admin call for it.
 
 The structs follow Kafka's message specs (clients/src/main/resources/common/message/
-ElectLeadersRequest.json and ElectLeadersResponse.json); Kafka 4.x brokers still accept every
-version, 0-2 (KIP-896 removed none of them: all are newer than its 2.1 baseline):
+ElectLeadersRequest.json and ElectLeadersResponse.json). Kafka 4.x brokers still accept every
+version, 0-2: KIP-896 (4.0) removed only versions older than its Kafka 2.1 baseline, and API 43
+came later (the 4.4.0 spec lists validVersions 0-2; the sandbox's 4.4.0 brokers offer 0-2):
 
 - v0: the topic partitions and a timeout; the election is always PREFERRED;
 - v1: an election type first (0 PREFERRED, 1 UNCLEAN); the answer gains a top-level error code;
