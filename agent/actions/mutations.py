@@ -8,10 +8,11 @@ same path all the way and no code asks "am I in dry-run?" again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from agent.core.elections import PartitionElection, partition_list
 from agent.core.quantity import format_bytes
 
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
@@ -65,7 +66,29 @@ class DeleteVolumeAttachment:
         return f"delete VolumeAttachment {self.name}"
 
 
-Mutation = ResizePvc | CordonNode | TaintNode | ForceDeletePod | DeleteVolumeAttachment
+@dataclass(frozen=True, kw_only=True)
+class ElectPreferredLeaders:
+    """One Kafka ElectLeaders request (PREFERRED) for these partitions, on behalf of `broker_id`."""
+
+    broker_id: int
+    partitions: tuple[tuple[str, int], ...]
+
+    def describe(self) -> str:
+        return (
+            f"elect preferred leader (broker {self.broker_id}) of {len(self.partitions)} "
+            f"partition{'s' if len(self.partitions) != 1 else ''}: {partition_list(self.partitions)}"
+        )
+
+
+Mutation = ResizePvc | CordonNode | TaintNode | ForceDeletePod | DeleteVolumeAttachment | ElectPreferredLeaders
+
+
+class ElectionIncompleteError(Exception):
+    """Kafka answered an election, but not every partition is led by its preferred replica."""
+
+    def __init__(self, failures: Sequence[PartitionElection]) -> None:
+        super().__init__("; ".join(failure.describe() for failure in failures))
+        self.failures = tuple(failures)
 
 
 class Applier(Protocol):
@@ -91,10 +114,17 @@ class ClusterWriter(Protocol):
     async def delete_volume_attachment(self, name: str) -> object: ...
 
 
+class KafkaWriter(Protocol):
+    """The subset of the Kafka adapter the live applier needs."""
+
+    async def elect_preferred_leaders(self, partitions: Sequence[tuple[str, int]]) -> Sequence[PartitionElection]: ...
+
+
 @dataclass
 class LiveApplier:
     writer: ClusterWriter
     dry_run: bool = False
+    kafka: KafkaWriter | None = None
 
     async def apply(self, mutation: Mutation) -> None:
         match mutation:
@@ -115,6 +145,13 @@ class LiveApplier:
                 await self.writer.force_delete_pod(namespace=mutation.namespace, name=mutation.name, uid=mutation.uid)
             case DeleteVolumeAttachment():
                 await self.writer.delete_volume_attachment(mutation.name)
+            case ElectPreferredLeaders():
+                if self.kafka is None:
+                    raise RuntimeError(f"cannot {mutation.describe()}: the agent has no Kafka connection (--kafka)")
+                results = await self.kafka.elect_preferred_leaders(mutation.partitions)
+                failures = [result for result in results if not result.done]
+                if failures:
+                    raise ElectionIncompleteError(failures)
 
 
 @dataclass

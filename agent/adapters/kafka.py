@@ -32,11 +32,13 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError, for_code
+from aiokafka.errors import IncompatibleBrokerVersion, KafkaError, UnknownTopicOrPartitionError, for_code
 from aiokafka.helpers import create_ssl_context
-from aiokafka.protocol.admin import DescribeConfigsRequest
+from aiokafka.protocol.admin import ApiVersionRequest, DescribeConfigsRequest
 from aiokafka.protocol.metadata import MetadataRequest
 
+from agent.adapters.kafka_elect import ELECT_LEADERS_KEY, IMPLEMENTED_VERSIONS, ElectLeadersRequest, parse_answer
+from agent.core.elections import PartitionElection, error_name
 from agent.core.kafka_safety import ClusterView, PartitionState
 
 __all__ = [
@@ -56,6 +58,8 @@ _TOPIC_RESOURCE = 2  # DescribeConfigs resource types, as in aiokafka's ConfigRe
 _BROKER_RESOURCE = 4
 _TOPIC_CONFIG_SOURCE = 1  # DescribeConfigs v1+ config_source: set on the topic itself
 _CLIENT_ID = "kafka-autopilot"
+
+_RETRIABLE_ELECTION_ERRORS = (7, 41)  # REQUEST_TIMED_OUT, NOT_CONTROLLER: another broker may do better
 
 _T = TypeVar("_T")
 
@@ -176,6 +180,7 @@ class KafkaAdmin:
     def __init__(self, *, settings: KafkaSettings) -> None:
         self.settings = settings
         self._client: Any = None
+        self.last_election_version: int | None = None
 
     async def __aenter__(self) -> Self:
         client = AIOKafkaClient(**self.settings.client_kwargs())
@@ -228,7 +233,104 @@ class KafkaAdmin:
 
         return await self._bounded(ask_each_broker(), what="reading the cluster view", failures=failures)
 
+    async def elect_preferred_leaders(
+        self, partitions: Sequence[tuple[str, int]], *, version: int | None = None
+    ) -> tuple[PartitionElection, ...]:
+        """Ask Kafka to make each partition's preferred replica (its first) its leader: one
+        ElectLeaders request (type PREFERRED), one result per partition, in the order given.
+
+        A result `done` (elected, or ELECTION_NOT_NEEDED) means the preferred replica leads; any
+        other code (e.g. PREFERRED_LEADER_NOT_AVAILABLE: it is not in the ISR) is that partition's
+        alone. The request goes to one broker (in KRaft any broker forwards it to the controller),
+        the next one when it cannot be reached or answers NOT_CONTROLLER / REQUEST_TIMED_OUT.
+        `version` forces an ElectLeaders version; by default the highest the broker accepts.
+        `last_election_version` records the version sent. Raises `KafkaResponseError` on a
+        top-level error (e.g. CLUSTER_AUTHORIZATION_FAILED), `KafkaUnavailableError` when no broker
+        answers within the operation timeout.
+        """
+        client = self._require_client("elect_preferred_leaders")
+        if not partitions:
+            return ()
+        failures: list[str] = []
+
+        async def ask_each_broker() -> tuple[PartitionElection, ...]:
+            for node in self._shuffled_nodes(client):
+                request = ElectLeadersRequest(
+                    partitions=partitions, timeout_ms=max(1000, self.settings.request_timeout_ms // 2), version=version
+                )
+                try:
+                    async with asyncio.timeout(self.settings.request_timeout_ms / 1000):
+                        response = (await client.send(node, request)).to_object()
+                except IncompatibleBrokerVersion as error:
+                    raise KafkaResponseError(
+                        bootstrap_servers=self.settings.bootstrap_servers,
+                        reason=f"broker {node}: {error}",
+                        transient=False,
+                    ) from error
+                except (KafkaError, OSError, TimeoutError) as error:
+                    failures.append(f"broker {node}: {_describe(error)}")
+                    continue
+                answer = parse_answer(response, asked=partitions)
+                if answer.error_code in _RETRIABLE_ELECTION_ERRORS:
+                    failures.append(f"broker {node}: {error_name(answer.error_code)}")
+                    continue
+                if answer.error_code:
+                    raise KafkaResponseError(
+                        bootstrap_servers=self.settings.bootstrap_servers,
+                        reason=f"ElectLeaders v{request.chosen_version} on broker {node}: "
+                        f"{error_name(answer.error_code)}",
+                        transient=False,
+                    )
+                self.last_election_version = request.chosen_version
+                return answer.partitions
+            raise KafkaUnavailableError(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                reason="ElectLeaders failed on every known broker: " + ("; ".join(failures) or "no broker known"),
+            )
+
+        return await self._bounded(ask_each_broker(), what="electing preferred leaders", failures=failures)
+
+    async def elect_leaders_versions(self) -> tuple[int, ...]:
+        """The ElectLeaders versions both a broker (from its ApiVersions answer) and this agent speak."""
+        client = self._require_client("elect_leaders_versions")
+        failures: list[str] = []
+
+        async def ask_each_broker() -> tuple[int, ...]:
+            for node in self._shuffled_nodes(client):
+                try:
+                    async with asyncio.timeout(self.settings.request_timeout_ms / 1000):
+                        answer = (await client.send(node, ApiVersionRequest())).to_object()
+                except (KafkaError, OSError, TimeoutError) as error:
+                    failures.append(f"broker {node}: {_describe(error)}")
+                    continue
+                ranges = [
+                    (v["min_version"], v["max_version"])
+                    for v in answer["api_versions"]
+                    if v["api_key"] == ELECT_LEADERS_KEY
+                ]
+                if not ranges:
+                    return ()
+                low, high = ranges[0]
+                return tuple(v for v in IMPLEMENTED_VERSIONS if low <= v <= high)
+            raise KafkaUnavailableError(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                reason="ApiVersions failed on every known broker: " + ("; ".join(failures) or "no broker known"),
+            )
+
+        return await self._bounded(ask_each_broker(), what="reading ApiVersions", failures=failures)
+
     # -- internals -------------------------------------------------------------------------------
+
+    def _require_client(self, method: str) -> Any:
+        if self._client is None:
+            raise RuntimeError(f"KafkaAdmin.{method}() outside `async with KafkaAdmin(...)`")
+        return self._client
+
+    @staticmethod
+    def _shuffled_nodes(client: Any) -> list[int]:
+        nodes = [broker.nodeId for broker in client.cluster.brokers()]
+        random.shuffle(nodes)
+        return nodes
 
     async def _view_from(self, client: Any, *, node: int, topics: Sequence[str] | None) -> ClusterView:
         timeout = self.settings.request_timeout_ms / 1000

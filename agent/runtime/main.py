@@ -23,6 +23,7 @@ import structlog
 
 from agent.actions.base import Executor, WallClock
 from agent.actions.mutations import Applier, DryRunApplier, LiveApplier, Mutation
+from agent.actions.rebalance import LeaderRebalanceExecutor
 from agent.actions.reschedule import NodeRescheduleExecutor
 from agent.actions.resize import VolumeResizeExecutor
 from agent.adapters.approvals import ApprovalStore
@@ -170,11 +171,13 @@ async def run_agent(
         if options.dry_run:
             applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
         else:
-            applier = LiveApplier(writer=kube)
+            applier = LiveApplier(writer=kube, kafka=kafka)
         executors: dict[str, Executor] = {
             catalog.VOLUME_RESIZE: VolumeResizeExecutor(reader=kube, applier=applier, clock=clock),
             catalog.NODE_RESCHEDULE: NodeRescheduleExecutor(reader=kube, kafka=kafka, applier=applier, clock=clock),
         }
+        if kafka is not None:
+            executors[catalog.LEADER_REBALANCE] = LeaderRebalanceExecutor(kafka=kafka, applier=applier, clock=clock)
         agent = Agent(
             rules=rules,
             inventory=kube,
