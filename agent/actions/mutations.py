@@ -65,7 +65,32 @@ class DeleteVolumeAttachment:
         return f"delete VolumeAttachment {self.name}"
 
 
-Mutation = ResizePvc | CordonNode | TaintNode | ForceDeletePod | DeleteVolumeAttachment
+@dataclass(frozen=True, kw_only=True)
+class ExpandPool:
+    """Grow storage pool `uuid` (`pool` on `node`) to `new_bytes` by `operation` (an SDK ResizeOperationType)."""
+
+    uuid: str
+    node: str
+    pool: str
+    current_bytes: int
+    new_bytes: int
+    operation: str
+    drives_added: int = 0
+    new_drive_size_bytes: int | None = None
+
+    def describe(self) -> str:
+        how = {
+            "RESIZE_TYPE_ADD_DISK": f"adding {self.drives_added} drive(s)",
+            "RESIZE_TYPE_RESIZE_DISK": "resizing every drive"
+            + (f" to {format_bytes(self.new_drive_size_bytes)}" if self.new_drive_size_bytes else ""),
+        }.get(self.operation, "as the storage layer chooses")
+        return (
+            f"expand storage pool {self.node}/{self.pool} (uuid {self.uuid}):"
+            f" {format_bytes(self.current_bytes)} -> {format_bytes(self.new_bytes)} by {how} ({self.operation})"
+        )
+
+
+Mutation = ResizePvc | CordonNode | TaintNode | ForceDeletePod | DeleteVolumeAttachment | ExpandPool
 
 
 class Applier(Protocol):
@@ -91,10 +116,23 @@ class ClusterWriter(Protocol):
     async def delete_volume_attachment(self, name: str) -> object: ...
 
 
+class PoolWriter(Protocol):
+    """The subset of the storage-pool adapter (agent.adapters.storagepools) the live applier needs."""
+
+    async def resize_pool(
+        self, *, uuid: str, size_bytes: int | None = None, percentage: int | None = None, operation: str = ...
+    ) -> None: ...
+
+
+class NoPoolWriterError(RuntimeError):
+    """A pool mutation reached a live applier that was given no storage API."""
+
+
 @dataclass
 class LiveApplier:
     writer: ClusterWriter
     dry_run: bool = False
+    pools: PoolWriter | None = None
 
     async def apply(self, mutation: Mutation) -> None:
         match mutation:
@@ -115,6 +153,12 @@ class LiveApplier:
                 await self.writer.force_delete_pod(namespace=mutation.namespace, name=mutation.name, uid=mutation.uid)
             case DeleteVolumeAttachment():
                 await self.writer.delete_volume_attachment(mutation.name)
+            case ExpandPool():
+                if self.pools is None:
+                    raise NoPoolWriterError("no storage API configured (kafka-autopilot run --storage-api URL)")
+                await self.pools.resize_pool(
+                    uuid=mutation.uuid, size_bytes=mutation.new_bytes, operation=mutation.operation
+                )
 
 
 @dataclass
