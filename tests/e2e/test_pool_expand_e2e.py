@@ -6,6 +6,7 @@ One sandbox for the module; the tests run in order:
 - a pool of 4 x 3Ti filling past 70% is grown by 50% (two drives more, 18Ti) after the rule's `for: 30`;
 - after the 5-minute cooldown, filling again past 70% wants 27Ti: adding drives would pass maxdrives 8,
   so `auto` resizes the drives, and the growth is capped at maxsize 20Ti;
+- after another cooldown, filling again is declined at maxsize (no whole GiB per drive is left);
 - dry-run: the same decision is recorded, the pool is unchanged, the twin got no resize call and the
   agent mutated nothing in the cluster but its own objects.
 Each step is checked as an AutopilotRuleObject state, an Event and a metric. The time from the
@@ -96,6 +97,18 @@ def records(agent: AgentProcess, event: str, key: str) -> list[dict[str, Any]]:
     return [r for r in agent.records() if r["event"] == event and r["object"] == key]
 
 
+def action_count(agent: AgentProcess, outcome: str) -> float:
+    """kafka_autopilot_actions_total of the pool rule for one outcome, from the agent's /metrics."""
+    for line in agent.metrics().splitlines():
+        if (
+            line.startswith("kafka_autopilot_actions_total{")
+            and f'rule="{RULE}"' in line
+            and f'outcome="{outcome}"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def finished_at(pool: dict[str, Any]) -> float:
     stamp = pool["last_operation"]["finished_at"]
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
@@ -126,9 +139,8 @@ def test_a_filling_pool_is_expanded_by_adding_drives(
     assert [(r["before"], r["after"]) for r in verified] == [("12Ti", "18Ti by add-disk")]
     assert any("adding 2 drive(s)" in m and "RESIZE_TYPE_ADD_DISK" in m for m in verified[0]["mutations"])
     assert any(e["reason"] == "ActionVerified" for e in events_about(api, node))
-    metrics = agent.metrics()
-    assert 'action="openstorage.io.action.storagepool/expand"' in metrics
-    assert 'outcome="verified"' in metrics
+    assert 'action="openstorage.io.action.storagepool/expand"' in agent.metrics()
+    assert action_count(agent, "verified") == 1
     calls = sandbox.twin_client().state()["resize_calls"]
     assert [c["query"] for c in calls] == [{"size": str(18 * 1024), "operation_type": "RESIZE_TYPE_ADD_DISK"}]
 
@@ -163,7 +175,26 @@ def test_the_next_step_is_capped_at_maxsize(
     assert verified[1]["before"] == "18Ti" and verified[1]["after"].endswith("by resize-disk")
     assert "capped at maxsize" in verified[1]["reason"]
     assert sum(e["reason"] == "ActionVerified" for e in events_about(api, node)) >= 2
+    assert action_count(agent, "verified") == 2
     assert sandbox.twin_client().state()["resize_calls"][-1]["query"]["operation_type"] == "RESIZE_TYPE_RESIZE_DISK"
+
+
+def test_then_it_is_declined_at_maxsize(sandbox: Sandbox, api: KubeApi, nodes: list[str], agent: AgentProcess) -> None:
+    node = nodes[0]
+    key = f"{node}/data"
+    calls = len(sandbox.twin_client().state()["resize_calls"])
+    total = twin_pool(sandbox, node, "data")["total_size"]
+    fill(sandbox, node, "data", 0.75)
+    eventually(
+        lambda: state_of(api, key) != "ActiveActionsTaken", timeout=COOLDOWN + 60, what="the cooldown", interval=2
+    )
+    eventually(lambda: state_of(api, key) == "ActionsDeclined", timeout=180, what="state ActionsDeclined", interval=1)
+    declined = records(agent, "action-declined", key)
+    assert declined and declined[-1]["reason"].startswith("AtMaxSize"), declined
+    assert any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_about(api, node))
+    assert action_count(agent, "declined-at-maxsize") >= 1
+    assert twin_pool(sandbox, node, "data")["total_size"] == total
+    assert len(sandbox.twin_client().state()["resize_calls"]) == calls
 
 
 def test_dry_run_records_the_expansion_and_changes_nothing(
