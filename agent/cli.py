@@ -35,7 +35,7 @@ from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import approval_commands, demo, ruletest
 from agent.runtime.leadership import EXIT_LEADERSHIP_LOST
-from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
+from agent.runtime.main import PrometheusSettings, RunOptions, StorageApiSettings, run_agent
 from agent.sandbox.environment import FAULTS, Sandbox
 from agent.sandbox.process import SandboxProcessError
 from agent.sandbox.prometheus import PrometheusNotInstalledError, binaries
@@ -135,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kafka-sasl-username")
     run.add_argument("--kafka-sasl-password-file", type=Path, metavar="FILE")
     run.add_argument("--kafka-ca-file", metavar="FILE")
+    run.add_argument(
+        "--storage-api",
+        metavar="URL",
+        help="OpenStorage SDK REST gateway (e.g. http://portworx-api:9021); needed by StoragePool rules",
+    )
+    run.add_argument(
+        "--storage-api-token-file", type=Path, metavar="FILE", help="bearer token for the storage API, if it has auth"
+    )
     run.add_argument("--dry-run", action="store_true", help="record what would be done; change nothing")
     run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="health and metrics address")
     run.add_argument("--install-crds", action="store_true", help="create or update the agent's CRDs first")
@@ -433,6 +441,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             insecure_skip_verify=args.prometheus_insecure_skip_verify,
         ),
         kafka=kafka,
+        storage_api=StorageApiSettings(url=args.storage_api, token_file=args.storage_api_token_file)
+        if args.storage_api
+        else None,
         dry_run=args.dry_run,
         listen_host=host,
         listen_port=int(port),

@@ -80,15 +80,42 @@ class ElectPreferredLeaders:
         )
 
 
-Mutation = ResizePvc | CordonNode | TaintNode | ForceDeletePod | DeleteVolumeAttachment | ElectPreferredLeaders
-
-
 class ElectionIncompleteError(Exception):
     """Kafka answered an election, but not every partition is led by its preferred replica."""
 
     def __init__(self, failures: Sequence[PartitionElection]) -> None:
         super().__init__("; ".join(failure.describe() for failure in failures))
         self.failures = tuple(failures)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpandPool:
+    """Grow storage pool `uuid` (`pool` on `node`) to `new_bytes` by `operation` (an SDK ResizeOperationType)."""
+
+    uuid: str
+    node: str
+    pool: str
+    current_bytes: int
+    new_bytes: int
+    operation: str
+    drives_added: int = 0
+    new_drive_size_bytes: int | None = None
+
+    def describe(self) -> str:
+        how = {
+            "RESIZE_TYPE_ADD_DISK": f"adding {self.drives_added} drive(s)",
+            "RESIZE_TYPE_RESIZE_DISK": "resizing every drive"
+            + (f" to {format_bytes(self.new_drive_size_bytes)}" if self.new_drive_size_bytes else ""),
+        }.get(self.operation, "as the storage layer chooses")
+        return (
+            f"expand storage pool {self.node}/{self.pool} (uuid {self.uuid}):"
+            f" {format_bytes(self.current_bytes)} -> {format_bytes(self.new_bytes)} by {how} ({self.operation})"
+        )
+
+
+Mutation = (
+    ResizePvc | CordonNode | TaintNode | ForceDeletePod | DeleteVolumeAttachment | ElectPreferredLeaders | ExpandPool
+)
 
 
 class Applier(Protocol):
@@ -120,11 +147,24 @@ class KafkaWriter(Protocol):
     async def elect_preferred_leaders(self, partitions: Sequence[tuple[str, int]]) -> Sequence[PartitionElection]: ...
 
 
+class PoolWriter(Protocol):
+    """The subset of the storage-pool adapter (agent.adapters.storagepools) the live applier needs."""
+
+    async def resize_pool(
+        self, *, uuid: str, size_bytes: int | None = None, percentage: int | None = None, operation: str = ...
+    ) -> None: ...
+
+
+class MissingWriterError(RuntimeError):
+    """A mutation reached a live applier that was not given the client it needs (Kafka, storage API)."""
+
+
 @dataclass
 class LiveApplier:
     writer: ClusterWriter
     dry_run: bool = False
     kafka: KafkaWriter | None = None
+    pools: PoolWriter | None = None
 
     async def apply(self, mutation: Mutation) -> None:
         match mutation:
@@ -147,11 +187,21 @@ class LiveApplier:
                 await self.writer.delete_volume_attachment(mutation.name)
             case ElectPreferredLeaders():
                 if self.kafka is None:
-                    raise RuntimeError(f"cannot {mutation.describe()}: the agent has no Kafka connection (--kafka)")
+                    raise MissingWriterError(
+                        f"cannot {mutation.describe()}: the agent has no Kafka connection (--kafka)"
+                    )
                 results = await self.kafka.elect_preferred_leaders(mutation.partitions)
                 failures = [result for result in results if not result.done]
                 if failures:
                     raise ElectionIncompleteError(failures)
+            case ExpandPool():
+                if self.pools is None:
+                    raise MissingWriterError(
+                        f"cannot {mutation.describe()}: no storage API (kafka-autopilot run --storage-api URL)"
+                    )
+                await self.pools.resize_pool(
+                    uuid=mutation.uuid, size_bytes=mutation.new_bytes, operation=mutation.operation
+                )
 
 
 @dataclass

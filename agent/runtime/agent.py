@@ -32,10 +32,11 @@ import structlog
 
 from agent.actions.base import Clock, Executor, Outcome, OutcomeKind
 from agent.adapters.statestore import InFlight, LastAction, StateConflictError, StoredStatus
+from agent.adapters.storagepools import StoragePoolApi
 from agent.audit.trail import AuditRecord, AuditTrail, action_record, cycle_records, iso_time, transition_record
 from agent.core.engine import CycleOutcome, PlannedAction, distinct_queries, plan_actions, run_cycle
-from agent.core.matching import TargetObject, broker_object, node_object, pvc_object
-from agent.core.planners import Declined, ResizePlan
+from agent.core.matching import TargetObject, broker_object, node_object, pool_object, pvc_object
+from agent.core.planners import Declined, PoolExpandPlan, ResizePlan, ScaleType
 from agent.core.rules import ConditionProvider, Rule, TargetKind
 from agent.core.samples import Sample
 from agent.core.states import (
@@ -126,6 +127,8 @@ class Agent:
     events: EventSink | None = None
     dry_run: bool = False
     approvals: ApprovalFlow | None = None
+    pools: StoragePoolApi | None = None
+    """The storage API (kafka-autopilot run --storage-api); StoragePool rules need it."""
     triggers: dict[str, asyncio.Event] = field(default_factory=dict)
     evaluated_once: set[str] = field(default_factory=set)
     rule_health: dict[str, str] = field(default_factory=dict)
@@ -261,9 +264,17 @@ class Agent:
                         )
                     )
             return brokers
-        raise NotImplementedError(
-            "StoragePool rules need the storage-pool inventory, which comes with the pool-expansion issue"
-        )
+        if kind is TargetKind.STORAGE_POOL:
+            if self.pools is None:
+                raise StorageApiNotConfiguredError(
+                    "StoragePool rules need the storage API: start the agent with --storage-api URL"
+                    " (an OpenStorage SDK REST gateway)"
+                )
+            return [
+                pool_object(node=pool.node, pool=pool.name, labels=pool.labels, shape=pool.shape)
+                for pool in await self.pools.list_pools()
+            ]
+        raise NotImplementedError(f"no inventory for target kind {kind}")
 
     async def vectors_for(self, rule: Rule, objects: Sequence[TargetObject], now: float) -> dict[str, Sequence[Sample]]:
         if rule.conditions.provider is ConditionProvider.KUBERNETES:
@@ -487,6 +498,10 @@ class Agent:
             )
 
 
+class StorageApiNotConfiguredError(RuntimeError):
+    """A StoragePool rule runs in an agent that was given no storage API."""
+
+
 def rule_health(outcome: CycleOutcome) -> str:
     """ "ok", or how many selected objects had no data this cycle (a missing or broken metric)."""
     blind = [evaluation.object for evaluation in outcome.evaluations if evaluation.verdict is Verdict.NO_DATA]
@@ -508,6 +523,15 @@ def in_flight_detail(planned: PlannedAction) -> dict[str, str]:
             target_bytes=str(planned.detail.target_bytes),
             capped=str(planned.detail.capped).lower(),
         )
+    if isinstance(planned.detail, PoolExpandPlan):
+        detail.update(
+            pool_current_bytes=str(planned.detail.current_bytes),
+            pool_target_bytes=str(planned.detail.target_bytes),
+            scale_type=planned.detail.scale_type.value,
+            drives_added=str(planned.detail.drives_added),
+            new_drive_size_bytes=str(planned.detail.new_drive_size_bytes),
+            capped=str(planned.detail.capped).lower(),
+        )
     return detail
 
 
@@ -518,8 +542,17 @@ def planned_from_in_flight(
     if detail is None:
         fresh = plan_actions(rule=rule, target=target, now=now)
         return fresh[0] if isinstance(fresh, tuple) and fresh else None
-    plan = None
-    if "target_bytes" in detail:
+    plan: ResizePlan | PoolExpandPlan | None = None
+    if "pool_target_bytes" in detail:
+        plan = PoolExpandPlan(
+            current_bytes=int(detail["pool_current_bytes"]),
+            target_bytes=int(detail["pool_target_bytes"]),
+            scale_type=ScaleType(str(detail["scale_type"])),
+            drives_added=int(detail.get("drives_added", 0)),
+            new_drive_size_bytes=int(detail.get("new_drive_size_bytes", 0)),
+            capped=str(detail.get("capped", "false")) == "true",
+        )
+    elif "target_bytes" in detail:
         plan = ResizePlan(
             current_bytes=int(detail["current_bytes"]),
             target_bytes=int(detail["target_bytes"]),

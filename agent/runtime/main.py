@@ -23,6 +23,7 @@ import structlog
 
 from agent.actions.base import Executor, WallClock
 from agent.actions.mutations import Applier, DryRunApplier, LiveApplier, Mutation
+from agent.actions.pool_expand import PoolExpandExecutor
 from agent.actions.rebalance import LeaderRebalanceExecutor
 from agent.actions.reschedule import NodeRescheduleExecutor
 from agent.actions.resize import VolumeResizeExecutor
@@ -32,6 +33,7 @@ from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.kubernetes import USER_AGENT, EventTarget, KubeClient, KubeError, connect
 from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.statestore import StateStore, install_crds, object_name, read_cluster_rules
+from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core import catalog
 from agent.core.diagnostics import Problem
@@ -72,12 +74,22 @@ class PrometheusSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StorageApiSettings:
+    url: str
+    token_file: Path | None = None
+
+    def client(self) -> StoragePoolClient:
+        return StoragePoolClient(url=self.url, token_file=self.token_file)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunOptions:
     rule_paths: Sequence[Path] = ()
     cluster_rules: bool = False
     kubeconfig: Path | None = None
     prometheus: PrometheusSettings
     kafka: KafkaSettings | None = None
+    storage_api: StorageApiSettings | None = None
     dry_run: bool = False
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
@@ -167,17 +179,20 @@ async def run_agent(
             print("kafka-autopilot run: no valid rule to run", file=sys.stderr)
             return 1
         kafka = await stack.enter_async_context(KafkaAdmin(settings=options.kafka)) if options.kafka else None
+        pools = options.storage_api.client() if options.storage_api else None
         applier: Applier
         if options.dry_run:
             applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
         else:
-            applier = LiveApplier(writer=kube, kafka=kafka)
+            applier = LiveApplier(writer=kube, kafka=kafka, pools=pools)
         executors: dict[str, Executor] = {
             catalog.VOLUME_RESIZE: VolumeResizeExecutor(reader=kube, applier=applier, clock=clock),
             catalog.NODE_RESCHEDULE: NodeRescheduleExecutor(reader=kube, kafka=kafka, applier=applier, clock=clock),
         }
         if kafka is not None:
             executors[catalog.LEADER_REBALANCE] = LeaderRebalanceExecutor(kafka=kafka, applier=applier, clock=clock)
+        if pools is not None:
+            executors[catalog.POOL_EXPAND] = PoolExpandExecutor(pools=pools, applier=applier, clock=clock)
         agent = Agent(
             rules=rules,
             inventory=kube,
@@ -190,6 +205,7 @@ async def run_agent(
             events=KubeEvents(kube=kube),
             dry_run=options.dry_run,
             approvals=ApprovalFlow(store=ApprovalStore(kube.api_client), agent_namespace=options.namespace),
+            pools=pools,
         )
         elector = None
         readiness = agent.readiness

@@ -51,8 +51,20 @@ size - total, or total * percentage / 100:
 
 so the new total is always >= the requested one. A shrink or no-growth request gets HTTP 400; a
 second resize while one runs gets 409. The new size applies --resize-delay seconds later; until
-then `last_operation` reports OPERATION_IN_PROGRESS with a progress fraction. Unlike the SDK,
-whose `size` counts GiB, the twin's counts bytes.
+then `last_operation` reports OPERATION_IN_PROGRESS with a progress fraction.
+
+Faithful to the SDK (api/api.proto of libopenstorage/openstorage, served by grpc-gateway v1 with
+proto field names): pools are read through OpenStorageNode (`GET /v1/nodes` -> {"node_ids"},
+`GET /v1/nodes/inspect/{id}` -> {"node": StorageNode with "pools" and "disks"}); a pool carries
+the StoragePool fields `ID`, `Medium`, `TotalSize` and `Used` (uint64, so JSON strings), `labels`,
+`uuid` and `last_operation` {type, msg, params, status}; OpenStoragePool.Resize is
+`PUT /v1/storagepools/resize/{uuid}` with its fields in the query string (`size` = the new total in
+GiB, or `percentage`; `operation_type`), answering `{}`; errors are grpc-gateway's
+{"error", "code", "message", "details"}. The SDK has no per-pool drive facts; the twin adds them
+to each pool as extensions (`drive_count`, `drive_size`, `max_drives`, `node`, `name`, ...), as it
+adds `GET /v1/storagepools[/{uuid}]` and its own `/v1/storagepools/{uuid}/resize` (JSON body,
+`size` in bytes, answering the pool). Every resize request received is kept (`resize_calls` in
+/control/state), so tests can tell that nobody asked.
 
 HTTP (JSON unless noted; errors are {"error": message} with a 4xx status):
 
@@ -61,11 +73,12 @@ HTTP (JSON unless noted; errors are {"error": message} with a 4xx status):
     GET  /v1/storagepools                      {"pools": [pool, ...]}
     GET  /v1/storagepools/{uuid}               {"pool": pool}
     PUT|POST /v1/storagepools/{uuid}/resize    {"size"|"percentage", "operation_type"} -> 202 {"pool": pool}
-    PUT  /v1/storagepools/resize/{uuid}        the same, at the SDK REST gateway's path
-    GET  /v1/nodes, /v1/nodes/{node}           SdkNodeEnumerate / SdkNodeInspect shapes: node ids, node with pools
+    PUT  /v1/storagepools/resize/{uuid}        the SDK's Resize: ?size=GiB|percentage=N&operation_type=T -> {}
+    GET  /v1/nodes, /v1/nodes/inspect/{node}   SdkNodeEnumerate / SdkNodeInspect: node ids, node with pools
+                                               and disks (also at /v1/nodes/{node})
     POST /control/ingest                       {"namespace","pvc","bytes_per_second"} or {"node","pool",...}
     POST /control/used                         {"namespace","pvc","bytes"} or {"node","pool","bytes"}
-    POST /control/pools                        {"node","pool","drives","drive_size"[,"used","max_drives"]}
+    POST /control/pools                        {"node","pool","drives","drive_size"[,"used","max_drives","labels"]}
     GET  /control/state                        everything the twin keeps, for debugging
 
 State. Used bytes, rates and pools live in memory and are written (atomically) to --state-file on
@@ -94,7 +107,7 @@ import urllib.error
 import urllib.request
 import uuid as uuid_module
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from fractions import Fraction
@@ -218,6 +231,8 @@ class Pool:
     usage: Usage
     max_drives: int | None = None
     operation: PoolOperation | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """User labels (the SDK's StoragePool.labels), e.g. kafka-autopilot.io/pool: kafka."""
 
     @property
     def total(self) -> int:
@@ -356,11 +371,18 @@ def pool_json(pool: Pool, *, now: float) -> dict[str, Any]:
             "finished_at": _iso(operation.finished_at),
         }
     return {
+        # the SDK's StoragePool, as its REST gateway writes it (proto field names, uint64 as strings)
+        "ID": pool.id,
+        "Medium": "STORAGE_MEDIUM_SSD",
+        "TotalSize": str(total),
+        "Used": str(used),
+        "labels": {**pool.labels, "node": pool.node, "pool": pool.name},
         "uuid": pool.uuid,
+        "last_operation": last,
+        # twin extensions (not in the SDK): the pool's name and node, its drives, its ingest
         "id": pool.id,
         "name": pool.name,
         "node": pool.node,
-        "labels": {"node": pool.node, "pool": pool.name},
         "total_size": total,
         "used": used,
         "available": total - used,
@@ -368,7 +390,6 @@ def pool_json(pool: Pool, *, now: float) -> dict[str, Any]:
         "drive_size": pool.drive_size,
         "max_drives": pool.max_drives,
         "ingest_bytes_per_second": pool.usage.bytes_per_second,
-        "last_operation": last,
     }
 
 
@@ -392,6 +413,7 @@ def _pool_to_json(pool: Pool) -> dict[str, Any]:
         "drive_count": pool.drive_count,
         "drive_size": pool.drive_size,
         "max_drives": pool.max_drives,
+        "labels": dict(pool.labels),
         "usage": _usage_to_json(pool.usage),
         "operation": None
         if operation is None
@@ -419,6 +441,7 @@ def _pool_from_json(raw: Mapping[str, Any]) -> Pool:
         drive_count=int(raw["drive_count"]),
         drive_size=int(raw["drive_size"]),
         max_drives=None if raw.get("max_drives") is None else int(raw["max_drives"]),
+        labels={str(key): str(value) for key, value in (raw.get("labels") or {}).items()},
         usage=_usage_from_json(raw["usage"]),
         operation=None
         if op is None
@@ -447,6 +470,8 @@ class TwinState:
         self.clock = clock
         self.volumes: dict[str, Usage] = {}
         self.pools: dict[str, Pool] = {}
+        self.resize_calls: list[dict[str, Any]] = []
+        """Every resize request received (refused ones too), oldest first: tests check who asked what."""
 
     def load(self) -> None:
         """Read the state file if there is one; a corrupt one is set aside and the twin starts empty."""
@@ -458,13 +483,14 @@ class TwinState:
                 raise ValueError(f"version {raw.get('version')!r}, expected {STATE_VERSION}")
             volumes = {str(key): _usage_from_json(value) for key, value in raw["volumes"].items()}
             pools = {str(key): _pool_from_json(value) for key, value in raw["pools"].items()}
+            calls = [dict(call) for call in raw.get("resize_calls", [])]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}")
             with contextlib.suppress(OSError):
                 self.path.rename(aside)
             _log.error(f"{SIMULATION}: state file unreadable, starting empty", path=str(self.path), error=str(error))
             return
-        self.volumes, self.pools = volumes, pools
+        self.volumes, self.pools, self.resize_calls = volumes, pools, calls
         _log.info(f"{SIMULATION}: state resumed", path=str(self.path), volumes=len(volumes), pools=len(pools))
 
     def save(self) -> None:
@@ -476,6 +502,7 @@ class TwinState:
             "note": f"state of the {SIMULATION}; times are Unix seconds",
             "volumes": {key: _usage_to_json(usage) for key, usage in sorted(self.volumes.items())},
             "pools": {key: _pool_to_json(pool) for key, pool in sorted(self.pools.items())},
+            "resize_calls": self.resize_calls,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         scratch = self.path.with_name(f".{self.path.name}.tmp")
@@ -545,7 +572,15 @@ class TwinState:
         return self.pool(pool_uuid(node=node, pool=name))
 
     def define_pool(
-        self, *, node: str, name: str, drives: int, drive_size: int, used_bytes: int, max_drives: int | None
+        self,
+        *,
+        node: str,
+        name: str,
+        drives: int,
+        drive_size: int,
+        used_bytes: int,
+        max_drives: int | None,
+        labels: Mapping[str, str] | None = None,
     ) -> Pool:
         key = pool_uuid(node=node, pool=name)
         existing = self.pools.get(key)
@@ -565,6 +600,7 @@ class TwinState:
             drive_size=drive_size,
             max_drives=max_drives,
             usage=Usage(used_bytes=min(used_bytes, total), at=self.clock(), bytes_per_second=rate),
+            labels=dict(labels or {}),
         )
         self.pools[key] = pool
         self.save()
@@ -611,11 +647,16 @@ class TwinState:
         self.save()
         return updated
 
+    def note_resize_call(self, call: Mapping[str, Any]) -> None:
+        self.resize_calls.append(dict(call))
+        self.save()
+
     def to_json(self, *, now: float) -> dict[str, Any]:
         return {
             "simulation": SIMULATION,
             "volumes": {key: _usage_to_json(usage) for key, usage in sorted(self.volumes.items())},
             "pools": [pool_json(pool, now=now) for pool in sorted(self.pools.values(), key=_pool_order)],
+            "resize_calls": list(self.resize_calls),
         }
 
 
@@ -1142,6 +1183,13 @@ def _resize_type_field(body: Mapping[str, Any]) -> ResizeType:
     raise TwinRequestError(status=400, message=f"unknown operation_type {value!r}; use one of {known} (or 0, 1, 2)")
 
 
+def _labels_field(body: Mapping[str, Any]) -> dict[str, str]:
+    value = body.get("labels") or {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise TwinRequestError(status=400, message=f"'labels' must map strings to strings, got {value!r}")
+    return dict(value)
+
+
 def _percentage_field(body: Mapping[str, Any]) -> int | None:
     value = body.get("percentage")
     if value is None:
@@ -1168,11 +1216,20 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except TwinRequestError as error:
-        return web.json_response({"error": error.message, "status": error.status}, status=error.status)
+        return web.json_response(_error_body(error.message, error.status), status=error.status)
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return web.json_response({"error": error.reason, "status": error.status}, status=error.status)
+        return web.json_response(_error_body(error.reason, error.status), status=error.status)
+
+
+_GRPC_CODES: Final = {400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 412: 9, 429: 8, 500: 13, 501: 12, 503: 14}
+"""HTTP status -> the gRPC code the SDK's REST gateway would have mapped to it."""
+
+
+def _error_body(message: str, status: int) -> dict[str, Any]:
+    """grpc-gateway's error body ({"error", "code", "message", "details"}), plus the HTTP status."""
+    return {"error": message, "code": _GRPC_CODES.get(status, 2), "message": message, "details": [], "status": status}
 
 
 async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
@@ -1205,11 +1262,12 @@ class StorageTwin:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/storagepools", self._pools)
-        app.router.add_put("/v1/storagepools/resize/{uuid}", self._resize)
+        app.router.add_put("/v1/storagepools/resize/{uuid}", self._sdk_resize)
         app.router.add_get("/v1/storagepools/{uuid}", self._pool)
         app.router.add_put("/v1/storagepools/{uuid}/resize", self._resize)
         app.router.add_post("/v1/storagepools/{uuid}/resize", self._resize)
         app.router.add_get("/v1/nodes", self._nodes)
+        app.router.add_get("/v1/nodes/inspect/{node}", self._node)
         app.router.add_get("/v1/nodes/{node}", self._node)
         app.router.add_post("/control/ingest", self._ingest)
         app.router.add_post("/control/used", self._used)
@@ -1264,19 +1322,49 @@ class StorageTwin:
         return web.json_response({"pool": pool_json(pool, now=self.clock())})
 
     async def _resize(self, request: web.Request) -> web.Response:
+        """The twin's own resize: a JSON body, `size` in bytes; answers with the pool."""
         pool_id = request.match_info["uuid"]
+        self.state.note_resize_call(
+            {"at": self.clock(), "path": request.path, "query": dict(request.query), "body": await request.text()}
+        )
         body = await _json_body(request)
         if body.get("uuid") not in (None, "", pool_id):
             raise TwinRequestError(
                 status=400, message=f"body uuid {body['uuid']!r} differs from the path's {pool_id!r}"
             )
         size = None if body.get("size") is None else _bytes_field(body, "size", minimum=1)
+        pool = self._start_resize(
+            pool_id, size=size, percentage=_percentage_field(body), operation_type=_resize_type_field(body)
+        )
+        return web.json_response({"pool": pool_json(pool, now=self.clock())}, status=202)
+
+    async def _sdk_resize(self, request: web.Request) -> web.Response:
+        """OpenStoragePool.Resize as the SDK's REST gateway serves it: the request's fields come from
+        the query string (the HTTP rule has no body), `size` is the new total in GiB, and the answer is
+        the empty SdkStoragePoolResizeResponse."""
+        pool_id = request.match_info["uuid"]
+        query = dict(request.query)
+        self.state.note_resize_call(
+            {"at": self.clock(), "path": request.path, "query": query, "body": await request.text()}
+        )
+        size_gib = query.get("size")
+        size = None
+        if size_gib is not None:
+            if not size_gib.isdigit() or int(size_gib) < 1:
+                raise TwinRequestError(
+                    status=400, message=f"'size' must be a whole number of GiB >= 1, got {size_gib!r}"
+                )
+            size = int(size_gib) * GIB
+        self._start_resize(
+            pool_id, size=size, percentage=_percentage_field(query), operation_type=_resize_type_field(query)
+        )
+        return web.json_response({})
+
+    def _start_resize(
+        self, pool_id: str, *, size: int | None, percentage: int | None, operation_type: ResizeType
+    ) -> Pool:
         pool = self.state.resize_pool(
-            pool_id,
-            size=size,
-            percentage=_percentage_field(body),
-            operation_type=_resize_type_field(body),
-            delay=self.resize_delay,
+            pool_id, size=size, percentage=percentage, operation_type=operation_type, delay=self.resize_delay
         )
         operation = pool.operation
         assert operation is not None
@@ -1290,7 +1378,7 @@ class StorageTwin:
             size_from=format_bytes(operation.from_total),
             size_to=format_bytes(operation.target_total),
         )
-        return web.json_response({"pool": pool_json(pool, now=self.clock())}, status=202)
+        return pool
 
     async def _nodes(self, _request: web.Request) -> web.Response:
         return web.json_response({"node_ids": sorted({pool.node for pool in self.state.pools.values()})})
@@ -1300,8 +1388,28 @@ class StorageTwin:
         pools = self._pools_json(node=node)
         if not pools:
             raise TwinRequestError(status=404, message=f"no storage node {node!r} (define a pool on it first)")
+        disks = {
+            f"/dev/twin/{pool['name']}/{index}": {
+                "id": f"{pool['uuid']}-{index}",
+                "path": f"/dev/twin/{pool['name']}/{index}",
+                "medium": "STORAGE_MEDIUM_SSD",
+                "online": True,
+                "size": str(pool["drive_size"]),
+            }
+            for pool in pools
+            for index in range(pool["drive_count"])
+        }
         return web.json_response(
-            {"node": {"id": node, "hostname": node, "scheduler_node_name": node, "status": "STATUS_OK", "pools": pools}}
+            {
+                "node": {
+                    "id": node,
+                    "hostname": node,
+                    "scheduler_node_name": node,
+                    "status": "STATUS_OK",
+                    "disks": disks,
+                    "pools": pools,
+                }
+            }
         )
 
     async def _ingest(self, request: web.Request) -> web.Response:
@@ -1356,6 +1464,7 @@ class StorageTwin:
             drive_size=_bytes_field(body, "drive_size", minimum=1),
             used_bytes=_bytes_field(body, "used") if body.get("used") is not None else 0,
             max_drives=max_drives,
+            labels=_labels_field(body),
         )
         _log.info(
             f"{SIMULATION}: pool defined",
@@ -1607,12 +1716,22 @@ class StorageTwinClient:
         return found
 
     def define_pool(
-        self, *, node: str, pool: str, drives: int, drive_size: int, used: int = 0, max_drives: int | None = None
+        self,
+        *,
+        node: str,
+        pool: str,
+        drives: int,
+        drive_size: int,
+        used: int = 0,
+        max_drives: int | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Define (or redefine) a pool; `used` is in bytes, like `drive_size`."""
-        body = {"node": node, "pool": pool, "drives": drives, "drive_size": drive_size, "used": used}
+        body: dict[str, Any] = {"node": node, "pool": pool, "drives": drives, "drive_size": drive_size, "used": used}
         if max_drives is not None:
             body["max_drives"] = max_drives
+        if labels:
+            body["labels"] = dict(labels)
         found: dict[str, Any] = self._call("POST", "/control/pools", body)["pool"]
         return found
 

@@ -58,6 +58,8 @@ class AgentProcess:
             status["prometheus_url"],
             "--kafka",
             status["kafka_bootstrap"],
+            "--storage-api",
+            self.sandbox.storage_api_url,
             "--install-crds",
             "--listen",
             f"127.0.0.1:{self.port}",
