@@ -1,7 +1,9 @@
 """`kafka-autopilot run`: assemble the agent from its adapters and run it until told to stop.
 
 This is the only place that knows which concrete adapter plays which part, and the only place that
-decides dry-run: it picks the dry-run applier (an audit sink) or the live one, once.
+decides dry-run: it picks the dry-run applier (an audit sink) or the live one, once, for each
+executor: dry-run everywhere with --dry-run or a policy's `dryRun: true`, else for the policy's
+`dryRunActions` only.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from agent.actions.base import Executor, WallClock
 from agent.actions.mutations import Applier, DryRunApplier, LiveApplier, Mutation
 from agent.actions.reschedule import NodeRescheduleExecutor
 from agent.actions.resize import VolumeResizeExecutor
-from agent.adapters.files import load_rule_paths
+from agent.adapters.files import load_policy_file, load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.kubernetes import EventTarget, KubeClient, KubeError, connect
 from agent.adapters.prometheus import PrometheusClient
@@ -31,6 +33,7 @@ from agent.core import catalog
 from agent.core.diagnostics import Problem
 from agent.core.loader import merge_results, parse_rules
 from agent.core.matching import TargetObject
+from agent.core.policy import Policy, describe
 from agent.core.rules import Rule, TargetKind
 from agent.runtime.agent import Agent
 from agent.runtime.server import Endpoints, serve
@@ -69,6 +72,7 @@ class RunOptions:
     listen_port: int = 8080
     install_crds: bool = False
     audit_stream: TextIO = field(default=sys.stdout)
+    policy_path: Path | None = None
 
 
 @dataclass
@@ -121,6 +125,18 @@ async def run_agent(
 ) -> int:
     """Run until SIGINT/SIGTERM, or until `stop` is set when the caller (the demo) passes one."""
     rules, problems = load_rules(options.rule_paths, out=sys.stderr)
+    policy: Policy | None = None
+    if options.policy_path is not None:
+        loaded = load_policy_file(options.policy_path)
+        for problem in loaded.problems:
+            print(f"policy problem: {problem}", file=sys.stderr)
+        if loaded.problems:
+            print("kafka-autopilot run: not running without the guardrails asked for", file=sys.stderr)
+            return 1
+        policy = loaded.policies[0]
+        for line in describe(policy):
+            log.info("policy", name=policy.name, setting=line)
+    dry_run = options.dry_run or (policy is not None and policy.dry_run)
     trail = AuditTrail(stream=options.audit_stream, listener=listener)
     telemetry = Telemetry()
     clock = WallClock()
@@ -143,14 +159,22 @@ async def run_agent(
             print("kafka-autopilot run: no valid rule to run", file=sys.stderr)
             return 1
         kafka = await stack.enter_async_context(KafkaAdmin(settings=options.kafka)) if options.kafka else None
-        applier: Applier
-        if options.dry_run:
-            applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
-        else:
-            applier = LiveApplier(writer=kube)
+        dry_applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
+        live_applier = LiveApplier(writer=kube)
+        dry_run_actions = frozenset(
+            action for action in catalog.ACTIONS if dry_run or (policy is not None and policy.action_dry_run(action))
+        )
+
+        def applier(action: str) -> Applier:
+            return dry_applier if action in dry_run_actions else live_applier
+
         executors: dict[str, Executor] = {
-            catalog.VOLUME_RESIZE: VolumeResizeExecutor(reader=kube, applier=applier, clock=clock),
-            catalog.NODE_RESCHEDULE: NodeRescheduleExecutor(reader=kube, kafka=kafka, applier=applier, clock=clock),
+            catalog.VOLUME_RESIZE: VolumeResizeExecutor(
+                reader=kube, applier=applier(catalog.VOLUME_RESIZE), clock=clock
+            ),
+            catalog.NODE_RESCHEDULE: NodeRescheduleExecutor(
+                reader=kube, kafka=kafka, applier=applier(catalog.NODE_RESCHEDULE), clock=clock
+            ),
         }
         agent = Agent(
             rules=rules,
@@ -162,7 +186,9 @@ async def run_agent(
             trail=trail,
             telemetry=telemetry,
             events=KubeEvents(kube=kube),
-            dry_run=options.dry_run,
+            dry_run=dry_run,
+            policy=policy,
+            dry_run_actions=dry_run_actions,
         )
         runner = await serve(
             Endpoints(
@@ -175,7 +201,8 @@ async def run_agent(
         log.info(
             "agent started",
             rules=[rule.name for rule in rules],
-            dry_run=options.dry_run,
+            dry_run=dry_run,
+            policy=policy.name if policy is not None else None,
             listen=f"{options.listen_host}:{options.listen_port}",
         )
         if stop is None:
