@@ -34,6 +34,8 @@ class AgentProcess:
     rules: Sequence[Path]
     audit_path: Path
     dry_run: bool = False
+    policy: Path | None = None
+    """An AutopilotPolicy file for `--policy`."""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -60,6 +62,8 @@ class AgentProcess:
         ]
         if self.dry_run:
             argv.append("--dry-run")
+        if self.policy is not None:
+            argv += ["--policy", str(self.policy)]
         with self.audit_path.with_suffix(".log").open("ab") as log:
             self.process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         try:
