@@ -137,6 +137,8 @@ async def run_agent(
         for line in describe(policy):
             log.info("policy", name=policy.name, setting=line)
     dry_run = options.dry_run or (policy is not None and policy.dry_run)
+    if policy is not None and not dry_run and policy.dry_run_actions:
+        log.info("dry-run for some actions only", actions=sorted(policy.dry_run_actions))
     trail = AuditTrail(stream=options.audit_stream, listener=listener)
     telemetry = Telemetry()
     clock = WallClock()
@@ -161,9 +163,7 @@ async def run_agent(
         kafka = await stack.enter_async_context(KafkaAdmin(settings=options.kafka)) if options.kafka else None
         dry_applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
         live_applier = LiveApplier(writer=kube)
-        dry_run_actions = frozenset(
-            action for action in catalog.ACTIONS if dry_run or (policy is not None and policy.action_dry_run(action))
-        )
+        dry_run_actions = dry_run_action_names(dry_run=options.dry_run, policy=policy)
 
         def applier(action: str) -> Applier:
             return dry_applier if action in dry_run_actions else live_applier
@@ -229,6 +229,14 @@ async def run_agent(
             return 70
         log.info("agent stopped")
     return 0
+
+
+def dry_run_action_names(*, dry_run: bool, policy: Policy | None) -> frozenset[str]:
+    """The actions whose executor gets the dry-run applier: all of them with --dry-run or a policy's
+    `dryRun: true`, else the policy's `dryRunActions`."""
+    return frozenset(
+        action for action in catalog.ACTIONS if dry_run or (policy is not None and policy.action_dry_run(action))
+    )
 
 
 async def watch_triggers(kube: KubeClient, agent: Agent) -> None:

@@ -43,6 +43,7 @@ from agent.core.policy import (
 from agent.core.rules import ActionWindow, Rule
 from agent.core.samples import Sample
 from agent.core.states import ObjectState, RuleState
+from agent.runtime.main import dry_run_action_names
 
 POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
 FILE = "policies/test.yaml"
@@ -362,6 +363,16 @@ def test_action_dry_run_and_approval() -> None:
     assert replace(policy, dry_run=True).action_dry_run(RESIZE)
     assert policy.approval_required([RESIZE, catalog.BROKER_RESTART])
     assert not policy.approval_required([RESIZE])
+
+
+def test_the_applier_choice_follows_the_flag_and_the_policy() -> None:
+    every = frozenset(catalog.ACTIONS)
+    assert dry_run_action_names(dry_run=False, policy=None) == frozenset()
+    assert dry_run_action_names(dry_run=True, policy=None) == every
+    assert dry_run_action_names(dry_run=False, policy=one_policy(FULL)) == {RESCHEDULE}
+    assert dry_run_action_names(dry_run=False, policy=replace(one_policy(FULL), dry_run=True)) == every
+    audit_only = one_policy((POLICIES_DIR / "audit-only.yaml").read_text())
+    assert dry_run_action_names(dry_run=False, policy=audit_only) == every
 
 
 # --- the policy in a cycle ----------------------------------------------------------------------------
