@@ -149,7 +149,11 @@ class Agent:
     dry_run_actions: frozenset[str] = frozenset()
     """Actions whose executor got the dry-run applier (the policy's dryRunActions), for the records."""
     _admitted: dict[tuple[str, str], ActionStart] = field(default_factory=dict)
-    """Actions admitted by a cycle and not yet seen in the durable history (or started)."""
+    """Actions admitted by a cycle and not yet seen in the durable history."""
+    _starting: set[tuple[str, str]] = field(default_factory=set)
+    """Actions admitted by a cycle whose task is not created yet (they count as in flight)."""
+    _history: tuple[float, ActionHistory] | None = None
+    _history_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _excluded_said: set[tuple[str, str]] = field(default_factory=set)
 
     # --- the loops ---------------------------------------------------------------------------------
@@ -236,6 +240,7 @@ class Agent:
             self._admitted[(rule.name, planned.object)] = ActionStart(
                 rule=rule.name, object=planned.object, action=planned.action, at=now
             )
+            self._starting.add((rule.name, planned.object))
         await self.record_cycle(rule, outcome, objects)
         conflicted: set[str] = set()
         for key, state in outcome.states.items():
@@ -254,6 +259,7 @@ class Agent:
                 self.start_action(rule, planned, by_key[planned.object])
             else:
                 self._admitted.pop((rule.name, planned.object), None)
+            self._starting.discard((rule.name, planned.object))
         return rule_health(outcome)
 
     async def admission_facts(self, rule: Rule, now: float) -> AdmissionFacts:
@@ -262,25 +268,35 @@ class Agent:
         policy = self.policy
         history = ActionHistory()
         if policy.history_seconds or policy.max_concurrent_actions is not None:
-            history = await self.store.action_history()
+            history = await self.action_history(now)
         cordoned: frozenset[str] = frozenset()
         if rule.target is TargetKind.NODE and policy.max_cordoned_nodes is not None:
             cordoned = frozenset(node.name for node in await self.inventory.list_nodes() if node.unschedulable)
         # No await from here on: the in-memory part must be current when run_cycle uses it.
         latest: dict[tuple[str, str], float] = {}
         for start in history.starts:
-            latest[(start.rule, start.object)] = max(start.at, latest.get((start.rule, start.object), start.at))
+            key = (start.rule, start.object)
+            latest[key] = max(start.at, latest.get(key, start.at))
+        horizon = now - policy.history_seconds - 60
         for key, start in list(self._admitted.items()):
-            running = self.running_actions.get(key)
-            if latest.get(key, float("-inf")) >= start.at or (running is not None and running.done()):
-                del self._admitted[key]  # stored by now, or over: the durable history has it
-        pending = [start for key, start in self._admitted.items() if latest.get(key, float("-inf")) < start.at]
+            if latest.get(key, float("-inf")) >= start.at or start.at < horizon:
+                del self._admitted[key]  # the durable history has it, or it no longer counts
         in_flight = (
             {key for key, task in self.running_actions.items() if not task.done()}
-            | set(self._admitted)
+            | self._starting
             | set(history.in_flight)
         )
-        return AdmissionFacts(starts=(*history.starts, *pending), in_flight=len(in_flight), cordoned_nodes=cordoned)
+        return AdmissionFacts(
+            starts=(*history.starts, *self._admitted.values()), in_flight=len(in_flight), cordoned_nodes=cordoned
+        )
+
+    async def action_history(self, now: float) -> ActionHistory:
+        """Every rule's action history, listed at most once a second and shared by the rules' cycles;
+        what this agent admitted since is added from memory (`_admitted`, `_starting`)."""
+        async with self._history_lock:
+            if self._history is None or now - self._history[0] >= 1.0:
+                self._history = (now, await self.store.action_history())
+            return self._history[1]
 
     async def objects_for(self, kind: TargetKind) -> list[TargetObject]:
         if kind is TargetKind.PVC:
@@ -376,8 +392,18 @@ class Agent:
             self.telemetry.inc(
                 "kafka_autopilot_actions_total", rule=rule.name, action=planned.action, outcome="planned"
             )
+        entered = {transition.object for transition in outcome.transitions}
         for held in outcome.held:
             self.telemetry.inc("kafka_autopilot_actions_total", rule=rule.name, action=held.action, outcome="throttled")
+            target = by_key.get(held.object)
+            if held.object not in entered and target is not None and self.events is not None:
+                await self.events.emit(  # still held, for another reason (entering the state has its own Event)
+                    rule=rule.name,
+                    target=target,
+                    reason=RuleState.ACTIONS_THROTTLED.value,
+                    message=f"{held.action} still held: {held.code}: {held.reason}",
+                    warning=False,
+                )
         for key, why in outcome.excluded.items():
             if (rule.name, key) not in self._excluded_said:
                 self._excluded_said.add((rule.name, key))
