@@ -7,9 +7,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from helpers import REFERENCE_RULE
+from test_schema import errors as schema_validator_errors
 
 from agent.adapters.statestore import (
     RECENT_ACTIONS,
@@ -40,6 +43,7 @@ from agent.core.policy import (
     parse_policies,
     parse_policy_file,
 )
+from agent.core.policy_schema import policy_json_schema, render_policy_schema
 from agent.core.rules import ActionWindow, Rule
 from agent.core.samples import Sample
 from agent.core.states import ObjectState, RuleState
@@ -540,3 +544,46 @@ def test_a_bad_recent_actions_list_is_a_decode_error() -> None:
         decode_status({"state": "Normal", "recentActions": [{"name": RESIZE, "startedAt": "yesterday"}]})
     with pytest.raises(StateDecodeError, match="must be a list"):
         decode_status({"state": "Normal", "recentActions": "x"})
+
+
+# --- the JSON Schema for editors ------------------------------------------------------------------------------
+
+
+def policy_schema_errors(document: Any) -> list[str]:
+    schema = policy_json_schema()
+    return schema_validator_errors(document, schema, root=schema)
+
+
+def test_committed_policy_schema_is_generated_output() -> None:
+    committed = POLICIES_DIR.parent / "schema" / "autopilotpolicy.schema.json"
+    assert committed.read_text() == render_policy_schema(), (
+        "stale: python -m agent.core.policy_schema > schema/autopilotpolicy.schema.json"
+    )
+
+
+@pytest.mark.parametrize(
+    "text", [FULL, HEADER + "  {}\n", *(path.read_text() for path in sorted(POLICIES_DIR.glob("*.yaml")))]
+)
+def test_valid_policies_pass_the_loader_and_the_schema(text: str) -> None:
+    assert parse_policies(text, file=FILE).problems == ()
+    assert policy_schema_errors(yaml.safe_load(text)) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "dryRun: yes-please",
+        "maxConcurrentActions: 0",
+        'maxConcurrentActions: "2"',
+        "minResizeInterval: 6x",
+        "rateLimits: {perObjekt: {count: 1, period: 1h}}",
+        "rateLimits: {perRule: {count: 1}}",
+        "approvalRequired: [openstorage.io.action.volume/resise]",
+        'actionWindow: {start: "25:00", end: "10:00"}',
+        "maxConcurentActions: 1",
+    ],
+)
+def test_invalid_policies_fail_the_loader_and_the_schema(line: str) -> None:
+    text = HEADER + f"  {line}\n"
+    assert parse_policies(text, file=FILE).problems
+    assert policy_schema_errors(yaml.safe_load(text))
