@@ -24,6 +24,7 @@ from agent.adapters.statestore import (
     encode_status,
     with_recent,
 )
+from agent.audit.timeline import Timeline
 from agent.audit.trail import cycle_records
 from agent.core import catalog
 from agent.core.diagnostics import Location
@@ -446,6 +447,15 @@ def test_max_concurrent_counts_actions_admitted_in_the_same_cycle() -> None:
         ("kafka/b", "MaxConcurrentActions", "throttled"),
         ("kafka/c", "MaxConcurrentActions", "throttled"),
     ]
+
+
+def test_a_held_action_reads_well_in_the_timeline() -> None:
+    outcome = cycle(claims("a", "b"), policy=Policy(name="one", max_concurrent_actions=1))
+    (record,) = [record for record in cycle_records(outcome, dry_run=False) if record["event"] == "action-throttled"]
+    assert Timeline().line(record) == (
+        "12:00:00  kafka/b                action-throttled: MaxConcurrentActions: 1 actions in flight; "
+        "policy one allows 1 at once"
+    )
 
 
 def test_a_hold_is_rechecked_each_evaluation_and_lifts_when_it_passes() -> None:
