@@ -12,9 +12,10 @@ A cycle of one rule:
 5. persist the states that changed, then start executors for the planned actions.
 
 With a guardrail policy (agent.core.policy), step 3 also gets the admission facts: the recent action
-starts and in-flight records of every rule (one list of AutopilotRuleObjects per cycle, only when the
-policy has limits that need them), the actions this agent runs or has just admitted, and, before a
-node action, the cordoned nodes. Objects the policy's namespaces keep out are said so once.
+starts and in-flight records of every rule (one list of AutopilotRuleObjects, at most once a second,
+shared by the rules' cycles, and only when the policy has limits that need it), the actions this agent
+runs or has just admitted (from memory, until the durable history shows them), and, before a node
+action, the cordoned nodes. Objects the policy's namespaces keep out are said so once.
 
 A planned action runs as: persist ActiveActionsInProgress together with an in-flight record of the
 exact plan, then executor (plan, apply, verify), then persist the outcome. A restarted agent finds
