@@ -38,6 +38,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/kafka-autopilot lint rules/
+	$(BIN)/kafka-autopilot lint policies/
 
 typecheck: install
 	$(BIN)/mypy

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agent import __version__
-from agent.adapters.files import expand_paths, load_rule_paths
+from agent.adapters.files import expand_paths, load_paths
 from agent.adapters.kafka import KafkaSettings
 from agent.adapters.prometheus import PrometheusQueryError
 from agent.adapters.promtool import PromtoolError, check_promql
@@ -74,11 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     lint = commands.add_parser(
         "lint",
-        help="check AutopilotRule files and report every problem with file:line:col",
-        description="Check AutopilotRule YAML files (or folders of them). Prints each problem as "
-        "file:line:col: rule: field: message. Exit 0 when clean, 1 on errors.",
+        help="check AutopilotRule and AutopilotPolicy files and report every problem with file:line:col",
+        description="Check AutopilotRule and AutopilotPolicy YAML files (or folders of them), each document "
+        "by its kind. Prints each problem as file:line:col: rule or policy: field: message. Exit 0 when clean, "
+        "1 on errors.",
     )
-    lint.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="rule files or folders")
+    lint.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="rule or policy files or folders")
     lint.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     lint.add_argument("--aliases", action="store_true", help="list the keyAlias names and their PromQL, then exit")
     lint.add_argument(
@@ -120,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--rules", nargs="*", type=Path, default=[], metavar="PATH", help="rule files or folders")
     run.add_argument("--cluster-rules", action="store_true", help="also run the AutopilotRule objects in the cluster")
-    run.add_argument("--policy", type=Path, metavar="FILE", help="guardrail policy (not yet supported: see issue 5)")
+    run.add_argument(
+        "--policy", type=Path, metavar="FILE", help="guardrail policy: an AutopilotPolicy YAML file (see policies/)"
+    )
     run.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: in-cluster config)")
     run.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus-compatible query endpoint")
     run.add_argument("--prometheus-bearer-token-file", type=Path, metavar="FILE")
@@ -230,7 +233,11 @@ def cmd_lint(args: argparse.Namespace) -> int:
         print(f"{path}: no such file or folder", file=sys.stderr)
     if missing:
         return EXIT_CANNOT_RUN
-    result = merge_results(load_rule_paths(args.paths))
+    per_file = list(load_paths(args.paths))
+    result = merge_results(rules for rules, _ in per_file)
+    policies = [policy for _, found in per_file for policy in found.policies]
+    policy_problems = tuple(problem for _, found in per_file for problem in found.problems)
+    result = replace(result, problems=result.problems + policy_problems)
     if not args.no_promql:
         rejected = promql_problems(result.rules)
         names = {problem.rule for problem in rejected}
@@ -258,8 +265,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
     else:
         for problem in result.problems:
             print(problem, file=out)
+    policies_valid = f"; {len(policies)} policies valid" if policies or policy_problems else ""
     print(
-        f"{len(result.rules)} rules valid, {len(result.errors)} errors",
+        f"{len(result.rules)} rules valid, {len(result.errors)} errors{policies_valid}",
         file=sys.stderr,
     )
     return EXIT_PROBLEMS if result.errors else EXIT_OK
@@ -398,8 +406,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.policy is not None:
-        print("kafka-autopilot run: --policy is not supported yet (policies come with issue 5)", file=sys.stderr)
+    if args.policy is not None and not args.policy.is_file():
+        print(f"kafka-autopilot run: --policy {args.policy}: no such file", file=sys.stderr)
         return EXIT_CANNOT_RUN
     if not args.rules and not args.cluster_rules:
         print("kafka-autopilot run: give --rules PATH... or --cluster-rules", file=sys.stderr)
@@ -454,6 +462,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         lease_duration=float(args.lease_duration),
         identity=args.identity.strip(),
+        policy_path=args.policy,
     )
     try:
         return asyncio.run(run_agent(options))

@@ -1,4 +1,4 @@
-"""Read rule files and folders from disk and hand their text to the pure loader.
+"""Read rule and policy files and folders from disk and hand their text to the pure loaders.
 
 A file that cannot be read is reported like any other problem (file:1:1) and the other files still
 load. Folders are searched recursively for *.yaml and *.yml, in sorted order, so results are stable.
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from agent.core.diagnostics import Location, Problem
 from agent.core.loader import LoadResult, parse_rules
+from agent.core.policy import PolicyLoadResult, parse_policies, parse_policy_file
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -24,19 +25,42 @@ def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
+def _read(path: Path) -> str | Problem:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        return Problem(
+            location=Location(file=str(path), line=1, column=1),
+            rule="",
+            field="",
+            message=f"cannot read the file: {reason}",
+        )
+
+
 def load_rule_paths(paths: Iterable[Path]) -> Iterator[LoadResult]:
     """One LoadResult per file; merge them with agent.core.loader.merge_results."""
     for path in expand_paths(paths):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-            problem = Problem(
-                location=Location(file=str(path), line=1, column=1),
-                rule="",
-                field="",
-                message=f"cannot read the file: {reason}",
-            )
-            yield LoadResult(rules=(), problems=(problem,))
+        text = _read(path)
+        if isinstance(text, Problem):
+            yield LoadResult(rules=(), problems=(text,))
             continue
         yield parse_rules(text, file=str(path))
+
+
+def load_paths(paths: Iterable[Path]) -> Iterator[tuple[LoadResult, PolicyLoadResult]]:
+    """Rules and policies, by kind, of each file (for `lint`); an unreadable file is a rule problem."""
+    for path in expand_paths(paths):
+        text = _read(path)
+        if isinstance(text, Problem):
+            yield LoadResult(rules=(), problems=(text,)), PolicyLoadResult(policies=(), problems=())
+            continue
+        yield parse_rules(text, file=str(path)), parse_policies(text, file=str(path))
+
+
+def load_policy_file(path: Path) -> PolicyLoadResult:
+    """The one policy of a `--policy` file, or the problems that keep it from being used."""
+    text = _read(path)
+    if isinstance(text, Problem):
+        return PolicyLoadResult(policies=(), problems=(text,))
+    return parse_policy_file(text, file=str(path))

@@ -21,6 +21,9 @@ Encoding: times are RFC 3339 strings in UTC with the fraction of a second writte
 They read well with kubectl, sort as text, and `parse_time(format_time(t)) == t` for every finite t
 between the years 1 and 9999. Absent (None) fields are left out of the status.
 
+`status.recentActions` keeps the last RECENT_ACTIONS starts of actions on the pair (name and time);
+`action_history` lists them for every pair at once, for the guardrail policy (agent.core.policy).
+
 The module also installs the three CRDs (`install_crds`), reads AutopilotRules stored in the cluster
 as YAML text for the rule loader (`list_cluster_rules`), and writes their `Valid` condition
 (`set_rule_status`).
@@ -55,6 +58,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent.core.diagnostics import Problem, Severity
+from agent.core.policy import ActionStart
 from agent.core.rules import API_GROUP, API_VERSION, RULE_KIND
 from agent.core.states import ObjectState, RuleState
 
@@ -79,6 +83,8 @@ CLUSTER_RULE_FILE_PREFIX: Final = "cluster:autopilotrule/"
 VALID_CONDITION: Final = "Valid"
 
 _MAX_WRITE_ATTEMPTS: Final = 5
+RECENT_ACTIONS: Final = 32
+"""How many action starts each pair keeps in status.recentActions (the oldest are dropped)."""
 _LIST_PAGE: Final = 500
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TIME: Final = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
@@ -169,12 +175,40 @@ class InFlight:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RecentAction:
+    """One action started on the object, kept for the policy's rate limits."""
+
+    name: str
+    started_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class StoredStatus:
     """A decoded AutopilotRuleObject status; `state` is None when none was written yet."""
 
     state: ObjectState | None = None
     last_action: LastAction | None = None
     in_flight: InFlight | None = None
+    recent_actions: tuple[RecentAction, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionHistory:
+    """Every pair's recent action starts and the pairs with an action in flight, from one list."""
+
+    starts: tuple[ActionStart, ...] = ()
+    in_flight: frozenset[tuple[str, str]] = frozenset()
+    """(rule, object key) pairs with an in-flight record."""
+
+
+def with_recent(recent: Sequence[RecentAction], last_action: LastAction | None) -> tuple[RecentAction, ...]:
+    """`recent` with `last_action`'s start added (once), keeping the last RECENT_ACTIONS."""
+    if last_action is None or last_action.started_at is None:
+        return tuple(recent)
+    start = RecentAction(name=last_action.name, started_at=last_action.started_at)
+    if start in recent:
+        return tuple(recent)
+    return tuple(sorted((*recent, start), key=lambda action: action.started_at))[-RECENT_ACTIONS:]
 
 
 # --- the codec (pure) -------------------------------------------------------------------------------
@@ -329,12 +363,20 @@ def decode_in_flight(raw: Mapping[str, Any], *, path: str = "status.inFlight") -
 
 
 def encode_status(
-    *, state: ObjectState | None, last_action: LastAction | None = None, in_flight: InFlight | None = None
+    *,
+    state: ObjectState | None,
+    last_action: LastAction | None = None,
+    in_flight: InFlight | None = None,
+    recent_actions: Sequence[RecentAction] = (),
 ) -> dict[str, Any]:
     """A whole AutopilotRuleObject status."""
     encoded = encode_state(state) if state is not None else {}
     if last_action is not None:
         encoded["lastAction"] = encode_last_action(last_action)
+    if recent_actions:
+        encoded["recentActions"] = [
+            {"name": action.name, "startedAt": format_time(action.started_at)} for action in recent_actions
+        ]
     if in_flight is not None:
         encoded["inFlight"] = encode_in_flight(in_flight)
     return encoded
@@ -355,7 +397,25 @@ def decode_status(status: Mapping[str, Any] | None) -> StoredStatus:
         state=decode_state(status) if "state" in status else None,
         last_action=decode_last_action(last_action) if last_action is not None else None,
         in_flight=decode_in_flight(in_flight) if in_flight is not None else None,
+        recent_actions=_decode_recent(status.get("recentActions")),
     )
+
+
+def _decode_recent(raw: Any) -> tuple[RecentAction, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise StateDecodeError(f"status.recentActions: must be a list, got {raw!r}")
+    found = []
+    for index, item in enumerate(raw):
+        path = f"status.recentActions[{index}]"
+        if not isinstance(item, Mapping):
+            raise StateDecodeError(f"{path}: must be a mapping, got {item!r}")
+        started_at = _get_time(item, "startedAt", path=path)
+        if started_at is None:
+            raise StateDecodeError(f"{path}.startedAt: missing")
+        found.append(RecentAction(name=_get_string(item, "name", path=path), started_at=started_at))
+    return tuple(found)
 
 
 def _digest(*parts: str) -> str:
@@ -531,6 +591,36 @@ class StateStore:
         self._seen[(rule, object_key)] = snapshot
         return _decode(snapshot.obj) if snapshot.obj is not None else StoredStatus()
 
+    async def action_history(self) -> ActionHistory:
+        """Every pair's recent action starts (and in-flight ones), all rules, in one list.
+
+        Read-only: it does not change the write base of any pair, so a rule's own `load` stays the
+        base of its writes. A status this agent cannot read raises StateDecodeError: the guardrails
+        must not count from a partial history.
+        """
+        starts: list[ActionStart] = []
+        in_flight: set[tuple[str, str]] = set()
+        for obj in await self._list(None):
+            spec = obj.get("spec") or {}
+            rule, key = spec.get("rule"), spec.get("objectKey")
+            if not isinstance(rule, str) or not isinstance(key, str):
+                continue
+            stored = _decode(obj)
+            for action in stored.recent_actions:
+                starts.append(ActionStart(rule=rule, object=key, action=action.name, at=action.started_at))
+            last = stored.last_action
+            if (
+                last is not None
+                and last.started_at is not None
+                and not any(action.started_at == last.started_at for action in stored.recent_actions)
+            ):
+                starts.append(ActionStart(rule=rule, object=key, action=last.name, at=last.started_at))
+            if stored.in_flight is not None:
+                in_flight.add((rule, key))
+                flying = stored.in_flight
+                starts.append(ActionStart(rule=rule, object=key, action=flying.action, at=flying.requested_at))
+        return ActionHistory(starts=tuple(starts), in_flight=frozenset(in_flight))
+
     async def in_flight(self, rule: str, object_key: str) -> InFlight | None:
         """The action recorded in flight for the pair, if any (fresh from the API server)."""
         return (await self.status(rule, object_key)).in_flight
@@ -557,6 +647,7 @@ class StateStore:
                 state=state,
                 last_action=last_action if last_action is not None else stored.last_action,
                 in_flight=in_flight if in_flight is not None else stored.in_flight,
+                recent_actions=with_recent(stored.recent_actions, last_action),
             )
 
         await self._write(rule=rule, object_key=object_key, object_kind=object_kind, change=change)
@@ -586,6 +677,7 @@ class StateStore:
                 state=state if state is not None else stored.state,
                 last_action=stored.last_action,
                 in_flight=record,
+                recent_actions=stored.recent_actions,
             )
 
         await self._write(rule=rule, object_key=object_key, object_kind=object_kind, change=change)
@@ -608,6 +700,7 @@ class StateStore:
                 state=state if state is not None else stored.state,
                 last_action=last_action if last_action is not None else stored.last_action,
                 in_flight=None,
+                recent_actions=with_recent(stored.recent_actions, last_action),
             )
 
         await self._write(rule=rule, object_key=object_key, object_kind=object_kind, change=change)
@@ -691,12 +784,13 @@ class StateStore:
             )
         return _Snapshot(obj=obj)
 
-    async def _list(self, rule: str) -> list[dict[str, Any]]:
+    async def _list(self, rule: str | None) -> list[dict[str, Any]]:
+        """The pairs of `rule` (by label), or of every rule when None."""
         items: list[dict[str, Any]] = []
         token: str | None = None
         try:
             while True:
-                selector = f"{RULE_LABEL}={label_value(rule)}"
+                selector = f"{RULE_LABEL}={label_value(rule)}" if rule is not None else ""
                 if token is None:
                     page = await self._api.list_cluster_custom_object(
                         API_GROUP, VERSION, OBJECTS_PLURAL, label_selector=selector, limit=_LIST_PAGE
@@ -710,7 +804,7 @@ class StateStore:
                 if token is None:
                     return items
         except _CLIENT_ERRORS as error:
-            raise _api_error(error, f"listing the states of {rule}") from error
+            raise _api_error(error, f"listing the states of {rule or 'every rule'}") from error
 
 
 def _decode(obj: Mapping[str, Any] | None) -> StoredStatus:
@@ -724,7 +818,12 @@ def _decode(obj: Mapping[str, Any] | None) -> StoredStatus:
 
 
 def _fields(stored: StoredStatus) -> dict[str, Any]:
-    return {"state": stored.state, "last_action": stored.last_action, "in_flight": stored.in_flight}
+    return {
+        "state": stored.state,
+        "last_action": stored.last_action,
+        "in_flight": stored.in_flight,
+        "recent_actions": stored.recent_actions,
+    }
 
 
 # --- AutopilotRules stored in the cluster -----------------------------------------------------------

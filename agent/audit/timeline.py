@@ -27,8 +27,9 @@ class Timeline:
             shown = f"  value {values}" if values else ""
             return f"{clock}  {record['object']:<22} {record['from']} -> {record['to']}  [{record['reason']}]{shown}"
         if event.startswith("action-"):
-            detail = record["reason"] if event == "action-declined" else f"{record['before']} -> {record['after']}"
-            if event not in ("action-declined", "action-planned") and record.get("reason"):
+            by_reason = event in ("action-declined", "action-throttled")
+            detail = record["reason"] if by_reason else f"{record['before']} -> {record['after']}"
+            if not by_reason and event != "action-planned" and record.get("reason"):
                 detail += f" ({record['reason']})"
             return f"{clock}  {record['object']:<22} {event}: {detail}"
         if event == "cycle-error":

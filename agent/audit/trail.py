@@ -7,6 +7,8 @@ record carries the same stable keys, null where they do not apply, so tools can 
 |----------|---------------------------------------------------------------------------|
 | time     | when it happened (the cycle's time, ISO 8601 UTC)                         |
 | event    | evaluation, transition, action-planned, action-declined, action-applied…  |
+|          | action-throttled (held by the policy), policy-excluded (outside its       |
+|          | namespaces)                                                               |
 | rule     | the rule's name                                                           |
 | object   | the object: namespace/name, or name for cluster-scoped objects            |
 | from, to | the states of a transition                                                |
@@ -30,7 +32,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from agent.core.engine import CycleOutcome, DeclinedAction, ObjectEvaluation, PlannedAction
+from agent.core.engine import CycleOutcome, DeclinedAction, HeldAction, ObjectEvaluation, PlannedAction
 from agent.core.states import Transition
 
 AUDIT_KEYS = (
@@ -124,6 +126,27 @@ def declined_record(declined: DeclinedAction, *, dry_run: bool) -> AuditRecord:
     )
 
 
+def held_record(held: HeldAction, *, dry_run: bool) -> AuditRecord:
+    return _record(
+        event="action-throttled",
+        at=held.at,
+        rule=held.rule,
+        obj=held.object,
+        dry_run=dry_run,
+        action=held.action,
+        outcome="throttled",
+        reason=f"{held.code}: {held.reason}",
+        code=held.code,
+    )
+
+
+def excluded_record(*, rule: str, object_key: str, reason: str, at: float) -> AuditRecord:
+    """An object the rule selects that the policy keeps out (written once per agent run)."""
+    return _record(
+        event="policy-excluded", at=at, rule=rule, obj=object_key, dry_run=False, outcome="excluded", reason=reason
+    )
+
+
 def cycle_records(outcome: CycleOutcome, *, dry_run: bool) -> Iterator[AuditRecord]:
     """Every record of one rule's cycle, in the order things happened per object."""
     for evaluation in outcome.evaluations:
@@ -132,6 +155,8 @@ def cycle_records(outcome: CycleOutcome, *, dry_run: bool) -> Iterator[AuditReco
         yield transition_record(transition, dry_run=dry_run)
     for declined in outcome.declined:
         yield declined_record(declined, dry_run=dry_run)
+    for held in outcome.held:
+        yield held_record(held, dry_run=dry_run)
     for planned in outcome.planned:
         yield action_record(planned, dry_run=dry_run)
     for preview in outcome.previews:

@@ -22,6 +22,7 @@ from agent.core.planners import (
     plan_pool_expand,
     plan_volume_resize,
 )
+from agent.core.policy import AdmissionFacts, Held, Policy, admit
 from agent.core.quantity import format_bytes
 from agent.core.rules import (
     ConditionExpression,
@@ -38,6 +39,7 @@ from agent.core.states import (
     RuleState,
     Transition,
     Verdict,
+    apply_hold,
     apply_plan_outcome,
     decide,
 )
@@ -81,6 +83,18 @@ class DeclinedAction:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HeldAction:
+    """A planned action the guardrail policy held back (the object is in ActionsThrottled)."""
+
+    rule: str
+    object: str
+    action: str
+    code: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class CycleOutcome:
     states: Mapping[str, ObjectState]
     evaluations: tuple[ObjectEvaluation, ...] = ()
@@ -90,6 +104,10 @@ class CycleOutcome:
     declined: tuple[DeclinedAction, ...] = ()
     notes: Mapping[str, str] = field(default_factory=dict)
     unmatched_series: int = 0
+    held: tuple[HeldAction, ...] = ()
+    """Held back by the policy, newly or for a new reason (an unchanged hold is in `notes` only)."""
+    excluded: Mapping[str, str] = field(default_factory=dict)
+    """Objects the rule selects that the policy's namespaces keep out, and why; not evaluated."""
 
 
 def distinct_queries(rules: Sequence[Rule], *, provider: ConditionProvider = ConditionProvider.PROMETHEUS) -> list[str]:
@@ -125,22 +143,46 @@ def run_cycle(
     states: Mapping[str, ObjectState],
     now: float,
     approval_needed: bool | None = None,
+    policy: Policy | None = None,
+    facts: AdmissionFacts | None = None,
 ) -> CycleOutcome:
-    """Evaluate `rule` over the selected `objects` with this cycle's `vectors` (query -> samples)."""
+    """Evaluate `rule` over the selected `objects` with this cycle's `vectors` (query -> samples).
+
+    With a guardrail `policy`: objects in namespaces it keeps out are not evaluated (see `excluded`),
+    its action windows apply on top of the rule's, its approval list adds to the rule's enforcement
+    (when `approval_needed` is not given), and every planned action must pass `admit` with `facts`,
+    which grow with each action admitted in this cycle.
+    """
     selected = select_objects(rule, objects)
+    excluded: dict[str, str] = {}
+    if policy is not None:
+        kept = []
+        for target in selected:
+            why = policy.excluded_by_namespace(target.namespace)
+            if why is None:
+                kept.append(target)
+            else:
+                excluded[target.key] = why
+        selected = kept
+    facts = facts if facts is not None else AdmissionFacts()
     index = IdentityIndex(objects=selected, identity_labels=identity_labels_for(rule))
     joined = {
         expression.query: index.join(vectors.get(expression.query, ())) for expression in rule.conditions.expressions
     }
     moment = datetime.fromtimestamp(now, UTC)
     in_window = rule.in_action_window(weekday=moment.isoweekday(), minute_of_day=moment.hour * 60 + moment.minute)
+    if policy is not None:
+        in_window = in_window and policy.window_open(now)
     needs_approval = rule.approval_required if approval_needed is None else approval_needed
+    if approval_needed is None and policy is not None:
+        needs_approval = needs_approval or policy.approval_required(action.name for action in rule.actions)
     new_states: dict[str, ObjectState] = {}
     evaluations: list[ObjectEvaluation] = []
     transitions: list[Transition] = []
     planned: list[PlannedAction] = []
     previews: list[PlannedAction] = []
     declined: list[DeclinedAction] = []
+    held: list[HeldAction] = []
     notes: dict[str, str] = {}
     for target in selected:
         results = tuple(
@@ -165,8 +207,33 @@ def run_cycle(
         state, note = step.state, step.note
         if step.plan_now or step.preview_now:
             plans = plan_actions(rule=rule, target=target, now=now)
+            hold = None
+            if step.plan_now and policy is not None and not isinstance(plans, DeclinedAction):
+                hold = _first_hold(policy=policy, plans=plans, facts=facts, now=now)
             if step.preview_now and not isinstance(plans, DeclinedAction):
                 previews.extend(plans)
+            elif hold is not None:
+                action, held_by = hold
+                outcome = apply_hold(
+                    rule=rule.name,
+                    object_key=target.key,
+                    state=state,
+                    now=now,
+                    reason=f"{held_by.code}: {held_by.reason}",
+                )
+                if outcome.state.reason != state.reason or outcome.transitions:
+                    held.append(
+                        HeldAction(
+                            rule=rule.name,
+                            object=target.key,
+                            action=action,
+                            code=held_by.code,
+                            reason=held_by.reason,
+                            at=now,
+                        )
+                    )
+                transitions.extend(outcome.transitions)
+                state, note = outcome.state, outcome.note
             else:
                 outcome = apply_plan_outcome(
                     rule=rule.name,
@@ -182,6 +249,8 @@ def run_cycle(
                         declined.append(plans)
                 elif state.state is RuleState.ACTIVE_ACTIONS_PENDING:
                     planned.extend(plans)
+                    for plan in plans:
+                        facts = facts.admitted(rule=rule.name, object_key=target.key, action=plan.action, at=now)
         if note:
             notes[target.key] = note
         new_states[target.key] = state
@@ -194,7 +263,22 @@ def run_cycle(
         declined=tuple(declined),
         notes=notes,
         unmatched_series=sum(result.unmatched_series for result in joined.values()),
+        held=tuple(held),
+        excluded=excluded,
     )
+
+
+def _first_hold(
+    *, policy: Policy, plans: Sequence[PlannedAction], facts: AdmissionFacts, now: float
+) -> tuple[str, Held] | None:
+    """The first of an object's planned actions the policy holds back, if any (then none of them runs)."""
+    for plan in plans:
+        admission = admit(
+            policy=policy, rule=plan.rule, object_key=plan.object, action=plan.action, facts=facts, now=now
+        )
+        if isinstance(admission, Held):
+            return plan.action, admission
+    return None
 
 
 def _result(expression: ConditionExpression, value: float | None) -> ExpressionResult:

@@ -4,6 +4,8 @@ Both the vendor's `autopilot.libopenstorage.org/v1alpha1` rules (unchanged) and 
 `kafka-autopilot.io/v1alpha1` rules are accepted; ours may use the extensions (`identityLabels`,
 `enforcement: dryRun`, `actionWindow`, `minstep`, ...), and so may vendor rules, which costs nothing.
 
+AutopilotPolicy documents in the same files are skipped here; agent.core.policy loads them.
+
 Each problem carries file:line:column, the rule name and the field path. A document with errors yields
 no Rule, and never stops the documents and files after it from loading.
 """
@@ -22,6 +24,7 @@ from agent.core.rules import (
     API_VERSION,
     DEFAULT_COOLDOWN_SECONDS,
     DEFAULT_POLL_INTERVAL_SECONDS,
+    POLICY_KIND,
     RULE_KIND,
     VENDOR_API_VERSION,
     ActionWindow,
@@ -71,6 +74,9 @@ def parse_rules(text: str, *, file: str) -> LoadResult:
     rules: list[Rule] = []
     problems: list[Problem] = []
     for document in documents.views:
+        kind = document.get("kind")
+        if kind is not None and kind.is_scalar() and kind.text() == POLICY_KIND:
+            continue
         builder = _RuleBuilder(document)
         rule = builder.build()
         problems.extend(builder.problems)

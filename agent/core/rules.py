@@ -20,6 +20,8 @@ VENDOR_API_VERSION = "autopilot.libopenstorage.org/v1alpha1"
 API_GROUP = "kafka-autopilot.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 RULE_KIND = "AutopilotRule"
+POLICY_KIND = "AutopilotPolicy"
+"""Guardrail policies (agent.core.policy) may share files with rules; the rule loader leaves them alone."""
 
 DEFAULT_POLL_INTERVAL_SECONDS = 10
 DEFAULT_COOLDOWN_SECONDS = 300

@@ -1,20 +1,27 @@
 """The per-(rule, object) state machine, pure: time and inputs are passed in, transitions come out.
 
-States are the vendor Autopilot's, plus ActionAwaitingWindow:
+States are the vendor Autopilot's, plus ActionAwaitingWindow and ActionsThrottled:
 
     Initializing ──first evaluation──► Normal ──conditions hold──► Triggered
     Triggered ──clear──► Normal
     Triggered ──held for `for`, out of cooldown──► (approval needed) ActionAwaitingApproval
                                                   (outside the action window) ActionAwaitingWindow
                                                   (planner declines) ActionsDeclined
+                                                  (the policy holds it back) ActionsThrottled
                                                   (otherwise) ActiveActionsPending
     ActionAwaitingApproval ──approved, next evaluation──► window check, then plan; ──declined──► ActionsDeclined
-    ActionAwaitingApproval / ActionAwaitingWindow / ActionsDeclined ──clear──► Normal
+    ActionAwaitingApproval / ActionAwaitingWindow / ActionsThrottled / ActionsDeclined ──clear──► Normal
+    ActionAwaitingWindow / ActionsThrottled ──conditions hold──► approval and window checked, planned and
+                     admitted again at every evaluation: ActiveActionsPending once the hold has passed
     ActiveActionsPending ──executor starts──► ActiveActionsInProgress
     ActiveActionsInProgress ──verified──► ActiveActionsTaken; ──failed or held──► Normal (cooldown applies)
     ActiveActionsTaken ──cooldown over──► Normal (and on to Triggered if the conditions still hold)
     ActionsDeclined ──cooldown over, conditions hold──► approval and window checked, planned again
                      (e.g. after maxsize was raised); never after an approver declined, until Normal
+
+ActionsThrottled is a guardrail policy's hold (agent.core.policy.admit: a rate limit, the maximum of
+actions in flight or of cordoned nodes, the minimum interval between two resizes); its reason names
+the limit and, when it lifts by itself, the time it does.
 
 "No data" is never a verdict: it leaves the state as it is and is recorded as such. Every change of
 state yields a Transition (rule, object, from, to, at, reason); the caller records them all.
@@ -40,6 +47,7 @@ class RuleState(StrEnum):
     ACTIVE_ACTIONS_IN_PROGRESS = "ActiveActionsInProgress"
     ACTIVE_ACTIONS_TAKEN = "ActiveActionsTaken"
     ACTIONS_DECLINED = "ActionsDeclined"
+    ACTIONS_THROTTLED = "ActionsThrottled"
 
 
 class Verdict(StrEnum):
@@ -302,4 +310,12 @@ def apply_plan_outcome(
         machine.note = f"still declined: {declined.message}"
     else:
         machine.go(RuleState.ACTIONS_DECLINED, f"{declined.code}: {declined.message}")
+    return machine.step()
+
+
+def apply_hold(*, rule: str, object_key: str, state: ObjectState, now: float, reason: str) -> Step:
+    """After `plan_now`, when the policy holds the planned actions back: ActionsThrottled, with `reason`."""
+    machine = _Machine(rule=rule, object_key=object_key, cooldown_seconds=0, for_seconds=0, now=now, state=state)
+    machine.go(RuleState.ACTIONS_THROTTLED, reason)
+    machine.note = f"held by the policy: {reason}"
     return machine.step()

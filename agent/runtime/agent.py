@@ -11,6 +11,12 @@ A cycle of one rule:
    transitions and actions) a Kubernetes Event on the object and on the rule's state object;
 5. persist the states that changed, then start executors for the planned actions.
 
+With a guardrail policy (agent.core.policy), step 3 also gets the admission facts: the recent action
+starts and in-flight records of every rule (one list of AutopilotRuleObjects, at most once a second,
+shared by the rules' cycles, and only when the policy has limits that need it), the actions this agent
+runs or has just admitted (from memory, until the durable history shows them), and, before a node
+action, the cordoned nodes. Objects the policy's namespaces keep out are said so once.
+
 A planned action runs as: persist ActiveActionsInProgress together with an in-flight record of the
 exact plan, then executor (plan, apply, verify), then persist the outcome. A restarted agent finds
 the in-flight record and resumes the same plan: the executor sees its own change already applied,
@@ -31,12 +37,21 @@ from typing import Any, Protocol
 import structlog
 
 from agent.actions.base import Clock, Executor, Outcome, OutcomeKind
-from agent.adapters.statestore import InFlight, LastAction, StateConflictError, StoredStatus
+from agent.adapters.statestore import ActionHistory, InFlight, LastAction, StateConflictError, StoredStatus
 from agent.adapters.storagepools import StoragePoolApi
-from agent.audit.trail import AuditRecord, AuditTrail, action_record, cycle_records, iso_time, transition_record
+from agent.audit.trail import (
+    AuditRecord,
+    AuditTrail,
+    action_record,
+    cycle_records,
+    excluded_record,
+    iso_time,
+    transition_record,
+)
 from agent.core.engine import CycleOutcome, PlannedAction, distinct_queries, plan_actions, run_cycle
 from agent.core.matching import TargetObject, broker_object, node_object, pool_object, pvc_object
 from agent.core.planners import Declined, PoolExpandPlan, ResizePlan, ScaleType
+from agent.core.policy import ActionStart, AdmissionFacts, Policy
 from agent.core.rules import ConditionProvider, Rule, TargetKind
 from agent.core.samples import Sample
 from agent.core.states import (
@@ -105,6 +120,8 @@ class StateStore(Protocol):
 
     async def in_flight(self, rule: str, object_key: str) -> InFlight | None: ...
 
+    async def action_history(self) -> ActionHistory: ...
+
     async def clear_in_flight(
         self, *, rule: str, object_key: str, object_kind: str, state: ObjectState | None = None
     ) -> None: ...
@@ -134,6 +151,18 @@ class Agent:
     rule_health: dict[str, str] = field(default_factory=dict)
     running_actions: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     _query_cache: dict[str, tuple[float, Sequence[Sample]]] = field(default_factory=dict)
+    policy: Policy | None = None
+    dry_run_actions: frozenset[str] = frozenset()
+    """Actions whose executor got the dry-run applier (the policy's dryRunActions), for the records."""
+    dry_run_executors: Mapping[str, Executor] = field(default_factory=dict)
+    """The executors again, with the dry-run applier: for rules with `enforcement: dryRun` (if none, held)."""
+    _admitted: dict[tuple[str, str], ActionStart] = field(default_factory=dict)
+    """Actions admitted by a cycle and not yet seen in the durable history."""
+    _starting: set[tuple[str, str]] = field(default_factory=set)
+    """Actions admitted by a cycle whose task is not created yet (they count as in flight)."""
+    _history: tuple[float, ActionHistory] | None = None
+    _history_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _excluded_said: set[tuple[str, str]] = field(default_factory=set)
 
     # --- the loops ---------------------------------------------------------------------------------
 
@@ -211,7 +240,15 @@ class Agent:
         objects = await self.objects_for(rule.target)
         vectors = await self.vectors_for(rule, objects, now)
         states = await self.store.load(rule.name)
-        outcome = run_cycle(rule=rule, objects=objects, vectors=vectors, states=states, now=now)
+        facts = await self.admission_facts(rule, now) if self.policy is not None else None
+        outcome = run_cycle(
+            rule=rule, objects=objects, vectors=vectors, states=states, now=now, policy=self.policy, facts=facts
+        )
+        for planned in outcome.planned:  # before the next await: the other rules' cycles must count them
+            self._admitted[(rule.name, planned.object)] = ActionStart(
+                rule=rule.name, object=planned.object, action=planned.action, at=now
+            )
+            self._starting.add((rule.name, planned.object))
         await self.record_cycle(rule, outcome, objects)
         conflicted: set[str] = set()
         for key, state in outcome.states.items():
@@ -228,9 +265,48 @@ class Agent:
         for planned in outcome.planned:
             if planned.object not in conflicted:
                 self.start_action(rule, planned, by_key[planned.object])
+            else:
+                self._admitted.pop((rule.name, planned.object), None)
+            self._starting.discard((rule.name, planned.object))
         if self.approvals is not None:
             await self.approvals.after_cycle(self, rule, outcome, before=states, objects=objects, conflicted=conflicted)
         return rule_health(outcome)
+
+    async def admission_facts(self, rule: Rule, now: float) -> AdmissionFacts:
+        """What the policy's admission needs: durable history, actions in flight, cordoned nodes."""
+        assert self.policy is not None
+        policy = self.policy
+        history = ActionHistory()
+        if policy.history_seconds or policy.max_concurrent_actions is not None:
+            history = await self.action_history(now)
+        cordoned: frozenset[str] = frozenset()
+        if rule.target is TargetKind.NODE and policy.max_cordoned_nodes is not None:
+            cordoned = frozenset(node.name for node in await self.inventory.list_nodes() if node.unschedulable)
+        # No await from here on: the in-memory part must be current when run_cycle uses it.
+        latest: dict[tuple[str, str], float] = {}
+        for start in history.starts:
+            key = (start.rule, start.object)
+            latest[key] = max(start.at, latest.get(key, start.at))
+        horizon = now - policy.history_seconds - 60
+        for key, start in list(self._admitted.items()):
+            if latest.get(key, float("-inf")) >= start.at or start.at < horizon:
+                del self._admitted[key]  # the durable history has it, or it no longer counts
+        in_flight = (
+            {key for key, task in self.running_actions.items() if not task.done()}
+            | self._starting
+            | set(history.in_flight)
+        )
+        return AdmissionFacts(
+            starts=(*history.starts, *self._admitted.values()), in_flight=len(in_flight), cordoned_nodes=cordoned
+        )
+
+    async def action_history(self, now: float) -> ActionHistory:
+        """Every rule's action history, listed at most once a second and shared by the rules' cycles;
+        what this agent admitted since is added from memory (`_admitted`, `_starting`)."""
+        async with self._history_lock:
+            if self._history is None or now - self._history[0] >= 1.0:
+                self._history = (now, await self.store.action_history())
+            return self._history[1]
 
     async def objects_for(self, kind: TargetKind) -> list[TargetObject]:
         if kind is TargetKind.PVC:
@@ -334,6 +410,23 @@ class Agent:
             self.telemetry.inc(
                 "kafka_autopilot_actions_total", rule=rule.name, action=planned.action, outcome="planned"
             )
+        entered = {transition.object for transition in outcome.transitions}
+        for held in outcome.held:
+            self.telemetry.inc("kafka_autopilot_actions_total", rule=rule.name, action=held.action, outcome="throttled")
+            target = by_key.get(held.object)
+            if held.object not in entered and target is not None and self.events is not None:
+                await self.events.emit(  # still held, for another reason (entering the state has its own Event)
+                    rule=rule.name,
+                    target=target,
+                    reason=RuleState.ACTIONS_THROTTLED.value,
+                    message=f"{held.action} still held: {held.code}: {held.reason}",
+                    warning=False,
+                )
+        for key, why in outcome.excluded.items():
+            if (rule.name, key) not in self._excluded_said:
+                self._excluded_said.add((rule.name, key))
+                log.info("object not acted on: outside the policy's namespaces", rule=rule.name, object=key, why=why)
+                self.trail.write(excluded_record(rule=rule.name, object_key=key, reason=why, at=self.clock.now()))
 
     async def note_transition(self, rule: Rule, transition: Transition, target: TargetObject | None) -> None:
         self.telemetry.inc(
@@ -380,7 +473,7 @@ class Agent:
                 return
             state = started.state
             await self.note_transitions(rule, target, started.transitions)
-        executor = self.executors.get(planned.action)
+        executor = self.executor_for(rule, planned.action)
         if executor is None:
             outcome = Outcome(kind=OutcomeKind.HELD, reason=f"no executor for {planned.action} in this agent yet")
         else:
@@ -432,7 +525,10 @@ class Agent:
         )
         await self.note_transitions(rule, target, result.transitions)
         record: AuditRecord = action_record(
-            planned, dry_run=self.dry_run or rule.dry_run, outcome=outcome.kind.value, reason=outcome.reason
+            planned,
+            dry_run=self.dry_run or rule.dry_run or planned.action in self.dry_run_actions,
+            outcome=outcome.kind.value,
+            reason=outcome.reason,
         )
         record["time"] = iso_time(now)
         record["mutations"] = list(outcome.mutations)
@@ -452,6 +548,10 @@ class Agent:
             await self.approvals.action_finished(
                 self, rule, planned=planned, target=target, state=state, outcome=outcome
             )
+
+    def executor_for(self, rule: Rule, action: str) -> Executor | None:
+        """A rule with `enforcement: dryRun` only ever gets the executors built on the dry-run applier."""
+        return (self.dry_run_executors if rule.dry_run else self.executors).get(action)
 
     def decide(
         self, rule: Rule, target: TargetObject, state: ObjectState, event: ActionStarted | ActionFinished

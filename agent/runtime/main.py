@@ -1,7 +1,9 @@
 """`kafka-autopilot run`: assemble the agent from its adapters and run it until told to stop.
 
 This is the only place that knows which concrete adapter plays which part, and the only place that
-decides dry-run: it picks the dry-run applier (an audit sink) or the live one, once.
+decides dry-run: it picks the dry-run applier (an audit sink) or the live one, once, for each
+executor: dry-run everywhere with --dry-run or a policy's `dryRun: true`, else for the policy's
+`dryRunActions`.
 
 With leader election (`RunOptions.leader_elect`), the replica serves its endpoints at once but starts
 the rule loops, watches and executors only once it holds the Lease; when it loses the Lease it cancels
@@ -28,7 +30,7 @@ from agent.actions.rebalance import LeaderRebalanceExecutor
 from agent.actions.reschedule import NodeRescheduleExecutor
 from agent.actions.resize import VolumeResizeExecutor
 from agent.adapters.approvals import ApprovalStore
-from agent.adapters.files import load_rule_paths
+from agent.adapters.files import load_policy_file, load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.kubernetes import USER_AGENT, EventTarget, KubeClient, KubeError, connect
 from agent.adapters.prometheus import PrometheusClient
@@ -40,6 +42,7 @@ from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
 from agent.core.loader import merge_results, parse_rules
 from agent.core.matching import TargetObject
+from agent.core.policy import Policy, describe
 from agent.core.rules import Rule, TargetKind
 from agent.runtime.agent import Agent
 from agent.runtime.approvals import ApprovalFlow
@@ -95,6 +98,7 @@ class RunOptions:
     listen_port: int = 8080
     install_crds: bool = False
     audit_stream: TextIO = field(default=sys.stdout)
+    policy_path: Path | None = None
     leader_elect: bool = False
     """Act only while holding the Lease `namespace`/`lease_name` (see agent.runtime.leadership)."""
     lease_name: str = "kafka-autopilot"
@@ -155,6 +159,20 @@ async def run_agent(
 ) -> int:
     """Run until SIGINT/SIGTERM, or until `stop` is set when the caller (the demo) passes one."""
     rules, problems = load_rules(options.rule_paths, out=sys.stderr)
+    policy: Policy | None = None
+    if options.policy_path is not None:
+        loaded = load_policy_file(options.policy_path)
+        for problem in loaded.problems:
+            print(f"policy problem: {problem}", file=sys.stderr)
+        if loaded.problems:
+            print("kafka-autopilot run: not running without the guardrails asked for", file=sys.stderr)
+            return 1
+        policy = loaded.policies[0]
+        for line in describe(policy):
+            log.info("policy", name=policy.name, setting=line)
+    dry_run = options.dry_run or (policy is not None and policy.dry_run)
+    if policy is not None and not dry_run and policy.dry_run_actions:
+        log.info("dry-run for some actions only", actions=sorted(policy.dry_run_actions))
     trail = AuditTrail(stream=options.audit_stream, listener=listener)
     telemetry = Telemetry()
     clock = WallClock()
@@ -180,30 +198,46 @@ async def run_agent(
             return 1
         kafka = await stack.enter_async_context(KafkaAdmin(settings=options.kafka)) if options.kafka else None
         pools = options.storage_api.client() if options.storage_api else None
-        applier: Applier
-        if options.dry_run:
-            applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
-        else:
-            applier = LiveApplier(writer=kube, kafka=kafka, pools=pools)
-        executors: dict[str, Executor] = {
-            catalog.VOLUME_RESIZE: VolumeResizeExecutor(reader=kube, applier=applier, clock=clock),
-            catalog.NODE_RESCHEDULE: NodeRescheduleExecutor(reader=kube, kafka=kafka, applier=applier, clock=clock),
-        }
-        if kafka is not None:
-            executors[catalog.LEADER_REBALANCE] = LeaderRebalanceExecutor(kafka=kafka, applier=applier, clock=clock)
-        if pools is not None:
-            executors[catalog.POOL_EXPAND] = PoolExpandExecutor(pools=pools, applier=applier, clock=clock)
+        dry_applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
+        live_applier = LiveApplier(writer=kube, kafka=kafka, pools=pools)
+        dry_run_actions = dry_run_action_names(dry_run=options.dry_run, policy=policy)
+
+        def applier(action: str) -> Applier:
+            return dry_applier if action in dry_run_actions else live_applier
+
+        def executors_with(applier_for: Callable[[str], Applier]) -> dict[str, Executor]:
+            executors: dict[str, Executor] = {
+                catalog.VOLUME_RESIZE: VolumeResizeExecutor(
+                    reader=kube, applier=applier_for(catalog.VOLUME_RESIZE), clock=clock
+                ),
+                catalog.NODE_RESCHEDULE: NodeRescheduleExecutor(
+                    reader=kube, kafka=kafka, applier=applier_for(catalog.NODE_RESCHEDULE), clock=clock
+                ),
+            }
+            if kafka is not None:
+                executors[catalog.LEADER_REBALANCE] = LeaderRebalanceExecutor(
+                    kafka=kafka, applier=applier_for(catalog.LEADER_REBALANCE), clock=clock
+                )
+            if pools is not None:
+                executors[catalog.POOL_EXPAND] = PoolExpandExecutor(
+                    pools=pools, applier=applier_for(catalog.POOL_EXPAND), clock=clock
+                )
+            return executors
+
         agent = Agent(
             rules=rules,
             inventory=kube,
             prometheus=options.prometheus.client(),
             store=StateStore(kube.api_client),
-            executors=executors,
+            executors=executors_with(applier),
+            dry_run_executors=executors_with(lambda _action: dry_applier),
             clock=clock,
             trail=trail,
             telemetry=telemetry,
             events=KubeEvents(kube=kube),
-            dry_run=options.dry_run,
+            dry_run=dry_run,
+            policy=policy,
+            dry_run_actions=dry_run_actions,
             approvals=ApprovalFlow(store=ApprovalStore(kube.api_client), agent_namespace=options.namespace),
             pools=pools,
         )
@@ -238,7 +272,8 @@ async def run_agent(
         log.info(
             "agent started",
             rules=[rule.name for rule in rules],
-            dry_run=options.dry_run,
+            dry_run=dry_run,
+            policy=policy.name if policy is not None else None,
             listen=f"{options.listen_host}:{options.listen_port}",
         )
         if stop is None:
@@ -322,6 +357,14 @@ def stop_acting(agent: Agent, tasks: Sequence[asyncio.Task[None]]) -> None:
     """Cancel the rule loops, the watches and every action in flight, synchronously (no await)."""
     for task in [*tasks, *agent.running_actions.values()]:
         task.cancel()
+
+
+def dry_run_action_names(*, dry_run: bool, policy: Policy | None) -> frozenset[str]:
+    """The actions whose executor gets the dry-run applier: all of them with --dry-run or a policy's
+    `dryRun: true`, else the policy's `dryRunActions`."""
+    return frozenset(
+        action for action in catalog.ACTIONS if dry_run or (policy is not None and policy.action_dry_run(action))
+    )
 
 
 async def watch_triggers(kube: KubeClient, agent: Agent) -> None:

@@ -36,6 +36,8 @@ class AgentProcess:
     dry_run: bool = False
     extra_args: Sequence[str] = ()
     """More `run` options, e.g. `--policy FILE` or `--namespace NAME`."""
+    policy: Path | None = None
+    """An AutopilotPolicy file for `--policy`."""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     leader_elect: bool = False
@@ -68,6 +70,8 @@ class AgentProcess:
         ]
         if self.dry_run:
             argv.append("--dry-run")
+        if self.policy is not None:
+            argv += ["--policy", str(self.policy)]
         argv.extend(self.extra_args)
         if self.leader_elect:
             argv.append("--leader-elect")

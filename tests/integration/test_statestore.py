@@ -23,8 +23,10 @@ from agent.adapters.statestore import (
     CRD_NAMES,
     OBJECT_KIND_LABEL,
     RULE_LABEL,
+    ActionHistory,
     ActionInFlightError,
     LastAction,
+    RecentAction,
     StateConflictError,
     StateStore,
     StoredStatus,
@@ -190,7 +192,9 @@ async def test_save_then_load_from_another_store_round_trips_exactly(api_client:
     reader = StateStore(api_client)
     loaded = await reader.load(rule)
     assert loaded == {key: state, "kafka/data-kafka-2": normal(T0 + 1)}
-    assert await reader.status(rule, key) == StoredStatus(state=state, last_action=last)
+    assert await reader.status(rule, key) == StoredStatus(
+        state=state, last_action=last, recent_actions=(RecentAction(name=RESIZE, started_at=T0 + 20.2),)
+    )
 
     stored = api.get(f"{OBJECTS_PATH}/{object_name(rule=rule, object_key=key)}")
     assert stored["spec"]["objectNamespace"] == "kafka"
@@ -331,7 +335,9 @@ async def test_the_in_flight_record_survives_a_restart_and_blocks_a_second_apply
         taken = ObjectState(state=RuleState.ACTIVE_ACTIONS_TAKEN, since=T0 + 95, cooldown_until=T0 + 395)
         outcome = LastAction(name=RESIZE, before="10Gi", after="15Gi", started_at=T0 + 60.5, finished_at=T0 + 95)
         await after.clear_in_flight(rule=rule, object_key=key, object_kind=PVC, state=taken, last_action=outcome)
-        assert await StateStore(restarted_client).status(rule, key) == StoredStatus(state=taken, last_action=outcome)
+        assert await StateStore(restarted_client).status(rule, key) == StoredStatus(
+            state=taken, last_action=outcome, recent_actions=(RecentAction(name=RESIZE, started_at=T0 + 60.5),)
+        )
         assert await StateStore(restarted_client).in_flight(rule, key) is None
 
 
@@ -344,6 +350,29 @@ async def test_saving_a_state_keeps_the_in_flight_record(api_client: ApiClient) 
     in_progress = ObjectState(state=RuleState.ACTIVE_ACTIONS_IN_PROGRESS, since=T0 + 1, reason="executor started")
     await store.save(rule=rule, object_key=key, object_kind=PVC, state=in_progress)
     assert await StateStore(api_client).status(rule, key) == StoredStatus(state=in_progress, in_flight=record)
+
+
+async def test_action_history_lists_every_rules_recent_starts_and_in_flight_records(api_client: ApiClient) -> None:
+    """What the guardrail policy counts from: one list, all rules, as a restarted agent would read it."""
+    store = StateStore(api_client)
+    taken = ObjectState(state=RuleState.ACTIVE_ACTIONS_TAKEN, since=T0 + 9, reason="actions verified")
+    for n in range(3):
+        last = LastAction(name=RESIZE, started_at=T0 + 100 * n, finished_at=T0 + 100 * n + 9, outcome="verified")
+        await store.save(rule="history-a", object_key="kafka/h-0", object_kind=PVC, state=taken, last_action=last)
+    await store.record_in_flight(
+        rule="history-b", object_key="kafka/h-0", object_kind=PVC, action=RESIZE, requested_at=T0 + 500
+    )
+    history = await StateStore(api_client).action_history()
+    assert isinstance(history, ActionHistory)
+    mine = sorted((start.rule, start.object, start.at) for start in history.starts if start.rule.startswith("history-"))
+    assert mine == [
+        ("history-a", "kafka/h-0", T0),
+        ("history-a", "kafka/h-0", T0 + 100),
+        ("history-a", "kafka/h-0", T0 + 200),
+        ("history-b", "kafka/h-0", T0 + 500),
+    ]
+    assert ("history-b", "kafka/h-0") in history.in_flight
+    assert ("history-a", "kafka/h-0") not in history.in_flight
 
 
 # --- AutopilotRules in the cluster ------------------------------------------------------------------
