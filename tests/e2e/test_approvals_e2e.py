@@ -48,15 +48,18 @@ OWN_RESOURCES = {
 
 
 def approval_rule_args(tmp_path: Path) -> tuple[list[Path], list[str]]:
-    """Rule files and extra `run` options that make the reference resize need approval.
-
-    The reference rule is a copy that only adds `enforcement: approvalRequired` (a documented rule
-    field). When policies are merged, this is the one place to change: the reference rule unchanged,
-    plus `--policy FILE` with a policy that requires approval for the resize action.
-    """
-    copy = tmp_path / "kafka-resize.yaml"
-    copy.write_text((RULES / "kafka-resize.yaml").read_text() + "  enforcement: approvalRequired\n")
-    return [copy], []
+    """The reference rule unchanged, plus a policy that requires approval for its resize action."""
+    policy = tmp_path / "approve-resizes.yaml"
+    policy.write_text(
+        "apiVersion: kafka-autopilot.io/v1alpha1\n"
+        "kind: AutopilotPolicy\n"
+        "metadata:\n"
+        "  name: approve-resizes\n"
+        "spec:\n"
+        "  approvalRequired:\n"
+        "    - openstorage.io.action.volume/resize\n"
+    )
+    return [RULES / "kafka-resize.yaml"], ["--policy", str(policy)]
 
 
 @pytest.fixture(scope="module")
