@@ -283,6 +283,7 @@ class Sandbox:
     def _apply_workload(self, api: KubeApi) -> None:
         for path, manifest in (
             ("/api/v1/namespaces", workload.namespace()),
+            ("/api/v1/namespaces", workload.agent_namespace()),
             ("/apis/storage.k8s.io/v1/storageclasses", workload.storage_class()),
             (f"/apis/apps/v1/namespaces/{workload.NAMESPACE}/statefulsets", workload.statefulset(replicas=4)),
         ):

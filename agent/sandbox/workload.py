@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 NAMESPACE: Final = "kafka"
+AGENT_NAMESPACE: Final = "kafka-autopilot"
+"""The agent's own namespace, the default of `kafka-autopilot run --namespace`."""
 STATEFULSET: Final = "kafka"
 APP_LABEL: Final = {"app": "kafka"}
 STORAGE_CLASS: Final = "sandbox-twin"
@@ -34,6 +36,11 @@ def broker_id_of(pod: str) -> int | None:
 
 def namespace() -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": {"team": "kafka"}}}
+
+
+def agent_namespace() -> dict[str, Any]:
+    """The agent's own namespace (its Lease, approvals for nodes and pools), as an installer makes it."""
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": AGENT_NAMESPACE}}
 
 
 def storage_class() -> dict[str, Any]:
