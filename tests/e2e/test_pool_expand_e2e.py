@@ -2,21 +2,24 @@
 unchanged, the agent as a subprocess, pools served by the storage twin (a simulation of the storage
 layer) through its OpenStorage-SDK-shaped API, their usage scraped by the real Prometheus.
 
-One sandbox for the module; the tests run in order:
-- a pool of 4 x 3Ti filling past 70% is grown by 50% (two drives more, 18Ti) after the rule's `for: 30`;
-- after the 5-minute cooldown, filling again past 70% wants 27Ti: adding drives would pass maxdrives 8,
-  so `auto` resizes the drives, and the growth is capped at maxsize 20Ti;
-- after another cooldown, filling again is declined at maxsize (no whole GiB per drive is left);
+State is per object, so each pool has its own cooldown: instead of walking one pool through three steps
+(and waiting out the rule's 5-minute cooldown twice), three pools at different starting points, each on
+its own node, cross 70% together and each takes one step of the rule:
+- pool A, 4 x 3Ti (12Ti): +50% fits in maxdrives 8, so two drives are added (18Ti, add-disk);
+- pool B, 9 x 2Ti (18Ti, already past maxdrives): +50% wants 27Ti, so `auto` resizes the 9 drives,
+  and the growth is capped at maxsize 20Ti (to the whole GiB per drive that fits);
+- pool C, 10 x 2Ti (20Ti, at maxsize): declined at maxsize, nothing sent to the storage layer;
 - dry-run: the same decision is recorded, the pool is unchanged, the twin got no resize call and the
   agent mutated nothing in the cluster but its own objects.
-Each step is checked as an AutopilotRuleObject state, an Event and a metric. The time from the
-threshold crossing to the expanded pool is printed (pytest -s shows it).
+Each step is checked as an AutopilotRuleObject state, an Event and a metric, and each pool's capacity
+through the twin's API. The time from the threshold crossing to the expanded pool is printed (pytest -s).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,87 +117,125 @@ def finished_at(pool: dict[str, Any]) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def test_a_filling_pool_is_expanded_by_adding_drives(
-    sandbox: Sandbox, api: KubeApi, nodes: list[str], agent: AgentProcess
-) -> None:
-    node = nodes[0]
-    key = f"{node}/data"
-    sandbox.twin_client().define_pool(node=node, pool="data", drives=4, drive_size=3 * TI, used=6 * TI, labels=LABELS)
-    eventually(lambda: state_of(api, key) == "Normal", timeout=90, what="the pool seen as Normal", interval=1)
-    crossed = fill(sandbox, node, "data", 0.75)
-    grown = eventually(
-        lambda: (
-            (pool := twin_pool(sandbox, node, "data"))["total_size"] == 18 * TI
-            and pool["last_operation"]["status"] == "OPERATION_SUCCESSFUL"
-            and pool
-        ),
-        timeout=180,
-        what="the pool grown to 18Ti",
+@dataclass(frozen=True, kw_only=True)
+class PoolCase:
+    """One pool of the module: where it lives and the drives it starts with (half full)."""
+
+    node: str
+    name: str
+    drives: int
+    drive_size: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.node}/{self.name}"
+
+
+@pytest.fixture(scope="module")
+def pools(nodes: list[str]) -> dict[str, PoolCase]:
+    return {
+        "A": PoolCase(node=nodes[0], name="adds-drives", drives=4, drive_size=3 * TI),
+        "B": PoolCase(node=nodes[1], name="resizes-drives", drives=9, drive_size=2 * TI),
+        "C": PoolCase(node=nodes[2], name="at-maxsize", drives=10, drive_size=2 * TI),
+    }
+
+
+@pytest.fixture(scope="module")
+def crossed(sandbox: Sandbox, api: KubeApi, pools: dict[str, PoolCase], agent: AgentProcess) -> dict[str, float]:
+    """The three pools, seen as Normal, then filled past 70% together; the moment each crossed."""
+    for pool in pools.values():
+        sandbox.twin_client().define_pool(
+            node=pool.node,
+            pool=pool.name,
+            drives=pool.drives,
+            drive_size=pool.drive_size,
+            used=pool.drives * pool.drive_size // 2,
+            labels=LABELS,
+        )
+    eventually(
+        lambda: all(state_of(api, pool.key) == "Normal" for pool in pools.values()),
+        timeout=90,
+        what="the three pools seen as Normal",
         interval=1,
     )
-    print(f"\nLATENCY pool threshold crossing -> pool expanded (rule for: 30s): {finished_at(grown) - crossed:.1f}s")
-    assert (grown["drive_count"], grown["drive_size"]) == (6, 3 * TI)
-    eventually(lambda: state_of(api, key) == "ActiveActionsTaken", timeout=60, what="state ActiveActionsTaken")
-    verified = eventually(lambda: records(agent, "action-verified", key), timeout=30, what="verified record")
+    return {letter: fill(sandbox, pool.node, pool.name, 0.75) for letter, pool in pools.items()}
+
+
+def resize_calls_for(sandbox: Sandbox, pool: PoolCase) -> list[dict[str, Any]]:
+    uuid = twin_pool(sandbox, pool.node, pool.name)["uuid"]
+    return [c for c in sandbox.twin_client().state()["resize_calls"] if uuid in c["path"]]
+
+
+def expanded(sandbox: Sandbox, pool: PoolCase, *, letter: str, past: int) -> dict[str, Any]:
+    """The pool once the twin finished growing it past `past` bytes."""
+    grown: dict[str, Any] = eventually(
+        lambda: (
+            (found := twin_pool(sandbox, pool.node, pool.name))["total_size"] > past
+            and found["last_operation"]["status"] == "OPERATION_SUCCESSFUL"
+            and found
+        ),
+        timeout=180,
+        what=f"pool {letter} grown past {past // GI}Gi",
+        interval=1,
+    )
+    return grown
+
+
+def test_pool_a_is_expanded_by_adding_drives(
+    sandbox: Sandbox, api: KubeApi, pools: dict[str, PoolCase], crossed: dict[str, float], agent: AgentProcess
+) -> None:
+    pool = pools["A"]
+    grown = expanded(sandbox, pool, letter="A", past=12 * TI)
+    print(f"\nLATENCY pool A threshold crossing -> expanded (rule for: 30s): {finished_at(grown) - crossed['A']:.1f}s")
+    assert (grown["total_size"], grown["drive_count"], grown["drive_size"]) == (18 * TI, 6, 3 * TI)
+    eventually(lambda: state_of(api, pool.key) == "ActiveActionsTaken", timeout=60, what="A ActiveActionsTaken")
+    verified = eventually(lambda: records(agent, "action-verified", pool.key), timeout=30, what="A verified record")
     assert [(r["before"], r["after"]) for r in verified] == [("12Ti", "18Ti by add-disk")]
     assert any("adding 2 drive(s)" in m and "RESIZE_TYPE_ADD_DISK" in m for m in verified[0]["mutations"])
-    assert any(e["reason"] == "ActionVerified" for e in events_about(api, node))
+    assert any(e["reason"] == "ActionVerified" for e in events_about(api, pool.node))
     assert 'action="openstorage.io.action.storagepool/expand"' in agent.metrics()
-    assert action_count(agent, "verified") == 1
-    calls = sandbox.twin_client().state()["resize_calls"]
+    assert action_count(agent, "verified") >= 1
+    calls = resize_calls_for(sandbox, pool)
     assert [c["query"] for c in calls] == [{"size": str(18 * 1024), "operation_type": "RESIZE_TYPE_ADD_DISK"}]
 
 
-def test_the_next_step_is_capped_at_maxsize(
-    sandbox: Sandbox, api: KubeApi, nodes: list[str], agent: AgentProcess
+def test_pool_b_past_maxdrives_is_resized_and_capped_at_maxsize(
+    sandbox: Sandbox, api: KubeApi, pools: dict[str, PoolCase], crossed: dict[str, float], agent: AgentProcess
 ) -> None:
-    node = nodes[0]
-    key = f"{node}/data"
-    fill(sandbox, node, "data", 0.75)
-    eventually(
-        lambda: state_of(api, key) != "ActiveActionsTaken", timeout=COOLDOWN + 60, what="the cooldown", interval=2
-    )
-    capped = eventually(
-        lambda: (
-            (pool := twin_pool(sandbox, node, "data"))["total_size"] > 18 * TI
-            and pool["last_operation"]["status"] == "OPERATION_SUCCESSFUL"
-            and pool
-        ),
-        timeout=180,
-        what="the pool grown a second time",
-        interval=1,
-    )
-    # 18Ti + 50% = 27Ti; 3 more drives would pass maxdrives 8, so auto resizes the 6 drives, as far as 20Ti lets.
-    assert capped["drive_count"] == 6
-    assert capped["total_size"] <= 20 * TI
-    assert capped["total_size"] > 20 * TI - 6 * GI
-    eventually(lambda: state_of(api, key) == "ActiveActionsTaken", timeout=60, what="state ActiveActionsTaken")
-    verified = eventually(
-        lambda: len(found := records(agent, "action-verified", key)) >= 2 and found, timeout=30, what="verified"
-    )
-    assert verified[1]["before"] == "18Ti" and verified[1]["after"].endswith("by resize-disk")
-    assert "capped at maxsize" in verified[1]["reason"]
-    assert sum(e["reason"] == "ActionVerified" for e in events_about(api, node)) >= 2
-    assert action_count(agent, "verified") == 2
-    assert sandbox.twin_client().state()["resize_calls"][-1]["query"]["operation_type"] == "RESIZE_TYPE_RESIZE_DISK"
+    pool = pools["B"]
+    capped = expanded(sandbox, pool, letter="B", past=18 * TI)
+    print(f"\nLATENCY pool B threshold crossing -> expanded (rule for: 30s): {finished_at(capped) - crossed['B']:.1f}s")
+    # 18Ti + 50% = 27Ti; 9 drives already pass maxdrives 8, so auto resizes them, as far as 20Ti lets:
+    # each drive grows by floor((20Ti - 18Ti) / 9) to a whole GiB = 227Gi, to 2275Gi; 9 x 2275Gi = 20475Gi.
+    assert capped["drive_count"] == 9
+    assert capped["drive_size"] == 2275 * GI
+    assert 20 * TI - 9 * GI < capped["total_size"] <= 20 * TI
+    eventually(lambda: state_of(api, pool.key) == "ActiveActionsTaken", timeout=60, what="B ActiveActionsTaken")
+    verified = eventually(lambda: records(agent, "action-verified", pool.key), timeout=30, what="B verified record")
+    assert len(verified) == 1
+    assert verified[0]["before"] == "18Ti" and verified[0]["after"].endswith("by resize-disk")
+    assert "capped at maxsize" in verified[0]["reason"]
+    assert any(e["reason"] == "ActionVerified" for e in events_about(api, pool.node))
+    eventually(lambda: action_count(agent, "verified") == 2, timeout=30, what="verified counter at 2 (A and B)")
+    calls = resize_calls_for(sandbox, pool)
+    assert [c["query"] for c in calls] == [{"size": str(20475), "operation_type": "RESIZE_TYPE_RESIZE_DISK"}]
+    # Each pool has its own cooldown: B grew while A, expanded moments before, was still cooling down.
+    grown_a = twin_pool(sandbox, pools["A"].node, pools["A"].name)
+    assert abs(finished_at(capped) - finished_at(grown_a)) < COOLDOWN
 
 
-def test_then_it_is_declined_at_maxsize(sandbox: Sandbox, api: KubeApi, nodes: list[str], agent: AgentProcess) -> None:
-    node = nodes[0]
-    key = f"{node}/data"
-    calls = len(sandbox.twin_client().state()["resize_calls"])
-    total = twin_pool(sandbox, node, "data")["total_size"]
-    fill(sandbox, node, "data", 0.75)
-    eventually(
-        lambda: state_of(api, key) != "ActiveActionsTaken", timeout=COOLDOWN + 60, what="the cooldown", interval=2
-    )
-    eventually(lambda: state_of(api, key) == "ActionsDeclined", timeout=180, what="state ActionsDeclined", interval=1)
-    declined = records(agent, "action-declined", key)
+def test_pool_c_at_maxsize_is_declined(
+    sandbox: Sandbox, api: KubeApi, pools: dict[str, PoolCase], crossed: dict[str, float], agent: AgentProcess
+) -> None:
+    pool = pools["C"]
+    eventually(lambda: state_of(api, pool.key) == "ActionsDeclined", timeout=180, what="C ActionsDeclined", interval=1)
+    declined = records(agent, "action-declined", pool.key)
     assert declined and declined[-1]["reason"].startswith("AtMaxSize"), declined
-    assert any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_about(api, node))
+    assert any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_about(api, pool.node))
     assert action_count(agent, "declined-at-maxsize") >= 1
-    assert twin_pool(sandbox, node, "data")["total_size"] == total
-    assert len(sandbox.twin_client().state()["resize_calls"]) == calls
+    found = twin_pool(sandbox, pool.node, pool.name)
+    assert (found["total_size"], found["drive_count"], found["last_operation"]) == (20 * TI, 10, None)
+    assert resize_calls_for(sandbox, pool) == []
 
 
 def test_dry_run_records_the_expansion_and_changes_nothing(
@@ -203,7 +244,7 @@ def test_dry_run_records_the_expansion_and_changes_nothing(
     agent.stop()
     for item in api.get(STATE_OBJECTS)["items"]:
         api.delete(f"{STATE_OBJECTS}/{item['metadata']['name']}")
-    node = nodes[1]
+    node = nodes[3]
     key = f"{node}/dry"
     sandbox.twin_client().define_pool(node=node, pool="dry", drives=4, drive_size=TI, used=TI, labels=LABELS)
     calls_before = len(sandbox.twin_client().state()["resize_calls"])
