@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -32,6 +33,7 @@ from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import demo, ruletest
 from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
+from agent.runtime.scope import SCOPE_POD_ENV, PodScope, ScopeError
 from agent.sandbox.environment import FAULTS, Sandbox
 from agent.sandbox.process import SandboxProcessError
 from agent.sandbox.prometheus import PrometheusNotInstalledError, binaries
@@ -135,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="health and metrics address")
     run.add_argument("--install-crds", action="store_true", help="create or update the agent's CRDs first")
     run.add_argument("--audit", type=Path, metavar="FILE", help="append audit records to FILE instead of stdout")
+    run.add_argument(
+        "--scope-pod",
+        metavar="NAMESPACE/NAME",
+        default=os.environ.get(SCOPE_POD_ENV) or None,
+        help="sidecar mode: act only on this broker pod and the PVCs it mounts; node and storage-pool rules "
+        f"do not run (default: ${SCOPE_POD_ENV})",
+    )
     run.set_defaults(command=cmd_run)
 
     sandbox = commands.add_parser(
@@ -376,6 +385,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             sasl_password=password,
             ssl_cafile=args.kafka_ca_file,
         )
+    try:
+        scope_pod = PodScope.parse(args.scope_pod) if args.scope_pod else None
+    except ScopeError as error:
+        print(f"kafka-autopilot run: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     audit = args.audit.open("a", encoding="utf-8") if args.audit else sys.stdout
     options = RunOptions(
         rule_paths=args.rules,
@@ -394,6 +408,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen_port=int(port),
         install_crds=args.install_crds,
         audit_stream=audit,
+        scope_pod=scope_pod,
     )
     try:
         return asyncio.run(run_agent(options))

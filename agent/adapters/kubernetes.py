@@ -387,6 +387,8 @@ class PodInfo:
     owner_kind: str | None
     owner_name: str | None
     """The controlling owner (e.g. StatefulSet kafka), if any."""
+    claims: tuple[str, ...] = ()
+    """The PersistentVolumeClaims its volumes mount (in its namespace)."""
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> PodInfo:
@@ -403,6 +405,11 @@ class PodInfo:
             deleting=metadata.get("deletionTimestamp") is not None,
             owner_kind=_optional_str(controller.get("kind")) if controller else None,
             owner_name=_optional_str(controller.get("name")) if controller else None,
+            claims=tuple(
+                str(claim)
+                for volume in _mappings(_dig(raw, "spec", "volumes"))
+                if (claim := _dig(volume, "persistentVolumeClaim", "claimName"))
+            ),
         )
 
 

@@ -33,6 +33,7 @@ from agent.core.loader import merge_results, parse_rules
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule, TargetKind
 from agent.runtime.agent import Agent
+from agent.runtime.scope import PodScope, ScopedInventory, split_rules
 from agent.runtime.server import Endpoints, serve
 from agent.runtime.telemetry import Telemetry
 
@@ -69,6 +70,8 @@ class RunOptions:
     listen_port: int = 8080
     install_crds: bool = False
     audit_stream: TextIO = field(default=sys.stdout)
+    scope_pod: PodScope | None = None
+    """Sidecar mode: act only on this broker pod and the PVCs it mounts (agent.runtime.scope)."""
 
 
 @dataclass
@@ -139,6 +142,11 @@ async def run_agent(
                 problems.extend(result.problems)
                 rules.extend(result.rules)
         telemetry.set("kafka_autopilot_rule_problems", len(problems))
+        not_run: dict[str, str] = {}
+        if options.scope_pod is not None:
+            rules, not_run = split_rules(rules, options.scope_pod)
+            for name, reason in not_run.items():
+                log.info("rule not run", rule=name, reason=reason)
         if not rules:
             print("kafka-autopilot run: no valid rule to run", file=sys.stderr)
             return 1
@@ -148,13 +156,14 @@ async def run_agent(
             applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
         else:
             applier = LiveApplier(writer=kube)
+        inventory = kube if options.scope_pod is None else ScopedInventory(source=kube, scope=options.scope_pod)
         executors: dict[str, Executor] = {
-            catalog.VOLUME_RESIZE: VolumeResizeExecutor(reader=kube, applier=applier, clock=clock),
+            catalog.VOLUME_RESIZE: VolumeResizeExecutor(reader=inventory, applier=applier, clock=clock),
             catalog.NODE_RESCHEDULE: NodeRescheduleExecutor(reader=kube, kafka=kafka, applier=applier, clock=clock),
         }
         agent = Agent(
             rules=rules,
-            inventory=kube,
+            inventory=inventory,
             prometheus=options.prometheus.client(),
             store=StateStore(kube.api_client),
             executors=executors,
@@ -164,6 +173,7 @@ async def run_agent(
             events=KubeEvents(kube=kube),
             dry_run=options.dry_run,
         )
+        agent.rule_health.update(not_run)
         runner = await serve(
             Endpoints(
                 telemetry=telemetry, readiness=agent.readiness, trigger=agent.trigger, health=lambda: agent.rule_health
@@ -184,10 +194,9 @@ async def run_agent(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
-        tasks = [
-            asyncio.create_task(agent.run(), name="agent"),
-            asyncio.create_task(watch_triggers(kube, agent), name="watches"),
-        ]
+        tasks = [asyncio.create_task(agent.run(), name="agent")]
+        if options.scope_pod is None:  # a sidecar's pod is its whole world: no cluster-wide watches
+            tasks.append(asyncio.create_task(watch_triggers(kube, agent), name="watches"))
         stopping = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
         failed = [task for task in tasks if task in done]
