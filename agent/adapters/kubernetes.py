@@ -1044,7 +1044,13 @@ async def connect(
         await asyncio.to_thread(_load_in_cluster, configuration)
         configuration.refresh_api_key_hook = _token_rereader(SERVICE_ACCOUNT_DIR / "token")
     else:
-        await asyncio.to_thread(_load_kubeconfig, configuration, kubeconfig, context)
+        try:
+            await asyncio.to_thread(_load_kubeconfig, configuration, kubeconfig, context)
+        except (config.ConfigException, OSError, ValueError) as error:
+            where = str(kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
+            raise PermanentKubeError(
+                f"cannot load the kubeconfig {where}: {error}", server=where, verb="LOAD", resource="kubeconfig"
+            ) from error
     return KubeClient(
         api_client=client.ApiClient(configuration=configuration),
         sleep=sleep,

@@ -22,6 +22,7 @@ from agent.runtime.scope import PodScope, ScopeError, mounted_claims, split_rule
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "rules"
+RUN = [sys.executable, "-m", "agent.cli", "run"]
 
 
 def broker_pod(*, namespace: str = "kafka", name: str = "kafka-0", claims: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -80,8 +81,7 @@ def test_a_scope_that_is_not_namespace_slash_name_is_refused(text: str) -> None:
 
 def test_run_refuses_a_malformed_scope_with_exit_2() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", "--rules", str(RULES), "--prometheus", "http://127.0.0.1:1"]
-        + ["--scope-pod", "kafka-0"],
+        [*RUN, "--rules", str(RULES), "--prometheus", "http://127.0.0.1:1", "--scope-pod", "kafka-0"],
         capture_output=True,
         text=True,
         cwd=REPO,
