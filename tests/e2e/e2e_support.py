@@ -34,6 +34,9 @@ class AgentProcess:
     rules: Sequence[Path]
     audit_path: Path
     dry_run: bool = False
+    kubeconfig: Path | None = None
+    """Another identity than the sandbox's admin (e.g. the Helm chart's ServiceAccount)."""
+    install_crds: bool = True
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -47,12 +50,12 @@ class AgentProcess:
             "--rules",
             *map(str, self.rules),
             "--kubeconfig",
-            status["kubeconfig"],
+            str(self.kubeconfig or status["kubeconfig"]),
             "--prometheus",
             status["prometheus_url"],
             "--kafka",
             status["kafka_bootstrap"],
-            "--install-crds",
+            *(["--install-crds"] if self.install_crds else []),
             "--listen",
             f"127.0.0.1:{self.port}",
             "--audit",
