@@ -61,6 +61,9 @@ lock() {
 
 lock "$work/pins.txt" "$repo/requirements.lock" \
   "# The agent's runtime dependencies, exact and hashed, for the Dockerfile. Written by scripts/lock-requirements.sh."
-printf '%s\n' "${BUILD_REQUIREMENTS[@]}" >"$work/build-pins.txt"
+log "resolving the build requirements (${BUILD_REQUIREMENTS[*]}) with their own dependencies"
+"$python" -m venv "$work/build-venv"
+"$work/build-venv/bin/pip" install --quiet "${BUILD_REQUIREMENTS[@]}"
+"$work/build-venv/bin/pip" freeze --all --exclude pip >"$work/build-pins.txt"
 lock "$work/build-pins.txt" "$repo/requirements-build.lock" \
   "# What builds the agent's wheel in the Dockerfile's build stage. Written by scripts/lock-requirements.sh."
