@@ -37,6 +37,7 @@ class AgentProcess:
     kubeconfig: Path | None = None
     """Another identity than the sandbox's admin (e.g. the Helm chart's ServiceAccount)."""
     install_crds: bool = True
+    extra_args: Sequence[str] = ()
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -63,6 +64,7 @@ class AgentProcess:
         ]
         if self.dry_run:
             argv.append("--dry-run")
+        argv.extend(self.extra_args)
         with self.audit_path.with_suffix(".log").open("ab") as log:
             self.process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         try:

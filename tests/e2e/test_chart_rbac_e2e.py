@@ -1,15 +1,18 @@
 """RBAC suffices: the agent runs as the Helm chart's ServiceAccount (its own token from TokenRequest,
 not the sandbox's admin) with the roles `helm template` renders, and completes the reference
 scenario's first step (400Gi -> 800Gi, verified) and a node failure (its broker running elsewhere).
-
 The apiserver's audit log then shows that every request the agent made came from that
 ServiceAccount and that none was refused: the roles are enough, and they are all it had.
+
+First, sidecar mode: an agent with `--scope-pod kafka/kafka-2` under the chart's sidecar roles resizes
+its own pod's volume and leaves a neighbour's, just as full, alone; its node rule does not run.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +52,71 @@ def api(sandbox: Sandbox) -> KubeApi:
 @pytest.fixture(scope="module")
 def chart_kubeconfig(sandbox: Sandbox, api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Path:
     create_namespace(api, NAMESPACE)
-    objects = [obj for obj in render(release=RELEASE, namespace=NAMESPACE) if obj["kind"] in IDENTITY_KINDS]
+    path = tmp_path_factory.mktemp("chart") / "agent.kubeconfig"
+    return identity_kubeconfig(sandbox, api, release=RELEASE, namespace=NAMESPACE, path=path)
+
+
+def identity_kubeconfig(
+    sandbox: Sandbox, api: KubeApi, *, release: str, namespace: str, path: Path, **values: Any
+) -> Path:
+    """Apply the chart's identity objects for `release` and return a kubeconfig with its token."""
+    rendered = render(release=release, namespace=namespace, values=values or None)
+    objects = [obj for obj in rendered if obj["kind"] in IDENTITY_KINDS]
     apply(api, objects)
     names = [crd["metadata"]["name"] for crd in of_kind(objects, "CustomResourceDefinition")]
     eventually(lambda: crds_established(api, names), timeout=60, what="the chart's CRDs established")
-    plane = sandbox.kube
+    account = f"{release}-kafka-autopilot"
     return token_kubeconfig(
-        path=tmp_path_factory.mktemp("chart") / "agent.kubeconfig",
-        server=plane.apiserver_url,
-        ca_file=plane.pki_dir / "ca.crt",
-        token=service_account_token(api, namespace=NAMESPACE, name=SERVICE_ACCOUNT),
-        user=USER,
+        path=path,
+        server=sandbox.kube.apiserver_url,
+        ca_file=sandbox.kube.pki_dir / "ca.crt",
+        token=service_account_token(api, namespace=namespace, name=account),
+        user=f"system:serviceaccount:{namespace}:{account}",
     )
+
+
+def test_a_sidecar_acts_on_its_own_pods_volume_only(
+    sandbox: Sandbox, api: KubeApi, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = tmp_path_factory.mktemp("sidecar")
+    kubeconfig = identity_kubeconfig(
+        sandbox,
+        api,
+        release="sidecar",
+        namespace=workload.NAMESPACE,
+        path=folder / "sidecar.kubeconfig",
+        sidecar={"enabled": True},
+    )
+    own, neighbour = workload.pvc_name(2), workload.pvc_name(3)
+    sidecar = AgentProcess(
+        sandbox=sandbox,
+        rules=[RULES / "kafka-resize.yaml", RULES / "kafka-node-failure.yaml"],
+        audit_path=folder / "audit.jsonl",
+        kubeconfig=kubeconfig,
+        install_crds=False,
+        extra_args=["--scope-pod", f"{workload.NAMESPACE}/{workload.pod_name(2)}"],
+    )
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    sidecar.start()
+    try:
+        health = sidecar.rule_health()
+        assert health["kafka-node-failure"].startswith("not run in sidecar mode"), health
+        set_usage(sandbox, own, 330)
+        set_usage(sandbox, neighbour, 330)
+        eventually(lambda: requested(api, own) == "800Gi", timeout=90, what="its own PVC at 800Gi")
+        verified = eventually(lambda: verified_resizes(sidecar, own), timeout=90, what="its resize verified")
+        assert [(r["before"], r["after"]) for r in verified] == [("400Gi", "800Gi")]
+        time.sleep(10)  # several of the rule's 2 s cycles with the neighbour over 80%
+        assert requested(api, neighbour) == "400Gi"
+        assert not [r for r in sidecar.records() if r.get("object") == f"{workload.NAMESPACE}/{neighbour}"]
+        assert health.get("kafka-resize") != "no object selected"
+    finally:
+        sidecar.stop()
+        set_usage(sandbox, neighbour, 100)
+    requests = [r for r in agent_requests(sandbox) if r.get("requestReceivedTimestamp", "") >= started]
+    account = f"system:serviceaccount:{workload.NAMESPACE}:sidecar-kafka-autopilot"
+    assert requests and {r["user"]["username"] for r in requests} == {account}
+    assert not [r["requestURI"] for r in requests if r.get("responseStatus", {}).get("code") in (401, 403)]
 
 
 @pytest.fixture(scope="module")
@@ -79,16 +135,24 @@ def agent(sandbox: Sandbox, chart_kubeconfig: Path, tmp_path_factory: pytest.Tem
         process.stop()
 
 
-def agent_requests(sandbox: Sandbox) -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def since(agent: AgentProcess) -> str:
+    """When the service-mode agent was up (audit-log timestamps are UTC, second precision or finer)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def agent_requests(sandbox: Sandbox, *, since: str = "") -> list[dict[str, Any]]:
     return [
         entry
         for entry in audit_log_entries(sandbox)
-        if str(entry.get("userAgent", "")).startswith("kafka-autopilot/") and entry.get("stage") == "ResponseComplete"
+        if str(entry.get("userAgent", "")).startswith("kafka-autopilot/")
+        and entry.get("stage") == "ResponseComplete"
+        and entry.get("requestReceivedTimestamp", "") >= since
     ]
 
 
 def test_step_1_resizes_400gi_to_800gi_as_the_charts_service_account(
-    sandbox: Sandbox, api: KubeApi, agent: AgentProcess
+    sandbox: Sandbox, api: KubeApi, agent: AgentProcess, since: str
 ) -> None:
     claim = workload.pvc_name(0)
     set_usage(sandbox, claim, 330)
@@ -102,14 +166,14 @@ def test_step_1_resizes_400gi_to_800gi_as_the_charts_service_account(
     assert any(e["reason"] == "ActionVerified" for e in events_for(api, claim))
     patches = [
         entry
-        for entry in agent_requests(sandbox)
+        for entry in agent_requests(sandbox, since=since)
         if entry["verb"] == "patch" and entry.get("objectRef", {}).get("resource") == "persistentvolumeclaims"
     ]
     assert patches and {entry["user"]["username"] for entry in patches} == {USER}
 
 
 def test_a_failed_nodes_broker_moves_as_the_charts_service_account(
-    sandbox: Sandbox, api: KubeApi, agent: AgentProcess
+    sandbox: Sandbox, api: KubeApi, agent: AgentProcess, since: str
 ) -> None:
     node = node_of(api, 1)
     uid = api.get(f"{PODS}/{workload.pod_name(1)}")["metadata"]["uid"]
@@ -135,16 +199,16 @@ def test_a_failed_nodes_broker_moves_as_the_charts_service_account(
         api.merge_patch(f"/api/v1/nodes/{node}", {"spec": {"unschedulable": False}})
     deletes = [
         entry
-        for entry in agent_requests(sandbox)
+        for entry in agent_requests(sandbox, since=since)
         if entry["verb"] == "delete" and entry.get("objectRef", {}).get("resource") == "pods"
     ]
     assert deletes and {entry["user"]["username"] for entry in deletes} == {USER}
 
 
 def test_every_request_of_the_agent_was_its_service_accounts_and_none_was_refused(
-    sandbox: Sandbox, agent: AgentProcess
+    sandbox: Sandbox, agent: AgentProcess, since: str
 ) -> None:
-    requests = agent_requests(sandbox)
+    requests = agent_requests(sandbox, since=since)
     assert len(requests) > 20
     assert {entry["user"]["username"] for entry in requests} == {USER}
     refused = [
