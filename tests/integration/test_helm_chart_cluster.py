@@ -182,7 +182,12 @@ def test_the_service_account_gets_403_outside_its_role(
     # What the role grants works with this token (so the 403s below are about the role, not the token).
     assert agent.request("GET", "/api/v1/nodes")[0] == 200
     assert agent.request("GET", "/api/v1/persistentvolumeclaims")[0] == 200
-    assert agent.request("GET", "/apis/kafka-autopilot.io/v1alpha1/autopilotruleobjects")[0] == 200
+    # A CRD just created answers 429 until the apiserver serves it.
+    eventually(
+        lambda: agent.request("GET", "/apis/kafka-autopilot.io/v1alpha1/autopilotruleobjects")[0] == 200,
+        timeout=60,
+        what="the AutopilotRuleObject CRD served to the agent",
+    )
     denied = {
         "delete a namespace": agent.request("DELETE", "/api/v1/namespaces/default"),
         "read Secrets": agent.request("GET", "/api/v1/namespaces/kafka-autopilot/secrets"),
