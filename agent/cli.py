@@ -36,6 +36,7 @@ from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import approval_commands, demo, ruletest
 from agent.runtime.leadership import EXIT_LEADERSHIP_LOST
 from agent.runtime.main import PrometheusSettings, RunOptions, StorageApiSettings, run_agent
+from agent.runtime.scope import SCOPE_POD_ENV, PodScope, ScopeError
 from agent.sandbox.environment import FAULTS, Sandbox
 from agent.sandbox.process import SandboxProcessError
 from agent.sandbox.prometheus import PrometheusNotInstalledError, binaries
@@ -178,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
         metavar="NAME",
         help="this replica's name in the Lease (default $POD_NAME, else hostname-pid)",
+    )
+    run.add_argument(
+        "--scope-pod",
+        metavar="NAMESPACE/NAME",
+        default=os.environ.get(SCOPE_POD_ENV) or None,
+        help="sidecar mode: act only on this broker pod and the PVCs it mounts; node and storage-pool rules "
+        f"do not run (default: ${SCOPE_POD_ENV})",
     )
     run.set_defaults(command=cmd_run)
 
@@ -436,6 +444,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.leader_elect and not args.identity.strip():
         print("kafka-autopilot run: --identity must not be empty", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    try:
+        scope_pod = PodScope.parse(args.scope_pod) if args.scope_pod else None
+    except ScopeError as error:
+        print(f"kafka-autopilot run: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     audit = args.audit.open("a", encoding="utf-8") if args.audit else sys.stdout
     options = RunOptions(
         rule_paths=args.rules,
@@ -463,6 +476,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         lease_duration=float(args.lease_duration),
         identity=args.identity.strip(),
         policy_path=args.policy,
+        scope_pod=scope_pod,
     )
     try:
         return asyncio.run(run_agent(options))

@@ -2,6 +2,8 @@
 
 A file that cannot be read is reported like any other problem (file:1:1) and the other files still
 load. Folders are searched recursively for *.yaml and *.yml, in sorted order, so results are stable.
+Hidden names below a folder are skipped: a mounted ConfigMap keeps a second copy of each file in
+`..data/` and `..<timestamp>/`, which must not load as rules of the same name twice.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
     """Files as given, and the YAML files below each folder."""
     for path in paths:
         if path.is_dir():
-            yield from sorted(found for found in path.rglob("*") if found.suffix in YAML_SUFFIXES and found.is_file())
+            yield from sorted(
+                found
+                for found in path.rglob("*")
+                if found.suffix in YAML_SUFFIXES
+                and found.is_file()
+                and not any(part.startswith(".") for part in found.relative_to(path).parts)
+            )
         else:
             yield path
 

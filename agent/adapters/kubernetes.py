@@ -391,6 +391,8 @@ class PodInfo:
     owner_kind: str | None
     owner_name: str | None
     """The controlling owner (e.g. StatefulSet kafka), if any."""
+    claims: tuple[str, ...] = ()
+    """The PersistentVolumeClaims its volumes mount (in its namespace)."""
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> PodInfo:
@@ -407,6 +409,11 @@ class PodInfo:
             deleting=metadata.get("deletionTimestamp") is not None,
             owner_kind=_optional_str(controller.get("kind")) if controller else None,
             owner_name=_optional_str(controller.get("name")) if controller else None,
+            claims=tuple(
+                str(claim)
+                for volume in _mappings(_dig(raw, "spec", "volumes"))
+                if (claim := _dig(volume, "persistentVolumeClaim", "claimName"))
+            ),
         )
 
 
@@ -1141,7 +1148,13 @@ async def connect(
         await asyncio.to_thread(_load_in_cluster, configuration)
         configuration.refresh_api_key_hook = _token_rereader(SERVICE_ACCOUNT_DIR / "token")
     else:
-        await asyncio.to_thread(_load_kubeconfig, configuration, kubeconfig, context)
+        try:
+            await asyncio.to_thread(_load_kubeconfig, configuration, kubeconfig, context)
+        except (config.ConfigException, OSError, ValueError) as error:
+            where = str(kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
+            raise PermanentKubeError(
+                f"cannot load the kubeconfig {where}: {error}", server=where, verb="LOAD", resource="kubeconfig"
+            ) from error
     return KubeClient(
         api_client=client.ApiClient(configuration=configuration),
         sleep=sleep,

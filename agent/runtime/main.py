@@ -52,6 +52,7 @@ from agent.runtime.leadership import (
     LeaderElector,
     LeaseNamespaceMissingError,
 )
+from agent.runtime.scope import PodScope, ScopedInventory, split_rules
 from agent.runtime.server import Endpoints, serve
 from agent.runtime.telemetry import Telemetry
 
@@ -107,6 +108,8 @@ class RunOptions:
     lease_duration: float = 15.0
     identity: str = ""
     """This replica's name in the Lease (and in its User-Agent); required with leader_elect."""
+    scope_pod: PodScope | None = None
+    """Sidecar mode: act only on this broker pod and the PVCs it mounts (agent.runtime.scope)."""
 
 
 @dataclass
@@ -193,10 +196,16 @@ async def run_agent(
                 problems.extend(result.problems)
                 rules.extend(result.rules)
         telemetry.set("kafka_autopilot_rule_problems", len(problems))
+        not_run: dict[str, str] = {}
+        if options.scope_pod is not None:
+            rules, not_run = split_rules(rules, options.scope_pod)
+            for name, reason in not_run.items():
+                log.info("rule not run", rule=name, reason=reason)
         if not rules:
             print("kafka-autopilot run: no valid rule to run", file=sys.stderr)
             return 1
         kafka = await stack.enter_async_context(KafkaAdmin(settings=options.kafka)) if options.kafka else None
+        inventory = kube if options.scope_pod is None else ScopedInventory(source=kube, scope=options.scope_pod)
         pools = options.storage_api.client() if options.storage_api else None
         dry_applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
         live_applier = LiveApplier(writer=kube, kafka=kafka, pools=pools)
@@ -208,7 +217,7 @@ async def run_agent(
         def executors_with(applier_for: Callable[[str], Applier]) -> dict[str, Executor]:
             executors: dict[str, Executor] = {
                 catalog.VOLUME_RESIZE: VolumeResizeExecutor(
-                    reader=kube, applier=applier_for(catalog.VOLUME_RESIZE), clock=clock
+                    reader=inventory, applier=applier_for(catalog.VOLUME_RESIZE), clock=clock
                 ),
                 catalog.NODE_RESCHEDULE: NodeRescheduleExecutor(
                     reader=kube, kafka=kafka, applier=applier_for(catalog.NODE_RESCHEDULE), clock=clock
@@ -226,7 +235,7 @@ async def run_agent(
 
         agent = Agent(
             rules=rules,
-            inventory=kube,
+            inventory=inventory,
             prometheus=options.prometheus.client(),
             store=StateStore(kube.api_client),
             executors=executors_with(applier),
@@ -241,6 +250,7 @@ async def run_agent(
             approvals=ApprovalFlow(store=ApprovalStore(kube.api_client), agent_namespace=options.namespace),
             pools=pools,
         )
+        agent.rule_health.update(not_run)
         elector = None
         readiness = agent.readiness
         if options.leader_elect:
@@ -290,10 +300,9 @@ async def run_agent(
             except LeaseNamespaceMissingError as error:
                 print(f"kafka-autopilot run: {error}", file=sys.stderr)
                 return 2
-        tasks = [
-            asyncio.create_task(agent.run(), name="agent"),
-            asyncio.create_task(watch_triggers(kube, agent), name="watches"),
-        ]
+        tasks = [asyncio.create_task(agent.run(), name="agent")]
+        if options.scope_pod is None:  # a sidecar's pod is its whole world: no cluster-wide watches
+            tasks.append(asyncio.create_task(watch_triggers(kube, agent), name="watches"))
         keeping = []
         if elector is not None:
             keeping.append(

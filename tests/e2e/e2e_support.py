@@ -38,6 +38,9 @@ class AgentProcess:
     """More `run` options, e.g. `--policy FILE` or `--namespace NAME`."""
     policy: Path | None = None
     """An AutopilotPolicy file for `--policy`."""
+    kubeconfig: Path | None = None
+    """Another identity than the sandbox's admin (e.g. the Helm chart's ServiceAccount)."""
+    install_crds: bool = True
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     leader_elect: bool = False
@@ -55,14 +58,14 @@ class AgentProcess:
             "--rules",
             *map(str, self.rules),
             "--kubeconfig",
-            status["kubeconfig"],
+            str(self.kubeconfig or status["kubeconfig"]),
             "--prometheus",
             status["prometheus_url"],
             "--kafka",
             status["kafka_bootstrap"],
             "--storage-api",
             self.sandbox.storage_api_url,
-            "--install-crds",
+            *(["--install-crds"] if self.install_crds else []),
             "--listen",
             f"127.0.0.1:{self.port}",
             "--audit",

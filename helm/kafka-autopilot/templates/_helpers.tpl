@@ -1,0 +1,228 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "kafka-autopilot.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kafka-autopilot.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "kafka-autopilot.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "kafka-autopilot.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kafka-autopilot.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kafka-autopilot.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "kafka-autopilot.labels" -}}
+{{ include "kafka-autopilot.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kafka-autopilot
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "kafka-autopilot.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "kafka-autopilot.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kafka-autopilot.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "kafka-autopilot.kafkaNamespace" -}}
+{{- default .Release.Namespace .Values.sidecar.kafkaNamespace -}}
+{{- end -}}
+
+{{/* The agent container's securityContext: the Pod Security "restricted" profile, plus a read-only root. */}}
+{{- define "kafka-autopilot.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* `kafka-autopilot run` arguments common to service and sidecar mode. */}}
+{{- define "kafka-autopilot.runArgs" -}}
+- run
+- --rules=/etc/kafka-autopilot/rules
+{{- if .Values.rules.fromCluster }}
+- --cluster-rules
+{{- end }}
+{{- if .Values.policy.content }}
+- --policy=/etc/kafka-autopilot/policy/policy.yaml
+{{- end }}
+- --prometheus={{ required "prometheus.url is required" .Values.prometheus.url }}
+{{- with .Values.prometheus.tenant }}
+- --prometheus-tenant={{ . }}
+{{- end }}
+{{- if .Values.prometheus.bearerTokenSecret.name }}
+- --prometheus-bearer-token-file=/etc/kafka-autopilot/prometheus-token/{{ .Values.prometheus.bearerTokenSecret.key }}
+{{- end }}
+{{- if .Values.prometheus.caSecret.name }}
+- --prometheus-ca-file=/etc/kafka-autopilot/prometheus-ca/{{ .Values.prometheus.caSecret.key }}
+{{- end }}
+{{- if .Values.prometheus.insecureSkipVerify }}
+- --prometheus-insecure-skip-verify
+{{- end }}
+{{- with .Values.kafka.bootstrap }}
+- --kafka={{ . }}
+- --kafka-security-protocol={{ $.Values.kafka.securityProtocol }}
+{{- with $.Values.kafka.sasl.mechanism }}
+- --kafka-sasl-mechanism={{ . }}
+{{- end }}
+{{- with $.Values.kafka.sasl.username }}
+- --kafka-sasl-username={{ . }}
+{{- end }}
+{{- if $.Values.kafka.sasl.passwordSecret.name }}
+- --kafka-sasl-password-file=/etc/kafka-autopilot/kafka-sasl/{{ $.Values.kafka.sasl.passwordSecret.key }}
+{{- end }}
+{{- if $.Values.kafka.tls.caSecret.name }}
+- --kafka-ca-file=/etc/kafka-autopilot/kafka-ca/{{ $.Values.kafka.tls.caSecret.key }}
+{{- end }}
+{{- end }}
+{{- if .Values.dryRun }}
+- --dry-run
+{{- end }}
+- --listen=0.0.0.0:{{ .Values.port }}
+{{- if .Values.rbac.installCRDs }}
+- --install-crds
+{{- end }}
+{{- end -}}
+
+{{/* Environment of the agent container: the pod's own name and namespace, and no bytecode writes. */}}
+{{- define "kafka-autopilot.env" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: PYTHONDONTWRITEBYTECODE
+  value: "1"
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Mounts of the agent container (the volumes are in kafka-autopilot.volumes). */}}
+{{- define "kafka-autopilot.volumeMounts" -}}
+- name: autopilot-rules
+  mountPath: /etc/kafka-autopilot/rules
+  readOnly: true
+{{- if .Values.policy.content }}
+- name: autopilot-policy
+  mountPath: /etc/kafka-autopilot/policy
+  readOnly: true
+{{- end }}
+- name: autopilot-tmp
+  mountPath: /tmp
+{{- if .Values.prometheus.bearerTokenSecret.name }}
+- name: autopilot-prometheus-token
+  mountPath: /etc/kafka-autopilot/prometheus-token
+  readOnly: true
+{{- end }}
+{{- if .Values.prometheus.caSecret.name }}
+- name: autopilot-prometheus-ca
+  mountPath: /etc/kafka-autopilot/prometheus-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.sasl.passwordSecret.name }}
+- name: autopilot-kafka-sasl
+  mountPath: /etc/kafka-autopilot/kafka-sasl
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.caSecret.name }}
+- name: autopilot-kafka-ca
+  mountPath: /etc/kafka-autopilot/kafka-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "kafka-autopilot.volumes" -}}
+- name: autopilot-rules
+  configMap:
+    name: {{ include "kafka-autopilot.fullname" . }}-config
+    items:
+{{- range $name := keys (include "kafka-autopilot.ruleFiles" . | fromYaml) | sortAlpha }}
+      - key: {{ $name }}
+        path: {{ $name }}
+{{- end }}
+{{- if .Values.policy.content }}
+- name: autopilot-policy
+  configMap:
+    name: {{ include "kafka-autopilot.fullname" . }}-config
+    items:
+      - key: policy.yaml
+        path: policy.yaml
+{{- end }}
+- name: autopilot-tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if .Values.prometheus.bearerTokenSecret.name }}
+- name: autopilot-prometheus-token
+  secret:
+    secretName: {{ .Values.prometheus.bearerTokenSecret.name }}
+    items:
+      - key: {{ .Values.prometheus.bearerTokenSecret.key }}
+        path: {{ .Values.prometheus.bearerTokenSecret.key }}
+{{- end }}
+{{- if .Values.prometheus.caSecret.name }}
+- name: autopilot-prometheus-ca
+  secret:
+    secretName: {{ .Values.prometheus.caSecret.name }}
+    items:
+      - key: {{ .Values.prometheus.caSecret.key }}
+        path: {{ .Values.prometheus.caSecret.key }}
+{{- end }}
+{{- if .Values.kafka.sasl.passwordSecret.name }}
+- name: autopilot-kafka-sasl
+  secret:
+    secretName: {{ .Values.kafka.sasl.passwordSecret.name }}
+    items:
+      - key: {{ .Values.kafka.sasl.passwordSecret.key }}
+        path: {{ .Values.kafka.sasl.passwordSecret.key }}
+{{- end }}
+{{- if .Values.kafka.tls.caSecret.name }}
+- name: autopilot-kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret.name }}
+    items:
+      - key: {{ .Values.kafka.tls.caSecret.key }}
+        path: {{ .Values.kafka.tls.caSecret.key }}
+{{- end }}
+{{- end -}}
+
+{{/* The rule files of the ConfigMap, as a YAML map name -> text: the shipped ones chosen, then the extra ones. */}}
+{{- define "kafka-autopilot.ruleFiles" -}}
+{{- $files := dict -}}
+{{- range $path, $_ := .Files.Glob "files/rules/*.yaml" -}}
+{{- $name := base $path -}}
+{{- if or (not $.Values.rules.shipped) (has $name $.Values.rules.shipped) -}}
+{{- $_ := set $files $name ($.Files.Get $path) -}}
+{{- end -}}
+{{- end -}}
+{{- range $name, $text := .Values.rules.extra -}}
+{{- $_ := set $files $name $text -}}
+{{- end -}}
+{{- if not $files -}}
+{{- fail "no rule file: rules.shipped names none of files/rules/*.yaml and rules.extra is empty" -}}
+{{- end -}}
+{{- toYaml $files -}}
+{{- end -}}
