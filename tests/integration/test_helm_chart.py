@@ -21,6 +21,7 @@ import yaml
 from chart_support import CHART, REPO, helm, of_kind, one, render
 
 from agent.adapters.promtool import check_promql
+from agent.cli import build_parser
 from agent.sandbox.prometheus import binaries
 
 pytestmark = pytest.mark.prometheus
@@ -152,19 +153,83 @@ def test_values_become_the_agents_flags_and_secrets_become_files() -> None:
     assert ("cluster", "kafka-autopilot.io", "autopilotrules", "list") in rbac_rules(objects)
 
 
-def test_the_agent_parses_the_flags_the_chart_renders(tmp_path: Path) -> None:
-    """Every flag of the rendered container is one `kafka-autopilot run` knows (leader election's
-    come with the HA work and are left out until it is merged)."""
-    args = [
-        arg
-        for arg in container(render())["args"]
-        if not arg.startswith(("--leader-elect", "--lease-", "--namespace", "--identity"))
+FULL = {
+    "dryRun": False,
+    "prometheus": {
+        "url": "https://mimir.example:8080/prometheus",
+        "tenant": "team-kafka",
+        "bearerTokenSecret": {"name": "prom-token"},
+        "caSecret": {"name": "prom-ca"},
+        "insecureSkipVerify": True,
+    },
+    "kafka": {
+        "bootstrap": "kafka-bootstrap.kafka:9093",
+        "securityProtocol": "SASL_SSL",
+        "sasl": {"mechanism": "SCRAM-SHA-512", "username": "autopilot", "passwordSecret": {"name": "kafka-user"}},
+        "tls": {"caSecret": {"name": "kafka-ca"}},
+    },
+    "storageApi": {"url": "http://portworx-api.kube-system:9021", "tokenSecret": {"name": "px-token"}},
+    "rules": {"fromCluster": True},
+    "rbac": {"installCRDs": True},
+}
+# `run` flags the chart does not render, and why: in a pod the service account is the identity, the
+# audit trail is the container's stdout, and --scope-pod is the sidecar's (README.md's snippet).
+NOT_RENDERED = {
+    "--kubeconfig": "in-cluster config",
+    "--audit": "stdout",
+    "--scope-pod": "sidecar snippet",
+    "--help": "",
+}
+
+
+def run_flags() -> set[str]:
+    (run,) = [
+        parser
+        for action in build_parser()._subparsers._group_actions  # type: ignore[union-attr]
+        for name, parser in action.choices.items()
+        if name == "run"
     ]
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    for name, text in one(render(), "ConfigMap")["data"].items():
-        (rules / name).write_text(text)
-    args = [arg.replace("/etc/kafka-autopilot/rules", str(rules)) for arg in args]
+    return {flag for action in run._actions for flag in action.option_strings if flag.startswith("--")}
+
+
+def sidecar_snippet_args() -> list[str]:
+    readme = (CHART / "README.md").read_text()
+    snippet = readme.split("## Sidecar mode", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = yaml.safe_load(snippet)["spec"]["template"]["spec"]
+    (agent,) = [c for c in spec["containers"] if c["name"] == "kafka-autopilot"]
+    return [str(arg) for arg in agent["args"]]
+
+
+def test_every_run_flag_is_rendered_by_the_chart_or_left_out_for_a_reason() -> None:
+    rendered = {arg.split("=", 1)[0] for arg in [*container(render(values=FULL))["args"], *sidecar_snippet_args()]}
+    rendered.discard("run")
+    assert rendered <= run_flags(), f"the chart renders flags `run` does not know: {rendered - run_flags()}"
+    missing = run_flags() - rendered - set(NOT_RENDERED)
+    assert not missing, f"`kafka-autopilot run` flags the chart cannot set: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("values", [{}, FULL], ids=["defaults", "every-value"])
+def test_the_agent_parses_the_flags_the_chart_renders(values: dict[str, Any], tmp_path: Path) -> None:
+    """The rendered container's arguments, as the kubelet would expand them, get `kafka-autopilot run`
+    (its real parser, and the shipped policy's loader) as far as connecting to Kubernetes."""
+    objects = render(values=values)
+    root = tmp_path / "etc"
+    config = one(objects, "ConfigMap")["data"]
+    for name, text in config.items():
+        folder = root / ("policy" if name == "policy.yaml" else "rules")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    args = [
+        arg.replace("/etc/kafka-autopilot", str(root))
+        .replace("$(POD_NAMESPACE)", "kafka-autopilot")
+        .replace("$(POD_NAME)", "autopilot-0")
+        for arg in container(objects)["args"]
+    ]
+    for arg in args:
+        if arg.startswith("--") and f"={root}/" in arg and not arg.startswith(("--rules", "--policy")):
+            secret = Path(arg.split("=", 1)[1])
+            secret.parent.mkdir(parents=True, exist_ok=True)
+            secret.write_text("secret\n")
     done = subprocess.run(
         [sys.executable, "-m", "agent.cli", *args, "--kubeconfig", str(tmp_path / "none")],
         capture_output=True,
@@ -175,6 +240,46 @@ def test_the_agent_parses_the_flags_the_chart_renders(tmp_path: Path) -> None:
     )
     # Parsing succeeded: the run got as far as connecting to Kubernetes, which the missing kubeconfig refuses.
     assert done.returncode == 2 and "cannot reach Kubernetes" in done.stderr, done.stderr
+    assert "policy problem" not in done.stderr
+
+
+def test_policy_by_name_content_or_none() -> None:
+    shipped = {path.stem for path in (CHART / "files" / "policies").glob("*.yaml")}
+    assert shipped == {"default", "conservative", "audit-only"}
+    default = one(render(), "ConfigMap")["data"]["policy.yaml"]
+    assert default == (REPO / "policies" / "default.yaml").read_text().rstrip("\n")
+    assert "--policy=/etc/kafka-autopilot/policy/policy.yaml" in container(render())["args"]
+    audit = one(render(values={"policy": {"name": "audit-only"}}), "ConfigMap")["data"]["policy.yaml"]
+    assert "name: audit-only" in audit
+    own = "apiVersion: kafka-autopilot.io/v1alpha1\nkind: AutopilotPolicy\nmetadata:\n  name: mine\n"
+    assert "name: mine" in one(render(values={"policy": {"content": own}}), "ConfigMap")["data"]["policy.yaml"]
+    none = render(values={"policy": {"name": ""}})
+    assert "policy.yaml" not in one(none, "ConfigMap")["data"]
+    assert not [arg for arg in container(none)["args"] if arg.startswith("--policy")]
+    refused = helm("template", "x", str(CHART), "--set", "policy.name=nope", check=False)
+    assert refused.returncode != 0 and 'policy.name "nope": no such shipped policy' in refused.stderr
+
+
+def test_policies_in_the_chart_are_the_shipped_policies() -> None:
+    shipped = sorted(path.name for path in (REPO / "policies").glob("*.yaml"))
+    assert sorted(path.name for path in (CHART / "files" / "policies").glob("*.yaml")) == shipped
+    for name in shipped:
+        assert (CHART / "files" / "policies" / name).read_bytes() == (REPO / "policies" / name).read_bytes(), (
+            f"helm/kafka-autopilot/files/policies/{name} differs from policies/{name}: run scripts/sync-chart.sh"
+        )
+
+
+def test_the_approver_role_is_what_the_approval_commands_call() -> None:
+    objects = render(values={"rbac": {"approver": {"subjects": [{"kind": "Group", "name": "oncall"}]}}})
+    (role,) = [r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-approver")]
+    assert role["rules"] == [
+        {"apiGroups": ["kafka-autopilot.io"], "resources": ["actionapprovals"], "verbs": ["get", "list", "patch"]}
+    ]
+    (binding,) = [b for b in of_kind(objects, "ClusterRoleBinding") if b["metadata"]["name"].endswith("-approver")]
+    assert binding["subjects"] == [{"kind": "Group", "name": "oncall"}]
+    assert not [b for b in of_kind(render(), "ClusterRoleBinding") if b["metadata"]["name"].endswith("-approver")]
+    off = render(values={"rbac": {"approver": {"create": False}}})
+    assert not [r for r in of_kind(off, "ClusterRole") if r["metadata"]["name"].endswith("-approver")]
 
 
 def test_sidecar_mode_has_no_deployment_and_no_cluster_wide_power() -> None:
@@ -185,7 +290,11 @@ def test_sidecar_mode_has_no_deployment_and_no_cluster_wide_power() -> None:
     assert not cluster_resources & {"nodes", "pods", "persistentvolumeclaims", "volumeattachments"}
     assert ("kafka", "", "pods", "get") in granted
     assert ("kafka", "", "persistentvolumeclaims", "patch") in granted
+    assert ("kafka", "kafka-autopilot.io", "actionapprovals", "create") in granted
+    agent_cluster = {g for g in granted if g[0] == "cluster" and g[3] not in ("list", "patch")}
+    assert ("cluster", "kafka-autopilot.io", "actionapprovals", "create") not in agent_cluster
     assert not [g for g in granted if g[3] == "delete"]
+    assert not [g for g in granted if g[2] == "leases"], "a sidecar elects no leader"
 
 
 def test_crds_in_the_chart_are_the_agents_crds() -> None:
@@ -204,22 +313,81 @@ def test_rules_in_the_chart_are_the_shipped_rules() -> None:
         assert (CHART / "files" / "rules" / name).read_bytes() == (REPO / "rules" / name).read_bytes(), (
             f"helm/kafka-autopilot/files/rules/{name} differs from rules/{name}: run scripts/sync-chart.sh"
         )
-    assert set(one(render(), "ConfigMap")["data"]) == set(shipped)
+    assert set(one(render(), "ConfigMap")["data"]) == {*shipped, "policy.yaml"}
 
 
-def test_readme_justifies_every_granted_verb() -> None:
-    """Each (resource, verb) the roles grant, in either mode, has a row in the README's RBAC table."""
+def readme_rbac_rows() -> set[tuple[str, str, str]]:
     readme = (CHART / "README.md").read_text()
+    table = readme.split("## RBAC", 1)[1].split("\n## ", 1)[0]
     rows = set()
-    for line in readme.splitlines():
+    for line in table.splitlines():
         cells = [cell.strip(" `") for cell in line.strip().strip("|").split("|")]
-        if len(cells) >= 4 and line.startswith("|"):
+        if len(cells) >= 4 and line.startswith("|") and cells[0] not in ("apiGroup", "---"):
             for verb in re.split(r"[,\s]+", cells[2]):
                 rows.add((cells[0], cells[1], verb))
+    return rows
+
+
+def test_readme_rbac_table_matches_the_granted_verbs() -> None:
+    """Each (resource, verb) the roles grant, in either mode and with every option on, has a row in
+    the README's RBAC table, and each row is granted by some rendering."""
     values = {"rules": {"fromCluster": True}, "rbac": {"installCRDs": True}}
     granted = rbac_rules(render(values=values)) | rbac_rules(render(values={**values, **SIDECAR}))
-    missing = sorted({(group or "core", resource, verb) for _, group, resource, verb in granted} - rows)
-    assert not missing, f"README.md's RBAC table lacks {missing}"
+    granted_rows = {(group or "core", resource, verb) for _, group, resource, verb in granted}
+    rows = readme_rbac_rows()
+    assert not granted_rows - rows, f"README.md's RBAC table lacks {sorted(granted_rows - rows)}"
+    assert not rows - granted_rows, f"README.md's RBAC table has rows nothing grants: {sorted(rows - granted_rows)}"
+
+
+def test_the_agent_calls_nothing_the_roles_do_not_grant() -> None:
+    """The other way round, from the code: every Kubernetes API method the agent's adapters call
+    maps to a granted (resource, verb); a new call without its RBAC row fails here."""
+    calls = {
+        "list_persistent_volume_claim_for_all_namespaces": ("", "persistentvolumeclaims", "list"),
+        "list_namespaced_persistent_volume_claim": ("", "persistentvolumeclaims", "list"),
+        "read_namespaced_persistent_volume_claim": ("", "persistentvolumeclaims", "get"),
+        "patch_namespaced_persistent_volume_claim": ("", "persistentvolumeclaims", "patch"),
+        "list_namespace": ("", "namespaces", "list"),
+        "read_namespace": ("", "namespaces", "get"),
+        "create_namespace": ("", "namespaces", "create"),
+        "list_node": ("", "nodes", "list"),
+        "read_node": ("", "nodes", "get"),
+        "patch_node": ("", "nodes", "patch"),
+        "list_namespaced_lease": ("coordination.k8s.io", "leases", "list"),
+        "list_lease_for_all_namespaces": ("coordination.k8s.io", "leases", "list"),
+        "read_namespaced_lease": ("coordination.k8s.io", "leases", "get"),
+        "create_namespaced_lease": ("coordination.k8s.io", "leases", "create"),
+        "replace_namespaced_lease": ("coordination.k8s.io", "leases", "update"),
+        "list_pod_for_all_namespaces": ("", "pods", "list"),
+        "list_namespaced_pod": ("", "pods", "list"),
+        "read_namespaced_pod": ("", "pods", "get"),
+        "delete_namespaced_pod": ("", "pods", "delete"),
+        "read_storage_class": ("storage.k8s.io", "storageclasses", "get"),
+        "list_volume_attachment": ("storage.k8s.io", "volumeattachments", "list"),
+        "delete_volume_attachment": ("storage.k8s.io", "volumeattachments", "delete"),
+        "create_namespaced_event": ("events.k8s.io", "events", "create"),
+    }
+    source = (REPO / "agent" / "adapters" / "kubernetes.py").read_text()
+    called = set(re.findall(r"self\._(?:core|storage|coordination|events)\.(\w+)", source))
+    called |= set(re.findall(r'list_(?:all|namespaced)="(\w+)"', source))
+    assert len(called) > 15
+    assert not called - set(calls), (
+        f"Kubernetes calls this test does not map to RBAC yet: {sorted(called - set(calls))}"
+    )
+    values = {"rules": {"fromCluster": True}, "rbac": {"installCRDs": True}}
+    granted = {(g, r, v) for _, g, r, v in rbac_rules(render(values=values)) | rbac_rules(render(values=SIDECAR))}
+    needed = {calls[name] for name in called}
+    # Never needed from the chart: all-namespace Lease lists (watch() can, the agent does not), a single
+    # PVC's get (KubeClient.get_pvc: no runtime path calls it; the resize executor lists), and
+    # create_namespace (--install-crds creates the agent's namespace only when missing; the release's exists).
+    unused = {
+        ("coordination.k8s.io", "leases", "list"),
+        ("", "persistentvolumeclaims", "get"),
+        ("", "namespaces", "create"),
+    }
+    assert not re.search(r"\.get_pvc\(", "".join(p.read_text() for p in (REPO / "agent").rglob("*.py")))
+    assert not needed - granted - unused, sorted(needed - granted - unused)
+    assert ("", "namespaces", "create") not in granted
 
 
 # --- monitoring ----------------------------------------------------------------------------------

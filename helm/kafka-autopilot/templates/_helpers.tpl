@@ -63,7 +63,7 @@ seccompProfile:
 {{- if .Values.rules.fromCluster }}
 - --cluster-rules
 {{- end }}
-{{- if .Values.policy.content }}
+{{- if include "kafka-autopilot.policy" . }}
 - --policy=/etc/kafka-autopilot/policy/policy.yaml
 {{- end }}
 - --prometheus={{ required "prometheus.url is required" .Values.prometheus.url }}
@@ -93,6 +93,12 @@ seccompProfile:
 {{- end }}
 {{- if $.Values.kafka.tls.caSecret.name }}
 - --kafka-ca-file=/etc/kafka-autopilot/kafka-ca/{{ $.Values.kafka.tls.caSecret.key }}
+{{- end }}
+{{- end }}
+{{- with .Values.storageApi.url }}
+- --storage-api={{ . }}
+{{- if $.Values.storageApi.tokenSecret.name }}
+- --storage-api-token-file=/etc/kafka-autopilot/storage-api-token/{{ $.Values.storageApi.tokenSecret.key }}
 {{- end }}
 {{- end }}
 {{- if .Values.dryRun }}
@@ -126,7 +132,7 @@ seccompProfile:
 - name: autopilot-rules
   mountPath: /etc/kafka-autopilot/rules
   readOnly: true
-{{- if .Values.policy.content }}
+{{- if include "kafka-autopilot.policy" . }}
 - name: autopilot-policy
   mountPath: /etc/kafka-autopilot/policy
   readOnly: true
@@ -153,6 +159,11 @@ seccompProfile:
   mountPath: /etc/kafka-autopilot/kafka-ca
   readOnly: true
 {{- end }}
+{{- if and .Values.storageApi.url .Values.storageApi.tokenSecret.name }}
+- name: autopilot-storage-api-token
+  mountPath: /etc/kafka-autopilot/storage-api-token
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "kafka-autopilot.volumes" -}}
@@ -164,7 +175,7 @@ seccompProfile:
       - key: {{ $name }}
         path: {{ $name }}
 {{- end }}
-{{- if .Values.policy.content }}
+{{- if include "kafka-autopilot.policy" . }}
 - name: autopilot-policy
   configMap:
     name: {{ include "kafka-autopilot.fullname" . }}-config
@@ -207,6 +218,14 @@ seccompProfile:
       - key: {{ .Values.kafka.tls.caSecret.key }}
         path: {{ .Values.kafka.tls.caSecret.key }}
 {{- end }}
+{{- if and .Values.storageApi.url .Values.storageApi.tokenSecret.name }}
+- name: autopilot-storage-api-token
+  secret:
+    secretName: {{ .Values.storageApi.tokenSecret.name }}
+    items:
+      - key: {{ .Values.storageApi.tokenSecret.key }}
+        path: {{ .Values.storageApi.tokenSecret.key }}
+{{- end }}
 {{- end -}}
 
 {{/* The rule files of the ConfigMap, as a YAML map name -> text: the shipped ones chosen, then the extra ones. */}}
@@ -225,4 +244,30 @@ seccompProfile:
 {{- fail "no rule file: rules.shipped names none of files/rules/*.yaml and rules.extra is empty" -}}
 {{- end -}}
 {{- toYaml $files -}}
+{{- end -}}
+
+{{/* The agent's calls on ActionApprovals: get and create one, then patch its status (preview, used,
+expired, cancelled). Approvals live in the namespace of the object acted on (the agent's own for
+nodes and pools). */}}
+{{- define "kafka-autopilot.approvalRules" -}}
+- apiGroups: [kafka-autopilot.io]
+  resources: [actionapprovals]
+  verbs: [get, create]
+- apiGroups: [kafka-autopilot.io]
+  resources: [actionapprovals/status]
+  verbs: [patch]
+{{- end -}}
+
+{{/* The policy text the ConfigMap carries: `policy.content`, else the shipped files/policies/<name>.yaml; empty: none. */}}
+{{- define "kafka-autopilot.policy" -}}
+{{- if .Values.policy.content -}}
+{{- .Values.policy.content -}}
+{{- else if .Values.policy.name -}}
+{{- $path := printf "files/policies/%s.yaml" .Values.policy.name -}}
+{{- $text := .Files.Get $path -}}
+{{- if not $text -}}
+{{- fail (printf "policy.name %q: no such shipped policy (files/policies/*.yaml: default, conservative, audit-only)" .Values.policy.name) -}}
+{{- end -}}
+{{- $text -}}
+{{- end -}}
 {{- end -}}
