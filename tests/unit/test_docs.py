@@ -11,14 +11,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.cli import build_parser
 from agent.core import catalog
 from agent.core.aliases import KEY_ALIASES
 from agent.core.loader import KUBERNETES_CONDITION_KEYS, parse_rules
 from agent.core.operators import Operator
+from agent.core.policy import _SPEC_FIELDS as POLICY_FIELDS
 from agent.core.rules import Enforcement, SelectorOperator
+from agent.core.states import RuleState
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
 AUTHORING = (DOCS / "rule-authoring.md").read_text()
+OPERATIONS = (DOCS / "operations.md").read_text()
+CHART_README = (REPO / "helm" / "kafka-autopilot" / "README.md").read_text()
 SPEC_FIELDS = (
     "selector",
     "namespaceSelector",
@@ -88,3 +94,46 @@ def test_the_operations_and_architecture_pages_cover_their_subjects(page: str, m
     text = (DOCS / page).read_text()
     missing = [must for must in musts if must not in text]
     assert not missing, f"docs/{page} does not mention {missing}"
+
+
+def cli_commands() -> dict[str, set[str]]:
+    """Each `kafka-autopilot` command -> its long options."""
+    (subparsers,) = [a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"]
+    commands = {}
+    for name, parser in subparsers.choices.items():  # type: ignore[attr-defined]
+        options = {flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")}
+        commands[name] = options
+    return commands
+
+
+def test_every_flag_the_docs_name_exists() -> None:
+    """A `--flag` in the docs or the chart's README is an option of some `kafka-autopilot` command
+    (or of helm/kubectl, listed here), so renamed or removed flags do not linger in the docs."""
+    known = set().union(*cli_commands().values())
+    others = {"--namespace", "--create-namespace", "--set", "--set-file", "--reuse-values", "--values"}
+    others |= {"--field-selector", "--format", "--timeline", "--aliases", "--no-promql", "--all", "--json"}
+    for name, text in [*((p.name, p.read_text()) for p in DOCS.glob("*.md")), ("chart README", CHART_README)]:
+        named = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text))
+        stale = sorted(named - known - others)
+        assert not stale, f"{name} names flags no command has: {stale}"
+
+
+def test_every_run_and_approval_flag_is_documented() -> None:
+    commands = cli_commands()
+    documented = OPERATIONS + CHART_README
+    for command in ("run", "approve", "decline", "approvals"):
+        missing = sorted(flag for flag in commands[command] - {"--help"} if flag not in documented)
+        assert not missing, f"`kafka-autopilot {command}` flags no page documents: {missing}"
+    for command in ("approvals", "approve", "decline", "lint", "test"):
+        assert f"kafka-autopilot {command}" in OPERATIONS + AUTHORING, command
+
+
+def test_every_state_policy_field_and_exit_code_is_documented() -> None:
+    for state in RuleState:
+        assert f"`{state.value}`" in AUTHORING, f"rule-authoring.md lacks the state {state.value}"
+    for field in POLICY_FIELDS:
+        assert f"`{field}`" in OPERATIONS, f"operations.md lacks the policy field {field}"
+    exits = OPERATIONS.split("## Exit codes", 1)[1]
+    for code in ("0", "1", "2", "70", "75"):
+        assert f"| {code} |" in exits, f"operations.md lacks exit code {code}"
+    assert "75 lost leadership" in build_parser().format_help().replace("\n", " ")
