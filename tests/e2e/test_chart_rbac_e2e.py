@@ -1,8 +1,10 @@
 """RBAC suffices: the agent runs as the Helm chart's ServiceAccount (its own token from TokenRequest,
-not the sandbox's admin) with the roles `helm template` renders, and completes the reference
-scenario's first step (400Gi -> 800Gi, verified) and a node failure (its broker running elsewhere).
-The apiserver's audit log then shows that every request the agent made came from that
-ServiceAccount and that none was refused: the roles are enough, and they are all it had.
+not the sandbox's admin) with the roles `helm template` renders, started as the chart starts it (leader
+election on the chart's Lease, the chart's default policy), and completes the reference scenario's
+first step (400Gi -> 800Gi, verified), a node failure (its broker running elsewhere) and a resize that
+needs approval, answered with `kafka-autopilot approvals` and `approve` by an identity bound to the
+chart's approver ClusterRole. The apiserver's audit log then shows that every request the agent made
+came from that ServiceAccount and that none was refused: the roles are enough, and they are all it had.
 
 First, sidecar mode: an agent with `--scope-pod kafka/kafka-2` under the chart's sidecar roles resizes
 its own pod's volume and leaves a neighbour's, just as full, alone; its node rule does not run.
@@ -10,6 +12,8 @@ its own pod's volume and leaves a neighbour's, just as full, alone; its node rul
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_support import apply, create_namespace, of_kind, render, service_account_token, token_kubeconfig
+from chart_support import apply, of_kind, render, service_account_token, token_kubeconfig
 from chart_support import wait_established as crds_established
-from e2e_support import RULES, AgentProcess, audit_log_entries
+from e2e_support import REPO, RULES, AgentProcess, audit_log_entries
 from helpers import eventually
 from test_agent_e2e import PODS, capacity, events_for, node_of, requested, set_usage, state_of, verified_resizes
 
@@ -49,9 +53,31 @@ def api(sandbox: Sandbox) -> KubeApi:
     return sandbox.kube.api()
 
 
+LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/kafka-autopilot"
+APPROVALS = f"/apis/kafka-autopilot.io/v1alpha1/namespaces/{workload.NAMESPACE}/actionapprovals"
+
+
+def chart_policy(folder: Path, *, approval_for: str | None = None) -> Path:
+    """The policy the chart mounts by default (policy.name: default), optionally requiring approval for one action."""
+    (config,) = [obj for obj in render(release=RELEASE, namespace=NAMESPACE) if obj["kind"] == "ConfigMap"]
+    text = str(config["data"]["policy.yaml"])
+    assert "name: default" in text
+    if approval_for is not None:
+        text = text.replace("spec:\n", f"spec:\n  approvalRequired: [{approval_for}]\n", 1)
+    path = folder / "policy.yaml"
+    path.write_text(text + "\n")
+    return path
+
+
+def chart_run_args() -> list[str]:
+    """What the chart's Deployment passes besides rules, Prometheus and Kafka: its Lease and namespace."""
+    return ["--lease-name", "kafka-autopilot", "--namespace", NAMESPACE]
+
+
 @pytest.fixture(scope="module")
 def chart_kubeconfig(sandbox: Sandbox, api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    create_namespace(api, NAMESPACE)
+    # The sandbox creates the agent's namespace at install, as `helm install --create-namespace` would.
+    assert api.get(f"/api/v1/namespaces/{NAMESPACE}")["metadata"]["name"] == NAMESPACE
     path = tmp_path_factory.mktemp("chart") / "agent.kubeconfig"
     return identity_kubeconfig(sandbox, api, release=RELEASE, namespace=NAMESPACE, path=path)
 
@@ -94,6 +120,7 @@ def test_a_sidecar_acts_on_its_own_pods_volume_only(
         audit_path=folder / "audit.jsonl",
         kubeconfig=kubeconfig,
         install_crds=False,
+        policy=chart_policy(folder),
         extra_args=["--scope-pod", f"{workload.NAMESPACE}/{workload.pod_name(2)}"],
     )
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -121,12 +148,17 @@ def test_a_sidecar_acts_on_its_own_pods_volume_only(
 
 @pytest.fixture(scope="module")
 def agent(sandbox: Sandbox, chart_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    folder = tmp_path_factory.mktemp("agent")
     process = AgentProcess(
         sandbox=sandbox,
         rules=[RULES / "kafka-resize.yaml", RULES / "kafka-node-failure.yaml"],
-        audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl",
+        audit_path=folder / "audit.jsonl",
         kubeconfig=chart_kubeconfig,
         install_crds=False,
+        policy=chart_policy(folder),
+        extra_args=chart_run_args(),
+        leader_elect=True,
+        identity="autopilot-0",
     )
     try:
         process.start()
@@ -155,6 +187,8 @@ def test_step_1_resizes_400gi_to_800gi_as_the_charts_service_account(
     sandbox: Sandbox, api: KubeApi, agent: AgentProcess, since: str
 ) -> None:
     claim = workload.pvc_name(0)
+    lease = eventually(lambda: api.get(LEASE)["spec"], timeout=60, what="the chart's Lease")
+    assert lease["holderIdentity"] == "autopilot-0"
     set_usage(sandbox, claim, 330)
     eventually(lambda: requested(api, claim) == "800Gi", timeout=90, what="the PVC request at 800Gi")
     eventually(lambda: capacity(api, claim) == "800Gi", timeout=90, what="capacity 800Gi")
@@ -218,3 +252,112 @@ def test_every_request_of_the_agent_was_its_service_accounts_and_none_was_refuse
     ]
     assert not refused, f"requests the chart's roles refused: {refused[:10]}"
     assert "Forbidden" not in agent.audit_path.with_suffix(".log").read_text(errors="replace")
+    assert "policy" in agent.audit_path.with_suffix(".log").read_text(errors="replace")
+
+
+def pending_approval(api: KubeApi, claim: str) -> dict[str, Any] | None:
+    found = [
+        item
+        for item in api.get(APPROVALS)["items"]
+        if item["spec"].get("objectKey") == f"{workload.NAMESPACE}/{claim}"
+        and item.get("status", {}).get("phase") == "Pending"
+    ]
+    return found[-1] if found else None
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_an_approval_is_asked_answered_under_the_approver_role_and_used(
+    sandbox: Sandbox,
+    api: KubeApi,
+    agent: AgentProcess,
+    chart_kubeconfig: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The replica that leads next (the first one stops, releasing the Lease) runs with a policy that
+    requires approval for resizes; a person bound to the chart's approver ClusterRole answers."""
+    agent.stop()
+    folder = tmp_path_factory.mktemp("approvals")
+    approver = "approver"
+    api.create(
+        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": approver}},
+    )
+    subjects = [{"kind": "ServiceAccount", "name": approver, "namespace": NAMESPACE}]
+    rendered = render(release=RELEASE, namespace=NAMESPACE, values={"rbac": {"approver": {"subjects": subjects}}})
+    apply(
+        api,
+        [o for o in rendered if o["kind"].startswith("ClusterRole") and o["metadata"]["name"].endswith("-approver")],
+    )
+    approver_user = f"system:serviceaccount:{NAMESPACE}:{approver}"
+    approver_config = token_kubeconfig(
+        path=folder / "approver.kubeconfig",
+        server=sandbox.kube.apiserver_url,
+        ca_file=sandbox.kube.pki_dir / "ca.crt",
+        token=service_account_token(api, namespace=NAMESPACE, name=approver),
+        user=approver_user,
+    )
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    second = AgentProcess(
+        sandbox=sandbox,
+        rules=[RULES / "kafka-resize.yaml"],
+        audit_path=folder / "audit.jsonl",
+        kubeconfig=chart_kubeconfig,
+        install_crds=False,
+        policy=chart_policy(folder, approval_for="openstorage.io.action.volume/resize"),
+        extra_args=chart_run_args(),
+        leader_elect=True,
+        identity="autopilot-1",
+    )
+    claim = workload.pvc_name(3)
+    second.start()
+    try:
+        eventually(lambda: api.get(LEASE)["spec"].get("holderIdentity") == "autopilot-1", timeout=90, what="lead")
+        set_usage(sandbox, claim, 330)
+        approval = eventually(lambda: pending_approval(api, claim), timeout=120, what="a pending ActionApproval")
+        name = approval["metadata"]["name"]
+        time.sleep(6)  # three cycles: nothing happens without an answer
+        assert requested(api, claim) == "400Gi"
+        listed = cli("approvals", "--kubeconfig", str(approver_config))
+        assert listed.returncode == 0 and name in listed.stdout, listed.stdout + listed.stderr
+        answered = cli("approve", name, "--kubeconfig", str(approver_config), "--by", "e2e", "--reason", "chart rbac")
+        assert answered.returncode == 0, answered.stdout + answered.stderr
+        eventually(lambda: requested(api, claim) == "800Gi", timeout=120, what="the approved resize")
+        eventually(
+            lambda: api.get(f"{APPROVALS}/{name}").get("status", {}).get("phase") == "Used",
+            timeout=90,
+            what="the approval marked Used",
+        )
+    finally:
+        second.stop()
+        set_usage(sandbox, claim, 100)
+    entries = [
+        e
+        for e in audit_log_entries(sandbox)
+        if e.get("stage") == "ResponseComplete" and e["requestReceivedTimestamp"] >= started
+    ]
+    agent_entries = [e for e in entries if e["user"]["username"] == USER]
+    people = [e for e in entries if e["user"]["username"] == approver_user]
+    approval_calls = {
+        (e["verb"], e["objectRef"].get("subresource"))
+        for e in agent_entries
+        if e.get("objectRef", {}).get("resource") == "actionapprovals"
+    }
+    assert {("get", None), ("create", None), ("patch", "status")} <= approval_calls, approval_calls
+    assert {e["verb"] for e in people} >= {"list", "patch"}
+    refused = [
+        f"{e['user']['username']} {e['verb']} {e['requestURI']}"
+        for e in [*agent_entries, *people]
+        if e.get("responseStatus", {}).get("code") in (401, 403)
+    ]
+    assert not refused, f"requests the chart's roles refused: {refused[:10]}"
+    assert "Forbidden" not in second.audit_path.with_suffix(".log").read_text(errors="replace")
