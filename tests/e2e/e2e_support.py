@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from typing import Any
 
 from helpers import eventually
 
+from agent.sandbox import workload
 from agent.sandbox.environment import Sandbox
+from agent.sandbox.kube import KubeApi
 from agent.sandbox.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,6 +93,13 @@ class AgentProcess:
             self.stop()
             raise
 
+    def __enter__(self) -> AgentProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
@@ -150,3 +160,67 @@ def agent_mutations(entries: Sequence[dict[str, Any]], *, since: str = "") -> li
         and entry.get("stage") == "ResponseComplete"
         and entry.get("requestReceivedTimestamp", "") >= since
     ]
+
+
+# --- readers and drivers shared by the end-to-end modules ----------------------------------------------
+
+GI = 1024**3
+PVCS = f"/api/v1/namespaces/{workload.NAMESPACE}/persistentvolumeclaims"
+PODS = f"/api/v1/namespaces/{workload.NAMESPACE}/pods"
+STATE_OBJECTS = "/apis/kafka-autopilot.io/v1alpha1/autopilotruleobjects"
+AGENTS_OWN_RESOURCES = frozenset(
+    {"autopilotruleobjects", "actionapprovals", "events", "customresourcedefinitions", "leases"}
+)
+"""What a dry-run agent may still write: its own objects, Events, its CRDs (--install-crds) and its Lease."""
+
+
+def requested(api: KubeApi, claim: str) -> str:
+    return str(api.get(f"{PVCS}/{claim}")["spec"]["resources"]["requests"]["storage"])
+
+
+def capacity(api: KubeApi, claim: str) -> str:
+    return str(api.get(f"{PVCS}/{claim}")["status"]["capacity"]["storage"])
+
+
+def state_of(api: KubeApi, rule: str, key: str) -> str | None:
+    """The state `rule` holds for object `key`, from its AutopilotRuleObject."""
+    for item in api.get(STATE_OBJECTS)["items"]:
+        spec = item.get("spec", {})
+        if spec.get("rule") == rule and spec.get("objectKey") == key:
+            return item.get("status", {}).get("state")
+    return None
+
+
+def set_usage(sandbox: Sandbox, claim: str, gib: float) -> float:
+    """Tell the storage twin (simulation) the claim holds `gib` GiB; returns when."""
+    moment = time.time()
+    sandbox.twin_client().set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=int(gib * GI))
+    return moment
+
+
+def patch_times(sandbox: Sandbox, claim: str) -> list[str]:
+    """When the agent patched the claim's spec, from the apiserver's audit log."""
+    return [
+        entry["requestReceivedTimestamp"]
+        for entry in agent_mutations(audit_log_entries(sandbox))
+        if entry.get("objectRef", {}).get("resource") == "persistentvolumeclaims"
+        and entry.get("objectRef", {}).get("name") == claim
+        and entry.get("objectRef", {}).get("subresource") is None
+    ]
+
+
+def node_of(api: KubeApi, broker: int) -> str:
+    return str(api.get(f"{PODS}/{workload.pod_name(broker)}")["spec"]["nodeName"])
+
+
+def events_for(api: KubeApi, name: str) -> list[dict[str, Any]]:
+    found = []
+    for namespace in (workload.NAMESPACE, "default"):
+        for event in api.get(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")["items"]:
+            if event.get("regarding", {}).get("name") == name:
+                found.append(event)
+    return found
+
+
+def verified_resizes(agent: AgentProcess, claim: str) -> list[dict[str, Any]]:
+    return [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == f"kafka/{claim}"]

@@ -15,10 +15,24 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from e2e_support import RULES, AgentProcess, agent_mutations, audit_log_entries
+from e2e_support import (
+    PODS,
+    RULES,
+    STATE_OBJECTS,
+    AgentProcess,
+    agent_mutations,
+    audit_log_entries,
+    capacity,
+    events_for,
+    node_of,
+    patch_times,
+    requested,
+    set_usage,
+    state_of,
+    verified_resizes,
+)
 from helpers import eventually
 
 from agent.sandbox import workload
@@ -27,10 +41,6 @@ from agent.sandbox.kube import KubeApi, node_condition
 
 pytestmark = pytest.mark.sandbox
 
-GI = 1024**3
-PVCS = f"/api/v1/namespaces/{workload.NAMESPACE}/persistentvolumeclaims"
-PODS = f"/api/v1/namespaces/{workload.NAMESPACE}/pods"
-STATE_OBJECTS = "/apis/kafka-autopilot.io/v1alpha1/autopilotruleobjects"
 RULE_FILES = [RULES / "kafka-resize.yaml", RULES / "kafka-node-failure.yaml"]
 COOLDOWN = 300
 
@@ -42,63 +52,14 @@ def api(sandbox: Sandbox) -> KubeApi:
 
 @pytest.fixture(scope="module")
 def agent(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    process = AgentProcess(
+    with AgentProcess(
         sandbox=sandbox, rules=RULE_FILES, audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl"
-    )
-    try:
-        process.start()
+    ) as process:
         yield process
-    finally:
-        process.stop()
-
-
-def requested(api: KubeApi, claim: str) -> str:
-    return str(api.get(f"{PVCS}/{claim}")["spec"]["resources"]["requests"]["storage"])
-
-
-def capacity(api: KubeApi, claim: str) -> str:
-    return str(api.get(f"{PVCS}/{claim}")["status"]["capacity"]["storage"])
-
-
-def state_of(api: KubeApi, rule: str, key: str) -> str | None:
-    for item in api.get(STATE_OBJECTS)["items"]:
-        spec = item.get("spec", {})
-        if spec.get("rule") == rule and spec.get("objectKey") == key:
-            return item.get("status", {}).get("state")
-    return None
-
-
-def events_for(api: KubeApi, name: str) -> list[dict[str, Any]]:
-    found = []
-    for namespace in (workload.NAMESPACE, "default"):
-        for event in api.get(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")["items"]:
-            if event.get("regarding", {}).get("name") == name:
-                found.append(event)
-    return found
-
-
-def set_usage(sandbox: Sandbox, claim: str, gib: float) -> float:
-    moment = time.time()
-    sandbox.twin_client().set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=int(gib * GI))
-    return moment
-
-
-def patch_times(sandbox: Sandbox, claim: str) -> list[str]:
-    return [
-        entry["requestReceivedTimestamp"]
-        for entry in agent_mutations(audit_log_entries(sandbox))
-        if entry.get("objectRef", {}).get("resource") == "persistentvolumeclaims"
-        and entry.get("objectRef", {}).get("name") == claim
-        and entry.get("objectRef", {}).get("subresource") is None
-    ]
 
 
 def seconds_since(moment: float, timestamp: str) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() - moment
-
-
-def verified_resizes(agent: AgentProcess, claim: str) -> list[dict[str, Any]]:
-    return [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == f"kafka/{claim}"]
 
 
 def wait_for_cooldown(api: KubeApi, rule: str, key: str) -> None:
@@ -127,10 +88,6 @@ def test_step_1_resizes_400gi_to_800gi(sandbox: Sandbox, api: KubeApi, agent: Ag
 
 
 # --- node failure ---------------------------------------------------------------------------------
-
-
-def node_of(api: KubeApi, broker: int) -> str:
-    return str(api.get(f"{PODS}/{workload.pod_name(broker)}")["spec"]["nodeName"])
 
 
 def test_a_failed_nodes_broker_is_running_elsewhere(sandbox: Sandbox, api: KubeApi, agent: AgentProcess) -> None:

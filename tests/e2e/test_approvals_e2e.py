@@ -22,7 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import REPO, RULES, AgentProcess, agent_mutations, audit_log_entries
+from e2e_support import (
+    AGENTS_OWN_RESOURCES,
+    REPO,
+    RULES,
+    STATE_OBJECTS,
+    AgentProcess,
+    agent_mutations,
+    audit_log_entries,
+    patch_times,
+    requested,
+    set_usage,
+)
 from helpers import eventually
 
 from agent.sandbox import workload
@@ -31,20 +42,9 @@ from agent.sandbox.kube import KubeApi
 
 pytestmark = pytest.mark.sandbox
 
-GI = 1024**3
 RULE = "kafka-resize"
-PVCS = f"/api/v1/namespaces/{workload.NAMESPACE}/persistentvolumeclaims"
 APPROVALS = f"/apis/kafka-autopilot.io/v1alpha1/namespaces/{workload.NAMESPACE}/actionapprovals"
-STATE_OBJECTS = "/apis/kafka-autopilot.io/v1alpha1/autopilotruleobjects"
 AGENT_NAMESPACE = "kafka-autopilot"
-OWN_RESOURCES = {
-    "autopilotruleobjects",
-    "actionapprovals",
-    "events",
-    "customresourcedefinitions",
-    "leases",
-    "namespaces",
-}
 
 
 def approval_rule_args(tmp_path: Path) -> tuple[list[Path], list[str]]:
@@ -77,24 +77,16 @@ def agent(
     sandbox: Sandbox, rule_args: tuple[list[Path], list[str]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AgentProcess]:
     rules, extra = rule_args
-    process = AgentProcess(
+    with AgentProcess(
         sandbox=sandbox,
         rules=rules,
         extra_args=extra,
         audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl",
-    )
-    try:
-        process.start()
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 # --- readers ----------------------------------------------------------------------------------------
-
-
-def requested(api: KubeApi, claim: str) -> str:
-    return str(api.get(f"{PVCS}/{claim}")["spec"]["resources"]["requests"]["storage"])
 
 
 def state_of(api: KubeApi, claim: str) -> str | None:
@@ -133,10 +125,6 @@ def event_reasons(api: KubeApi, claim: str) -> list[str]:
     return [event["reason"] for event in events if event.get("regarding", {}).get("name") == claim]
 
 
-def set_usage(sandbox: Sandbox, claim: str, gib: float) -> None:
-    sandbox.twin_client().set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=int(gib * GI))
-
-
 def records_for(agent: AgentProcess, claim: str, *events: str) -> list[dict[str, Any]]:
     key = f"{workload.NAMESPACE}/{claim}"
     return [record for record in agent.records() if record["object"] == key and record["event"] in events]
@@ -154,16 +142,6 @@ def answer(sandbox: Sandbox, verb: str, name: str, *options: str) -> subprocess.
         timeout=120,
         check=False,
     )
-
-
-def patch_times(sandbox: Sandbox, claim: str) -> list[str]:
-    return [
-        entry["requestReceivedTimestamp"]
-        for entry in agent_mutations(audit_log_entries(sandbox))
-        if entry.get("objectRef", {}).get("resource") == "persistentvolumeclaims"
-        and entry.get("objectRef", {}).get("name") == claim
-        and entry.get("objectRef", {}).get("subresource") is None
-    ]
 
 
 def awaiting_with_approval(api: KubeApi, claim: str) -> dict[str, Any]:
@@ -328,6 +306,6 @@ def test_dry_run_still_asks_and_waits_and_changes_nothing_else(
             entry["objectRef"].get("resource") for entry in agent_mutations(audit_log_entries(sandbox), since=since)
         }
         assert "actionapprovals" in touched
-        assert touched <= OWN_RESOURCES, touched
+        assert touched <= AGENTS_OWN_RESOURCES, touched
     finally:
         dry.stop()

@@ -23,9 +23,21 @@ from typing import Any
 import pytest
 from chart_support import apply, of_kind, render, service_account_token, token_kubeconfig
 from chart_support import wait_established as crds_established
-from e2e_support import REPO, RULES, AgentProcess, audit_log_entries
+from e2e_support import (
+    PODS,
+    REPO,
+    RULES,
+    AgentProcess,
+    audit_log_entries,
+    capacity,
+    events_for,
+    node_of,
+    requested,
+    set_usage,
+    state_of,
+    verified_resizes,
+)
 from helpers import eventually
-from test_agent_e2e import PODS, capacity, events_for, node_of, requested, set_usage, state_of, verified_resizes
 
 from agent.sandbox import workload
 from agent.sandbox.environment import Sandbox
@@ -149,7 +161,7 @@ def test_a_sidecar_acts_on_its_own_pods_volume_only(
 @pytest.fixture(scope="module")
 def agent(sandbox: Sandbox, chart_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     folder = tmp_path_factory.mktemp("agent")
-    process = AgentProcess(
+    with AgentProcess(
         sandbox=sandbox,
         rules=[RULES / "kafka-resize.yaml", RULES / "kafka-node-failure.yaml"],
         audit_path=folder / "audit.jsonl",
@@ -159,12 +171,8 @@ def agent(sandbox: Sandbox, chart_kubeconfig: Path, tmp_path_factory: pytest.Tem
         extra_args=chart_run_args(),
         leader_elect=True,
         identity="autopilot-0",
-    )
-    try:
-        process.start()
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import RULES, AgentProcess, agent_mutations, audit_log_entries
+from e2e_support import (
+    AGENTS_OWN_RESOURCES,
+    RULES,
+    STATE_OBJECTS,
+    AgentProcess,
+    agent_mutations,
+    audit_log_entries,
+    capacity,
+    requested,
+    set_usage,
+    state_of,
+)
 from helpers import eventually
 
 from agent.runtime.leadership import EXIT_LEADERSHIP_LOST
@@ -32,16 +43,12 @@ from agent.sandbox.kube import KubeApi
 
 pytestmark = pytest.mark.sandbox
 
-GI = 1024**3
-PVCS = f"/api/v1/namespaces/{workload.NAMESPACE}/persistentvolumeclaims"
-STATE_OBJECTS = "/apis/kafka-autopilot.io/v1alpha1/autopilotruleobjects"
 LEASE = "/apis/coordination.k8s.io/v1/namespaces/kafka-autopilot/leases/kafka-autopilot"
 RULE_FILES = [RULES / "kafka-resize.yaml"]
 LEASE_DURATION = 15
 RETRY_PERIOD = 2
 SLACK = 8
 """Seconds allowed on top of the protocol's bounds on a loaded 2-core machine."""
-OWN_OBJECTS = {"autopilotruleobjects", "events", "customresourcedefinitions", "leases", "actionapprovals"}
 ACTION_EVENTS = ("action-planned", "action-verified", "action-failed", "action-held", "action-dry-run")
 EXIT_LOST = 75
 """The documented exit code of a replica that lost leadership (agent.runtime.leadership)."""
@@ -97,26 +104,6 @@ def acted(agent: AgentProcess) -> list[dict[str, Any]]:
 
 def evaluated(agent: AgentProcess) -> list[dict[str, Any]]:
     return [r for r in agent.records() if r["event"] == "evaluation"]
-
-
-def requested(api: KubeApi, claim: str) -> str:
-    return str(api.get(f"{PVCS}/{claim}")["spec"]["resources"]["requests"]["storage"])
-
-
-def capacity(api: KubeApi, claim: str) -> str:
-    return str(api.get(f"{PVCS}/{claim}")["status"]["capacity"]["storage"])
-
-
-def state_of(api: KubeApi, rule: str, key: str) -> str | None:
-    for item in api.get(STATE_OBJECTS)["items"]:
-        spec = item.get("spec", {})
-        if spec.get("rule") == rule and spec.get("objectKey") == key:
-            return item.get("status", {}).get("state")
-    return None
-
-
-def set_usage(sandbox: Sandbox, claim: str, gib: float) -> None:
-    sandbox.twin_client().set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=int(gib * GI))
 
 
 def pvc_patches(sandbox: Sandbox, claim: str) -> list[dict[str, Any]]:
@@ -307,7 +294,7 @@ def test_two_dry_run_replicas_one_leads_and_nothing_changes(
         touched = {
             entry["objectRef"].get("resource") for entry in agent_mutations(audit_log_entries(sandbox), since=since)
         }
-        assert touched <= OWN_OBJECTS, touched
+        assert touched <= AGENTS_OWN_RESOURCES, touched
         assert "leases" in touched
     finally:
         c.stop()

@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import REPO, RULES, AgentProcess, agent_mutations, audit_log_entries
+from e2e_support import (
+    AGENTS_OWN_RESOURCES,
+    REPO,
+    RULES,
+    STATE_OBJECTS,
+    AgentProcess,
+    agent_mutations,
+    audit_log_entries,
+    requested,
+    set_usage,
+)
 from helpers import eventually
 
 from agent.adapters.statestore import parse_time
@@ -28,12 +38,8 @@ from agent.sandbox.kube import KubeApi
 
 pytestmark = pytest.mark.sandbox
 
-GI = 1024**3
 RULE = "kafka-resize"
 RULE_FILES = [RULES / "kafka-resize.yaml"]
-PVCS = f"/api/v1/namespaces/{workload.NAMESPACE}/persistentvolumeclaims"
-STATE_OBJECTS = "/apis/kafka-autopilot.io/v1alpha1/autopilotruleobjects"
-AGENTS_OWN = {"autopilotruleobjects", "events", "customresourcedefinitions", "leases", "actionapprovals"}
 
 POLICY_HEADER = """\
 apiVersion: kafka-autopilot.io/v1alpha1
@@ -74,14 +80,6 @@ def agent_with(sandbox: Sandbox, api: KubeApi, tmp_path: Path) -> Iterator[Agent
             set_usage(sandbox, workload.pvc_name(broker), 100)
         for item in api.get(STATE_OBJECTS)["items"]:
             api.delete(f"{STATE_OBJECTS}/{item['metadata']['name']}")
-
-
-def set_usage(sandbox: Sandbox, claim: str, gib: float) -> None:
-    sandbox.twin_client().set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=int(gib * GI))
-
-
-def requested(api: KubeApi, claim: str) -> str:
-    return str(api.get(f"{PVCS}/{claim}")["spec"]["resources"]["requests"]["storage"])
 
 
 def status_of(api: KubeApi, claim: str) -> dict[str, Any]:
@@ -143,7 +141,7 @@ def test_the_audit_only_policy_plans_and_records_and_changes_nothing(
         touched = {
             entry["objectRef"].get("resource") for entry in agent_mutations(audit_log_entries(sandbox), since=since)
         }
-        assert touched <= AGENTS_OWN, touched
+        assert touched <= AGENTS_OWN_RESOURCES, touched
         assert "autopilotruleobjects" in touched
     finally:
         agent.stop()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import RULES, AgentProcess, agent_mutations, audit_log_entries
+from e2e_support import AGENTS_OWN_RESOURCES, RULES, AgentProcess, agent_mutations, audit_log_entries
 from helpers import eventually
 
 from agent.sandbox.environment import Sandbox
@@ -40,7 +40,6 @@ RULE_FILES = [RULES / "kafka-pool-expand.yaml"]
 STATE_OBJECTS = "/apis/kafka-autopilot.io/v1alpha1/autopilotruleobjects"
 LABELS = {"kafka-autopilot.io/pool": "kafka"}
 COOLDOWN = 300
-OWN_OBJECTS = {"autopilotruleobjects", "events", "customresourcedefinitions", "leases", "actionapprovals"}
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +54,10 @@ def nodes(api: KubeApi) -> list[str]:
 
 @pytest.fixture(scope="module")
 def agent(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    process = AgentProcess(
+    with AgentProcess(
         sandbox=sandbox, rules=RULE_FILES, audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl"
-    )
-    try:
-        process.start()
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def twin_pool(sandbox: Sandbox, node: str, name: str) -> dict[str, Any]:
@@ -268,7 +263,7 @@ def test_dry_run_records_the_expansion_and_changes_nothing(
         touched = {
             entry["objectRef"].get("resource") for entry in agent_mutations(audit_log_entries(sandbox), since=since)
         }
-        assert touched <= OWN_OBJECTS, touched
+        assert touched <= AGENTS_OWN_RESOURCES, touched
         assert 'outcome="dry-run"' in dry.metrics()
     finally:
         dry.stop()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from e2e_support import RULES, AgentProcess, agent_mutations, audit_log_entries
+from e2e_support import AGENTS_OWN_RESOURCES, RULES, AgentProcess, agent_mutations, audit_log_entries
 from elect_metrics import elect_requests
 from helpers import eventually
 
@@ -44,7 +44,6 @@ PARTITIONS = 12
 # Partition n prefers broker n % 4: each broker is the preferred leader of three partitions.
 ASSIGNMENT = {n: [n % 4, (n + 1) % 4, (n + 2) % 4] for n in range(PARTITIONS)}
 IMBALANCE = "kafka_controller_kafkacontroller_preferredreplicaimbalancecount"
-OWN_RESOURCES = {"autopilotruleobjects", "events", "customresourcedefinitions", "leases", "actionapprovals"}
 
 balance_times: list[float] = []
 
@@ -104,14 +103,10 @@ def topic(sandbox: Sandbox, prometheus: PrometheusClient) -> str:
 
 @pytest.fixture(scope="module")
 def agent(sandbox: Sandbox, topic: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
-    process = AgentProcess(
+    with AgentProcess(
         sandbox=sandbox, rules=RULE_FILES, audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl"
-    )
-    try:
-        process.start()
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def restart_broker(sandbox: Sandbox, broker: int) -> None:
@@ -232,7 +227,7 @@ def test_dry_run_plans_the_election_and_changes_nothing(
         touched = {
             entry["objectRef"].get("resource") for entry in agent_mutations(audit_log_entries(sandbox), since=since)
         }
-        assert touched <= OWN_RESOURCES, touched
+        assert touched <= AGENTS_OWN_RESOURCES, touched
     finally:
         dry.stop()
 
