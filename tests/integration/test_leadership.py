@@ -254,16 +254,24 @@ async def test_a_leader_cut_off_from_the_apiserver_stops_within_the_renew_deadli
     keeping = leader.keep()
     await asyncio.sleep(TIMING.retry_period * 2)
     try:
-        stopped_at = time.time()  # measured from the start of the shutdown: the leader may step down during it
+        # kube-apiserver keeps answering for a while during its graceful shutdown, and the leader keeps
+        # renewing then: the deadline runs from its last successful renewal, not from the stop.
         await asyncio.to_thread(plane.stop_apiserver)
+        gone_at = time.time()
         reason = await asyncio.wait_for(keeping, timeout=TIMING.renew_deadline + TIMING.retry_period + SLACK + 10)
-        stepped_down = time.time() - stopped_at
-        print(f"\nSTEP-DOWN after apiserver loss: {stepped_down:.2f}s (deadline {TIMING.renew_deadline:g}s)")
+        stepped_down_at = time.time()
+        print(f"\nSTEP-DOWN after the apiserver was gone: {stepped_down_at - gone_at:.2f}s")
         assert "renew deadline" in reason
         assert leader.lost == [reason]
-        assert stepped_down <= TIMING.renew_deadline + SLACK
+        assert stepped_down_at - gone_at <= TIMING.renew_deadline + SLACK
         assert not leader.elector.leading
         assert leader.outcomes() == ["acquired", "lost"]
     finally:
         keeping.cancel()
         await asyncio.to_thread(plane.start_apiserver)
+    api = plane.api()
+    last_renewed = await asyncio.to_thread(lambda: epoch(lease_spec(api, "cut-off")["renewTime"]))
+    print(
+        f"STEP-DOWN after its last renewal: {stepped_down_at - last_renewed:.2f}s (deadline {TIMING.renew_deadline:g}s)"
+    )
+    assert stepped_down_at - last_renewed <= TIMING.renew_deadline + SLACK
