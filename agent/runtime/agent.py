@@ -383,7 +383,7 @@ class Agent:
         return {"NodeReady": ready, "NodeLeaseAgeSeconds": lease_age, "NodeUnreachableSeconds": unreachable}
 
     async def record_cycle(self, rule: Rule, outcome: CycleOutcome, objects: Sequence[TargetObject]) -> None:
-        for record in cycle_records(outcome, dry_run=self.dry_run or rule.dry_run):
+        for record in cycle_records(outcome, dry_run=self.records_dry_run(rule)):
             self.trail.write(record)
         for evaluation in outcome.evaluations:
             self.telemetry.inc("kafka_autopilot_evaluations_total", rule=rule.name, verdict=evaluation.verdict.value)
@@ -526,7 +526,7 @@ class Agent:
         await self.note_transitions(rule, target, result.transitions)
         record: AuditRecord = action_record(
             planned,
-            dry_run=self.dry_run or rule.dry_run or planned.action in self.dry_run_actions,
+            dry_run=self.records_dry_run(rule, planned.action),
             outcome=outcome.kind.value,
             reason=outcome.reason,
         )
@@ -549,6 +549,11 @@ class Agent:
                 self, rule, planned=planned, target=target, state=state, outcome=outcome
             )
 
+    def records_dry_run(self, rule: Rule, action: str | None = None) -> bool:
+        """Whether records about this rule (and action) say dry-run: the one place that combines the
+        agent's, the rule's and the policy's per-action dry-run."""
+        return self.dry_run or rule.dry_run or (action is not None and action in self.dry_run_actions)
+
     def executor_for(self, rule: Rule, action: str) -> Executor | None:
         """A rule with `enforcement: dryRun` only ever gets the executors built on the dry-run applier."""
         return (self.dry_run_executors if rule.dry_run else self.executors).get(action)
@@ -568,7 +573,7 @@ class Agent:
 
     async def note_transitions(self, rule: Rule, target: TargetObject, transitions: Iterable[Transition]) -> None:
         for transition in transitions:
-            self.trail.write(transition_record(transition, dry_run=self.dry_run or rule.dry_run))
+            self.trail.write(transition_record(transition, dry_run=self.records_dry_run(rule)))
             await self.note_transition(rule, transition, target)
 
     async def resume_in_flight(self, rule: Rule) -> None:

@@ -116,7 +116,7 @@ class ApprovalFlow:
                     approval="",
                     outcome="error",
                     reason=str(error),
-                    dry_run=agent.dry_run or rule.dry_run,
+                    dry_run=agent.records_dry_run(rule),
                 )
             )
 
@@ -302,7 +302,7 @@ class ApprovalFlow:
                 approval=where,
                 outcome=outcome,
                 reason=message,
-                dry_run=agent.dry_run or rule.dry_run,
+                dry_run=agent.records_dry_run(rule),
                 action=first.action if first else None,
                 before=first.before if first else None,
                 after=first.after if first else None,
