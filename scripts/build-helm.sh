@@ -12,23 +12,10 @@
 HELM_VERSION=v3.22.0
 HELM_KUBE_MINOR=37
 
-set -euo pipefail
-export CI=true
-
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cache=${KAFKA_AUTOPILOT_CACHE:-$repo/.cache}
-mkdir -p "$cache"
-cache=$(cd "$cache" && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/go-build-env.sh"
 root="$cache/helm/$HELM_VERSION"
 bin="$root/bin"
 mkdir -p "$bin" "$root/src"
-
-export GOMODCACHE="$cache/go/mod"
-export GOCACHE="$cache/go/build"
-export GOTOOLCHAIN=local
-export GOWORK=off
-export CGO_ENABLED=0
-export GOFLAGS="-mod=mod -buildvcs=false"
 
 log() { printf '[build-helm %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 

@@ -15,23 +15,10 @@ KUBERNETES_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 KWOK_VERSION=v0.8.0
 
-set -euo pipefail
-export CI=true
-
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cache=${KAFKA_AUTOPILOT_CACHE:-$repo/.cache}
-mkdir -p "$cache"
-cache=$(cd "$cache" && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/go-build-env.sh"
 root="$cache/kubernetes/$KUBERNETES_VERSION"
 bin="$root/bin"
 mkdir -p "$bin" "$root/src"
-
-export GOMODCACHE="$cache/go/mod"
-export GOCACHE="$cache/go/build"
-export GOTOOLCHAIN=local
-export GOWORK=off
-export CGO_ENABLED=0
-export GOFLAGS="-mod=mod -buildvcs=false"
 
 log() { printf '[build-kubernetes %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
