@@ -22,7 +22,7 @@ from helpers import eventually
 
 from agent.sandbox import workload
 from agent.sandbox.environment import Sandbox
-from agent.sandbox.kube import KubeApi
+from agent.sandbox.kube import KubeApi, node_condition
 from agent.sandbox.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,3 +224,25 @@ def events_for(api: KubeApi, name: str) -> list[dict[str, Any]]:
 
 def verified_resizes(agent: AgentProcess, claim: str) -> list[dict[str, Any]]:
     return [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == f"kafka/{claim}"]
+
+
+def broker_moves_off_failed_node(
+    sandbox: Sandbox, api: KubeApi, *, broker: int, node: str, timeout: float
+) -> tuple[dict[str, Any], float]:
+    """Fail `node` (its broker dies with it), wait for it to turn NotReady, then for broker pod `broker`
+    to be recreated and Running; returns the new pod and the seconds from NotReady to Running.
+    The caller recovers the node (in a `finally`)."""
+    uid = api.get(f"{PODS}/{workload.pod_name(broker)}")["metadata"]["uid"]
+    sandbox.fault("fail-node", node)
+    eventually(lambda: node_condition(api.get(f"/api/v1/nodes/{node}")) != "True", timeout=90, what="NotReady")
+    not_ready = time.time()
+    moved: dict[str, Any] = eventually(
+        lambda: (
+            (pod := api.get(f"{PODS}/{workload.pod_name(broker)}"))["metadata"]["uid"] != uid
+            and pod["status"].get("phase") == "Running"
+            and pod
+        ),
+        timeout=timeout,
+        what=f"kafka-{broker} recreated and Running",
+    )
+    return moved, time.time() - not_ready

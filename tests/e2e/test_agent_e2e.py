@@ -24,6 +24,7 @@ from e2e_support import (
     AgentProcess,
     agent_mutations,
     audit_log_entries,
+    broker_moves_off_failed_node,
     capacity,
     events_for,
     node_of,
@@ -92,21 +93,9 @@ def test_step_1_resizes_400gi_to_800gi(sandbox: Sandbox, api: KubeApi, agent: Ag
 
 def test_a_failed_nodes_broker_is_running_elsewhere(sandbox: Sandbox, api: KubeApi, agent: AgentProcess) -> None:
     node = node_of(api, 1)
-    uid = api.get(f"{PODS}/{workload.pod_name(1)}")["metadata"]["uid"]
-    sandbox.fault("fail-node", node)
     try:
-        eventually(lambda: node_condition(api.get(f"/api/v1/nodes/{node}")) != "True", timeout=90, what="NotReady")
-        not_ready = time.time()
-        moved = eventually(
-            lambda: (
-                (pod := api.get(f"{PODS}/{workload.pod_name(1)}"))["metadata"]["uid"] != uid
-                and pod["status"].get("phase") == "Running"
-                and pod
-            ),
-            timeout=180,
-            what="kafka-1 recreated and Running",
-        )
-        print(f"\nLATENCY node NotReady -> broker pod Running elsewhere: {time.time() - not_ready:.1f}s")
+        moved, latency = broker_moves_off_failed_node(sandbox, api, broker=1, node=node, timeout=180)
+        print(f"\nLATENCY node NotReady -> broker pod Running elsewhere: {latency:.1f}s")
         assert moved["spec"]["nodeName"] != node
         assert api.get(f"/api/v1/nodes/{node}")["spec"].get("unschedulable") is True
         eventually(lambda: sandbox.kafka.broker_running(1), timeout=60, what="broker 1 following its pod")

@@ -24,11 +24,11 @@ import pytest
 from chart_support import apply, of_kind, render, service_account_token, token_kubeconfig
 from chart_support import wait_established as crds_established
 from e2e_support import (
-    PODS,
     REPO,
     RULES,
     AgentProcess,
     audit_log_entries,
+    broker_moves_off_failed_node,
     capacity,
     events_for,
     node_of,
@@ -41,7 +41,7 @@ from helpers import eventually
 
 from agent.sandbox import workload
 from agent.sandbox.environment import Sandbox
-from agent.sandbox.kube import KubeApi, node_condition
+from agent.sandbox.kube import KubeApi
 
 pytestmark = pytest.mark.sandbox
 
@@ -218,21 +218,9 @@ def test_a_failed_nodes_broker_moves_as_the_charts_service_account(
     sandbox: Sandbox, api: KubeApi, agent: AgentProcess, since: str
 ) -> None:
     node = node_of(api, 1)
-    uid = api.get(f"{PODS}/{workload.pod_name(1)}")["metadata"]["uid"]
-    sandbox.fault("fail-node", node)
     try:
-        eventually(lambda: node_condition(api.get(f"/api/v1/nodes/{node}")) != "True", timeout=90, what="NotReady")
-        not_ready = time.time()
-        moved = eventually(
-            lambda: (
-                (pod := api.get(f"{PODS}/{workload.pod_name(1)}"))["metadata"]["uid"] != uid
-                and pod["status"].get("phase") == "Running"
-                and pod
-            ),
-            timeout=240,
-            what="kafka-1 recreated and Running",
-        )
-        print(f"\nLATENCY (chart RBAC) node NotReady -> broker pod Running elsewhere: {time.time() - not_ready:.1f}s")
+        moved, latency = broker_moves_off_failed_node(sandbox, api, broker=1, node=node, timeout=240)
+        print(f"\nLATENCY (chart RBAC) node NotReady -> broker pod Running elsewhere: {latency:.1f}s")
         assert moved["spec"]["nodeName"] != node
         assert api.get(f"/api/v1/nodes/{node}")["spec"].get("unschedulable") is True
         eventually(lambda: state_of(api, "kafka-node-failure", node) == "ActiveActionsTaken", timeout=180, what="Taken")
