@@ -10,14 +10,13 @@ Time comes from the `Clock` handed in, never from the standard library, so tests
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from agent.actions.mutations import Applier, Mutation
+from agent.adapters.clock import Clock
 from agent.core.engine import PlannedAction
 from agent.core.matching import TargetObject
 from agent.core.rules import ActionParams
@@ -45,22 +44,6 @@ class Outcome:
     @property
     def succeeded(self) -> bool:
         return self.kind in (OutcomeKind.VERIFIED, OutcomeKind.DRY_RUN)
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class WallClock:
-    """The one real clock; everything else takes a Clock."""
-
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 class Executor(Protocol):

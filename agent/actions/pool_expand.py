@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.actions.base import Clock, MutationLog, Outcome, OutcomeKind, wait_for
+from agent.actions.base import MutationLog, Outcome, OutcomeKind, wait_for
 from agent.actions.mutations import Applier, ExpandPool
+from agent.adapters.clock import Clock
 from agent.adapters.storagepools import (
     PoolNotFoundError,
     ResizeOperation,

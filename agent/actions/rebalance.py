@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.actions.base import Clock, MutationLog, Outcome, OutcomeKind, wait_for
+from agent.actions.base import MutationLog, Outcome, OutcomeKind, wait_for
 from agent.actions.mutations import Applier, ElectionIncompleteError, ElectPreferredLeaders
+from agent.adapters.clock import Clock
 from agent.core import catalog
 from agent.core.elections import batches, partition_list
 from agent.core.engine import PlannedAction

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.actions.base import Clock, MutationLog, Outcome, OutcomeKind, wait_for
+from agent.actions.base import MutationLog, Outcome, OutcomeKind, wait_for
 from agent.actions.mutations import (
     Applier,
     CordonNode,
@@ -31,6 +31,7 @@ from agent.actions.mutations import (
     Mutation,
     TaintNode,
 )
+from agent.adapters.clock import Clock
 from agent.core import catalog
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, brokers_seen_alive, min_isr_violations

@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.actions.base import Clock, MutationLog, Outcome, OutcomeKind, wait_for
+from agent.actions.base import MutationLog, Outcome, OutcomeKind, wait_for
 from agent.actions.mutations import Applier, ResizePvc
+from agent.adapters.clock import Clock
 from agent.adapters.kubernetes import NotFoundError
 from agent.core import catalog
 from agent.core.engine import PlannedAction

@@ -36,7 +36,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from agent.actions.base import Clock, Executor, Outcome, OutcomeKind
+from agent.actions.base import Executor, Outcome, OutcomeKind
+from agent.adapters.clock import Clock
 from agent.adapters.statestore import ActionHistory, InFlight, LastAction, StateConflictError, StoredStatus
 from agent.adapters.storagepools import StoragePoolApi
 from agent.audit.trail import (

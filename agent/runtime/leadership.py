@@ -26,7 +26,7 @@ from typing import Final, Protocol
 
 import structlog
 
-from agent.actions.base import Clock
+from agent.adapters.clock import Clock
 from agent.adapters.kubernetes import ConflictError, KubeError, LeaseInfo, NotFoundError
 from agent.audit.trail import AUDIT_KEYS, AuditRecord, AuditTrail, iso_time
 from agent.core.leadership import Decision, LeaseRecord, Observation, Timing, Verdict, decide, observe, released

@@ -23,13 +23,14 @@ from typing import TextIO
 
 import structlog
 
-from agent.actions.base import Executor, WallClock
+from agent.actions.base import Executor
 from agent.actions.mutations import Applier, DryRunApplier, LiveApplier, Mutation
 from agent.actions.pool_expand import PoolExpandExecutor
 from agent.actions.rebalance import LeaderRebalanceExecutor
 from agent.actions.reschedule import NodeRescheduleExecutor
 from agent.actions.resize import VolumeResizeExecutor
 from agent.adapters.approvals import ApprovalStore
+from agent.adapters.clock import WallClock
 from agent.adapters.files import load_policy_file, load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.kubernetes import USER_AGENT, EventTarget, KubeClient, KubeError, connect

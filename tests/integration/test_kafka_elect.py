@@ -18,9 +18,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from elect_metrics import elect_requests
 
-from agent.actions.base import OutcomeKind, WallClock
+from agent.actions.base import OutcomeKind
 from agent.actions.mutations import ClusterWriter, DryRunApplier, ElectPreferredLeaders, LiveApplier, Mutation
 from agent.actions.rebalance import LeaderRebalanceExecutor
+from agent.adapters.clock import WallClock
 from agent.adapters.kafka import KafkaAdmin, KafkaResponseError, KafkaSettings, KafkaUnavailableError
 from agent.adapters.kafka_elect import ElectLeadersRequest
 from agent.core import catalog

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent.actions.base import WallClock
+from agent.adapters.clock import WallClock
 from agent.adapters.kubernetes import ConflictError, KubeClient, connect
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.leadership import LeaseRecord, Timing

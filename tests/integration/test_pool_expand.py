@@ -16,9 +16,10 @@ from typing import Any, cast
 
 import pytest
 
-from agent.actions.base import Outcome, OutcomeKind, WallClock
+from agent.actions.base import Outcome, OutcomeKind
 from agent.actions.mutations import ClusterWriter, DryRunApplier, LiveApplier, Mutation
 from agent.actions.pool_expand import PoolExpandExecutor
+from agent.adapters.clock import WallClock
 from agent.adapters.storagepools import PoolBusyError, StoragePoolClient, StoragePoolError, find_pool
 from agent.core.engine import DeclinedAction, PlannedAction, plan_actions
 from agent.core.loader import parse_rules
