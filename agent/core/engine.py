@@ -35,12 +35,14 @@ from agent.core.rules import (
 from agent.core.samples import Sample
 from agent.core.states import (
     Evaluated,
+    Event,
+    HeldByPolicy,
     ObjectState,
+    Planned,
     RuleState,
+    Step,
     Transition,
     Verdict,
-    apply_hold,
-    apply_plan_outcome,
     decide,
 )
 
@@ -194,14 +196,12 @@ def run_cycle(
             ObjectEvaluation(rule=rule.name, object=target.key, at=now, results=results, verdict=verdict)
         )
         state = states.get(target.key, ObjectState())
-        step = decide(
-            rule=rule.name,
+        step = advance(
+            rule=rule,
             object_key=target.key,
             state=state,
-            event=Evaluated(verdict=verdict, in_action_window=in_window, approval_needed=needs_approval),
             now=now,
-            cooldown_seconds=rule.cooldown_seconds,
-            for_seconds=rule.conditions.for_seconds,
+            event=Evaluated(verdict=verdict, in_action_window=in_window, approval_needed=needs_approval),
         )
         transitions.extend(step.transitions)
         state, note = step.state, step.note
@@ -214,12 +214,12 @@ def run_cycle(
                 previews.extend(plans)
             elif hold is not None:
                 action, held_by = hold
-                outcome = apply_hold(
-                    rule=rule.name,
+                outcome = advance(
+                    rule=rule,
                     object_key=target.key,
                     state=state,
                     now=now,
-                    reason=f"{held_by.code}: {held_by.reason}",
+                    event=HeldByPolicy(reason=f"{held_by.code}: {held_by.reason}"),
                 )
                 if outcome.state.reason != state.reason or outcome.transitions:
                     held.append(
@@ -235,12 +235,8 @@ def run_cycle(
                 transitions.extend(outcome.transitions)
                 state, note = outcome.state, outcome.note
             else:
-                outcome = apply_plan_outcome(
-                    rule=rule.name,
-                    object_key=target.key,
-                    state=state,
-                    now=now,
-                    declined=_as_declined(plans),
+                outcome = advance(
+                    rule=rule, object_key=target.key, state=state, now=now, event=Planned(declined=_as_declined(plans))
                 )
                 transitions.extend(outcome.transitions)
                 state, note = outcome.state, outcome.note or note
@@ -265,6 +261,19 @@ def run_cycle(
         unmatched_series=sum(result.unmatched_series for result in joined.values()),
         held=tuple(held),
         excluded=excluded,
+    )
+
+
+def advance(*, rule: Rule, object_key: str, state: ObjectState, event: Event, now: float) -> Step:
+    """`agent.core.states.decide` with the rule's cooldown and `for`: how the runtime moves a state."""
+    return decide(
+        rule=rule.name,
+        object_key=object_key,
+        state=state,
+        event=event,
+        now=now,
+        cooldown_seconds=rule.cooldown_seconds,
+        for_seconds=rule.conditions.for_seconds,
     )
 
 

@@ -100,6 +100,20 @@ class ApprovalAnswered:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Planned:
+    """After `plan_now`: the planner's answer (None: the actions are planned), or an executor's refusal."""
+
+    declined: Declined | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeldByPolicy:
+    """After `plan_now`: the guardrail policy holds the planned actions back, for `reason`."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ActionStarted:
     pass
 
@@ -110,7 +124,7 @@ class ActionFinished:
     reason: str = ""
 
 
-Event = Evaluated | ApprovalAnswered | ActionStarted | ActionFinished
+Event = Evaluated | ApprovalAnswered | Planned | HeldByPolicy | ActionStarted | ActionFinished
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,7 +199,11 @@ def decide(
     cooldown_seconds: int,
     for_seconds: int,
 ) -> Step:
-    """Apply one event to one (rule, object) state at time `now`."""
+    """Apply one event to one (rule, object) state at time `now`: the one transition function.
+
+    A cycle's verdict (`Evaluated`), the planner's or the policy's answer after `plan_now` (`Planned`,
+    `HeldByPolicy`), an approver's answer, and an action's start and end all go through here.
+    """
     machine = _Machine(
         rule=rule,
         object_key=object_key,
@@ -195,6 +213,12 @@ def decide(
         state=state,
     )
     current = state.state
+    if isinstance(event, Planned):
+        return _planned(machine, event.declined)
+    if isinstance(event, HeldByPolicy):
+        machine.go(RuleState.ACTIONS_THROTTLED, event.reason)
+        machine.note = f"held by the policy: {event.reason}"
+        return machine.step()
     if isinstance(event, ActionStarted):
         if current is RuleState.ACTIVE_ACTIONS_PENDING:
             machine.go(RuleState.ACTIVE_ACTIONS_IN_PROGRESS, "executor started the actions")
@@ -291,31 +315,15 @@ def _fire(machine: _Machine, *, approved: bool, in_action_window: bool) -> Step:
     return machine.step(plan_now=True)
 
 
-def apply_plan_outcome(
-    *,
-    rule: str,
-    object_key: str,
-    state: ObjectState,
-    now: float,
-    declined: Declined | None,
-) -> Step:
-    """After `plan_now`: go to ActiveActionsPending, or record why the planner declined."""
-    machine = _Machine(rule=rule, object_key=object_key, cooldown_seconds=0, for_seconds=0, now=now, state=state)
+def _planned(machine: _Machine, declined: Declined | None) -> Step:
+    """Go to ActiveActionsPending, or record why the planner (or the executor) declined."""
     if declined is None:
         machine.go(RuleState.ACTIVE_ACTIONS_PENDING, "actions planned")
     elif declined.code == DeclineCode.NO_DATA:
         machine.note = declined.message
-    elif state.state is RuleState.ACTIONS_DECLINED:
-        machine.state = replace(machine.state, since=now, reason=f"{declined.code}: {declined.message}")
+    elif machine.state.state is RuleState.ACTIONS_DECLINED:
+        machine.state = replace(machine.state, since=machine.now, reason=f"{declined.code}: {declined.message}")
         machine.note = f"still declined: {declined.message}"
     else:
         machine.go(RuleState.ACTIONS_DECLINED, f"{declined.code}: {declined.message}")
-    return machine.step()
-
-
-def apply_hold(*, rule: str, object_key: str, state: ObjectState, now: float, reason: str) -> Step:
-    """After `plan_now`, when the policy holds the planned actions back: ActionsThrottled, with `reason`."""
-    machine = _Machine(rule=rule, object_key=object_key, cooldown_seconds=0, for_seconds=0, now=now, state=state)
-    machine.go(RuleState.ACTIONS_THROTTLED, reason)
-    machine.note = f"held by the policy: {reason}"
     return machine.step()

@@ -19,19 +19,18 @@ object this cycle only: it is logged and recorded, and the next cycle tries agai
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 
 from agent.actions.base import Outcome
 from agent.adapters.approvals import Approval, ApprovalStoreError
+from agent.adapters.clock import Clock
 from agent.adapters.statestore import StateConflictError
-from agent.audit.trail import AUDIT_KEYS, AuditRecord, iso_time
 from agent.core.approvals import (
     FINAL_PHASES,
-    ActionPreview,
     Answer,
     ApprovalRequest,
     Phase,
@@ -40,13 +39,11 @@ from agent.core.approvals import (
     build_request,
     episode_of,
 )
-from agent.core.engine import CycleOutcome, PlannedAction, plan_actions
+from agent.core.engine import CycleOutcome, PlannedAction, advance, plan_actions
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule
-from agent.core.states import ApprovalAnswered, ObjectState, RuleState, decide
-
-if TYPE_CHECKING:
-    from agent.runtime.agent import Agent
+from agent.core.states import ApprovalAnswered, ObjectState, RuleState
+from agent.runtime.recorder import Recorder
 
 log = structlog.get_logger("kafka-autopilot")
 
@@ -70,14 +67,22 @@ class ApprovalBackend(Protocol):
     ) -> Approval | None: ...
 
 
+class StateWriter(Protocol):
+    async def save(self, *, rule: str, object_key: str, object_kind: str, state: ObjectState) -> None: ...
+
+
 @dataclass
 class ApprovalFlow:
     store: ApprovalBackend
+    states: StateWriter
+    recorder: Recorder
+    clock: Clock
+    trigger: Callable[[Iterable[str]], object]
+    """Evaluate these rules now (an approved action starts at the next evaluation)."""
     agent_namespace: str
 
     async def after_cycle(
         self,
-        agent: Agent,
         rule: Rule,
         outcome: CycleOutcome,
         *,
@@ -91,43 +96,28 @@ class ApprovalFlow:
                 target = by_key.get(transition.object)
                 episode = episode_of(before.get(transition.object, ObjectState()))
                 if target is not None and episode is not None:
-                    await self._guarded(
-                        agent, rule, target, self.cancel(agent, rule, target, episode, transition.reason)
-                    )
+                    await self._guarded(rule, target, self.cancel(rule, target, episode, transition.reason))
         for key, state in outcome.states.items():
             target = by_key.get(key)
             if state.state is not RuleState.ACTION_AWAITING_APPROVAL or key in conflicted or target is None:
                 continue
-            await self._guarded(agent, rule, target, self.follow(agent, rule, target, state, outcome))
+            await self._guarded(rule, target, self.follow(rule, target, state, outcome))
 
-    async def _guarded(self, agent: Agent, rule: Rule, target: TargetObject, step: Any) -> None:
+    async def _guarded(self, rule: Rule, target: TargetObject, step: Coroutine[Any, Any, None]) -> None:
         try:
             await step
         except ApprovalStoreError as error:
             log.warning(
                 "approval step failed; next cycle tries again", rule=rule.name, object=target.key, error=str(error)
             )
-            agent.trail.write(
-                approval_record(
-                    event="approval-error",
-                    rule=rule.name,
-                    target=target,
-                    at=agent.clock.now(),
-                    approval="",
-                    outcome="error",
-                    reason=str(error),
-                    dry_run=agent.records_dry_run(rule),
-                )
-            )
+            await self.recorder.approval(rule, target, event="approval-error", reason="", message=str(error), where="")
 
-    async def follow(
-        self, agent: Agent, rule: Rule, target: TargetObject, state: ObjectState, outcome: CycleOutcome
-    ) -> None:
+    async def follow(self, rule: Rule, target: TargetObject, state: ObjectState, outcome: CycleOutcome) -> None:
         """Make sure the object's approval exists, and act on its answer once."""
         episode = episode_of(state)
         if episode is None:
             return
-        now = agent.clock.now()
+        now = self.clock.now()
         previews: Sequence[PlannedAction] = [plan for plan in outcome.previews if plan.object == target.key]
         if not previews:
             fresh = plan_actions(rule=rule, target=target, now=now)
@@ -148,8 +138,7 @@ class ApprovalFlow:
                 f"{rule.name} wants {request.summary} on {target.key}, because {request.why}; "
                 f"answer with: kafka-autopilot approve|decline {approval.name} -n {approval.namespace}"
             )
-            await self._note(
-                agent,
+            await self.recorder.approval(
                 rule,
                 target,
                 event="approval-requested",
@@ -173,17 +162,15 @@ class ApprovalFlow:
         if approval.answer is Answer.PENDING or approval.phase in FINAL_PHASES:
             return
         approved = approval.answer is Answer.APPROVED
-        step = decide(
-            rule=rule.name,
+        step = advance(
+            rule=rule,
             object_key=target.key,
             state=state,
             event=ApprovalAnswered(approved=approved, by=approval.answered_by),
             now=now,
-            cooldown_seconds=rule.cooldown_seconds,
-            for_seconds=rule.conditions.for_seconds,
         )
         try:
-            await agent.store.save(
+            await self.states.save(
                 rule=rule.name, object_key=target.key, object_kind=rule.target.value, state=step.state
             )
         except StateConflictError as error:
@@ -191,7 +178,7 @@ class ApprovalFlow:
                 "state moved by another writer; answer left for it", rule=rule.name, object=target.key, why=str(error)
             )
             return
-        await agent.note_transitions(rule, target, step.transitions)
+        await self.recorder.transitions(rule, target, step.transitions)
         by = f" by {approval.answered_by}" if approval.answered_by else ""
         because = f" ({approval.answer_reason})" if approval.answer_reason else ""
         if approved:
@@ -203,8 +190,7 @@ class ApprovalFlow:
         )
         event = "approval-approved" if approved else "approval-declined"
         reason = "ApprovalApproved" if approved else "ApprovalDeclined"
-        await self._note(
-            agent,
+        await self.recorder.approval(
             rule,
             target,
             event=event,
@@ -215,9 +201,9 @@ class ApprovalFlow:
             warning=not approved,
         )
         if approved:
-            agent.trigger([rule.name])
+            self.trigger([rule.name])
 
-    async def cancel(self, agent: Agent, rule: Rule, target: TargetObject, episode: float, why: str) -> None:
+    async def cancel(self, rule: Rule, target: TargetObject, episode: float, why: str) -> None:
         """The conditions cleared while the approval waited: mark it Cancelled (kept, for people)."""
         namespace = approval_namespace(target=target, agent_namespace=self.agent_namespace)
         name = approval_name(rule=rule.name, object_key=target.key, episode=episode)
@@ -227,10 +213,9 @@ class ApprovalFlow:
         answered = f" (it had been {approval.answer.value})" if approval.answer is not Answer.PENDING else ""
         message = f"cancelled{answered}: {why}; the action was not taken"
         await self.store.set_phase(
-            namespace=namespace, name=name, phase=Phase.CANCELLED, message=message, now=agent.clock.now()
+            namespace=namespace, name=name, phase=Phase.CANCELLED, message=message, now=self.clock.now()
         )
-        await self._note(
-            agent,
+        await self.recorder.approval(
             rule,
             target,
             event="approval-cancelled",
@@ -242,7 +227,6 @@ class ApprovalFlow:
 
     async def action_finished(
         self,
-        agent: Agent,
         rule: Rule,
         *,
         planned: PlannedAction,
@@ -263,10 +247,9 @@ class ApprovalFlow:
             if approval is None or approval.phase is Phase.USED:
                 return
             await self.store.set_phase(
-                namespace=namespace, name=name, phase=Phase.USED, message=message, now=agent.clock.now()
+                namespace=namespace, name=name, phase=Phase.USED, message=message, now=self.clock.now()
             )
-            await self._note(
-                agent,
+            await self.recorder.approval(
                 rule,
                 target,
                 event="approval-used",
@@ -276,74 +259,4 @@ class ApprovalFlow:
                 actions=approval.actions,
             )
 
-        await self._guarded(agent, rule, target, mark())
-
-    async def _note(
-        self,
-        agent: Agent,
-        rule: Rule,
-        target: TargetObject,
-        *,
-        event: str,
-        reason: str,
-        message: str,
-        where: str,
-        actions: Sequence[ActionPreview],
-        warning: bool = False,
-    ) -> None:
-        first = actions[0] if actions else None
-        outcome = event.removeprefix("approval-")
-        agent.trail.write(
-            approval_record(
-                event=event,
-                rule=rule.name,
-                target=target,
-                at=agent.clock.now(),
-                approval=where,
-                outcome=outcome,
-                reason=message,
-                dry_run=agent.records_dry_run(rule),
-                action=first.action if first else None,
-                before=first.before if first else None,
-                after=first.after if first else None,
-                summary="; ".join(action.describe() for action in actions),
-            )
-        )
-        agent.telemetry.inc("kafka_autopilot_approvals_total", rule=rule.name, outcome=outcome)
-        if agent.events is not None:
-            await agent.events.emit(rule=rule.name, target=target, reason=reason, message=message, warning=warning)
-
-
-def approval_record(
-    *,
-    event: str,
-    rule: str,
-    target: TargetObject,
-    at: float,
-    approval: str,
-    outcome: str,
-    reason: str,
-    dry_run: bool,
-    action: str | None = None,
-    before: str | None = None,
-    after: str | None = None,
-    summary: str = "",
-) -> AuditRecord:
-    """An audit record about an approval, with the trail's stable keys plus `approval` (namespace/name)."""
-    record: AuditRecord = dict.fromkeys(AUDIT_KEYS)
-    record.update(
-        time=iso_time(at),
-        event=event,
-        rule=rule,
-        object=target.key,
-        action=action,
-        before=before,
-        after=after,
-        outcome=outcome,
-        reason=reason,
-        dry_run=dry_run,
-        approval=approval,
-    )
-    if summary:
-        record["summary"] = summary
-    return record
+        await self._guarded(rule, target, mark())

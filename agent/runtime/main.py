@@ -45,14 +45,19 @@ from agent.core.loader import merge_results, parse_rules
 from agent.core.matching import TargetObject
 from agent.core.policy import Policy, describe
 from agent.core.rules import Rule, TargetKind
-from agent.runtime.agent import Agent
+from agent.runtime.admission import AdmissionLedger
 from agent.runtime.approvals import ApprovalFlow
+from agent.runtime.cycle import RuleCycle
+from agent.runtime.inventory import Inventory
 from agent.runtime.leadership import (
     EXIT_LEADERSHIP_LOST,
     ElectionSettings,
     LeaderElector,
     LeaseNamespaceMissingError,
 )
+from agent.runtime.recorder import Recorder
+from agent.runtime.runner import ActionRunner
+from agent.runtime.scheduler import Scheduler, Triggers
 from agent.runtime.scope import PodScope, ScopedInventory, split_rules
 from agent.runtime.server import Endpoints, serve
 from agent.runtime.telemetry import Telemetry
@@ -234,26 +239,54 @@ async def run_agent(
                 )
             return executors
 
-        agent = Agent(
-            rules=rules,
-            inventory=inventory,
-            prometheus=options.prometheus.client(),
-            store=StateStore(kube.api_client),
-            executors=executors_with(applier),
-            dry_run_executors=executors_with(lambda _action: dry_applier),
-            clock=clock,
+        recorder = Recorder(
             trail=trail,
             telemetry=telemetry,
+            clock=clock,
             events=KubeEvents(kube=kube),
             dry_run=dry_run,
-            policy=policy,
             dry_run_actions=dry_run_actions,
-            approvals=ApprovalFlow(store=ApprovalStore(kube.api_client), agent_namespace=options.namespace),
-            pools=pools,
         )
-        agent.rule_health.update(not_run)
+        store = StateStore(kube.api_client)
+        triggers = Triggers(rules)
+        approvals = ApprovalFlow(
+            store=ApprovalStore(kube.api_client),
+            states=store,
+            recorder=recorder,
+            clock=clock,
+            trigger=triggers.trigger,
+            agent_namespace=options.namespace,
+        )
+        runner = ActionRunner(
+            store=store,
+            recorder=recorder,
+            clock=clock,
+            executors=executors_with(applier),
+            dry_run_executors=executors_with(lambda _action: dry_applier),
+            approvals=approvals,
+        )
+        cycle = RuleCycle(
+            inventory=Inventory(cluster=inventory, prometheus=options.prometheus.client(), pools=pools),
+            store=store,
+            runner=runner,
+            recorder=recorder,
+            clock=clock,
+            policy=policy,
+            admission=AdmissionLedger(policy=policy, history_source=store) if policy is not None else None,
+            approvals=approvals,
+        )
+        scheduler = Scheduler(
+            rules=rules,
+            cycle=cycle,
+            resume=cycle.resume,
+            clock=clock,
+            recorder=recorder,
+            telemetry=telemetry,
+            triggers=triggers,
+        )
+        scheduler.health.update(not_run)
         elector = None
-        readiness = agent.readiness
+        readiness = scheduler.readiness
         if options.leader_elect:
             kube.api_client.user_agent = f"{USER_AGENT} ({options.identity})"
             elector = LeaderElector(
@@ -269,17 +302,17 @@ async def run_agent(
                 telemetry=telemetry,
                 dry_run=options.dry_run,
             )
-            readiness = standby_readiness(elector, agent)
+            readiness = standby_readiness(elector, scheduler)
         else:
             telemetry.set("kafka_autopilot_leader", 1)  # alone, it acts
-        runner = await serve(
+        web = await serve(
             Endpoints(
-                telemetry=telemetry, readiness=readiness, trigger=agent.trigger, health=lambda: agent.rule_health
+                telemetry=telemetry, readiness=readiness, trigger=triggers.trigger, health=lambda: scheduler.health
             ),
             host=options.listen_host,
             port=options.listen_port,
         )
-        stack.push_async_callback(runner.cleanup)
+        stack.push_async_callback(web.cleanup)
         log.info(
             "agent started",
             rules=[rule.name for rule in rules],
@@ -301,18 +334,18 @@ async def run_agent(
             except LeaseNamespaceMissingError as error:
                 print(f"kafka-autopilot run: {error}", file=sys.stderr)
                 return 2
-        tasks = [asyncio.create_task(agent.run(), name="agent")]
+        tasks = [asyncio.create_task(scheduler.run(), name="agent")]
         if options.scope_pod is None:  # a sidecar's pod is its whole world: no cluster-wide watches
-            tasks.append(asyncio.create_task(watch_triggers(kube, agent), name="watches"))
+            tasks.append(asyncio.create_task(watch_triggers(kube, triggers), name="watches"))
         keeping = []
         if elector is not None:
             keeping.append(
-                asyncio.create_task(elector.keep(on_lost=lambda _: stop_acting(agent, tasks)), name="leadership")
+                asyncio.create_task(elector.keep(on_lost=lambda _: stop_acting(runner, tasks)), name="leadership")
             )
         stopping = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait([*tasks, *keeping, stopping], return_when=asyncio.FIRST_COMPLETED)
         if keeping and keeping[0] in done:
-            stop_acting(agent, tasks)
+            stop_acting(runner, tasks)
             stopping.cancel()
             await asyncio.gather(*tasks, stopping, return_exceptions=True)
             failure = keeping[0].exception()
@@ -324,7 +357,7 @@ async def run_agent(
             task.cancel()
         await asyncio.gather(*tasks, *keeping, stopping, return_exceptions=True)
         if elector is not None:
-            stop_acting(agent, tasks)
+            stop_acting(runner, tasks)
             await elector.release()
         for task in failed:
             cause = task.exception() if not task.cancelled() else None
@@ -336,12 +369,12 @@ async def run_agent(
     return 0
 
 
-def standby_readiness(elector: LeaderElector, agent: Agent) -> Callable[[], str | None]:
+def standby_readiness(elector: LeaderElector, scheduler: Scheduler) -> Callable[[], str | None]:
     """A standby is ready (it serves health and metrics, and must not hold up a rolling update);
     the leader is ready once each rule's first cycle ran."""
 
     def readiness() -> str | None:
-        return agent.readiness() if elector.leading else None
+        return scheduler.readiness() if elector.leading else None
 
     return readiness
 
@@ -363,10 +396,11 @@ async def until_leading(elector: LeaderElector, stop: asyncio.Event) -> bool:
     return elector.leading
 
 
-def stop_acting(agent: Agent, tasks: Sequence[asyncio.Task[None]]) -> None:
+def stop_acting(runner: ActionRunner, tasks: Sequence[asyncio.Task[None]]) -> None:
     """Cancel the rule loops, the watches and every action in flight, synchronously (no await)."""
-    for task in [*tasks, *agent.running_actions.values()]:
+    for task in tasks:
         task.cancel()
+    runner.cancel_all()
 
 
 def dry_run_action_names(*, dry_run: bool, policy: Policy | None) -> frozenset[str]:
@@ -377,7 +411,7 @@ def dry_run_action_names(*, dry_run: bool, policy: Policy | None) -> frozenset[s
     )
 
 
-async def watch_triggers(kube: KubeClient, agent: Agent) -> None:
+async def watch_triggers(kube: KubeClient, triggers: Triggers) -> None:
     """Evaluate node rules at once when a node's Ready condition changes, and broker and node rules
     when a pod is deleted, instead of waiting for the next poll."""
 
@@ -388,13 +422,13 @@ async def watch_triggers(kube: KubeClient, agent: Agent) -> None:
             status = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
             if ready.get(event.object_name) != status:
                 ready[event.object_name] = status
-                agent.trigger_kind(TargetKind.NODE)
+                triggers.trigger_kind(TargetKind.NODE)
 
     async def pods() -> None:
         async for event in kube.watch("pods"):
             if event.type == "DELETED":
-                agent.trigger_kind(TargetKind.BROKER)
-                agent.trigger_kind(TargetKind.NODE)
+                triggers.trigger_kind(TargetKind.BROKER)
+                triggers.trigger_kind(TargetKind.NODE)
 
     async with asyncio.TaskGroup() as group:
         group.create_task(nodes())

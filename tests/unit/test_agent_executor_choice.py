@@ -8,24 +8,14 @@ from typing import Any, cast
 from agent.adapters.files import load_rule_paths
 from agent.core import catalog
 from agent.core.loader import merge_results
-from agent.runtime.agent import Agent
+from agent.runtime.runner import ActionRunner
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 
 
-def _agent(*, live: dict[str, Any], dry: dict[str, Any]) -> Agent:
+def _runner(*, live: dict[str, Any], dry: dict[str, Any]) -> ActionRunner:
     unused = cast(Any, None)
-    return Agent(
-        rules=[],
-        inventory=unused,
-        prometheus=unused,
-        store=unused,
-        executors=live,
-        dry_run_executors=dry,
-        clock=unused,
-        trail=unused,
-        telemetry=unused,
-    )
+    return ActionRunner(store=unused, recorder=unused, clock=unused, executors=live, dry_run_executors=dry)
 
 
 def test_a_dry_run_rule_gets_the_dry_run_executor_and_a_live_rule_the_live_one() -> None:
@@ -34,15 +24,15 @@ def test_a_dry_run_rule_gets_the_dry_run_executor_and_a_live_rule_the_live_one()
     dry_rule, live_rule = rules["kafka-offline-partitions"], rules["kafka-resize"]
     assert dry_rule.dry_run and not live_rule.dry_run
     live, dry = object(), object()
-    agent = _agent(
+    runner = _runner(
         live={catalog.BROKER_RESTART: live, catalog.VOLUME_RESIZE: live},
         dry={catalog.BROKER_RESTART: dry, catalog.VOLUME_RESIZE: dry},
     )
-    assert agent.executor_for(dry_rule, catalog.BROKER_RESTART) is dry
-    assert agent.executor_for(live_rule, catalog.VOLUME_RESIZE) is live
+    assert runner.executor_for(dry_rule, catalog.BROKER_RESTART) is dry
+    assert runner.executor_for(live_rule, catalog.VOLUME_RESIZE) is live
 
 
 def test_a_dry_run_rule_without_dry_run_executors_has_none_rather_than_a_live_one() -> None:
     result = merge_results(load_rule_paths([RULES / "kafka-offline-partitions.yaml"]))
-    agent = _agent(live={catalog.BROKER_RESTART: object()}, dry={})
-    assert agent.executor_for(result.rules[0], catalog.BROKER_RESTART) is None
+    runner = _runner(live={catalog.BROKER_RESTART: object()}, dry={})
+    assert runner.executor_for(result.rules[0], catalog.BROKER_RESTART) is None

@@ -16,7 +16,8 @@ from agent.core.loader import parse_rules
 from agent.core.matching import pool_object
 from agent.core.planners import PoolExpandPlan, PoolShape, ScaleType
 from agent.core.rules import TargetKind
-from agent.runtime.agent import Agent, StorageApiNotConfiguredError, in_flight_detail, planned_from_in_flight
+from agent.runtime.inflight import in_flight_detail, planned_from_in_flight
+from agent.runtime.inventory import Inventory, StorageApiNotConfiguredError
 
 GI = 1024**3
 TI = 1024**4
@@ -137,15 +138,6 @@ def test_a_pool_without_drive_facts_has_no_shape() -> None:
 
 
 def test_pool_rules_without_a_storage_api_say_what_is_missing() -> None:
-    agent = Agent(
-        rules=[],
-        inventory=cast(Any, None),
-        prometheus=cast(Any, None),
-        store=cast(Any, None),
-        executors={},
-        clock=cast(Any, None),
-        trail=cast(Any, None),
-        telemetry=cast(Any, None),
-    )
+    inventory = Inventory(cluster=cast(Any, None), prometheus=cast(Any, None))
     with pytest.raises(StorageApiNotConfiguredError, match="--storage-api URL"):
-        asyncio.run(agent.objects_for(TargetKind.STORAGE_POOL))
+        asyncio.run(inventory.objects(TargetKind.STORAGE_POOL))

@@ -18,10 +18,10 @@ from agent.core.states import (
     Evaluated,
     Event,
     ObjectState,
+    Planned,
     RuleState,
     Step,
     Verdict,
-    apply_plan_outcome,
     decide,
 )
 
@@ -540,7 +540,20 @@ def test_timestamps(start: ObjectState, event: Event, active_at: float | None, c
     assert (step.state.active_at, step.state.cooldown_until) == (active_at, cooldown_until)
 
 
-# --- apply_plan_outcome ------------------------------------------------------------------------
+# --- Planned: the planner's answer goes through the same transition function -------------------
+
+
+def apply_plan_outcome(*, state: ObjectState, now: float, declined: Declined | None) -> Step:
+    return decide(
+        rule=RULE,
+        object_key=OBJECT,
+        state=state,
+        event=Planned(declined=declined),
+        now=now,
+        cooldown_seconds=COOLDOWN,
+        for_seconds=0,
+    )
+
 
 AT_MAX = Declined(code=DeclineCode.AT_MAX_SIZE, message="at maxsize 1Ti (current 1Ti)")
 NO_GROWTH = Declined(code=DeclineCode.NO_GROWTH, message="no growth: scalepercentage 0% adds nothing")
@@ -624,7 +637,7 @@ def test_apply_plan_outcome(
     texts: tuple[str, str],
 ) -> None:
     note, reason = texts
-    step = apply_plan_outcome(rule=RULE, object_key=OBJECT, state=start, now=T0, declined=declined)
+    step = apply_plan_outcome(state=start, now=T0, declined=declined)
     assert step.state.state is end
     assert [(move.from_state, move.to_state) for move in step.transitions] == list(moves)
     assert not (step.plan_now or step.preview_now)
@@ -635,13 +648,13 @@ def test_apply_plan_outcome(
 
 def test_repeated_decline_restarts_the_declined_cooldown() -> None:
     start = at(S.ACTIONS_DECLINED, since=T0 - 300, reason="AtMaxSize: at maxsize 1Ti (current 1Ti)")
-    step = apply_plan_outcome(rule=RULE, object_key=OBJECT, state=start, now=T0, declined=AT_MAX)
+    step = apply_plan_outcome(state=start, now=T0, declined=AT_MAX)
     assert step.state.since == T0
 
 
 def test_no_data_from_the_planner_changes_nothing_in_declined() -> None:
     start = at(S.ACTIONS_DECLINED, since=T0 - 300, reason="AtMaxSize: at maxsize 1Ti (current 1Ti)")
-    step = apply_plan_outcome(rule=RULE, object_key=OBJECT, state=start, now=T0, declined=UNKNOWN_SIZE)
+    step = apply_plan_outcome(state=start, now=T0, declined=UNKNOWN_SIZE)
     assert step.state == start
     assert step.note == UNKNOWN_SIZE.message
 
@@ -668,17 +681,17 @@ def feed(state: ObjectState, events: list[tuple[float, Event]], *, for_seconds: 
 
 def test_declined_is_replanned_only_after_each_cooldown() -> None:
     state = at(S.TRIGGERED, active_at=T0)
-    state = apply_plan_outcome(rule=RULE, object_key=OBJECT, state=state, now=T0, declined=AT_MAX).state
+    state = apply_plan_outcome(state=state, now=T0, declined=AT_MAX).state
     assert state.state is S.ACTIONS_DECLINED
 
     early, due = feed(state, [(T0 + COOLDOWN - 1, HOLDS), (T0 + COOLDOWN, HOLDS)])
     assert (early.plan_now, due.plan_now) == (False, True)
 
-    state = apply_plan_outcome(rule=RULE, object_key=OBJECT, state=due.state, now=T0 + COOLDOWN, declined=AT_MAX).state
+    state = apply_plan_outcome(state=due.state, now=T0 + COOLDOWN, declined=AT_MAX).state
     early, due = feed(state, [(T0 + 2 * COOLDOWN - 1, HOLDS), (T0 + 2 * COOLDOWN, HOLDS)])
     assert (early.plan_now, due.plan_now) == (False, True)
 
-    after_raise = apply_plan_outcome(rule=RULE, object_key=OBJECT, state=due.state, now=T0 + 600, declined=None)
+    after_raise = apply_plan_outcome(state=due.state, now=T0 + 600, declined=None)
     assert after_raise.state.state is S.ACTIVE_ACTIONS_PENDING
 
 
@@ -714,7 +727,7 @@ def test_full_cycle_of_one_action() -> None:
         ObjectState(),
         [(T0, HOLDS)],
     )
-    state = apply_plan_outcome(rule=RULE, object_key=OBJECT, state=steps[0].state, now=T0, declined=None).state
+    state = apply_plan_outcome(state=steps[0].state, now=T0, declined=None).state
     started, finished, cooling, again = feed(
         state,
         [

@@ -1,0 +1,115 @@
+"""One evaluation cycle of one rule, put together from the runtime's parts.
+
+A cycle:
+1. inventory: the objects of the rule's target kind, and one vector per distinct expression
+   (agent.runtime.inventory);
+2. decide: agent.core.engine.run_cycle, pure, with the durable states loaded from the API and, with a
+   guardrail policy, the admission facts (agent.runtime.admission);
+3. record: every evaluation, transition and action as an audit record, a counter, and an Event
+   (agent.runtime.recorder);
+4. persist the states that changed; a state another writer moved is not acted on this cycle;
+5. start executors for the planned actions (agent.runtime.runner), then follow approvals
+   (agent.runtime.approvals).
+
+The scheduler (agent.runtime.scheduler) decides when a cycle runs; `kafka-autopilot run`
+(agent.runtime.main) assembles the parts. Objects the policy's namespaces keep out are said so once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from agent.adapters.clock import Clock
+from agent.adapters.statestore import StateConflictError
+from agent.core.engine import CycleOutcome, run_cycle
+from agent.core.policy import Policy
+from agent.core.rules import Rule
+from agent.core.states import Verdict
+from agent.runtime.admission import AdmissionLedger
+from agent.runtime.approvals import ApprovalFlow
+from agent.runtime.inventory import Inventory
+from agent.runtime.recorder import Recorder
+from agent.runtime.runner import IN_FLIGHT_STATES, ActionRunner, StateStore
+
+log = structlog.get_logger("kafka-autopilot")
+
+
+@dataclass
+class RuleCycle:
+    inventory: Inventory
+    store: StateStore
+    runner: ActionRunner
+    recorder: Recorder
+    clock: Clock
+    policy: Policy | None = None
+    admission: AdmissionLedger | None = None
+    """Present exactly when there is a policy."""
+    approvals: ApprovalFlow | None = None
+
+    async def __call__(self, rule: Rule) -> str:
+        """One cycle; returns the rule's health: "ok", or what kept it from seeing its objects."""
+        now = self.clock.now()
+        objects = await self.inventory.objects(rule.target)
+        vectors = await self.inventory.vectors(rule, now)
+        states = await self.store.load(rule.name)
+        facts = None
+        if self.admission is not None:
+            facts = await self.admission.facts(
+                rule, now, running=self.runner.in_flight, cordoned_nodes=self.inventory.cordoned_nodes
+            )
+        outcome = run_cycle(
+            rule=rule, objects=objects, vectors=vectors, states=states, now=now, policy=self.policy, facts=facts
+        )
+        if self.admission is not None:
+            for planned in outcome.planned:  # before the next await: the other rules' cycles must count them
+                self.admission.admitted(planned, at=now)
+        conflicted: set[str] = set()
+        started: set[str] = set()
+        try:
+            await self.recorder.cycle(rule, outcome, objects)
+            for key, state in outcome.states.items():
+                if state == states.get(key):
+                    continue
+                try:
+                    await self.store.save(rule=rule.name, object_key=key, object_kind=rule.target.value, state=state)
+                except StateConflictError as error:
+                    conflicted.add(key)
+                    log.info(
+                        "state moved by another writer; not acting this cycle",
+                        rule=rule.name,
+                        object=key,
+                        why=str(error),
+                    )
+            by_key = {target.key: target for target in objects}
+            for planned in outcome.planned:
+                if planned.object not in conflicted:
+                    self.runner.start(rule, planned, by_key[planned.object])
+                    started.add(planned.object)
+        finally:
+            if self.admission is not None:
+                for planned in outcome.planned:
+                    self.admission.settled(planned, started=planned.object in started)
+        if self.approvals is not None:
+            await self.approvals.after_cycle(rule, outcome, before=states, objects=objects, conflicted=conflicted)
+        return rule_health(outcome)
+
+    async def resume(self, rule: Rule) -> None:
+        """Resume the rule's actions a previous run left in flight."""
+        states = await self.store.load(rule.name)
+        if any(state.state in IN_FLIGHT_STATES for state in states.values()):
+            objects = {target.key: target for target in await self.inventory.objects(rule.target)}
+            await self.runner.resume(rule, states=states, objects=objects)
+
+
+def rule_health(outcome: CycleOutcome) -> str:
+    """ "ok", or how many selected objects had no data this cycle (a missing or broken metric)."""
+    blind = [evaluation.object for evaluation in outcome.evaluations if evaluation.verdict is Verdict.NO_DATA]
+    if not outcome.evaluations:
+        return "no object selected"
+    if blind:
+        shown = ", ".join(blind[:3]) + (" ..." if len(blind) > 3 else "")
+        seen = len(outcome.evaluations)
+        return f"no data for {len(blind)} of {seen} objects ({shown}): missing metric, NaN or a capacity of 0"
+    return "ok"

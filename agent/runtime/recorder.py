@@ -1,0 +1,235 @@
+"""Turns what happened into the three records people read: an audit record, a counter, and an Event.
+
+Why it exists: a cycle's outcome, a transition, an action's end and an approval step each need the
+same three writes, with the same dry-run flag. Doing them in one place keeps the trail, /metrics and
+`kubectl get events` telling the same story, and keeps the rest of the runtime free of bookkeeping.
+
+The dry-run flag of a record is decided here only (`dry_run_for`): the agent's --dry-run, the rule's
+`enforcement: dryRun`, and the policy's per-action `dryRunActions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from agent.actions.base import Outcome
+from agent.adapters.clock import Clock
+from agent.audit.trail import (
+    AUDIT_KEYS,
+    AuditRecord,
+    AuditTrail,
+    action_record,
+    cycle_records,
+    excluded_record,
+    iso_time,
+    transition_record,
+)
+from agent.core.approvals import ActionPreview
+from agent.core.engine import CycleOutcome, PlannedAction
+from agent.core.matching import TargetObject
+from agent.core.rules import Rule
+from agent.core.states import RuleState, Transition
+from agent.runtime.telemetry import Telemetry
+
+log = structlog.get_logger("kafka-autopilot")
+
+
+class EventSink(Protocol):
+    async def emit(self, *, rule: str, target: TargetObject, reason: str, message: str, warning: bool) -> None: ...
+
+
+@dataclass
+class Recorder:
+    trail: AuditTrail
+    telemetry: Telemetry
+    clock: Clock
+    events: EventSink | None = None
+    dry_run: bool = False
+    dry_run_actions: frozenset[str] = frozenset()
+    """Actions whose executor got the dry-run applier (the policy's dryRunActions)."""
+    _excluded_said: set[tuple[str, str]] = field(default_factory=set)
+
+    def dry_run_for(self, rule: Rule, action: str | None = None) -> bool:
+        """Whether records about this rule (and action) say dry-run."""
+        return self.dry_run or rule.dry_run or (action is not None and action in self.dry_run_actions)
+
+    async def _event(
+        self, rule: Rule, target: TargetObject | None, *, reason: str, message: str, warning: bool
+    ) -> None:
+        if target is not None and self.events is not None:
+            await self.events.emit(rule=rule.name, target=target, reason=reason, message=message, warning=warning)
+
+    async def cycle(self, rule: Rule, outcome: CycleOutcome, objects: Sequence[TargetObject]) -> None:
+        """Everything one cycle decided: evaluations, transitions, plans, declines, holds, exclusions."""
+        for record in cycle_records(outcome, dry_run=self.dry_run_for(rule)):
+            self.trail.write(record)
+        for evaluation in outcome.evaluations:
+            self.telemetry.inc("kafka_autopilot_evaluations_total", rule=rule.name, verdict=evaluation.verdict.value)
+        if outcome.unmatched_series:
+            self.telemetry.inc("kafka_autopilot_unmatched_series_total", outcome.unmatched_series, rule=rule.name)
+        by_key = {target.key: target for target in objects}
+        for transition in outcome.transitions:
+            await self._transition_counted(rule, transition, by_key.get(transition.object))
+        for declined in outcome.declined:
+            outcome_label = "declined-at-maxsize" if declined.code == "AtMaxSize" else "declined"
+            self.telemetry.inc(
+                "kafka_autopilot_actions_total", rule=rule.name, action=declined.action, outcome=outcome_label
+            )
+            await self._event(
+                rule,
+                by_key.get(declined.object),
+                reason="ActionDeclined",
+                message=f"{declined.action} declined: {declined.code}: {declined.reason}",
+                warning=True,
+            )
+        for planned in outcome.planned:
+            self.telemetry.inc(
+                "kafka_autopilot_actions_total", rule=rule.name, action=planned.action, outcome="planned"
+            )
+        entered = {transition.object for transition in outcome.transitions}
+        for held in outcome.held:
+            self.telemetry.inc("kafka_autopilot_actions_total", rule=rule.name, action=held.action, outcome="throttled")
+            if held.object not in entered:  # still held, for another reason (entering the state has its own Event)
+                await self._event(
+                    rule,
+                    by_key.get(held.object),
+                    reason=RuleState.ACTIONS_THROTTLED.value,
+                    message=f"{held.action} still held: {held.code}: {held.reason}",
+                    warning=False,
+                )
+        for key, why in outcome.excluded.items():
+            if (rule.name, key) not in self._excluded_said:
+                self._excluded_said.add((rule.name, key))
+                log.info("object not acted on: outside the policy's namespaces", rule=rule.name, object=key, why=why)
+                self.trail.write(excluded_record(rule=rule.name, object_key=key, reason=why, at=self.clock.now()))
+
+    async def transitions(self, rule: Rule, target: TargetObject, transitions: Iterable[Transition]) -> None:
+        """Transitions outside a cycle (an action started or ended, an approver answered)."""
+        for transition in transitions:
+            self.trail.write(transition_record(transition, dry_run=self.dry_run_for(rule)))
+            await self._transition_counted(rule, transition, target)
+
+    async def _transition_counted(self, rule: Rule, transition: Transition, target: TargetObject | None) -> None:
+        self.telemetry.inc(
+            "kafka_autopilot_transitions_total",
+            rule=rule.name,
+            **{"from": transition.from_state.value, "to": transition.to_state.value},
+        )
+        if transition.from_state is not RuleState.INITIALIZING:
+            await self._event(
+                rule,
+                target,
+                reason=transition.to_state.value,
+                message=f"{rule.name}: {transition.from_state} -> {transition.to_state}: {transition.reason}",
+                warning=transition.to_state is RuleState.ACTIONS_DECLINED,
+            )
+
+    async def action_finished(self, rule: Rule, planned: PlannedAction, target: TargetObject, outcome: Outcome) -> None:
+        record: AuditRecord = action_record(
+            planned,
+            dry_run=self.dry_run_for(rule, planned.action),
+            outcome=outcome.kind.value,
+            reason=outcome.reason,
+        )
+        record["time"] = iso_time(self.clock.now())
+        record["mutations"] = list(outcome.mutations)
+        self.trail.write(record)
+        self.telemetry.inc(
+            "kafka_autopilot_actions_total", rule=rule.name, action=planned.action, outcome=outcome.kind.value
+        )
+        await self._event(
+            rule,
+            target,
+            reason=f"Action{outcome.kind.value.title().replace('-', '')}",
+            message=f"{planned.action} {planned.before} -> {planned.after}: {outcome.kind}: {outcome.reason}",
+            warning=not outcome.succeeded,
+        )
+
+    def cycle_error(self, rule: Rule, error: BaseException) -> None:
+        self.telemetry.inc("kafka_autopilot_query_errors_total", rule=rule.name)
+        log.warning("cycle failed", rule=rule.name, error=str(error))
+        record: AuditRecord = dict.fromkeys(AUDIT_KEYS)
+        record.update(
+            time=None,
+            event="cycle-error",
+            rule=rule.name,
+            outcome="error",
+            reason=f"{type(error).__name__}: {error}",
+            dry_run=self.dry_run,
+        )
+        self.trail.write(record)
+
+    async def approval(
+        self,
+        rule: Rule,
+        target: TargetObject,
+        *,
+        event: str,
+        reason: str,
+        message: str,
+        where: str,
+        actions: Sequence[ActionPreview] = (),
+        warning: bool = False,
+    ) -> None:
+        """An approval step (`approval-requested`, `-approved`, …, or `-error` with reason "")."""
+        first = actions[0] if actions else None
+        outcome = event.removeprefix("approval-")
+        self.trail.write(
+            approval_record(
+                event=event,
+                rule=rule.name,
+                target=target,
+                at=self.clock.now(),
+                approval=where,
+                outcome=outcome,
+                reason=message,
+                dry_run=self.dry_run_for(rule),
+                action=first.action if first else None,
+                before=first.before if first else None,
+                after=first.after if first else None,
+                summary="; ".join(action.describe() for action in actions),
+            )
+        )
+        if outcome == "error":
+            return
+        self.telemetry.inc("kafka_autopilot_approvals_total", rule=rule.name, outcome=outcome)
+        await self._event(rule, target, reason=reason, message=message, warning=warning)
+
+
+def approval_record(
+    *,
+    event: str,
+    rule: str,
+    target: TargetObject,
+    at: float,
+    approval: str,
+    outcome: str,
+    reason: str,
+    dry_run: bool,
+    action: str | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    summary: str = "",
+) -> AuditRecord:
+    """An audit record about an approval, with the trail's stable keys plus `approval` (namespace/name)."""
+    record: AuditRecord = dict.fromkeys(AUDIT_KEYS)
+    record.update(
+        time=iso_time(at),
+        event=event,
+        rule=rule,
+        object=target.key,
+        action=action,
+        before=before,
+        after=after,
+        outcome=outcome,
+        reason=reason,
+        dry_run=dry_run,
+        approval=approval,
+    )
+    if summary:
+        record["summary"] = summary
+    return record

@@ -1,0 +1,196 @@
+"""Runs planned actions: start, execute, finish in one status write, and resume after a restart.
+
+Why it exists: an action outlives the cycle that planned it, and must never run twice for one cause.
+So a start is recorded before anything is applied: ActiveActionsInProgress together with an in-flight
+record of the exact plan, in one write that fails if another writer moved the state first. Then the
+executor runs (plan, apply, verify) and the outcome is stored in one write: the new state, the last
+action and the cleared in-flight record together, so no error between two writes can lose a start.
+
+A restarted agent finds the in-flight record (`resume`) and runs the same plan again; executors are
+idempotent, so it sees its own change already applied and only verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from agent.actions.base import Executor, Outcome, OutcomeKind
+from agent.adapters.clock import Clock
+from agent.adapters.statestore import ActionHistory, InFlight, LastAction, StateConflictError, StoredStatus
+from agent.core.engine import PlannedAction, advance
+from agent.core.matching import TargetObject
+from agent.core.planners import Declined
+from agent.core.rules import Rule
+from agent.core.states import ActionFinished, ActionStarted, ObjectState, Planned, RuleState
+from agent.runtime.approvals import ApprovalFlow
+from agent.runtime.inflight import in_flight_detail, planned_from_in_flight
+from agent.runtime.recorder import Recorder
+
+log = structlog.get_logger("kafka-autopilot")
+
+ActionKey = tuple[str, str]
+"""(rule, object key)"""
+
+
+class StateStore(Protocol):
+    """agent.adapters.statestore.StateStore: durable per-(rule, object) state in the Kubernetes API."""
+
+    async def load(self, rule: str) -> dict[str, ObjectState]: ...
+
+    async def status(self, rule: str, object_key: str) -> StoredStatus: ...
+
+    async def save(self, *, rule: str, object_key: str, object_kind: str, state: ObjectState) -> None: ...
+
+    async def record_in_flight(
+        self,
+        *,
+        rule: str,
+        object_key: str,
+        object_kind: str,
+        action: str,
+        requested_at: float,
+        detail: Mapping[str, str] | None = None,
+        state: ObjectState | None = None,
+    ) -> InFlight: ...
+
+    async def in_flight(self, rule: str, object_key: str) -> InFlight | None: ...
+
+    async def action_history(self) -> ActionHistory: ...
+
+    async def clear_in_flight(
+        self,
+        *,
+        rule: str,
+        object_key: str,
+        object_kind: str,
+        state: ObjectState | None = None,
+        last_action: LastAction | None = None,
+    ) -> None: ...
+
+
+IN_FLIGHT_STATES = (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS)
+
+
+@dataclass
+class ActionRunner:
+    store: StateStore
+    recorder: Recorder
+    clock: Clock
+    executors: Mapping[str, Executor]
+    dry_run_executors: Mapping[str, Executor] = field(default_factory=dict)
+    """The executors again, with the dry-run applier: for rules with `enforcement: dryRun` (if none, held)."""
+    approvals: ApprovalFlow | None = None
+    running: dict[ActionKey, asyncio.Task[None]] = field(default_factory=dict)
+
+    def in_flight(self) -> set[ActionKey]:
+        return {key for key, task in self.running.items() if not task.done()}
+
+    def executor_for(self, rule: Rule, action: str) -> Executor | None:
+        """A rule with `enforcement: dryRun` only ever gets the executors built on the dry-run applier."""
+        return (self.dry_run_executors if rule.dry_run else self.executors).get(action)
+
+    def start(self, rule: Rule, planned: PlannedAction, target: TargetObject, *, resumed: bool = False) -> None:
+        key = (rule.name, planned.object)
+        if key in self.in_flight():
+            return
+        self.running[key] = asyncio.create_task(
+            self.execute(rule, planned, target, resumed=resumed), name=f"action:{key}"
+        )
+
+    def cancel_all(self) -> None:
+        """Cancel every action in flight, synchronously (losing leadership)."""
+        for task in self.running.values():
+            task.cancel()
+
+    async def execute(self, rule: Rule, planned: PlannedAction, target: TargetObject, *, resumed: bool = False) -> None:
+        state = (await self.store.status(rule.name, planned.object)).state or ObjectState()
+        started_at = self.clock.now()
+        if not resumed:
+            started = advance(rule=rule, object_key=target.key, state=state, event=ActionStarted(), now=started_at)
+            try:
+                await self.store.record_in_flight(
+                    rule=rule.name,
+                    object_key=planned.object,
+                    object_kind=rule.target.value,
+                    action=planned.action,
+                    requested_at=started_at,
+                    detail=in_flight_detail(planned),
+                    state=started.state,
+                )
+            except StateConflictError as error:
+                log.info(
+                    "another writer owns this action; not acting", rule=rule.name, object=planned.object, why=str(error)
+                )
+                return
+            state = started.state
+            await self.recorder.transitions(rule, target, started.transitions)
+        executor = self.executor_for(rule, planned.action)
+        if executor is None:
+            outcome = Outcome(kind=OutcomeKind.HELD, reason=f"no executor for {planned.action} in this agent yet")
+        else:
+            try:
+                outcome = await executor.run(planned=planned, target=target, params=params_of(rule, planned.action))
+            except Exception as error:  # a failed call is an outcome, not a crash
+                outcome = Outcome(kind=OutcomeKind.FAILED, reason=f"{type(error).__name__}: {error}")
+        await self.finish(rule, planned, target, state, outcome, started_at=started_at)
+
+    async def finish(
+        self,
+        rule: Rule,
+        planned: PlannedAction,
+        target: TargetObject,
+        state: ObjectState,
+        outcome: Outcome,
+        *,
+        started_at: float,
+    ) -> None:
+        """Store the outcome (state, last action, in-flight record cleared) in one write, then record it."""
+        now = self.clock.now()
+        if outcome.kind is OutcomeKind.DECLINED:
+            event: Planned | ActionFinished = Planned(declined=Declined(code="Refused", message=outcome.reason))
+        else:
+            event = ActionFinished(succeeded=outcome.succeeded, reason=outcome.reason)
+        result = advance(rule=rule, object_key=target.key, state=state, event=event, now=now)
+        await self.store.clear_in_flight(
+            rule=rule.name,
+            object_key=planned.object,
+            object_kind=rule.target.value,
+            state=result.state,
+            last_action=LastAction(
+                name=planned.action,
+                before=planned.before,
+                after=planned.after,
+                started_at=started_at,
+                finished_at=now,
+                outcome=outcome.kind.value,
+            ),
+        )
+        await self.recorder.transitions(rule, target, result.transitions)
+        await self.recorder.action_finished(rule, planned, target, outcome)
+        if self.approvals is not None:
+            await self.approvals.action_finished(rule, planned=planned, target=target, state=state, outcome=outcome)
+
+    async def resume(
+        self, rule: Rule, *, states: Mapping[str, ObjectState], objects: Mapping[str, TargetObject]
+    ) -> None:
+        """Objects a previous run left mid-action: resume their recorded plan (verify, never re-plan)."""
+        for key, state in states.items():
+            target = objects.get(key)
+            if state.state not in IN_FLIGHT_STATES or target is None:
+                continue
+            in_flight = await self.store.in_flight(rule.name, key)
+            detail = None if in_flight is None else {"action": in_flight.action, **in_flight.detail}
+            planned = planned_from_in_flight(detail, rule=rule, target=target, now=self.clock.now())
+            if planned is None:
+                continue
+            log.info("resuming action", rule=rule.name, object=key, action=planned.action)
+            self.start(rule, planned, target, resumed=state.state is RuleState.ACTIVE_ACTIONS_IN_PROGRESS)
+
+
+def params_of(rule: Rule, action: str) -> Any:
+    return next(candidate.params for candidate in rule.actions if candidate.name == action)
