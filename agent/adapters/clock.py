@@ -3,7 +3,7 @@
 Why: the shell (rule loops, action runner, executors, retries, leader election) waits a lot, and its
 tests must not. Production code is given `WallClock`; tests give a fake that moves time on command,
 so a 5-minute verify timeout or a cooldown costs no wall time. Nothing else in `agent/` calls
-`time.time`, `time.monotonic`, `asyncio.sleep` or `asyncio.wait_for` directly.
+`time.time`, `time.monotonic`, `asyncio.sleep`, `asyncio.wait_for` or `asyncio.timeout` directly.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 
@@ -27,6 +28,10 @@ class Clock(Protocol):
 
     async def wait(self, event: asyncio.Event, *, timeout: float) -> bool:
         """Wait until `event` is set (True) or `timeout` seconds pass (False)."""
+        ...
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        """`async with clock.timeout(s):` cancels the block and raises TimeoutError after `s` seconds."""
         ...
 
 
@@ -46,3 +51,6 @@ class WallClock:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout=timeout)
         return event.is_set()
+
+    def timeout(self, seconds: float) -> AbstractAsyncContextManager[object]:
+        return asyncio.timeout(seconds)

@@ -17,12 +17,12 @@ import asyncio
 import getpass
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
 from agent.adapters.approvals import AnswerConflictError, Approval, ApprovalStore, ApprovalStoreError
+from agent.adapters.clock import WallClock
 from agent.adapters.kubernetes import KubeError, connect
 from agent.core.approvals import Answer, Phase
 
@@ -31,6 +31,7 @@ EXIT_PROBLEMS = 1
 EXIT_CANNOT_RUN = 2
 CLI_USER_AGENT = f"kafka-autopilot-cli/{__version__}"
 TIMEOUT_SECONDS = 30.0
+CLOCK = WallClock()
 
 
 def add_parsers(commands: Any) -> None:
@@ -86,7 +87,7 @@ async def _answer(args: argparse.Namespace, answer: Answer) -> int:
         return EXIT_CANNOT_RUN
     async with kube:
         try:
-            async with asyncio.timeout(TIMEOUT_SECONDS):
+            async with CLOCK.timeout(TIMEOUT_SECONDS):
                 found = await store.list(namespace=args.namespace, name=args.name)
                 where = f" in namespace {args.namespace}" if args.namespace else " in any namespace"
                 if not found:
@@ -131,7 +132,7 @@ async def _list(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_RUN
     async with kube:
         try:
-            async with asyncio.timeout(TIMEOUT_SECONDS):
+            async with CLOCK.timeout(TIMEOUT_SECONDS):
                 approvals = await store.list(namespace=args.namespace)
         except ApprovalStoreError as error:
             print(f"kafka-autopilot approvals: {_explain(error)}", file=sys.stderr)
@@ -143,7 +144,7 @@ async def _list(args: argparse.Namespace) -> int:
             )
             return EXIT_CANNOT_RUN
     shown = [approval for approval in approvals if args.all or waiting(approval)]
-    now = time.time()
+    now = CLOCK.now()
     if args.json:
         for approval in shown:
             print(json.dumps(_as_json(approval, now=now)))

@@ -19,7 +19,6 @@ and written to the audit trail as a `leadership` record, and sets the gauge kafk
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -141,7 +140,7 @@ class LeaderElector:
         if self._telemetry is not None:
             self._telemetry.set("kafka_autopilot_leader", 0)
         try:
-            async with asyncio.timeout(RELEASE_TIMEOUT_SECONDS):
+            async with self._clock.timeout(RELEASE_TIMEOUT_SECONDS):
                 lease = await self._leases.read_lease(namespace=self.settings.namespace, name=self.settings.lease_name)
                 record = released(
                     lease.record if lease else None, identity=self.settings.identity, now=self._clock.now()
@@ -163,7 +162,7 @@ class LeaderElector:
         self._conflicted = False
         now = self._clock.now()
         try:
-            async with asyncio.timeout(self._request_budget(now)):
+            async with self._clock.timeout(self._request_budget(now)):
                 lease = await self._leases.read_lease(namespace=self.settings.namespace, name=self.settings.lease_name)
         except (KubeError, TimeoutError) as error:
             return self._unreadable(error)
@@ -187,7 +186,7 @@ class LeaderElector:
             return decision
         assert decision.write is not None
         try:
-            async with asyncio.timeout(self._request_budget(now)):
+            async with self._clock.timeout(self._request_budget(now)):
                 if lease is None:
                     written = await self._leases.create_lease(
                         namespace=self.settings.namespace, name=self.settings.lease_name, record=decision.write
