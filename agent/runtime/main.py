@@ -33,21 +33,21 @@ from agent.adapters.approvals import ApprovalStore
 from agent.adapters.clock import WallClock
 from agent.adapters.files import load_policy_file, load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
-from agent.adapters.kubernetes import USER_AGENT, EventTarget, KubeClient, KubeError, connect
+from agent.adapters.kubernetes import USER_AGENT, KubeError, connect
 from agent.adapters.prometheus import PrometheusClient
-from agent.adapters.statestore import StateStore, install_crds, object_name, read_cluster_rules
+from agent.adapters.statestore import StateStore, install_crds, read_cluster_rules
 from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core import catalog
 from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
 from agent.core.loader import merge_results, parse_rules
-from agent.core.matching import TargetObject
 from agent.core.policy import Policy, describe
-from agent.core.rules import Rule, TargetKind
+from agent.core.rules import Rule
 from agent.runtime.admission import AdmissionLedger
 from agent.runtime.approvals import ApprovalFlow
 from agent.runtime.cycle import RuleCycle
+from agent.runtime.events import KubeEvents
 from agent.runtime.inventory import Inventory
 from agent.runtime.leadership import (
     EXIT_LEADERSHIP_LOST,
@@ -61,6 +61,7 @@ from agent.runtime.scheduler import Scheduler, Triggers
 from agent.runtime.scope import PodScope, ScopedInventory, split_rules
 from agent.runtime.server import Endpoints, serve
 from agent.runtime.telemetry import Telemetry
+from agent.runtime.watches import watch_triggers
 
 log = structlog.get_logger("kafka-autopilot")
 
@@ -116,41 +117,6 @@ class RunOptions:
     """This replica's name in the Lease (and in its User-Agent); required with leader_elect."""
     scope_pod: PodScope | None = None
     """Sidecar mode: act only on this broker pod and the PVCs it mounts (agent.runtime.scope)."""
-
-
-@dataclass
-class KubeEvents:
-    """Events on the object acted on, and on the rule's state object (AutopilotRuleObject)."""
-
-    kube: KubeClient
-
-    async def emit(self, *, rule: str, target: TargetObject, reason: str, message: str, warning: bool) -> None:
-        kind = {
-            TargetKind.PVC: "PersistentVolumeClaim",
-            TargetKind.NODE: "Node",
-            TargetKind.BROKER: "Pod",
-            TargetKind.STORAGE_POOL: "Node",
-        }[target.kind]
-        name = target.name.split("/", 1)[0] if target.kind is TargetKind.STORAGE_POOL else target.name
-        state_object = EventTarget(
-            kind="AutopilotRuleObject",
-            name=object_name(rule=rule, object_key=target.key),
-            namespace=None,
-            uid=None,
-            api_version="kafka-autopilot.io/v1alpha1",
-        )
-        on_object = EventTarget(kind=kind, name=name, namespace=target.namespace, uid=None)
-        for involved in (on_object, state_object):
-            try:
-                await self.kube.emit_event(
-                    involved=involved,
-                    reason=reason,
-                    message=message,
-                    type_="Warning" if warning else "Normal",
-                    action=reason,
-                )
-            except KubeError as error:
-                log.warning("event not recorded", reason=reason, object=target.key, error=str(error))
 
 
 def load_rules(paths: Sequence[Path], *, out: TextIO) -> tuple[list[Rule], list[Problem]]:
@@ -409,30 +375,6 @@ def dry_run_action_names(*, dry_run: bool, policy: Policy | None) -> frozenset[s
     return frozenset(
         action for action in catalog.ACTIONS if dry_run or (policy is not None and policy.action_dry_run(action))
     )
-
-
-async def watch_triggers(kube: KubeClient, triggers: Triggers) -> None:
-    """Evaluate node rules at once when a node's Ready condition changes, and broker and node rules
-    when a pod is deleted, instead of waiting for the next poll."""
-
-    async def nodes() -> None:
-        ready: dict[str, object] = {}
-        async for event in kube.watch("nodes"):
-            conditions = event.raw.get("status", {}).get("conditions", []) if event.raw else []
-            status = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
-            if ready.get(event.object_name) != status:
-                ready[event.object_name] = status
-                triggers.trigger_kind(TargetKind.NODE)
-
-    async def pods() -> None:
-        async for event in kube.watch("pods"):
-            if event.type == "DELETED":
-                triggers.trigger_kind(TargetKind.BROKER)
-                triggers.trigger_kind(TargetKind.NODE)
-
-    async with asyncio.TaskGroup() as group:
-        group.create_task(nodes())
-        group.create_task(pods())
 
 
 def dump_tasks() -> None:
