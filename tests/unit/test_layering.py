@@ -19,7 +19,7 @@ FORBIDDEN = {
         "agent.actions",
         "agent.runtime",
         "agent.audit",
-        "agent.sandbox",
+        "sandbox",
         "agent.cli",
         "asyncio",
         "socket",
@@ -34,9 +34,9 @@ FORBIDDEN = {
         "structlog",
         "tenacity",
     },
-    "adapters": {"agent.actions", "agent.runtime", "agent.cli", "agent.sandbox"},
-    "actions": {"agent.runtime", "agent.cli", "agent.sandbox"},
-    "audit": {"agent.actions", "agent.runtime", "agent.cli", "agent.sandbox"},
+    "adapters": {"agent.actions", "agent.runtime", "agent.cli", "sandbox"},
+    "actions": {"agent.runtime", "agent.cli", "sandbox"},
+    "audit": {"agent.actions", "agent.runtime", "agent.cli", "sandbox"},
 }
 
 
