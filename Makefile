@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PIP_CACHE_DIR ?= $(CURDIR)/.cache/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Where scripts/install-prometheus.sh puts prometheus and promtool (`lint` and `test` are given them).
+PROMETHEUS_BIN := $(or $(KAFKA_AUTOPILOT_CACHE),$(CURDIR)/.cache)/prometheus/bin
 
 .PHONY: test demo demo-simulated install prometheus kafka kubernetes sandbox-tools lint typecheck unit rule-tests bench clean helm hadolint
 
@@ -17,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+# The checkout on the venv's path: its sandbox package (not in the wheel) gives `kafka-autopilot sandbox|demo`.
+	echo "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/kafka_autopilot_checkout.pth"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,17 +46,17 @@ helm:
 hadolint:
 	bash scripts/install-hadolint.sh
 
-lint: install
+lint: install prometheus
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/kafka-autopilot lint rules/
-	$(BIN)/kafka-autopilot lint policies/
+	$(BIN)/kafka-autopilot lint --promtool $(PROMETHEUS_BIN)/promtool rules/
+	$(BIN)/kafka-autopilot lint --promtool $(PROMETHEUS_BIN)/promtool policies/
 
 typecheck: install
 	$(BIN)/mypy
 
 rule-tests: install prometheus
-	$(BIN)/kafka-autopilot test tests/rules/
+	$(BIN)/kafka-autopilot test --promtool $(PROMETHEUS_BIN)/promtool --prometheus-bin $(PROMETHEUS_BIN)/prometheus tests/rules/
 
 unit: install sandbox-tools helm hadolint
 	$(BIN)/pytest

@@ -1,4 +1,12 @@
-"""The `kafka-autopilot` command: lint and test rules, and play the reference scenario.
+"""The `kafka-autopilot` command: lint and test rules, run the agent, answer approvals.
+
+In the checkout (not in the wheel) two more commands exist, `sandbox` and `demo`: they drive the local
+real environment, which does not ship. This module never imports it; `build_parser` looks the module
+`sandbox.cli` up by name (importlib), only when the `sandbox` package can be found, and lets it add its
+commands. A wheel's user therefore gets argparse's usual "invalid choice" for them.
+
+`lint` and `test` run the real promtool and prometheus, found through --promtool / --prometheus-bin,
+else $KAFKA_AUTOPILOT_PROMTOOL / $KAFKA_AUTOPILOT_PROMETHEUS, else PATH.
 
 Exit codes mean the same for every subcommand:
   0  everything passed
@@ -12,19 +20,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import json
-import logging
 import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import TextIO
 
 from agent import __version__
 from agent.adapters.files import expand_paths, load_paths
 from agent.adapters.kafka import KafkaSettings
+from agent.adapters.local_prometheus import (
+    BinaryNotFoundError,
+    LocalPrometheusError,
+    find_binaries,
+    find_promtool,
+)
 from agent.adapters.prometheus import PrometheusQueryError
 from agent.adapters.promtool import PromtoolError, check_promql
 from agent.audit.timeline import Timeline
@@ -33,21 +49,18 @@ from agent.core.aliases import KEY_ALIASES
 from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
-from agent.runtime import approval_commands, demo, ruletest
+from agent.runtime import approval_commands, ruletest
 from agent.runtime.leadership import EXIT_LEADERSHIP_LOST
 from agent.runtime.main import PrometheusSettings, RunOptions, StorageApiSettings, run_agent
 from agent.runtime.scope import SCOPE_POD_ENV, PodScope, ScopeError
-from agent.sandbox.environment import FAULTS, Sandbox
-from agent.sandbox.process import SandboxProcessError
-from agent.sandbox.prometheus import PrometheusNotInstalledError, binaries
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_CANNOT_RUN = 2
 EXIT_INTERNAL = 70
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_TEST_FILE = REPO_ROOT / "tests" / "rules" / "kafka-resize.test.yaml"
+CHECKOUT_COMMANDS = "sandbox.cli"
+"""The module that adds `sandbox` and `demo` (checkout only), looked up by name: see the module docstring."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument(
         "--no-promql", action="store_true", help="skip the PromQL syntax check (which uses the real promtool)"
     )
+    lint.add_argument(
+        "--promtool",
+        type=Path,
+        metavar="PATH",
+        help="the promtool binary for the PromQL check (default: $KAFKA_AUTOPILOT_PROMTOOL, else promtool on PATH)",
+    )
     lint.set_defaults(command=cmd_lint)
 
     test = commands.add_parser(
@@ -98,21 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR", help="test files or folders")
     test.add_argument("--audit", type=Path, metavar="FILE", help="write the audit trail as JSON lines to FILE")
     test.add_argument("--timeline", action="store_true", help="print each test's transitions and actions")
-    test.set_defaults(command=cmd_test)
-
-    demo = commands.add_parser(
-        "demo",
-        help="play the reference scenario live in the sandbox (400Gi -> 800Gi -> 1Ti -> declined at maxsize)",
-        description="Brings up the sandbox (installing what is missing), runs the agent with the reference rule "
-        "unchanged, and ingests 1 GiB/s into each of the 4 Kafka PVCs: the table of MISSION.md plays out live, "
-        "cooldowns included (about 11 minutes). --simulated replays it in seconds instead, through a real "
-        "Prometheus and a simulated executor.",
+    test.add_argument(
+        "--promtool",
+        type=Path,
+        metavar="PATH",
+        help="the promtool binary that backfills the series (default: $KAFKA_AUTOPILOT_PROMTOOL, else PATH)",
     )
-    demo.add_argument("--dry-run", action="store_true", help="the agent decides and records; nothing changes")
-    demo.add_argument("--json", action="store_true", help="print the audit records as JSON lines")
-    demo.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
-    demo.add_argument("--simulated", action="store_true", help="the quick replay: real Prometheus, no cluster")
-    demo.set_defaults(command=cmd_demo)
+    test.add_argument(
+        "--prometheus-bin",
+        type=Path,
+        metavar="PATH",
+        help="the prometheus server binary that evaluates the conditions (default: $KAFKA_AUTOPILOT_PROMETHEUS, "
+        "else PATH)",
+    )
+    test.set_defaults(command=cmd_test)
 
     run = commands.add_parser(
         "run",
@@ -191,37 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     approval_commands.add_parsers(commands)
 
-    sandbox = commands.add_parser(
-        "sandbox",
-        help="the local real environment: Kubernetes + KWOK, Kafka, Prometheus, storage twin",
-        description="Bring up, inspect, break and tear down the local real environment used by the "
-        "tests and the demo. Everything listens on 127.0.0.1 and stops by itself after "
-        "KAFKA_AUTOPILOT_SANDBOX_TTL seconds (default 3h).",
-    )
-    sandbox.add_argument("--work-dir", type=Path, default=None, help="state directory (default .cache/sandbox)")
-    actions = sandbox.add_subparsers(title="actions", required=True, metavar="ACTION")
-    up = actions.add_parser("up", help="install what is missing (cached), start everything, print the status")
-    up.add_argument("--no-install", action="store_true", help="do not run the installers first")
-    up.set_defaults(command=cmd_sandbox_up)
-    actions.add_parser("down", help="stop every sandbox process").set_defaults(command=cmd_sandbox_down)
-    actions.add_parser("reset", help="stop everything and delete the sandbox state").set_defaults(
-        command=cmd_sandbox_reset
-    )
-    status = actions.add_parser("status", help="addresses and process states")
-    status.add_argument("--json", action="store_true", help="print one JSON object")
-    status.set_defaults(command=cmd_sandbox_status)
-    fault = actions.add_parser(
-        "fault",
-        help="inject or clear a fault",
-        description="fail-node NODE | partition-node NODE | recover-node NODE | stop-broker ID | "
-        "start-broker ID | stop-prometheus | start-prometheus | stop-apiserver | start-apiserver | "
-        "set-ingest NAMESPACE/PVC BYTES_PER_SECOND",
-    )
-    fault.add_argument("kind", choices=FAULTS, metavar="KIND", help=", ".join(FAULTS))
-    fault.add_argument("target", nargs="?", help="node, broker id or namespace/pvc")
-    fault.add_argument("value", nargs="?", help="for set-ingest: bytes per second")
-    fault.set_defaults(command=cmd_sandbox_fault)
+    checkout_commands = _checkout_commands()
+    if checkout_commands is not None:
+        checkout_commands.add_parsers(commands)
     return parser
+
+
+def _checkout_commands() -> ModuleType | None:
+    """`sandbox.cli` when the checkout's sandbox package is importable, else None (an installed wheel)."""
+    package = CHECKOUT_COMMANDS.partition(".")[0]
+    if importlib.util.find_spec(package) is None or importlib.util.find_spec(CHECKOUT_COMMANDS) is None:
+        return None
+    return importlib.import_module(CHECKOUT_COMMANDS)
 
 
 # --- lint --------------------------------------------------------------------------------------
@@ -241,13 +240,20 @@ def cmd_lint(args: argparse.Namespace) -> int:
         print(f"{path}: no such file or folder", file=sys.stderr)
     if missing:
         return EXIT_CANNOT_RUN
+    promtool = None
+    if not args.no_promql:
+        try:
+            promtool = find_promtool(given=args.promtool)
+        except BinaryNotFoundError as error:
+            print(f"kafka-autopilot lint: {error}; --no-promql skips the PromQL check", file=sys.stderr)
+            return EXIT_CANNOT_RUN
     per_file = list(load_paths(args.paths))
     result = merge_results(rules for rules, _ in per_file)
     policies = [policy for _, found in per_file for policy in found.policies]
     policy_problems = tuple(problem for _, found in per_file for problem in found.problems)
     result = replace(result, problems=result.problems + policy_problems)
-    if not args.no_promql:
-        rejected = promql_problems(result.rules)
+    if promtool is not None:
+        rejected = promql_problems(result.rules, promtool=promtool)
         names = {problem.rule for problem in rejected}
         result = LoadResult(
             rules=tuple(rule for rule in result.rules if rule.name not in names),
@@ -285,8 +291,8 @@ def _position(problem: Problem) -> tuple[str, int, int]:
     return (problem.location.file, problem.location.line, problem.location.column)
 
 
-def promql_problems(rules: Sequence[Rule]) -> list[Problem]:
-    """Problems for the conditions the real PromQL parser rejects; a warning if promtool is missing."""
+def promql_problems(rules: Sequence[Rule], *, promtool: Path) -> list[Problem]:
+    """Problems for the conditions the real PromQL parser rejects; a warning if promtool fails to answer."""
     expressions = [
         (rule, expression)
         for rule in rules
@@ -294,9 +300,8 @@ def promql_problems(rules: Sequence[Rule]) -> list[Problem]:
         for expression in rule.conditions.expressions
     ]
     try:
-        promtool = binaries().promtool
         rejected = check_promql([expression.query for _, expression in expressions], promtool=promtool)
-    except (PrometheusNotInstalledError, PromtoolError) as error:
+    except PromtoolError as error:
         print(f"warning: PromQL not checked: {error}", file=sys.stderr)
         return []
     problems = []
@@ -313,7 +318,7 @@ def promql_problems(rules: Sequence[Rule]) -> list[Problem]:
     return problems
 
 
-# --- test and demo ---------------------------------------------------------------------------
+# --- test ---------------------------------------------------------------------------
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -324,6 +329,11 @@ def cmd_test(args: argparse.Namespace) -> int:
             print(f"{path}: no such file or folder", file=sys.stderr)
         if not missing:
             print("no rule test files found", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    try:
+        binaries = find_binaries(prometheus=args.prometheus_bin, promtool=args.promtool)
+    except BinaryNotFoundError as error:
+        print(f"kafka-autopilot test: {error}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     audit_stream = args.audit.open("w", encoding="utf-8") if args.audit else None
     trail = AuditTrail(stream=audit_stream) if audit_stream else None
@@ -340,11 +350,11 @@ def cmd_test(args: argparse.Namespace) -> int:
             for test in test_file.tests:
                 records: list[AuditRecord] = []
                 try:
-                    outcome = ruletest.run_test(test_file, test, on_record=records.append)
+                    outcome = ruletest.run_test(test_file, test, binaries=binaries, on_record=records.append)
                 except (
                     ruletest.RuleTestFileError,
                     PrometheusQueryError,
-                    SandboxProcessError,
+                    LocalPrometheusError,
                     NotImplementedError,
                 ) as error:
                     print(f"ERROR {path}: {test.name}: {error}", file=sys.stderr)
@@ -370,44 +380,6 @@ def cmd_test(args: argparse.Namespace) -> int:
     if cannot_run:
         return EXIT_CANNOT_RUN
     return EXIT_PROBLEMS if failed else EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    if not args.simulated:
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-        try:
-            return asyncio.run(
-                demo.play(dry_run=args.dry_run, as_json=args.json, keep=args.keep, out=sys.stdout, progress=_progress)
-            )
-        except SandboxProcessError as error:
-            print(f"demo could not run: {error}", file=sys.stderr)
-            return EXIT_CANNOT_RUN
-    if args.dry_run:
-        print("--simulated has no cluster to leave untouched: it is always a dry run", file=sys.stderr)
-    if not DEMO_TEST_FILE.exists():
-        print(f"the demo scenario {DEMO_TEST_FILE} is missing: run the demo from a checkout", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    test_file = ruletest.read_test_file(DEMO_TEST_FILE)
-    test = test_file.tests[0]
-    print(f"# {test.name}", file=sys.stderr)
-    print("# real Prometheus evaluates the rule; actions go to a simulated executor", file=sys.stderr)
-    trail = AuditTrail(stream=sys.stdout) if args.json else None
-    records: list[AuditRecord] = []
-    try:
-        outcome = ruletest.run_test(test_file, test, on_record=records.append)
-    except (ruletest.RuleTestFileError, PrometheusQueryError, SandboxProcessError) as error:
-        print(f"demo could not run: {error}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    if trail is not None:
-        for record in records:
-            trail.write(record)
-    else:
-        print_timeline(records, out=sys.stdout)
-    verdict = "matches" if outcome.passed else "does NOT match"
-    print(f"# the run {verdict} the reference table", file=sys.stderr)
-    for failure in outcome.failures:
-        print(f"  {failure}", file=sys.stderr)
-    return EXIT_OK if outcome.passed else EXIT_PROBLEMS
 
 
 # --- run -----------------------------------------------------------------------------------------
@@ -483,57 +455,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if audit is not sys.stdout:
             audit.close()
-
-
-# --- sandbox -----------------------------------------------------------------------------------
-
-
-def _sandbox(args: argparse.Namespace) -> Sandbox:
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "unable to connect" while brokers start
-    return Sandbox(work_dir=args.work_dir) if args.work_dir else Sandbox()
-
-
-def _progress(message: str) -> None:
-    print(f"[sandbox] {message}", file=sys.stderr, flush=True)
-
-
-def cmd_sandbox_up(args: argparse.Namespace) -> int:
-    try:
-        status = _sandbox(args).up(progress=_progress, install=not args.no_install)
-    except SandboxProcessError as error:
-        print(f"sandbox up failed: {error}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    print(json.dumps(status, indent=2))
-    return EXIT_OK
-
-
-def cmd_sandbox_down(args: argparse.Namespace) -> int:
-    _sandbox(args).down(progress=_progress)
-    return EXIT_OK
-
-
-def cmd_sandbox_reset(args: argparse.Namespace) -> int:
-    _sandbox(args).reset(progress=_progress)
-    return EXIT_OK
-
-
-def cmd_sandbox_status(args: argparse.Namespace) -> int:
-    status = _sandbox(args).status()
-    if args.json:
-        print(json.dumps(status, indent=2))
-    else:
-        for key, value in status.items():
-            print(f"{key:20} {value}")
-    return EXIT_OK if status.get("up") else EXIT_PROBLEMS
-
-
-def cmd_sandbox_fault(args: argparse.Namespace) -> int:
-    try:
-        print(_sandbox(args).fault(args.kind, args.target, args.value))
-    except ValueError as error:
-        print(f"sandbox fault: {error}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    return EXIT_OK
 
 
 def print_timeline(records: Sequence[AuditRecord], *, out: TextIO) -> None:

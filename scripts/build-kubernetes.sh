@@ -5,7 +5,7 @@
 # Idempotent: a stamp file per component records what was built; a second run does nothing.
 # Usage: scripts/build-kubernetes.sh        (KAFKA_AUTOPILOT_CACHE overrides <repo>/.cache)
 #
-# Pins (agent/sandbox/kube.py carries the same three; the integration test checks they agree):
+# Pins (sandbox/kube.py carries the same three; the integration test checks they agree):
 #   KUBERNETES_VERSION: newest release whose go.mod says `go 1.26.0`, which Go 1.26.x accepts.
 #   ETCD_VERSION: Debian bookworm's etcd-server is 3.4.23, below the 3.4.29 / 3.5.11 minimum that
 #     Kubernetes >= 1.31 needs (it relies on etcd's newer health endpoints), so etcd is built

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the sandbox's Apache Kafka jars and the Prometheus JMX exporter agent from Maven Central.
 #
-# Versions are pinned in agent/sandbox/resources/kafka/pom.xml. The result lands in
+# Versions are pinned in sandbox/resources/kafka/pom.xml. The result lands in
 #   $CACHE/kafka/<kafka version>/libs/*.jar                       broker, controller, StorageTool
 #   $CACHE/kafka/<kafka version>/javaagent/jmx_prometheus_javaagent.jar
 # with CACHE=${KAFKA_AUTOPILOT_CACHE:-<repo>/.cache}. A stamp file makes a second run a no-op.
@@ -11,7 +11,7 @@ exec </dev/null
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${KAFKA_AUTOPILOT_CACHE:-$repo/.cache}
-pom=$repo/agent/sandbox/resources/kafka/pom.xml
+pom=$repo/sandbox/resources/kafka/pom.xml
 
 pom_property() {
     local value

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.sandbox.kube import KubeApi, KubeApiError
+from sandbox.kube import KubeApi, KubeApiError
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "kafka-autopilot"

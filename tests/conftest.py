@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.sandbox.environment import Sandbox
-from agent.sandbox.kafka import KafkaCluster, KafkaDistribution
-from agent.sandbox.process import SandboxProcessError
+from sandbox.environment import Sandbox
+from sandbox.kafka import KafkaCluster, KafkaDistribution
+from sandbox.process import SandboxProcessError
 
 
 @pytest.fixture(scope="module")

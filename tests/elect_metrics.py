@@ -1,7 +1,7 @@
 """How many ElectLeaders requests each sandbox broker has received, read from its JMX exporter.
 
 The exporter exposes `kafka_network_requestmetrics_requests_total{request="ElectLeaders",version=..}`
-(agent/sandbox/resources/kafka/jmx-exporter.yaml). Kafka creates the meter of a version on the first
+(sandbox/resources/kafka/jmx-exporter.yaml). Kafka creates the meter of a version on the first
 request of that version, and a restarted broker starts from zero, so an absent series reads as 0.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import urllib.request
 
-from agent.sandbox.kafka import KafkaCluster
+from sandbox.kafka import KafkaCluster
 
 SERIES = re.compile(r"^kafka_network_requestmetrics_requests_total\{([^}]*)\}\s+(\S+)", re.MULTILINE)
 

@@ -2,7 +2,7 @@
 
 A rule test names each input series with a selector (`metric{label="value", ...}`) and gives its
 samples in promtool's expanding notation (`0+10x5 _ stale`). This module turns both into plain
-data; the sandbox backfills that data into a real Prometheus, which evaluates the rules.
+data; `agent.adapters.local_prometheus` backfills that data into a real Prometheus, which evaluates the rules.
 
 The semantics follow promtool's series-description grammar (Prometheus 2.x), item by item:
 

@@ -26,8 +26,9 @@ series in promtool's notation (`a+bxN`, `_`, ...), and what it expects at given 
 
 The series are backfilled with `promtool tsdb create-blocks-from openmetrics` into a fresh TSDB, a
 `prometheus` serves it on loopback, and every condition is an instant query at the evaluation time:
-there is no PromQL engine of ours. Conditions of `provider: kubernetes` rules read input series named
-after their key (e.g. `NodeReady{node="n1"}`).
+there is no PromQL engine of ours. The caller names both binaries (`kafka-autopilot test` finds them with
+`agent.adapters.local_prometheus.find_binaries`). Conditions of `provider: kubernetes` rules read input
+series named after their key (e.g. `NodeReady{node="n1"}`).
 
 The executor is simulated: a planned action succeeds at once, and a resize or pool expansion updates
 the object's size, so later plans start from it. Nothing leaves this process but Prometheus queries.
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.adapters.files import load_rule_paths
+from agent.adapters.local_prometheus import RULE_TEST_EPOCH, LocalPrometheus, PrometheusBinaries, backfill_openmetrics
 from agent.adapters.prometheus import PrometheusClient, PrometheusQueryError
 from agent.audit.trail import AuditRecord, action_record, cycle_records, transition_record
 from agent.core.diagnostics import Location, Problem, did_you_mean
@@ -60,7 +62,6 @@ from agent.core.states import (
     decide,
 )
 from agent.core.yamlview import View, compose_documents
-from agent.sandbox.prometheus import RULE_TEST_EPOCH, PrometheusServer, backfill_openmetrics
 
 DEFAULT_INTERVAL_SECONDS = 60
 
@@ -398,7 +399,11 @@ def _must(view: View | None) -> View:
 
 
 def run_test(
-    test_file: RuleTestFile, test: RuleTest, *, on_record: Callable[[AuditRecord], None] | None = None
+    test_file: RuleTestFile,
+    test: RuleTest,
+    *,
+    binaries: PrometheusBinaries,
+    on_record: Callable[[AuditRecord], None] | None = None,
 ) -> TestOutcome:
     end = max((expectation.at for expectation in test.expectations), default=0)
     with tempfile.TemporaryDirectory(prefix="kafka-autopilot-ruletest-") as scratch:
@@ -406,8 +411,9 @@ def run_test(
         backfill_openmetrics(
             series=[(name, labels, _timed(values, interval=test.interval)) for name, labels, values in test.series],
             tsdb_dir=tsdb,
+            promtool=binaries.promtool,
         )
-        with PrometheusServer(tsdb_dir=tsdb, run_dir=Path(scratch)) as server:
+        with LocalPrometheus(prometheus=binaries.prometheus, tsdb_dir=tsdb, run_dir=Path(scratch)) as server:
             client = PrometheusClient(url=server.url)
             try:
                 simulation = _Simulation(

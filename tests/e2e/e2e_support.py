@@ -20,10 +20,10 @@ from typing import Any
 
 from helpers import eventually
 
-from agent.sandbox import workload
-from agent.sandbox.environment import Sandbox
-from agent.sandbox.kube import KubeApi, node_condition
-from agent.sandbox.process import free_port
+from sandbox import workload
+from sandbox.environment import Sandbox
+from sandbox.kube import KubeApi, node_condition
+from sandbox.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "rules"

@@ -36,9 +36,9 @@ from e2e_support import (
 )
 from helpers import eventually
 
-from agent.sandbox import workload
-from agent.sandbox.environment import Sandbox
-from agent.sandbox.kube import KubeApi
+from sandbox import workload
+from sandbox.environment import Sandbox
+from sandbox.kube import KubeApi
 
 pytestmark = pytest.mark.sandbox
 

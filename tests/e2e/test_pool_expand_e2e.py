@@ -28,8 +28,8 @@ import pytest
 from e2e_support import AGENTS_OWN_RESOURCES, RULES, AgentProcess, agent_mutations, audit_log_entries
 from helpers import eventually
 
-from agent.sandbox.environment import Sandbox
-from agent.sandbox.kube import KubeApi
+from sandbox.environment import Sandbox
+from sandbox.kube import KubeApi
 
 pytestmark = pytest.mark.sandbox
 

@@ -33,8 +33,8 @@ from helpers import eventually
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.prometheus import PrometheusClient
 from agent.core.kafka_safety import ClusterView, preferred_leader_candidates
-from agent.sandbox import workload
-from agent.sandbox.environment import Sandbox
+from sandbox import workload
+from sandbox.environment import Sandbox
 
 pytestmark = pytest.mark.sandbox
 

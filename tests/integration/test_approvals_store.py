@@ -25,7 +25,7 @@ from agent.adapters.approvals import (
 )
 from agent.adapters.statestore import install_crds
 from agent.core.approvals import ActionPreview, Answer, ApprovalRequest, Phase, approval_name
-from agent.sandbox.kube import KubeApi, KubeControlPlane, ensure_binaries
+from sandbox.kube import KubeApi, KubeControlPlane, ensure_binaries
 
 pytestmark = pytest.mark.sandbox
 

@@ -1,18 +1,22 @@
 """The command line as users run it: exit codes, file:line:col messages, never a traceback.
 
-Runs `python -m agent.cli` in a subprocess, against the real Prometheus and promtool from the cache.
+Runs `python -m agent.cli` in a subprocess, against the real Prometheus and promtool from the cache
+(given through KAFKA_AUTOPILOT_PROMTOOL and KAFKA_AUTOPILOT_PROMETHEUS, as a user would).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from agent.adapters.local_prometheus import PROMETHEUS_ENV, PROMTOOL_ENV
 from agent.audit.trail import AUDIT_KEYS
+from sandbox.prometheus import binaries
 
 REPO = Path(__file__).resolve().parents[2]
 BROKEN = REPO / "tests" / "fixtures" / "broken-rules"
@@ -20,10 +24,24 @@ BROKEN = REPO / "tests" / "fixtures" / "broken-rules"
 pytestmark = pytest.mark.prometheus
 
 
-def run_cli(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def binaries_env() -> dict[str, str]:
+    """The environment with the cached binaries named the way a user names theirs."""
+    cached = binaries()
+    return {**os.environ, PROMTOOL_ENV: str(cached.promtool), PROMETHEUS_ENV: str(cached.prometheus)}
+
+
+def without_binaries_env() -> dict[str, str]:
+    """The environment with neither variable, and a PATH (without the cache) where neither binary is."""
+    env = {key: value for key, value in os.environ.items() if key not in (PROMTOOL_ENV, PROMETHEUS_ENV)}
+    env["PATH"] = "/usr/bin:/bin"
+    return env
+
+
+def run_cli(*args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agent.cli", *map(str, args)],
         cwd=cwd,
+        env=binaries_env() if env is None else env,
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -81,6 +99,35 @@ def test_rule_tests_pass_and_print_a_closing_count() -> None:
     passed = len([line for line in done.stdout.splitlines() if line.startswith("PASS ")])
     assert passed >= 7
     assert f"rules: {passed} passed, 0 failed" in done.stdout
+
+
+def test_flags_name_the_binaries_before_the_environment() -> None:
+    cached = binaries()
+    env = without_binaries_env() | {PROMTOOL_ENV: "/no/such/promtool", PROMETHEUS_ENV: "/no/such/prometheus"}
+    flags = ("--promtool", cached.promtool, "--prometheus-bin", cached.prometheus)
+    done = run_cli("test", *flags, "tests/rules/kafka-resize.test.yaml", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    linted = run_cli("lint", "--promtool", cached.promtool, "rules/", env=env)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "variable"),
+    [("test", "--prometheus-bin", PROMETHEUS_ENV), ("lint", "--promtool", PROMTOOL_ENV)],
+)
+def test_missing_binaries_cannot_run_and_say_how_to_name_them(command: str, flag: str, variable: str) -> None:
+    path = "tests/rules/kafka-resize.test.yaml" if command == "test" else "rules/"
+    done = run_cli(command, path, env=without_binaries_env())
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert flag in line and variable in line, line
+
+
+def test_a_flag_naming_no_file_cannot_run() -> None:
+    done = run_cli("lint", "--promtool", "/no/such/promtool", "rules/", env=without_binaries_env())
+    assert done.returncode == 2
+    assert "--promtool names /no/such/promtool, which is not an executable file" in done.stderr
 
 
 def write_test_file(tmp_path: Path, body: str) -> Path:

@@ -207,7 +207,7 @@ def as_image_user(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
     uid, gid = final["USER"].split(":")
     entrypoint = json.loads(final["ENTRYPOINT"])
     env = {"PATH": f"{venv}/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "HOME": "/tmp"}
-    env["KAFKA_AUTOPILOT_CACHE"] = str(cache_dir())
+    env["KAFKA_AUTOPILOT_PROMTOOL"] = str(cache_dir() / "prometheus" / "bin" / "promtool")
     return subprocess.run(
         ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *entrypoint, *args],
         cwd="/tmp",

@@ -22,7 +22,7 @@ from chart_support import CHART, REPO, helm, of_kind, one, render
 
 from agent.adapters.promtool import check_promql
 from agent.cli import build_parser
-from agent.sandbox.prometheus import binaries
+from sandbox.prometheus import binaries
 
 pytestmark = pytest.mark.prometheus
 

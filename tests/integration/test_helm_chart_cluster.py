@@ -40,7 +40,7 @@ from helpers import eventually
 
 from agent.adapters.kubernetes import PermanentKubeError, connect
 from agent.runtime.scope import PodScope, ScopedInventory
-from agent.sandbox.kube import KubeApi, KubeApiError, KubeControlPlane, ensure_binaries
+from sandbox.kube import KubeApi, KubeApiError, KubeControlPlane, ensure_binaries
 
 pytestmark = pytest.mark.sandbox
 

@@ -24,8 +24,8 @@ from agent.core.kafka_safety import (
     min_isr_violations,
     preferred_leader_candidates,
 )
-from agent.sandbox.kafka import KafkaCluster
-from agent.sandbox.process import free_port
+from sandbox.kafka import KafkaCluster
+from sandbox.process import free_port
 
 TOPIC = "orders"
 DEFAULT_TOPIC = "audit"  # no min.insync.replicas of its own: the broker default (2 in the sandbox)

@@ -30,7 +30,7 @@ from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, PartitionState, preferred_leader_candidates
 from agent.core.matching import TargetObject, broker_object
 from agent.core.rules import LeaderRebalanceParams
-from agent.sandbox.kafka import KafkaCluster
+from sandbox.kafka import KafkaCluster
 
 TOPIC = "elect-me"
 PARTITIONS = 8

@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from agent.sandbox.kafka import KafkaCluster, registered_brokers
-from agent.sandbox.process import port_is_open
+from sandbox.kafka import KafkaCluster, registered_brokers
+from sandbox.process import port_is_open
 
 pytestmark = pytest.mark.sandbox
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from helpers import eventually
 
-from agent.sandbox.kube import (
+from sandbox.kube import (
     ETCD_VERSION,
     HEARTBEAT_LABEL,
     KUBERNETES_VERSION,
@@ -31,7 +31,7 @@ from agent.sandbox.kube import (
     node_condition,
     node_taint_keys,
 )
-from agent.sandbox.process import pid_is_running, port_is_open
+from sandbox.process import pid_is_running, port_is_open
 
 pytestmark = pytest.mark.sandbox
 

@@ -35,9 +35,9 @@ from agent.adapters.kubernetes import (
     connect,
 )
 from agent.core.quantity import GIB
-from agent.sandbox import workload
-from agent.sandbox.environment import Sandbox
-from agent.sandbox.kube import KubeApi
+from sandbox import workload
+from sandbox.environment import Sandbox
+from sandbox.kube import KubeApi
 
 pytestmark = pytest.mark.sandbox
 

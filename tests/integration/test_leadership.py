@@ -22,7 +22,7 @@ from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.leadership import LeaseRecord, Timing
 from agent.runtime.leadership import ElectionSettings, LeaderElector, LeaseNamespaceMissingError
 from agent.runtime.telemetry import Telemetry
-from agent.sandbox.kube import KubeApi, KubeControlPlane, ensure_binaries
+from sandbox.kube import KubeApi, KubeControlPlane, ensure_binaries
 
 pytestmark = pytest.mark.sandbox
 

@@ -25,9 +25,9 @@ from agent.core.engine import DeclinedAction, PlannedAction, plan_actions
 from agent.core.loader import parse_rules
 from agent.core.matching import TargetObject, pool_object
 from agent.core.rules import Rule
-from agent.sandbox.kube import KubeControlPlane, ensure_binaries
-from agent.sandbox.process import free_port
-from agent.sandbox.storage_twin import StorageTwinClient, start_storage_twin, stop_storage_twin, storage_twin_url
+from sandbox.kube import KubeControlPlane, ensure_binaries
+from sandbox.process import free_port
+from sandbox.storage_twin import StorageTwinClient, start_storage_twin, stop_storage_twin, storage_twin_url
 
 pytestmark = pytest.mark.sandbox
 

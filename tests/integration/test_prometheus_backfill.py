@@ -11,21 +11,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.adapters.prometheus import PrometheusClient, PrometheusQueryError
-from agent.core.samples import Sample
-from agent.core.series import expand_values, parse_series_selector, with_timestamps
-from agent.sandbox.process import free_port
-from agent.sandbox.prometheus import (
+from agent.adapters.local_prometheus import (
     LOOKBACK_DELTA_SECONDS,
     RULE_TEST_EPOCH,
     BackfillError,
     BackfillSeries,
-    PrometheusNotInstalledError,
-    PrometheusServer,
+    LocalPrometheus,
     backfill_openmetrics,
-    binaries,
+    free_port,
     render_openmetrics,
 )
+from agent.adapters.prometheus import PrometheusClient, PrometheusQueryError
+from agent.core.samples import Sample
+from agent.core.series import expand_values, parse_series_selector, with_timestamps
+from sandbox.prometheus import PrometheusNotInstalledError, PrometheusServer, binaries
 
 pytestmark = pytest.mark.prometheus
 
@@ -54,15 +53,16 @@ def to_backfill(input_series: dict[str, str]) -> list[BackfillSeries]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
+    """The shipped package's server, as `kafka-autopilot test` runs it."""
     root = tmp_path_factory.mktemp("prometheus")
-    backfill_openmetrics(series=to_backfill(INPUT_SERIES), tsdb_dir=root / "tsdb")
-    with PrometheusServer(tsdb_dir=root / "tsdb", ttl_seconds=600) as running:
+    backfill_openmetrics(series=to_backfill(INPUT_SERIES), tsdb_dir=root / "tsdb", promtool=binaries().promtool)
+    with LocalPrometheus(prometheus=binaries().prometheus, tsdb_dir=root / "tsdb") as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def client(server: PrometheusServer) -> Iterator[PrometheusClient]:
+def client(server: LocalPrometheus) -> Iterator[PrometheusClient]:
     with PrometheusClient(url=server.url) as prometheus:
         yield prometheus
 
@@ -138,7 +138,7 @@ async def test_async_query_gives_the_same_answer(client: PrometheusClient) -> No
     assert await client.query(expr, at=at(1)) == (Sample(labels={}, value=300.0),)
 
 
-def test_bad_promql_is_reported_with_the_parser_message(client: PrometheusClient, server: PrometheusServer) -> None:
+def test_bad_promql_is_reported_with_the_parser_message(client: PrometheusClient, server: LocalPrometheus) -> None:
     expr = "100 * (px_volume_usage_bytes"
     with pytest.raises(PrometheusQueryError) as caught:
         client.instant_query(expr, at=at(1))
@@ -180,17 +180,19 @@ def test_an_unreachable_server_is_named_after_retries() -> None:
 def test_stale_steps_cannot_be_backfilled(tmp_path: Path) -> None:
     series = to_backfill({'x{a="b"}': "1 stale 2"})
     with pytest.raises(NotImplementedError, match="no staleness marker"):
-        backfill_openmetrics(series=series, tsdb_dir=tmp_path / "tsdb")
+        backfill_openmetrics(series=series, tsdb_dir=tmp_path / "tsdb", promtool=binaries().promtool)
 
 
 def test_promtool_errors_are_passed_on(tmp_path: Path) -> None:
     with pytest.raises(BackfillError, match="promtool tsdb create-blocks-from openmetrics failed") as caught:
-        backfill_openmetrics(series=[("bad-name", {}, [(0.0, 1.0)])], tsdb_dir=tmp_path / "tsdb")
+        backfill_openmetrics(
+            series=[("bad-name", {}, [(0.0, 1.0)])], tsdb_dir=tmp_path / "tsdb", promtool=binaries().promtool
+        )
     assert "expected" in str(caught.value).split("\n", 1)[1]
 
 
 def test_a_backfill_without_samples_leaves_an_empty_tsdb(tmp_path: Path) -> None:
-    backfill_openmetrics(series=to_backfill({"x": "_x3"}), tsdb_dir=tmp_path / "tsdb")
+    backfill_openmetrics(series=to_backfill({"x": "_x3"}), tsdb_dir=tmp_path / "tsdb", promtool=binaries().promtool)
     assert list((tmp_path / "tsdb").iterdir()) == []
 
 
@@ -221,7 +223,7 @@ def test_missing_binaries_name_the_install_script(tmp_path: Path) -> None:
         binaries(cache=tmp_path)
 
 
-def test_a_server_with_scrape_targets_scrapes_them(server: PrometheusServer, tmp_path: Path) -> None:
+def test_a_server_with_scrape_targets_scrapes_them(server: LocalPrometheus, tmp_path: Path) -> None:
     target = server.url.removeprefix("http://")
     with (
         PrometheusServer(

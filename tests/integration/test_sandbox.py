@@ -17,10 +17,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from helpers import eventually
 
 from agent.adapters.prometheus import PrometheusClient
-from agent.sandbox import workload
-from agent.sandbox.environment import Sandbox
-from agent.sandbox.kube import KubeApi, node_condition, node_taint_keys
-from agent.sandbox.process import port_is_open
+from sandbox import workload
+from sandbox.environment import Sandbox
+from sandbox.kube import KubeApi, node_condition, node_taint_keys
+from sandbox.process import port_is_open
 
 pytestmark = pytest.mark.sandbox
 

@@ -39,7 +39,7 @@ from agent.adapters.statestore import (
 )
 from agent.core.loader import parse_rules
 from agent.core.states import ObjectState, RuleState
-from agent.sandbox.kube import KubeApi, KubeControlPlane, ensure_binaries
+from sandbox.kube import KubeApi, KubeControlPlane, ensure_binaries
 
 pytestmark = pytest.mark.sandbox
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from helpers import eventually
 
-from agent.sandbox.kube import KubeApi, KubeApiError, KubeControlPlane, ensure_binaries
-from agent.sandbox.process import daemon_from_pid_file, pid_is_running, port_is_open
-from agent.sandbox.storage_twin import (
+from sandbox.kube import KubeApi, KubeApiError, KubeControlPlane, ensure_binaries
+from sandbox.process import daemon_from_pid_file, pid_is_running, port_is_open
+from sandbox.storage_twin import (
     DAEMON_NAME,
     DEFAULT_PROVISIONER,
     StorageTwinClient,

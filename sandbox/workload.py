@@ -1,7 +1,7 @@
 """The Kafka workload as Kubernetes sees it in the sandbox: namespace, StorageClass and StatefulSet.
 
 Pod `kafka-N` stands for broker N. KWOK plays the kubelet, so no container runs: the real broker
-process is started by the sandbox's bridge (agent.sandbox.bridge) when the pod is Running. The
+process is started by the sandbox's bridge (sandbox.bridge) when the pod is Running. The
 StorageClass's provisioner is the storage twin, which binds and resizes the volumes.
 """
 

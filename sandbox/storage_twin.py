@@ -5,7 +5,7 @@ the sandbox has no disks, no CSI driver and no Portworx. This process stands in 
 to the real kube-apiserver and controllers, and says that it is a simulation everywhere: in its log
 lines, its HTTP `Server` header and the HELP text of every metric it serves.
 
-    python -m agent.sandbox.storage_twin --kubeconfig F --listen 127.0.0.1:PORT --state-file F
+    python -m sandbox.storage_twin --kubeconfig F --listen 127.0.0.1:PORT --state-file F
         [--resize-delay 2] [--node-resize-delay 1] [--provisioner kafka-autopilot.io/storage-twin]
 
 Provisioner. For every Pending PVC (without a selector) whose StorageClass names the twin as its
@@ -121,7 +121,7 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent.core.quantity import GIB, QuantityError, format_bytes, parse_bytes, parse_quantity, round_up
-from agent.sandbox.process import (
+from sandbox.process import (
     Daemon,
     SandboxProcessError,
     daemon_from_pid_file,
@@ -146,7 +146,7 @@ RESYNC_SECONDS: Final = 5.0
 WATCH_SECONDS: Final = 50
 REQUEST_TIMEOUT_SECONDS: Final = 10.0
 
-_REPO: Final = Path(__file__).resolve().parents[2]
+_REPO: Final = Path(__file__).resolve().parents[1]
 _log = structlog.get_logger("storage_twin", simulation="storage twin")
 
 
@@ -1541,7 +1541,7 @@ async def serve(*, twin: StorageTwin, kubeconfig: Path, host: str, port: int) ->
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m agent.sandbox.storage_twin",
+        prog="python -m sandbox.storage_twin",
         description="The storage twin: a SIMULATION of the storage layer for the kafka-autopilot sandbox.",
     )
     parser.add_argument("--kubeconfig", type=Path, required=True)
@@ -1614,7 +1614,7 @@ def start_storage_twin(
     argv = [
         sys.executable,
         "-m",
-        "agent.sandbox.storage_twin",
+        "sandbox.storage_twin",
         "--kubeconfig",
         str(kubeconfig),
         "--listen",

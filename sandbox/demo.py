@@ -28,10 +28,10 @@ from agent.adapters.kafka import KafkaSettings
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord
 from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
-from agent.sandbox import workload
-from agent.sandbox.environment import Sandbox
+from sandbox import workload
+from sandbox.environment import Sandbox
 
-REFERENCE_RULE = Path(__file__).resolve().parents[2] / "rules" / "kafka-resize.yaml"
+REFERENCE_RULE = Path(__file__).resolve().parents[1] / "rules" / "kafka-resize.yaml"
 GIB = 1024**3
 BROKERS = 4
 START_USED_GIB = 300

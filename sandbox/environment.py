@@ -2,12 +2,12 @@
 
 Parts, each a real program except the storage twin (a simulation, named as one):
 - Kubernetes: etcd, kube-apiserver (RBAC, audit log), kube-controller-manager, kube-scheduler, and
-  KWOK for 5 nodes (agent.sandbox.kube);
-- Kafka: a KRaft controller and brokers 0-3, each with the JMX exporter (agent.sandbox.kafka);
+  KWOK for 5 nodes (sandbox.kube);
+- Kafka: a KRaft controller and brokers 0-3, each with the JMX exporter (sandbox.kafka);
 - the storage twin: provisioner and resizer for the sandbox StorageClass, volume and pool metrics, and
-  a storage-pool API shaped like the OpenStorage SDK's (agent.sandbox.storage_twin);
-- Prometheus scraping brokers, controller, twin and the agent every second (agent.sandbox.prometheus);
-- the bridge that makes each broker follow its pod (agent.sandbox.bridge).
+  a storage-pool API shaped like the OpenStorage SDK's (sandbox.storage_twin);
+- Prometheus scraping brokers, controller, twin and the agent every second (sandbox.prometheus);
+- the bridge that makes each broker follow its pod (sandbox.bridge).
 
 All state lives in one work dir (default `.cache/sandbox`), so `up`, `status`, `fault` and `down`
 can run in different processes. Every daemon has a time-to-live and stops by itself.
@@ -25,11 +25,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent.sandbox import workload
-from agent.sandbox.bridge import Faults
-from agent.sandbox.kafka import KafkaCluster
-from agent.sandbox.kube import KubeApi, KubeApiError, KubeControlPlane
-from agent.sandbox.process import (
+from agent.adapters.local_prometheus import ScrapeTarget
+from sandbox import workload
+from sandbox.bridge import Faults
+from sandbox.kafka import KafkaCluster
+from sandbox.kube import KubeApi, KubeApiError, KubeControlPlane
+from sandbox.process import (
     SandboxProcessError,
     cache_root,
     daemon_from_pid_file,
@@ -37,11 +38,11 @@ from agent.sandbox.process import (
     start_daemon,
     stop_daemon,
 )
-from agent.sandbox.prometheus import PrometheusServer, ScrapeTarget
-from agent.sandbox.storage_twin import StorageTwinClient, start_storage_twin
+from sandbox.prometheus import PrometheusServer
+from sandbox.storage_twin import StorageTwinClient, start_storage_twin
 
 Progress = Callable[[str], None]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SCRAPE_INTERVAL_SECONDS = 1.0
 FAULTS = (
     "fail-node",
@@ -315,7 +316,7 @@ class Sandbox:
             return
         start_daemon(
             name="bridge",
-            argv=[sys.executable, "-m", "agent.sandbox.bridge", "--work-dir", str(self.work_dir)],
+            argv=[sys.executable, "-m", "sandbox.bridge", "--work-dir", str(self.work_dir)],
             run_dir=self.run_dir,
             cwd=REPO,
         )

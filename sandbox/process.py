@@ -18,6 +18,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.adapters.local_prometheus import free_port
+
+__all__ = [
+    "DEFAULT_TTL_SECONDS",
+    "Daemon",
+    "SandboxProcessError",
+    "cache_root",
+    "daemon_from_pid_file",
+    "free_port",
+    "pid_is_running",
+    "port_is_open",
+    "sandbox_ttl_seconds",
+    "start_daemon",
+    "stop_daemon",
+    "wait_until",
+]
+
 DEFAULT_TTL_SECONDS = 3 * 3600
 """How long a sandbox daemon may live unless `KAFKA_AUTOPILOT_SANDBOX_TTL` says otherwise."""
 
@@ -31,19 +48,11 @@ def cache_root() -> Path:
     configured = os.environ.get("KAFKA_AUTOPILOT_CACHE")
     if configured:
         return Path(configured).resolve()
-    return Path(__file__).resolve().parents[2] / ".cache"
+    return Path(__file__).resolve().parents[1] / ".cache"
 
 
 def sandbox_ttl_seconds() -> int:
     return int(os.environ.get("KAFKA_AUTOPILOT_SANDBOX_TTL", DEFAULT_TTL_SECONDS))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -69,6 +78,16 @@ class Daemon:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def exited(self, *, within_seconds: float) -> bool:
+        """Wait at most `within_seconds` for the daemon to end; True if it has."""
+        if not self.is_running():
+            return True
+        time.sleep(within_seconds)
+        return not self.is_running()
+
+    def stop(self) -> None:
+        stop_daemon(self)
 
 
 def pid_is_running(pid: int) -> bool:

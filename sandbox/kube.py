@@ -39,7 +39,7 @@ from urllib.parse import quote
 
 import yaml
 
-from agent.sandbox.process import (
+from sandbox.process import (
     Daemon,
     SandboxProcessError,
     cache_root,
@@ -138,7 +138,7 @@ class KubeBinaries:
 
 def build_script() -> Path:
     """`scripts/build-kubernetes.sh` of the checkout this module runs from."""
-    return Path(__file__).resolve().parents[2] / "scripts" / "build-kubernetes.sh"
+    return Path(__file__).resolve().parents[1] / "scripts" / "build-kubernetes.sh"
 
 
 def kube_binaries(*, cache: Path | None = None) -> KubeBinaries:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from aiokafka.client import AIOKafkaClient
 
-from agent.sandbox.process import (
+from sandbox.process import (
     Daemon,
     SandboxProcessError,
     cache_root,
@@ -557,10 +557,10 @@ def run_sync(coroutine: Coroutine[Any, Any, _T]) -> _T:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m agent.sandbox.kafka up|down|status WORK_DIR`."""
+    """`python -m sandbox.kafka up|down|status WORK_DIR`."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2 or args[0] not in {"up", "down", "status"}:
-        print("usage: python -m agent.sandbox.kafka up|down|status WORK_DIR", file=sys.stderr)
+        print("usage: python -m sandbox.kafka up|down|status WORK_DIR", file=sys.stderr)
         return 2
     cluster = KafkaCluster(work_dir=Path(args[1]))
     if args[0] == "up":

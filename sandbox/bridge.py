@@ -9,7 +9,7 @@ broker stopped by the `stop-broker` fault stays stopped until `start-broker`.
 Faults are read from `faults.json` in the sandbox work dir, written by `kafka-autopilot sandbox fault`.
 When the apiserver cannot be reached, the bridge changes nothing: it knows nothing new.
 
-Runs as its own process: `python -m agent.sandbox.bridge --work-dir DIR`.
+Runs as its own process: `python -m sandbox.bridge --work-dir DIR`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.sandbox.kafka import KafkaCluster
-from agent.sandbox.kube import KubeApi, KubeControlPlane
-from agent.sandbox.workload import APP_LABEL, NAMESPACE, broker_id_of
+from sandbox.kafka import KafkaCluster
+from sandbox.kube import KubeApi, KubeControlPlane
+from sandbox.workload import APP_LABEL, NAMESPACE, broker_id_of
 
 POLL_SECONDS = 0.5
 
