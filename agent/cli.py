@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agent import __version__
+from agent.actions.registry import CATALOG
 from agent.adapters.files import expand_paths, load_paths
 from agent.adapters.kafka import KafkaSettings
 from agent.adapters.prometheus import PrometheusQueryError
@@ -241,7 +242,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         print(f"{path}: no such file or folder", file=sys.stderr)
     if missing:
         return EXIT_CANNOT_RUN
-    per_file = list(load_paths(args.paths))
+    per_file = list(load_paths(args.paths, catalog=CATALOG))
     result = merge_results(rules for rules, _ in per_file)
     policies = [policy for _, found in per_file for policy in found.policies]
     policy_problems = tuple(problem for _, found in per_file for problem in found.problems)

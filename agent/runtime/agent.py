@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import structlog
 
 from agent.actions.base import Executor, Outcome, OutcomeKind
+from agent.actions.registry import CATALOG
 from agent.adapters.clock import Clock
 from agent.adapters.statestore import ActionHistory, InFlight, LastAction, StateConflictError, StoredStatus
 from agent.adapters.storagepools import StoragePoolApi
@@ -49,9 +50,10 @@ from agent.audit.trail import (
     iso_time,
     transition_record,
 )
-from agent.core.engine import CycleOutcome, PlannedAction, distinct_queries, plan_actions, run_cycle
+from agent.core.catalog import Declined
+from agent.core.engine import CycleOutcome, PlannedAction, distinct_queries, run_cycle
+from agent.core.inflight import decode_in_flight, encode_in_flight
 from agent.core.matching import TargetObject, broker_object, node_object, pool_object, pvc_object
-from agent.core.planners import Declined, PoolExpandPlan, ResizePlan, ScaleType
 from agent.core.policy import ActionStart, AdmissionFacts, Policy
 from agent.core.rules import ConditionProvider, Rule, TargetKind
 from agent.core.samples import Sample
@@ -243,7 +245,14 @@ class Agent:
         states = await self.store.load(rule.name)
         facts = await self.admission_facts(rule, now) if self.policy is not None else None
         outcome = run_cycle(
-            rule=rule, objects=objects, vectors=vectors, states=states, now=now, policy=self.policy, facts=facts
+            rule=rule,
+            objects=objects,
+            vectors=vectors,
+            states=states,
+            now=now,
+            policy=self.policy,
+            facts=facts,
+            catalog=CATALOG,
         )
         for planned in outcome.planned:  # before the next await: the other rules' cycles must count them
             self._admitted[(rule.name, planned.object)] = ActionStart(
@@ -622,58 +631,15 @@ def rule_health(outcome: CycleOutcome) -> str:
 
 def in_flight_detail(planned: PlannedAction) -> dict[str, str]:
     """What a restarted agent needs to resume exactly this plan (strings, as the status stores them)."""
-    detail = {"before": planned.before, "after": planned.after}
-    if isinstance(planned.detail, ResizePlan):
-        detail.update(
-            current_bytes=str(planned.detail.current_bytes),
-            target_bytes=str(planned.detail.target_bytes),
-            capped=str(planned.detail.capped).lower(),
-        )
-    if isinstance(planned.detail, PoolExpandPlan):
-        detail.update(
-            pool_current_bytes=str(planned.detail.current_bytes),
-            pool_target_bytes=str(planned.detail.target_bytes),
-            scale_type=planned.detail.scale_type.value,
-            drives_added=str(planned.detail.drives_added),
-            new_drive_size_bytes=str(planned.detail.new_drive_size_bytes),
-            capped=str(planned.detail.capped).lower(),
-        )
-    return detail
+    return encode_in_flight(planned)
 
 
 def planned_from_in_flight(
     detail: Mapping[str, Any] | None, *, rule: Rule, target: TargetObject, now: float
 ) -> PlannedAction | None:
     """The exact plan a previous run recorded; without a record, a fresh plan (executors are idempotent)."""
-    if detail is None:
-        fresh = plan_actions(rule=rule, target=target, now=now)
-        return fresh[0] if isinstance(fresh, tuple) and fresh else None
-    plan: ResizePlan | PoolExpandPlan | None = None
-    if "pool_target_bytes" in detail:
-        plan = PoolExpandPlan(
-            current_bytes=int(detail["pool_current_bytes"]),
-            target_bytes=int(detail["pool_target_bytes"]),
-            scale_type=ScaleType(str(detail["scale_type"])),
-            drives_added=int(detail.get("drives_added", 0)),
-            new_drive_size_bytes=int(detail.get("new_drive_size_bytes", 0)),
-            capped=str(detail.get("capped", "false")) == "true",
-        )
-    elif "target_bytes" in detail:
-        plan = ResizePlan(
-            current_bytes=int(detail["current_bytes"]),
-            target_bytes=int(detail["target_bytes"]),
-            capped=str(detail.get("capped", "false")) == "true",
-        )
-    return PlannedAction(
-        rule=rule.name,
-        object=target.key,
-        action=str(detail["action"]),
-        before=str(detail.get("before", "")),
-        after=str(detail.get("after", "")),
-        at=now,
-        detail=plan,
-    )
+    return decode_in_flight(detail, rule=rule, target=target, now=now, catalog=CATALOG)
 
 
-def _params(rule: Rule, action: str) -> Any:
+def _params(rule: Rule, action: str) -> object:
     return next(candidate.params for candidate in rule.actions if candidate.name == action)
