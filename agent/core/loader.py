@@ -5,6 +5,8 @@ Both the vendor's `autopilot.libopenstorage.org/v1alpha1` rules (unchanged) and 
 `enforcement: dryRun`, `actionWindow`, `minstep`, ...), and so may vendor rules, which costs nothing.
 
 AutopilotPolicy documents in the same files are skipped here; agent.core.policy loads them.
+Actions and their params are checked against the catalog the caller passes (agent.actions.registry),
+and each loaded action keeps its spec, which plans it.
 
 Each problem carries file:line:column, the rule name and the field path. A document with errors yields
 no Rule, and never stops the documents and files after it from loading.
