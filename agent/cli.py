@@ -33,6 +33,7 @@ from types import ModuleType
 from typing import TextIO
 
 from agent import __version__
+from agent.actions.registry import CATALOG
 from agent.adapters.files import expand_paths, load_paths
 from agent.adapters.kafka import KafkaSettings
 from agent.adapters.local_prometheus import (
@@ -247,7 +248,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         except BinaryNotFoundError as error:
             print(f"kafka-autopilot lint: {error}; --no-promql skips the PromQL check", file=sys.stderr)
             return EXIT_CANNOT_RUN
-    per_file = list(load_paths(args.paths))
+    per_file = list(load_paths(args.paths, catalog=CATALOG))
     result = merge_results(rules for rules, _ in per_file)
     policies = [policy for _, found in per_file for policy in found.policies]
     policy_problems = tuple(problem for _, found in per_file for problem in found.problems)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TypeVar
 
+from agent.actions.registry import CATALOG
 from agent.core.aliases import KEY_ALIASES
 from agent.core.engine import CycleOutcome, distinct_queries, run_cycle
 from agent.core.loader import parse_rules
@@ -513,7 +514,9 @@ def build_workload(
     rng = random.Random(seed)
     objects = build_objects(rng, pvcs=pvcs, brokers=brokers, nodes=nodes)
     loaded = parse_rules(
-        rules_yaml(pvc_rules=pvc_rules, broker_rules=broker_rules, node_rules=node_rules), file="bench-rules.yaml"
+        rules_yaml(pvc_rules=pvc_rules, broker_rules=broker_rules, node_rules=node_rules),
+        file="bench-rules.yaml",
+        catalog=CATALOG,
     )
     if loaded.problems:
         raise RuntimeError("generated rules do not load:\n" + "\n".join(str(problem) for problem in loaded.problems))
@@ -550,7 +553,12 @@ def run_rules(
     """Every rule over the whole inventory with this cycle's vectors; rule name -> outcome."""
     return {
         rule.name: run_cycle(
-            rule=rule, objects=workload.objects, vectors=vectors, states=states.get(rule.name, {}), now=now
+            rule=rule,
+            objects=workload.objects,
+            vectors=vectors,
+            states=states.get(rule.name, {}),
+            now=now,
+            catalog=CATALOG,
         )
         for rule in workload.rules
     }

@@ -1,1 +1,3 @@
-"""Action executors: one per action, each plan -> apply -> verify and idempotent."""
+"""The actions: one folder each (`spec.py` pure, `executor.py` plan -> apply -> verify and idempotent,
+`__init__.py` exposing its `ACTION`), listed once in `registry.py`; `base.py` and `mutations.py` are
+what every executor shares."""

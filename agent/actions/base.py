@@ -1,8 +1,11 @@
-"""What every executor shares: its outcome type, the clock it is given, and the wait-until helper.
+"""What every action shares: its outcome type, the `Action` its folder exposes, the dependencies an
+executor may be built with, and the helpers to verify and to wait.
 
 An executor turns one planned action into changes, in three steps: plan (re-read the live state and
 decide the exact mutations, or decline / hold), apply (hand the mutations to the applier), verify
-(poll until the cluster shows the intended result, or give up). Executors are idempotent: run again
+(poll until the cluster shows the intended result, or give up). Verify runs only when the applier
+changed the cluster: every executor goes through `verified`, which lets the applier decide (the
+dry-run applier answers DRY_RUN with the recorded mutations). Executors are idempotent: run again
 after a restart, they find the work done and only verify.
 
 Time comes from the `Clock` handed in, never from the standard library, so tests control it.
@@ -13,13 +16,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.actions.mutations import Applier, Mutation
 from agent.adapters.clock import Clock
+from agent.adapters.kafka import KafkaAdmin
+from agent.adapters.kubernetes import KubeClient
+from agent.adapters.storagepools import StoragePoolApi
+from agent.core.catalog import ActionSpec
 from agent.core.engine import PlannedAction
 from agent.core.matching import TargetObject
-from agent.core.rules import ActionParams
+
+RECORDED = "dry-run: recorded, nothing changed"
 
 
 class OutcomeKind(StrEnum):
@@ -49,7 +57,36 @@ class Outcome:
 class Executor(Protocol):
     action: str
 
-    async def run(self, *, planned: PlannedAction, target: TargetObject, params: ActionParams) -> Outcome: ...
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object) -> Outcome:
+        """`params` is of the type the action's spec builds."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dependencies:
+    """What the agent can give an executor; each action's factory takes what it needs."""
+
+    kube: KubeClient
+    """The whole cluster (nodes, leases, pods, volume attachments)."""
+    inventory: Any
+    """The objects rules act on: the Kubernetes client, or a sidecar's scoped view of it (agent.runtime.scope)."""
+    kafka: KafkaAdmin | None
+    """None without --kafka."""
+    pools: StoragePoolApi | None
+    """None without --storage-api."""
+    clock: Clock
+
+
+ExecutorFactory = Callable[[Dependencies, Applier], Executor | None]
+"""Builds an action's executor on an applier, or None when a dependency it needs is missing."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Action:
+    """One action, as its folder exposes it: the pure spec and the factory of its executor."""
+
+    spec: ActionSpec
+    executor: ExecutorFactory
 
 
 @dataclass
@@ -62,6 +99,30 @@ class MutationLog:
     async def apply(self, mutation: Mutation) -> None:
         await self.applier.apply(mutation)
         self.done.append(mutation.describe())
+
+
+async def verified(
+    log: MutationLog,
+    verify: Callable[[], Awaitable[Outcome]],
+    *,
+    recorded_reason: str = RECORDED,
+) -> Outcome:
+    """The outcome once the mutations are applied: `verify()` when they changed the cluster; with the
+    dry-run applier, DRY_RUN with `recorded_reason` and the recorded mutations, never verified."""
+
+    def recorded() -> Outcome:
+        return Outcome(kind=OutcomeKind.DRY_RUN, reason=recorded_reason, mutations=tuple(log.done))
+
+    return await log.applier.after_apply(verify=verify, recorded=recorded)
+
+
+async def finished(log: MutationLog, reason: str) -> Outcome:
+    """Done with nothing to wait for: VERIFIED with `reason`, or with the dry-run applier, DRY_RUN with it."""
+
+    async def nothing_to_wait_for() -> Outcome:
+        return Outcome(kind=OutcomeKind.VERIFIED, reason=reason, mutations=tuple(log.done))
+
+    return await verified(log, nothing_to_wait_for, recorded_reason=reason)
 
 
 async def wait_for(

@@ -2,20 +2,23 @@
 
 Executors never call a client to change something: they describe the change as a Mutation and hand
 it to an Applier. The live applier performs it; the dry-run applier only records it in the audit
-trail. Which applier an agent gets is decided once, at start-up, so dry-run and live runs take the
-same path all the way and no code asks "am I in dry-run?" again.
+trail. Which applier each executor gets is decided once, at start-up, so dry-run and live runs take
+the same path all the way. After applying, an executor hands its verify step to the applier
+(`Applier.after_apply`, through `agent.actions.base.verified`): the live applier runs it, the dry-run
+applier answers with what it recorded instead. No executor asks "am I in dry-run?".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from agent.core.elections import PartitionElection, partition_list
 from agent.core.quantity import format_bytes
 
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,10 +122,11 @@ Mutation = (
 
 
 class Applier(Protocol):
-    @property
-    def dry_run(self) -> bool: ...
-
     async def apply(self, mutation: Mutation) -> None: ...
+
+    async def after_apply(self, *, verify: Callable[[], Awaitable[Result]], recorded: Callable[[], Result]) -> Result:
+        """What follows the mutations: `verify()` when they changed the cluster, else `recorded()`."""
+        ...
 
 
 class ClusterWriter(Protocol):
@@ -162,9 +166,12 @@ class MissingWriterError(RuntimeError):
 @dataclass
 class LiveApplier:
     writer: ClusterWriter
-    dry_run: bool = False
     kafka: KafkaWriter | None = None
     pools: PoolWriter | None = None
+
+    async def after_apply(self, *, verify: Callable[[], Awaitable[Result]], recorded: Callable[[], Result]) -> Result:
+        """The mutations changed the cluster: verify them."""
+        return await verify()
 
     async def apply(self, mutation: Mutation) -> None:
         match mutation:
@@ -209,7 +216,10 @@ class DryRunApplier:
     """Records what would be done; changes nothing."""
 
     record: Callable[[Mutation], None]
-    dry_run: bool = True
 
     async def apply(self, mutation: Mutation) -> None:
         self.record(mutation)
+
+    async def after_apply(self, *, verify: Callable[[], Awaitable[Result]], recorded: Callable[[], Result]) -> Result:
+        """Nothing changed, so there is nothing to verify: what was recorded is the result."""
+        return recorded()

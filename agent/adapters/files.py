@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from agent.core.catalog import Catalog
 from agent.core.diagnostics import Location, Problem
 from agent.core.loader import LoadResult, parse_rules
 from agent.core.policy import PolicyLoadResult, parse_policies, parse_policy_file
@@ -46,29 +47,29 @@ def _read(path: Path) -> str | Problem:
         )
 
 
-def load_rule_paths(paths: Iterable[Path]) -> Iterator[LoadResult]:
+def load_rule_paths(paths: Iterable[Path], *, catalog: Catalog) -> Iterator[LoadResult]:
     """One LoadResult per file; merge them with agent.core.loader.merge_results."""
     for path in expand_paths(paths):
         text = _read(path)
         if isinstance(text, Problem):
             yield LoadResult(rules=(), problems=(text,))
             continue
-        yield parse_rules(text, file=str(path))
+        yield parse_rules(text, file=str(path), catalog=catalog)
 
 
-def load_paths(paths: Iterable[Path]) -> Iterator[tuple[LoadResult, PolicyLoadResult]]:
+def load_paths(paths: Iterable[Path], *, catalog: Catalog) -> Iterator[tuple[LoadResult, PolicyLoadResult]]:
     """Rules and policies, by kind, of each file (for `lint`); an unreadable file is a rule problem."""
     for path in expand_paths(paths):
         text = _read(path)
         if isinstance(text, Problem):
             yield LoadResult(rules=(), problems=(text,)), PolicyLoadResult(policies=(), problems=())
             continue
-        yield parse_rules(text, file=str(path)), parse_policies(text, file=str(path))
+        yield parse_rules(text, file=str(path), catalog=catalog), parse_policies(text, file=str(path), catalog=catalog)
 
 
-def load_policy_file(path: Path) -> PolicyLoadResult:
+def load_policy_file(path: Path, *, catalog: Catalog) -> PolicyLoadResult:
     """The one policy of a `--policy` file, or the problems that keep it from being used."""
     text = _read(path)
     if isinstance(text, Problem):
         return PolicyLoadResult(policies=(), problems=(text,))
-    return parse_policy_file(text, file=str(path))
+    return parse_policy_file(text, file=str(path), catalog=catalog)

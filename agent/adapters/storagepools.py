@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import requests
 
-from agent.core.planners import PoolShape, ScaleType
+from agent.core.pools import PoolShape, ScaleType
 from agent.core.quantity import GIB
 
 IN_PROGRESS_STATUSES = ("OPERATION_PENDING", "OPERATION_IN_PROGRESS")

@@ -1,36 +1,27 @@
-"""The actions a rule may name, with their target kind and typed, documented parameters.
+"""What the core knows of an action, without knowing any action: the spec an action describes itself with.
 
-The vendor's two actions keep their names and parameters unchanged; ours live under the
-`kafka-autopilot.io.action.` prefix. Parameter values are strings in the vendor format
-(`map[string]string`); YAML numbers and booleans are accepted too and read as written.
+Each action lives in its own folder under `agent/actions/` and describes itself with one `ActionSpec`:
+its name, the kind of object it acts on, its typed and documented parameters, how to build its params,
+how to plan it for one object, and how its plan's detail is read back from a stored status. The built-in
+actions are listed once, in `agent.actions.registry`, which hands a `Catalog` of their specs to the code
+that needs one (rule and policy loaders, the engine's policy checks, the JSON Schemas); nothing in the
+core imports an action.
+
+Parameter values are strings in the vendor format (`map[string]string`); YAML numbers and booleans are
+accepted too and read as written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
+from typing import Protocol
 
-from agent.core.planners import ScaleType
-from agent.core.quantity import QuantityError, parse_bytes, parse_quantity
-from agent.core.rules import (
-    ActionParams,
-    BrokerRestartParams,
-    LabelSelector,
-    LeaderRebalanceParams,
-    NodeRescheduleParams,
-    PoolExpandParams,
-    RescheduleMode,
-    TargetKind,
-    VolumeResizeParams,
-)
-
-VOLUME_RESIZE = "openstorage.io.action.volume/resize"
-POOL_EXPAND = "openstorage.io.action.storagepool/expand"
-LEADER_REBALANCE = "kafka-autopilot.io.action.kafka/rebalance-leaders"
-NODE_RESCHEDULE = "kafka-autopilot.io.action.node/cordon-reschedule"
-BROKER_RESTART = "kafka-autopilot.io.action.broker/restart"
+from agent.core.matching import TargetObject
+from agent.core.quantity import QuantityError, format_bytes, parse_bytes, parse_quantity
+from agent.core.rules import TargetKind
 
 
 class ParamType(StrEnum):
@@ -52,17 +43,105 @@ class ParamSpec:
     choices: tuple[str, ...] = ()
 
 
+class DeclineCode(StrEnum):
+    AT_MAX_SIZE = "AtMaxSize"
+    AT_MAX_DRIVES = "AtMaxDrives"
+    NO_DATA = "NoData"
+    NO_GROWTH = "NoGrowth"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Declined:
+    """No action, and why: code is one of DeclineCode, message quotes the sizes involved."""
+
+    code: str
+    message: str
+
+
+class PlanDetail(Protocol):
+    """What an action's planner decided beyond before/after (e.g. the exact target size).
+
+    It is stored in the object's status while the action is in flight, as strings, so that a restarted
+    agent resumes exactly this plan; the action's spec reads it back (`ActionSpec.decode_detail`).
+    """
+
+    def encode(self) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Planned:
+    """One action planned for one object: what it is now, what it will be, and the planner's detail."""
+
+    before: str
+    after: str
+    detail: PlanDetail | None = None
+
+
+Planner = Callable[[TargetObject, object], Planned | Declined]
+"""Plans an action for one object with the rule's params (of the type the spec's `build` returns)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ActionSpec:
     name: str
     target: TargetKind
     doc: str
     params: tuple[ParamSpec, ...]
-    build: Callable[[Mapping[str, object]], ActionParams]
+    build: Callable[[Mapping[str, object]], object]
     """Builds typed params from already-converted values; raises ValueError on cross-field errors."""
     before: str = ""
     after: str = ""
-    """How the audit trail shows an action that has no size: the object before and after it."""
+    """How the audit trail shows an action that has no planner (no size): the object before and after it."""
+    planner: Planner | None = None
+    """How big the action is for one object, or why not; without one, the action is planned as before/after."""
+    decode: Callable[[Mapping[str, str]], PlanDetail | None] | None = None
+    """Reads a stored plan detail back (the inverse of the planner's `PlanDetail.encode`)."""
+    simulate: Callable[[TargetObject, PlanDetail | None], TargetObject] | None = None
+    """The object as it looks once the action succeeded, for `kafka-autopilot test`'s simulated executor."""
+    spaced_by_min_resize_interval: bool = False
+    """A policy's `minResizeInterval` spaces this action out on one object (cloud volume limits)."""
+
+    def plan(self, *, target: TargetObject, params: object) -> Planned | Declined:
+        if self.planner is None:
+            return Planned(before=self.before, after=self.after)
+        return self.planner(target, params)
+
+    def decode_detail(self, detail: Mapping[str, str]) -> PlanDetail | None:
+        return None if self.decode is None else self.decode(detail)
+
+    def simulated(self, target: TargetObject, detail: PlanDetail | None) -> TargetObject:
+        return target if self.simulate is None else self.simulate(target, detail)
+
+    @property
+    def may_cordon_node(self) -> bool:
+        """A node action may cordon the node it acts on, so a policy's `maxCordonedNodes` guards it."""
+        return self.target is TargetKind.NODE
+
+
+class Catalog(Mapping[str, ActionSpec]):
+    """The actions a rule may name: action name -> spec, in the order they were listed."""
+
+    def __init__(self, specs: Iterable[ActionSpec]) -> None:
+        self._specs: dict[str, ActionSpec] = {}
+        for spec in specs:
+            if spec.name in self._specs:
+                raise ValueError(f"action {spec.name} is listed twice")
+            self._specs[spec.name] = spec
+
+    def __getitem__(self, name: str) -> ActionSpec:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def node_actions(self) -> frozenset[str]:
+        return frozenset(name for name, spec in self._specs.items() if spec.may_cordon_node)
+
+    def resize_actions(self) -> frozenset[str]:
+        return frozenset(name for name, spec in self._specs.items() if spec.spaced_by_min_resize_interval)
 
 
 class ParamError(ValueError):
@@ -99,196 +178,36 @@ def convert_param(spec: ParamSpec, text: str) -> object:
     return text
 
 
-def _volume_resize(values: Mapping[str, object]) -> ActionParams:
-    return VolumeResizeParams(
-        scale_percentage=_fraction(values.get("scalepercentage"), Fraction(50)),
-        max_bytes=_optional_int(values.get("maxsize")),
-        min_step_bytes=_optional_int(values.get("minstep")) or 0,
-    )
+# --- small helpers the actions' specs share ----------------------------------------------------------------
 
 
-def _pool_expand(values: Mapping[str, object]) -> ActionParams:
-    has_percentage = "scalepercentage" in values
-    has_size = "scalesize" in values
-    if has_percentage and has_size:
-        raise ValueError("give scalepercentage or scalesize, not both")
-    return PoolExpandParams(
-        scale_percentage=None if has_size else _fraction(values.get("scalepercentage"), Fraction(50)),
-        scale_size_bytes=_optional_int(values.get("scalesize")),
-        scale_type=ScaleType(str(values.get("scaletype", ScaleType.AUTO.value))),
-        max_bytes=_optional_int(values.get("maxsize")),
-        max_drives=_optional_int(values.get("maxdrives")),
-    )
-
-
-def _leader_rebalance(values: Mapping[str, object]) -> ActionParams:
-    return LeaderRebalanceParams(
-        batch_size=_optional_int(values.get("batchsize")) or 50,
-        timeout_seconds=_optional_int(values.get("timeout")) or 30,
-    )
-
-
-def _node_reschedule(values: Mapping[str, object]) -> ActionParams:
-    broker_label = values.get("brokerlabel")
-    selector = LabelSelector()
-    if isinstance(broker_label, str):
-        key, separator, value = broker_label.partition("=")
-        if not separator or not key or not value:
-            raise ValueError(f"brokerlabel must look like key=value, got {broker_label!r}")
-        selector = LabelSelector(match_labels={key: value})
-    grace = _optional_int(values.get("grace"))
-    return NodeRescheduleParams(
-        grace_seconds=40 if grace is None else grace,
-        mode=RescheduleMode(str(values.get("mode", RescheduleMode.FORCE_DELETE.value))),
-        delete_volume_attachments=bool(values.get("deletevolumeattachments", True)),
-        broker_selector=selector,
-    )
-
-
-def _broker_restart(values: Mapping[str, object]) -> ActionParams:
-    return BrokerRestartParams(min_isr_margin=_optional_int(values.get("minisrmargin")) or 1)
-
-
-def _fraction(value: object, default: Fraction) -> Fraction:
-    return value if isinstance(value, Fraction) else default
-
-
-def _optional_int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _choice_param(name: str, doc: str, choices: tuple[str, ...], default: str) -> ParamSpec:
+def choice_param(name: str, doc: str, choices: tuple[str, ...], default: str) -> ParamSpec:
     return ParamSpec(name=name, type=ParamType.CHOICE, doc=doc, choices=choices, default=default)
 
 
-ACTIONS: Mapping[str, ActionSpec] = {
-    spec.name: spec
-    for spec in (
-        ActionSpec(
-            name=VOLUME_RESIZE,
-            target=TargetKind.PVC,
-            doc="Grow a PersistentVolumeClaim by a percentage of its current size, never past maxsize.",
-            params=(
-                ParamSpec(
-                    name="scalepercentage",
-                    type=ParamType.PERCENTAGE,
-                    doc="Grow by this percent of the current size.",
-                    default="50",
-                ),
-                ParamSpec(
-                    name="maxsize",
-                    type=ParamType.BYTES,
-                    doc="Never grow past this size; at it, the resize is declined (AtMaxSize).",
-                ),
-                ParamSpec(
-                    name="minstep",
-                    type=ParamType.BYTES,
-                    doc="Grow by at least this much, for small volumes (our extension).",
-                ),
-            ),
-            build=_volume_resize,
-        ),
-        ActionSpec(
-            name=POOL_EXPAND,
-            target=TargetKind.STORAGE_POOL,
-            doc="Expand a storage pool by adding drives or resizing its drives, never past maxsize.",
-            params=(
-                ParamSpec(
-                    name="scalepercentage",
-                    type=ParamType.PERCENTAGE,
-                    doc="Grow by this percent of the pool's size (default 50 unless scalesize is given).",
-                    default="50",
-                ),
-                ParamSpec(name="scalesize", type=ParamType.BYTES, doc="Grow by this size instead of a percent."),
-                _choice_param(
-                    "scaletype",
-                    "add-disk adds drives of the pool's drive size; resize-disk grows every drive; "
-                    "auto adds drives while maxdrives allows, then resizes.",
-                    tuple(scale.value for scale in ScaleType),
-                    ScaleType.AUTO.value,
-                ),
-                ParamSpec(name="maxsize", type=ParamType.BYTES, doc="Never grow the pool past this size."),
-                ParamSpec(
-                    name="maxdrives",
-                    type=ParamType.COUNT,
-                    doc="With auto, add drives only while the pool stays within this many (our extension).",
-                ),
-            ),
-            build=_pool_expand,
-        ),
-        ActionSpec(
-            name=LEADER_REBALANCE,
-            target=TargetKind.BROKER,
-            doc="Preferred-leader election (ElectLeaders, PREFERRED) for the partitions whose preferred "
-            "replica is the selected broker and is in the ISR.",
-            params=(
-                ParamSpec(
-                    name="batchsize",
-                    type=ParamType.COUNT,
-                    doc="Partitions per ElectLeaders request.",
-                    default="50",
-                ),
-                ParamSpec(
-                    name="timeout",
-                    type=ParamType.SECONDS,
-                    doc="How long to wait for the election to show in metadata.",
-                    default="30",
-                ),
-            ),
-            build=_leader_rebalance,
-            before="leads fewer partitions than it is preferred for",
-            after="preferred leadership restored",
-        ),
-        ActionSpec(
-            name=NODE_RESCHEDULE,
-            target=TargetKind.NODE,
-            doc="Cordon a failed node and move its Kafka broker pods to healthy nodes, after confirming "
-            "the node is gone and Kafka has fenced its brokers.",
-            params=(
-                ParamSpec(
-                    name="grace",
-                    type=ParamType.SECONDS,
-                    doc="The node must be NotReady/Unknown with a stale Lease this long first.",
-                    default="40",
-                ),
-                _choice_param(
-                    "mode",
-                    "force-delete the broker pods, or apply the node.kubernetes.io/out-of-service taint.",
-                    tuple(mode.value for mode in RescheduleMode),
-                    RescheduleMode.FORCE_DELETE.value,
-                ),
-                ParamSpec(
-                    name="deletevolumeattachments",
-                    type=ParamType.BOOLEAN,
-                    doc="Delete the node's stale VolumeAttachments so volumes can attach elsewhere.",
-                    default="true",
-                ),
-                ParamSpec(
-                    name="brokerlabel",
-                    type=ParamType.TEXT,
-                    doc="key=value label of the broker pods to move (default: all pods on the node).",
-                ),
-            ),
-            build=_node_reschedule,
-            before="node failed, broker pods stranded on it",
-            after="node cordoned, broker pods running on healthy nodes",
-        ),
-        ActionSpec(
-            name=BROKER_RESTART,
-            target=TargetKind.BROKER,
-            doc="Restart one broker whose followers fall behind, only if no partition would drop below "
-            "min.insync.replicas.",
-            params=(
-                ParamSpec(
-                    name="minisrmargin",
-                    type=ParamType.COUNT,
-                    doc="In-sync replicas to keep above min.insync.replicas - 1 during the restart.",
-                    default="1",
-                ),
-            ),
-            build=_broker_restart,
-            before="broker running with lagging followers",
-            after="broker restarted, replicas back in sync",
-        ),
+def fraction_value(value: object, default: Fraction) -> Fraction:
+    """A converted percentage parameter, or `default` when it was not given."""
+    return value if isinstance(value, Fraction) else default
+
+
+def optional_int(value: object) -> int | None:
+    """A converted size, count or seconds parameter, or None when it was not given."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def at_max_size(*, current_bytes: int, max_bytes: int) -> Declined:
+    where = "at" if current_bytes == max_bytes else "above"
+    return Declined(
+        code=DeclineCode.AT_MAX_SIZE,
+        message=f"{where} maxsize {format_bytes(max_bytes)} (current {format_bytes(current_bytes)})",
     )
-}
+
+
+def percentage_text(percentage: Fraction) -> str:
+    if percentage.denominator == 1:
+        return f"{percentage.numerator}%"
+    return f"{float(percentage):g}%"
+
+
+def signed_bytes_text(n: int) -> str:
+    return format_bytes(n) if n >= 0 else f"-{format_bytes(-n)}"

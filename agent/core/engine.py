@@ -11,27 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from agent.core import catalog
+from agent.core.catalog import Catalog, DeclineCode, Declined, PlanDetail
 from agent.core.matching import IdentityIndex, TargetObject, identity_labels_for, select_objects
 from agent.core.operators import holds
-from agent.core.planners import (
-    DeclineCode,
-    Declined,
-    PoolExpandPlan,
-    ResizePlan,
-    plan_pool_expand,
-    plan_volume_resize,
-)
 from agent.core.policy import AdmissionFacts, Held, Policy, admit
-from agent.core.quantity import format_bytes
-from agent.core.rules import (
-    ConditionExpression,
-    ConditionProvider,
-    PoolExpandParams,
-    Rule,
-    RuleAction,
-    VolumeResizeParams,
-)
+from agent.core.rules import ConditionExpression, ConditionProvider, Rule, RuleAction
 from agent.core.samples import Sample
 from agent.core.states import (
     Evaluated,
@@ -71,7 +55,8 @@ class PlannedAction:
     before: str
     after: str
     at: float
-    detail: ResizePlan | PoolExpandPlan | None = None
+    detail: PlanDetail | None = None
+    """The planner's detail (e.g. the exact target size), recorded while the action is in flight."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,13 +132,15 @@ def run_cycle(
     approval_needed: bool | None = None,
     policy: Policy | None = None,
     facts: AdmissionFacts | None = None,
+    catalog: Catalog,
 ) -> CycleOutcome:
     """Evaluate `rule` over the selected `objects` with this cycle's `vectors` (query -> samples).
 
     With a guardrail `policy`: objects in namespaces it keeps out are not evaluated (see `excluded`),
     its action windows apply on top of the rule's, its approval list adds to the rule's enforcement
     (when `approval_needed` is not given), and every planned action must pass `admit` with `facts`,
-    which grow with each action admitted in this cycle.
+    which grow with each action admitted in this cycle. The `catalog` tells the policy which actions
+    resize a volume or may cordon a node.
     """
     selected = select_objects(rule, objects)
     excluded: dict[str, str] = {}
@@ -209,7 +196,7 @@ def run_cycle(
             plans = plan_actions(rule=rule, target=target, now=now)
             hold = None
             if step.plan_now and policy is not None and not isinstance(plans, DeclinedAction):
-                hold = _first_hold(policy=policy, plans=plans, facts=facts, now=now)
+                hold = _first_hold(policy=policy, plans=plans, facts=facts, now=now, catalog=catalog)
             if step.preview_now and not isinstance(plans, DeclinedAction):
                 previews.extend(plans)
             elif hold is not None:
@@ -246,7 +233,9 @@ def run_cycle(
                 elif state.state is RuleState.ACTIVE_ACTIONS_PENDING:
                     planned.extend(plans)
                     for plan in plans:
-                        facts = facts.admitted(rule=rule.name, object_key=target.key, action=plan.action, at=now)
+                        facts = facts.admitted(
+                            rule=rule.name, object_key=target.key, action=plan.action, at=now, catalog=catalog
+                        )
         if note:
             notes[target.key] = note
         new_states[target.key] = state
@@ -278,12 +267,18 @@ def advance(*, rule: Rule, object_key: str, state: ObjectState, event: Event, no
 
 
 def _first_hold(
-    *, policy: Policy, plans: Sequence[PlannedAction], facts: AdmissionFacts, now: float
+    *, policy: Policy, plans: Sequence[PlannedAction], facts: AdmissionFacts, now: float, catalog: Catalog
 ) -> tuple[str, Held] | None:
     """The first of an object's planned actions the policy holds back, if any (then none of them runs)."""
     for plan in plans:
         admission = admit(
-            policy=policy, rule=plan.rule, object_key=plan.object, action=plan.action, facts=facts, now=now
+            policy=policy,
+            rule=plan.rule,
+            object_key=plan.object,
+            action=plan.action,
+            facts=facts,
+            now=now,
+            catalog=catalog,
         )
         if isinstance(admission, Held):
             return plan.action, admission
@@ -316,51 +311,23 @@ def plan_actions(*, rule: Rule, target: TargetObject, now: float) -> tuple[Plann
 
 
 def _plan_one(*, rule: Rule, action: RuleAction, target: TargetObject, now: float) -> PlannedAction | DeclinedAction:
-    def planned(before: str, after: str, detail: ResizePlan | PoolExpandPlan | None = None) -> PlannedAction:
-        return PlannedAction(
-            rule=rule.name,
-            object=target.key,
-            action=action.name,
-            before=before,
-            after=after,
-            at=now,
-            detail=detail,
-        )
-
-    def declined(decline: Declined) -> DeclinedAction:
+    """The action's own spec plans it (resolved when the rule was loaded); the engine stamps who, what and when."""
+    plan = action.spec.plan(target=target, params=action.params)
+    if isinstance(plan, Declined):
         return DeclinedAction(
             rule=rule.name,
             object=target.key,
             action=action.name,
-            code=decline.code,
-            reason=decline.message,
+            code=plan.code,
+            reason=plan.message,
             at=now,
         )
-
-    params = action.params
-    if isinstance(params, VolumeResizeParams):
-        resize = plan_volume_resize(
-            current_bytes=target.capacity_bytes,
-            scale_percentage=params.scale_percentage,
-            max_bytes=params.max_bytes,
-            min_step_bytes=params.min_step_bytes,
-        )
-        if isinstance(resize, Declined):
-            return declined(resize)
-        capped = " (capped at maxsize)" if resize.capped else ""
-        return planned(format_bytes(resize.current_bytes), format_bytes(resize.target_bytes) + capped, resize)
-    if isinstance(params, PoolExpandParams):
-        expand = plan_pool_expand(
-            pool=target.pool,
-            scale_percentage=params.scale_percentage,
-            scale_size_bytes=params.scale_size_bytes,
-            scale_type=params.scale_type,
-            max_bytes=params.max_bytes,
-            max_drives=params.max_drives,
-        )
-        if isinstance(expand, Declined):
-            return declined(expand)
-        after = f"{format_bytes(expand.target_bytes)} by {expand.scale_type}"
-        return planned(format_bytes(expand.current_bytes), after, expand)
-    spec = catalog.ACTIONS[action.name]
-    return planned(spec.before, spec.after)
+    return PlannedAction(
+        rule=rule.name,
+        object=target.key,
+        action=action.name,
+        before=plan.before,
+        after=plan.after,
+        at=now,
+        detail=plan.detail,
+    )

@@ -5,6 +5,8 @@ Both the vendor's `autopilot.libopenstorage.org/v1alpha1` rules (unchanged) and 
 `enforcement: dryRun`, `actionWindow`, `minstep`, ...), and so may vendor rules, which costs nothing.
 
 AutopilotPolicy documents in the same files are skipped here; agent.core.policy loads them.
+Actions and their params are checked against the catalog the caller passes (agent.actions.registry),
+and each loaded action keeps its spec, which plans it.
 
 Each problem carries file:line:column, the rule name and the field path. A document with errors yields
 no Rule, and never stops the documents and files after it from loading.
@@ -16,8 +18,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from agent.core import catalog
 from agent.core.aliases import KEY_ALIASES
+from agent.core.catalog import Catalog, ParamError, convert_param
 from agent.core.diagnostics import Problem, Severity, did_you_mean
 from agent.core.operators import Operator, validate_values
 from agent.core.rules import (
@@ -68,8 +70,10 @@ class LoadResult:
         return tuple(problem for problem in self.problems if problem.severity is Severity.ERROR)
 
 
-def parse_rules(text: str, *, file: str) -> LoadResult:
-    """Every rule in a (multi-document) YAML text; documents with errors are left out and reported."""
+def parse_rules(text: str, *, file: str, catalog: Catalog) -> LoadResult:
+    """Every rule in a (multi-document) YAML text; documents with errors are left out and reported.
+
+    Action names and params are checked against `catalog`; each loaded action carries its spec."""
     documents = compose_documents(text, file=file)
     rules: list[Rule] = []
     problems: list[Problem] = []
@@ -77,7 +81,7 @@ def parse_rules(text: str, *, file: str) -> LoadResult:
         kind = document.get("kind")
         if kind is not None and kind.is_scalar() and kind.text() == POLICY_KIND:
             continue
-        builder = _RuleBuilder(document)
+        builder = _RuleBuilder(document, catalog=catalog)
         rule = builder.build()
         problems.extend(builder.problems)
         if rule is not None:
@@ -115,6 +119,7 @@ def merge_results(results: Iterable[LoadResult]) -> LoadResult:
 @dataclass
 class _RuleBuilder:
     document: View
+    catalog: Catalog
     rule_name: str = ""
     problems: list[Problem] = field(default_factory=list)
 
@@ -462,9 +467,9 @@ class _RuleBuilder:
         name = self.string(name_view)
         if name_view is None or name is None:
             return None
-        spec = catalog.ACTIONS.get(name)
+        spec = self.catalog.get(name)
         if spec is None:
-            self.error(name_view, f'unknown action "{name}"{did_you_mean(name, catalog.ACTIONS)}')
+            self.error(name_view, f'unknown action "{name}"{did_you_mean(name, self.catalog)}')
             return None
         params_view = view.get("params")
         known = [param.name for param in spec.params]
@@ -480,8 +485,8 @@ class _RuleBuilder:
                     continue
                 raw[key] = text
                 try:
-                    values[key] = catalog.convert_param(param, text.strip())
-                except catalog.ParamError as error:
+                    values[key] = convert_param(param, text.strip())
+                except ParamError as error:
                     self.error(value_view, str(error))
                     ok = False
         elif params_view is not None:
@@ -493,13 +498,13 @@ class _RuleBuilder:
         except ValueError as error:
             self.error(params_view or view, str(error), path=_join(view.path, "params"))
             return None
-        return RuleAction(name=name, params=params, raw_params=raw)
+        return RuleAction(name=name, spec=spec, params=params, raw_params=raw)
 
     def target(self, view: View | None, actions: list[RuleAction]) -> TargetKind | None:
-        targets = {catalog.ACTIONS[action.name].target for action in actions}
+        targets = {action.spec.target for action in actions}
         if len(targets) > 1:
             assert view is not None
-            kinds = ", ".join(f"{action.name} acts on {catalog.ACTIONS[action.name].target}" for action in actions)
+            kinds = ", ".join(f"{action.name} acts on {action.spec.target}" for action in actions)
             self.error(view, f"actions of one rule must act on one kind of object: {kinds}")
             return None
         return next(iter(targets), None)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.core.planners import PoolShape
+from agent.core.pools import PoolShape
 from agent.core.rules import IdentityLabels, Rule, TargetKind
 from agent.core.samples import Sample
 

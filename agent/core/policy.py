@@ -51,18 +51,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from agent.core import catalog
+from agent.core.catalog import Catalog
 from agent.core.diagnostics import Location, Problem, did_you_mean
 from agent.core.loader import _RuleBuilder
-from agent.core.rules import API_VERSION, POLICY_KIND, ActionWindow, TargetKind
+from agent.core.rules import API_VERSION, POLICY_KIND, ActionWindow
 from agent.core.yamlview import View, compose_documents
-
-RESIZE_ACTIONS = frozenset({catalog.VOLUME_RESIZE})
-"""The actions `minResizeInterval` spaces out on one volume."""
-
-NODE_ACTIONS = frozenset(name for name, spec in catalog.ACTIONS.items() if spec.target is TargetKind.NODE)
-"""The actions `maxCordonedNodes` guards: they may cordon the node they act on."""
-
 
 # --- the model ------------------------------------------------------------------------------------
 
@@ -166,9 +159,10 @@ class AdmissionFacts:
     """Actions in flight now, all rules together."""
     cordoned_nodes: frozenset[str] = frozenset()
 
-    def admitted(self, *, rule: str, object_key: str, action: str, at: float) -> AdmissionFacts:
+    def admitted(self, *, rule: str, object_key: str, action: str, at: float, catalog: Catalog) -> AdmissionFacts:
         """The facts once this action has been let through (for the next admission in the same cycle)."""
-        cordoned = self.cordoned_nodes | {object_key} if action in NODE_ACTIONS else self.cordoned_nodes
+        may_cordon = action in catalog.node_actions()
+        cordoned = self.cordoned_nodes | {object_key} if may_cordon else self.cordoned_nodes
         start = ActionStart(rule=rule, object=object_key, action=action, at=at)
         return replace(self, starts=(*self.starts, start), in_flight=self.in_flight + 1, cordoned_nodes=cordoned)
 
@@ -189,11 +183,18 @@ class Held:
 Admission = Admitted | Held
 
 
-def admit(*, policy: Policy, rule: str, object_key: str, action: str, facts: AdmissionFacts, now: float) -> Admission:
-    """May `rule` start `action` on `object_key` now? The checks are listed in the module docstring."""
-    if action in RESIZE_ACTIONS and policy.min_resize_interval_seconds:
+def admit(
+    *, policy: Policy, rule: str, object_key: str, action: str, facts: AdmissionFacts, now: float, catalog: Catalog
+) -> Admission:
+    """May `rule` start `action` on `object_key` now? The checks are listed in the module docstring.
+
+    The `catalog` says which actions `minResizeInterval` spaces out on one volume (those whose spec is
+    `spaced_by_min_resize_interval`) and which `maxCordonedNodes` guards (node actions, which may cordon
+    the node they act on)."""
+    resize_actions = catalog.resize_actions()
+    if action in resize_actions and policy.min_resize_interval_seconds:
         interval = policy.min_resize_interval_seconds
-        resizes = [start.at for start in facts.starts if start.object == object_key and start.action in RESIZE_ACTIONS]
+        resizes = [start.at for start in facts.starts if start.object == object_key and start.action in resize_actions]
         last = max(resizes, default=None)
         if last is not None and now < last + interval:
             until = last + interval
@@ -227,7 +228,7 @@ def admit(*, policy: Policy, rule: str, object_key: str, action: str, facts: Adm
             reason=f"{facts.in_flight} actions in flight; policy {policy.name} allows "
             f"{policy.max_concurrent_actions} at once",
         )
-    if action in NODE_ACTIONS and policy.max_cordoned_nodes is not None:
+    if action in catalog.node_actions() and policy.max_cordoned_nodes is not None:
         others = sorted(facts.cordoned_nodes - {object_key})
         if len(others) >= policy.max_cordoned_nodes:
             return Held(
@@ -259,7 +260,7 @@ class PolicyLoadResult:
     problems: tuple[Problem, ...]
 
 
-def parse_policies(text: str, *, file: str) -> PolicyLoadResult:
+def parse_policies(text: str, *, file: str, catalog: Catalog) -> PolicyLoadResult:
     """Every AutopilotPolicy document of a YAML text; documents of other kinds are left to their loaders.
 
     A syntax error is reported by the rule loader for the same text, so it is not reported twice when
@@ -271,7 +272,7 @@ def parse_policies(text: str, *, file: str) -> PolicyLoadResult:
         kind = document.get("kind")
         if kind is None or not kind.is_scalar() or kind.text() != POLICY_KIND:
             continue
-        builder = _PolicyBuilder(document)
+        builder = _PolicyBuilder(document, catalog=catalog)
         policy = builder.build_policy()
         problems.extend(builder.problems)
         if policy is not None:
@@ -279,10 +280,10 @@ def parse_policies(text: str, *, file: str) -> PolicyLoadResult:
     return PolicyLoadResult(policies=tuple(policies), problems=tuple(problems))
 
 
-def parse_policy_file(text: str, *, file: str) -> PolicyLoadResult:
+def parse_policy_file(text: str, *, file: str, catalog: Catalog) -> PolicyLoadResult:
     """The one policy a `--policy` file must hold: anything else in it is a problem."""
     documents = compose_documents(text, file=file)
-    result = parse_policies(text, file=file)
+    result = parse_policies(text, file=file, catalog=catalog)
     problems = list(result.problems)
     if documents.error is not None:
         problems.append(Problem(location=documents.error.location, rule="", field="", message=documents.error.message))
@@ -393,8 +394,8 @@ class _PolicyBuilder(_RuleBuilder):
             name = self.string(element)
             if name is None:
                 continue
-            if name not in catalog.ACTIONS:
-                self.error(element, f'unknown action "{name}"{did_you_mean(name, catalog.ACTIONS)}')
+            if name not in self.catalog:
+                self.error(element, f'unknown action "{name}"{did_you_mean(name, self.catalog)}')
                 continue
             names.add(name)
         return frozenset(names)

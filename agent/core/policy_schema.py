@@ -2,30 +2,31 @@
 
 The policy loader (agent.core.policy) stays the authority and reports problems at file:line:column; the
 schema only helps while typing. Its parts come from the same sources as the loader's checks: action names
-from agent.core.catalog, durations, weekdays and clock times from the rule schema's building blocks.
+from the catalog given (agent.actions.registry.CATALOG), durations, weekdays and clock times from the rule
+schema's building blocks.
 
 Only the loader checks: a namespace both allowed and denied, and a duration of at least 1s when written
 as a string.
 
-The committed copy is regenerated with
+The committed copy is regenerated from the registry of actions with
 
-    python -m agent.core.policy_schema > schema/autopilotpolicy.schema.json
+    python -m agent.actions.registry policy-schema > schema/autopilotpolicy.schema.json
 
-and a unit test fails when it differs from `policy_json_schema()`.
+and a unit test fails when it differs from `policy_json_schema(catalog=CATALOG)`.
 """
 
 from __future__ import annotations
 
 import json
 
-from agent.core import catalog
+from agent.core.catalog import Catalog
 from agent.core.rules import API_VERSION, POLICY_KIND
 from agent.core.schema import JSON_SCHEMA_DRAFT, JsonObject, _action_window, _choices, _duration, _metadata
 
 __all__ = ["policy_json_schema", "render_policy_schema"]
 
 
-def policy_json_schema() -> JsonObject:
+def policy_json_schema(*, catalog: Catalog) -> JsonObject:
     """The JSON Schema of one AutopilotPolicy document."""
     return {
         "$schema": JSON_SCHEMA_DRAFT,
@@ -42,7 +43,7 @@ def policy_json_schema() -> JsonObject:
             "spec": _spec(),
         },
         "$defs": {
-            "actionNames": _action_names(),
+            "actionNames": _action_names(catalog),
             "rateLimit": _rate_limit(),
             "actionWindow": _action_window(),
             "namespaces": {"type": "array", "items": {"type": "string"}},
@@ -50,17 +51,17 @@ def policy_json_schema() -> JsonObject:
     }
 
 
-def render_policy_schema() -> str:
+def render_policy_schema(*, catalog: Catalog) -> str:
     """The schema as committed: pretty, keys sorted, with a trailing newline."""
-    return json.dumps(policy_json_schema(), indent=2, sort_keys=True) + "\n"
+    return json.dumps(policy_json_schema(catalog=catalog), indent=2, sort_keys=True) + "\n"
 
 
 def _count(description: str, *, minimum: int) -> JsonObject:
     return {"description": description, "type": "integer", "minimum": minimum}
 
 
-def _action_names() -> JsonObject:
-    specs = list(catalog.ACTIONS.values())
+def _action_names(catalog: Catalog) -> JsonObject:
+    specs = list(catalog.values())
     return {
         "type": "array",
         "items": _choices([spec.name for spec in specs], "An action of the catalog.", {s.name: s.doc for s in specs}),
@@ -130,7 +131,3 @@ def _spec() -> JsonObject:
             "minResizeInterval": _duration("The least time between two resizes of one volume.", minimum=1),
         },
     }
-
-
-if __name__ == "__main__":
-    print(render_policy_schema(), end="")

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from agent.core.diagnostics import Location
 from agent.core.operators import Operator
-from agent.core.planners import ScaleType
+
+if TYPE_CHECKING:
+    from agent.core.catalog import ActionSpec
 
 VENDOR_API_VERSION = "autopilot.libopenstorage.org/v1alpha1"
 API_GROUP = "kafka-autopilot.io"
@@ -122,58 +124,13 @@ class Conditions:
 
 
 @dataclass(frozen=True, kw_only=True)
-class VolumeResizeParams:
-    scale_percentage: Fraction = Fraction(50)
-    max_bytes: int | None = None
-    min_step_bytes: int = 0
-
-
-@dataclass(frozen=True, kw_only=True)
-class PoolExpandParams:
-    scale_percentage: Fraction | None = Fraction(50)
-    scale_size_bytes: int | None = None
-    scale_type: ScaleType = ScaleType.AUTO
-    max_bytes: int | None = None
-    max_drives: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class LeaderRebalanceParams:
-    batch_size: int = 50
-    """Partitions per ElectLeaders request."""
-    timeout_seconds: int = 30
-
-
-class RescheduleMode(StrEnum):
-    FORCE_DELETE = "force-delete"
-    OUT_OF_SERVICE_TAINT = "out-of-service-taint"
-
-
-@dataclass(frozen=True, kw_only=True)
-class NodeRescheduleParams:
-    grace_seconds: int = 40
-    """How long the node must be NotReady/Unknown with a stale Lease before anything is done."""
-    mode: RescheduleMode = RescheduleMode.FORCE_DELETE
-    delete_volume_attachments: bool = True
-    broker_selector: LabelSelector = field(default_factory=LabelSelector)
-    """Which pods on the node are Kafka brokers to reschedule (default: every pod on the node)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class BrokerRestartParams:
-    min_isr_margin: int = 1
-    """Restart only if every partition keeps at least min.insync.replicas + margin - 1 in-sync replicas."""
-
-
-ActionParams = (
-    VolumeResizeParams | PoolExpandParams | LeaderRebalanceParams | NodeRescheduleParams | BrokerRestartParams
-)
-
-
-@dataclass(frozen=True, kw_only=True)
 class RuleAction:
+    """One action of a rule, resolved against the catalog when the rule was loaded."""
+
     name: str
-    params: ActionParams
+    spec: ActionSpec
+    params: object
+    """Typed params, of the type the action's spec builds (its `spec.py` in agent/actions/<action>/)."""
     raw_params: Mapping[str, str] = field(default_factory=dict)
 
 

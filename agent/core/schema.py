@@ -5,7 +5,7 @@ what a schema cannot express. The schema is built from the loader's own sources,
 action, a parameter, an operator or an alias changes both at once:
 
     API versions and kind       agent.core.loader.API_VERSIONS, agent.core.rules.RULE_KIND
-    actions and their params    agent.core.catalog.ACTIONS (ParamSpec: type, doc, default, choices)
+    actions and their params    the catalog given, agent.actions.registry.CATALOG (ParamSpec: type, doc, ...)
     operators, value counts     agent.core.operators.Operator, value_count
     keyAlias                    agent.core.aliases.KEY_ALIASES
     kubernetes condition keys   agent.core.loader.KUBERNETES_CONDITION_KEYS
@@ -19,11 +19,11 @@ parentheses in PromQL; a percentage or size above zero when written as a string;
 1s for pollInterval when written as a string; and the cross-field checks of an action's params (e.g.
 pool expansion's scalepercentage and scalesize together, brokerlabel's key=value form).
 
-The committed copy is regenerated with
+The committed copy is regenerated from the registry of actions with
 
-    python -m agent.core.schema > schema/autopilotrule.schema.json
+    python -m agent.actions.registry rule-schema > schema/autopilotrule.schema.json
 
-and a unit test fails when it differs from `rule_json_schema()`.
+and a unit test fails when it differs from `rule_json_schema(catalog=CATALOG)`.
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, assert_never
 
-from agent.core import catalog
 from agent.core.aliases import KEY_ALIASES
-from agent.core.catalog import ActionSpec, ParamSpec, ParamType
+from agent.core.catalog import ActionSpec, Catalog, ParamSpec, ParamType
 from agent.core.loader import (
     _DNS_SUBDOMAIN,
     _DURATION,
@@ -73,7 +72,7 @@ _WEEKDAY = "^(?:" + "|".join("".join(f"[{c.upper()}{c}]" for c in day) for day i
 _BOOLEAN = "^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])$"
 
 
-def rule_json_schema() -> JsonObject:
+def rule_json_schema(*, catalog: Catalog) -> JsonObject:
     """The JSON Schema of one AutopilotRule document (a multi-document file is checked document by document)."""
     return {
         "$schema": JSON_SCHEMA_DRAFT,
@@ -92,20 +91,20 @@ def rule_json_schema() -> JsonObject:
             ),
             "kind": {"const": RULE_KIND, "description": f"Always {RULE_KIND}."},
             "metadata": _metadata(),
-            "spec": _spec(),
+            "spec": _spec(catalog),
         },
         "$defs": {
             "labelSelector": _label_selector(),
             "expression": _expression(),
-            "action": _action(),
+            "action": _action(catalog),
             "actionWindow": _action_window(),
         },
     }
 
 
-def render_schema() -> str:
+def render_schema(*, catalog: Catalog) -> str:
     """The schema as committed: pretty, keys sorted, with a trailing newline."""
-    return json.dumps(rule_json_schema(), indent=2, sort_keys=True) + "\n"
+    return json.dumps(rule_json_schema(catalog=catalog), indent=2, sort_keys=True) + "\n"
 
 
 # --- building blocks ---------------------------------------------------------------------------------------
@@ -155,10 +154,10 @@ def _metadata() -> JsonObject:
     }
 
 
-def _spec() -> JsonObject:
-    node_actions = [spec.name for spec in catalog.ACTIONS.values() if spec.target is TargetKind.NODE]
+def _spec(catalog: Catalog) -> JsonObject:
+    node_actions = [spec.name for spec in catalog.values() if spec.target is TargetKind.NODE]
     targets: dict[TargetKind, list[str]] = {}
-    for spec in catalog.ACTIONS.values():
+    for spec in catalog.values():
         targets.setdefault(spec.target, []).append(spec.name)
     return {
         "description": "What the rule selects, when it fires and what it does.",
@@ -437,8 +436,8 @@ def _params(spec: ActionSpec) -> JsonObject:
     }
 
 
-def _action() -> JsonObject:
-    specs: Sequence[ActionSpec] = list(catalog.ACTIONS.values())
+def _action(catalog: Catalog) -> JsonObject:
+    specs: Sequence[ActionSpec] = list(catalog.values())
     return {
         "description": "One action of the catalog, with its parameters.",
         "type": "object",
@@ -478,7 +477,3 @@ def _action_window() -> JsonObject:
             "end": {"description": 'UTC time "HH:MM"; "24:00" is midnight.', "type": "string", "pattern": _CLOCK},
         },
     }
-
-
-if __name__ == "__main__":
-    print(render_schema(), end="")

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import EllipsisType
 
-from agent.core.planners import DeclineCode, Declined
+from agent.core.catalog import DeclineCode, Declined
 
 
 class RuleState(StrEnum):

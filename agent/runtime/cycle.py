@@ -23,6 +23,7 @@ import structlog
 
 from agent.adapters.clock import Clock
 from agent.adapters.statestore import StateConflictError
+from agent.core.catalog import Catalog
 from agent.core.engine import CycleOutcome, run_cycle
 from agent.core.policy import Policy
 from agent.core.rules import Rule
@@ -43,6 +44,7 @@ class RuleCycle:
     runner: ActionRunner
     recorder: Recorder
     clock: Clock
+    catalog: Catalog
     policy: Policy | None = None
     admission: AdmissionLedger | None = None
     """Present exactly when there is a policy."""
@@ -60,7 +62,14 @@ class RuleCycle:
                 rule, now, running=self.runner.in_flight, cordoned_nodes=self.inventory.cordoned_nodes
             )
         outcome = run_cycle(
-            rule=rule, objects=objects, vectors=vectors, states=states, now=now, policy=self.policy, facts=facts
+            rule=rule,
+            objects=objects,
+            vectors=vectors,
+            states=states,
+            now=now,
+            policy=self.policy,
+            facts=facts,
+            catalog=self.catalog,
         )
         if self.admission is not None:
             for planned in outcome.planned:  # before the next await: the other rules' cycles must count them

@@ -23,12 +23,9 @@ from typing import TextIO
 
 import structlog
 
-from agent.actions.base import Executor
+from agent.actions.base import Dependencies, Executor
 from agent.actions.mutations import Applier, DryRunApplier, LiveApplier, Mutation
-from agent.actions.pool_expand import PoolExpandExecutor
-from agent.actions.rebalance import LeaderRebalanceExecutor
-from agent.actions.reschedule import NodeRescheduleExecutor
-from agent.actions.resize import VolumeResizeExecutor
+from agent.actions.registry import CATALOG, build_executors
 from agent.adapters.approvals import ApprovalStore
 from agent.adapters.clock import WallClock
 from agent.adapters.files import load_policy_file, load_rule_paths
@@ -38,7 +35,6 @@ from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.statestore import StateStore, install_crds, read_cluster_rules
 from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
-from agent.core import catalog
 from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
 from agent.core.loader import merge_results, parse_rules
@@ -120,7 +116,7 @@ class RunOptions:
 
 
 def load_rules(paths: Sequence[Path], *, out: TextIO) -> tuple[list[Rule], list[Problem]]:
-    result = merge_results(load_rule_paths(paths))
+    result = merge_results(load_rule_paths(paths, catalog=CATALOG))
     for problem in result.problems:
         print(f"rule problem (rule skipped): {problem}", file=out, flush=True)
     return list(result.rules), list(result.problems)
@@ -136,7 +132,7 @@ async def run_agent(
     rules, problems = load_rules(options.rule_paths, out=sys.stderr)
     policy: Policy | None = None
     if options.policy_path is not None:
-        loaded = load_policy_file(options.policy_path)
+        loaded = load_policy_file(options.policy_path, catalog=CATALOG)
         for problem in loaded.problems:
             print(f"policy problem: {problem}", file=sys.stderr)
         if loaded.problems:
@@ -164,7 +160,7 @@ async def run_agent(
         if options.cluster_rules:
             cluster = await read_cluster_rules(kube.api_client)
             for found in cluster:
-                result = parse_rules(found.text, file=found.file)
+                result = parse_rules(found.text, file=found.file, catalog=CATALOG)
                 problems.extend(result.problems)
                 rules.extend(result.rules)
         telemetry.set("kafka_autopilot_rule_problems", len(problems))
@@ -186,24 +182,10 @@ async def run_agent(
         def applier(action: str) -> Applier:
             return dry_applier if action in dry_run_actions else live_applier
 
+        dependencies = Dependencies(kube=kube, inventory=inventory, kafka=kafka, pools=pools, clock=clock)
+
         def executors_with(applier_for: Callable[[str], Applier]) -> dict[str, Executor]:
-            executors: dict[str, Executor] = {
-                catalog.VOLUME_RESIZE: VolumeResizeExecutor(
-                    reader=inventory, applier=applier_for(catalog.VOLUME_RESIZE), clock=clock
-                ),
-                catalog.NODE_RESCHEDULE: NodeRescheduleExecutor(
-                    reader=kube, kafka=kafka, applier=applier_for(catalog.NODE_RESCHEDULE), clock=clock
-                ),
-            }
-            if kafka is not None:
-                executors[catalog.LEADER_REBALANCE] = LeaderRebalanceExecutor(
-                    kafka=kafka, applier=applier_for(catalog.LEADER_REBALANCE), clock=clock
-                )
-            if pools is not None:
-                executors[catalog.POOL_EXPAND] = PoolExpandExecutor(
-                    pools=pools, applier=applier_for(catalog.POOL_EXPAND), clock=clock
-                )
-            return executors
+            return build_executors(dependencies=dependencies, applier_for=applier_for)
 
         recorder = Recorder(
             trail=trail,
@@ -227,6 +209,7 @@ async def run_agent(
             store=store,
             recorder=recorder,
             clock=clock,
+            catalog=CATALOG,
             executors=executors_with(applier),
             dry_run_executors=executors_with(lambda _action: dry_applier),
             approvals=approvals,
@@ -237,6 +220,7 @@ async def run_agent(
             runner=runner,
             recorder=recorder,
             clock=clock,
+            catalog=CATALOG,
             policy=policy,
             admission=AdmissionLedger(policy=policy, history_source=store) if policy is not None else None,
             approvals=approvals,
@@ -372,9 +356,7 @@ def stop_acting(runner: ActionRunner, tasks: Sequence[asyncio.Task[None]]) -> No
 def dry_run_action_names(*, dry_run: bool, policy: Policy | None) -> frozenset[str]:
     """The actions whose executor gets the dry-run applier: all of them with --dry-run or a policy's
     `dryRun: true`, else the policy's `dryRunActions`."""
-    return frozenset(
-        action for action in catalog.ACTIONS if dry_run or (policy is not None and policy.action_dry_run(action))
-    )
+    return frozenset(action for action in CATALOG if dry_run or (policy is not None and policy.action_dry_run(action)))
 
 
 def dump_tasks() -> None:

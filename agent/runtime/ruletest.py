@@ -31,16 +31,18 @@ there is no PromQL engine of ours. The caller names both binaries (`kafka-autopi
 series named after their key (e.g. `NodeReady{node="n1"}`).
 
 The executor is simulated: a planned action succeeds at once, and a resize or pool expansion updates
-the object's size, so later plans start from it. Nothing leaves this process but Prometheus queries.
+the object's size (each action's spec says how: `ActionSpec.simulate`), so later plans start from it.
+Nothing leaves this process but Prometheus queries.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.actions.registry import CATALOG
 from agent.adapters.files import load_rule_paths
 from agent.adapters.local_prometheus import RULE_TEST_EPOCH, LocalPrometheus, PrometheusBinaries, backfill_openmetrics
 from agent.adapters.prometheus import PrometheusClient, PrometheusQueryError
@@ -49,7 +51,7 @@ from agent.core.diagnostics import Location, Problem, did_you_mean
 from agent.core.engine import PlannedAction, distinct_queries, run_cycle
 from agent.core.loader import merge_results
 from agent.core.matching import TargetObject, broker_object, node_object, pool_object, pvc_object
-from agent.core.planners import PoolExpandPlan, PoolShape, ResizePlan
+from agent.core.pools import PoolShape
 from agent.core.quantity import QuantityError, parse_bytes
 from agent.core.rules import ConditionProvider, Rule, TargetKind
 from agent.core.samples import Sample
@@ -224,7 +226,7 @@ class _TestFileReader:
                 paths.append(path)
         if self.problems:
             return []
-        result = merge_results(load_rule_paths(paths))
+        result = merge_results(load_rule_paths(paths, catalog=CATALOG))
         if result.errors:
             self.problems.extend(result.errors)
         return list(result.rules)
@@ -499,7 +501,14 @@ class _Simulation:
                 raise RuleTestFileError([problem]) from error
         for rule in rules:
             states = {obj: state for (name, obj), state in self.states.items() if name == rule.name}
-            outcome = run_cycle(rule=rule, objects=list(self.objects.values()), vectors=vectors, states=states, now=now)
+            outcome = run_cycle(
+                rule=rule,
+                objects=list(self.objects.values()),
+                vectors=vectors,
+                states=states,
+                now=now,
+                catalog=CATALOG,
+            )
             for obj, state in outcome.states.items():
                 self.states[(rule.name, obj)] = state
             for record in cycle_records(outcome, dry_run=True):
@@ -529,16 +538,9 @@ class _Simulation:
         target = self.objects.get(planned.object)
         if target is None:
             return
-        if isinstance(planned.detail, ResizePlan):
-            self.objects[target.key] = replace(target, capacity_bytes=planned.detail.target_bytes)
-        elif isinstance(planned.detail, PoolExpandPlan) and target.pool is not None:
-            plan = planned.detail
-            shape = PoolShape(
-                total_bytes=plan.target_bytes,
-                drive_count=target.pool.drive_count + plan.drives_added,
-                drive_size_bytes=plan.new_drive_size_bytes,
-            )
-            self.objects[target.key] = replace(target, pool=shape)
+        spec = CATALOG.get(planned.action)
+        if spec is not None:
+            self.objects[target.key] = spec.simulated(target, planned.detail)
 
     def check(self, expectation: Expectation) -> str:
         key = (expectation.rule, expectation.object)

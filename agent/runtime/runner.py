@@ -22,13 +22,13 @@ import structlog
 from agent.actions.base import Executor, Outcome, OutcomeKind
 from agent.adapters.clock import Clock
 from agent.adapters.statestore import ActionHistory, InFlight, LastAction, StateConflictError, StoredStatus
+from agent.core.catalog import Catalog, Declined
 from agent.core.engine import PlannedAction, advance
+from agent.core.inflight import decode_in_flight, encode_in_flight
 from agent.core.matching import TargetObject
-from agent.core.planners import Declined
 from agent.core.rules import Rule
 from agent.core.states import ActionFinished, ActionStarted, ObjectState, Planned, RuleState
 from agent.runtime.approvals import ApprovalFlow
-from agent.runtime.inflight import in_flight_detail, planned_from_in_flight
 from agent.runtime.recorder import Recorder
 
 log = structlog.get_logger("kafka-autopilot")
@@ -81,6 +81,7 @@ class ActionRunner:
     store: StateStore
     recorder: Recorder
     clock: Clock
+    catalog: Catalog
     executors: Mapping[str, Executor]
     dry_run_executors: Mapping[str, Executor] = field(default_factory=dict)
     """The executors again, with the dry-run applier: for rules with `enforcement: dryRun` (if none, held)."""
@@ -119,7 +120,7 @@ class ActionRunner:
                     object_kind=rule.target.value,
                     action=planned.action,
                     requested_at=started_at,
-                    detail=in_flight_detail(planned),
+                    detail=encode_in_flight(planned),
                     state=started.state,
                 )
             except StateConflictError as error:
@@ -185,7 +186,7 @@ class ActionRunner:
                 continue
             in_flight = await self.store.in_flight(rule.name, key)
             detail = None if in_flight is None else {"action": in_flight.action, **in_flight.detail}
-            planned = planned_from_in_flight(detail, rule=rule, target=target, now=self.clock.now())
+            planned = decode_in_flight(detail, rule=rule, target=target, now=self.clock.now(), catalog=self.catalog)
             if planned is None:
                 continue
             log.info("resuming action", rule=rule.name, object=key, action=planned.action)

@@ -19,17 +19,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from elect_metrics import elect_requests
 
 from agent.actions.base import OutcomeKind
+from agent.actions.leader_rebalance.executor import LeaderRebalanceExecutor
+from agent.actions.leader_rebalance.spec import LEADER_REBALANCE, LeaderRebalanceParams
 from agent.actions.mutations import ClusterWriter, DryRunApplier, ElectPreferredLeaders, LiveApplier, Mutation
-from agent.actions.rebalance import LeaderRebalanceExecutor
 from agent.adapters.clock import WallClock
 from agent.adapters.kafka import KafkaAdmin, KafkaResponseError, KafkaSettings, KafkaUnavailableError
 from agent.adapters.kafka_elect import ElectLeadersRequest
-from agent.core import catalog
 from agent.core.elections import ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, PartitionState, preferred_leader_candidates
 from agent.core.matching import TargetObject, broker_object
-from agent.core.rules import LeaderRebalanceParams
 from sandbox.kafka import KafkaCluster
 
 TOPIC = "elect-me"
@@ -186,7 +185,7 @@ def planned_for(broker: int) -> tuple[PlannedAction, TargetObject]:
     planned = PlannedAction(
         rule="kafka-leader-rebalance",
         object=target.key,
-        action=catalog.LEADER_REBALANCE,
+        action=LEADER_REBALANCE,
         before="leads fewer partitions than it is preferred for",
         after="preferred leadership restored",
         at=time.time(),

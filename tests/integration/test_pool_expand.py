@@ -18,7 +18,8 @@ import pytest
 
 from agent.actions.base import Outcome, OutcomeKind
 from agent.actions.mutations import ClusterWriter, DryRunApplier, LiveApplier, Mutation
-from agent.actions.pool_expand import PoolExpandExecutor
+from agent.actions.pool_expand.executor import PoolExpandExecutor
+from agent.actions.registry import CATALOG
 from agent.adapters.clock import WallClock
 from agent.adapters.storagepools import PoolBusyError, StoragePoolClient, StoragePoolError, find_pool
 from agent.core.engine import DeclinedAction, PlannedAction, plan_actions
@@ -57,7 +58,7 @@ spec:
       params:
 {lines}
 """
-    result = parse_rules(text, file="pool-test.yaml")
+    result = parse_rules(text, file="pool-test.yaml", catalog=CATALOG)
     assert not result.problems, result.problems
     (parsed,) = result.rules
     return parsed

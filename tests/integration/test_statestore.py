@@ -19,6 +19,7 @@ import pytest
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient
 
+from agent.actions.registry import CATALOG
 from agent.adapters.statestore import (
     CRD_NAMES,
     OBJECT_KIND_LABEL,
@@ -413,7 +414,7 @@ async def test_cluster_rules_are_listed_parsed_and_given_a_valid_condition(
 
     listed = dict(await list_cluster_rules(api_client))
     assert {"cluster-resize", "cluster-broken"} <= set(listed)
-    good = parse_rules(listed["cluster-resize"], file=cluster_rule_file("cluster-resize"))
+    good = parse_rules(listed["cluster-resize"], file=cluster_rule_file("cluster-resize"), catalog=CATALOG)
     assert [str(problem) for problem in good.problems] == []
     (rule,) = good.rules
     assert rule.name == "cluster-resize"
@@ -421,7 +422,7 @@ async def test_cluster_rules_are_listed_parsed_and_given_a_valid_condition(
     assert rule.poll_interval_seconds == 5
     assert rule.cooldown_seconds == 600
     assert rule.identity_labels == (("namespace", "pvc"),)
-    bad = parse_rules(listed["cluster-broken"], file=cluster_rule_file("cluster-broken"))
+    bad = parse_rules(listed["cluster-broken"], file=cluster_rule_file("cluster-broken"), catalog=CATALOG)
     assert bad.rules == ()
     assert "cluster:autopilotrule/cluster-broken:" in str(bad.errors[0])
     assert 'did you mean "openstorage.io.action.volume/resize"' in str(bad.errors[0])

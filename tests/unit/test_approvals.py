@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from helpers import REFERENCE_RULE
 
+from agent.actions.registry import CATALOG
 from agent.adapters.approvals import (
     ANSWERED_BY_ANNOTATION,
     approval_manifest,
@@ -45,7 +46,7 @@ LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?
 
 
 def approval_rule() -> Rule:
-    result = parse_rules(REFERENCE_RULE + "  enforcement: approvalRequired\n", file="rule.yaml")
+    result = parse_rules(REFERENCE_RULE + "  enforcement: approvalRequired\n", file="rule.yaml", catalog=CATALOG)
     assert [str(problem) for problem in result.problems] == []
     (rule,) = result.rules
     return rule
@@ -58,7 +59,7 @@ def awaiting_outcome() -> Any:
     rule = approval_rule()
     query = rule.conditions.expressions[0].query
     vectors = {query: [Sample(labels={"namespace": "kafka", "pvc": "data-kafka-0"}, value=82.5)]}
-    return run_cycle(rule=rule, objects=[PVC], vectors=vectors, states={}, now=T0)
+    return run_cycle(rule=rule, objects=[PVC], vectors=vectors, states={}, now=T0, catalog=CATALOG)
 
 
 # --- names and namespaces -------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_the_request_previews_the_planned_resize_and_says_why() -> None:
 
 
 def test_why_says_no_data_for_a_missing_value() -> None:
-    outcome = run_cycle(rule=approval_rule(), objects=[PVC], vectors={}, states={}, now=T0)
+    outcome = run_cycle(rule=approval_rule(), objects=[PVC], vectors={}, states={}, now=T0, catalog=CATALOG)
     assert "no data (unknown)" in why_text(outcome.evaluations[0])
     assert why_text(None) == "conditions hold"
 

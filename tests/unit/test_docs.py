@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.actions.registry import CATALOG
 from agent.cli import build_parser
-from agent.core import catalog
 from agent.core.aliases import KEY_ALIASES
 from agent.core.loader import KUBERNETES_CONDITION_KEYS, parse_rules
 from agent.core.operators import Operator
@@ -57,7 +57,7 @@ def test_every_operator_alias_and_kubernetes_key_is_documented_with_an_example()
 
 
 def test_every_action_and_parameter_is_documented_with_an_example() -> None:
-    for name, spec in catalog.ACTIONS.items():
+    for name, spec in CATALOG.items():
         section = AUTHORING.split(f"### {name} ", 1)
         assert len(section) == 2, f"no section for action {name}"
         body = section[1].split("\n### ", 1)[0]
@@ -73,7 +73,7 @@ def rule_examples() -> list[str]:
 
 @pytest.mark.parametrize("example", rule_examples())
 def test_the_rule_examples_load_without_problems(example: str) -> None:
-    result = parse_rules(example, file="docs/rule-authoring.md")
+    result = parse_rules(example, file="docs/rule-authoring.md", catalog=CATALOG)
     assert result.rules and not result.problems, result.problems
 
 

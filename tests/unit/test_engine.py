@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from helpers import REFERENCE_RULE as REFERENCE
 
+from agent.actions.registry import CATALOG
+from agent.actions.volume_resize.spec import ResizePlan
 from agent.core.engine import (
     CycleOutcome,
     ExpressionResult,
@@ -31,7 +33,6 @@ from agent.core.engine import (
 )
 from agent.core.loader import parse_rules
 from agent.core.matching import TargetObject, pvc_object
-from agent.core.planners import ResizePlan
 from agent.core.rules import Rule
 from agent.core.samples import Sample
 from agent.core.states import (
@@ -54,7 +55,7 @@ RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 
 
 def load(text: str) -> Rule:
-    result = parse_rules(text, file="rule.yaml")
+    result = parse_rules(text, file="rule.yaml", catalog=CATALOG)
     assert [str(problem) for problem in result.problems] == []
     (rule,) = result.rules
     return rule
@@ -137,7 +138,7 @@ def test_reference_table_step_by_step() -> None:
         assert [pvc.capacity_bytes for pvc in objects] == [row.before] * 4, f"step {row.step}"
         # usage passes 80% of the current size: 85% of it
         vector = usage({name: percent(0.85 * row.before, row.before) for name in PVC_NAMES})
-        outcome = run_cycle(rule=RULE, objects=objects, vectors=vector, states=states, now=now)
+        outcome = run_cycle(rule=RULE, objects=objects, vectors=vector, states=states, now=now, catalog=CATALOG)
 
         assert [evaluation.verdict for evaluation in outcome.evaluations] == [Verdict.HOLDS] * 4
         if row.after is not None:
@@ -164,7 +165,7 @@ def test_reference_table_step_by_step() -> None:
 
 def test_only_the_volume_past_80_percent_is_resized() -> None:
     vector = usage({"data-kafka-0": 50.0, "data-kafka-1": 80.5, "data-kafka-2": 80.0, "data-kafka-3": 12.0})
-    outcome = run_cycle(rule=RULE, objects=pvcs(), vectors=vector, states={}, now=T0)
+    outcome = run_cycle(rule=RULE, objects=pvcs(), vectors=vector, states={}, now=T0, catalog=CATALOG)
     assert [action.object for action in outcome.planned] == ["kafka/data-kafka-1"]
     assert {key: state.state for key, state in outcome.states.items()} == {
         "kafka/data-kafka-0": RuleState.NORMAL,
@@ -175,7 +176,9 @@ def test_only_the_volume_past_80_percent_is_resized() -> None:
 
 
 def test_cycle_records_transitions_and_evaluations() -> None:
-    outcome = run_cycle(rule=RULE, objects=pvcs(count=1), vectors=usage({"data-kafka-0": 85.0}), states={}, now=T0)
+    outcome = run_cycle(
+        rule=RULE, objects=pvcs(count=1), vectors=usage({"data-kafka-0": 85.0}), states={}, now=T0, catalog=CATALOG
+    )
     assert [(t.from_state, t.to_state) for t in outcome.transitions] == [
         (RuleState.INITIALIZING, RuleState.NORMAL),
         (RuleState.NORMAL, RuleState.TRIGGERED),
@@ -300,7 +303,7 @@ def test_agent_does_not_act(case: Quiet) -> None:
     if case.labels is not None:
         target = replace(target, labels=case.labels)
     states = {} if case.state is None else {KEYS[0]: case.state}
-    outcome = run_cycle(rule=RULE, objects=[target], vectors=case.vector, states=states, now=T0)
+    outcome = run_cycle(rule=RULE, objects=[target], vectors=case.vector, states=states, now=T0, catalog=CATALOG)
 
     assert outcome.planned == ()
     assert outcome.previews == ()
@@ -323,9 +326,13 @@ def test_agent_does_not_act(case: Quiet) -> None:
 def test_no_data_after_a_trigger_keeps_waiting() -> None:
     rule = load(REFERENCE.replace("    expressions:", "    for: 60\n    expressions:"))
     objects = pvcs(count=1)
-    first = run_cycle(rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 85.0}), states={}, now=T0)
-    gap = run_cycle(rule=rule, objects=objects, vectors={}, states=first.states, now=T0 + 60)
-    back = run_cycle(rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 85.0}), states=gap.states, now=T0 + 62)
+    first = run_cycle(
+        rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 85.0}), states={}, now=T0, catalog=CATALOG
+    )
+    gap = run_cycle(rule=rule, objects=objects, vectors={}, states=first.states, now=T0 + 60, catalog=CATALOG)
+    back = run_cycle(
+        rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 85.0}), states=gap.states, now=T0 + 62, catalog=CATALOG
+    )
     assert [outcome.states[KEYS[0]].state for outcome in (first, gap, back)] == [
         RuleState.TRIGGERED,
         RuleState.TRIGGERED,
@@ -344,7 +351,7 @@ def test_unmatched_series_are_counted_in_the_outcome() -> None:
             Sample(labels={"namespace": "monitoring", "pvc": "prometheus"}, value=10.0),
         ]
     }
-    outcome = run_cycle(rule=RULE, objects=pvcs(), vectors=vector, states={}, now=T0)
+    outcome = run_cycle(rule=RULE, objects=pvcs(), vectors=vector, states={}, now=T0, catalog=CATALOG)
     assert outcome.unmatched_series == 2
 
 
@@ -368,6 +375,7 @@ def test_approval_needed_gives_a_preview_and_waits(text: str, approval_needed: b
         states={},
         now=T0,
         approval_needed=approval_needed,
+        catalog=CATALOG,
     )
     assert outcome.planned == ()
     assert [(p.object, p.before, p.after) for p in outcome.previews] == [(KEYS[0], "400Gi", "800Gi")]
@@ -375,7 +383,12 @@ def test_approval_needed_gives_a_preview_and_waits(text: str, approval_needed: b
     assert state.state is RuleState.ACTION_AWAITING_APPROVAL
 
     again = run_cycle(
-        rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 86.0}), states=outcome.states, now=T0 + 2
+        rule=rule,
+        objects=objects,
+        vectors=usage({PVC_NAMES[0]: 86.0}),
+        states=outcome.states,
+        now=T0 + 2,
+        catalog=CATALOG,
     )
     assert (again.planned, again.previews) == ((), ())
     assert again.states[KEYS[0]].state is RuleState.ACTION_AWAITING_APPROVAL
@@ -397,6 +410,7 @@ def test_approval_needed_gives_a_preview_and_waits(text: str, approval_needed: b
         states={KEYS[0]: approved.state},
         now=T0 + 6,
         approval_needed=approval_needed,
+        catalog=CATALOG,
     )
     assert [(p.object, p.before, p.after) for p in after.planned] == [(KEYS[0], "400Gi", "800Gi")]
     assert after.states[KEYS[0]].state is RuleState.ACTIVE_ACTIONS_PENDING
@@ -411,7 +425,13 @@ def test_approval_preview_comes_from_the_planner() -> None:
 def test_approval_not_needed_overrides_enforcement() -> None:
     rule = load(REFERENCE + "  enforcement: approvalRequired\n")
     outcome = run_cycle(
-        rule=rule, objects=pvcs(count=1), vectors=usage({PVC_NAMES[0]: 85.0}), states={}, now=T0, approval_needed=False
+        rule=rule,
+        objects=pvcs(count=1),
+        vectors=usage({PVC_NAMES[0]: 85.0}),
+        states={},
+        now=T0,
+        approval_needed=False,
+        catalog=CATALOG,
     )
     assert [p.after for p in outcome.planned] == ["800Gi"]
 
@@ -419,8 +439,8 @@ def test_approval_not_needed_overrides_enforcement() -> None:
 def test_dry_run_takes_the_same_path() -> None:
     dry = load(REFERENCE + "  enforcement: dryRun\n")
     vectors = usage({name: 85.0 for name in PVC_NAMES})
-    real = run_cycle(rule=RULE, objects=pvcs(), vectors=vectors, states={}, now=T0)
-    audit = run_cycle(rule=dry, objects=pvcs(), vectors=vectors, states={}, now=T0)
+    real = run_cycle(rule=RULE, objects=pvcs(), vectors=vectors, states={}, now=T0, catalog=CATALOG)
+    audit = run_cycle(rule=dry, objects=pvcs(), vectors=vectors, states={}, now=T0, catalog=CATALOG)
     assert [(p.object, p.before, p.after) for p in audit.planned] == [
         (p.object, p.before, p.after) for p in real.planned
     ]
@@ -440,7 +460,9 @@ def test_dry_run_takes_the_same_path() -> None:
 def test_action_window_in_utc(hour: int, minute: int, end: RuleState, planned: int) -> None:
     rule = load(REFERENCE + '  actionWindow:\n    start: "02:00"\n    end: "05:00"\n')
     now = datetime(2024, 6, 3, hour, minute, tzinfo=UTC).timestamp()
-    outcome = run_cycle(rule=rule, objects=pvcs(count=1), vectors=usage({PVC_NAMES[0]: 85.0}), states={}, now=now)
+    outcome = run_cycle(
+        rule=rule, objects=pvcs(count=1), vectors=usage({PVC_NAMES[0]: 85.0}), states={}, now=now, catalog=CATALOG
+    )
     assert outcome.states[KEYS[0]].state is end
     assert len(outcome.planned) == planned
 
@@ -488,7 +510,7 @@ def test_distinct_queries_of_no_rules() -> None:
 def shipped_rules() -> list[Rule]:
     rules = []
     for path in sorted(RULES_DIR.glob("*.yaml")):
-        result = parse_rules(path.read_text(encoding="utf-8"), file=str(path))
+        result = parse_rules(path.read_text(encoding="utf-8"), file=str(path), catalog=CATALOG)
         rules.extend(result.rules)
     return rules
 
@@ -559,7 +581,7 @@ def test_required_matches_in_a_cycle(first: float | None, second: float | None, 
             vectors[query] = [
                 Sample(labels={"namespace": NAMESPACE, "persistentvolumeclaim": PVC_NAMES[0]}, value=value)
             ]
-    outcome = run_cycle(rule=rule, objects=pvcs(count=1), vectors=vectors, states={}, now=T0)
+    outcome = run_cycle(rule=rule, objects=pvcs(count=1), vectors=vectors, states={}, now=T0, catalog=CATALOG)
     (evaluation,) = outcome.evaluations
     assert evaluation.verdict is verdict
     assert [result.value for result in evaluation.results] == [first, second]
@@ -568,7 +590,9 @@ def test_required_matches_in_a_cycle(first: float | None, second: float | None, 
 def test_declined_approval_never_becomes_an_action() -> None:
     rule = load(REFERENCE + "  enforcement: approvalRequired\n")
     objects = pvcs(count=1)
-    first = run_cycle(rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 85.0}), states={}, now=T0)
+    first = run_cycle(
+        rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 85.0}), states={}, now=T0, catalog=CATALOG
+    )
     refused = decide(
         rule=rule.name,
         object_key=KEYS[0],
@@ -585,6 +609,7 @@ def test_declined_approval_never_becomes_an_action() -> None:
         vectors=usage({PVC_NAMES[0]: 85.0}),
         states={KEYS[0]: refused.state},
         now=T0 + 5 + rule.cooldown_seconds,
+        catalog=CATALOG,
     )
     assert later.planned == ()
     assert later.states[KEYS[0]].state is not RuleState.ACTIVE_ACTIONS_PENDING

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import REFERENCE_RULE as REFERENCE
 
+from agent.actions.registry import CATALOG
+from agent.actions.volume_resize.spec import VolumeResizeParams
 from agent.core.diagnostics import Location, Problem
 from agent.core.loader import LoadResult, merge_results, parse_rules
 from agent.core.operators import Operator
@@ -26,7 +28,6 @@ from agent.core.rules import (
     Enforcement,
     Rule,
     TargetKind,
-    VolumeResizeParams,
 )
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
@@ -78,7 +79,7 @@ def after(text: str, marker: str) -> str:
 
 
 def load(text: str, *, file: str = FILE) -> LoadResult:
-    return parse_rules(text, file=file)
+    return parse_rules(text, file=file, catalog=CATALOG)
 
 
 def only_rule(text: str) -> Rule:
@@ -175,7 +176,7 @@ def test_every_shipped_rule_file_is_covered_here() -> None:
 @pytest.mark.parametrize("filename", sorted(SHIPPED_TARGETS))
 def test_shipped_rule_loads_without_problems(filename: str) -> None:
     path = RULES_DIR / filename
-    result = parse_rules(path.read_text(encoding="utf-8"), file=str(path))
+    result = parse_rules(path.read_text(encoding="utf-8"), file=str(path), catalog=CATALOG)
     assert [str(problem) for problem in result.problems] == []
     (rule,) = result.rules
     assert (rule.name, rule.target) == SHIPPED_TARGETS[filename]
@@ -183,7 +184,8 @@ def test_shipped_rule_loads_without_problems(filename: str) -> None:
 
 def test_shipped_rules_merge_without_duplicate_names() -> None:
     results = [
-        parse_rules(path.read_text(encoding="utf-8"), file=str(path)) for path in sorted(RULES_DIR.glob("*.yaml"))
+        parse_rules(path.read_text(encoding="utf-8"), file=str(path), catalog=CATALOG)
+        for path in sorted(RULES_DIR.glob("*.yaml"))
     ]
     merged = merge_results(results)
     assert merged.problems == ()
@@ -192,7 +194,7 @@ def test_shipped_rules_merge_without_duplicate_names() -> None:
 
 def test_shipped_resize_rule_is_the_reference_rule() -> None:
     path = RULES_DIR / "kafka-resize.yaml"
-    (shipped,) = parse_rules(path.read_text(encoding="utf-8"), file=FILE).rules
+    (shipped,) = parse_rules(path.read_text(encoding="utf-8"), file=FILE, catalog=CATALOG).rules
     assert meaning(shipped) == meaning(only_rule(REFERENCE))
 
 

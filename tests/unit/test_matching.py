@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 
+from agent.actions.registry import CATALOG
 from agent.core.loader import parse_rules
 from agent.core.matching import (
     DEFAULT_IDENTITY_LABELS,
@@ -24,7 +25,7 @@ from agent.core.matching import (
     pvc_object,
     select_objects,
 )
-from agent.core.planners import PoolShape
+from agent.core.pools import PoolShape
 from agent.core.rules import IdentityLabels, Rule, TargetKind
 from agent.core.samples import Sample
 
@@ -310,7 +311,7 @@ RESTART = "kafka-autopilot.io.action.broker/restart"
 
 
 def rule(spec: str = "", *, action: str = RESIZE, name: str = "r") -> Rule:
-    result = parse_rules(RULE_TEMPLATE.format(name=name, spec=spec, action=action), file="rule.yaml")
+    result = parse_rules(RULE_TEMPLATE.format(name=name, spec=spec, action=action), file="rule.yaml", catalog=CATALOG)
     assert result.problems == ()
     (loaded,) = result.rules
     return loaded

@@ -6,16 +6,10 @@ from fractions import Fraction
 
 import pytest
 
-from agent.core.planners import (
-    DeclineCode,
-    Declined,
-    PoolExpandPlan,
-    PoolShape,
-    ResizePlan,
-    ScaleType,
-    plan_pool_expand,
-    plan_volume_resize,
-)
+from agent.actions.pool_expand.spec import PoolExpandPlan, plan_pool_expand
+from agent.actions.volume_resize.spec import ResizePlan, plan_volume_resize
+from agent.core.catalog import DeclineCode, Declined
+from agent.core.pools import PoolShape, ScaleType
 from agent.core.quantity import GIB
 
 TIB = 1024 * GIB

@@ -14,6 +14,11 @@ import yaml
 from helpers import REFERENCE_RULE
 from test_schema import errors as schema_validator_errors
 
+from agent.actions.broker_restart.spec import BROKER_RESTART
+from agent.actions.node_reschedule.spec import NODE_RESCHEDULE
+from agent.actions.pool_expand.spec import POOL_EXPAND
+from agent.actions.registry import CATALOG
+from agent.actions.volume_resize.spec import VOLUME_RESIZE
 from agent.adapters.statestore import (
     RECENT_ACTIONS,
     LastAction,
@@ -26,7 +31,6 @@ from agent.adapters.statestore import (
 )
 from agent.audit.timeline import Timeline
 from agent.audit.trail import cycle_records
-from agent.core import catalog
 from agent.core.diagnostics import Location
 from agent.core.engine import CycleOutcome, run_cycle
 from agent.core.loader import parse_rules
@@ -52,8 +56,8 @@ from agent.runtime.main import dry_run_action_names
 
 POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
 FILE = "policies/test.yaml"
-RESIZE = catalog.VOLUME_RESIZE
-RESCHEDULE = catalog.NODE_RESCHEDULE
+RESIZE = VOLUME_RESIZE
+RESCHEDULE = NODE_RESCHEDULE
 HOUR = 3600
 NOW = datetime(2024, 6, 3, 12, 0, tzinfo=UTC).timestamp()  # a Monday, noon UTC
 GIB = 1024**3
@@ -98,7 +102,7 @@ def where(text: str, needle: str) -> tuple[int, int]:
 
 
 def one_policy(text: str) -> Policy:
-    result = parse_policies(text, file=FILE)
+    result = parse_policies(text, file=FILE, catalog=CATALOG)
     assert [str(problem) for problem in result.problems] == []
     (policy,) = result.policies
     return policy
@@ -114,7 +118,7 @@ def test_every_field_is_read() -> None:
         source=Location(file=FILE, line=1, column=1),
         dry_run=False,
         dry_run_actions=frozenset({RESCHEDULE}),
-        approval_required_actions=frozenset({catalog.BROKER_RESTART}),
+        approval_required_actions=frozenset({BROKER_RESTART}),
         max_concurrent_actions=2,
         rate_limits=RateLimits(
             per_object=RateLimit(count=1, period_seconds=6 * HOUR),
@@ -139,7 +143,7 @@ def test_an_empty_spec_allows_everything() -> None:
 
 @pytest.mark.parametrize("path", sorted(POLICIES_DIR.glob("*.yaml")), ids=lambda path: path.name)
 def test_shipped_policies_load(path: Path) -> None:
-    result = parse_policy_file(path.read_text(), file=str(path))
+    result = parse_policy_file(path.read_text(), file=str(path), catalog=CATALOG)
     assert [str(problem) for problem in result.problems] == []
     assert result.policies[0].name == path.stem
 
@@ -154,7 +158,7 @@ def test_shipped_policies_say_what_they_promise() -> None:
     assert conservative.min_resize_interval_seconds == 6 * HOUR
     assert conservative.max_cordoned_nodes == 1
     assert conservative.max_concurrent_actions == 1
-    assert {RESCHEDULE, catalog.POOL_EXPAND} <= conservative.approval_required_actions
+    assert {RESCHEDULE, POOL_EXPAND} <= conservative.approval_required_actions
     assert not conservative.window_open(datetime(2024, 6, 8, 12, 0, tzinfo=UTC).timestamp())  # a Saturday
     assert conservative.window_open(NOW)
     default = load("default")
@@ -203,7 +207,7 @@ BAD_CASES = [
 @pytest.mark.parametrize(("line", "needle", "field", "message"), BAD_CASES, ids=[case[2] for case in BAD_CASES])
 def test_each_error_is_reported_at_its_place(line: str, needle: str, field: str, message: str) -> None:
     text = HEADER + f"  {line}\n"
-    result = parse_policies(text, file=FILE)
+    result = parse_policies(text, file=FILE, catalog=CATALOG)
     assert result.policies == ()
     (problem,) = result.problems
     row, column = where(text.split("spec:\n", 1)[1], needle)
@@ -215,7 +219,9 @@ def test_each_error_is_reported_at_its_place(line: str, needle: str, field: str,
 
 def test_every_error_of_a_policy_is_reported_at_once() -> None:
     text = HEADER + "  dryRun: 1\n  maxConcurrentActions: x\n  minResizeInterval: soon\n  unknown: 1\n"
-    problems = sorted(parse_policies(text, file=FILE).problems, key=lambda problem: problem.location.line)
+    problems = sorted(
+        parse_policies(text, file=FILE, catalog=CATALOG).problems, key=lambda problem: problem.location.line
+    )
     assert [problem.field for problem in problems] == [
         "spec.dryRun",
         "spec.maxConcurrentActions",
@@ -227,7 +233,7 @@ def test_every_error_of_a_policy_is_reported_at_once() -> None:
 
 def test_header_errors() -> None:
     text = "apiVersion: autopilot.libopenstorage.org/v1alpha1\nkind: AutopilotPolicy\nmetadata: {name: Bad_Name}\n"
-    problems = parse_policies(text, file=FILE).problems
+    problems = parse_policies(text, file=FILE, catalog=CATALOG).problems
     assert [(problem.field, problem.location.line) for problem in problems] == [
         ("apiVersion", 1),
         ("metadata.name", 3),
@@ -237,24 +243,24 @@ def test_header_errors() -> None:
 
 def test_rules_and_policies_share_a_file_and_each_loader_takes_its_kind() -> None:
     text = REFERENCE_RULE + "---\n" + FULL
-    rules = parse_rules(text, file=FILE)
-    policies = parse_policies(text, file=FILE)
+    rules = parse_rules(text, file=FILE, catalog=CATALOG)
+    policies = parse_policies(text, file=FILE, catalog=CATALOG)
     assert [rule.name for rule in rules.rules] == ["kafka-resize"] and rules.problems == ()
     assert [policy.name for policy in policies.policies] == ["full"] and policies.problems == ()
     assert policies.policies[0].source == Location(file=FILE, line=REFERENCE_RULE.count("\n") + 2, column=1)
 
 
 def test_a_policy_file_holds_exactly_one_policy() -> None:
-    mixed = parse_policy_file(REFERENCE_RULE + "---\n" + FULL, file=FILE)
+    mixed = parse_policy_file(REFERENCE_RULE + "---\n" + FULL, file=FILE, catalog=CATALOG)
     assert [problem.message for problem in mixed.problems] == [
         "a policy file holds AutopilotPolicy documents only, got 'AutopilotRule'"
     ]
     assert mixed.problems[0].location.line == 2
-    two = parse_policy_file(FULL + "---\n" + FULL, file=FILE)
+    two = parse_policy_file(FULL + "---\n" + FULL, file=FILE, catalog=CATALOG)
     assert [problem.message for problem in two.problems] == ["expected one policy, found 2"]
-    empty = parse_policy_file("# nothing\n", file=FILE)
+    empty = parse_policy_file("# nothing\n", file=FILE, catalog=CATALOG)
     assert [problem.message for problem in empty.problems] == ["expected one policy, found 0"]
-    broken = parse_policy_file(HEADER + "  dryRun: [\n", file=FILE)
+    broken = parse_policy_file(HEADER + "  dryRun: [\n", file=FILE, catalog=CATALOG)
     assert broken.problems and "invalid YAML" in broken.problems[-1].message
     assert broken.problems[-1].location.file == FILE
 
@@ -334,7 +340,7 @@ ADMISSION_CASES: list[AdmissionCase] = [
 @pytest.mark.parametrize("case", ADMISSION_CASES, ids=[case[0] for case in ADMISSION_CASES])
 def test_admission(case: AdmissionCase) -> None:
     _, policy, rule, obj, action, facts, code, until = case
-    admission = admit(policy=policy, rule=rule, object_key=obj, action=action, facts=facts, now=NOW)
+    admission = admit(policy=policy, rule=rule, object_key=obj, action=action, facts=facts, now=NOW, catalog=CATALOG)
     if code is None:
         assert admission == Admitted()
         return
@@ -347,10 +353,13 @@ def test_admission(case: AdmissionCase) -> None:
 
 
 def test_admitted_facts_count_the_new_action() -> None:
-    facts = AdmissionFacts().admitted(rule="r", object_key="node-1", action=RESCHEDULE, at=NOW)
+    facts = AdmissionFacts().admitted(rule="r", object_key="node-1", action=RESCHEDULE, at=NOW, catalog=CATALOG)
     assert facts.in_flight == 1 and facts.cordoned_nodes == {"node-1"}
     assert facts.starts == (ActionStart(rule="r", object="node-1", action=RESCHEDULE, at=NOW),)
-    assert AdmissionFacts().admitted(rule="r", object_key="kafka/a", action=RESIZE, at=NOW).cordoned_nodes == set()
+    assert (
+        AdmissionFacts().admitted(rule="r", object_key="kafka/a", action=RESIZE, at=NOW, catalog=CATALOG).cordoned_nodes
+        == set()
+    )
 
 
 def test_namespaces() -> None:
@@ -366,12 +375,12 @@ def test_action_dry_run_and_approval() -> None:
     policy = one_policy(FULL)
     assert policy.action_dry_run(RESCHEDULE) and not policy.action_dry_run(RESIZE)
     assert replace(policy, dry_run=True).action_dry_run(RESIZE)
-    assert policy.approval_required([RESIZE, catalog.BROKER_RESTART])
+    assert policy.approval_required([RESIZE, BROKER_RESTART])
     assert not policy.approval_required([RESIZE])
 
 
 def test_the_applier_choice_follows_the_flag_and_the_policy() -> None:
-    every = frozenset(catalog.ACTIONS)
+    every = frozenset(CATALOG)
     assert dry_run_action_names(dry_run=False, policy=None) == frozenset()
     assert dry_run_action_names(dry_run=True, policy=None) == every
     assert dry_run_action_names(dry_run=False, policy=one_policy(FULL)) == {RESCHEDULE}
@@ -382,7 +391,7 @@ def test_the_applier_choice_follows_the_flag_and_the_policy() -> None:
 
 # --- the policy in a cycle ----------------------------------------------------------------------------
 
-RULE: Rule = parse_rules(REFERENCE_RULE, file="rule.yaml").rules[0]
+RULE: Rule = parse_rules(REFERENCE_RULE, file="rule.yaml", catalog=CATALOG).rules[0]
 QUERY = RULE.conditions.expressions[0].query
 
 
@@ -415,6 +424,7 @@ def cycle(
         now=now,
         policy=policy,
         facts=facts,
+        catalog=CATALOG,
     )
 
 
@@ -499,7 +509,13 @@ def test_policy_windows_apply_on_top_of_the_rules() -> None:
     assert len(cycle(claims("a"), policy=open_now).planned) == 1
     rule_closed = replace(RULE, action_windows=(ActionWindow(start_minute=0, end_minute=60),))
     both = run_cycle(
-        rule=rule_closed, objects=claims("a"), vectors=full(*claims("a")), states={}, now=NOW, policy=open_now
+        rule=rule_closed,
+        objects=claims("a"),
+        vectors=full(*claims("a")),
+        states={},
+        now=NOW,
+        policy=open_now,
+        catalog=CATALOG,
     )
     assert both.states["kafka/a"].state is RuleState.ACTION_AWAITING_WINDOW
 
@@ -517,6 +533,7 @@ def test_policy_approval_list_feeds_the_approval_input() -> None:
         now=NOW,
         policy=needs,
         approval_needed=False,
+        catalog=CATALOG,
     )
     assert len(explicit.planned) == 1
 
@@ -560,14 +577,14 @@ def test_a_bad_recent_actions_list_is_a_decode_error() -> None:
 
 
 def policy_schema_errors(document: Any) -> list[str]:
-    schema = policy_json_schema()
+    schema = policy_json_schema(catalog=CATALOG)
     return schema_validator_errors(document, schema, root=schema)
 
 
 def test_committed_policy_schema_is_generated_output() -> None:
     committed = POLICIES_DIR.parent / "schema" / "autopilotpolicy.schema.json"
-    assert committed.read_text() == render_policy_schema(), (
-        "stale: python -m agent.core.policy_schema > schema/autopilotpolicy.schema.json"
+    assert committed.read_text() == render_policy_schema(catalog=CATALOG), (
+        "stale: python -m agent.actions.registry policy-schema > schema/autopilotpolicy.schema.json"
     )
 
 
@@ -575,7 +592,7 @@ def test_committed_policy_schema_is_generated_output() -> None:
     "text", [FULL, HEADER + "  {}\n", *(path.read_text() for path in sorted(POLICIES_DIR.glob("*.yaml")))]
 )
 def test_valid_policies_pass_the_loader_and_the_schema(text: str) -> None:
-    assert parse_policies(text, file=FILE).problems == ()
+    assert parse_policies(text, file=FILE, catalog=CATALOG).problems == ()
     assert policy_schema_errors(yaml.safe_load(text)) == []
 
 
@@ -595,5 +612,5 @@ def test_valid_policies_pass_the_loader_and_the_schema(text: str) -> None:
 )
 def test_invalid_policies_fail_the_loader_and_the_schema(line: str) -> None:
     text = HEADER + f"  {line}\n"
-    assert parse_policies(text, file=FILE).problems
+    assert parse_policies(text, file=FILE, catalog=CATALOG).problems
     assert policy_schema_errors(yaml.safe_load(text))

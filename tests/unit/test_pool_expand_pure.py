@@ -9,14 +9,15 @@ from typing import Any, cast
 import pytest
 
 from agent.actions.mutations import ExpandPool
+from agent.actions.pool_expand.spec import POOL_EXPAND, PoolExpandPlan
+from agent.actions.registry import CATALOG
 from agent.adapters.storagepools import ResizeOperation, StoragePool, size_in_gib
-from agent.core import catalog
 from agent.core.engine import PlannedAction
+from agent.core.inflight import decode_in_flight, encode_in_flight
 from agent.core.loader import parse_rules
 from agent.core.matching import pool_object
-from agent.core.planners import PoolExpandPlan, PoolShape, ScaleType
+from agent.core.pools import PoolShape, ScaleType
 from agent.core.rules import TargetKind
-from agent.runtime.inflight import in_flight_detail, planned_from_in_flight
 from agent.runtime.inventory import Inventory, StorageApiNotConfiguredError
 
 GI = 1024**3
@@ -66,7 +67,7 @@ spec:
     ],
 )
 def test_a_pool_plan_survives_the_in_flight_record(plan: PoolExpandPlan) -> None:
-    (rule,) = parse_rules(RULE, file="pools.yaml").rules
+    (rule,) = parse_rules(RULE, file="pools.yaml", catalog=CATALOG).rules
     target = pool_object(
         node="n1",
         pool="data",
@@ -74,14 +75,14 @@ def test_a_pool_plan_survives_the_in_flight_record(plan: PoolExpandPlan) -> None
         shape=PoolShape(total_bytes=plan.current_bytes, drive_count=4, drive_size_bytes=TI),
     )
     planned = PlannedAction(
-        rule="pools", object=target.key, action=catalog.POOL_EXPAND, before="b", after="a", at=1.0, detail=plan
+        rule="pools", object=target.key, action=POOL_EXPAND, before="b", after="a", at=1.0, detail=plan
     )
-    detail = in_flight_detail(planned)
+    detail = encode_in_flight(planned)
     assert all(isinstance(value, str) for value in detail.values())
-    resumed = planned_from_in_flight({"action": catalog.POOL_EXPAND, **detail}, rule=rule, target=target, now=2.0)
+    resumed = decode_in_flight({"action": POOL_EXPAND, **detail}, rule=rule, target=target, now=2.0, catalog=CATALOG)
     assert resumed is not None
     assert resumed.detail == plan
-    assert (resumed.action, resumed.before, resumed.after) == (catalog.POOL_EXPAND, "b", "a")
+    assert (resumed.action, resumed.before, resumed.after) == (POOL_EXPAND, "b", "a")
 
 
 @pytest.mark.parametrize(

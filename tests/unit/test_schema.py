@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.core import catalog
+from agent.actions.registry import CATALOG
 from agent.core.aliases import KEY_ALIASES
 from agent.core.loader import API_VERSIONS, KUBERNETES_CONDITION_KEYS, parse_rules
 from agent.core.operators import Operator
@@ -152,25 +152,26 @@ def _array(keyword: str, instance: list[Any], value: Any, *, root: Any, path: st
 
 
 def schema_errors(document: Any) -> list[str]:
-    schema = rule_json_schema()
+    schema = rule_json_schema(catalog=CATALOG)
     return errors(document, schema, root=schema)
 
 
 def loader_errors(text: str) -> list[str]:
-    return [str(problem) for problem in parse_rules(text, file="case.yaml").errors]
+    return [str(problem) for problem in parse_rules(text, file="case.yaml", catalog=CATALOG).errors]
 
 
 # --- the committed file ----------------------------------------------------------------------------------
 
 
 def test_committed_schema_is_generated_output() -> None:
-    assert COMMITTED.read_text() == render_schema(), (
-        "schema/autopilotrule.schema.json is stale: python -m agent.core.schema > schema/autopilotrule.schema.json"
+    assert COMMITTED.read_text() == render_schema(catalog=CATALOG), (
+        "schema/autopilotrule.schema.json is stale: "
+        "python -m agent.actions.registry rule-schema > schema/autopilotrule.schema.json"
     )
 
 
 def test_rendering_is_pretty_sorted_and_ends_with_a_newline() -> None:
-    text = render_schema()
+    text = render_schema(catalog=CATALOG)
     assert text.endswith("}\n")
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     assert json.loads(text)["$schema"] == JSON_SCHEMA_DRAFT == "https://json-schema.org/draft/2020-12/schema"
@@ -180,13 +181,13 @@ def test_rendering_is_pretty_sorted_and_ends_with_a_newline() -> None:
 
 
 def test_every_catalog_action_and_param_is_described() -> None:
-    schema = rule_json_schema()
+    schema = rule_json_schema(catalog=CATALOG)
     action = schema["$defs"]["action"]
     names = [choice["const"] for choice in action["properties"]["name"]["anyOf"]]
-    assert names == list(catalog.ACTIONS)
+    assert names == list(CATALOG)
     by_name = {branch["if"]["properties"]["name"]["const"]: branch["then"] for branch in action["allOf"]}
-    assert list(by_name) == list(catalog.ACTIONS)
-    for name, spec in catalog.ACTIONS.items():
+    assert list(by_name) == list(CATALOG)
+    for name, spec in CATALOG.items():
         params = by_name[name]["properties"]["params"]
         assert params["additionalProperties"] is False
         assert list(params["properties"]) == [param.name for param in spec.params]
@@ -199,7 +200,7 @@ def test_every_catalog_action_and_param_is_described() -> None:
 
 
 def test_operators_aliases_and_enums_come_from_the_core() -> None:
-    schema = rule_json_schema()
+    schema = rule_json_schema(catalog=CATALOG)
     expression = schema["$defs"]["expression"]["properties"]
     assert [choice["const"] for choice in expression["operator"]["anyOf"]] == [op.value for op in Operator]
     assert [choice["const"] for choice in expression["keyAlias"]["anyOf"]] == list(KEY_ALIASES)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agent.actions.registry import CATALOG
 from agent.adapters.files import expand_paths, load_rule_paths
 from agent.adapters.kubernetes import PodInfo, PvcInfo
 from agent.core.loader import merge_results
@@ -59,7 +60,7 @@ def test_only_the_pods_own_claims_in_its_own_namespace_are_in_scope() -> None:
 
 
 def test_node_and_pool_rules_do_not_run_in_sidecar_mode_and_say_why() -> None:
-    loaded = merge_results(load_rule_paths([RULES]))
+    loaded = merge_results(load_rule_paths([RULES], catalog=CATALOG))
     assert not loaded.errors
     by_kind = {rule.name: rule.target for rule in loaded.rules}
     running, not_run = split_rules(loaded.rules, PodScope.parse("kafka/kafka-0"))
@@ -101,5 +102,5 @@ def test_a_configmap_mounted_folder_loads_each_rule_once(tmp_path: Path) -> None
     (tmp_path / "..data").symlink_to(hidden.name)
     (tmp_path / "kafka-resize.yaml").symlink_to("..data/kafka-resize.yaml")
     assert list(expand_paths([tmp_path])) == [tmp_path / "kafka-resize.yaml"]
-    loaded = merge_results(load_rule_paths([tmp_path]))
+    loaded = merge_results(load_rule_paths([tmp_path], catalog=CATALOG))
     assert [rule.name for rule in loaded.rules] == ["kafka-resize"] and not loaded.problems

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from agent.core.planners import DeclineCode, Declined
+from agent.core.catalog import DeclineCode, Declined
 from agent.core.states import (
     ActionFinished,
     ActionStarted,

@@ -15,6 +15,7 @@ from dataclasses import fields
 
 import pytest
 
+from agent.actions.registry import CATALOG
 from agent.adapters.statestore import (
     InFlight,
     LastAction,
@@ -365,7 +366,7 @@ def test_cluster_rule_text_parses_with_the_loader_and_drops_server_fields() -> N
         },
         "status": {"objects": 3},
     }
-    result = parse_rules(cluster_rule_text(obj), file=cluster_rule_file("kafka-resize"))
+    result = parse_rules(cluster_rule_text(obj), file=cluster_rule_file("kafka-resize"), catalog=CATALOG)
     assert [str(problem) for problem in result.problems] == []
     assert [rule.name for rule in result.rules] == ["kafka-resize"]
     assert result.rules[0].cooldown_seconds == 600

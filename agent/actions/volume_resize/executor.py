@@ -16,16 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.actions.base import MutationLog, Outcome, OutcomeKind, wait_for
+from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, verified, wait_for
 from agent.actions.mutations import Applier, ResizePvc
+from agent.actions.volume_resize.spec import VOLUME_RESIZE, ResizePlan
 from agent.adapters.clock import Clock
 from agent.adapters.kubernetes import NotFoundError
-from agent.core import catalog
 from agent.core.engine import PlannedAction
 from agent.core.matching import TargetObject
-from agent.core.planners import ResizePlan
 from agent.core.quantity import format_bytes
-from agent.core.rules import ActionParams
 
 IN_FLIGHT_ANNOTATION = "kafka-autopilot.io/resize-requested"
 OPERATOR_OWNER_KINDS = ("Kafka", "KafkaNodePool")
@@ -93,12 +91,12 @@ class VolumeResizeExecutor:
     applier: Applier
     clock: Clock
     verify_timeout_seconds: float = 300.0
-    action: str = catalog.VOLUME_RESIZE
+    action: str = VOLUME_RESIZE
 
     async def _pvc(self, namespace: str, name: str) -> PvcLike | None:
         return next((c for c in await self.reader.list_pvcs() if c.namespace == namespace and c.name == name), None)
 
-    async def run(self, *, planned: PlannedAction, target: TargetObject, params: ActionParams) -> Outcome:
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object) -> Outcome:
         assert isinstance(planned.detail, ResizePlan)
         wanted = planned.detail.target_bytes
         namespace, name = target.namespace or "", target.name
@@ -118,10 +116,6 @@ class VolumeResizeExecutor:
                     annotations={IN_FLIGHT_ANNOTATION: format_bytes(wanted)},
                 )
             )
-        if self.applier.dry_run:
-            return Outcome(
-                kind=OutcomeKind.DRY_RUN, reason="dry-run: recorded, nothing changed", mutations=tuple(log.done)
-            )
 
         async def still_growing() -> str | None:
             current = await self._pvc(namespace, name)
@@ -131,18 +125,21 @@ class VolumeResizeExecutor:
             shown = format_bytes(capacity) if capacity is not None else "unknown"
             return f"status capacity {shown}, waiting for {format_bytes(wanted)}"
 
-        gap = await wait_for(still_growing, clock=self.clock, timeout_seconds=self.verify_timeout_seconds)
-        if gap is not None:
+        async def verify() -> Outcome:
+            gap = await wait_for(still_growing, clock=self.clock, timeout_seconds=self.verify_timeout_seconds)
+            if gap is not None:
+                return Outcome(
+                    kind=OutcomeKind.FAILED,
+                    reason=f"not verified within {self.verify_timeout_seconds:.0f}s: {gap}",
+                    mutations=tuple(log.done),
+                )
             return Outcome(
-                kind=OutcomeKind.FAILED,
-                reason=f"not verified within {self.verify_timeout_seconds:.0f}s: {gap}",
+                kind=OutcomeKind.VERIFIED,
+                reason=f"capacity reached {format_bytes(wanted)}",
                 mutations=tuple(log.done),
             )
-        return Outcome(
-            kind=OutcomeKind.VERIFIED,
-            reason=f"capacity reached {format_bytes(wanted)}",
-            mutations=tuple(log.done),
-        )
+
+        return await verified(log, verify)
 
     async def _refusal(self, claim: PvcLike, planned: PlannedAction) -> Outcome | None:
         assert isinstance(planned.detail, ResizePlan)
@@ -169,3 +166,7 @@ class VolumeResizeExecutor:
                 "planning again next cycle",
             )
         return None
+
+
+def build_executor(dependencies: Dependencies, applier: Applier) -> VolumeResizeExecutor:
+    return VolumeResizeExecutor(reader=dependencies.inventory, applier=applier, clock=dependencies.clock)

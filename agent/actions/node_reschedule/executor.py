@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.actions.base import MutationLog, Outcome, OutcomeKind, wait_for
+from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, finished, verified, wait_for
 from agent.actions.mutations import (
     Applier,
     CordonNode,
@@ -31,12 +31,11 @@ from agent.actions.mutations import (
     Mutation,
     TaintNode,
 )
+from agent.actions.node_reschedule.spec import NODE_RESCHEDULE, NodeRescheduleParams, RescheduleMode
 from agent.adapters.clock import Clock
-from agent.core import catalog
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, brokers_seen_alive, min_isr_violations
 from agent.core.matching import TargetObject
-from agent.core.rules import ActionParams, NodeRescheduleParams, RescheduleMode
 
 OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
 
@@ -109,7 +108,7 @@ class NodeRescheduleExecutor:
     applier: Applier
     clock: Clock
     verify_timeout_seconds: float = 180.0
-    action: str = catalog.NODE_RESCHEDULE
+    action: str = NODE_RESCHEDULE
 
     async def node_still_gone(self, node: str, grace_seconds: int) -> str | None:
         """None while the node is still failed; otherwise why it no longer counts as failed."""
@@ -123,7 +122,7 @@ class NodeRescheduleExecutor:
             return f"node {node}'s Lease was renewed {self.clock.now() - renewed:.0f}s ago (grace {grace_seconds}s)"
         return None
 
-    async def run(self, *, planned: PlannedAction, target: TargetObject, params: ActionParams) -> Outcome:
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object) -> Outcome:
         assert isinstance(params, NodeRescheduleParams)
         node = target.name
         log = MutationLog(applier=self.applier)
@@ -143,7 +142,7 @@ class NodeRescheduleExecutor:
         ]
         brokers = {pod.name: broker_id_of_pod(pod.name) for pod in pods}
         if not pods:
-            return self._finish(log, "no broker pods on the node")
+            return await finished(log, "no broker pods on the node")
         if self.kafka is None:
             return held("no Kafka connection: cannot confirm the brokers are fenced, so nothing is force-deleted")
         view = await self.kafka.cluster_view()
@@ -173,10 +172,6 @@ class NodeRescheduleExecutor:
             for attachment in await self.reader.list_volume_attachments():
                 if attachment.node == node:
                     await log.apply(DeleteVolumeAttachment(name=attachment.name))
-        if self.applier.dry_run:
-            return Outcome(
-                kind=OutcomeKind.DRY_RUN, reason="dry-run: recorded, nothing changed", mutations=tuple(log.done)
-            )
         names = [pod.name for pod in pods]
         namespaces = {pod.name: pod.namespace for pod in pods}
 
@@ -191,15 +186,25 @@ class NodeRescheduleExecutor:
                     missing.append(f"{name} ({where})")
             return ", ".join(missing) if missing else None
 
-        gap = await wait_for(not_yet_moved, clock=self.clock, timeout_seconds=self.verify_timeout_seconds)
-        if gap is not None:
+        async def verify() -> Outcome:
+            gap = await wait_for(not_yet_moved, clock=self.clock, timeout_seconds=self.verify_timeout_seconds)
+            if gap is not None:
+                return Outcome(
+                    kind=OutcomeKind.FAILED,
+                    reason=f"not verified within {self.verify_timeout_seconds:.0f}s: {gap}",
+                    mutations=tuple(log.done),
+                )
             return Outcome(
-                kind=OutcomeKind.FAILED,
-                reason=f"not verified within {self.verify_timeout_seconds:.0f}s: {gap}",
+                kind=OutcomeKind.VERIFIED,
+                reason=f"{', '.join(names)} Running on healthy nodes",
                 mutations=tuple(log.done),
             )
-        return self._finish(log, f"{', '.join(names)} Running on healthy nodes")
 
-    def _finish(self, log: MutationLog, reason: str) -> Outcome:
-        kind = OutcomeKind.DRY_RUN if self.applier.dry_run else OutcomeKind.VERIFIED
-        return Outcome(kind=kind, reason=reason, mutations=tuple(log.done))
+        return await verified(log, verify)
+
+
+def build_executor(dependencies: Dependencies, applier: Applier) -> NodeRescheduleExecutor:
+    """Without Kafka it is still built: it holds, saying the brokers' fencing cannot be confirmed."""
+    return NodeRescheduleExecutor(
+        reader=dependencies.kube, kafka=dependencies.kafka, applier=applier, clock=dependencies.clock
+    )

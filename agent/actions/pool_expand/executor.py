@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.actions.base import MutationLog, Outcome, OutcomeKind, wait_for
+from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, verified, wait_for
 from agent.actions.mutations import Applier, ExpandPool
+from agent.actions.pool_expand.spec import POOL_EXPAND, PoolExpandParams, PoolExpandPlan
 from agent.adapters.clock import Clock
 from agent.adapters.storagepools import (
     PoolNotFoundError,
@@ -28,12 +29,10 @@ from agent.adapters.storagepools import (
     find_pool,
     size_in_gib,
 )
-from agent.core import catalog
 from agent.core.engine import PlannedAction
 from agent.core.matching import TargetObject
-from agent.core.planners import PoolExpandPlan, ScaleType
+from agent.core.pools import ScaleType
 from agent.core.quantity import GIB, format_bytes
-from agent.core.rules import ActionParams, PoolExpandParams
 
 
 @dataclass
@@ -43,9 +42,9 @@ class PoolExpandExecutor:
     clock: Clock
     verify_timeout_seconds: float = 600.0
     poll_seconds: float = 1.0
-    action: str = catalog.POOL_EXPAND
+    action: str = POOL_EXPAND
 
-    async def run(self, *, planned: PlannedAction, target: TargetObject, params: ActionParams) -> Outcome:
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object) -> Outcome:
         assert isinstance(planned.detail, PoolExpandPlan)
         assert isinstance(params, PoolExpandParams)
         plan = planned.detail
@@ -76,10 +75,6 @@ class PoolExpandExecutor:
                 )
             )
             wanted = min(wanted, size)
-        if self.applier.dry_run:
-            return Outcome(
-                kind=OutcomeKind.DRY_RUN, reason="dry-run: recorded, nothing changed", mutations=tuple(log.done)
-            )
 
         async def still_growing() -> str | None:
             try:
@@ -101,27 +96,30 @@ class PoolExpandExecutor:
             doing = f"; {operation.status}: {operation.message}" if operation is not None else ""
             return f"total {format_bytes(current.total_bytes)}, waiting for {format_bytes(wanted)}{doing}"
 
-        try:
-            gap = await wait_for(
-                still_growing,
-                clock=self.clock,
-                timeout_seconds=self.verify_timeout_seconds,
-                interval_seconds=self.poll_seconds,
-            )
-        except _ResizeFailedError as failed:
-            return Outcome(kind=OutcomeKind.FAILED, reason=str(failed), mutations=tuple(log.done))
-        if gap is not None:
+        async def verify() -> Outcome:
+            try:
+                gap = await wait_for(
+                    still_growing,
+                    clock=self.clock,
+                    timeout_seconds=self.verify_timeout_seconds,
+                    interval_seconds=self.poll_seconds,
+                )
+            except _ResizeFailedError as failed:
+                return Outcome(kind=OutcomeKind.FAILED, reason=str(failed), mutations=tuple(log.done))
+            if gap is not None:
+                return Outcome(
+                    kind=OutcomeKind.FAILED,
+                    reason=f"not verified within {self.verify_timeout_seconds:.0f}s: {gap}",
+                    mutations=tuple(log.done),
+                )
+            capped = " (capped at maxsize)" if plan.capped else ""
             return Outcome(
-                kind=OutcomeKind.FAILED,
-                reason=f"not verified within {self.verify_timeout_seconds:.0f}s: {gap}",
+                kind=OutcomeKind.VERIFIED,
+                reason=f"pool total reached {format_bytes(wanted)}{capped} by {plan.scale_type}",
                 mutations=tuple(log.done),
             )
-        capped = " (capped at maxsize)" if plan.capped else ""
-        return Outcome(
-            kind=OutcomeKind.VERIFIED,
-            reason=f"pool total reached {format_bytes(wanted)}{capped} by {plan.scale_type}",
-            mutations=tuple(log.done),
-        )
+
+        return await verified(log, verify)
 
     def _refusal(self, pool: StoragePool, plan: PoolExpandPlan, params: PoolExpandParams) -> Outcome | None:
         if pool.total_bytes != plan.current_bytes:
@@ -161,3 +159,10 @@ class PoolExpandExecutor:
 
 class _ResizeFailedError(Exception):
     """The storage layer marked the pool's resize failed: stop waiting."""
+
+
+def build_executor(dependencies: Dependencies, applier: Applier) -> PoolExpandExecutor | None:
+    """None without a storage API: the pool cannot be read or grown."""
+    if dependencies.pools is None:
+        return None
+    return PoolExpandExecutor(pools=dependencies.pools, applier=applier, clock=dependencies.clock)

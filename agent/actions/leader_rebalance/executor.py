@@ -24,15 +24,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.actions.base import MutationLog, Outcome, OutcomeKind, wait_for
+from agent.actions.base import (
+    RECORDED,
+    Dependencies,
+    MutationLog,
+    Outcome,
+    OutcomeKind,
+    finished,
+    verified,
+    wait_for,
+)
+from agent.actions.leader_rebalance.spec import LEADER_REBALANCE, LeaderRebalanceParams
 from agent.actions.mutations import Applier, ElectionIncompleteError, ElectPreferredLeaders
 from agent.adapters.clock import Clock
-from agent.core import catalog
 from agent.core.elections import batches, partition_list
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, preferred_leader_candidates
 from agent.core.matching import TargetObject
-from agent.core.rules import ActionParams, LeaderRebalanceParams
 
 
 class KafkaViewer(Protocol):
@@ -75,9 +83,9 @@ class LeaderRebalanceExecutor:
     kafka: KafkaViewer | None
     applier: Applier
     clock: Clock
-    action: str = catalog.LEADER_REBALANCE
+    action: str = LEADER_REBALANCE
 
-    async def run(self, *, planned: PlannedAction, target: TargetObject, params: ActionParams) -> Outcome:
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object) -> Outcome:
         assert isinstance(params, LeaderRebalanceParams)
         broker = broker_id_of(target)
         if broker is None:
@@ -100,11 +108,7 @@ class LeaderRebalanceExecutor:
                 f"preferred for and does not lead: {partition_list(stuck)}",
             )
         if not candidates:
-            kind = OutcomeKind.DRY_RUN if self.applier.dry_run else OutcomeKind.VERIFIED
-            return Outcome(
-                kind=kind,
-                reason=f"nothing to elect: broker {broker} leads every partition it is preferred for",
-            )
+            return await finished(log, f"nothing to elect: broker {broker} leads every partition it is preferred for")
         refused: dict[tuple[str, int], str] = {}
         for batch in batches(candidates, params.batch_size):
             try:
@@ -112,41 +116,47 @@ class LeaderRebalanceExecutor:
             except ElectionIncompleteError as incomplete:
                 log.done.append(ElectPreferredLeaders(broker_id=broker, partitions=batch).describe())
                 refused.update({(f.topic, f.partition): f.describe() for f in incomplete.failures})
-        if self.applier.dry_run:
+
+        async def verify() -> Outcome:
+            elected = [key for key in candidates if key not in refused]
+            topics = sorted({topic for topic, _ in elected})
+            lagging: list[str] = []
+
+            async def not_yet_led() -> str | None:
+                lagging[:] = not_led_by_preferred(await self.kafka_view(topics), elected)
+                return ", ".join(lagging[:10]) if lagging else None
+
+            if elected:
+                await wait_for(not_yet_led, clock=self.clock, timeout_seconds=params.timeout_seconds)
+            problems = list(refused.values())
+            if lagging:
+                problems.append(
+                    f"not led by the preferred replica within {params.timeout_seconds}s: {', '.join(lagging[:10])}"
+                )
+            if problems:
+                return Outcome(
+                    kind=OutcomeKind.FAILED,
+                    reason=f"{len(elected) - len(lagging)} of {len(candidates)} partitions led by broker {broker} "
+                    "again; " + "; ".join(problems[:10]) + stuck_note,
+                    mutations=tuple(log.done),
+                )
             return Outcome(
-                kind=OutcomeKind.DRY_RUN,
-                reason=f"dry-run: recorded, nothing changed ({len(candidates)} partitions to elect){stuck_note}",
+                kind=OutcomeKind.VERIFIED,
+                reason=f"broker {broker} leads its {len(elected)} preferred partitions again: "
+                f"{partition_list(elected)}{stuck_note}",
                 mutations=tuple(log.done),
             )
-        elected = [key for key in candidates if key not in refused]
-        topics = sorted({topic for topic, _ in elected})
-        lagging: list[str] = []
 
-        async def not_yet_led() -> str | None:
-            lagging[:] = not_led_by_preferred(await self.kafka_view(topics), elected)
-            return ", ".join(lagging[:10]) if lagging else None
-
-        if elected:
-            await wait_for(not_yet_led, clock=self.clock, timeout_seconds=params.timeout_seconds)
-        problems = list(refused.values())
-        if lagging:
-            problems.append(
-                f"not led by the preferred replica within {params.timeout_seconds}s: {', '.join(lagging[:10])}"
-            )
-        if problems:
-            return Outcome(
-                kind=OutcomeKind.FAILED,
-                reason=f"{len(elected) - len(lagging)} of {len(candidates)} partitions led by broker {broker} "
-                "again; " + "; ".join(problems[:10]) + stuck_note,
-                mutations=tuple(log.done),
-            )
-        return Outcome(
-            kind=OutcomeKind.VERIFIED,
-            reason=f"broker {broker} leads its {len(elected)} preferred partitions again: "
-            f"{partition_list(elected)}{stuck_note}",
-            mutations=tuple(log.done),
-        )
+        recorded = f"{RECORDED} ({len(candidates)} partitions to elect){stuck_note}"
+        return await verified(log, verify, recorded_reason=recorded)
 
     async def kafka_view(self, topics: Sequence[str]) -> ClusterView:
         assert self.kafka is not None
         return await self.kafka.cluster_view(topics=topics)
+
+
+def build_executor(dependencies: Dependencies, applier: Applier) -> LeaderRebalanceExecutor | None:
+    """None without a Kafka connection: leadership can be neither read nor elected."""
+    if dependencies.kafka is None:
+        return None
+    return LeaderRebalanceExecutor(kafka=dependencies.kafka, applier=applier, clock=dependencies.clock)

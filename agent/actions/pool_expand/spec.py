@@ -1,27 +1,10 @@
-"""Pure size arithmetic for the capacity actions: PVC resize and storage pool expansion.
+"""`openstorage.io.action.storagepool/expand`, pure: its params, its planner and its plan's in-flight record.
 
-Executors ask a planner what size to ask for and get either a plan or a Declined with a code
-and a sentence for the audit log, Events and the rule status. Planners never shrink, never go
-past maxsize and never act without data; all sizes are exact ints of bytes.
-
-Volume resize (openstorage.io.action.volume/resize: scalepercentage, maxsize)
------------------------------------------------------------------------------
-    NoData      when current is unknown or <= 0
-    AtMaxSize   when maxsize is set and current >= maxsize (above it too: never a shrink)
-    increase  = max(current * scalepercentage / 100, min_step)
-    NoGrowth    when increase <= 0
-    target    = current + increase, rounded up to a whole number of GiB
-    target    = maxsize, with capped=True, when target > maxsize
-
-    The reference rule (scalepercentage 100, maxsize 1Ti): 400Gi -> 800Gi;
-    800Gi -> 1Ti (capped); 1Ti -> declined AtMaxSize.
-
-Storage pool expansion (openstorage.io.action.storagepool/expand)
------------------------------------------------------------------
-A pool is N drives of one size, as in the OpenStorage SDK pool resize, which grows a pool by
-adding drives of the existing size (ADD_DISK) or by growing every drive equally (RESIZE_DISK);
-AUTO lets the planner choose. Sizes are growth-based: target = current + added raw capacity,
-so a pool whose usable total is a little below N * drive size is still planned correctly.
+A pool is N drives of one size (agent.core.pools), as in the OpenStorage SDK pool resize, which grows a
+pool by adding drives of the existing size (ADD_DISK) or by growing every drive equally (RESIZE_DISK);
+AUTO lets the planner choose. Sizes are growth-based: target = current + added raw capacity, so a pool
+whose usable total is a little below N * drive size is still planned correctly. The planner never
+shrinks, never goes past maxsize or maxdrives and never acts without data.
 
     NoData      when the pool is unknown, its total <= 0, or it has no drives
     AtMaxSize   when maxsize is set and total >= maxsize
@@ -45,59 +28,40 @@ so a pool whose usable total is a little below N * drive size is still planned c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
+from agent.core.catalog import (
+    ActionSpec,
+    DeclineCode,
+    Declined,
+    ParamSpec,
+    ParamType,
+    PlanDetail,
+    Planned,
+    at_max_size,
+    choice_param,
+    fraction_value,
+    optional_int,
+    percentage_text,
+    signed_bytes_text,
+)
+from agent.core.matching import TargetObject
+from agent.core.pools import PoolShape, ScaleType
 from agent.core.quantity import GIB, format_bytes, round_up
+from agent.core.rules import TargetKind
 
-__all__ = [
-    "DeclineCode",
-    "Declined",
-    "PoolExpandPlan",
-    "PoolShape",
-    "ResizePlan",
-    "ScaleType",
-    "plan_pool_expand",
-    "plan_volume_resize",
-]
-
-
-class DeclineCode(StrEnum):
-    AT_MAX_SIZE = "AtMaxSize"
-    AT_MAX_DRIVES = "AtMaxDrives"
-    NO_DATA = "NoData"
-    NO_GROWTH = "NoGrowth"
+POOL_EXPAND = "openstorage.io.action.storagepool/expand"
 
 
 @dataclass(frozen=True, kw_only=True)
-class Declined:
-    """No action, and why: code is one of DeclineCode, message quotes the sizes involved."""
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class ResizePlan:
-    current_bytes: int
-    target_bytes: int
-    capped: bool
-
-
-class ScaleType(StrEnum):
-    ADD_DISK = "add-disk"
-    RESIZE_DISK = "resize-disk"
-    AUTO = "auto"
-
-
-@dataclass(frozen=True, kw_only=True)
-class PoolShape:
-    """A storage pool of drive_count drives of drive_size_bytes each, total_bytes usable."""
-
-    total_bytes: int
-    drive_count: int
-    drive_size_bytes: int
+class PoolExpandParams:
+    scale_percentage: Fraction | None = Fraction(50)
+    scale_size_bytes: int | None = None
+    scale_type: ScaleType = ScaleType.AUTO
+    max_bytes: int | None = None
+    max_drives: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,34 +75,29 @@ class PoolExpandPlan:
     new_drive_size_bytes: int
     capped: bool
 
+    def encode(self) -> dict[str, str]:
+        return {
+            "pool_current_bytes": str(self.current_bytes),
+            "pool_target_bytes": str(self.target_bytes),
+            "scale_type": self.scale_type.value,
+            "drives_added": str(self.drives_added),
+            "new_drive_size_bytes": str(self.new_drive_size_bytes),
+            "capped": str(self.capped).lower(),
+        }
 
-def plan_volume_resize(
-    *,
-    current_bytes: int | None,
-    scale_percentage: Fraction,
-    max_bytes: int | None,
-    min_step_bytes: int = 0,
-) -> ResizePlan | Declined:
-    """The new size of a volume, or why it must not grow; the arithmetic is in the module docstring."""
-    if current_bytes is None:
-        return Declined(code=DeclineCode.NO_DATA, message="no data: the current size is unknown")
-    if current_bytes <= 0:
-        return Declined(code=DeclineCode.NO_DATA, message=f"no data: the current size is {current_bytes}")
-    if max_bytes is not None and current_bytes >= max_bytes:
-        return _at_max_size(current_bytes=current_bytes, max_bytes=max_bytes)
-    increase = max(current_bytes * scale_percentage / 100, Fraction(min_step_bytes))
-    if increase <= 0:
-        return Declined(
-            code=DeclineCode.NO_GROWTH,
-            message=(
-                f"no growth: scalepercentage {_percentage(scale_percentage)}"
-                f" and minimum step {_signed_bytes(min_step_bytes)} add nothing"
-            ),
-        )
-    target_bytes = round_up(math.ceil(current_bytes + increase), granularity=GIB)
-    if max_bytes is not None and target_bytes > max_bytes:
-        return ResizePlan(current_bytes=current_bytes, target_bytes=max_bytes, capped=True)
-    return ResizePlan(current_bytes=current_bytes, target_bytes=target_bytes, capped=False)
+
+def decode_pool_expand_plan(detail: Mapping[str, str]) -> PoolExpandPlan | None:
+    """The plan `PoolExpandPlan.encode` recorded; None when the record holds none."""
+    if "pool_target_bytes" not in detail:
+        return None
+    return PoolExpandPlan(
+        current_bytes=int(detail["pool_current_bytes"]),
+        target_bytes=int(detail["pool_target_bytes"]),
+        scale_type=ScaleType(detail["scale_type"]),
+        drives_added=int(detail.get("drives_added", 0)),
+        new_drive_size_bytes=int(detail.get("new_drive_size_bytes", 0)),
+        capped=detail.get("capped", "false") == "true",
+    )
 
 
 def plan_pool_expand(
@@ -160,13 +119,13 @@ def plan_pool_expand(
         return Declined(
             code=DeclineCode.NO_DATA,
             message=(
-                f"no data: the pool has total {_signed_bytes(pool.total_bytes)},"
-                f" {pool.drive_count} drives of {_signed_bytes(pool.drive_size_bytes)}"
+                f"no data: the pool has total {signed_bytes_text(pool.total_bytes)},"
+                f" {pool.drive_count} drives of {signed_bytes_text(pool.drive_size_bytes)}"
             ),
         )
     current_bytes = pool.total_bytes
     if max_bytes is not None and current_bytes >= max_bytes:
-        return _at_max_size(current_bytes=current_bytes, max_bytes=max_bytes)
+        return at_max_size(current_bytes=current_bytes, max_bytes=max_bytes)
     if wanted_bytes <= 0:
         return Declined(code=DeclineCode.NO_GROWTH, message=f"no growth: {growth_source} adds nothing")
 
@@ -217,9 +176,9 @@ def _wanted_growth(
     """The wanted growth in bytes and the parameter it came from, for messages."""
     if scale_percentage is not None and scale_size_bytes is None:
         total_bytes = 0 if pool is None else pool.total_bytes
-        return total_bytes * scale_percentage / 100, f"scalepercentage {_percentage(scale_percentage)}"
+        return total_bytes * scale_percentage / 100, f"scalepercentage {percentage_text(scale_percentage)}"
     if scale_size_bytes is not None and scale_percentage is None:
-        return Fraction(scale_size_bytes), f"scalesize {_signed_bytes(scale_size_bytes)}"
+        return Fraction(scale_size_bytes), f"scalesize {signed_bytes_text(scale_size_bytes)}"
     raise ValueError("give exactly one of scale_percentage and scale_size_bytes")
 
 
@@ -254,19 +213,76 @@ def _resized_total(*, pool: PoolShape, new_drive_size: int) -> int:
     return pool.total_bytes + pool.drive_count * (new_drive_size - pool.drive_size_bytes)
 
 
-def _at_max_size(*, current_bytes: int, max_bytes: int) -> Declined:
-    where = "at" if current_bytes == max_bytes else "above"
-    return Declined(
-        code=DeclineCode.AT_MAX_SIZE,
-        message=f"{where} maxsize {format_bytes(max_bytes)} (current {format_bytes(current_bytes)})",
+def _plan(target: TargetObject, params: object) -> Planned | Declined:
+    assert isinstance(params, PoolExpandParams)
+    expand = plan_pool_expand(
+        pool=target.pool,
+        scale_percentage=params.scale_percentage,
+        scale_size_bytes=params.scale_size_bytes,
+        scale_type=params.scale_type,
+        max_bytes=params.max_bytes,
+        max_drives=params.max_drives,
+    )
+    if isinstance(expand, Declined):
+        return expand
+    after = f"{format_bytes(expand.target_bytes)} by {expand.scale_type}"
+    return Planned(before=format_bytes(expand.current_bytes), after=after, detail=expand)
+
+
+def _build(values: Mapping[str, object]) -> PoolExpandParams:
+    has_percentage = "scalepercentage" in values
+    has_size = "scalesize" in values
+    if has_percentage and has_size:
+        raise ValueError("give scalepercentage or scalesize, not both")
+    return PoolExpandParams(
+        scale_percentage=None if has_size else fraction_value(values.get("scalepercentage"), Fraction(50)),
+        scale_size_bytes=optional_int(values.get("scalesize")),
+        scale_type=ScaleType(str(values.get("scaletype", ScaleType.AUTO.value))),
+        max_bytes=optional_int(values.get("maxsize")),
+        max_drives=optional_int(values.get("maxdrives")),
     )
 
 
-def _percentage(percentage: Fraction) -> str:
-    if percentage.denominator == 1:
-        return f"{percentage.numerator}%"
-    return f"{float(percentage):g}%"
+def _simulate(target: TargetObject, detail: PlanDetail | None) -> TargetObject:
+    """The pool once expanded: the planned total, with the drives added or resized."""
+    if not isinstance(detail, PoolExpandPlan) or target.pool is None:
+        return target
+    shape = PoolShape(
+        total_bytes=detail.target_bytes,
+        drive_count=target.pool.drive_count + detail.drives_added,
+        drive_size_bytes=detail.new_drive_size_bytes,
+    )
+    return replace(target, pool=shape)
 
 
-def _signed_bytes(n: int) -> str:
-    return format_bytes(n) if n >= 0 else f"-{format_bytes(-n)}"
+SPEC = ActionSpec(
+    name=POOL_EXPAND,
+    target=TargetKind.STORAGE_POOL,
+    doc="Expand a storage pool by adding drives or resizing its drives, never past maxsize.",
+    params=(
+        ParamSpec(
+            name="scalepercentage",
+            type=ParamType.PERCENTAGE,
+            doc="Grow by this percent of the pool's size (default 50 unless scalesize is given).",
+            default="50",
+        ),
+        ParamSpec(name="scalesize", type=ParamType.BYTES, doc="Grow by this size instead of a percent."),
+        choice_param(
+            "scaletype",
+            "add-disk adds drives of the pool's drive size; resize-disk grows every drive; "
+            "auto adds drives while maxdrives allows, then resizes.",
+            tuple(scale.value for scale in ScaleType),
+            ScaleType.AUTO.value,
+        ),
+        ParamSpec(name="maxsize", type=ParamType.BYTES, doc="Never grow the pool past this size."),
+        ParamSpec(
+            name="maxdrives",
+            type=ParamType.COUNT,
+            doc="With auto, add drives only while the pool stays within this many (our extension).",
+        ),
+    ),
+    build=_build,
+    planner=_plan,
+    decode=decode_pool_expand_plan,
+    simulate=_simulate,
+)
