@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from agent.core.catalog import Catalog, DeclineCode, Declined, PlanDetail
+from agent.core.catalog import Catalog, DeclineCode, Declined, PlanDetail, Planned
 from agent.core.matching import IdentityIndex, TargetObject, identity_labels_for, select_objects
 from agent.core.operators import holds
 from agent.core.policy import AdmissionFacts, Held, Policy, admit
@@ -22,7 +22,7 @@ from agent.core.states import (
     Event,
     HeldByPolicy,
     ObjectState,
-    Planned,
+    PlanOutcome,
     RuleState,
     Step,
     Transition,
@@ -223,7 +223,11 @@ def run_cycle(
                 state, note = outcome.state, outcome.note
             else:
                 outcome = advance(
-                    rule=rule, object_key=target.key, state=state, now=now, event=Planned(declined=_as_declined(plans))
+                    rule=rule,
+                    object_key=target.key,
+                    state=state,
+                    now=now,
+                    event=PlanOutcome(declined=_as_declined(plans)),
                 )
                 transitions.extend(outcome.transitions)
                 state, note = outcome.state, outcome.note or note
@@ -313,6 +317,7 @@ def plan_actions(*, rule: Rule, target: TargetObject, now: float) -> tuple[Plann
 def _plan_one(*, rule: Rule, action: RuleAction, target: TargetObject, now: float) -> PlannedAction | DeclinedAction:
     """The action's own spec plans it (resolved when the rule was loaded); the engine stamps who, what and when."""
     plan = action.spec.plan(target=target, params=action.params)
+    assert isinstance(plan, Planned | Declined), f"{action.name}: its spec planned {plan!r}"
     if isinstance(plan, Declined):
         return DeclinedAction(
             rule=rule.name,

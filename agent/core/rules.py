@@ -10,13 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from agent.core.diagnostics import Location
 from agent.core.operators import Operator
-
-if TYPE_CHECKING:
-    from agent.core.catalog import ActionSpec
 
 VENDOR_API_VERSION = "autopilot.libopenstorage.org/v1alpha1"
 API_GROUP = "kafka-autopilot.io"
@@ -123,12 +120,27 @@ class Conditions:
         return self.required_matches or len(self.expressions)
 
 
+class ActionSpecView(Protocol):
+    """What a rule needs of its action's spec (agent.core.catalog.ActionSpec), named here so that the
+    rule model does not import the catalog, which imports the rule model."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def target(self) -> TargetKind: ...
+
+    def plan(self, *, target: Any, params: object) -> object:
+        """A `catalog.Planned` or a `catalog.Declined`."""
+        ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class RuleAction:
     """One action of a rule, resolved against the catalog when the rule was loaded."""
 
     name: str
-    spec: ActionSpec
+    spec: ActionSpecView
     params: object
     """Typed params, of the type the action's spec builds (its `spec.py` in agent/actions/<action>/)."""
     raw_params: Mapping[str, str] = field(default_factory=dict)

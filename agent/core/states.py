@@ -100,7 +100,7 @@ class ApprovalAnswered:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Planned:
+class PlanOutcome:
     """After `plan_now`: the planner's answer (None: the actions are planned), or an executor's refusal."""
 
     declined: Declined | None = None
@@ -124,7 +124,7 @@ class ActionFinished:
     reason: str = ""
 
 
-Event = Evaluated | ApprovalAnswered | Planned | HeldByPolicy | ActionStarted | ActionFinished
+Event = Evaluated | ApprovalAnswered | PlanOutcome | HeldByPolicy | ActionStarted | ActionFinished
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,7 +201,7 @@ def decide(
 ) -> Step:
     """Apply one event to one (rule, object) state at time `now`: the one transition function.
 
-    A cycle's verdict (`Evaluated`), the planner's or the policy's answer after `plan_now` (`Planned`,
+    A cycle's verdict (`Evaluated`), the planner's or the policy's answer after `plan_now` (`PlanOutcome`,
     `HeldByPolicy`), an approver's answer, and an action's start and end all go through here.
     """
     machine = _Machine(
@@ -213,7 +213,7 @@ def decide(
         state=state,
     )
     current = state.state
-    if isinstance(event, Planned):
+    if isinstance(event, PlanOutcome):
         return _planned(machine, event.declined)
     if isinstance(event, HeldByPolicy):
         machine.go(RuleState.ACTIONS_THROTTLED, event.reason)

@@ -27,7 +27,7 @@ from agent.core.engine import PlannedAction, advance
 from agent.core.inflight import decode_in_flight, encode_in_flight
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule
-from agent.core.states import ActionFinished, ActionStarted, ObjectState, Planned, RuleState
+from agent.core.states import ActionFinished, ActionStarted, ObjectState, PlanOutcome, RuleState
 from agent.runtime.approvals import ApprovalFlow
 from agent.runtime.recorder import Recorder
 
@@ -153,7 +153,7 @@ class ActionRunner:
         """Store the outcome (state, last action, in-flight record cleared) in one write, then record it."""
         now = self.clock.now()
         if outcome.kind is OutcomeKind.DECLINED:
-            event: Planned | ActionFinished = Planned(declined=Declined(code="Refused", message=outcome.reason))
+            event: PlanOutcome | ActionFinished = PlanOutcome(declined=Declined(code="Refused", message=outcome.reason))
         else:
             event = ActionFinished(succeeded=outcome.succeeded, reason=outcome.reason)
         result = advance(rule=rule, object_key=target.key, state=state, event=event, now=now)
