@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TextIO
 
 from agent import __version__
+from agent.adapters.errors import PrometheusQueryError
 from agent.adapters.files import expand_paths, load_paths
 from agent.adapters.kafka import KafkaSettings
-from agent.adapters.prometheus import PrometheusQueryError
 from agent.adapters.promtool import PromtoolError, check_promql
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail

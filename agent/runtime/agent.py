@@ -38,7 +38,8 @@ import structlog
 
 from agent.actions.base import Executor, Outcome, OutcomeKind
 from agent.adapters.clock import Clock
-from agent.adapters.statestore import ActionHistory, InFlight, LastAction, StateConflictError, StoredStatus
+from agent.adapters.errors import StateConflictError
+from agent.adapters.kubernetes.statuscodec import ActionHistory, InFlight, LastAction, StoredStatus
 from agent.adapters.storagepools import StoragePoolApi
 from agent.audit.trail import (
     AuditRecord,
@@ -91,7 +92,7 @@ class Inventory(Protocol):
 
 
 class StateStore(Protocol):
-    """agent.adapters.statestore.StateStore: durable per-(rule, object) state in the Kubernetes API."""
+    """agent.adapters.kubernetes.statestore.StateStore: durable per-(rule, object) state in the Kubernetes API."""
 
     async def load(self, rule: str) -> dict[str, ObjectState]: ...
 

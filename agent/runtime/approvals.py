@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from agent.actions.base import Outcome
-from agent.adapters.approvals import Approval, ApprovalStoreError
-from agent.adapters.statestore import StateConflictError
+from agent.adapters.errors import KubeError, StateConflictError
+from agent.adapters.kubernetes.approvals import Approval
 from agent.audit.trail import AUDIT_KEYS, AuditRecord, iso_time
 from agent.core.approvals import (
     FINAL_PHASES,
@@ -59,7 +59,7 @@ action window, approved but declined by the planner)."""
 
 
 class ApprovalBackend(Protocol):
-    """agent.adapters.approvals.ApprovalStore: the ActionApprovals in the Kubernetes API."""
+    """agent.adapters.kubernetes.approvals.ApprovalStore: the ActionApprovals in the Kubernetes API."""
 
     async def ensure(self, request: ApprovalRequest, *, now: float) -> tuple[Approval, bool]: ...
 
@@ -103,7 +103,7 @@ class ApprovalFlow:
     async def _guarded(self, agent: Agent, rule: Rule, target: TargetObject, step: Any) -> None:
         try:
             await step
-        except ApprovalStoreError as error:
+        except KubeError as error:
             log.warning(
                 "approval step failed; next cycle tries again", rule=rule.name, object=target.key, error=str(error)
             )

@@ -29,13 +29,16 @@ from agent.actions.pool_expand import PoolExpandExecutor
 from agent.actions.rebalance import LeaderRebalanceExecutor
 from agent.actions.reschedule import NodeRescheduleExecutor
 from agent.actions.resize import VolumeResizeExecutor
-from agent.adapters.approvals import ApprovalStore
-from agent.adapters.clock import WallClock
+from agent.adapters.clock import Clock, WallClock
 from agent.adapters.files import load_policy_file, load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.kubernetes import USER_AGENT, EventTarget, KubeClient, KubeError, connect
+from agent.adapters.kubernetes.approvals import ApprovalStore
+from agent.adapters.kubernetes.clusterrules import read_cluster_rules
+from agent.adapters.kubernetes.crds import install_crds
+from agent.adapters.kubernetes.statestore import StateStore
+from agent.adapters.kubernetes.statuscodec import object_name
 from agent.adapters.prometheus import PrometheusClient
-from agent.adapters.statestore import StateStore, install_crds, object_name, read_cluster_rules
 from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core import catalog
@@ -68,14 +71,14 @@ class PrometheusSettings:
     ca_file: Path | None = None
     insecure_skip_verify: bool = False
 
-    def client(self) -> PrometheusClient:
+    def client(self, *, clock: Clock) -> PrometheusClient:
         headers: dict[str, str] = {}
         if self.bearer_token_file is not None:
             headers["Authorization"] = f"Bearer {self.bearer_token_file.read_text().strip()}"
         if self.tenant:
             headers["X-Scope-OrgID"] = self.tenant
         verify: bool | str = False if self.insecure_skip_verify else (str(self.ca_file) if self.ca_file else True)
-        return PrometheusClient(url=self.url, headers=headers, verify_tls=verify)
+        return PrometheusClient(url=self.url, headers=headers, verify_tls=verify, clock=clock)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,17 +184,17 @@ async def run_agent(
     telemetry = Telemetry()
     clock = WallClock()
     try:
-        kube = await connect(kubeconfig=options.kubeconfig)
+        kube = await connect(kubeconfig=options.kubeconfig, clock=clock)
     except KubeError as error:
         print(f"kafka-autopilot run: cannot reach Kubernetes: {error}", file=sys.stderr)
         return 2
     async with kube, contextlib.AsyncExitStack() as stack:
         if options.install_crds:
-            await install_crds(kube.api_client)
+            await install_crds(kube)
             if await kube.ensure_namespace(options.namespace):
                 log.info("created the agent's namespace (approvals, Lease)", namespace=options.namespace)
         if options.cluster_rules:
-            cluster = await read_cluster_rules(kube.api_client)
+            cluster = await read_cluster_rules(kube)
             for found in cluster:
                 result = parse_rules(found.text, file=found.file)
                 problems.extend(result.problems)
@@ -237,8 +240,8 @@ async def run_agent(
         agent = Agent(
             rules=rules,
             inventory=inventory,
-            prometheus=options.prometheus.client(),
-            store=StateStore(kube.api_client),
+            prometheus=options.prometheus.client(clock=clock),
+            store=StateStore(kube=kube),
             executors=executors_with(applier),
             dry_run_executors=executors_with(lambda _action: dry_applier),
             clock=clock,
@@ -248,7 +251,7 @@ async def run_agent(
             dry_run=dry_run,
             policy=policy,
             dry_run_actions=dry_run_actions,
-            approvals=ApprovalFlow(store=ApprovalStore(kube.api_client), agent_namespace=options.namespace),
+            approvals=ApprovalFlow(store=ApprovalStore(kube=kube), agent_namespace=options.namespace),
             pools=pools,
         )
         agent.rule_health.update(not_run)

@@ -31,7 +31,7 @@ from e2e_support import (
 )
 from helpers import eventually
 
-from agent.adapters.statestore import parse_time
+from agent.adapters.kubernetes.statuscodec import parse_time
 from agent.sandbox import workload
 from agent.sandbox.environment import Sandbox
 from agent.sandbox.kube import KubeApi

@@ -23,7 +23,7 @@ from agent.actions.mutations import ClusterWriter, DryRunApplier, ElectPreferred
 from agent.actions.rebalance import LeaderRebalanceExecutor
 from agent.adapters.clock import WallClock
 from agent.adapters.kafka import KafkaAdmin, KafkaResponseError, KafkaSettings, KafkaUnavailableError
-from agent.adapters.kafka_elect import ElectLeadersRequest
+from agent.adapters.kafka.elect import ElectLeadersRequest
 from agent.core import catalog
 from agent.core.elections import ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE
 from agent.core.engine import PlannedAction

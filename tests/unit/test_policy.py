@@ -14,11 +14,11 @@ import yaml
 from helpers import REFERENCE_RULE
 from test_schema import errors as schema_validator_errors
 
-from agent.adapters.statestore import (
+from agent.adapters.errors import StateDecodeError
+from agent.adapters.kubernetes.statuscodec import (
     RECENT_ACTIONS,
     LastAction,
     RecentAction,
-    StateDecodeError,
     StoredStatus,
     decode_status,
     encode_status,
