@@ -39,7 +39,7 @@ from agent.adapters.retry import RetryPolicy, is_temporary, retrying
 from agent.core.samples import InstantVector, Sample
 
 DEFAULT_ATTEMPTS = 3
-"""Tries per query when the failure is transient (unreachable, 5xx); a bad query is tried once."""
+"""Tries per query when the failure is temporary (unreachable, 429, 5xx); a bad query is tried once."""
 
 
 class _HttpStatusError(Exception):
