@@ -7,7 +7,7 @@ failed, in Prometheus' own words where it gave any.
 
 Retries: `query` (the agent's) tries a temporary failure again through `agent.adapters.retry`,
 sleeping on the client's Clock; `instant_query` (blocking, for the rule tester, which has no event
-loop) follows the same policy with tenacity's blocking sleep.
+loop) follows the same policy through `retrying_blocking`, pausing its thread.
 
 Errors (`agent.adapters.errors`):
 
@@ -30,12 +30,11 @@ from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from urllib3.util.retry import Retry
 
 from agent.adapters.clock import Clock
 from agent.adapters.errors import PrometheusQueryError
-from agent.adapters.retry import RetryPolicy, is_temporary, retrying
+from agent.adapters.retry import RetryPolicy, retrying, retrying_blocking
 from agent.core.samples import InstantVector, Sample
 
 DEFAULT_ATTEMPTS = 3
@@ -114,16 +113,8 @@ class PrometheusClient:
         A scalar result becomes one sample without labels. Series keep their `__name__` label. For
         callers without an event loop (the rule tester): the pauses between tries block the thread.
         """
-        blocking = Retrying(
-            stop=stop_after_attempt(self._policy.attempts or 1),
-            wait=wait_exponential_jitter(
-                initial=self._policy.base_seconds, max=self._policy.max_seconds, jitter=self._policy.jitter_seconds
-            ),
-            retry=retry_if_exception(is_temporary),
-            reraise=True,
-        )
         try:
-            return blocking(self._query_once, expr, at)
+            return retrying_blocking(self._policy)(self._query_once, expr, at)
         except PrometheusQueryError as error:
             raise self._exhausted(error) from error.__cause__
 

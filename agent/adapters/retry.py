@@ -13,6 +13,8 @@ last error itself. Sleeps go through the given `Clock`, so tests spend no wall t
             return await call()
 
 Build one `retrying(...)` per operation: its deadline counts from the moment it is built.
+`retrying_blocking` is the same policy (by attempts) for blocking code without an event loop (the
+rule tester's Prometheus queries): there the pauses block the calling thread.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from agent.adapters.clock import Clock
 from agent.adapters.errors import AdapterError
 
-__all__ = ["RetryPolicy", "backoff_seconds", "is_temporary", "retrying"]
+__all__ = ["RetryPolicy", "backoff_seconds", "is_temporary", "retrying", "retrying_blocking"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +86,22 @@ def retrying(
     return AsyncRetrying(
         sleep=sleep or clock.sleep,
         stop=stop,
+        wait=wait,
+        retry=retry_if_exception(is_temporary),
+        reraise=True,
+    )
+
+
+def retrying_blocking(policy: RetryPolicy, *, draw: Callable[[], float] = random.random) -> Retrying:
+    """The same policy for blocking code (no Clock, no event loop): tries `policy.attempts` times
+    (once when None), pausing the calling thread between tries."""
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return backoff_seconds(policy, attempt=state.attempt_number, error=error, draw=draw())
+
+    return Retrying(
+        stop=stop_after_attempt(policy.attempts or 1),
         wait=wait,
         retry=retry_if_exception(is_temporary),
         reraise=True,

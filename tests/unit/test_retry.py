@@ -11,7 +11,7 @@ import pytest
 from fakes import FakeClock
 
 from agent.adapters.errors import AdapterError, KubeError, PrometheusQueryError
-from agent.adapters.retry import RetryPolicy, backoff_seconds, is_temporary, retrying
+from agent.adapters.retry import RetryPolicy, backoff_seconds, is_temporary, retrying, retrying_blocking
 
 
 def temporary(retry_after: float | None = None) -> AdapterError:
@@ -131,3 +131,19 @@ def test_every_adapter_error_says_temporary_the_same_way() -> None:
 def test_a_policy_without_attempts_is_refused() -> None:
     with pytest.raises(ValueError):
         RetryPolicy(attempts=0)
+
+
+def test_the_blocking_variant_follows_the_same_policy() -> None:
+    failures = [temporary(), permanent()]
+    calls = 0
+
+    def call() -> str:
+        nonlocal calls
+        calls += 1
+        raise failures.pop(0)
+
+    policy = RetryPolicy(attempts=3, base_seconds=0.0, max_seconds=0.0, jitter_seconds=0.0)
+    with pytest.raises(AdapterError) as raised:
+        retrying_blocking(policy)(call)
+    assert not raised.value.temporary
+    assert calls == 2  # the temporary error was tried again, the permanent one was not
