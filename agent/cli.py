@@ -34,6 +34,7 @@ from typing import TextIO
 
 from agent import __version__
 from agent.actions.registry import CATALOG
+from agent.adapters.errors import PrometheusQueryError
 from agent.adapters.files import expand_paths, load_paths
 from agent.adapters.kafka import KafkaSettings
 from agent.adapters.local_prometheus import (
@@ -42,7 +43,6 @@ from agent.adapters.local_prometheus import (
     find_binaries,
     find_promtool,
 )
-from agent.adapters.prometheus import PrometheusQueryError
 from agent.adapters.promtool import PromtoolError, check_promql
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail

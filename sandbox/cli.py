@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.adapters.errors import PrometheusQueryError
 from agent.adapters.local_prometheus import LocalPrometheusError
-from agent.adapters.prometheus import PrometheusQueryError
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.cli import EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEMS, print_timeline
 from agent.runtime import ruletest

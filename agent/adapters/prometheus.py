@@ -5,11 +5,16 @@ the real Prometheus engine does all PromQL. This adapter hides HTTP and JSON fro
 returns `Sample`s, or raises `PrometheusQueryError` naming the server, the expression and what
 failed, in Prometheus' own words where it gave any.
 
-Errors:
+Retries: `query` (the agent's) tries a temporary failure again through `agent.adapters.retry`,
+sleeping on the client's Clock; `instant_query` (blocking, for the rule tester, which has no event
+loop) follows the same policy through `retrying_blocking`, pausing its thread.
 
-    PrometheusQueryError          .transient: retried a few times before it is raised
-    ├── unreachable, timeout      transient
-    ├── HTTP 5xx                  transient
+Errors (`agent.adapters.errors`):
+
+    PrometheusQueryError          .temporary: tried again a few times before it is raised
+    ├── unreachable               temporary
+    ├── HTTP 5xx, 429             temporary
+    ├── timeout                   permanent (a query that slow will be as slow again)
     ├── HTTP 400 bad PromQL       permanent, carries the parser's message
     ├── HTTP 422 execution error  permanent (e.g. many-to-many matching)
     └── other HTTP, bad response  permanent
@@ -25,25 +30,15 @@ from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
-from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 from urllib3.util.retry import Retry
 
+from agent.adapters.clock import Clock
+from agent.adapters.errors import PrometheusQueryError
+from agent.adapters.retry import RetryPolicy, retrying, retrying_blocking
 from agent.core.samples import InstantVector, Sample
 
 DEFAULT_ATTEMPTS = 3
-"""Tries per query when the failure is transient (unreachable, 5xx); a bad query is tried once."""
-
-
-class PrometheusQueryError(Exception):
-    """An instant query failed; the message names the server URL, the expression and the cause."""
-
-    def __init__(self, *, url: str, expr: str, reason: str, transient: bool, status: int | None = None):
-        super().__init__(f"prometheus {url}: {reason}")
-        self.url = url
-        self.expr = expr
-        self.reason = reason
-        self.transient = transient
-        self.status = status
+"""Tries per query when the failure is temporary (unreachable, 429, 5xx); a bad query is tried once."""
 
 
 class _HttpStatusError(Exception):
@@ -68,6 +63,7 @@ class PrometheusClient:
         *,
         url: str,
         headers: Mapping[str, str] | None = None,
+        clock: Clock,
         timeout_seconds: float = 10.0,
         verify_tls: bool | str = True,
         attempts: int = DEFAULT_ATTEMPTS,
@@ -75,6 +71,8 @@ class PrometheusClient:
         self.url = url.rstrip("/")
         self.timeout_seconds = timeout_seconds
         self.attempts = max(1, attempts)
+        self._clock = clock
+        self._policy = RetryPolicy(attempts=self.attempts, base_seconds=0.2, max_seconds=2.0, jitter_seconds=0.2)
         session = requests.Session()
         session.verify = verify_tls
         # The library would report a non-200 answer only as text; this hook keeps status and body.
@@ -99,31 +97,38 @@ class PrometheusClient:
         self.close()
 
     async def query(self, expr: str, *, at: float | None = None) -> InstantVector:
-        """`instant_query` in a worker thread, so the event loop never waits on HTTP."""
-        return await asyncio.to_thread(self.instant_query, expr, at=at)
+        """`instant_query`, each try in a worker thread (the event loop never waits on HTTP), the pauses
+        between tries on the client's Clock."""
+        try:
+            async for attempt in retrying(self._policy, clock=self._clock):
+                with attempt:
+                    return await asyncio.to_thread(self._query_once, expr, at)
+        except PrometheusQueryError as error:
+            raise self._exhausted(error) from error.__cause__
+        raise AssertionError("unreachable: tenacity returns or raises")
 
     def instant_query(self, expr: str, *, at: float | None = None) -> InstantVector:
-        """The instant vector `expr` yields at `at` (Unix seconds; the server's now if None).
+        """The instant vector `expr` yields at `at` (Unix seconds; the server's now if None), blocking.
 
-        A scalar result becomes one sample without labels. Series keep their `__name__` label.
+        A scalar result becomes one sample without labels. Series keep their `__name__` label. For
+        callers without an event loop (the rule tester): the pauses between tries block the thread.
         """
-        retrying = Retrying(
-            stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential(multiplier=0.2, max=2.0),
-            retry=retry_if_exception(lambda error: isinstance(error, PrometheusQueryError) and error.transient),
-        )
         try:
-            return retrying(self._query_once, expr, at)
-        except RetryError as exhausted:
-            last = exhausted.last_attempt.exception()
-            assert isinstance(last, PrometheusQueryError)
-            raise PrometheusQueryError(
-                url=self.url,
-                expr=expr,
-                reason=f"{last.reason} (tried {self.attempts} times)",
-                transient=True,
-                status=last.status,
-            ) from last.__cause__
+            return retrying_blocking(self._policy)(self._query_once, expr, at)
+        except PrometheusQueryError as error:
+            raise self._exhausted(error) from error.__cause__
+
+    def _exhausted(self, error: PrometheusQueryError) -> PrometheusQueryError:
+        """A temporary error after the last try says how often it was tried; a permanent one is as it was."""
+        if not error.temporary:
+            return error
+        return PrometheusQueryError(
+            url=self.url,
+            expr=error.expr,
+            reason=f"{error.reason} (tried {self.attempts} times)",
+            temporary=True,
+            status=error.status,
+        )
 
     def _query_once(self, expr: str, at: float | None) -> InstantVector:
         params = {} if at is None else {"time": f"{at:.3f}"}
@@ -169,11 +174,11 @@ class PrometheusClient:
         else:
             detail = f"{error_type}: {message}" if error_type else message
             reason = f"HTTP {answer.status} for `{expr}`: {detail}"
-        transient = answer.status >= 500 or answer.status == 429
-        return PrometheusQueryError(url=self.url, expr=expr, reason=reason, transient=transient, status=answer.status)
+        temporary = answer.status >= 500 or answer.status == 429
+        return PrometheusQueryError(url=self.url, expr=expr, reason=reason, temporary=temporary, status=answer.status)
 
-    def _error(self, expr: str, reason: str, transient: bool) -> PrometheusQueryError:
-        return PrometheusQueryError(url=self.url, expr=expr, reason=reason, transient=transient)
+    def _error(self, expr: str, reason: str, temporary: bool) -> PrometheusQueryError:
+        return PrometheusQueryError(url=self.url, expr=expr, reason=reason, temporary=temporary)
 
 
 def _error_fields(body: str) -> tuple[str, str]:

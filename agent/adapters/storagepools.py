@@ -18,9 +18,9 @@ otherwise they are unknown, and the planner reports "no data" instead of guessin
 
 Errors, all naming the server and what failed:
 
-    StoragePoolError                .transient: worth trying again later
-    ├── unreachable, timeout        transient
-    ├── HTTP 5xx, 429               transient
+    StoragePoolError                .temporary: worth trying again later (agent.adapters.errors)
+    ├── unreachable, timeout        temporary
+    ├── HTTP 5xx, 429               temporary
     ├── PoolNotFoundError           404, or no pool with that uuid / node and name
     ├── PoolBusyError               409: a resize is already running on the pool
     └── other HTTP 4xx, bad JSON    permanent, with the server's own message
@@ -39,30 +39,11 @@ from typing import Any, Protocol
 
 import requests
 
+from agent.adapters.errors import PoolBusyError, PoolNotFoundError, StoragePoolError
 from agent.core.pools import PoolShape, ScaleType
 from agent.core.quantity import GIB
 
 IN_PROGRESS_STATUSES = ("OPERATION_PENDING", "OPERATION_IN_PROGRESS")
-
-
-class StoragePoolError(Exception):
-    """A call to the storage API failed; the message names the server, the call and the cause."""
-
-    def __init__(self, *, server: str, what: str, reason: str, transient: bool, status: int | None = None) -> None:
-        super().__init__(f"storage API {server}: {what}: {reason}")
-        self.server = server
-        self.what = what
-        self.reason = reason
-        self.transient = transient
-        self.status = status
-
-
-class PoolNotFoundError(StoragePoolError):
-    """The pool (or its node) does not exist."""
-
-
-class PoolBusyError(StoragePoolError):
-    """The pool is being resized already."""
 
 
 class ResizeOperation(StrEnum):
@@ -151,7 +132,7 @@ async def find_pool(api: StoragePoolApi, *, node: str, name: str) -> StoragePool
         if pool.node == node and pool.name == name:
             return pool
     raise PoolNotFoundError(
-        server=api.server, what=f"find pool {node}/{name}", reason="no such pool on that node", transient=False
+        server=api.server, what=f"find pool {node}/{name}", reason="no such pool on that node", temporary=False
     )
 
 
@@ -256,7 +237,7 @@ class StoragePoolClient:
         return found
 
     def _bad_answer(self, what: str, reason: str) -> StoragePoolError:
-        return StoragePoolError(server=self.server, what=what, reason=reason, transient=False)
+        return StoragePoolError(server=self.server, what=what, reason=reason, temporary=False)
 
     def _headers(self) -> dict[str, str]:
         if self.token_file is None:
@@ -265,7 +246,7 @@ class StoragePoolClient:
             token = self.token_file.read_text().strip()
         except OSError as error:
             raise StoragePoolError(
-                server=self.server, what="read the token", reason=f"{self.token_file}: {error}", transient=False
+                server=self.server, what="read the token", reason=f"{self.token_file}: {error}", temporary=False
             ) from error
         return {"Authorization": f"bearer {token}"}
 
@@ -282,22 +263,22 @@ class StoragePoolClient:
             )
         except requests.Timeout as error:
             raise StoragePoolError(
-                server=self.server, what=what, reason=f"no answer within {self.timeout_seconds:g}s", transient=True
+                server=self.server, what=what, reason=f"no answer within {self.timeout_seconds:g}s", temporary=True
             ) from error
         except requests.RequestException as error:
             raise StoragePoolError(
-                server=self.server, what=what, reason=f"unreachable: {type(error).__name__}: {error}", transient=True
+                server=self.server, what=what, reason=f"unreachable: {type(error).__name__}: {error}", temporary=True
             ) from error
         if response.status_code >= 400:
             message = _error_message(response)
             status = response.status_code
             reason = f"HTTP {status}: {message}"
             if status == 404:
-                raise PoolNotFoundError(server=self.server, what=what, reason=reason, transient=False, status=status)
+                raise PoolNotFoundError(server=self.server, what=what, reason=reason, temporary=False, status=status)
             if status == 409:
-                raise PoolBusyError(server=self.server, what=what, reason=reason, transient=True, status=status)
-            transient = status >= 500 or status == 429
-            raise StoragePoolError(server=self.server, what=what, reason=reason, transient=transient, status=status)
+                raise PoolBusyError(server=self.server, what=what, reason=reason, temporary=True, status=status)
+            temporary = status >= 500 or status == 429
+            raise StoragePoolError(server=self.server, what=what, reason=reason, temporary=temporary, status=status)
         try:
             answer = response.json() if response.content else {}
         except ValueError as error:

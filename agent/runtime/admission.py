@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agent.adapters.statestore import ActionHistory
+from agent.adapters.kubernetes.statuscodec import ActionHistory
 from agent.core.engine import PlannedAction
 from agent.core.policy import ActionStart, AdmissionFacts, Policy
 from agent.core.rules import Rule, TargetKind

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.adapters.approvals import AnswerConflictError, Approval, ApprovalStore, ApprovalStoreError
 from agent.adapters.clock import WallClock
-from agent.adapters.kubernetes import KubeError, connect
+from agent.adapters.errors import AnswerConflictError, KubeError
+from agent.adapters.kubernetes import connect
+from agent.adapters.kubernetes.approvals import Approval, ApprovalStore
 from agent.core.approvals import Answer, Phase
 
 EXIT_OK = 0
@@ -73,9 +74,9 @@ def _run(work: Any) -> int:
 
 
 async def _store(args: argparse.Namespace) -> tuple[Any, ApprovalStore]:
-    kube = await connect(kubeconfig=args.kubeconfig)
+    kube = await connect(kubeconfig=args.kubeconfig, clock=WallClock())
     kube.api_client.user_agent = CLI_USER_AGENT
-    return kube, ApprovalStore(kube.api_client)
+    return kube, ApprovalStore(kube=kube)
 
 
 async def _answer(args: argparse.Namespace, answer: Answer) -> int:
@@ -107,7 +108,7 @@ async def _answer(args: argparse.Namespace, answer: Answer) -> int:
         except AnswerConflictError as error:
             print(f"kafka-autopilot {verb}: {error}", file=sys.stderr)
             return EXIT_PROBLEMS
-        except ApprovalStoreError as error:
+        except KubeError as error:
             print(f"kafka-autopilot {verb}: {_explain(error)}", file=sys.stderr)
             return EXIT_CANNOT_RUN
         except TimeoutError:
@@ -134,7 +135,7 @@ async def _list(args: argparse.Namespace) -> int:
         try:
             async with CLOCK.timeout(TIMEOUT_SECONDS):
                 approvals = await store.list(namespace=args.namespace)
-        except ApprovalStoreError as error:
+        except KubeError as error:
             print(f"kafka-autopilot approvals: {_explain(error)}", file=sys.stderr)
             return EXIT_CANNOT_RUN
         except TimeoutError:
@@ -203,7 +204,7 @@ def _as_json(approval: Approval, *, now: float) -> dict[str, Any]:
     }
 
 
-def _explain(error: ApprovalStoreError) -> str:
+def _explain(error: KubeError) -> str:
     if error.status == 404:
         return f"{error} (is the ActionApproval CRD installed? `kafka-autopilot run --install-crds` installs it)"
     return str(error)

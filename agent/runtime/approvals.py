@@ -26,9 +26,9 @@ from typing import Any, Protocol
 import structlog
 
 from agent.actions.base import Outcome
-from agent.adapters.approvals import Approval, ApprovalStoreError
 from agent.adapters.clock import Clock
-from agent.adapters.statestore import StateConflictError
+from agent.adapters.errors import KubeError, StateConflictError
+from agent.adapters.kubernetes.approvals import Approval
 from agent.core.approvals import (
     FINAL_PHASES,
     Answer,
@@ -56,7 +56,7 @@ action window, approved but declined by the planner)."""
 
 
 class ApprovalBackend(Protocol):
-    """agent.adapters.approvals.ApprovalStore: the ActionApprovals in the Kubernetes API."""
+    """agent.adapters.kubernetes.approvals.ApprovalStore: the ActionApprovals in the Kubernetes API."""
 
     async def ensure(self, request: ApprovalRequest, *, now: float) -> tuple[Approval, bool]: ...
 
@@ -106,7 +106,7 @@ class ApprovalFlow:
     async def _guarded(self, rule: Rule, target: TargetObject, step: Coroutine[Any, Any, None]) -> None:
         try:
             await step
-        except ApprovalStoreError as error:
+        except KubeError as error:
             log.warning(
                 "approval step failed; next cycle tries again", rule=rule.name, object=target.key, error=str(error)
             )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import structlog
 
 from agent.adapters.clock import Clock
-from agent.adapters.statestore import StateConflictError
+from agent.adapters.errors import StateConflictError
 from agent.core.catalog import Catalog
 from agent.core.engine import CycleOutcome, run_cycle
 from agent.core.policy import Policy

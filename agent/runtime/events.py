@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import structlog
 
 from agent.adapters.kubernetes import EventTarget, KubeClient, KubeError
-from agent.adapters.statestore import object_name
+from agent.adapters.kubernetes.statuscodec import object_name
 from agent.core.matching import TargetObject
 from agent.core.rules import TargetKind
 

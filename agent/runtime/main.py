@@ -26,13 +26,15 @@ import structlog
 from agent.actions.base import Dependencies, Executor
 from agent.actions.mutations import Applier, DryRunApplier, LiveApplier, Mutation
 from agent.actions.registry import CATALOG, build_executors
-from agent.adapters.approvals import ApprovalStore
-from agent.adapters.clock import WallClock
+from agent.adapters.clock import Clock, WallClock
 from agent.adapters.files import load_policy_file, load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.kubernetes import USER_AGENT, KubeError, connect
+from agent.adapters.kubernetes.approvals import ApprovalStore
+from agent.adapters.kubernetes.clusterrules import read_cluster_rules
+from agent.adapters.kubernetes.crds import install_crds
+from agent.adapters.kubernetes.statestore import StateStore
 from agent.adapters.prometheus import PrometheusClient
-from agent.adapters.statestore import StateStore, install_crds, read_cluster_rules
 from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core.diagnostics import Problem
@@ -70,14 +72,14 @@ class PrometheusSettings:
     ca_file: Path | None = None
     insecure_skip_verify: bool = False
 
-    def client(self) -> PrometheusClient:
+    def client(self, *, clock: Clock) -> PrometheusClient:
         headers: dict[str, str] = {}
         if self.bearer_token_file is not None:
             headers["Authorization"] = f"Bearer {self.bearer_token_file.read_text().strip()}"
         if self.tenant:
             headers["X-Scope-OrgID"] = self.tenant
         verify: bool | str = False if self.insecure_skip_verify else (str(self.ca_file) if self.ca_file else True)
-        return PrometheusClient(url=self.url, headers=headers, verify_tls=verify)
+        return PrometheusClient(url=self.url, headers=headers, verify_tls=verify, clock=clock)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,17 +150,17 @@ async def run_agent(
     telemetry = Telemetry()
     clock = WallClock()
     try:
-        kube = await connect(kubeconfig=options.kubeconfig)
+        kube = await connect(kubeconfig=options.kubeconfig, clock=clock)
     except KubeError as error:
         print(f"kafka-autopilot run: cannot reach Kubernetes: {error}", file=sys.stderr)
         return 2
     async with kube, contextlib.AsyncExitStack() as stack:
         if options.install_crds:
-            await install_crds(kube.api_client)
+            await install_crds(kube)
             if await kube.ensure_namespace(options.namespace):
                 log.info("created the agent's namespace (approvals, Lease)", namespace=options.namespace)
         if options.cluster_rules:
-            cluster = await read_cluster_rules(kube.api_client)
+            cluster = await read_cluster_rules(kube)
             for found in cluster:
                 result = parse_rules(found.text, file=found.file, catalog=CATALOG)
                 problems.extend(result.problems)
@@ -195,10 +197,10 @@ async def run_agent(
             dry_run=dry_run,
             dry_run_actions=dry_run_actions,
         )
-        store = StateStore(kube.api_client)
+        store = StateStore(kube=kube)
         triggers = Triggers(rules)
         approvals = ApprovalFlow(
-            store=ApprovalStore(kube.api_client),
+            store=ApprovalStore(kube=kube),
             states=store,
             recorder=recorder,
             clock=clock,
@@ -215,7 +217,7 @@ async def run_agent(
             approvals=approvals,
         )
         cycle = RuleCycle(
-            inventory=Inventory(cluster=inventory, prometheus=options.prometheus.client(), pools=pools),
+            inventory=Inventory(cluster=inventory, prometheus=options.prometheus.client(clock=clock), pools=pools),
             store=store,
             runner=runner,
             recorder=recorder,

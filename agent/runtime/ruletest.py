@@ -43,9 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.actions.registry import CATALOG
+from agent.adapters.clock import WallClock
+from agent.adapters.errors import PrometheusQueryError
 from agent.adapters.files import load_rule_paths
 from agent.adapters.local_prometheus import RULE_TEST_EPOCH, LocalPrometheus, PrometheusBinaries, backfill_openmetrics
-from agent.adapters.prometheus import PrometheusClient, PrometheusQueryError
+from agent.adapters.prometheus import PrometheusClient
 from agent.audit.trail import AuditRecord, action_record, cycle_records, transition_record
 from agent.core.diagnostics import Location, Problem, did_you_mean
 from agent.core.engine import PlannedAction, distinct_queries, run_cycle
@@ -416,7 +418,7 @@ def run_test(
             promtool=binaries.promtool,
         )
         with LocalPrometheus(prometheus=binaries.prometheus, tsdb_dir=tsdb, run_dir=Path(scratch)) as server:
-            client = PrometheusClient(url=server.url)
+            client = PrometheusClient(url=server.url, clock=WallClock())
             try:
                 simulation = _Simulation(
                     test_file=test_file, test=test, query=client.instant_query, on_record=on_record

@@ -21,7 +21,8 @@ import structlog
 
 from agent.actions.base import Executor, Outcome, OutcomeKind
 from agent.adapters.clock import Clock
-from agent.adapters.statestore import ActionHistory, InFlight, LastAction, StateConflictError, StoredStatus
+from agent.adapters.errors import StateConflictError
+from agent.adapters.kubernetes.statuscodec import ActionHistory, InFlight, LastAction, StoredStatus
 from agent.core.catalog import Catalog, Declined
 from agent.core.engine import PlannedAction, advance
 from agent.core.inflight import decode_in_flight, encode_in_flight
@@ -38,7 +39,7 @@ ActionKey = tuple[str, str]
 
 
 class StateStore(Protocol):
-    """agent.adapters.statestore.StateStore: durable per-(rule, object) state in the Kubernetes API."""
+    """agent.adapters.kubernetes.statestore.StateStore: durable per-(rule, object) state in the Kubernetes API."""
 
     async def load(self, rule: str) -> dict[str, ObjectState]: ...
 

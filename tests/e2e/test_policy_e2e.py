@@ -31,7 +31,7 @@ from e2e_support import (
 )
 from helpers import eventually
 
-from agent.adapters.statestore import parse_time
+from agent.adapters.kubernetes.statuscodec import parse_time
 from sandbox import workload
 from sandbox.environment import Sandbox
 from sandbox.kube import KubeApi

@@ -30,6 +30,7 @@ from e2e_support import AGENTS_OWN_RESOURCES, RULES, AgentProcess, agent_mutatio
 from elect_metrics import elect_requests
 from helpers import eventually
 
+from agent.adapters.clock import WallClock
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.prometheus import PrometheusClient
 from agent.core.kafka_safety import ClusterView, preferred_leader_candidates
@@ -83,7 +84,7 @@ async def _create_topic(bootstrap: str) -> None:
 
 @pytest.fixture(scope="module")
 def prometheus(sandbox: Sandbox) -> PrometheusClient:
-    return PrometheusClient(url=sandbox.prometheus_url)
+    return PrometheusClient(url=sandbox.prometheus_url, clock=WallClock())
 
 
 @pytest.fixture(scope="module")

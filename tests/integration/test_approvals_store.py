@@ -18,12 +18,11 @@ import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from agent.adapters.approvals import (
-    AnswerConflictError,
-    ApprovalStore,
-    ApprovalStoreError,
-)
-from agent.adapters.statestore import install_crds
+from agent.adapters.clock import WallClock
+from agent.adapters.errors import AnswerConflictError, KubeError
+from agent.adapters.kubernetes import KubeClient
+from agent.adapters.kubernetes.approvals import ApprovalStore
+from agent.adapters.kubernetes.crds import install_crds
 from agent.core.approvals import ActionPreview, Answer, ApprovalRequest, Phase, approval_name
 from sandbox.kube import KubeApi, KubeControlPlane, ensure_binaries
 
@@ -33,6 +32,11 @@ REPO = Path(__file__).resolve().parents[2]
 APPROVALS = "/apis/kafka-autopilot.io/v1alpha1/namespaces/{namespace}/actionapprovals"
 T0 = 1_717_416_000.25
 RESIZE = ActionPreview(action="openstorage.io.action.volume/resize", before="400Gi", after="800Gi")
+
+
+def _kube(api_client: ApiClient) -> KubeClient:
+    """The access layer over a test's own ApiClient (closed by the test's `async with`)."""
+    return KubeClient(api_client=api_client, clock=WallClock())
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +57,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeControlPlane
 
 async def _prepare(kubeconfig: Path) -> None:
     async with await config.new_client_from_config(config_file=str(kubeconfig)) as api_client:
-        await install_crds(api_client)
+        await install_crds(_kube(api_client))
         await client.CoreV1Api(api_client).create_namespace({"metadata": {"name": "kafka"}})
 
 
@@ -101,9 +105,9 @@ def cli(plane: KubeControlPlane, *args: str, kubeconfig: Path | None = None) -> 
 
 async def test_one_approval_per_episode_whoever_asks_and_however_often(api_client: ApiClient, api: KubeApi) -> None:
     request = request_for("data-once")
-    first, created = await ApprovalStore(api_client).ensure(request, now=T0)
+    first, created = await ApprovalStore(kube=_kube(api_client)).ensure(request, now=T0)
     assert created
-    again, created_again = await ApprovalStore(api_client).ensure(request, now=T0 + 60)  # a restarted agent
+    again, created_again = await ApprovalStore(kube=_kube(api_client)).ensure(request, now=T0 + 60)  # a restarted agent
     assert not created_again
     assert again.name == first.name
     stored = api.get(f"{APPROVALS.format(namespace='kafka')}/{request.name}")
@@ -122,19 +126,19 @@ async def test_one_approval_per_episode_whoever_asks_and_however_often(api_clien
     assert [item["metadata"]["name"] for item in items].count(request.name) == 1
 
     next_episode = request_for("data-once", episode=T0 + 900)
-    _, created_next = await ApprovalStore(api_client).ensure(next_episode, now=T0 + 900)
+    _, created_next = await ApprovalStore(kube=_kube(api_client)).ensure(next_episode, now=T0 + 900)
     assert created_next and next_episode.name != request.name
 
 
 async def test_two_replicas_asking_at_once_create_one_approval(api_client: ApiClient, api: KubeApi) -> None:
     request = request_for("data-race")
-    results = await asyncio.gather(*(ApprovalStore(api_client).ensure(request, now=T0) for _ in range(4)))
+    results = await asyncio.gather(*(ApprovalStore(kube=_kube(api_client)).ensure(request, now=T0) for _ in range(4)))
     assert sorted(created for _, created in results) == [False, False, False, True]
     assert api.get(f"{APPROVALS.format(namespace='kafka')}/{request.name}")["status"]["phase"] == "Pending"
 
 
 async def test_an_answer_is_kept_and_never_overwritten(api_client: ApiClient) -> None:
-    store = ApprovalStore(api_client)
+    store = ApprovalStore(kube=_kube(api_client))
     approval, _ = await store.ensure(request_for("data-answer"), now=T0)
     approved = await store.answer(approval, answer=Answer.APPROVED, by="sre-on-call", reason="disk is the bottleneck")
     assert (approved.answer, approved.answered_by, approved.answer_reason) == (
@@ -142,7 +146,7 @@ async def test_an_answer_is_kept_and_never_overwritten(api_client: ApiClient) ->
         "sre-on-call",
         "disk is the bottleneck",
     )
-    restarted, created = await ApprovalStore(api_client).ensure(request_for("data-answer"), now=T0 + 30)
+    restarted, created = await ApprovalStore(kube=_kube(api_client)).ensure(request_for("data-answer"), now=T0 + 30)
     assert not created and restarted.answer is Answer.APPROVED
     assert (await store.answer(restarted, answer=Answer.APPROVED, by="someone", reason="")).answer is Answer.APPROVED
     with pytest.raises(AnswerConflictError, match="already approved by sre-on-call"):
@@ -152,7 +156,7 @@ async def test_an_answer_is_kept_and_never_overwritten(api_client: ApiClient) ->
 
 
 async def test_a_cancelled_approval_stays_readable_and_takes_no_answer(api_client: ApiClient) -> None:
-    store = ApprovalStore(api_client)
+    store = ApprovalStore(kube=_kube(api_client))
     approval, _ = await store.ensure(request_for("data-cancel"), now=T0)
     cancelled = await store.set_phase(
         namespace="kafka", name=approval.name, phase=Phase.CANCELLED, message="cancelled: conditions cleared", now=T0
@@ -165,11 +169,11 @@ async def test_a_cancelled_approval_stays_readable_and_takes_no_answer(api_clien
 
 
 async def test_a_name_taken_by_another_object_is_a_clash_not_an_answer(api_client: ApiClient) -> None:
-    store = ApprovalStore(api_client)
+    store = ApprovalStore(kube=_kube(api_client))
     mine = request_for("data-clash")
     await store.ensure(mine, now=T0)
     other = replace(mine, object_key="kafka/someone-else")
-    with pytest.raises(ApprovalStoreError, match="name clash"):
+    with pytest.raises(KubeError, match="name clash"):
         await store.ensure(other, now=T0)
 
 
@@ -177,8 +181,8 @@ async def test_an_unreachable_apiserver_is_named() -> None:
     configuration = Configuration()
     configuration.host = "https://127.0.0.1:1"
     async with ApiClient(configuration=configuration) as unreachable:
-        with pytest.raises(ApprovalStoreError) as raised:
-            await ApprovalStore(unreachable).get(namespace="kafka", name="x")
+        with pytest.raises(KubeError) as raised:
+            await ApprovalStore(kube=_kube(unreachable)).get(namespace="kafka", name="x")
     assert str(raised.value).startswith("kube-apiserver https://127.0.0.1:1: GET actionapprovals kafka/x: no answer")
     assert raised.value.temporary
 
@@ -191,7 +195,7 @@ def test_approvals_lists_the_waiting_ones_and_approve_answers(plane: KubeControl
 
     async def create() -> None:
         async with await config.new_client_from_config(config_file=str(plane.kubeconfig_path)) as api_client:
-            await ApprovalStore(api_client).ensure(request, now=T0)
+            await ApprovalStore(kube=_kube(api_client)).ensure(request, now=T0)
 
     asyncio.run(create())
     listed = cli(plane, "approvals")

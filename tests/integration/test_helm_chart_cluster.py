@@ -38,7 +38,8 @@ from chart_support import (
 )
 from helpers import eventually
 
-from agent.adapters.kubernetes import PermanentKubeError, connect
+from agent.adapters.clock import WallClock
+from agent.adapters.kubernetes import KubeError, connect
 from agent.runtime.scope import PodScope, ScopedInventory
 from sandbox.kube import KubeApi, KubeApiError, KubeControlPlane, ensure_binaries
 
@@ -261,7 +262,7 @@ def test_sidecar_mode_sees_only_its_own_pod_and_volumes(plane: KubeControlPlane,
     )
 
     async def look() -> tuple[list[str], list[str], list[int | None]]:
-        async with await connect(kubeconfig=kubeconfig) as kube:
+        async with await connect(kubeconfig=kubeconfig, clock=WallClock()) as kube:
             scoped = ScopedInventory(source=kube, scope=PodScope.parse("kafka/kafka-0"))
             pods = [pod.name for pod in await scoped.list_pods()]
             claims = [claim.name for claim in await scoped.list_pvcs()]
@@ -270,8 +271,8 @@ def test_sidecar_mode_sees_only_its_own_pod_and_volumes(plane: KubeControlPlane,
                 try:
                     await outside
                     refused.append(None)
-                except PermanentKubeError as error:
-                    refused.append(error.status)
+                except KubeError as error:
+                    refused.append(None if error.temporary else error.status)
             return pods, claims, refused
 
     started = time.monotonic()

@@ -132,7 +132,7 @@ async def test_a_refused_bootstrap_server_raises_quickly_naming_it() -> None:
     assert time.monotonic() - started < 15
     assert address in str(raised.value)
     assert "connecting to a bootstrap server" in str(raised.value)
-    assert raised.value.transient
+    assert raised.value.temporary
 
 
 @pytest.mark.sandbox
@@ -225,7 +225,7 @@ async def test_an_unknown_topic_is_a_permanent_error(kafka: KafkaAdmin) -> None:
     with pytest.raises(KafkaResponseError, match=r"no-such-topic.*no such topic") as raised:
         await kafka.cluster_view(topics=["no-such-topic"])
 
-    assert not raised.value.transient
+    assert not raised.value.temporary
 
 
 @pytest.mark.sandbox

@@ -24,7 +24,7 @@ from agent.actions.leader_rebalance.spec import LEADER_REBALANCE, LeaderRebalanc
 from agent.actions.mutations import ClusterWriter, DryRunApplier, ElectPreferredLeaders, LiveApplier, Mutation
 from agent.adapters.clock import WallClock
 from agent.adapters.kafka import KafkaAdmin, KafkaResponseError, KafkaSettings, KafkaUnavailableError
-from agent.adapters.kafka_elect import ElectLeadersRequest
+from agent.adapters.kafka.elect import ElectLeadersRequest
 from agent.core.elections import ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, PartitionState, preferred_leader_candidates

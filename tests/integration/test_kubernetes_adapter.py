@@ -21,19 +21,19 @@ import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent import __version__
-from agent.adapters import kubernetes
+from agent.adapters.clock import WallClock
 from agent.adapters.kubernetes import (
     USER_AGENT,
     ConflictError,
     EventTarget,
     KubeClient,
+    KubeError,
     NotFoundError,
-    PermanentKubeError,
     PodInfo,
-    TemporaryKubeError,
     WatchEvent,
     connect,
 )
+from agent.adapters.kubernetes import client as kubernetes_client
 from agent.core.quantity import GIB
 from sandbox import workload
 from sandbox.environment import Sandbox
@@ -50,7 +50,7 @@ restarts: list[float] = []
 
 @pytest.fixture
 async def kube(sandbox: Sandbox) -> AsyncIterator[KubeClient]:
-    client = await connect(kubeconfig=sandbox.kube.kubeconfig_path)
+    client = await connect(kubeconfig=sandbox.kube.kubeconfig_path, clock=WallClock())
     try:
         yield client
     finally:
@@ -239,9 +239,10 @@ async def test_resize_pvc_is_one_patch_and_the_capacity_follows(sandbox: Sandbox
 
     again = await kube.resize_pvc(namespace=workload.NAMESPACE, name=name, new_bytes=800 * GIB, annotations={})
     assert again.requested_bytes == 800 * GIB
-    with pytest.raises(PermanentKubeError) as shrink:
+    with pytest.raises(KubeError) as shrink:
         await kube.resize_pvc(namespace=workload.NAMESPACE, name=name, new_bytes=400 * GIB, annotations={})
     assert shrink.value.status == 422
+    assert not shrink.value.temporary
     assert f"PATCH persistentvolumeclaims {workload.NAMESPACE}/{name}: 422" in str(shrink.value)
 
     await kube.annotate_pvc(
@@ -359,15 +360,16 @@ async def test_in_cluster_service_account_refused_is_a_permanent_error_naming_ev
     )
     (tmp_path / "token").write_text(issued["status"]["token"])
     shutil.copy(sandbox.kube.pki_dir / "ca.crt", tmp_path / "ca.crt")
-    monkeypatch.setattr(kubernetes, "SERVICE_ACCOUNT_DIR", tmp_path)
+    monkeypatch.setattr(kubernetes_client, "SERVICE_ACCOUNT_DIR", tmp_path)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(sandbox.kube.state.apiserver_port))
 
-    async with await connect() as in_cluster:
+    async with await connect(clock=WallClock()) as in_cluster:
         assert in_cluster.server == sandbox.kube.apiserver_url
-        with pytest.raises(PermanentKubeError) as refused:
+        with pytest.raises(KubeError) as refused:
             await in_cluster.cordon_node("kwok-node-0")
     error = refused.value
+    assert not error.temporary
     assert (error.status, error.reason, error.verb, error.resource, error.name) == (
         403,
         "Forbidden",
@@ -407,11 +409,18 @@ async def test_watch_lists_first_and_refuses_a_namespace_for_nodes(kube: KubeCli
 async def test_watch_survives_an_apiserver_restart(sandbox: Sandbox) -> None:
     delays: list[float] = []
 
-    async def recorded_sleep(seconds: float) -> None:
-        delays.append(seconds)
-        await asyncio.sleep(seconds)
+    class RecordingClock(WallClock):
+        """The wall clock, noting every pause (a watch pauses with `wait`, cut short by close())."""
 
-    client = await connect(kubeconfig=sandbox.kube.kubeconfig_path, sleep=recorded_sleep)
+        async def sleep(self, seconds: float) -> None:
+            delays.append(seconds)
+            await super().sleep(seconds)
+
+        async def wait(self, event: asyncio.Event, *, timeout: float) -> bool:
+            delays.append(timeout)
+            return await super().wait(event, timeout=timeout)
+
+    client = await connect(kubeconfig=sandbox.kube.kubeconfig_path, clock=RecordingClock())
     received: list[WatchEvent] = []
     stamp = uuid.uuid4().hex[:12]
 
@@ -424,8 +433,9 @@ async def test_watch_survives_an_apiserver_restart(sandbox: Sandbox) -> None:
         await eventually(lambda: asyncio.sleep(0, len(received) >= 5), timeout=15, what="the initial node list")
         await asyncio.to_thread(sandbox.kube.stop_apiserver)
         stopped_at = len(received)
-        with pytest.raises(TemporaryKubeError) as unreachable:
+        with pytest.raises(KubeError) as unreachable:
             await client.list_nodes()
+        assert unreachable.value.temporary
         assert str(unreachable.value).startswith(f"kube-apiserver {sandbox.kube.apiserver_url}: GET nodes: no answer")
         assert unreachable.value.status is None
         await asyncio.sleep(3)  # the watch keeps trying, backing off
@@ -447,7 +457,8 @@ async def test_watch_survives_an_apiserver_restart(sandbox: Sandbox) -> None:
         after = [event.type for event in received[stopped_at:]]
         print(f"events after the restart: {after}; backoff delays: {delays}")
         assert delays, "the watch should have backed off with the injected sleep"
-        assert max(delays) <= 10.0
+        reconnect = kubernetes_client.WATCH_RECONNECT
+        assert max(delays) <= reconnect.max_seconds + reconnect.jitter_seconds
         assert not consumer.done(), "the watch must not end or raise on temporary errors"
     finally:
         await client.close()

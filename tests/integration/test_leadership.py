@@ -52,8 +52,8 @@ def api(plane: KubeControlPlane) -> KubeApi:
 
 @pytest.fixture
 async def clients(plane: KubeControlPlane) -> AsyncIterator[tuple[KubeClient, KubeClient]]:
-    first = await connect(kubeconfig=plane.kubeconfig_path)
-    second = await connect(kubeconfig=plane.kubeconfig_path)
+    first = await connect(kubeconfig=plane.kubeconfig_path, clock=WallClock())
+    second = await connect(kubeconfig=plane.kubeconfig_path, clock=WallClock())
     try:
         yield first, second
     finally:

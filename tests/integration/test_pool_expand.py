@@ -21,7 +21,8 @@ from agent.actions.mutations import ClusterWriter, DryRunApplier, LiveApplier, M
 from agent.actions.pool_expand.executor import PoolExpandExecutor
 from agent.actions.registry import CATALOG
 from agent.adapters.clock import WallClock
-from agent.adapters.storagepools import PoolBusyError, StoragePoolClient, StoragePoolError, find_pool
+from agent.adapters.errors import PoolBusyError, StoragePoolError
+from agent.adapters.storagepools import StoragePoolClient, find_pool
 from agent.core.engine import DeclinedAction, PlannedAction, plan_actions
 from agent.core.loader import parse_rules
 from agent.core.matching import TargetObject, pool_object
@@ -234,7 +235,7 @@ def test_a_refused_resize_names_the_server_and_its_reason(
     message = str(refused.value)
     assert client.server in message and "resize pool" in message
     assert "HTTP 400" in message and "max_drives 5" in message
-    assert not refused.value.transient
+    assert not refused.value.temporary
 
 
 def test_a_busy_pool_is_reported_as_busy(
@@ -253,4 +254,4 @@ def test_an_unreachable_server_is_named(tmp_path: Path) -> None:
     with pytest.raises(StoragePoolError) as unreachable:
         asyncio.run(StoragePoolClient(url=url, timeout_seconds=2).list_pools())
     assert url in str(unreachable.value) and "enumerate nodes" in str(unreachable.value)
-    assert "unreachable" in str(unreachable.value) and unreachable.value.transient
+    assert "unreachable" in str(unreachable.value) and unreachable.value.temporary

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.adapters.clock import WallClock
+from agent.adapters.errors import PrometheusQueryError
 from agent.adapters.local_prometheus import (
     LOOKBACK_DELTA_SECONDS,
     RULE_TEST_EPOCH,
@@ -21,7 +23,7 @@ from agent.adapters.local_prometheus import (
     free_port,
     render_openmetrics,
 )
-from agent.adapters.prometheus import PrometheusClient, PrometheusQueryError
+from agent.adapters.prometheus import PrometheusClient
 from agent.core.samples import Sample
 from agent.core.series import expand_values, parse_series_selector, with_timestamps
 from sandbox.prometheus import PrometheusNotInstalledError, PrometheusServer, binaries
@@ -63,7 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus
 
 @pytest.fixture(scope="module")
 def client(server: LocalPrometheus) -> Iterator[PrometheusClient]:
-    with PrometheusClient(url=server.url) as prometheus:
+    with PrometheusClient(url=server.url, clock=WallClock()) as prometheus:
         yield prometheus
 
 
@@ -147,7 +149,7 @@ def test_bad_promql_is_reported_with_the_parser_message(client: PrometheusClient
     assert "parse error" in message
     assert "unclosed left parenthesis" in message
     assert caught.value.status == 400
-    assert not caught.value.transient
+    assert not caught.value.temporary
 
 
 def test_an_execution_error_is_reported(client: PrometheusClient) -> None:
@@ -166,14 +168,14 @@ def test_an_unreachable_server_is_named_after_retries() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with (
-        PrometheusClient(url=url, attempts=2, timeout_seconds=2) as unreachable,
+        PrometheusClient(url=url, attempts=2, timeout_seconds=2, clock=WallClock()) as unreachable,
         pytest.raises(PrometheusQueryError) as caught,
     ):
         unreachable.instant_query("up", at=at(1))
     message = str(caught.value)
     assert message.startswith(f"prometheus {url}: unreachable while querying `up`")
     assert "tried 2 times" in message
-    assert caught.value.transient
+    assert caught.value.temporary
     assert time.monotonic() - started < 10
 
 
@@ -233,7 +235,7 @@ def test_a_server_with_scrape_targets_scrapes_them(server: LocalPrometheus, tmp_
             scrape_interval_seconds=0.5,
             ttl_seconds=120,
         ) as scraper,
-        PrometheusClient(url=scraper.url) as client,
+        PrometheusClient(url=scraper.url, clock=WallClock()) as client,
     ):
         deadline = time.monotonic() + 30
         samples: tuple[Sample, ...] = ()

@@ -16,6 +16,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from helpers import eventually
 
+from agent.adapters.clock import WallClock
 from agent.adapters.prometheus import PrometheusClient
 from sandbox import workload
 from sandbox.environment import Sandbox
@@ -36,7 +37,7 @@ def api(sandbox: Sandbox) -> KubeApi:
 
 @pytest.fixture(scope="module")
 def prometheus(sandbox: Sandbox) -> PrometheusClient:
-    return PrometheusClient(url=sandbox.prometheus_url)
+    return PrometheusClient(url=sandbox.prometheus_url, clock=WallClock())
 
 
 def pod(api: KubeApi, broker: int) -> dict[str, Any]:

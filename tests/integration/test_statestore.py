@@ -20,23 +20,25 @@ from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient
 
 from agent.actions.registry import CATALOG
-from agent.adapters.statestore import (
-    CRD_NAMES,
+from agent.adapters.clock import WallClock
+from agent.adapters.errors import ActionInFlightError, StateConflictError
+from agent.adapters.kubernetes import KubeClient
+from agent.adapters.kubernetes.clusterrules import (
+    cluster_rule_file,
+    list_cluster_rules,
+    read_cluster_rules,
+    set_rule_status,
+)
+from agent.adapters.kubernetes.crds import CRD_NAMES, install_crds
+from agent.adapters.kubernetes.statestore import StateStore
+from agent.adapters.kubernetes.statuscodec import (
     OBJECT_KIND_LABEL,
     RULE_LABEL,
     ActionHistory,
-    ActionInFlightError,
     LastAction,
     RecentAction,
-    StateConflictError,
-    StateStore,
     StoredStatus,
-    cluster_rule_file,
-    install_crds,
-    list_cluster_rules,
     object_name,
-    read_cluster_rules,
-    set_rule_status,
 )
 from agent.core.loader import parse_rules
 from agent.core.states import ObjectState, RuleState
@@ -50,6 +52,11 @@ RULES_PATH = f"{GROUP_PATH}/autopilotrules"
 PVC = "PersistentVolumeClaim"
 RESIZE = "openstorage.io.action.volume/resize"
 T0 = 1_700_000_000.125
+
+
+def _kube(api_client: ApiClient) -> KubeClient:
+    """The access layer over a test's own ApiClient (closed by the test's `async with`)."""
+    return KubeClient(api_client=api_client, clock=WallClock())
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +82,8 @@ async def _new_client(kubeconfig: Path) -> ApiClient:
 def crds(plane: KubeControlPlane) -> KubeControlPlane:
     async def install() -> None:
         async with await _new_client(plane.kubeconfig_path) as api_client:
-            await install_crds(api_client)
-            await install_crds(api_client)  # again: the replace path, as on every agent start
+            await install_crds(_kube(api_client))
+            await install_crds(_kube(api_client))  # again: the replace path, as on every agent start
 
     asyncio.run(install())
     return plane
@@ -159,7 +166,7 @@ def test_crds_are_established_with_status_subresource_and_printer_columns(api: K
 
 
 async def test_printer_columns_render_the_stored_state(crds: KubeControlPlane, api_client: ApiClient) -> None:
-    await StateStore(api_client).save(
+    await StateStore(kube=_kube(api_client)).save(
         rule="table-rule", object_key="kafka/data-kafka-0", object_kind=PVC, state=triggered(T0 + 5)
     )
     rows = table_rows(crds, f"{OBJECTS_PATH}?labelSelector={RULE_LABEL}%3Dtable-rule")
@@ -184,13 +191,15 @@ async def test_save_then_load_from_another_store_round_trips_exactly(api_client:
         entered_at={"Normal": T0, "Triggered": T0 + 1.1, "ActiveActionsTaken": T0 + 30.000123},
     )
     last = LastAction(name=RESIZE, before="10Gi", after="15Gi", started_at=T0 + 20.2, finished_at=T0 + 30, outcome="ok")
-    writer = StateStore(api_client)
+    writer = StateStore(kube=_kube(api_client))
     await writer.save(rule=rule, object_key=key, object_kind=PVC, state=normal(T0))
     await writer.save(rule=rule, object_key=key, object_kind=PVC, state=state, last_action=last)
     await writer.save(rule=rule, object_key="kafka/data-kafka-2", object_kind=PVC, state=normal(T0 + 1))
-    await StateStore(api_client).save(rule="another-rule", object_key=key, object_kind=PVC, state=normal(T0))
+    await StateStore(kube=_kube(api_client)).save(
+        rule="another-rule", object_key=key, object_kind=PVC, state=normal(T0)
+    )
 
-    reader = StateStore(api_client)
+    reader = StateStore(kube=_kube(api_client))
     loaded = await reader.load(rule)
     assert loaded == {key: state, "kafka/data-kafka-2": normal(T0 + 1)}
     assert await reader.status(rule, key) == StoredStatus(
@@ -205,7 +214,7 @@ async def test_save_then_load_from_another_store_round_trips_exactly(api_client:
 
 
 async def test_a_rule_without_objects_loads_empty(api_client: ApiClient) -> None:
-    assert await StateStore(api_client).load("no-such-rule") == {}
+    assert await StateStore(kube=_kube(api_client)).load("no-such-rule") == {}
 
 
 # --- two replicas -----------------------------------------------------------------------------------
@@ -213,19 +222,19 @@ async def test_a_rule_without_objects_loads_empty(api_client: ApiClient) -> None
 
 async def test_two_replicas_saving_from_one_state_exactly_one_wins(api_client: ApiClient) -> None:
     rule, key = "race-rule", "kafka/data-kafka-0"
-    await StateStore(api_client).save(rule=rule, object_key=key, object_kind=PVC, state=triggered(T0 + 1))
-    replica_a, replica_b = StateStore(api_client), StateStore(api_client)
+    await StateStore(kube=_kube(api_client)).save(rule=rule, object_key=key, object_kind=PVC, state=triggered(T0 + 1))
+    replica_a, replica_b = StateStore(kube=_kube(api_client)), StateStore(kube=_kube(api_client))
     assert await replica_a.load(rule) == await replica_b.load(rule) == {key: triggered(T0 + 1)}
 
     # Sequential: B's write is based on a state A has already moved on from.
     await replica_a.save(rule=rule, object_key=key, object_kind=PVC, state=pending(T0 + 60))
     with pytest.raises(StateConflictError, match="another writer"):
         await replica_b.save(rule=rule, object_key=key, object_kind=PVC, state=pending(T0 + 61))
-    assert (await StateStore(api_client).load(rule))[key] == pending(T0 + 60)
+    assert (await StateStore(kube=_kube(api_client)).load(rule))[key] == pending(T0 + 60)
 
     # Concurrent: both load, both write at once; the API server lets exactly one through.
     for round_ in range(5):
-        contenders = [StateStore(api_client) for _ in range(2)]
+        contenders = [StateStore(kube=_kube(api_client)) for _ in range(2)]
         for store in contenders:
             await store.load(rule)
         wanted = [triggered(T0 + 100 * round_ + index) for index in range(2)]
@@ -240,7 +249,7 @@ async def test_two_replicas_saving_from_one_state_exactly_one_wins(api_client: A
         losers = [outcome for outcome in outcomes if outcome is not None]
         assert len(winners) == 1, outcomes
         assert len(losers) == 1 and isinstance(losers[0], StateConflictError), outcomes
-        assert (await StateStore(api_client).load(rule))[key] == winners[0]
+        assert (await StateStore(kube=_kube(api_client)).load(rule))[key] == winners[0]
 
 
 async def test_two_replicas_deciding_to_act_apply_the_action_once(api_client: ApiClient) -> None:
@@ -266,8 +275,10 @@ async def test_two_replicas_deciding_to_act_apply_the_action_once(api_client: Ap
 
     keys = [f"kafka/data-kafka-{index}" for index in range(6)]
     for key in keys:
-        await StateStore(api_client).save(rule=rule, object_key=key, object_kind=PVC, state=triggered(T0 + 1))
-    stores = {name: StateStore(api_client) for name in ("replica-a", "replica-b")}
+        await StateStore(kube=_kube(api_client)).save(
+            rule=rule, object_key=key, object_kind=PVC, state=triggered(T0 + 1)
+        )
+    stores = {name: StateStore(kube=_kube(api_client)) for name in ("replica-a", "replica-b")}
     for store in stores.values():
         assert set(await store.load(rule)) == set(keys)
     await asyncio.gather(
@@ -275,7 +286,7 @@ async def test_two_replicas_deciding_to_act_apply_the_action_once(api_client: Ap
     )
     assert sorted(key for key, _ in applied) == keys  # each object acted on exactly once
     for key, name in applied:
-        record = await StateStore(api_client).in_flight(rule, key)
+        record = await StateStore(kube=_kube(api_client)).in_flight(rule, key)
         assert record is not None and record.detail["by"] == name
 
 
@@ -283,22 +294,22 @@ async def test_a_metadata_only_change_is_retried_not_reported_as_a_conflict(
     api_client: ApiClient, api: KubeApi
 ) -> None:
     rule, key = "label-rule", "kafka/data-kafka-0"
-    store = StateStore(api_client)
+    store = StateStore(kube=_kube(api_client))
     await store.save(rule=rule, object_key=key, object_kind=PVC, state=triggered(T0 + 1))
     api.merge_patch(
         f"{OBJECTS_PATH}/{object_name(rule=rule, object_key=key)}",
         {"metadata": {"labels": {"team": "storage"}}},
     )
     await store.save(rule=rule, object_key=key, object_kind=PVC, state=pending(T0 + 60))
-    assert (await StateStore(api_client).load(rule))[key] == pending(T0 + 60)
+    assert (await StateStore(kube=_kube(api_client)).load(rule))[key] == pending(T0 + 60)
 
 
 async def test_a_store_that_never_read_a_pair_cannot_overwrite_its_state(api_client: ApiClient) -> None:
     rule, key = "blind-rule", "kafka/data-kafka-0"
-    await StateStore(api_client).save(rule=rule, object_key=key, object_kind=PVC, state=triggered(T0 + 1))
+    await StateStore(kube=_kube(api_client)).save(rule=rule, object_key=key, object_kind=PVC, state=triggered(T0 + 1))
     with pytest.raises(StateConflictError):
-        await StateStore(api_client).save(rule=rule, object_key=key, object_kind=PVC, state=normal(T0 + 2))
-    assert (await StateStore(api_client).load(rule))[key] == triggered(T0 + 1)
+        await StateStore(kube=_kube(api_client)).save(rule=rule, object_key=key, object_kind=PVC, state=normal(T0 + 2))
+    assert (await StateStore(kube=_kube(api_client)).load(rule))[key] == triggered(T0 + 1)
 
 
 # --- restarts ---------------------------------------------------------------------------------------
@@ -308,7 +319,7 @@ async def test_the_in_flight_record_survives_a_restart_and_blocks_a_second_apply
     crds: KubeControlPlane, api_client: ApiClient
 ) -> None:
     rule, key = "restart-rule", "kafka/data-kafka-3"
-    before = StateStore(api_client)
+    before = StateStore(kube=_kube(api_client))
     await before.save(rule=rule, object_key=key, object_kind=PVC, state=triggered(T0 + 1))
     recorded = await before.record_in_flight(
         rule=rule,
@@ -323,7 +334,7 @@ async def test_the_in_flight_record_survives_a_restart_and_blocks_a_second_apply
 
     # A new process: a new client and a new store, nothing carried over in memory.
     async with await _new_client(crds.kubeconfig_path) as restarted_client:
-        after = StateStore(restarted_client)
+        after = StateStore(kube=_kube(restarted_client))
         assert await after.in_flight(rule, key) == recorded
         assert (await after.load(rule))[key] == pending(T0 + 60.5)
         with pytest.raises(ActionInFlightError) as caught:
@@ -336,26 +347,28 @@ async def test_the_in_flight_record_survives_a_restart_and_blocks_a_second_apply
         taken = ObjectState(state=RuleState.ACTIVE_ACTIONS_TAKEN, since=T0 + 95, cooldown_until=T0 + 395)
         outcome = LastAction(name=RESIZE, before="10Gi", after="15Gi", started_at=T0 + 60.5, finished_at=T0 + 95)
         await after.clear_in_flight(rule=rule, object_key=key, object_kind=PVC, state=taken, last_action=outcome)
-        assert await StateStore(restarted_client).status(rule, key) == StoredStatus(
+        assert await StateStore(kube=_kube(restarted_client)).status(rule, key) == StoredStatus(
             state=taken, last_action=outcome, recent_actions=(RecentAction(name=RESIZE, started_at=T0 + 60.5),)
         )
-        assert await StateStore(restarted_client).in_flight(rule, key) is None
+        assert await StateStore(kube=_kube(restarted_client)).in_flight(rule, key) is None
 
 
 async def test_saving_a_state_keeps_the_in_flight_record(api_client: ApiClient) -> None:
     rule, key = "keep-rule", "kafka/data-kafka-0"
-    store = StateStore(api_client)
+    store = StateStore(kube=_kube(api_client))
     record = await store.record_in_flight(
         rule=rule, object_key=key, object_kind=PVC, action=RESIZE, requested_at=T0, state=pending(T0)
     )
     in_progress = ObjectState(state=RuleState.ACTIVE_ACTIONS_IN_PROGRESS, since=T0 + 1, reason="executor started")
     await store.save(rule=rule, object_key=key, object_kind=PVC, state=in_progress)
-    assert await StateStore(api_client).status(rule, key) == StoredStatus(state=in_progress, in_flight=record)
+    assert await StateStore(kube=_kube(api_client)).status(rule, key) == StoredStatus(
+        state=in_progress, in_flight=record
+    )
 
 
 async def test_action_history_lists_every_rules_recent_starts_and_in_flight_records(api_client: ApiClient) -> None:
     """What the guardrail policy counts from: one list, all rules, as a restarted agent would read it."""
-    store = StateStore(api_client)
+    store = StateStore(kube=_kube(api_client))
     taken = ObjectState(state=RuleState.ACTIVE_ACTIONS_TAKEN, since=T0 + 9, reason="actions verified")
     for n in range(3):
         last = LastAction(name=RESIZE, started_at=T0 + 100 * n, finished_at=T0 + 100 * n + 9, outcome="verified")
@@ -363,7 +376,7 @@ async def test_action_history_lists_every_rules_recent_starts_and_in_flight_reco
     await store.record_in_flight(
         rule="history-b", object_key="kafka/h-0", object_kind=PVC, action=RESIZE, requested_at=T0 + 500
     )
-    history = await StateStore(api_client).action_history()
+    history = await StateStore(kube=_kube(api_client)).action_history()
     assert isinstance(history, ActionHistory)
     mine = sorted((start.rule, start.object, start.at) for start in history.starts if start.rule.startswith("history-"))
     assert mine == [
@@ -412,7 +425,7 @@ async def test_cluster_rules_are_listed_parsed_and_given_a_valid_condition(
     api.create(RULES_PATH, rule_manifest("cluster-resize"))
     api.create(RULES_PATH, rule_manifest("cluster-broken", action="openstorage.io.action.volume/resise"))
 
-    listed = dict(await list_cluster_rules(api_client))
+    listed = dict(await list_cluster_rules(_kube(api_client)))
     assert {"cluster-resize", "cluster-broken"} <= set(listed)
     good = parse_rules(listed["cluster-resize"], file=cluster_rule_file("cluster-resize"), catalog=CATALOG)
     assert [str(problem) for problem in good.problems] == []
@@ -427,10 +440,10 @@ async def test_cluster_rules_are_listed_parsed_and_given_a_valid_condition(
     assert "cluster:autopilotrule/cluster-broken:" in str(bad.errors[0])
     assert 'did you mean "openstorage.io.action.volume/resize"' in str(bad.errors[0])
 
-    generations = {found.name: found.generation for found in await read_cluster_rules(api_client)}
+    generations = {found.name: found.generation for found in await read_cluster_rules(_kube(api_client))}
     for name, result in (("cluster-resize", good), ("cluster-broken", bad)):
         await set_rule_status(
-            api_client, name=name, problems=result.problems, generation=generations[name], now=T0, objects=0
+            _kube(api_client), name=name, problems=result.problems, generation=generations[name], now=T0, objects=0
         )
     broken = api.get(f"{RULES_PATH}/cluster-broken")["status"]
     (condition,) = broken["conditions"]

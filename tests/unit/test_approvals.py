@@ -14,13 +14,13 @@ import pytest
 from helpers import REFERENCE_RULE
 
 from agent.actions.registry import CATALOG
-from agent.adapters.approvals import (
+from agent.adapters.kubernetes.approvals import (
     ANSWERED_BY_ANNOTATION,
     approval_manifest,
     decode_approval,
     preview_status,
 )
-from agent.adapters.statestore import crd_manifests
+from agent.adapters.kubernetes.crds import crd_manifests
 from agent.cli import build_parser
 from agent.core.approvals import (
     Answer,

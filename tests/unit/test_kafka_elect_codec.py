@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import IncompatibleBrokerVersion
 
-from agent.adapters.kafka_elect import (
+from agent.adapters.kafka.elect import (
     IMPLEMENTED_VERSIONS,
     STRUCTS,
     UNCLEAN,

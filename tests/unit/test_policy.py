@@ -19,11 +19,11 @@ from agent.actions.node_reschedule.spec import NODE_RESCHEDULE
 from agent.actions.pool_expand.spec import POOL_EXPAND
 from agent.actions.registry import CATALOG
 from agent.actions.volume_resize.spec import VOLUME_RESIZE
-from agent.adapters.statestore import (
+from agent.adapters.errors import StateDecodeError
+from agent.adapters.kubernetes.statuscodec import (
     RECENT_ACTIONS,
     LastAction,
     RecentAction,
-    StateDecodeError,
     StoredStatus,
     decode_status,
     encode_status,

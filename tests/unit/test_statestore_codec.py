@@ -16,14 +16,13 @@ from dataclasses import fields
 import pytest
 
 from agent.actions.registry import CATALOG
-from agent.adapters.statestore import (
+from agent.adapters.errors import StateDecodeError
+from agent.adapters.kubernetes.clusterrules import cluster_rule_file, cluster_rule_text, rule_status
+from agent.adapters.kubernetes.crds import crd_manifests
+from agent.adapters.kubernetes.statuscodec import (
     InFlight,
     LastAction,
-    StateDecodeError,
     StoredStatus,
-    cluster_rule_file,
-    cluster_rule_text,
-    crd_manifests,
     decode_state,
     decode_status,
     encode_state,
@@ -33,7 +32,6 @@ from agent.adapters.statestore import (
     object_manifest,
     object_name,
     parse_time,
-    rule_status,
     split_object_key,
 )
 from agent.core.diagnostics import Location, Problem, Severity

@@ -20,12 +20,11 @@ from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, 
 from agent.actions.mutations import Applier, ExpandPool
 from agent.actions.pool_expand.spec import POOL_EXPAND, PoolExpandParams, PoolExpandPlan
 from agent.adapters.clock import Clock
+from agent.adapters.errors import PoolNotFoundError, StoragePoolError
 from agent.adapters.storagepools import (
-    PoolNotFoundError,
     ResizeOperation,
     StoragePool,
     StoragePoolApi,
-    StoragePoolError,
     find_pool,
     size_in_gib,
 )
@@ -80,7 +79,7 @@ class PoolExpandExecutor:
             try:
                 current = await find_pool(self.pools, node=node, name=name)
             except StoragePoolError as error:
-                if not error.transient:
+                if not error.temporary:
                     raise
                 return f"storage API not answering: {error}"
             if current.total_bytes >= wanted and not current.resizing:

@@ -16,9 +16,9 @@ Both requests are the protocol classes aiokafka's admin client uses, sent throug
 
 Errors:
 
-    KafkaAdminError                 .bootstrap_servers, .reason, .transient
-    ├── KafkaUnavailableError       transient: nothing reachable, timed out, every broker failed
-    └── KafkaResponseError          Kafka answered with an error code; .transient from Kafka's
+    KafkaAdminError                 .bootstrap_servers, .reason, .temporary (agent.adapters.errors)
+    ├── KafkaUnavailableError       temporary: nothing reachable, timed out, every broker failed
+    └── KafkaResponseError          Kafka answered with an error code; .temporary from Kafka's
                                     own classification (e.g. unknown topic: permanent here)
 """
 
@@ -37,7 +37,8 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.admin import ApiVersionRequest, DescribeConfigsRequest
 from aiokafka.protocol.metadata import MetadataRequest
 
-from agent.adapters.kafka_elect import ELECT_LEADERS_KEY, IMPLEMENTED_VERSIONS, ElectLeadersRequest, parse_answer
+from agent.adapters.errors import KafkaAdminError, KafkaResponseError, KafkaUnavailableError
+from agent.adapters.kafka.elect import ELECT_LEADERS_KEY, IMPLEMENTED_VERSIONS, ElectLeadersRequest, parse_answer
 from agent.core.elections import PartitionElection, error_name
 from agent.core.kafka_safety import ClusterView, PartitionState
 
@@ -62,29 +63,6 @@ _CLIENT_ID = "kafka-autopilot"
 _RETRIABLE_ELECTION_ERRORS = (7, 41)  # REQUEST_TIMED_OUT, NOT_CONTROLLER: another broker may do better
 
 _T = TypeVar("_T")
-
-
-class KafkaAdminError(Exception):
-    """A question to Kafka went unanswered; the message names the bootstrap servers and the cause."""
-
-    transient = True
-
-    def __init__(self, *, bootstrap_servers: str, reason: str) -> None:
-        super().__init__(f"kafka {bootstrap_servers}: {reason}")
-        self.bootstrap_servers = bootstrap_servers
-        self.reason = reason
-
-
-class KafkaUnavailableError(KafkaAdminError):
-    """No broker answered in time: unreachable, refused, timed out, or every broker failed."""
-
-
-class KafkaResponseError(KafkaAdminError):
-    """A broker answered with an error code, e.g. an unknown topic or a denied authorization."""
-
-    def __init__(self, *, bootstrap_servers: str, reason: str, transient: bool) -> None:
-        super().__init__(bootstrap_servers=bootstrap_servers, reason=reason)
-        self.transient = transient
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,7 +198,7 @@ class KafkaAdmin:
                 try:
                     return await self._view_from(client, node=node, topics=topics)
                 except KafkaResponseError as error:
-                    if not error.transient:
+                    if not error.temporary:
                         raise
                     failures.append(f"broker {node}: {error.reason}")
                 except (KafkaError, OSError, TimeoutError) as error:
@@ -265,7 +243,7 @@ class KafkaAdmin:
                     raise KafkaResponseError(
                         bootstrap_servers=self.settings.bootstrap_servers,
                         reason=f"broker {node}: {error}",
-                        transient=False,
+                        temporary=False,
                     ) from error
                 except (KafkaError, OSError, TimeoutError) as error:
                     failures.append(f"broker {node}: {_describe(error)}")
@@ -279,7 +257,7 @@ class KafkaAdmin:
                         bootstrap_servers=self.settings.bootstrap_servers,
                         reason=f"ElectLeaders v{request.chosen_version} on broker {node}: "
                         f"{error_name(answer.error_code)}",
-                        transient=False,
+                        temporary=False,
                     )
                 self.last_election_version = request.chosen_version
                 return answer.partitions
@@ -370,7 +348,7 @@ class KafkaAdmin:
                 bootstrap_servers=self.settings.bootstrap_servers,
                 reason=f"metadata of topic {topic['topic']!r}: {error.__name__}"
                 + (" (no such topic)" if unknown else ""),
-                transient=bool(error.retriable) and not unknown,
+                temporary=bool(error.retriable) and not unknown,
             )
         return topic
 
@@ -387,7 +365,7 @@ class KafkaAdmin:
                     bootstrap_servers=self.settings.bootstrap_servers,
                     reason=f"configs of {'broker' if resource['resource_type'] == _BROKER_RESOURCE else 'topic'}"
                     f" {name!r}: {error.__name__} {resource.get('error_message') or ''}".rstrip(),
-                    transient=bool(error.retriable),
+                    temporary=bool(error.retriable),
                 )
             for entry in resource["config_entries"]:
                 if entry["config_names"] != MIN_INSYNC or entry["config_value"] is None:

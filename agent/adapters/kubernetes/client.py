@@ -25,23 +25,28 @@ Config files are read in a worker thread and the in-cluster token is re-read the
 minute), so the event loop never waits on disk; the one exception is kubernetes_asyncio's
 ApiClient constructor, which loads the TLS files into an ssl context once, at connect.
 
-Errors (every message names the server, the verb, the object and what failed, as in
-"kube-apiserver https://127.0.0.1:6443: PATCH persistentvolumeclaims kafka/data-kafka-0: 403
+Custom resources: `get_custom_object`, `list_custom_objects`, `create_custom_object`,
+`patch_custom_object`, `replace_custom_object_status`, `patch_custom_object_status` and the CRD calls
+are the one way the stores of this package (state store, approvals, cluster rules, CRDs) reach the
+apiserver, with the same errors as every other call.
+
+Errors (agent.adapters.errors; every message names the server, the verb, the object and what failed,
+as in "kube-apiserver https://127.0.0.1:6443: PATCH persistentvolumeclaims kafka/data-kafka-0: 403
 Forbidden: ..."; the kubernetes_asyncio `ApiException` or aiohttp error is chained as `__cause__`):
 
     KubeError                       .server .verb .resource .namespace .name .status .reason
-    ├── PermanentKubeError          4xx, and TLS certificate failures: retrying the same request won't help
-    │   ├── NotFoundError           404
-    │   └── ConflictError           409: a failed precondition (uid) or a stale resourceVersion
-    └── TemporaryKubeError          connection refused or reset, timeouts, 429, 5xx
-                                    .retry_after_seconds: the server's Retry-After, else 1 s
+    │                               .temporary: connection refused or reset, timeouts, 429, 5xx
+    │                               (4xx and TLS certificate failures are permanent)
+    │                               .retry_after: the server's Retry-After, when it sent one
+    ├── NotFoundError               404
+    └── ConflictError               409: a failed precondition (uid) or a stale resourceVersion
 
 Watches (`watch()`): the first list is delivered as one ADDED event per object, then the watch's
 ADDED / MODIFIED / DELETED events follow. Bookmarks only move the resourceVersion on. After every
 later list (the resourceVersion expired, which is what a restarted apiserver answers) one `RESYNC`
 event carries the whole list (`raw["items"]`): consumers replace their view and re-evaluate.
-Temporary errors never reach the consumer: the watch backs off (capped exponential, with the
-client's one `sleep` function, so tests control time) and resumes from the last resourceVersion.
+Temporary errors never reach the consumer: the watch backs off (`agent.adapters.retry`, jittered
+exponential, on the client's Clock, so tests control time) and resumes from the last resourceVersion.
 Permanent errors (403, 404, ...) are raised. The watch ends when the consumer stops iterating
 (close it with `contextlib.aclosing` to end it at once) or when the client is closed.
 """
@@ -50,10 +55,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import socket
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,13 +73,15 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
 from agent import __version__
+from agent.adapters.clock import Clock
+from agent.adapters.errors import ConflictError, KubeError, NotFoundError
+from agent.adapters.retry import RetryPolicy, retrying
 from agent.core.leadership import LeaseRecord
 from agent.core.quantity import QuantityError, format_bytes, parse_bytes
 
 __all__ = [
     "REPORTING_CONTROLLER",
     "USER_AGENT",
-    "Backoff",
     "ConflictError",
     "EventTarget",
     "KubeClient",
@@ -83,13 +90,11 @@ __all__ = [
     "NodeInfo",
     "NotFoundError",
     "OwnerReference",
-    "PermanentKubeError",
     "PodInfo",
     "PvcCondition",
     "PvcInfo",
     "StorageClassInfo",
     "Taint",
-    "TemporaryKubeError",
     "VolumeAttachmentInfo",
     "WatchEvent",
     "connect",
@@ -108,7 +113,10 @@ TOKEN_REREAD_SECONDS: Final = 60.0
 """The kubelet rotates the mounted token; the agent reads the file again this often."""
 
 DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 30.0
-DEFAULT_RETRY_AFTER_SECONDS: Final = 1.0
+WATCH_RECONNECT: Final = RetryPolicy(attempts=None, base_seconds=0.5, max_seconds=10.0, jitter_seconds=0.5)
+"""How a watch comes back after a temporary failure: no limit, pauses of 0.5 s doubling to 10 s, plus jitter."""
+WATCH_MIN_HEALTHY_SECONDS: Final = 1.0
+"""A watch request that ends sooner without one event counts as a failure (so it never spins)."""
 WATCH_TIMEOUT_SECONDS: Final = 300
 """The apiserver ends each watch request after this long; the watch then simply resumes."""
 
@@ -118,7 +126,6 @@ TAINT_ATTEMPTS: Final = 3
 EVENT_NOTE_MAX_BYTES: Final = 1024
 """events.k8s.io/v1 refuses a `note` longer than this."""
 
-Sleep = Callable[[float], Awaitable[None]]
 WatchKind = Literal["nodes", "pods", "leases", "pvcs"]
 WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -131,53 +138,6 @@ _CONNECTION_ERRORS: Final = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 # --- errors ------------------------------------------------------------------------------------------
-
-
-class KubeError(Exception):
-    """A request to the apiserver failed; see the module docstring for the tree."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        server: str,
-        verb: str,
-        resource: str,
-        namespace: str | None = None,
-        name: str | None = None,
-        status: int | None = None,
-        reason: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.server = server
-        self.verb = verb
-        self.resource = resource
-        self.namespace = namespace
-        self.name = name
-        self.status = status
-        """The HTTP status, or None when no answer came (connection refused, timeout)."""
-        self.reason = reason
-        """The API's Status reason ("Forbidden", "Conflict", "Expired", ...) when it gave one."""
-
-
-class PermanentKubeError(KubeError):
-    """The apiserver refused the request (4xx); sending it again unchanged will fail again."""
-
-
-class NotFoundError(PermanentKubeError):
-    """404: the object (or the resource type) does not exist."""
-
-
-class ConflictError(PermanentKubeError):
-    """409: a precondition (uid, resourceVersion) failed, or the object already exists."""
-
-
-class TemporaryKubeError(KubeError):
-    """The apiserver could not be reached or was overloaded (5xx, 429); later may work."""
-
-    def __init__(self, message: str, *, retry_after_seconds: float, **context: Any) -> None:
-        super().__init__(message, **context)
-        self.retry_after_seconds = retry_after_seconds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,15 +183,15 @@ def _status_error(
         message += f": {detail}"
     context = operation.context(server) | {"status": status, "reason": api_reason}
     if status == 429 or status >= 500:
-        retry_after = DEFAULT_RETRY_AFTER_SECONDS
+        retry_after: float | None = None
         with contextlib.suppress(TypeError, ValueError, AttributeError):
             retry_after = max(0.0, float(headers.get("Retry-After")))
-        return TemporaryKubeError(message, retry_after_seconds=retry_after, **context)
+        return KubeError(message, temporary=True, retry_after=retry_after, **context)
     if status == 404:
         return NotFoundError(message, **context)
     if status == 409:
         return ConflictError(message, **context)
-    return PermanentKubeError(message, **context)
+    return KubeError(message, **context)
 
 
 def _connection_error(*, server: str, operation: _Operation, error: BaseException) -> KubeError:
@@ -241,8 +201,8 @@ def _connection_error(*, server: str, operation: _Operation, error: BaseExceptio
         what = "timed out"
     message = f"kube-apiserver {server}: {operation}: no answer: {what}"
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
-        return PermanentKubeError(message, **operation.context(server))
-    return TemporaryKubeError(message, retry_after_seconds=DEFAULT_RETRY_AFTER_SECONDS, **operation.context(server))
+        return KubeError(message, **operation.context(server))
+    return KubeError(message, temporary=True, **operation.context(server))
 
 
 # --- what the reads return ---------------------------------------------------------------------------
@@ -509,18 +469,6 @@ class WatchEvent:
     raw: Mapping[str, Any]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Backoff:
-    """Capped exponential delays between a watch's reconnection attempts."""
-
-    initial_seconds: float = 0.5
-    max_seconds: float = 10.0
-
-    def delay(self, failures: int) -> float:
-        """The pause after `failures` failures in a row (1, 2, ...)."""
-        return min(self.max_seconds, self.initial_seconds * 2.0 ** max(0, min(failures - 1, 30)))
-
-
 # --- JSON helpers ------------------------------------------------------------------------------------
 
 
@@ -606,6 +554,27 @@ _WATCHABLE: Final[Mapping[str, _Watchable]] = {
 }
 
 
+@dataclass(kw_only=True)
+class _WatchCursor:
+    """Where one watch stands: the resourceVersion to resume from and the open stream, if any."""
+
+    source: _Watchable
+    namespace: str | None
+    version: str | None
+    listed: bool = False
+    stream: AsyncGenerator[tuple[str, Mapping[str, Any]], None] | None = None
+    started: float = 0.0
+    delivered: bool = False
+
+    def __post_init__(self) -> None:
+        self.listed = self.version is not None
+
+    async def end_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            await stream.aclose()
+
+
 # --- the client --------------------------------------------------------------------------------------
 
 
@@ -616,21 +585,22 @@ class KubeClient:
         self,
         *,
         api_client: Any,
-        sleep: Sleep = asyncio.sleep,
-        backoff: Backoff | None = None,
+        clock: Clock,
         request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
         reporting_instance: str | None = None,
     ) -> None:
         self._api_client = api_client
         self._api_client.user_agent = USER_AGENT
-        self._sleep = sleep
-        self._backoff = backoff or Backoff()
+        self._clock = clock
+        self._event_numbers = itertools.count()
         self._timeout = request_timeout_seconds
         self._reporting_instance = reporting_instance or os.environ.get("POD_NAME") or socket.gethostname()
         self._core = client.CoreV1Api(api_client)
         self._storage = client.StorageV1Api(api_client)
         self._coordination = client.CoordinationV1Api(api_client)
         self._events = client.EventsV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+        self._extensions = client.ApiextensionsV1Api(api_client)
         self._streams: set[aiohttp.ClientResponse] = set()
         self._closing = asyncio.Event()
 
@@ -642,9 +612,12 @@ class KubeClient:
 
     @property
     def api_client(self) -> Any:
-        """The kubernetes_asyncio ApiClient underneath (with the agent's User-Agent), for adapters
-        that speak to other APIs (e.g. the state store's custom resources) over the same connection."""
+        """The kubernetes_asyncio ApiClient underneath, for setting its User-Agent."""
         return self._api_client
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     @property
     def closed(self) -> bool:
@@ -809,7 +782,7 @@ class KubeClient:
                 await self._send(
                     operation, self._core.patch_node, name, patch, _content_type="application/json-patch+json"
                 )
-            except PermanentKubeError as error:
+            except KubeError as error:
                 # A failed `test` is a 422; if the taints did not move, the 422 is about our taint.
                 if error.status != 422 or current == last_seen or attempt == TAINT_ATTEMPTS:
                     raise
@@ -851,6 +824,7 @@ class KubeClient:
         Events about cluster-scoped objects (nodes) go into the "default" namespace.
         """
         namespace = involved.namespace or "default"
+        now = self._clock.now()
         regarding = {"kind": involved.kind, "name": involved.name, "apiVersion": involved.api_version}
         if involved.namespace:
             regarding["namespace"] = involved.namespace
@@ -859,9 +833,13 @@ class KubeClient:
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            # A time-based suffix, as generateName is refused for Events ("name." is not a valid name).
-            "metadata": {"name": f"{involved.name[:230]}.{time.time_ns():x}", "namespace": namespace},
-            "eventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            # A time-based suffix (and a count, for two Events in one microsecond), as generateName is
+            # refused for Events ("name." is not a valid name).
+            "metadata": {
+                "name": f"{involved.name[:220]}.{round(now * 1e6):x}{next(self._event_numbers) % 4096:03x}",
+                "namespace": namespace,
+            },
+            "eventTime": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reportingController": REPORTING_CONTROLLER,
             "reportingInstance": self._reporting_instance,
             "action": action,
@@ -887,52 +865,77 @@ class KubeClient:
         source = _WATCHABLE[kind]
         if namespace is not None and source.list_namespaced is None:
             raise ValueError(f"{kind} are cluster-scoped: watch them without a namespace")
-        version = resource_version
-        listed = version is not None
-        failures = 0
-        while not self.closed:
-            try:
-                if version is None:
-                    listing = await self._send(
-                        self._source_operation(source, "GET", namespace), self._lister(source, namespace)
+        cursor = _WatchCursor(source=source, namespace=namespace, version=resource_version)
+        try:
+            while not self.closed:
+                for event in await self._next_watch_events(cursor):
+                    yield event
+        finally:
+            await cursor.end_stream()
+
+    async def _next_watch_events(self, cursor: _WatchCursor) -> list[WatchEvent]:
+        """The watch's next events, reconnecting through `agent.adapters.retry` until some come (or
+        the client is closed); a permanent error is raised."""
+
+        async def pause(seconds: float) -> None:
+            await self._clock.wait(self._closing, timeout=seconds)  # cut short by close()
+
+        async for attempt in retrying(WATCH_RECONNECT, clock=self._clock, sleep=pause):
+            with attempt:
+                return await self._watch_step(cursor)
+        raise AssertionError("unreachable: tenacity returns or raises")
+
+    async def _watch_step(self, cursor: _WatchCursor) -> list[WatchEvent]:
+        """One step of a watch: list (when there is no resourceVersion to start from) or read the
+        stream until it yields one change; [] when nothing is to be delivered yet."""
+        if self.closed:
+            return []
+        source, namespace = cursor.source, cursor.namespace
+        if cursor.stream is None:
+            if cursor.version is None:
+                listing = await self._send(
+                    self._source_operation(source, "GET", namespace), self._lister(source, namespace)
+                )
+                cursor.version = str(_dig(listing, "metadata", "resourceVersion") or "") or None
+                if cursor.listed:
+                    _log.info(
+                        "watch resynced", resource=source.resource, namespace=namespace, resource_version=cursor.version
                     )
-                    version = str(_dig(listing, "metadata", "resourceVersion") or "") or None
-                    if listed:
-                        _log.info(
-                            "watch resynced", resource=source.resource, namespace=namespace, resource_version=version
-                        )
-                        yield WatchEvent(type="RESYNC", object_name="", namespace=namespace, raw=listing)
-                    else:
-                        listed = True
-                        for item in _mappings(listing.get("items")):
-                            yield _watch_event("ADDED", item)
-                    failures = 0
-                started = asyncio.get_running_loop().time()
-                delivered = False
-                async with contextlib.aclosing(self._stream(source, namespace, version)) as stream:
-                    async for event_type, obj in stream:
-                        delivered = True
-                        failures = 0
-                        version = str(_dig(obj, "metadata", "resourceVersion") or "") or version
-                        change = _CHANGES.get(event_type)  # BOOKMARK only moves the resourceVersion on
-                        if change is not None:
-                            yield _watch_event(change, obj)
-                if not delivered and asyncio.get_running_loop().time() - started < 1.0:
-                    # An empty stream that ended at once: do not spin; treat it as a failure.
-                    failures += 1
-                    await self._pause(self._backoff.delay(failures))
-            except PermanentKubeError as error:
-                if error.status != 410:
-                    raise
-                _log.info("watch resourceVersion expired, listing again", resource=source.resource, error=str(error))
-                version = None
-            except TemporaryKubeError as error:
-                if self.closed:
-                    return
-                failures += 1
-                delay = max(self._backoff.delay(failures), error.retry_after_seconds)
-                _log.warning("watch interrupted, resuming", resource=source.resource, error=str(error), retry_in=delay)
-                await self._pause(delay)
+                    return [WatchEvent(type="RESYNC", object_name="", namespace=namespace, raw=listing)]
+                cursor.listed = True
+                return [_watch_event("ADDED", item) for item in _mappings(listing.get("items"))]
+            cursor.stream = self._stream(source, namespace, cursor.version)
+            cursor.started = self._clock.monotonic()
+            cursor.delivered = False
+        while True:
+            try:
+                event_type, obj = await anext(cursor.stream)
+            except StopAsyncIteration:
+                cursor.stream = None
+                if not cursor.delivered and self._clock.monotonic() - cursor.started < WATCH_MIN_HEALTHY_SECONDS:
+                    raise KubeError(
+                        f"kube-apiserver {self.server}: {self._source_operation(source, 'WATCH', namespace)}: "
+                        "ended at once without an event",
+                        temporary=True,
+                        **self._source_operation(source, "WATCH", namespace).context(self.server),
+                    ) from None
+                return []
+            except KubeError as error:
+                cursor.stream = None
+                if error.status == 410:
+                    _log.info(
+                        "watch resourceVersion expired, listing again", resource=source.resource, error=str(error)
+                    )
+                    cursor.version = None
+                    return []
+                if error.temporary and not self.closed:
+                    _log.warning("watch interrupted, resuming", resource=source.resource, error=str(error))
+                raise
+            cursor.delivered = True
+            cursor.version = str(_dig(obj, "metadata", "resourceVersion") or "") or cursor.version
+            change = _CHANGES.get(event_type)  # BOOKMARK only moves the resourceVersion on
+            if change is not None:
+                return [_watch_event(change, obj)]
 
     # -- leases (leader election) and the agent's namespace
 
@@ -989,6 +992,124 @@ class KubeClient:
         except ConflictError:
             return False
         return True
+
+    # -- custom resources and their definitions (the stores of this package)
+
+    async def get_custom_object(
+        self, *, group: str, version: str, plural: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any]:
+        """One custom object; NotFoundError when there is none."""
+        operation = _Operation(verb="GET", resource=plural, namespace=namespace, name=name)
+        if namespace is None:
+            return await self._send(operation, self._custom.get_cluster_custom_object, group, version, plural, name)
+        return await self._send(
+            operation, self._custom.get_namespaced_custom_object, group, version, namespace, plural, name
+        )
+
+    async def list_custom_objects(
+        self,
+        *,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of a List (of one namespace, or of all); its metadata.continue asks for the next."""
+        operation = _Operation(verb="GET", resource=plural, namespace=namespace)
+        options: dict[str, Any] = {}
+        if label_selector:
+            options["label_selector"] = label_selector
+        if field_selector:
+            options["field_selector"] = field_selector
+        if limit is not None:
+            options["limit"] = limit
+        if continue_token is not None:
+            options["_continue"] = continue_token
+        if namespace is None:
+            return await self._send(
+                operation, self._custom.list_cluster_custom_object, group, version, plural, **options
+            )
+        return await self._send(
+            operation, self._custom.list_namespaced_custom_object, group, version, namespace, plural, **options
+        )
+
+    async def create_custom_object(
+        self, *, group: str, version: str, plural: str, body: Mapping[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Create it; ConflictError when it exists already."""
+        name = _optional_str(_dig(body, "metadata", "name"))
+        operation = _Operation(verb="POST", resource=plural, namespace=namespace, name=name)
+        if namespace is None:
+            return await self._send(
+                operation, self._custom.create_cluster_custom_object, group, version, plural, dict(body)
+            )
+        return await self._send(
+            operation, self._custom.create_namespaced_custom_object, group, version, namespace, plural, dict(body)
+        )
+
+    async def patch_custom_object(
+        self, *, group: str, version: str, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A merge patch of a namespaced object; a `metadata.resourceVersion` in it makes it conditional (409)."""
+        operation = _Operation(verb="PATCH", resource=plural, namespace=namespace, name=name)
+        return await self._send(
+            operation,
+            self._custom.patch_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            dict(patch),
+            _content_type="application/merge-patch+json",
+        )
+
+    async def replace_custom_object_status(
+        self, *, group: str, version: str, plural: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """PUT the status of a cluster-scoped object; `body` carries the resourceVersion it was read at,
+        so a write by someone else in between makes this fail with ConflictError."""
+        name = str(_dig(body, "metadata", "name") or "")
+        operation = _Operation(verb="PUT", resource=f"{plural}/status", name=name)
+        return await self._send(
+            operation, self._custom.replace_cluster_custom_object_status, group, version, plural, name, dict(body)
+        )
+
+    async def patch_custom_object_status(
+        self, *, group: str, version: str, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A merge patch of a namespaced object's status."""
+        operation = _Operation(verb="PATCH", resource=f"{plural}/status", namespace=namespace, name=name)
+        return await self._send(
+            operation,
+            self._custom.patch_namespaced_custom_object_status,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            {"status": dict(status)},
+            _content_type="application/merge-patch+json",
+        )
+
+    async def read_crd(self, name: str) -> dict[str, Any]:
+        operation = _Operation(verb="GET", resource="customresourcedefinitions", name=name)
+        return await self._send(operation, self._extensions.read_custom_resource_definition, name)
+
+    async def create_crd(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        name = _optional_str(_dig(manifest, "metadata", "name"))
+        operation = _Operation(verb="POST", resource="customresourcedefinitions", name=name)
+        return await self._send(operation, self._extensions.create_custom_resource_definition, dict(manifest))
+
+    async def replace_crd(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT the definition; `manifest` carries the resourceVersion it replaces (ConflictError when stale)."""
+        name = str(_dig(manifest, "metadata", "name") or "")
+        operation = _Operation(verb="PUT", resource="customresourcedefinitions", name=name)
+        return await self._send(operation, self._extensions.replace_custom_resource_definition, name, dict(manifest))
 
     # -- internals
 
@@ -1104,16 +1225,6 @@ class KubeClient:
         error.__cause__ = cause
         return error
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep with the client's sleep function, cut short by close()."""
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        closing = asyncio.ensure_future(self._closing.wait())
-        try:
-            await asyncio.wait({sleeper, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            closing.cancel()
-
 
 def _watch_event(event_type: WatchEventType, obj: Mapping[str, Any]) -> WatchEvent:
     metadata = _mapping(obj.get("metadata"))
@@ -1132,8 +1243,7 @@ async def connect(
     *,
     kubeconfig: Path | None = None,
     context: str | None = None,
-    sleep: Sleep = asyncio.sleep,
-    backoff: Backoff | None = None,
+    clock: Clock,
     request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
     reporting_instance: str | None = None,
 ) -> KubeClient:
@@ -1146,19 +1256,18 @@ async def connect(
     configuration = client.Configuration()
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         await asyncio.to_thread(_load_in_cluster, configuration)
-        configuration.refresh_api_key_hook = _token_rereader(SERVICE_ACCOUNT_DIR / "token")
+        configuration.refresh_api_key_hook = _token_rereader(SERVICE_ACCOUNT_DIR / "token", clock=clock)
     else:
         try:
             await asyncio.to_thread(_load_kubeconfig, configuration, kubeconfig, context)
         except (config.ConfigException, OSError, ValueError) as error:
             where = str(kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
-            raise PermanentKubeError(
+            raise KubeError(
                 f"cannot load the kubeconfig {where}: {error}", server=where, verb="LOAD", resource="kubeconfig"
             ) from error
     return KubeClient(
         api_client=client.ApiClient(configuration=configuration),
-        sleep=sleep,
-        backoff=backoff,
+        clock=clock,
         request_timeout_seconds=request_timeout_seconds,
         reporting_instance=reporting_instance,
     )
@@ -1186,15 +1295,15 @@ def _load_kubeconfig(configuration: Any, kubeconfig: Path | None, context: str |
     )
 
 
-def _token_rereader(token_path: Path) -> Callable[[Any], Awaitable[None]]:
+def _token_rereader(token_path: Path, *, clock: Clock) -> Callable[[Any], Awaitable[None]]:
     """An async refresh hook for kubernetes_asyncio: re-reads the mounted token once a minute, in a thread."""
-    last_read = time.monotonic()
+    last_read = clock.monotonic()
 
     async def reread(configuration: Any) -> None:
         nonlocal last_read
-        if time.monotonic() - last_read < TOKEN_REREAD_SECONDS:
+        if clock.monotonic() - last_read < TOKEN_REREAD_SECONDS:
             return
-        last_read = time.monotonic()
+        last_read = clock.monotonic()
         token = (await asyncio.to_thread(token_path.read_text)).strip()
         if token:
             configuration.api_key["BearerToken"] = f"Bearer {token}"

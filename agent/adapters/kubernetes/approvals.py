@@ -12,8 +12,10 @@ creating another, and an answer is never lost: it lives in the object's spec.
   Declined, Cancelled (the conditions cleared while it waited: kept, so people see what happened)
   or Used (the approved action ran).
 
-Errors are `ApprovalStoreError`, naming the apiserver and the request that failed; `temporary`
-says whether later may work (no answer, 429, 5xx).
+The store reaches the apiserver only through the access layer (`KubeClient`'s custom-object calls).
+Errors are its `KubeError`s (agent.adapters.errors), naming the apiserver and the request that
+failed; `temporary` says whether later may work (no answer, 429, 5xx). An answer that conflicts
+with one given already is `AnswerConflictError`.
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import aiohttp
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
-from agent.adapters.statestore import (
+from agent.adapters.errors import AnswerConflictError, ConflictError, KubeError, NotFoundError
+from agent.adapters.kubernetes.client import KubeClient
+from agent.adapters.kubernetes.statuscodec import (
     APPROVALS_PLURAL,
     OBJECT_KIND_LABEL,
     OBJECT_NAME_LABEL,
@@ -45,26 +45,6 @@ APPROVAL_KIND: Final = "ActionApproval"
 EPISODE_LABEL: Final = f"{API_GROUP}/episode"
 ANSWERED_BY_ANNOTATION: Final = f"{API_GROUP}/answered-by"
 ANSWER_REASON_ANNOTATION: Final = f"{API_GROUP}/answer-reason"
-
-_CLIENT_ERRORS: Final = (ApiException, aiohttp.ClientError, TimeoutError, OSError)
-_MERGE_PATCH: Final = "application/merge-patch+json"
-
-
-class ApprovalStoreError(Exception):
-    """A request about ActionApprovals failed; the message names the server and the request."""
-
-    def __init__(self, message: str, *, status: int | None) -> None:
-        super().__init__(message)
-        self.status = status
-
-    @property
-    def temporary(self) -> bool:
-        return self.status is None or self.status == 429 or self.status >= 500
-
-
-class AnswerConflictError(ApprovalStoreError):
-    """The approval was already answered differently, or no longer waits (cancelled, used)."""
-
 
 # --- the codec (pure) ---------------------------------------------------------------------------------
 
@@ -195,29 +175,18 @@ def decode_approval(obj: Mapping[str, Any]) -> Approval:
 
 
 class ApprovalStore:
-    """Creates, reads and answers ActionApprovals over one ApiClient."""
+    """Creates, reads and answers ActionApprovals through the Kubernetes access layer."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
-        self._api = client.CustomObjectsApi(api_client)
-        self._server = str(getattr(getattr(api_client, "configuration", None), "host", "the apiserver"))
-
-    def _error(self, error: BaseException, what: str) -> ApprovalStoreError:
-        if isinstance(error, ApiException):
-            status = int(error.status) if error.status else None
-            detail = f"HTTP {error.status} {error.reason}"
-            return ApprovalStoreError(f"kube-apiserver {self._server}: {what}: {detail}", status=status)
-        reason = str(error) or type(error).__name__
-        return ApprovalStoreError(f"kube-apiserver {self._server}: {what}: no answer: {reason}", status=None)
+    def __init__(self, *, kube: KubeClient) -> None:
+        self._kube = kube
 
     async def get(self, *, namespace: str, name: str) -> Approval | None:
         try:
-            obj = await self._api.get_namespaced_custom_object(API_GROUP, VERSION, namespace, APPROVALS_PLURAL, name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise self._error(error, f"GET actionapprovals {namespace}/{name}") from error
-        except _CLIENT_ERRORS as error:
-            raise self._error(error, f"GET actionapprovals {namespace}/{name}") from error
+            obj = await self._kube.get_custom_object(
+                group=API_GROUP, version=VERSION, plural=APPROVALS_PLURAL, namespace=namespace, name=name
+            )
+        except NotFoundError:
+            return None
         return decode_approval(obj)
 
     async def ensure(self, request: ApprovalRequest, *, now: float) -> tuple[Approval, bool]:
@@ -226,28 +195,41 @@ class ApprovalStore:
         Idempotent: an existing approval is returned as it is (its answer kept); one whose status
         was never written (the agent stopped in between) gets its preview now.
         """
-        what = f"actionapprovals {request.namespace}/{request.name}"
         created = False
         existing = await self.get(namespace=request.namespace, name=request.name)
         if existing is None:
             try:
-                obj = await self._api.create_namespaced_custom_object(
-                    API_GROUP, VERSION, request.namespace, APPROVALS_PLURAL, approval_manifest(request)
+                obj = await self._kube.create_custom_object(
+                    group=API_GROUP,
+                    version=VERSION,
+                    plural=APPROVALS_PLURAL,
+                    namespace=request.namespace,
+                    body=approval_manifest(request),
                 )
                 existing, created = decode_approval(obj), True
-            except ApiException as error:
-                if error.status != 409:
-                    raise self._error(error, f"POST {what}") from error
+            except ConflictError as error:
                 existing = await self.get(namespace=request.namespace, name=request.name)
                 if existing is None:
-                    raise self._error(error, f"POST {what} (exists, then gone)") from error
-            except _CLIENT_ERRORS as error:
-                raise self._error(error, f"POST {what}") from error
+                    raise KubeError(
+                        f"{error} (exists, then gone)",
+                        server=self._kube.server,
+                        verb="POST",
+                        resource=APPROVALS_PLURAL,
+                        namespace=request.namespace,
+                        name=request.name,
+                        status=409,
+                        temporary=True,
+                    ) from error
         if existing.rule != request.rule or existing.object_key != request.object_key:
-            raise ApprovalStoreError(
-                f"{APPROVAL_KIND} {request.namespace}/{request.name} belongs to {existing.rule!r}: "
-                f"{existing.object_key!r}, not to {request.rule!r}: {request.object_key!r} (name clash)",
-                status=None,
+            raise KubeError(
+                f"kube-apiserver {self._kube.server}: {APPROVAL_KIND} {request.namespace}/{request.name} belongs to "
+                f"{existing.rule!r}: {existing.object_key!r}, not to {request.rule!r}: {request.object_key!r} "
+                "(name clash)",
+                server=self._kube.server,
+                verb="GET",
+                resource=APPROVALS_PLURAL,
+                namespace=request.namespace,
+                name=request.name,
             )
         if existing.phase is None:
             existing = (
@@ -269,42 +251,23 @@ class ApprovalStore:
         return await self._patch_status(namespace=namespace, name=name, status=status)
 
     async def _patch_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> Approval | None:
-        what = f"PATCH actionapprovals/status {namespace}/{name}"
         try:
-            patch_status: Any = self._api.patch_namespaced_custom_object_status  # the stubs lack _content_type
-            obj = await patch_status(
-                API_GROUP,
-                VERSION,
-                namespace,
-                APPROVALS_PLURAL,
-                name,
-                {"status": dict(status)},
-                _content_type=_MERGE_PATCH,
+            obj = await self._kube.patch_custom_object_status(
+                group=API_GROUP, version=VERSION, plural=APPROVALS_PLURAL, namespace=namespace, name=name, status=status
             )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise self._error(error, what) from error
-        except _CLIENT_ERRORS as error:
-            raise self._error(error, what) from error
+        except NotFoundError:
+            return None
         return decode_approval(obj)
 
     async def list(self, *, namespace: str | None = None, name: str | None = None) -> list[Approval]:
         """Approvals of one namespace or all, optionally only those called `name`; oldest first."""
-        options: dict[str, Any] = {}
-        if name is not None:
-            options["field_selector"] = f"metadata.name={name}"
-        scope = f" in {namespace}" if namespace else ""
-        what = f"GET actionapprovals{scope}"
-        try:
-            if namespace:
-                listed = await self._api.list_namespaced_custom_object(
-                    API_GROUP, VERSION, namespace, APPROVALS_PLURAL, **options
-                )
-            else:
-                listed = await self._api.list_cluster_custom_object(API_GROUP, VERSION, APPROVALS_PLURAL, **options)
-        except _CLIENT_ERRORS as error:
-            raise self._error(error, what) from error
+        listed = await self._kube.list_custom_objects(
+            group=API_GROUP,
+            version=VERSION,
+            plural=APPROVALS_PLURAL,
+            namespace=namespace or None,
+            field_selector=f"metadata.name={name}" if name is not None else None,
+        )
         approvals = [decode_approval(item) for item in listed.get("items") or []]
         return sorted(approvals, key=lambda approval: (approval.created_at or 0.0, approval.namespace, approval.name))
 
@@ -313,11 +276,13 @@ class ApprovalStore:
         given meanwhile by someone else is never overwritten)."""
         if answer is Answer.PENDING:
             raise ValueError("an answer is approved or declined")
+        where = {"server": self._kube.server, "namespace": approval.namespace, "name": approval.name}
         if approval.phase in (Phase.CANCELLED, Phase.USED):
             raise AnswerConflictError(
                 f"{APPROVAL_KIND} {approval.namespace}/{approval.name} no longer waits for an answer: "
                 f"{approval.phase.value}: {approval.message}",
                 status=None,
+                **where,
             )
         if approval.answer is answer:
             return approval
@@ -326,31 +291,26 @@ class ApprovalStore:
                 f"{APPROVAL_KIND} {approval.namespace}/{approval.name} was already {approval.answer.value}"
                 + (f" by {approval.answered_by}" if approval.answered_by else ""),
                 status=409,
+                **where,
             )
         annotations = {ANSWERED_BY_ANNOTATION: by or None, ANSWER_REASON_ANNOTATION: reason or None}
         patch = {
             "metadata": {"resourceVersion": approval.resource_version, "annotations": annotations},
             "spec": {"approvalState": answer.value},
         }
-        what = f"PATCH actionapprovals {approval.namespace}/{approval.name}"
         try:
-            patch_object: Any = self._api.patch_namespaced_custom_object  # the stubs lack _content_type
-            obj = await patch_object(
-                API_GROUP,
-                VERSION,
-                approval.namespace,
-                APPROVALS_PLURAL,
-                approval.name,
-                patch,
-                _content_type=_MERGE_PATCH,
+            obj = await self._kube.patch_custom_object(
+                group=API_GROUP,
+                version=VERSION,
+                plural=APPROVALS_PLURAL,
+                namespace=approval.namespace,
+                name=approval.name,
+                patch=patch,
             )
-        except ApiException as error:
-            if error.status == 409:
-                raise AnswerConflictError(
-                    f"{APPROVAL_KIND} {approval.namespace}/{approval.name} changed while answering; look again",
-                    status=409,
-                ) from error
-            raise self._error(error, what) from error
-        except _CLIENT_ERRORS as error:
-            raise self._error(error, what) from error
+        except ConflictError as error:
+            raise AnswerConflictError(
+                f"{APPROVAL_KIND} {approval.namespace}/{approval.name} changed while answering; look again",
+                status=409,
+                **where,
+            ) from error
         return decode_approval(obj)

@@ -1,0 +1,354 @@
+"""Per-(rule, object) state kept in the Kubernetes API, so that no cause is ever acted on twice.
+
+Why this module exists: the state machine (agent.core.states) decides when to act, but its decisions
+are only safe if the state they start from survives a restart and is shared by every replica. Here
+each (rule, object) pair is one cluster-scoped `AutopilotRuleObject`, and the state lives in its
+status. Every status write carries the resourceVersion this store last read, so of two replicas
+that start from the same state, exactly one write succeeds and the other gets `StateConflictError`:
+its decision was made on a state that no longer exists, and it must not act on it.
+
+Before an action is applied, `record_in_flight` writes what is about to happen into the status (a
+guard, like pvc-autoresizer's annotation). An agent that restarts mid-action finds that record with
+`in_flight` and verifies the action's effect instead of applying it a second time; a second replica
+trying to record the same action gets `ActionInFlightError`.
+
+"Based on" means: the status this store last read (`load`, `in_flight`) or wrote for the pair; for a
+pair it has never seen, "nothing stored". A conflict (HTTP 409) is retried only when a fresh read
+shows the status unchanged from that base (someone touched labels or annotations, not the state).
+
+`status.recentActions` keeps the last starts of actions on the pair; `action_history` lists them
+for every pair at once, for the guardrail policy (agent.core.policy).
+
+The store reaches the apiserver only through the access layer (`KubeClient`'s custom-object calls);
+the status encoding is `statuscodec`. Errors (agent.adapters.errors):
+
+    KubeError                   the API server refused or could not be reached (`temporary` says
+    │                           whether trying again later may help); chains the client's error
+    ├── ConflictError
+    │   └── StateConflictError  another writer changed the state this store based its change on
+    │       └── ActionInFlightError an action is already recorded in flight for the pair
+    └── StateDecodeError        a stored status this agent cannot read (also a ValueError)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from agent.adapters.errors import (
+    ActionInFlightError,
+    ConflictError,
+    KubeError,
+    NotFoundError,
+    StateConflictError,
+    StateDecodeError,
+)
+from agent.adapters.kubernetes.client import KubeClient
+from agent.adapters.kubernetes.statuscodec import (
+    OBJECT_KIND,
+    OBJECTS_PLURAL,
+    RULE_LABEL,
+    VERSION,
+    ActionHistory,
+    InFlight,
+    LastAction,
+    StoredStatus,
+    decode_status,
+    encode_status,
+    format_time,
+    label_value,
+    object_manifest,
+    object_name,
+    with_recent,
+)
+from agent.core.policy import ActionStart
+from agent.core.rules import API_GROUP
+from agent.core.states import ObjectState
+
+_MAX_WRITE_ATTEMPTS: Final = 5
+_LIST_PAGE: Final = 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Snapshot:
+    """An AutopilotRuleObject as last read or written; `obj` None means "nothing stored"."""
+
+    obj: Mapping[str, Any] | None = None
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        return (self.obj or {}).get("status") or {}
+
+
+_NOTHING: Final = _Snapshot()
+
+StatusChange = Callable[[StoredStatus], StoredStatus]
+
+
+class StateStore:
+    """Loads and saves the per-(rule, object) states of one agent; see the module docstring.
+
+    One instance stands for one writer: it remembers the status it last read or wrote for each
+    pair, and every write is based on it. Writes for one pair are serialised within the instance.
+    """
+
+    def __init__(self, *, kube: KubeClient) -> None:
+        self._kube = kube
+        self._seen: dict[tuple[str, str], _Snapshot] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # -- reads
+
+    async def load(self, rule: str) -> dict[str, ObjectState]:
+        """Object key -> state for every pair of `rule` that has a state; each becomes a write base."""
+        found: dict[str, ObjectState] = {}
+        for obj in await self._list(rule):
+            spec = obj.get("spec") or {}
+            if spec.get("rule") != rule or not isinstance(spec.get("objectKey"), str):
+                continue
+            key = spec["objectKey"]
+            self._seen[(rule, key)] = _Snapshot(obj=obj)
+            stored = _decode(obj)
+            if stored.state is not None:
+                found[key] = stored.state
+        return found
+
+    async def status(self, rule: str, object_key: str) -> StoredStatus:
+        """The pair's whole stored status (fresh from the API server); becomes the write base."""
+        snapshot = await self._read(rule=rule, object_key=object_key)
+        self._seen[(rule, object_key)] = snapshot
+        return _decode(snapshot.obj) if snapshot.obj is not None else StoredStatus()
+
+    async def action_history(self) -> ActionHistory:
+        """Every pair's recent action starts (and in-flight ones), all rules, in one list.
+
+        Read-only: it does not change the write base of any pair, so a rule's own `load` stays the
+        base of its writes. A status this agent cannot read raises StateDecodeError: the guardrails
+        must not count from a partial history.
+        """
+        starts: list[ActionStart] = []
+        in_flight: set[tuple[str, str]] = set()
+        for obj in await self._list(None):
+            spec = obj.get("spec") or {}
+            rule, key = spec.get("rule"), spec.get("objectKey")
+            if not isinstance(rule, str) or not isinstance(key, str):
+                continue
+            stored = _decode(obj)
+            for action in stored.recent_actions:
+                starts.append(ActionStart(rule=rule, object=key, action=action.name, at=action.started_at))
+            last = stored.last_action
+            if (
+                last is not None
+                and last.started_at is not None
+                and not any(action.started_at == last.started_at for action in stored.recent_actions)
+            ):
+                starts.append(ActionStart(rule=rule, object=key, action=last.name, at=last.started_at))
+            if stored.in_flight is not None:
+                in_flight.add((rule, key))
+                flying = stored.in_flight
+                starts.append(ActionStart(rule=rule, object=key, action=flying.action, at=flying.requested_at))
+        return ActionHistory(starts=tuple(starts), in_flight=frozenset(in_flight))
+
+    async def in_flight(self, rule: str, object_key: str) -> InFlight | None:
+        """The action recorded in flight for the pair, if any (fresh from the API server)."""
+        return (await self.status(rule, object_key)).in_flight
+
+    # -- writes
+
+    async def save(
+        self,
+        *,
+        rule: str,
+        object_key: str,
+        object_kind: str,
+        state: ObjectState,
+        last_action: LastAction | None = None,
+        in_flight: InFlight | None = None,
+    ) -> None:
+        """Store `state`; `last_action` / `in_flight` replace the stored ones when given, else stay.
+
+        Raises StateConflictError when the stored state is not the one this store based it on.
+        """
+
+        def change(stored: StoredStatus) -> StoredStatus:
+            return StoredStatus(
+                state=state,
+                last_action=last_action if last_action is not None else stored.last_action,
+                in_flight=in_flight if in_flight is not None else stored.in_flight,
+                recent_actions=with_recent(stored.recent_actions, last_action),
+            )
+
+        await self._write(rule=rule, object_key=object_key, object_kind=object_kind, change=change)
+
+    async def record_in_flight(
+        self,
+        *,
+        rule: str,
+        object_key: str,
+        object_kind: str,
+        action: str,
+        requested_at: float,
+        detail: Mapping[str, str] | None = None,
+        state: ObjectState | None = None,
+    ) -> InFlight:
+        """Record, before applying it, that `action` is about to run (with `state`, when given).
+
+        Raises ActionInFlightError if an action is already recorded for the pair, and
+        StateConflictError if the state moved: in both cases the caller must not apply the action.
+        """
+        record = InFlight(action=action, requested_at=requested_at, detail=dict(detail or {}))
+
+        def change(stored: StoredStatus) -> StoredStatus:
+            if stored.in_flight is not None:
+                flying = stored.in_flight
+                raise ActionInFlightError(
+                    f"action {flying.action!r} is already in flight since {format_time(flying.requested_at)}",
+                    rule=rule,
+                    object_key=object_key,
+                    in_flight=flying,
+                    server=self._kube.server,
+                )
+            return StoredStatus(
+                state=state if state is not None else stored.state,
+                last_action=stored.last_action,
+                in_flight=record,
+                recent_actions=stored.recent_actions,
+            )
+
+        await self._write(rule=rule, object_key=object_key, object_kind=object_kind, change=change)
+        return record
+
+    async def clear_in_flight(
+        self,
+        *,
+        rule: str,
+        object_key: str,
+        object_kind: str,
+        state: ObjectState | None = None,
+        last_action: LastAction | None = None,
+    ) -> None:
+        """Drop the in-flight record once the action was verified (or found failed), storing the
+        outcome's `state` and `last_action` in the same write when given."""
+
+        def change(stored: StoredStatus) -> StoredStatus:
+            return StoredStatus(
+                state=state if state is not None else stored.state,
+                last_action=last_action if last_action is not None else stored.last_action,
+                in_flight=None,
+                recent_actions=with_recent(stored.recent_actions, last_action),
+            )
+
+        await self._write(rule=rule, object_key=object_key, object_kind=object_kind, change=change)
+
+    # -- internals
+
+    async def _write(self, *, rule: str, object_key: str, object_kind: str, change: StatusChange) -> None:
+        pair = (rule, object_key)
+        async with self._locks.setdefault(pair, asyncio.Lock()):
+            base = self._seen.get(pair, _NOTHING)
+            wanted = encode_status(**_fields(change(_decode(base.obj) if base.obj is not None else StoredStatus())))
+            if dict(base.status) == wanted and (base.obj is not None or not wanted):
+                return
+            current = base
+            for _ in range(_MAX_WRITE_ATTEMPTS):
+                if current.obj is None:
+                    current = await self._create(rule=rule, object_key=object_key, object_kind=object_kind)
+                    self._require_unchanged(base, current, rule=rule, object_key=object_key)
+                    if current.obj is None:
+                        continue
+                body = {**current.obj, "status": wanted}
+                try:
+                    written = await self._kube.replace_custom_object_status(
+                        group=API_GROUP, version=VERSION, plural=OBJECTS_PLURAL, body=body
+                    )
+                except NotFoundError as error:
+                    raise self._conflict("the stored state was deleted meanwhile", rule, object_key) from error
+                except ConflictError:
+                    current = await self._read(rule=rule, object_key=object_key)
+                    self._require_unchanged(base, current, rule=rule, object_key=object_key)
+                    continue
+                self._seen[pair] = _Snapshot(obj=written)
+                return
+            raise self._conflict("the stored object kept changing", rule, object_key)
+
+    def _conflict(self, message: str, rule: str, object_key: str) -> StateConflictError:
+        return StateConflictError(message, rule=rule, object_key=object_key, server=self._kube.server)
+
+    def _require_unchanged(self, base: _Snapshot, current: _Snapshot, *, rule: str, object_key: str) -> None:
+        """A retry is safe only if the stored status is still the one the change was based on."""
+        if dict(current.status) != dict(base.status):
+            stored = _decode(current.obj) if current.obj is not None else StoredStatus()
+            now = stored.state.state.value if stored.state is not None else "no state"
+            raise self._conflict(
+                f"another writer changed the stored state (now {now}); not acting on a stale decision",
+                rule,
+                object_key,
+            )
+
+    async def _create(self, *, rule: str, object_key: str, object_kind: str) -> _Snapshot:
+        manifest = object_manifest(rule=rule, object_key=object_key, object_kind=object_kind)
+        try:
+            created = await self._kube.create_custom_object(
+                group=API_GROUP, version=VERSION, plural=OBJECTS_PLURAL, body=manifest
+            )
+        except ConflictError:
+            return await self._read(rule=rule, object_key=object_key)
+        return _Snapshot(obj=created)
+
+    async def _read(self, *, rule: str, object_key: str) -> _Snapshot:
+        name = object_name(rule=rule, object_key=object_key)
+        try:
+            obj = await self._kube.get_custom_object(group=API_GROUP, version=VERSION, plural=OBJECTS_PLURAL, name=name)
+        except NotFoundError:
+            return _NOTHING
+        spec = obj.get("spec") or {}
+        if spec.get("rule") != rule or spec.get("objectKey") != object_key:
+            raise KubeError(
+                f"kube-apiserver {self._kube.server}: {OBJECT_KIND} {name} belongs to {spec.get('rule')!r}: "
+                f"{spec.get('objectKey')!r}, not to {rule!r}: {object_key!r} (name clash)",
+                server=self._kube.server,
+                verb="GET",
+                resource=OBJECTS_PLURAL,
+                name=name,
+            )
+        return _Snapshot(obj=obj)
+
+    async def _list(self, rule: str | None) -> list[dict[str, Any]]:
+        """The pairs of `rule` (by label), or of every rule when None."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        selector = f"{RULE_LABEL}={label_value(rule)}" if rule is not None else None
+        while True:
+            page = await self._kube.list_custom_objects(
+                group=API_GROUP,
+                version=VERSION,
+                plural=OBJECTS_PLURAL,
+                label_selector=selector,
+                limit=_LIST_PAGE,
+                continue_token=token,
+            )
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return items
+
+
+def _decode(obj: Mapping[str, Any] | None) -> StoredStatus:
+    if obj is None:
+        return StoredStatus()
+    try:
+        return decode_status(obj.get("status"))
+    except StateDecodeError as error:
+        name = (obj.get("metadata") or {}).get("name", "?")
+        raise StateDecodeError(f"{OBJECT_KIND} {name}: {error}") from None
+
+
+def _fields(stored: StoredStatus) -> dict[str, Any]:
+    return {
+        "state": stored.state,
+        "last_action": stored.last_action,
+        "in_flight": stored.in_flight,
+        "recent_actions": stored.recent_actions,
+    }
