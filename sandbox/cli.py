@@ -34,7 +34,7 @@ def add_parsers(commands: Any) -> None:
         "demo",
         help="play the reference scenario live in the sandbox (400Gi -> 800Gi -> 1Ti -> declined at maxsize)",
         description="Brings up the sandbox (installing what is missing), runs the agent with the reference rule "
-        "unchanged, and ingests 1 GiB/s into each of the 4 Kafka PVCs: the table of MISSION.md plays out live, "
+        "unchanged, and ingests 1 GiB/s into each of the 4 Kafka PVCs: the reference table plays out live, "
         "cooldowns included (about 11 minutes). --simulated replays it in seconds instead, through a real "
         "Prometheus and a simulated executor.",
     )

@@ -1,4 +1,6 @@
-"""`kafka-autopilot demo`: the reference scenario of MISSION.md, played live in the sandbox.
+"""`kafka-autopilot demo`: the reference scenario, played live in the sandbox.
+
+The vendor papers' table: 400Gi -> 800Gi -> 1Ti (capped at maxsize) -> declined at maxsize.
 
 The sandbox comes up (installing what is missing), the agent runs in this process with the reference
 rule exactly as shipped, and the storage twin ingests 1 GiB/s into each of the 4 Kafka PVCs. The

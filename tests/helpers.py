@@ -49,4 +49,4 @@ spec:
         scalepercentage: "100"
         maxsize: "1Ti"
 """
-"""The reference rule of MISSION.md, character for character."""
+"""The reference rule of the vendor papers, character for character."""

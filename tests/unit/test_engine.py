@@ -1,4 +1,4 @@
-"""One evaluation cycle end to end: the reference rule reproduces the acceptance table of MISSION.md.
+"""One evaluation cycle end to end: the reference rule reproduces the acceptance table of the vendor papers (README).
 
 | step | usage reaches | PVC before | result                                |
 |------|---------------|------------|---------------------------------------|

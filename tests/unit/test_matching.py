@@ -1,6 +1,6 @@
 """Joining one instant vector per expression to the selected objects, by identity labels.
 
-The expected joins follow the identity-label table in agent.core.matching's docstring and DESIGN.md:
+The expected joins follow the identity-label table in agent.core.matching's docstring:
 PVC namespace + persistentvolumeclaim | pvc; broker pod | broker; node node | instance; pool node + pool.
 """
 
