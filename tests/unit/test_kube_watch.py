@@ -75,7 +75,7 @@ def test_the_watch_lists_follows_and_resumes_after_a_temporary_failure_with_back
     assert [(event.type, event.object_name) for event in events] == [("ADDED", "a"), ("MODIFIED", "a"), ("ADDED", "b")]
     assert kube.watched_from == ["10", "11", "11"]
     policy = kubernetes_client.WATCH_RECONNECT
-    first, second = clock.sleeps
+    first, second = clock.waits  # the pause is a wait that close() cuts short
     assert policy.base_seconds <= first <= policy.base_seconds + policy.jitter_seconds
     assert 2 * policy.base_seconds <= second <= 2 * policy.base_seconds + policy.jitter_seconds
 
@@ -94,7 +94,7 @@ def test_an_expired_resource_version_lists_again_and_says_resync() -> None:
     assert [event.type for event in events] == ["ADDED", "RESYNC", "DELETED"]
     assert len(events[1].raw["items"]) == 2
     assert kube.watched_from == ["10", "20"]
-    assert clock.sleeps == []
+    assert clock.sleeps == [] and clock.waits == []
 
 
 def test_a_permanent_error_reaches_the_consumer() -> None:
