@@ -125,6 +125,39 @@ async def finished(log: MutationLog, reason: str) -> Outcome:
     return await verified(log, nothing_to_wait_for, recorded_reason=reason)
 
 
+class VerificationFailedError(Exception):
+    """Raised by a verify check when the result can no longer come (e.g. the storage layer gave up)."""
+
+
+async def verified_when(
+    log: MutationLog,
+    check: Callable[[], Awaitable[str | None]],
+    *,
+    clock: Clock,
+    timeout_seconds: float,
+    reason: str,
+    interval_seconds: float = 1.0,
+) -> Outcome:
+    """The outcome once the mutations are applied, verified by polling `check` (None = done, else
+    what is missing): VERIFIED with `reason`; FAILED naming the last gap after `timeout_seconds`, or
+    at once when the check raises VerificationFailedError; with the dry-run applier, DRY_RUN."""
+
+    async def verify() -> Outcome:
+        try:
+            gap = await wait_for(check, clock=clock, timeout_seconds=timeout_seconds, interval_seconds=interval_seconds)
+        except VerificationFailedError as failed:
+            return Outcome(kind=OutcomeKind.FAILED, reason=str(failed), mutations=tuple(log.done))
+        if gap is not None:
+            return Outcome(
+                kind=OutcomeKind.FAILED,
+                reason=f"not verified within {timeout_seconds:.0f}s: {gap}",
+                mutations=tuple(log.done),
+            )
+        return Outcome(kind=OutcomeKind.VERIFIED, reason=reason, mutations=tuple(log.done))
+
+    return await verified(log, verify)
+
+
 async def wait_for(
     check: Callable[[], Awaitable[str | None]],
     *,

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, finished, verified, wait_for
+from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, finished, verified_when
 from agent.actions.mutations import (
     Applier,
     CordonNode,
@@ -186,21 +186,13 @@ class NodeRescheduleExecutor:
                     missing.append(f"{name} ({where})")
             return ", ".join(missing) if missing else None
 
-        async def verify() -> Outcome:
-            gap = await wait_for(not_yet_moved, clock=self.clock, timeout_seconds=self.verify_timeout_seconds)
-            if gap is not None:
-                return Outcome(
-                    kind=OutcomeKind.FAILED,
-                    reason=f"not verified within {self.verify_timeout_seconds:.0f}s: {gap}",
-                    mutations=tuple(log.done),
-                )
-            return Outcome(
-                kind=OutcomeKind.VERIFIED,
-                reason=f"{', '.join(names)} Running on healthy nodes",
-                mutations=tuple(log.done),
-            )
-
-        return await verified(log, verify)
+        return await verified_when(
+            log,
+            not_yet_moved,
+            clock=self.clock,
+            timeout_seconds=self.verify_timeout_seconds,
+            reason=f"{', '.join(names)} Running on healthy nodes",
+        )
 
 
 def build_executor(dependencies: Dependencies, applier: Applier) -> NodeRescheduleExecutor:

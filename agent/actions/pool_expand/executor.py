@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, verified, wait_for
+from agent.actions.base import (
+    Dependencies,
+    MutationLog,
+    Outcome,
+    OutcomeKind,
+    VerificationFailedError,
+    verified_when,
+)
 from agent.actions.mutations import Applier, ExpandPool
 from agent.actions.pool_expand.spec import POOL_EXPAND, PoolExpandParams, PoolExpandPlan
 from agent.adapters.clock import Clock
@@ -86,39 +93,24 @@ class PoolExpandExecutor:
                 return None
             operation = current.last_operation
             if operation is not None and operation.failed:
-                raise _ResizeFailedError(f"the storage layer reports the resize failed: {operation.message}")
+                raise VerificationFailedError(f"the storage layer reports the resize failed: {operation.message}")
             if not log.done and not current.resizing:
-                raise _ResizeFailedError(
+                raise VerificationFailedError(
                     f"the resize already running ended at {format_bytes(current.total_bytes)}, short of"
                     f" {format_bytes(wanted)}; planning again next cycle"
                 )
             doing = f"; {operation.status}: {operation.message}" if operation is not None else ""
             return f"total {format_bytes(current.total_bytes)}, waiting for {format_bytes(wanted)}{doing}"
 
-        async def verify() -> Outcome:
-            try:
-                gap = await wait_for(
-                    still_growing,
-                    clock=self.clock,
-                    timeout_seconds=self.verify_timeout_seconds,
-                    interval_seconds=self.poll_seconds,
-                )
-            except _ResizeFailedError as failed:
-                return Outcome(kind=OutcomeKind.FAILED, reason=str(failed), mutations=tuple(log.done))
-            if gap is not None:
-                return Outcome(
-                    kind=OutcomeKind.FAILED,
-                    reason=f"not verified within {self.verify_timeout_seconds:.0f}s: {gap}",
-                    mutations=tuple(log.done),
-                )
-            capped = " (capped at maxsize)" if plan.capped else ""
-            return Outcome(
-                kind=OutcomeKind.VERIFIED,
-                reason=f"pool total reached {format_bytes(wanted)}{capped} by {plan.scale_type}",
-                mutations=tuple(log.done),
-            )
-
-        return await verified(log, verify)
+        capped = " (capped at maxsize)" if plan.capped else ""
+        return await verified_when(
+            log,
+            still_growing,
+            clock=self.clock,
+            timeout_seconds=self.verify_timeout_seconds,
+            interval_seconds=self.poll_seconds,
+            reason=f"pool total reached {format_bytes(wanted)}{capped} by {plan.scale_type}",
+        )
 
     def _refusal(self, pool: StoragePool, plan: PoolExpandPlan, params: PoolExpandParams) -> Outcome | None:
         if pool.total_bytes != plan.current_bytes:
@@ -154,10 +146,6 @@ class PoolExpandExecutor:
                 f" passes maxdrives {params.max_drives}",
             )
         return None
-
-
-class _ResizeFailedError(Exception):
-    """The storage layer marked the pool's resize failed: stop waiting."""
 
 
 def build_executor(dependencies: Dependencies, applier: Applier) -> PoolExpandExecutor | None:

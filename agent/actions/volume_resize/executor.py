@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, verified, wait_for
+from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, verified_when
 from agent.actions.mutations import Applier, ResizePvc
 from agent.actions.volume_resize.spec import VOLUME_RESIZE, ResizePlan
 from agent.adapters.clock import Clock
@@ -125,21 +125,13 @@ class VolumeResizeExecutor:
             shown = format_bytes(capacity) if capacity is not None else "unknown"
             return f"status capacity {shown}, waiting for {format_bytes(wanted)}"
 
-        async def verify() -> Outcome:
-            gap = await wait_for(still_growing, clock=self.clock, timeout_seconds=self.verify_timeout_seconds)
-            if gap is not None:
-                return Outcome(
-                    kind=OutcomeKind.FAILED,
-                    reason=f"not verified within {self.verify_timeout_seconds:.0f}s: {gap}",
-                    mutations=tuple(log.done),
-                )
-            return Outcome(
-                kind=OutcomeKind.VERIFIED,
-                reason=f"capacity reached {format_bytes(wanted)}",
-                mutations=tuple(log.done),
-            )
-
-        return await verified(log, verify)
+        return await verified_when(
+            log,
+            still_growing,
+            clock=self.clock,
+            timeout_seconds=self.verify_timeout_seconds,
+            reason=f"capacity reached {format_bytes(wanted)}",
+        )
 
     async def _refusal(self, claim: PvcLike, planned: PlannedAction) -> Outcome | None:
         assert isinstance(planned.detail, ResizePlan)
