@@ -14,6 +14,16 @@ from sandbox.environment import Sandbox
 from sandbox.kafka import KafkaCluster, KafkaDistribution
 from sandbox.process import SandboxProcessError
 
+# Fixtures that start or build a real program: a test that uses one is marked `sandbox`, so the fast
+# selection (`-m "not sandbox and not prometheus"`) never waits for Kafka or an image build.
+REAL_ENVIRONMENT_FIXTURES = frozenset({"sandbox", "kafka_cluster", "built"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_ENVIRONMENT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.sandbox)
+
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:

@@ -254,6 +254,7 @@ def test_the_image_lints_the_shipped_rules(built: Path, image_root: Path) -> Non
 # --- the linter ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.sandbox
 def test_hadolint_finds_nothing() -> None:
     hadolint = cache_dir() / "hadolint" / HADOLINT_VERSION / "venv" / "bin" / "hadolint"
     if not hadolint.is_file():
