@@ -24,7 +24,6 @@ Errors:
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.admin import ApiVersionRequest, DescribeConfigsRequest
 from aiokafka.protocol.metadata import MetadataRequest
 
+from agent.adapters.clock import Clock, WallClock
 from agent.adapters.errors import KafkaAdminError, KafkaResponseError, KafkaUnavailableError
 from agent.adapters.kafka.elect import ELECT_LEADERS_KEY, IMPLEMENTED_VERSIONS, ElectLeadersRequest, parse_answer
 from agent.core.elections import PartitionElection, error_name
@@ -155,8 +155,9 @@ class KafkaAdmin:
     when no bootstrap server answers; leaving closes every connection.
     """
 
-    def __init__(self, *, settings: KafkaSettings) -> None:
+    def __init__(self, *, settings: KafkaSettings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock: Clock = clock or WallClock()
         self._client: Any = None
         self.last_election_version: int | None = None
 
@@ -237,7 +238,7 @@ class KafkaAdmin:
                     partitions=partitions, timeout_ms=max(1000, self.settings.request_timeout_ms // 2), version=version
                 )
                 try:
-                    async with asyncio.timeout(self.settings.request_timeout_ms / 1000):
+                    async with self.clock.timeout(self.settings.request_timeout_ms / 1000):
                         response = (await client.send(node, request)).to_object()
                 except IncompatibleBrokerVersion as error:
                     raise KafkaResponseError(
@@ -276,7 +277,7 @@ class KafkaAdmin:
         async def ask_each_broker() -> tuple[int, ...]:
             for node in self._shuffled_nodes(client):
                 try:
-                    async with asyncio.timeout(self.settings.request_timeout_ms / 1000):
+                    async with self.clock.timeout(self.settings.request_timeout_ms / 1000):
                         answer = (await client.send(node, ApiVersionRequest())).to_object()
                 except (KafkaError, OSError, TimeoutError) as error:
                     failures.append(f"broker {node}: {_describe(error)}")
@@ -313,13 +314,13 @@ class KafkaAdmin:
     async def _view_from(self, client: Any, *, node: int, topics: Sequence[str] | None) -> ClusterView:
         timeout = self.settings.request_timeout_ms / 1000
         request = MetadataRequest(list(topics) if topics is not None else None, allow_auto_topic_creation=False)
-        async with asyncio.timeout(timeout):
+        async with self.clock.timeout(timeout):
             metadata = (await client.send(node, request)).to_object()
         described = [self._check_topic(t) for t in metadata["topics"]]
         names = sorted(t["topic"] for t in described)
         resources = [(_TOPIC_RESOURCE, name, [MIN_INSYNC]) for name in names]
         resources.append((_BROKER_RESOURCE, str(node), [MIN_INSYNC]))
-        async with asyncio.timeout(timeout):
+        async with self.clock.timeout(timeout):
             configs = (await client.send(node, DescribeConfigsRequest(resources, False))).to_object()
         min_insync = self._min_insync(configs["resources"], topics=names)
         partitions = tuple(
@@ -391,7 +392,7 @@ class KafkaAdmin:
         `failures` are what went wrong before the time ran out, added to the message."""
         seconds = self.settings.operation_timeout_seconds
         try:
-            async with asyncio.timeout(seconds):
+            async with self.clock.timeout(seconds):
                 return await awaitable
         except KafkaAdminError:
             raise
@@ -408,7 +409,7 @@ class KafkaAdmin:
 
     async def _close(self, client: Any) -> None:
         try:
-            async with asyncio.timeout(self.settings.operation_timeout_seconds):
+            async with self.clock.timeout(self.settings.operation_timeout_seconds):
                 await client.close()
         except (TimeoutError, KafkaError, OSError):
             pass  # closing is best effort: the connections die with the client anyway
