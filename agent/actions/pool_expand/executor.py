@@ -1,7 +1,7 @@
 """Executor for `openstorage.io.action.storagepool/expand`: grow a storage pool, then wait until it has.
 
-Plan: re-read the pool from the storage API. If its total already reaches the planned target (we
-asked before a restart, or someone else did), or a resize is already running on it, nothing is
+Plan: re-read the pool from the storage API. If its total already reaches the planned target, or the
+whole GiB this plan sends (we asked before a restart, or someone else did), or a resize is already running on it, nothing is
 applied: the result is only verified. A pool that shrank or grew since planning, or that changed
 drives, is held for a fresh plan next cycle. The target is checked again against maxsize and
 maxdrives (never past them) and against the current total (never a shrink), then sent as a whole
@@ -59,13 +59,16 @@ class PoolExpandExecutor:
             pool = await find_pool(self.pools, node=node, name=name)
         except PoolNotFoundError:
             return Outcome(kind=OutcomeKind.FAILED, reason=f"storage pool {target.key} is no longer served")
-        wanted = plan.target_bytes
+        # What reaching the plan means: the whole GiB sent, which a maxsize that is not a whole GiB
+        # rounds down. A run resumed after a crash finds the pool there and only verifies.
+        size = size_in_gib(plan.target_bytes, at_most=params.max_bytes) * GIB
+        wanted = min(plan.target_bytes, size)
         log = MutationLog(applier=self.applier)
-        if pool.total_bytes < wanted and not pool.resizing:
+        unchanged = pool.total_bytes == plan.current_bytes
+        if not pool.resizing and (pool.total_bytes < wanted or unchanged):
             refusal = self._refusal(pool, plan, params)
             if refusal is not None:
                 return refusal
-            size = size_in_gib(wanted, at_most=params.max_bytes) * GIB
             await log.apply(
                 ExpandPool(
                     uuid=pool.uuid,
@@ -80,7 +83,6 @@ class PoolExpandExecutor:
                     else None,
                 )
             )
-            wanted = min(wanted, size)
 
         async def still_growing() -> str | None:
             try:

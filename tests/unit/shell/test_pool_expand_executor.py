@@ -272,12 +272,6 @@ async def test_resumed_after_a_crash_right_after_the_request_it_verifies_without
     assert pools.pools[UUID].total_bytes == 1536 * GIB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a resumed run compares the pool with the plan's target_bytes, not with the whole GiB the first "
-    "run sent (rounded down under a maxsize that is not a whole GiB), so it finds its own completed resize short: "
-    "HELD 'the pool changed since planning', or FAILED 'ended short' when the resize was still running",
-)
 @pytest.mark.parametrize("completes_after_sleeps", [0, 2], ids=["already-grown", "still-resizing"])
 async def test_resumed_after_a_crash_it_verifies_the_size_that_was_requested(
     clock: FakeClock, completes_after_sleeps: int
