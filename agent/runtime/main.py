@@ -174,7 +174,9 @@ async def run_agent(
         if not rules:
             print("kafka-autopilot run: no valid rule to run", file=sys.stderr)
             return 1
-        kafka = await stack.enter_async_context(KafkaAdmin(settings=options.kafka, clock=clock)) if options.kafka else None
+        kafka = None
+        if options.kafka:
+            kafka = await stack.enter_async_context(KafkaAdmin(settings=options.kafka, clock=clock))
         inventory = kube if options.scope_pod is None else ScopedInventory(source=kube, scope=options.scope_pod)
         pools = options.storage_api.client() if options.storage_api else None
         dry_applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))

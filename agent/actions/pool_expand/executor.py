@@ -1,9 +1,9 @@
 """Executor for `openstorage.io.action.storagepool/expand`: grow a storage pool, then wait until it has.
 
 Plan: re-read the pool from the storage API. If its total already reaches the planned target, or the
-whole GiB this plan sends (we asked before a restart, or someone else did), or a resize is already running on it, nothing is
-applied: the result is only verified. A pool that shrank or grew since planning, or that changed
-drives, is held for a fresh plan next cycle. The target is checked again against maxsize and
+whole GiB this plan sends (we asked before a restart, or someone else did), or a resize is already
+running on it, nothing is applied: the result is only verified. A pool that shrank or grew since
+planning, or that changed drives, is held for a fresh plan next cycle. The target is checked again against maxsize and
 maxdrives (never past them) and against the current total (never a shrink), then sent as a whole
 number of GiB, as the SDK's `size` counts, rounded up unless that would pass maxsize.
 Apply: one ExpandPool mutation, with the scale type the planner resolved (add-disk or resize-disk;
