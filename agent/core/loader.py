@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from agent.core.aliases import KEY_ALIASES
+from agent.core.broker_identity import KAFKA_ONLY, StatedIdentity
 from agent.core.catalog import Catalog, ParamError, convert_param
 from agent.core.diagnostics import Problem, Severity, did_you_mean
 from agent.core.operators import Operator, validate_values
@@ -249,6 +250,7 @@ class _RuleBuilder:
             "actionWindow",
             "weight",
             "identityLabels",
+            "brokerIdentity",
         )
         if not self.mapping(view, known, required=("conditions", "actions")):
             return None
@@ -260,6 +262,7 @@ class _RuleBuilder:
         enforcement = self.enforcement(view.get("enforcement"))
         windows = self.action_windows(view.get("actionWindow"))
         identity = self.identity_labels(view.get("identityLabels"))
+        broker_identity = self.broker_identity(view.get("brokerIdentity"))
         weight = view.get("weight")
         if weight is not None and weight.kind != "number":
             self.error(weight, f"must be a number, got a {weight.kind}")
@@ -281,6 +284,7 @@ class _RuleBuilder:
             enforcement=enforcement,
             action_windows=windows,
             identity_labels=identity,
+            broker_identity=broker_identity,
         )
 
     def selector(self, view: View | None) -> LabelSelector | None:
@@ -568,6 +572,31 @@ class _RuleBuilder:
             self.error(view, 'must be a list of label lists, e.g. [["namespace", "pvc"]]')
             return None
         return tuple(alternatives)
+
+    def broker_identity(self, view: View | None) -> StatedIdentity:
+        """`{label: KEY}`, `{annotation: KEY}` or `{ordinalOffset: N}`: exactly one."""
+        ways = ("label", "annotation", "ordinalOffset")
+        if view is None or not self.mapping(view, ways):
+            return KAFKA_ONLY
+        given = [key for key, _, _ in view.items() if key in ways]
+        if not given and any(True for _ in view.items()):
+            return KAFKA_ONLY  # its unknown fields are reported already
+        if len(given) != 1:
+            self.error(view, f"must give exactly one of label, annotation or ordinalOffset, got {len(given)}")
+            return KAFKA_ONLY
+        offset_view = view.get("ordinalOffset")
+        if offset_view is not None:
+            if offset_view.kind != "number" or not offset_view.text().isdigit():
+                self.error(offset_view, f"must be a whole number of at least 0, got {offset_view.text()!r}")
+                return KAFKA_ONLY
+            return StatedIdentity(ordinal_offset=int(offset_view.text()))
+        key = given[0]
+        name = self.string(view.get(key))
+        if not name:
+            if name is not None:
+                self.error(_must(view.get(key)), "must name a label or annotation, got an empty string")
+            return KAFKA_ONLY
+        return StatedIdentity(label=name) if key == "label" else StatedIdentity(annotation=name)
 
 
 def _must(view: View | None) -> View:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from agent.core.broker_identity import KAFKA_ONLY, StatedIdentity
 from agent.core.diagnostics import Location
 from agent.core.operators import Operator
 
@@ -186,6 +187,8 @@ class Rule:
     action_windows: tuple[ActionWindow, ...] = ()
     identity_labels: IdentityLabels | None = None
     """Per-rule override of the default join labels for the target kind."""
+    broker_identity: StatedIdentity = KAFKA_ONLY
+    """How a pod's broker id is read (`spec.brokerIdentity`); by default only from Kafka's advertised hosts."""
 
     @property
     def approval_required(self) -> bool:

@@ -213,6 +213,21 @@ def _spec(catalog: Catalog) -> JsonObject:
                 ],
             },
             "weight": {"description": "The vendor's rule weight; read but not used.", "type": "number"},
+            "brokerIdentity": {
+                "description": "How a pod's Kafka broker id is read, when not only from the hosts Kafka's brokers "
+                "advertise: a label or an annotation whose value is the id, or an offset added to the "
+                "StatefulSet pod index (apps.kubernetes.io/pod-index). Kafka still has the last word: an id "
+                "it contradicts is unknown (our extension).",
+                "type": "object",
+                "additionalProperties": False,
+                "minProperties": 1,
+                "maxProperties": 1,
+                "properties": {
+                    "label": {"type": "string", "minLength": 1},
+                    "annotation": {"type": "string", "minLength": 1},
+                    "ordinalOffset": {"type": "integer", "minimum": 0},
+                },
+            },
             "identityLabels": {
                 "description": "The labels that name an object in the conditions' series, replacing the "
                 "defaults of the target kind: alternatives in order of preference, each a label or a list "

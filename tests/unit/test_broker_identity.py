@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.actions.registry import CATALOG
 from agent.core.broker_identity import (
     POD_INDEX_LABEL,
     BrokerEndpoint,
@@ -13,6 +14,7 @@ from agent.core.broker_identity import (
     Unknown,
     identify_brokers,
 )
+from agent.core.loader import parse_rules
 
 
 def pod(name: str, *, ip: str | None = None, namespace: str = "kafka", **extra: object) -> PodAddress:
@@ -146,3 +148,44 @@ def test_a_stated_id_that_kafka_confirms_is_known() -> None:
 def test_only_one_way_may_be_stated() -> None:
     with pytest.raises(ValueError, match="one of label, annotation or ordinalOffset"):
         StatedIdentity(label="a", ordinal_offset=1)
+
+
+def rule_text(broker_identity: str) -> str:
+    return f"""apiVersion: kafka-autopilot.io/v1alpha1
+kind: AutopilotRule
+metadata: {{name: r}}
+spec:
+  brokerIdentity: {broker_identity}
+  conditions:
+    expressions: [{{key: "x", operator: Gt, values: ["0"]}}]
+  actions: [{{name: kafka-autopilot.io.action.broker/restart}}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "stated"),
+    [
+        ("{ordinalOffset: 100}", StatedIdentity(ordinal_offset=100)),
+        ("{label: broker-id}", StatedIdentity(label="broker-id")),
+        ("{annotation: kafka/id}", StatedIdentity(annotation="kafka/id")),
+    ],
+)
+def test_a_rule_states_its_broker_identity(text: str, stated: StatedIdentity) -> None:
+    loaded = parse_rules(rule_text(text), file="r.yaml", catalog=CATALOG)
+    assert not loaded.problems and loaded.rules[0].broker_identity == stated
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ("{label: a, ordinalOffset: 1}", 19, "must give exactly one of label, annotation or ordinalOffset, got 2"),
+        ("{ordinalOffset: -1}", 35, "must be a whole number of at least 0, got '-1'"),
+        ("{podName: true}", 20, 'unknown field "podName"'),
+        ('{label: ""}', 27, "must name a label or annotation, got an empty string"),
+    ],
+)
+def test_a_bad_broker_identity_is_an_error_at_its_place(text: str, column: int, message: str) -> None:
+    loaded = parse_rules(rule_text(text), file="r.yaml", catalog=CATALOG)
+    assert not loaded.rules
+    assert [(p.location.line, p.location.column) for p in loaded.problems] == [(5, column)]
+    assert message in loaded.problems[0].message
