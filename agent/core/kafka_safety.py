@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from agent.core.broker_identity import BrokerEndpoint
+
 __all__ = [
     "ClusterView",
     "PartitionState",
@@ -77,6 +79,9 @@ class ClusterView:
 
     brokers_registered: frozenset[int]
     partitions: tuple[PartitionState, ...]
+    endpoints: tuple[BrokerEndpoint, ...] = ()
+    """Every broker with the address it advertises: the registered ones, and fenced ones when Kafka
+    can say (they keep their registration); what `agent.core.broker_identity` matches pods with."""
 
     def live_isr(self, partition: PartitionState) -> tuple[int, ...]:
         """The partition's ISR without fenced brokers (those the metadata does not list)."""

@@ -39,6 +39,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from agent.adapters.clock import Clock, WallClock
 from agent.adapters.errors import KafkaAdminError, KafkaResponseError, KafkaUnavailableError
 from agent.adapters.kafka.elect import ELECT_LEADERS_KEY, IMPLEMENTED_VERSIONS, ElectLeadersRequest, parse_answer
+from agent.core.broker_identity import BrokerEndpoint
 from agent.core.elections import PartitionElection, error_name
 from agent.core.kafka_safety import ClusterView, PartitionState
 
@@ -128,6 +129,14 @@ class KafkaSettings:
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = self.sasl_password
         return kwargs
+
+
+def _endpoints(metadata: dict[str, Any]) -> tuple[BrokerEndpoint, ...]:
+    """The brokers a Metadata response lists (the unfenced ones), with their advertised address."""
+    return tuple(
+        BrokerEndpoint(broker_id=b["node_id"], host=b["host"], port=b["port"])
+        for b in sorted(metadata["brokers"], key=lambda b: b["node_id"])
+    )
 
 
 def _describe(error: BaseException) -> str:
@@ -338,6 +347,7 @@ class KafkaAdmin:
         return ClusterView(
             brokers_registered=frozenset(b["node_id"] for b in metadata["brokers"]),
             partitions=partitions,
+            endpoints=_endpoints(metadata),
         )
 
     def _check_topic(self, topic: dict[str, Any]) -> dict[str, Any]:

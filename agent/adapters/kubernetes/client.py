@@ -60,7 +60,7 @@ import json
 import os
 import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -76,6 +76,7 @@ from agent import __version__
 from agent.adapters.clock import Clock
 from agent.adapters.errors import ConflictError, KubeError, NotFoundError
 from agent.adapters.retry import RetryPolicy, retrying
+from agent.core.broker_identity import PodAddress
 from agent.core.leadership import LeaseRecord
 from agent.core.quantity import QuantityError, format_bytes, parse_bytes
 
@@ -353,6 +354,24 @@ class PodInfo:
     """The controlling owner (e.g. StatefulSet kafka), if any."""
     claims: tuple[str, ...] = ()
     """The PersistentVolumeClaims its volumes mount (in its namespace)."""
+    ips: tuple[str, ...] = ()
+    """status.podIPs, status.podIP first."""
+    hostname: str | None = None
+    subdomain: str | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> PodAddress:
+        """What broker identity is matched on (agent.core.broker_identity)."""
+        return PodAddress(
+            namespace=self.namespace,
+            name=self.name,
+            ips=self.ips,
+            hostname=self.hostname,
+            subdomain=self.subdomain,
+            labels=self.labels,
+            annotations=self.annotations,
+        )
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> PodInfo:
@@ -374,7 +393,19 @@ class PodInfo:
                 for volume in _mappings(_dig(raw, "spec", "volumes"))
                 if (claim := _dig(volume, "persistentVolumeClaim", "claimName"))
             ),
+            ips=_pod_ips(raw),
+            hostname=_optional_str(_dig(raw, "spec", "hostname")),
+            subdomain=_optional_str(_dig(raw, "spec", "subdomain")),
+            annotations=_strings(metadata.get("annotations")),
         )
+
+
+def _pod_ips(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    ips: list[str] = []
+    for candidate in [_dig(raw, "status", "podIP"), *(m.get("ip") for m in _mappings(_dig(raw, "status", "podIPs")))]:
+        if isinstance(candidate, str) and candidate and candidate not in ips:
+            ips.append(candidate)
+    return tuple(ips)
 
 
 @dataclass(frozen=True, kw_only=True)
