@@ -26,6 +26,7 @@ from agent.adapters.storagepools import StoragePoolApi
 from agent.core.catalog import ActionSpec
 from agent.core.engine import PlannedAction
 from agent.core.matching import TargetObject
+from agent.core.rules import Rule
 
 RECORDED = "dry-run: recorded, nothing changed"
 
@@ -57,7 +58,7 @@ class Outcome:
 class Executor(Protocol):
     action: str
 
-    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object) -> Outcome:
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object, rule: Rule) -> Outcome:
         """`params` is of the type the action's spec builds."""
         ...
 

@@ -136,7 +136,9 @@ class ActionRunner:
             outcome = Outcome(kind=OutcomeKind.HELD, reason=f"no executor for {planned.action} in this agent yet")
         else:
             try:
-                outcome = await executor.run(planned=planned, target=target, params=params_of(rule, planned.action))
+                outcome = await executor.run(
+                    planned=planned, target=target, params=params_of(rule, planned.action), rule=rule
+                )
             except Exception as error:  # a failed call is an outcome, not a crash
                 outcome = Outcome(kind=OutcomeKind.FAILED, reason=f"{type(error).__name__}: {error}")
         await self.finish(rule, planned, target, state, outcome, started_at=started_at)

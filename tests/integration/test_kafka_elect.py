@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -22,12 +23,14 @@ from agent.actions.base import OutcomeKind
 from agent.actions.leader_rebalance.executor import LeaderRebalanceExecutor
 from agent.actions.leader_rebalance.spec import LEADER_REBALANCE, LeaderRebalanceParams
 from agent.actions.mutations import ClusterWriter, DryRunApplier, ElectPreferredLeaders, LiveApplier, Mutation
+from agent.actions.registry import CATALOG
 from agent.adapters.clock import WallClock
 from agent.adapters.kafka import KafkaAdmin, KafkaResponseError, KafkaSettings, KafkaUnavailableError
 from agent.adapters.kafka.elect import ElectLeadersRequest
 from agent.core.elections import ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, PartitionState, preferred_leader_candidates
+from agent.core.loader import parse_rules
 from agent.core.matching import TargetObject, broker_object
 from sandbox.kafka import KafkaCluster
 
@@ -35,6 +38,9 @@ TOPIC = "elect-me"
 PARTITIONS = 8
 # Partition n prefers broker n % 4: each broker is the preferred leader of two partitions.
 ASSIGNMENT = {n: [n % 4, (n + 1) % 4, (n + 2) % 4] for n in range(PARTITIONS)}
+
+REBALANCE_RULE_FILE = Path(__file__).resolve().parents[2] / "rules" / "kafka-leader-rebalance.yaml"
+(REBALANCE_RULE,) = parse_rules(REBALANCE_RULE_FILE.read_text(), file=str(REBALANCE_RULE_FILE), catalog=CATALOG).rules
 
 
 @pytest.fixture
@@ -157,7 +163,7 @@ async def test_a_preferred_replica_out_of_the_isr_is_not_elected(
         executor = LeaderRebalanceExecutor(
             kafka=kafka, applier=LiveApplier(writer=cast(ClusterWriter, None), kafka=kafka), clock=WallClock()
         )
-        held = await executor.run(planned=planned, target=target, params=LeaderRebalanceParams())
+        held = await executor.run(planned=planned, target=target, params=LeaderRebalanceParams(), rule=REBALANCE_RULE)
         assert held.kind is OutcomeKind.HELD and held.mutations == (), held
         assert f"{TOPIC}-3, {TOPIC}-7" in held.reason, held.reason
     finally:
@@ -203,7 +209,7 @@ async def test_the_executor_plans_in_dry_run_and_elects_in_batches_live(
     recorded: list[Mutation] = []
 
     dry = LeaderRebalanceExecutor(kafka=kafka, applier=DryRunApplier(record=recorded.append), clock=WallClock())
-    outcome = await dry.run(planned=planned, target=target, params=params)
+    outcome = await dry.run(planned=planned, target=target, params=params, rule=REBALANCE_RULE)
 
     assert outcome.kind is OutcomeKind.DRY_RUN, outcome
     # __consumer_offsets may exist too; only partitions preferring broker 0 are planned, one per batch.
@@ -217,7 +223,7 @@ async def test_the_executor_plans_in_dry_run_and_elects_in_batches_live(
     # No Kubernetes in this module: an ElectPreferredLeaders mutation never reaches the cluster writer.
     live_applier = LiveApplier(writer=cast(ClusterWriter, None), kafka=kafka)
     live = LeaderRebalanceExecutor(kafka=kafka, applier=live_applier, clock=WallClock())
-    outcome = await live.run(planned=planned, target=target, params=params)
+    outcome = await live.run(planned=planned, target=target, params=params, rule=REBALANCE_RULE)
 
     assert outcome.kind is OutcomeKind.VERIFIED, outcome
     assert len(outcome.mutations) == len(elected)
@@ -225,7 +231,7 @@ async def test_the_executor_plans_in_dry_run_and_elects_in_batches_live(
     # a moment behind: balanced within seconds, and the failure message names the partition that is not.
     await wait_for_view(kafka, balanced, what="every partition led by its first replica", timeout_seconds=15)
 
-    again = await live.run(planned=planned, target=target, params=params)
+    again = await live.run(planned=planned, target=target, params=params, rule=REBALANCE_RULE)
     assert again.kind is OutcomeKind.VERIFIED and again.mutations == ()
     assert again.reason.startswith("nothing to elect: broker 0 leads every partition")
 

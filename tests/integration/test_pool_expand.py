@@ -119,7 +119,7 @@ def execute(
         else LiveApplier(writer=cast(ClusterWriter, None), pools=client)  # only pool mutations reach it
     )
     executor = PoolExpandExecutor(pools=client, applier=applier, clock=WallClock(), verify_timeout_seconds=60)
-    return asyncio.run(executor.run(planned=planned, target=target, params=the_rule.actions[0].params))
+    return asyncio.run(executor.run(planned=planned, target=target, params=the_rule.actions[0].params, rule=the_rule))
 
 
 def resize_calls(twin: StorageTwinClient) -> list[dict[str, Any]]:

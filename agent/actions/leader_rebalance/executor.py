@@ -41,6 +41,7 @@ from agent.core.elections import batches, partition_list
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, preferred_leader_candidates
 from agent.core.matching import TargetObject
+from agent.core.rules import Rule
 
 
 class KafkaViewer(Protocol):
@@ -85,7 +86,7 @@ class LeaderRebalanceExecutor:
     clock: Clock
     action: str = LEADER_REBALANCE
 
-    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object) -> Outcome:
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object, rule: Rule) -> Outcome:
         assert isinstance(params, LeaderRebalanceParams)
         broker = broker_id_of(target)
         if broker is None:

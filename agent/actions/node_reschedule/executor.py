@@ -36,6 +36,7 @@ from agent.adapters.clock import Clock
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, brokers_seen_alive, min_isr_violations
 from agent.core.matching import TargetObject
+from agent.core.rules import Rule
 
 OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
 
@@ -122,7 +123,7 @@ class NodeRescheduleExecutor:
             return f"node {node}'s Lease was renewed {self.clock.now() - renewed:.0f}s ago (grace {grace_seconds}s)"
         return None
 
-    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object) -> Outcome:
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object, rule: Rule) -> Outcome:
         assert isinstance(params, NodeRescheduleParams)
         node = target.name
         log = MutationLog(applier=self.applier)

@@ -39,6 +39,7 @@ from agent.core.engine import PlannedAction
 from agent.core.matching import TargetObject
 from agent.core.pools import ScaleType
 from agent.core.quantity import GIB, format_bytes
+from agent.core.rules import Rule
 
 
 @dataclass
@@ -50,7 +51,7 @@ class PoolExpandExecutor:
     poll_seconds: float = 1.0
     action: str = POOL_EXPAND
 
-    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object) -> Outcome:
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object, rule: Rule) -> Outcome:
         assert isinstance(planned.detail, PoolExpandPlan)
         assert isinstance(params, PoolExpandParams)
         plan = planned.detail

@@ -24,6 +24,7 @@ from agent.adapters.kubernetes import NotFoundError
 from agent.core.engine import PlannedAction
 from agent.core.matching import TargetObject
 from agent.core.quantity import format_bytes
+from agent.core.rules import Rule
 
 IN_FLIGHT_ANNOTATION = "kafka-autopilot.io/resize-requested"
 OPERATOR_OWNER_KINDS = ("Kafka", "KafkaNodePool")
@@ -96,7 +97,7 @@ class VolumeResizeExecutor:
     async def _pvc(self, namespace: str, name: str) -> PvcLike | None:
         return next((c for c in await self.reader.list_pvcs() if c.namespace == namespace and c.name == name), None)
 
-    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object) -> Outcome:
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object, rule: Rule) -> Outcome:
         assert isinstance(planned.detail, ResizePlan)
         wanted = planned.detail.target_bytes
         namespace, name = target.namespace or "", target.name

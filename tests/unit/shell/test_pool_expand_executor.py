@@ -106,7 +106,9 @@ async def execute(
         pools=pools, applier=applier or LiveApplier(writer=FakeCluster(), pools=pools), clock=clock
     )
     target = pool_object(node="worker-1", pool="0", labels={}, shape=None)
-    return await executor.run(planned=action or planned(pools, clock, rule), target=target, params=params(rule))
+    return await executor.run(
+        planned=action or planned(pools, clock, rule), target=target, params=params(rule), rule=rule
+    )
 
 
 async def test_adds_two_drives_and_verifies_the_new_total(pools: FakeStoragePools, clock: FakeClock) -> None:

@@ -82,7 +82,7 @@ async def execute(
     target: TargetObject = TARGET,
 ) -> Outcome:
     executor = LeaderRebalanceExecutor(kafka=kafka, applier=applier or live(kafka), clock=clock)
-    return await executor.run(planned=action or planned(rule, clock), target=target, params=params(rule))
+    return await executor.run(planned=action or planned(rule, clock), target=target, params=params(rule), rule=rule)
 
 
 async def test_elects_the_partitions_broker_1_should_lead_and_verifies_in_metadata(

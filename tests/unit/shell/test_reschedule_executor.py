@@ -103,7 +103,7 @@ async def execute(
     executor = NodeRescheduleExecutor(
         reader=cluster, kafka=kafka, applier=applier or LiveApplier(writer=cluster), clock=clock
     )
-    return await executor.run(planned=action or planned(rule, clock), target=TARGET, params=params(rule))
+    return await executor.run(planned=action or planned(rule, clock), target=TARGET, params=params(rule), rule=rule)
 
 
 def force_delete_of(cluster: FakeCluster) -> str:

@@ -73,7 +73,7 @@ async def execute(
 ) -> Outcome:
     executor = VolumeResizeExecutor(reader=cluster, applier=applier or LiveApplier(writer=cluster), clock=clock)
     target = pvc_object(namespace="kafka", name="data-kafka-0", labels={"app": "kafka"}, capacity_bytes=400 * GIB)
-    return await executor.run(planned=planned, target=target, params=params(RULE))
+    return await executor.run(planned=planned, target=target, params=params(RULE), rule=RULE)
 
 
 async def test_resize_is_applied_once_and_verified_when_the_capacity_follows(
