@@ -63,6 +63,7 @@ from agent.adapters.storagepools import (
     size_in_gib,
 )
 from agent.core.approvals import ActionPreview, Answer, ApprovalRequest, Phase
+from agent.core.broker_identity import BrokerEndpoint
 from agent.core.elections import (
     ELECTION_NOT_NEEDED,
     NONE,
@@ -224,6 +225,7 @@ class FakeNode:
     unschedulable: bool = False
     taints: list[Taint] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def info(self) -> NodeInfo:
         return NodeInfo(
@@ -234,6 +236,7 @@ class FakeNode:
             ready_since=self.ready_since,
             unschedulable=self.unschedulable,
             taints=tuple(self.taints),
+            annotations=dict(self.annotations),
         )
 
 
@@ -245,6 +248,8 @@ class FakePod:
     phase: str | None = "Running"
     labels: dict[str, str] = field(default_factory=dict)
     uid: str = ""
+    ip: str | None = None
+    claims: tuple[str, ...] = ()
 
     def info(self) -> PodInfo:
         return PodInfo(
@@ -257,6 +262,8 @@ class FakePod:
             deleting=False,
             owner_kind="StatefulSet",
             owner_name=self.name.rpartition("-")[0] or None,
+            claims=self.claims,
+            ips=(self.ip,) if self.ip else (),
         )
 
 
@@ -300,6 +307,8 @@ class FakeCluster:
         self.reschedule_to: str | None = None
         self.pending_after_sleeps: int | None = 0
         self.running_after_sleeps: int | None = 0
+        self.on_running: Callable[[FakePod], None] | None = None
+        """Called when a recreated pod turns Running (e.g. its broker registers with Kafka again)."""
         self._uids = itertools.count(1)
 
     # -- building the world
@@ -407,12 +416,36 @@ class FakeCluster:
         _later(self.clock, pvc.grows_after_sleeps, grown)
         return pvc.info()
 
-    async def cordon_node(self, name: str) -> NodeInfo:
+    async def cordon_node(self, name: str, *, annotations: Mapping[str, str] | None = None) -> NodeInfo:
         self.writes.append(("cordon_node", name))
         self.failures.check("cordon_node")
         node = self._node(name, verb="PATCH")
         node.unschedulable = True
+        node.annotations.update(annotations or {})
         return node.info()
+
+    async def annotate_node(self, name: str, *, annotations: Mapping[str, str]) -> NodeInfo:
+        self.writes.append(("annotate_node", name))
+        self.failures.check("annotate_node")
+        node = self._node(name, verb="PATCH")
+        node.annotations.update(annotations)
+        return node.info()
+
+    async def release_node(
+        self, name: str, *, marks: Mapping[str, str], uncordon: bool, taint_keys: Sequence[str]
+    ) -> bool:
+        self.writes.append(("release_node", name))
+        self.failures.check("release_node")
+        node = self._node(name, verb="PATCH")
+        mine = [key for key, value in marks.items() if node.annotations.get(key) == value]
+        if not mine:
+            return False
+        for key in mine:
+            del node.annotations[key]
+        if uncordon:
+            node.unschedulable = False
+        node.taints = [taint for taint in node.taints if taint.key not in taint_keys]
+        return True
 
     async def taint_node(self, *, name: str, key: str, value: str | None, effect: TaintEffect) -> bool:
         self.writes.append(("taint_node", name))
@@ -474,9 +507,19 @@ class FakeCluster:
         def recreated() -> None:
             if key in self.pods:
                 return
-            back = self.add_pod(FakePod(namespace=pod.namespace, name=pod.name, node=target, phase="Pending"))
+            back = self.add_pod(
+                FakePod(
+                    namespace=pod.namespace, name=pod.name, node=target, phase="Pending", ip=pod.ip, claims=pod.claims
+                )
+            )
             back.labels.update(pod.labels)
-            _later(self.clock, self.running_after_sleeps, lambda: setattr(back, "phase", "Running"))
+
+            def running() -> None:
+                back.phase = "Running"
+                if self.on_running is not None:
+                    self.on_running(back)
+
+            _later(self.clock, self.running_after_sleeps, running)
 
         _later(self.clock, self.pending_after_sleeps, recreated)
 
@@ -499,6 +542,8 @@ class FakeKafka:
     def __init__(self, *, clock: FakeClock | None = None) -> None:
         self.clock = clock
         self.registered: set[int] = set()
+        self.hosts: dict[int, str] = {}
+        """Broker id -> the host it advertises; listed fenced when not in `registered` (DescribeCluster v2)."""
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self.refuse: dict[tuple[str, int], int] = {}
         self.shows_after_sleeps: int | None = 0
@@ -536,6 +581,10 @@ class FakeKafka:
             brokers_registered=frozenset(self.registered),
             partitions=tuple(
                 state for key, state in sorted(self.partitions.items()) if wanted is None or state.topic in wanted
+            ),
+            endpoints=tuple(
+                BrokerEndpoint(broker_id=broker, host=host, port=9092, fenced=broker not in self.registered)
+                for broker, host in sorted(self.hosts.items())
             ),
         )
 

@@ -35,9 +35,35 @@ class ResizePvc:
 @dataclass(frozen=True, kw_only=True)
 class CordonNode:
     name: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """Written with the cordon: the agent's mark that the cordon is its own, and what it is moving."""
 
     def describe(self) -> str:
         return f"cordon Node {self.name}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnnotateNode:
+    name: str
+    annotations: Mapping[str, str]
+
+    def describe(self) -> str:
+        return f"annotate Node {self.name} with {', '.join(sorted(self.annotations))}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseNode:
+    """Undo what the agent did to a node, as far as its marks (annotation -> value it wrote) still say so."""
+
+    name: str
+    marks: Mapping[str, str]
+    uncordon: bool
+    taint_keys: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        undone = (["uncordon"] if self.uncordon else []) + [f"remove taint {key}" for key in self.taint_keys]
+        what = " and ".join(undone) or "remove the agent's marks"
+        return f"{what} on Node {self.name} (the agent's own, marked {', '.join(sorted(self.marks))})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +143,15 @@ class ExpandPool:
 
 
 Mutation = (
-    ResizePvc | CordonNode | TaintNode | ForceDeletePod | DeleteVolumeAttachment | ElectPreferredLeaders | ExpandPool
+    ResizePvc
+    | CordonNode
+    | AnnotateNode
+    | ReleaseNode
+    | TaintNode
+    | ForceDeletePod
+    | DeleteVolumeAttachment
+    | ElectPreferredLeaders
+    | ExpandPool
 )
 
 
@@ -136,7 +170,13 @@ class ClusterWriter(Protocol):
         self, *, namespace: str, name: str, new_bytes: int, annotations: Mapping[str, str]
     ) -> object: ...
 
-    async def cordon_node(self, name: str) -> object: ...
+    async def cordon_node(self, name: str, *, annotations: Mapping[str, str] | None = None) -> object: ...
+
+    async def annotate_node(self, name: str, *, annotations: Mapping[str, str]) -> object: ...
+
+    async def release_node(
+        self, name: str, *, marks: Mapping[str, str], uncordon: bool, taint_keys: Sequence[str]
+    ) -> object: ...
 
     async def taint_node(self, *, name: str, key: str, value: str | None, effect: TaintEffect) -> object: ...
 
@@ -183,7 +223,13 @@ class LiveApplier:
                     annotations=mutation.annotations,
                 )
             case CordonNode():
-                await self.writer.cordon_node(mutation.name)
+                await self.writer.cordon_node(mutation.name, annotations=mutation.annotations)
+            case AnnotateNode():
+                await self.writer.annotate_node(mutation.name, annotations=mutation.annotations)
+            case ReleaseNode():
+                await self.writer.release_node(
+                    mutation.name, marks=mutation.marks, uncordon=mutation.uncordon, taint_keys=mutation.taint_keys
+                )
             case TaintNode():
                 await self.writer.taint_node(
                     name=mutation.name, key=mutation.key, value=mutation.value, effect=mutation.effect

@@ -36,6 +36,7 @@ __all__ = [
     "PartitionState",
     "brokers_seen_alive",
     "min_isr_violations",
+    "min_isr_violations_during_failures",
     "preferred_leader_candidates",
 ]
 
@@ -161,6 +162,33 @@ def min_isr_violations(view: ClusterView, *, removing: frozenset[int]) -> list[s
         if len(live) < p.min_insync:
             sentence += " (already below it before this step)"
         violations.append(sentence)
+    return violations
+
+
+def min_isr_violations_during_failures(view: ClusterView, *, moving: frozenset[int], down: frozenset[int]) -> list[str]:
+    """The partitions that a node remediation moving the brokers in `moving` would act on while they
+    are below `min.insync.replicas`, counting every broker in `down` as out, one sentence each.
+
+    `down` holds the brokers on **every** node failing at once (`moving` among them), whether Kafka
+    has fenced them yet or not: a second failing node whose broker still heartbeats is about to stop
+    serving too. Per partition with a replica in `moving`: live = its ISR without fenced brokers and
+    without `down`; a violation when len(live) < min_insync. Unlike `min_isr_violations`, a broker
+    already out of the ISR still counts here: it is the failure itself that is being measured, so
+    the guard fires on a two-node failure that leaves a partition one live replica short, and passes
+    a one-node failure that leaves every partition at its minimum or above.
+    """
+    violations: list[str] = []
+    for p in sorted(view.partitions, key=lambda p: (p.topic, p.partition)):
+        if not moving.intersection(p.replicas):
+            continue
+        live = [b for b in view.live_isr(p) if b not in down]
+        if len(live) >= p.min_insync:
+            continue
+        out = sorted(b for b in p.replicas if b in down)
+        violations.append(
+            f"{p.name}: with brokers {_ids(out)} on failing nodes, {len(live)} live in-sync"
+            f" {'replica' if len(live) == 1 else 'replicas'} {_ids(live)} < min.insync.replicas {p.min_insync}"
+        )
     return violations
 
 

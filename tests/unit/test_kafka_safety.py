@@ -9,6 +9,7 @@ from agent.core.kafka_safety import (
     PartitionState,
     brokers_seen_alive,
     min_isr_violations,
+    min_isr_violations_during_failures,
     preferred_leader_candidates,
 )
 
@@ -270,3 +271,53 @@ def test_preferred_leader_candidates(
     case: str, cluster: ClusterView, broker_id: int | None, expected: list[tuple[str, int]]
 ) -> None:
     assert preferred_leader_candidates(cluster, broker_id=broker_id) == expected, case
+
+
+# --- the guard of a node remediation, counting every failing node -------------------------------------
+
+
+def three_replicas(name: str, *, isr: tuple[int, ...], min_insync: int = 2) -> PartitionState:
+    return PartitionState(
+        topic=name, partition=0, leader=isr[0] if isr else None, replicas=(1, 2, 3), isr=isr, min_insync=min_insync
+    )
+
+
+@pytest.mark.parametrize(
+    ("registered", "isr", "down", "expected"),
+    [
+        # one node failed: broker 1 fenced, out of the ISR; 2 and 3 are enough
+        ({2, 3}, (2, 3), {1}, []),
+        # two nodes failed at once: 1 fenced, 2 still heartbeating from its failing node
+        (
+            {2, 3},
+            (2, 3),
+            {1, 2},
+            ["t-0: with brokers [1,2] on failing nodes, 1 live in-sync replica [3] < min.insync.replicas 2"],
+        ),
+        # both fenced already
+        (
+            {3},
+            (3,),
+            {1, 2},
+            ["t-0: with brokers [1,2] on failing nodes, 1 live in-sync replica [3] < min.insync.replicas 2"],
+        ),
+        # a stale ISR entry of a fenced broker is not a live replica
+        (
+            {3},
+            (2, 3),
+            {1},
+            ["t-0: with brokers [1] on failing nodes, 1 live in-sync replica [3] < min.insync.replicas 2"],
+        ),
+    ],
+)
+def test_the_failure_guard_counts_every_failing_node(
+    registered: set[int], isr: tuple[int, ...], down: set[int], expected: list[str]
+) -> None:
+    view = ClusterView(brokers_registered=frozenset(registered), partitions=(three_replicas("t", isr=isr),))
+    assert min_isr_violations_during_failures(view, moving=frozenset({1}), down=frozenset(down)) == expected
+
+
+def test_the_failure_guard_looks_only_at_partitions_of_the_brokers_it_moves() -> None:
+    elsewhere = PartitionState(topic="u", partition=0, leader=None, replicas=(4, 5), isr=(), min_insync=2)
+    view = ClusterView(brokers_registered=frozenset({3}), partitions=(elsewhere,))
+    assert min_isr_violations_during_failures(view, moving=frozenset({1}), down=frozenset({1, 2})) == []

@@ -192,7 +192,7 @@ class Writer:
     def __init__(self) -> None:
         self.cordoned: list[str] = []
 
-    async def cordon_node(self, name: str) -> None:
+    async def cordon_node(self, name: str, *, annotations: object = None) -> None:
         self.cordoned.append(name)
 
 

@@ -1,44 +1,60 @@
-"""Executor for `kafka-autopilot.io.action.node/cordon-reschedule`: move brokers off a failed node.
+"""Executor for `kafka-autopilot.io.action.node/cordon-reschedule`: move Kafka brokers off a failed node.
 
-Plan, re-checked right before every step that cannot be undone:
+Every check comes before the first change, and the destructive ones are checked again right before:
+
 1. the node is still gone: Ready is not True and its Lease is older than the grace;
-2. cordon it;
-3. Kafka agrees the node's brokers are gone: none is registered, leads, or sits in an ISR. If Kafka
-   still sees one alive, the node has only lost its link to the control plane, and a second broker
-   with the same id must never be started: hold, and say why;
-4. no partition would drop below min.insync.replicas;
-5. the node is still gone (again);
-6. force-delete the broker pods (or apply the out-of-service taint), and delete the node's
-   VolumeAttachments so the volumes can attach elsewhere.
-Verify: every broker pod is Running again, on another node that is Ready.
+2. its broker pods are known: the pods on the node that match `brokerlabel`, else the rule's selector,
+   else those Kafka identifies as brokers (their address is a broker's). Nothing else on the node is
+   touched. Each one's broker id must be known (`agent.core.broker_identity`, with the rule's
+   `brokerIdentity`): an unknown or ambiguous id holds;
+3. Kafka has fenced every one of them: a broker Kafka still sees alive means a control-plane
+   partition, and a second broker with the same id must never be started;
+4. the min-ISR guard: counting the brokers on every failing node as out, no partition of the moved
+   brokers is below `min.insync.replicas` (`min_isr_violations_during_failures`);
+5. then cordon, marked as the agent's own (annotations, with the list of pods being moved so a
+   restarted agent finishes exactly this move); a node someone else cordoned is only annotated;
+6. the node is still gone (again); if not, the agent's cordon is undone and the action holds;
+7. force-delete exactly those pods (by uid), or apply the out-of-service taint when the rule asks;
+8. delete only the VolumeAttachments of those pods' volumes on that node.
+Verify: every moved broker's pod is Running again, as a new pod on another Ready node, and Kafka
+lists its broker registered again.
 
-Without a Kafka connection the guardrails cannot be checked, so the executor holds: it never
-force-deletes on a guess.
+Without a Kafka connection nothing is checked, so nothing is done: the executor holds.
+When the node returns, `release_recovered` undoes the agent's cordon and taint (never anyone else's).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, finished, verified_when
 from agent.actions.mutations import (
+    AnnotateNode,
     Applier,
     CordonNode,
     DeleteVolumeAttachment,
     ForceDeletePod,
-    Mutation,
+    ReleaseNode,
     TaintNode,
 )
 from agent.actions.node_reschedule.spec import NODE_RESCHEDULE, NodeRescheduleParams, RescheduleMode
 from agent.adapters.clock import Clock
+from agent.core.broker_identity import Identified, PodAddress, identify_brokers
 from agent.core.engine import PlannedAction
-from agent.core.kafka_safety import ClusterView, brokers_seen_alive, min_isr_violations
+from agent.core.kafka_safety import ClusterView, brokers_seen_alive, min_isr_violations_during_failures
 from agent.core.matching import TargetObject
-from agent.core.rules import Rule
+from agent.core.rules import LabelSelector, Rule
 
 OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
+CORDONED_BY = "kafka-autopilot.io/cordoned-by"
+"""On a node the agent cordoned: the rule's name. Only a cordon with this mark is ever undone."""
+TAINTED_BY = "kafka-autopilot.io/tainted-by"
+"""On a node the agent gave the out-of-service taint: the rule's name."""
+MOVING = "kafka-autopilot.io/moving-brokers"
+"""On a node the agent is moving brokers off: which pods (with uid, broker id, volumes), as JSON."""
 
 
 class NodeLike(Protocol):
@@ -50,6 +66,9 @@ class NodeLike(Protocol):
 
     @property
     def unschedulable(self) -> bool: ...
+
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
 
 
 class PodLike(Protocol):
@@ -71,6 +90,23 @@ class PodLike(Protocol):
     @property
     def uid(self) -> str: ...
 
+    @property
+    def claims(self) -> tuple[str, ...]: ...
+
+    @property
+    def address(self) -> PodAddress: ...
+
+
+class ClaimLike(Protocol):
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def volume_name(self) -> str | None: ...
+
 
 class AttachmentLike(Protocol):
     @property
@@ -78,6 +114,9 @@ class AttachmentLike(Protocol):
 
     @property
     def node(self) -> str: ...
+
+    @property
+    def pv(self) -> str | None: ...
 
 
 class NodeReader(Protocol):
@@ -89,6 +128,8 @@ class NodeReader(Protocol):
         self, *, namespace: str | None = None, label_selector: str | None = None
     ) -> Sequence[PodLike]: ...
 
+    async def list_pvcs(self) -> Sequence[ClaimLike]: ...
+
     async def list_volume_attachments(self) -> Sequence[AttachmentLike]: ...
 
 
@@ -96,10 +137,62 @@ class KafkaViewer(Protocol):
     async def cluster_view(self) -> ClusterView: ...
 
 
-def broker_id_of_pod(name: str) -> int | None:
-    """A StatefulSet pod's ordinal (`kafka-3` -> 3), which is its broker id in the usual setups."""
-    _, _, ordinal = name.rpartition("-")
-    return int(ordinal) if ordinal.isdigit() else None
+@dataclass(frozen=True, kw_only=True)
+class MovingBroker:
+    """One broker pod the agent is moving, as recorded on the node (what a resumed run finishes)."""
+
+    namespace: str
+    name: str
+    uid: str
+    broker_id: int
+    volumes: tuple[str, ...]
+    """The PersistentVolumes its claims are bound to."""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "broker": self.broker_id,
+            "volumes": list(self.volumes),
+        }
+
+
+def moving_record(rule: str, brokers: Sequence[MovingBroker]) -> str:
+    return json.dumps({"rule": rule, "pods": [broker.to_json() for broker in brokers]}, sort_keys=True)
+
+
+def read_moving_record(annotations: Mapping[str, str], *, rule: str) -> list[MovingBroker]:
+    """The brokers this rule recorded as moving off the node; [] when none, or the record is unreadable."""
+    try:
+        record = json.loads(annotations.get(MOVING, "{}"))
+        if record.get("rule") != rule:
+            return []
+        return [
+            MovingBroker(
+                namespace=str(pod["namespace"]),
+                name=str(pod["name"]),
+                uid=str(pod["uid"]),
+                broker_id=int(pod["broker"]),
+                volumes=tuple(str(volume) for volume in pod["volumes"]),
+            )
+            for pod in record["pods"]
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def broker_selector(rule: Rule, params: NodeRescheduleParams) -> LabelSelector | None:
+    """Which pods on a node may be brokers: `brokerlabel`, else the rule's selector; None: Kafka says."""
+    if params.broker_selector.match_labels or params.broker_selector.match_expressions:
+        return params.broker_selector
+    if rule.selector.match_labels or rule.selector.match_expressions:
+        return rule.selector
+    return None
+
+
+class HoldError(Exception):
+    """A check did not pass: hold, with this reason."""
 
 
 @dataclass
@@ -125,79 +218,170 @@ class NodeRescheduleExecutor:
 
     async def run(self, *, planned: PlannedAction, target: TargetObject, params: object, rule: Rule) -> Outcome:
         assert isinstance(params, NodeRescheduleParams)
-        node = target.name
+        node_name = target.name
         log = MutationLog(applier=self.applier)
+        nodes = {n.name: n for n in await self.reader.list_nodes()}
+        node = nodes.get(node_name)
+        recorded = read_moving_record(node.annotations, rule=rule.name) if node is not None else []
 
         def held(reason: str) -> Outcome:
             return Outcome(kind=OutcomeKind.HELD, reason=reason, mutations=tuple(log.done))
 
-        if (why := await self.node_still_gone(node, params.grace_seconds)) is not None:
+        if (why := await self.node_still_gone(node_name, params.grace_seconds)) is not None:
             return held(f"nothing done: {why}")
-        current = next((n for n in await self.reader.list_nodes() if n.name == node), None)
-        if current is not None and not current.unschedulable:
-            await log.apply(CordonNode(name=node))
-        pods = [
-            pod
-            for pod in await self.reader.list_pods()
-            if pod.node == node and params.broker_selector.matches(pod.labels)
-        ]
-        brokers = {pod.name: broker_id_of_pod(pod.name) for pod in pods}
-        if not pods:
-            return await finished(log, "no broker pods on the node")
         if self.kafka is None:
-            return held("no Kafka connection: cannot confirm the brokers are fenced, so nothing is force-deleted")
+            return held("no Kafka connection: cannot identify the node's brokers or confirm they are fenced")
         view = await self.kafka.cluster_view()
-        ids = [broker for broker in brokers.values() if broker is not None]
-        alive = {broker: reasons for broker, reasons in brokers_seen_alive(view, ids).items() if reasons}
+        pods = await self.reader.list_pods()
+        try:
+            fresh = await self._brokers_to_move(node_name, pods, view, rule=rule, params=params, nodes=nodes)
+        except HoldError as hold:
+            return held(str(hold))
+        still_here = {(p.namespace, p.name, p.uid) for p in pods if p.node == node_name}
+        moving = fresh + [b for b in recorded if all((b.namespace, b.name) != (f.namespace, f.name) for f in fresh)]
+        if not moving:
+            return Outcome(kind=OutcomeKind.VERIFIED, reason="no Kafka broker pods on the node: nothing to do")
+
+        marks: dict[str, str] = {MOVING: moving_record(rule.name, moving)}
+        if params.mode is RescheduleMode.OUT_OF_SERVICE_TAINT:
+            marks[TAINTED_BY] = rule.name
+        ours = node is not None and node.annotations.get(CORDONED_BY) == rule.name
+        if node is not None and not (node.unschedulable and node.annotations.get(MOVING) == marks[MOVING]):
+            if not node.unschedulable:
+                await log.apply(CordonNode(name=node_name, annotations={CORDONED_BY: rule.name, **marks}))
+                ours = True
+            else:
+                await log.apply(AnnotateNode(name=node_name, annotations=marks))
+        to_delete = [b for b in moving if (b.namespace, b.name, b.uid) in still_here]
+        if to_delete and (why := await self.node_still_gone(node_name, params.grace_seconds)) is not None:
+            undo = {**marks, **({CORDONED_BY: rule.name} if ours else {})}
+            await log.apply(ReleaseNode(name=node_name, marks=undo, uncordon=ours))
+            return held(f"stopped before deleting pods: {why}; the agent's cordon and marks are undone")
+        if to_delete and params.mode is RescheduleMode.OUT_OF_SERVICE_TAINT:
+            await log.apply(
+                TaintNode(name=node_name, key=OUT_OF_SERVICE_TAINT, value="nodeshutdown", effect="NoExecute")
+            )
+        else:
+            for broker in to_delete:
+                await log.apply(ForceDeletePod(namespace=broker.namespace, name=broker.name, uid=broker.uid))
+        if params.delete_volume_attachments:
+            volumes = {volume for broker in moving for volume in broker.volumes}
+            for attachment in await self.reader.list_volume_attachments():
+                if attachment.node == node_name and attachment.pv in volumes:
+                    await log.apply(DeleteVolumeAttachment(name=attachment.name))
+        return await verified_when(
+            log,
+            lambda: self._not_yet_moved(node_name, moving),
+            clock=self.clock,
+            timeout_seconds=self.verify_timeout_seconds,
+            reason=f"{', '.join(b.name for b in moving)} Running on healthy nodes, "
+            f"broker{'s' if len(moving) > 1 else ''} {', '.join(str(b.broker_id) for b in moving)} registered",
+        )
+
+    async def _brokers_to_move(
+        self,
+        node: str,
+        pods: Sequence[PodLike],
+        view: ClusterView,
+        *,
+        rule: Rule,
+        params: NodeRescheduleParams,
+        nodes: Mapping[str, NodeLike],
+    ) -> list[MovingBroker]:
+        """The broker pods on `node` to move, once every check has passed; raises HoldError otherwise."""
+        selector = broker_selector(rule, params)
+        leases = await self.reader.node_lease_renew_times()
+        failing = {
+            name
+            for name, each in nodes.items()
+            if each.ready != "True"
+            and ((renewed := leases.get(name)) is None or self.clock.now() - renewed > params.grace_seconds)
+        }
+        on_failing = [p for p in pods if p.node in failing and (selector is None or selector.matches(p.labels))]
+        identities = identify_brokers(
+            [p.address for p in on_failing], endpoints=view.endpoints, stated=rule.broker_identity
+        )
+        candidates = [p for p in on_failing if p.node == node]
+        if selector is not None:
+            unknown = [
+                f"{p.namespace}/{p.name}: {identity.reason}"
+                for p in candidates
+                if not isinstance(identity := identities[(p.namespace, p.name)], Identified)
+            ]
+            if unknown:
+                raise HoldError("broker identity unknown, nothing done: " + "; ".join(unknown))
+        brokers = {
+            (p.namespace, p.name): identity.broker_id
+            for p in candidates
+            if isinstance(identity := identities[(p.namespace, p.name)], Identified)
+        }
+        if not brokers:
+            return []
+        alive = {b: reasons for b, reasons in brokers_seen_alive(view, brokers.values()).items() if reasons}
         if alive:
             said = "; ".join(f"broker {b}: {', '.join(r)}" for b, r in sorted(alive.items()))
-            return held(
+            raise HoldError(
                 f"Kafka still sees the node's brokers alive ({said}): a control-plane partition, not a node "
                 "failure; force-deleting would start a second broker with the same id"
             )
-        violations = min_isr_violations(view, removing=frozenset(ids))
+        down = frozenset(identity.broker_id for identity in identities.values() if isinstance(identity, Identified))
+        violations = min_isr_violations_during_failures(view, moving=frozenset(brokers.values()), down=down)
         if violations:
-            return held("would leave partitions below min.insync.replicas: " + "; ".join(violations[:5]))
-        if (why := await self.node_still_gone(node, params.grace_seconds)) is not None:
-            return held(f"stopped before deleting pods: {why}")
-        for pod in pods:
-            step: Mutation
-            if params.mode is RescheduleMode.OUT_OF_SERVICE_TAINT:
-                step = TaintNode(name=node, key=OUT_OF_SERVICE_TAINT, value="nodeshutdown", effect="NoExecute")
-            else:
-                step = ForceDeletePod(namespace=pod.namespace, name=pod.name, uid=pod.uid)
-            await log.apply(step)
-            if params.mode is RescheduleMode.OUT_OF_SERVICE_TAINT:
-                break
-        if params.delete_volume_attachments:
-            for attachment in await self.reader.list_volume_attachments():
-                if attachment.node == node:
-                    await log.apply(DeleteVolumeAttachment(name=attachment.name))
-        names = [pod.name for pod in pods]
-        namespaces = {pod.name: pod.namespace for pod in pods}
+            raise HoldError(
+                "would act while partitions are below min.insync.replicas, counting every failing node: "
+                + "; ".join(violations[:5])
+            )
+        volumes = {(c.namespace, c.name): c.volume_name for c in await self.reader.list_pvcs()}
+        return [
+            MovingBroker(
+                namespace=p.namespace,
+                name=p.name,
+                uid=p.uid,
+                broker_id=brokers[(p.namespace, p.name)],
+                volumes=tuple(v for claim in p.claims if (v := volumes.get((p.namespace, claim)))),
+            )
+            for p in candidates
+            if (p.namespace, p.name) in brokers
+        ]
 
-        async def not_yet_moved() -> str | None:
-            ready = {n.name for n in await self.reader.list_nodes() if n.ready == "True"}
-            current_pods = {(p.namespace, p.name): p for p in await self.reader.list_pods()}
-            missing = []
-            for name in names:
-                pod = current_pods.get((namespaces[name], name))
-                if pod is None or pod.phase != "Running" or pod.node == node or pod.node not in ready:
-                    where = f"on {pod.node}, {pod.phase}" if pod is not None else "not recreated yet"
-                    missing.append(f"{name} ({where})")
-            return ", ".join(missing) if missing else None
+    async def _not_yet_moved(self, node: str, moving: Sequence[MovingBroker]) -> str | None:
+        ready = {n.name for n in await self.reader.list_nodes() if n.ready == "True"}
+        current = {(p.namespace, p.name): p for p in await self.reader.list_pods()}
+        registered = (await self.kafka.cluster_view()).brokers_registered if self.kafka is not None else None
+        missing = []
+        for broker in moving:
+            pod = current.get((broker.namespace, broker.name))
+            if pod is None or pod.uid == broker.uid:
+                missing.append(f"{broker.name} (not recreated yet)")
+            elif pod.phase != "Running" or pod.node == node or pod.node not in ready:
+                missing.append(f"{broker.name} (on {pod.node}, {pod.phase})")
+            elif registered is not None and broker.broker_id not in registered:
+                missing.append(f"{broker.name} (broker {broker.broker_id} not registered yet)")
+        return ", ".join(missing) if missing else None
 
-        return await verified_when(
-            log,
-            not_yet_moved,
-            clock=self.clock,
-            timeout_seconds=self.verify_timeout_seconds,
-            reason=f"{', '.join(names)} Running on healthy nodes",
-        )
+    async def release_recovered(self, *, node: str, rule: Rule, params: object) -> Outcome | None:
+        """Undo the agent's own cordon and taint once `node` is back (Ready, Lease fresh); None when
+        there is nothing of this rule's to undo, or the node is not back yet."""
+        assert isinstance(params, NodeRescheduleParams)
+        found = next((n for n in await self.reader.list_nodes() if n.name == node), None)
+        if found is None:
+            return None
+        marks = {key: rule.name for key in (CORDONED_BY, TAINTED_BY) if found.annotations.get(key) == rule.name}
+        if found.annotations.get(MOVING) and read_moving_record(found.annotations, rule=rule.name):
+            marks[MOVING] = found.annotations[MOVING]
+        if not marks or found.ready != "True":
+            return None
+        renewed = (await self.reader.node_lease_renew_times()).get(node)
+        if renewed is None or self.clock.now() - renewed > params.grace_seconds:
+            return None
+        log = MutationLog(applier=self.applier)
+        taints = (OUT_OF_SERVICE_TAINT,) if TAINTED_BY in marks else ()
+        await log.apply(ReleaseNode(name=node, marks=marks, uncordon=CORDONED_BY in marks, taint_keys=taints))
+        return await finished(log, f"node {node} is back: the agent's own cordon and marks undone")
 
 
 def build_executor(dependencies: Dependencies, applier: Applier) -> NodeRescheduleExecutor:
-    """Without Kafka it is still built: it holds, saying the brokers' fencing cannot be confirmed."""
+    """Without Kafka it is still built: it holds, saying the brokers cannot be identified or confirmed fenced."""
     return NodeRescheduleExecutor(
         reader=dependencies.kube, kafka=dependencies.kafka, applier=applier, clock=dependencies.clock
     )

@@ -59,7 +59,7 @@ import itertools
 import json
 import os
 import socket
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -311,6 +311,7 @@ class NodeInfo:
     """When the Ready condition last changed status (lastTransitionTime), in epoch seconds."""
     unschedulable: bool
     taints: tuple[Taint, ...]
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> NodeInfo:
@@ -330,6 +331,7 @@ class NodeInfo:
             ready=ready,
             ready_since=ready_since,
             unschedulable=spec.get("unschedulable") is True,
+            annotations=_strings(metadata.get("annotations")),
             taints=tuple(
                 Taint(key=str(taint.get("key") or ""), value=_optional_str(taint.get("value")), effect=taint["effect"])
                 for taint in _mappings(spec.get("taints"))
@@ -770,17 +772,49 @@ class KubeClient:
             namespace=namespace, name=name, patch={"metadata": {"annotations": dict(annotations)}}
         )
 
-    async def cordon_node(self, name: str) -> NodeInfo:
-        """Mark the node unschedulable (idempotent)."""
+    async def cordon_node(self, name: str, *, annotations: Mapping[str, str] | None = None) -> NodeInfo:
+        """Mark the node unschedulable and set `annotations`, in one merge patch (idempotent)."""
+        patch: dict[str, Any] = {"spec": {"unschedulable": True}}
+        if annotations:
+            patch["metadata"] = {"annotations": dict(annotations)}
+        return await self._merge_patch_node(name, patch)
+
+    async def annotate_node(self, name: str, *, annotations: Mapping[str, str]) -> NodeInfo:
+        """Set `annotations` on the node (merge patch; idempotent)."""
+        return await self._merge_patch_node(name, {"metadata": {"annotations": dict(annotations)}})
+
+    async def release_node(
+        self, name: str, *, marks: Mapping[str, str], uncordon: bool, taint_keys: Sequence[str]
+    ) -> bool:
+        """Undo what the agent did to a node, only if its marks are still there, in one JSON patch.
+
+        `marks` are annotations the agent wrote (key -> the value it wrote): each is tested, then
+        removed. With `uncordon`, spec.unschedulable goes back to false; taints with `taint_keys` are
+        removed. Whatever changed since the marks were read fails the patch's tests (422) and is left
+        alone. False when the node has none of the marks any more (nothing to undo).
+        """
+        read = _Operation(verb="GET", resource="nodes", name=name)
+        node = await self._send(read, self._core.read_node, name)
+        present = _strings(_dig(node, "metadata", "annotations"))
+        mine = {key: value for key, value in marks.items() if present.get(key) == value}
+        if not mine:
+            return False
+        patch: list[dict[str, Any]] = []
+        for key, value in mine.items():
+            path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+            patch += [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}]
+        if uncordon:
+            patch.append({"op": "add", "path": "/spec/unschedulable", "value": False})
+        current = _dig(node, "spec", "taints")
+        if taint_keys and current:
+            kept = [dict(t) for t in _mappings(current) if t.get("key") not in taint_keys]
+            patch += [
+                {"op": "test", "path": "/spec/taints", "value": current},
+                {"op": "add", "path": "/spec/taints", "value": kept},
+            ]
         operation = _Operation(verb="PATCH", resource="nodes", name=name)
-        raw = await self._send(
-            operation,
-            self._core.patch_node,
-            name,
-            {"spec": {"unschedulable": True}},
-            _content_type="application/merge-patch+json",
-        )
-        return NodeInfo.from_raw(raw)
+        await self._send(operation, self._core.patch_node, name, patch, _content_type="application/json-patch+json")
+        return True
 
     async def taint_node(self, *, name: str, key: str, value: str | None, effect: TaintEffect) -> bool:
         """Add the taint unless the node has it already; True when the node's taints changed.
@@ -1143,6 +1177,13 @@ class KubeClient:
         return await self._send(operation, self._extensions.replace_custom_resource_definition, name, dict(manifest))
 
     # -- internals
+
+    async def _merge_patch_node(self, name: str, patch: Mapping[str, Any]) -> NodeInfo:
+        operation = _Operation(verb="PATCH", resource="nodes", name=name)
+        raw = await self._send(
+            operation, self._core.patch_node, name, patch, _content_type="application/merge-patch+json"
+        )
+        return NodeInfo.from_raw(raw)
 
     async def _patch_pvc(self, *, namespace: str, name: str, patch: Mapping[str, Any]) -> PvcInfo:
         operation = _Operation(verb="PATCH", resource="persistentvolumeclaims", namespace=namespace, name=name)

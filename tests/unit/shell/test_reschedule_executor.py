@@ -2,9 +2,11 @@
 each guardrail, and a restart at each step.
 
 The world: node worker-1 failed (Ready Unknown, its Lease last renewed 120 s ago) and runs broker
-pod kafka/kafka-1 (broker 1) and a pod of another app; worker-2 is Ready. VolumeAttachment csi-1
-is on worker-1, csi-2 on worker-2. Kafka has fenced broker 1: brokers 0 and 2 are registered and
-hold the ISR. The StatefulSet brings a deleted pod back on worker-2, Pending, Running 2 sleeps later.
+pod kafka/kafka-1 (10.0.0.11, which Kafka lists as broker 1's address), a neighbour of another app
+with its own claim and VolumeAttachment (csi-3), and a DaemonSet pod; worker-2 is Ready.
+VolumeAttachment csi-1 (kafka-1's volume) is on worker-1, csi-2 on worker-2. Kafka has fenced
+broker 1: brokers 0 and 2 are registered and hold the ISR. The StatefulSet brings a deleted pod back
+on worker-2, Pending, Running 2 sleeps later, when its broker registers again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fakes import (
     FakeKafka,
     FakeNode,
     FakePod,
+    FakePvc,
     RecordingApplier,
     SimulatedCrash,
 )
@@ -27,11 +30,12 @@ from shell_support import WALL_BUDGET_SECONDS, load_rule, params, plan, wall_tim
 
 from agent.actions.base import Outcome, OutcomeKind
 from agent.actions.mutations import Applier, CordonNode, DeleteVolumeAttachment, ForceDeletePod, LiveApplier
-from agent.actions.node_reschedule.executor import OUT_OF_SERVICE_TAINT, NodeRescheduleExecutor
+from agent.actions.node_reschedule.executor import CORDONED_BY, OUT_OF_SERVICE_TAINT, NodeRescheduleExecutor
 from agent.adapters.kubernetes import ConflictError, Taint
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView
 from agent.core.matching import node_object
+from agent.core.quantity import GIB
 from agent.core.rules import Rule
 
 RULE_TEXT = """\
@@ -69,10 +73,32 @@ def cluster(clock: FakeClock) -> FakeCluster:
     cluster = FakeCluster(clock=clock)
     cluster.add_node(FakeNode(name="worker-1", ready="Unknown"), lease_renewed=clock.now() - 120)
     cluster.add_node(FakeNode(name="worker-2"), lease_renewed=clock.now())
-    cluster.add_pod(FakePod(namespace="kafka", name="kafka-1", node="worker-1", labels={"app": "kafka"}))
-    cluster.add_pod(FakePod(namespace="kafka", name="exporter-0", node="worker-1", labels={"app": "exporter"}))
+    cluster.add_pod(
+        FakePod(
+            namespace="kafka",
+            name="kafka-1",
+            node="worker-1",
+            labels={"app": "kafka"},
+            ip="10.0.0.11",
+            claims=("data-kafka-1",),
+        )
+    )
+    cluster.add_pod(
+        FakePod(
+            namespace="kafka",
+            name="exporter-0",
+            node="worker-1",
+            labels={"app": "exporter"},
+            ip="10.0.0.12",
+            claims=("cache-exporter-0",),
+        )
+    )
+    cluster.add_pod(FakePod(namespace="kube-system", name="node-agent-x1", node="worker-1", labels={"app": "agent"}))
+    cluster.add_pvc(FakePvc(namespace="kafka", name="data-kafka-1", requested_bytes=GIB))
+    cluster.add_pvc(FakePvc(namespace="kafka", name="cache-exporter-0", requested_bytes=GIB))
     cluster.add_attachment("csi-1", node="worker-1", pv="pv-data-kafka-1")
     cluster.add_attachment("csi-2", node="worker-2", pv="pv-data-kafka-2")
+    cluster.add_attachment("csi-3", node="worker-1", pv="pv-cache-exporter-0")
     cluster.reschedule_to = "worker-2"
     cluster.running_after_sleeps = 2
     return cluster
@@ -82,9 +108,18 @@ def cluster(clock: FakeClock) -> FakeCluster:
 def kafka(clock: FakeClock) -> FakeKafka:
     kafka = FakeKafka(clock=clock)
     kafka.registered = {0, 2}
+    kafka.hosts = {0: "10.0.0.10", 1: "10.0.0.11", 2: "10.0.0.13"}
     kafka.add_partition("orders", 0, replicas=[1, 0, 2], leader=0, isr=[0, 2], min_insync=2)
     kafka.add_partition("orders", 1, replicas=[0, 2, 1], leader=2, isr=[0, 2], min_insync=2)
     return kafka
+
+
+@pytest.fixture(autouse=True)
+def brokers_register_when_running(cluster: FakeCluster, kafka: FakeKafka) -> None:
+    def registered(pod: FakePod) -> None:
+        kafka.registered.update(broker for broker, host in kafka.hosts.items() if host == pod.ip)
+
+    cluster.on_running = registered
 
 
 def planned(rule: Rule, clock: FakeClock) -> PlannedAction:
@@ -121,7 +156,7 @@ async def test_force_delete_mode_cordons_moves_the_broker_and_frees_its_volume(
 
     assert outcome == Outcome(
         kind=OutcomeKind.VERIFIED,
-        reason="kafka-1 Running on healthy nodes",
+        reason="kafka-1 Running on healthy nodes, broker 1 registered",
         mutations=("cordon Node worker-1", deleted, "delete VolumeAttachment csi-1"),
     )
     assert cluster.writes == [
@@ -133,8 +168,10 @@ async def test_force_delete_mode_cordons_moves_the_broker_and_frees_its_volume(
     assert (moved.node, moved.phase) == ("worker-2", "Running")
     assert moved.uid != old_uid
     assert cluster.nodes["worker-1"].unschedulable
-    assert set(cluster.attachments) == {"csi-2"}
+    assert cluster.nodes["worker-1"].annotations[CORDONED_BY] == "kafka-node-failure"
+    assert set(cluster.attachments) == {"csi-2", "csi-3"}  # the neighbour's volume stays attached
     assert cluster.pods["kafka/exporter-0"].node == "worker-1"  # not a broker: left alone
+    assert cluster.pods["kube-system/node-agent-x1"].node == "worker-1"
     assert clock.sleeps == [1.0, 1.0]
 
 
@@ -145,7 +182,7 @@ async def test_out_of_service_taint_mode_taints_once_instead_of_deleting_pods(
 
     assert outcome == Outcome(
         kind=OutcomeKind.VERIFIED,
-        reason="kafka-1 Running on healthy nodes",
+        reason="kafka-1 Running on healthy nodes, broker 1 registered",
         mutations=(
             "cordon Node worker-1",
             f"taint Node worker-1 with {OUT_OF_SERVICE_TAINT}=nodeshutdown:NoExecute",
@@ -169,7 +206,7 @@ async def test_dry_run_records_every_step_and_changes_nothing(
 
     assert outcome.kind is OutcomeKind.DRY_RUN
     assert applier.recorded == [
-        CordonNode(name="worker-1"),
+        CordonNode(name="worker-1", annotations=applier.recorded[0].annotations),  # type: ignore[union-attr]
         ForceDeletePod(namespace="kafka", name="kafka-1", uid=pod.uid),
         DeleteVolumeAttachment(name="csi-1"),
     ]
@@ -177,7 +214,7 @@ async def test_dry_run_records_every_step_and_changes_nothing(
     assert cluster.writes == []
     assert not cluster.nodes["worker-1"].unschedulable
     assert cluster.pods[BROKER] is pod
-    assert set(cluster.attachments) == {"csi-1", "csi-2"}
+    assert set(cluster.attachments) == {"csi-1", "csi-2", "csi-3"}
 
 
 def node_ready_again(cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock) -> None:
@@ -233,7 +270,7 @@ def leads_a_partition(cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock) 
     ],
     ids=lambda value: getattr(value, "__name__", ""),
 )
-async def test_held_after_cordoning_while_kafka_still_sees_the_broker_alive(
+async def test_held_before_any_change_while_kafka_still_sees_the_broker_alive(
     cluster: FakeCluster,
     kafka: FakeKafka,
     clock: FakeClock,
@@ -246,10 +283,9 @@ async def test_held_after_cordoning_while_kafka_still_sees_the_broker_alive(
 
     assert outcome.kind is OutcomeKind.HELD
     assert outcome.reason.startswith(f"Kafka still sees the node's brokers alive ({alive}): a control-plane partition")
-    assert outcome.mutations == ("cordon Node worker-1",)
-    assert cluster.writes == [("cordon_node", "worker-1")]
-    assert set(cluster.pods) == {BROKER, "kafka/exporter-0"}
-    assert set(cluster.attachments) == {"csi-1", "csi-2"}
+    assert outcome.mutations == ()
+    assert cluster.writes == []
+    assert not cluster.nodes["worker-1"].unschedulable
 
 
 async def test_held_without_a_kafka_connection_nothing_is_force_deleted(cluster: FakeCluster, clock: FakeClock) -> None:
@@ -257,10 +293,9 @@ async def test_held_without_a_kafka_connection_nothing_is_force_deleted(cluster:
 
     assert outcome == Outcome(
         kind=OutcomeKind.HELD,
-        reason="no Kafka connection: cannot confirm the brokers are fenced, so nothing is force-deleted",
-        mutations=("cordon Node worker-1",),
+        reason="no Kafka connection: cannot identify the node's brokers or confirm they are fenced",
     )
-    assert cluster.writes == [("cordon_node", "worker-1")]
+    assert cluster.writes == []
 
 
 class NodeReturnsWhileKafkaIsAsked(FakeKafka):
@@ -279,29 +314,30 @@ async def test_held_before_deleting_pods_when_the_node_returns_during_the_checks
     cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
 ) -> None:
     returning = NodeReturnsWhileKafkaIsAsked(clock=clock, cluster=cluster)
-    returning.registered, returning.partitions = kafka.registered, kafka.partitions
+    returning.registered, returning.partitions, returning.hosts = kafka.registered, kafka.partitions, kafka.hosts
 
     outcome = await execute(cluster, returning, clock)
 
-    assert outcome == Outcome(
-        kind=OutcomeKind.HELD,
-        reason="stopped before deleting pods: node worker-1 is Ready again",
-        mutations=("cordon Node worker-1",),
+    assert outcome.kind is OutcomeKind.HELD
+    assert outcome.reason == (
+        "stopped before deleting pods: node worker-1 is Ready again; the agent's cordon and marks are undone"
     )
+    assert outcome.mutations[0] == "cordon Node worker-1"
+    assert outcome.mutations[1].startswith("uncordon on Node worker-1 (the agent's own, marked")
     assert cluster.count("force_delete_pod") == cluster.count("delete_volume_attachment") == 0
+    assert not cluster.nodes["worker-1"].unschedulable
+    assert cluster.nodes["worker-1"].annotations == {}
 
 
-async def test_verified_at_once_when_no_broker_runs_on_the_node(
+async def test_a_node_without_a_broker_is_left_as_it_is(
     cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
 ) -> None:
     del cluster.pods[BROKER]
 
     outcome = await execute(cluster, kafka, clock)
 
-    assert outcome == Outcome(
-        kind=OutcomeKind.VERIFIED, reason="no broker pods on the node", mutations=("cordon Node worker-1",)
-    )
-    assert kafka.views == 0
+    assert outcome == Outcome(kind=OutcomeKind.VERIFIED, reason="no Kafka broker pods on the node: nothing to do")
+    assert cluster.writes == []
 
 
 @pytest.mark.parametrize(
@@ -351,24 +387,8 @@ async def test_a_pod_recreated_under_the_same_name_is_not_deleted(
     "crash_after",
     [
         pytest.param(1, id="after-cordon"),
-        pytest.param(
-            2,
-            id="after-force-delete",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: a resumed run finds no broker pod on the node and reports VERIFIED at once, "
-                "without deleting the node's VolumeAttachments or waiting for the broker to run elsewhere",
-            ),
-        ),
-        pytest.param(
-            3,
-            id="after-volume-attachments",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: a resumed run finds no broker pod on the node and reports VERIFIED at once, "
-                "without waiting for the rescheduled broker to be Running",
-            ),
-        ),
+        pytest.param(2, id="after-force-delete"),
+        pytest.param(3, id="after-volume-attachments"),
     ],
 )
 async def test_resumed_after_a_crash_it_finishes_the_steps_left_once_and_verifies(
@@ -381,10 +401,177 @@ async def test_resumed_after_a_crash_it_finishes_the_steps_left_once_and_verifie
 
     outcome = await execute(cluster, kafka, clock, action=action)
 
-    assert set(cluster.attachments) == {"csi-2"}
+    assert set(cluster.attachments) == {"csi-2", "csi-3"}
     assert (cluster.pods[BROKER].node, cluster.pods[BROKER].phase) == ("worker-2", "Running")
     assert outcome.kind is OutcomeKind.VERIFIED
-    assert outcome.reason == "kafka-1 Running on healthy nodes"
+    assert outcome.reason == "kafka-1 Running on healthy nodes, broker 1 registered"
     assert cluster.count("cordon_node") == 1
     assert cluster.count("force_delete_pod") == 1
     assert cluster.count("delete_volume_attachment") == 1
+
+
+# --- identity, the guard over every failing node, and the node's return ----------------------------------
+
+
+async def test_a_broker_pod_whose_id_kafka_does_not_give_is_held_before_anything(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    kafka.hosts[1] = "10.0.0.99"  # broker 1 advertises another address: this pod is not known to be it
+
+    outcome = await execute(cluster, kafka, clock)
+
+    assert outcome.kind is OutcomeKind.HELD
+    assert outcome.reason == (
+        "broker identity unknown, nothing done: kafka/kafka-1: no broker Kafka knows advertises this pod's"
+        " address (10.0.0.11, kafka-1)"
+    )
+    assert cluster.writes == []
+
+
+async def test_a_rule_stated_id_that_kafka_contradicts_is_held(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    stated = load_rule(
+        RULE_TEXT.replace("MODE", "force-delete").replace("spec:\n", "spec:\n  brokerIdentity: {label: broker}\n", 1)
+    )
+    cluster.pods[BROKER].labels["broker"] = "5"
+
+    outcome = await execute(cluster, kafka, clock, rule=stated)
+
+    assert outcome.kind is OutcomeKind.HELD
+    assert "label broker says broker 5, but Kafka advertises broker 1 (fenced) at 10.0.0.11:9092" in outcome.reason
+    assert cluster.writes == []
+
+
+async def test_without_brokerlabel_or_selector_only_the_pods_kafka_identifies_are_moved(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    no_label = load_rule(RULE_TEXT.replace("MODE", "force-delete").replace("        brokerlabel: app=kafka\n", ""))
+
+    outcome = await execute(cluster, kafka, clock, rule=no_label)
+
+    assert outcome.kind is OutcomeKind.VERIFIED, outcome.reason
+    assert [write for write in cluster.writes if write[0] == "force_delete_pod"] == [("force_delete_pod", BROKER)]
+    assert cluster.pods["kafka/exporter-0"].node == "worker-1"
+    assert cluster.pods["kube-system/node-agent-x1"].node == "worker-1"
+    assert set(cluster.attachments) == {"csi-2", "csi-3"}
+
+
+async def test_the_min_isr_guard_holds_when_a_second_node_fails_at_the_same_time(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    cluster.add_node(FakeNode(name="worker-3", ready="Unknown"), lease_renewed=clock.now() - 120)
+    cluster.add_pod(
+        FakePod(namespace="kafka", name="kafka-2", node="worker-3", labels={"app": "kafka"}, ip="10.0.0.13")
+    )
+    # broker 2 still heartbeats from its failing node: registered and in the ISR, about to stop serving
+
+    outcome = await execute(cluster, kafka, clock)
+
+    assert outcome.kind is OutcomeKind.HELD
+    assert outcome.reason == (
+        "would act while partitions are below min.insync.replicas, counting every failing node: "
+        "orders-0: with brokers [1,2] on failing nodes, 1 live in-sync replica [0] < min.insync.replicas 2; "
+        "orders-1: with brokers [1,2] on failing nodes, 1 live in-sync replica [0] < min.insync.replicas 2"
+    )
+    assert cluster.writes == []
+
+
+async def test_the_min_isr_guard_passes_a_single_node_failure(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    cluster.add_node(FakeNode(name="worker-3"), lease_renewed=clock.now())
+    cluster.add_pod(
+        FakePod(namespace="kafka", name="kafka-2", node="worker-3", labels={"app": "kafka"}, ip="10.0.0.13")
+    )
+
+    outcome = await execute(cluster, kafka, clock)
+
+    assert outcome.kind is OutcomeKind.VERIFIED, outcome.reason
+
+
+def executor(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock, applier: Applier | None = None
+) -> NodeRescheduleExecutor:
+    return NodeRescheduleExecutor(
+        reader=cluster, kafka=kafka, applier=applier or LiveApplier(writer=cluster), clock=clock
+    )
+
+
+async def test_when_the_node_is_back_the_agent_undoes_only_its_own_cordon(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    assert (await execute(cluster, kafka, clock)).kind is OutcomeKind.VERIFIED
+    releasing = executor(cluster, kafka, clock)
+    assert await releasing.release_recovered(node="worker-1", rule=FORCE_DELETE, params=params(FORCE_DELETE)) is None
+
+    cluster.nodes["worker-1"].ready = "True"
+    cluster.leases["worker-1"] = clock.now()
+    released = await releasing.release_recovered(
+        node="worker-1",
+        rule=FORCE_DELETE,
+        params=params(FORCE_DELETE),
+    )
+
+    assert released is not None and released.kind is OutcomeKind.VERIFIED
+    assert released.reason == "node worker-1 is back: the agent's own cordon and marks undone"
+    assert not cluster.nodes["worker-1"].unschedulable
+    assert cluster.nodes["worker-1"].annotations == {}
+    assert await releasing.release_recovered(node="worker-1", rule=FORCE_DELETE, params=params(FORCE_DELETE)) is None
+
+
+async def test_a_cordon_someone_else_made_is_never_undone(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    cluster.nodes["worker-1"].unschedulable = True  # an admin cordoned it first
+
+    assert (await execute(cluster, kafka, clock)).kind is OutcomeKind.VERIFIED
+    assert ("cordon_node", "worker-1") not in cluster.writes
+    cluster.nodes["worker-1"].ready = "True"
+    cluster.leases["worker-1"] = clock.now()
+    released = await executor(cluster, kafka, clock).release_recovered(
+        node="worker-1",
+        rule=FORCE_DELETE,
+        params=params(FORCE_DELETE),
+    )
+
+    assert released is not None and released.mutations[0].startswith("remove the agent's marks on Node worker-1")
+    assert cluster.nodes["worker-1"].unschedulable  # the admin's cordon stays
+    assert cluster.nodes["worker-1"].annotations == {}
+
+
+async def test_the_taint_the_agent_added_goes_when_the_node_is_back(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    assert (await execute(cluster, kafka, clock, rule=TAINT)).kind is OutcomeKind.VERIFIED
+    cluster.nodes["worker-1"].ready = "True"
+    cluster.leases["worker-1"] = clock.now()
+
+    released = await executor(cluster, kafka, clock).release_recovered(
+        node="worker-1",
+        rule=TAINT,
+        params=params(TAINT),
+    )
+
+    assert released is not None
+    assert released.mutations[0].startswith(f"uncordon and remove taint {OUT_OF_SERVICE_TAINT} on Node worker-1")
+    assert cluster.nodes["worker-1"].taints == [] and not cluster.nodes["worker-1"].unschedulable
+
+
+async def test_in_dry_run_the_release_is_recorded_and_nothing_changes(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    assert (await execute(cluster, kafka, clock)).kind is OutcomeKind.VERIFIED
+    cluster.nodes["worker-1"].ready = "True"
+    cluster.leases["worker-1"] = clock.now()
+    recording = RecordingApplier()
+
+    released = await executor(cluster, kafka, clock, recording).release_recovered(
+        node="worker-1",
+        rule=FORCE_DELETE,
+        params=params(FORCE_DELETE),
+    )
+
+    assert released is not None and released.kind is OutcomeKind.DRY_RUN
+    assert len(recording.recorded) == 1
+    assert cluster.nodes["worker-1"].unschedulable
