@@ -9,7 +9,8 @@ A cycle:
    (agent.runtime.recorder);
 4. persist the states that changed; a state another writer moved is not acted on this cycle;
 5. start executors for the planned actions (agent.runtime.runner), then follow approvals
-   (agent.runtime.approvals).
+   (agent.runtime.approvals);
+6. let executors undo their own marks where the cause has gone (a node back: the agent's cordon).
 
 The scheduler (agent.runtime.scheduler) decides when a cycle runs; `kafka-autopilot run`
 (agent.runtime.main) assembles the parts. Objects the policy's namespaces keep out are said so once.
@@ -102,6 +103,7 @@ class RuleCycle:
                     self.admission.settled(planned, started=planned.object in started)
         if self.approvals is not None:
             await self.approvals.after_cycle(rule, outcome, before=states, objects=objects, conflicted=conflicted)
+        await self.runner.release_recovered(rule, objects)
         return rule_health(outcome)
 
     async def resume(self, rule: Rule) -> None:

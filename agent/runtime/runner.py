@@ -13,9 +13,9 @@ idempotent, so it sees its own change already applied and only verifies.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -77,6 +77,16 @@ class StateStore(Protocol):
 IN_FLIGHT_STATES = (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS)
 
 
+@runtime_checkable
+class UndoesOnRecovery(Protocol):
+    """An executor that leaves marks on objects (the node remediation's cordon) and takes them back
+    once their cause is gone; the runner asks it every cycle of its rules."""
+
+    async def release_recovered(
+        self, *, rule: Rule, params: object, skip: Collection[str] = ()
+    ) -> list[tuple[str, Outcome]]: ...
+
+
 @dataclass
 class ActionRunner:
     store: StateStore
@@ -103,6 +113,28 @@ class ActionRunner:
         self.running[key] = asyncio.create_task(
             self.execute(rule, planned, target, resumed=resumed), name=f"action:{key}"
         )
+
+    async def release_recovered(self, rule: Rule, objects: Sequence[TargetObject]) -> None:
+        """Let the rule's executors undo their own marks where the cause has gone (never on an object
+        an action of the rule is running on); each undo is recorded as an action outcome."""
+        busy = {key for name, key in self.in_flight() if name == rule.name}
+        by_key = {target.key: target for target in objects}
+        for action in rule.actions:
+            executor = self.executor_for(rule, action.name)
+            if not isinstance(executor, UndoesOnRecovery):
+                continue
+            for key, outcome in await executor.release_recovered(rule=rule, params=action.params, skip=busy):
+                planned = PlannedAction(
+                    rule=rule.name,
+                    object=key,
+                    action=action.name,
+                    before="recovered, still marked by the agent",
+                    after="the agent's own marks undone",
+                    at=self.clock.now(),
+                )
+                log.info("undid the agent's own marks", rule=rule.name, object=key, outcome=outcome.kind.value)
+                target = by_key.get(key) or TargetObject(kind=rule.target, name=key)
+                await self.recorder.action_finished(rule, planned, target, outcome)
 
     def cancel_all(self) -> None:
         """Cancel every action in flight, synchronously (losing leadership)."""

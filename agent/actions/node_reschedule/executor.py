@@ -26,7 +26,7 @@ When the node returns, `release_recovered` undoes the agent's cordon and taint (
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -359,25 +359,31 @@ class NodeRescheduleExecutor:
                 missing.append(f"{broker.name} (broker {broker.broker_id} not registered yet)")
         return ", ".join(missing) if missing else None
 
-    async def release_recovered(self, *, node: str, rule: Rule, params: object) -> Outcome | None:
-        """Undo the agent's own cordon and taint once `node` is back (Ready, Lease fresh); None when
-        there is nothing of this rule's to undo, or the node is not back yet."""
+    async def release_recovered(
+        self, *, rule: Rule, params: object, skip: Collection[str] = ()
+    ) -> list[tuple[str, Outcome]]:
+        """Undo the agent's own cordon, taint and marks on every node of this rule that is back (Ready,
+        Lease fresher than the grace), except the nodes in `skip` (an action of theirs is running).
+        Returns (node, outcome) for each node released; a node someone else cordoned keeps its cordon."""
         assert isinstance(params, NodeRescheduleParams)
-        found = next((n for n in await self.reader.list_nodes() if n.name == node), None)
-        if found is None:
-            return None
-        marks = {key: rule.name for key in (CORDONED_BY, TAINTED_BY) if found.annotations.get(key) == rule.name}
-        if found.annotations.get(MOVING) and read_moving_record(found.annotations, rule=rule.name):
-            marks[MOVING] = found.annotations[MOVING]
-        if not marks or found.ready != "True":
-            return None
-        renewed = (await self.reader.node_lease_renew_times()).get(node)
-        if renewed is None or self.clock.now() - renewed > params.grace_seconds:
-            return None
-        log = MutationLog(applier=self.applier)
-        taints = (OUT_OF_SERVICE_TAINT,) if TAINTED_BY in marks else ()
-        await log.apply(ReleaseNode(name=node, marks=marks, uncordon=CORDONED_BY in marks, taint_keys=taints))
-        return await finished(log, f"node {node} is back: the agent's own cordon and marks undone")
+        released: list[tuple[str, Outcome]] = []
+        leases: Mapping[str, float] | None = None
+        for found in await self.reader.list_nodes():
+            marks = {key: rule.name for key in (CORDONED_BY, TAINTED_BY) if found.annotations.get(key) == rule.name}
+            if read_moving_record(found.annotations, rule=rule.name):
+                marks[MOVING] = found.annotations[MOVING]
+            if not marks or found.ready != "True" or found.name in skip:
+                continue
+            leases = leases if leases is not None else await self.reader.node_lease_renew_times()
+            renewed = leases.get(found.name)
+            if renewed is None or self.clock.now() - renewed > params.grace_seconds:
+                continue
+            log = MutationLog(applier=self.applier)
+            taints = (OUT_OF_SERVICE_TAINT,) if TAINTED_BY in marks else ()
+            await log.apply(ReleaseNode(name=found.name, marks=marks, uncordon=CORDONED_BY in marks, taint_keys=taints))
+            outcome = await finished(log, f"node {found.name} is back: the agent's own cordon and marks undone")
+            released.append((found.name, outcome))
+        return released
 
 
 def build_executor(dependencies: Dependencies, applier: Applier) -> NodeRescheduleExecutor:

@@ -503,21 +503,18 @@ async def test_when_the_node_is_back_the_agent_undoes_only_its_own_cordon(
 ) -> None:
     assert (await execute(cluster, kafka, clock)).kind is OutcomeKind.VERIFIED
     releasing = executor(cluster, kafka, clock)
-    assert await releasing.release_recovered(node="worker-1", rule=FORCE_DELETE, params=params(FORCE_DELETE)) is None
-
+    assert await releasing.release_recovered(rule=FORCE_DELETE, params=params(FORCE_DELETE)) == []
     cluster.nodes["worker-1"].ready = "True"
     cluster.leases["worker-1"] = clock.now()
-    released = await releasing.release_recovered(
-        node="worker-1",
-        rule=FORCE_DELETE,
-        params=params(FORCE_DELETE),
-    )
+    skipped = await releasing.release_recovered(rule=FORCE_DELETE, params=params(FORCE_DELETE), skip={"worker-1"})
+    assert skipped == []
+    [(node, released)] = await releasing.release_recovered(rule=FORCE_DELETE, params=params(FORCE_DELETE))
 
-    assert released is not None and released.kind is OutcomeKind.VERIFIED
+    assert node == "worker-1" and released.kind is OutcomeKind.VERIFIED
     assert released.reason == "node worker-1 is back: the agent's own cordon and marks undone"
     assert not cluster.nodes["worker-1"].unschedulable
     assert cluster.nodes["worker-1"].annotations == {}
-    assert await releasing.release_recovered(node="worker-1", rule=FORCE_DELETE, params=params(FORCE_DELETE)) is None
+    assert await releasing.release_recovered(rule=FORCE_DELETE, params=params(FORCE_DELETE)) == []
 
 
 async def test_a_cordon_someone_else_made_is_never_undone(
@@ -529,13 +526,12 @@ async def test_a_cordon_someone_else_made_is_never_undone(
     assert ("cordon_node", "worker-1") not in cluster.writes
     cluster.nodes["worker-1"].ready = "True"
     cluster.leases["worker-1"] = clock.now()
-    released = await executor(cluster, kafka, clock).release_recovered(
-        node="worker-1",
+    [(node, released)] = await executor(cluster, kafka, clock).release_recovered(
         rule=FORCE_DELETE,
         params=params(FORCE_DELETE),
     )
 
-    assert released is not None and released.mutations[0].startswith("remove the agent's marks on Node worker-1")
+    assert node == "worker-1" and released.mutations[0].startswith("remove the agent's marks on Node worker-1")
     assert cluster.nodes["worker-1"].unschedulable  # the admin's cordon stays
     assert cluster.nodes["worker-1"].annotations == {}
 
@@ -547,13 +543,12 @@ async def test_the_taint_the_agent_added_goes_when_the_node_is_back(
     cluster.nodes["worker-1"].ready = "True"
     cluster.leases["worker-1"] = clock.now()
 
-    released = await executor(cluster, kafka, clock).release_recovered(
-        node="worker-1",
+    [(node, released)] = await executor(cluster, kafka, clock).release_recovered(
         rule=TAINT,
         params=params(TAINT),
     )
 
-    assert released is not None
+    assert node == "worker-1"
     assert released.mutations[0].startswith(f"uncordon and remove taint {OUT_OF_SERVICE_TAINT} on Node worker-1")
     assert cluster.nodes["worker-1"].taints == [] and not cluster.nodes["worker-1"].unschedulable
 
@@ -566,12 +561,11 @@ async def test_in_dry_run_the_release_is_recorded_and_nothing_changes(
     cluster.leases["worker-1"] = clock.now()
     recording = RecordingApplier()
 
-    released = await executor(cluster, kafka, clock, recording).release_recovered(
-        node="worker-1",
+    [(node, released)] = await executor(cluster, kafka, clock, recording).release_recovered(
         rule=FORCE_DELETE,
         params=params(FORCE_DELETE),
     )
 
-    assert released is not None and released.kind is OutcomeKind.DRY_RUN
+    assert node == "worker-1" and released.kind is OutcomeKind.DRY_RUN
     assert len(recording.recorded) == 1
     assert cluster.nodes["worker-1"].unschedulable
