@@ -13,12 +13,12 @@ The rules, with the same meaning of the three durations as Kubernetes' own leade
   deadline, or the Lease names someone else (or was deleted), it steps down at once. Because the
   renew deadline is shorter than the lease duration, it has stopped before a standby may take over;
 - a standby takes over an expired Lease, or one nobody holds (released, or never held). Expiry is
-  measured on the standby's own clock, from when it saw the Lease last change (holder or
-  renewTime): a full lease duration without a change means the holder stopped renewing. The
-  holder's `renewTime` is another clock's reading; it counts only when it is older than the lease
-  duration plus `max_clock_skew`, the bound assumed between the replicas' clocks (this lets a
-  freshly started standby take over a Lease abandoned long ago without waiting a whole duration).
-  A `renewTime` in the future by more than the bound is ignored (reported in the reason);
+  measured as client-go measures it: on the standby's own monotonic clock, from when it saw the
+  Lease last change (holder or renewTime). A full lease duration without a change means the holder
+  stopped renewing. The holder's timestamps are another clock's readings and are never compared
+  with this one, so no clock skew between replicas can make a healthy Lease look expired; the
+  price is that a freshly started standby waits one lease duration before taking over a Lease
+  abandoned long ago;
 - a missing `leaseDurationSeconds` means this replica's own lease duration; missing
   `leaseTransitions` means 0; a missing Lease is created;
 - `leaseTransitions` grows by one each time the holder changes to someone new; re-acquiring one's
@@ -48,8 +48,6 @@ class Timing:
     """How long a leader keeps trying to renew before it stops acting."""
     retry_period: float
     """How often a leader renews and a standby looks at the Lease."""
-    max_clock_skew: float = 5.0
-    """The assumed bound between two replicas' clocks; used only for another holder's renewTime."""
 
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
@@ -57,17 +55,14 @@ class Timing:
                 "leader election needs 0 < retry period < renew deadline < lease duration, got "
                 f"{self.retry_period:g}s, {self.renew_deadline:g}s, {self.lease_duration:g}s"
             )
-        if self.max_clock_skew < 0:
-            raise LeadershipConfigError(f"max clock skew must be >= 0, got {self.max_clock_skew:g}s")
 
     @classmethod
-    def for_lease(cls, lease_duration: float, *, max_clock_skew: float = 5.0) -> Timing:
+    def for_lease(cls, lease_duration: float) -> Timing:
         """The renew deadline and retry period in the proportions of the usual 15 s / 10 s / 2 s."""
         return cls(
             lease_duration=lease_duration,
             renew_deadline=lease_duration * 2 / 3,
             retry_period=lease_duration * 2 / 15,
-            max_clock_skew=max_clock_skew,
         )
 
 
@@ -136,22 +131,30 @@ def decide(
     observed_at: float | None,
     last_renewed_at: float | None,
     now: float,
+    wall_now: float,
     timing: Timing,
 ) -> Decision:
     """What this replica does now.
 
     `current` is the Lease as just read (None: there is none); `observed_at` when this replica saw
     its holder or renewTime last change; `last_renewed_at` when this replica, leading, last wrote
-    it successfully. All times are this replica's clock, except the record's own.
+    it successfully; `now` the same monotonic clock's reading. `wall_now` is only written into the
+    record (acquireTime, renewTime), as Kubernetes expects, and never compared with anything.
     """
     if leading:
-        return _as_leader(current, identity=identity, last_renewed_at=last_renewed_at, now=now, timing=timing)
+        return _as_leader(
+            current, identity=identity, last_renewed_at=last_renewed_at, now=now, wall_now=wall_now, timing=timing
+        )
     if current is None:
         return Decision(
             verdict=Verdict.ACQUIRE,
             reason="there is no Lease yet",
             write=LeaseRecord(
-                holder=identity, duration_seconds=timing.lease_duration, acquire_time=now, renew_time=now, transitions=0
+                holder=identity,
+                duration_seconds=timing.lease_duration,
+                acquire_time=wall_now,
+                renew_time=wall_now,
+                transitions=0,
             ),
         )
     transitions = current.transitions or 0
@@ -160,21 +163,21 @@ def decide(
             verdict=Verdict.ACQUIRE,
             reason="the Lease already names this replica (restarted under the same identity)",
             write=_held_by(
-                identity, now=now, timing=timing, transitions=transitions, acquire_time=current.acquire_time
+                identity, now=wall_now, timing=timing, transitions=transitions, acquire_time=current.acquire_time
             ),
         )
     if not current.held:
         return Decision(
             verdict=Verdict.ACQUIRE,
             reason="nobody holds the Lease (released or never held)",
-            write=_held_by(identity, now=now, timing=timing, transitions=transitions + 1, acquire_time=None),
+            write=_held_by(identity, now=wall_now, timing=timing, transitions=transitions + 1, acquire_time=None),
         )
     expired, why, wait = _expiry(current, observed_at=observed_at, now=now, timing=timing)
     if expired:
         return Decision(
             verdict=Verdict.ACQUIRE,
             reason=f"the Lease of {current.holder} expired: {why}",
-            write=_held_by(identity, now=now, timing=timing, transitions=transitions + 1, acquire_time=None),
+            write=_held_by(identity, now=wall_now, timing=timing, transitions=transitions + 1, acquire_time=None),
         )
     return Decision(
         verdict=Verdict.STAND_BY,
@@ -184,7 +187,13 @@ def decide(
 
 
 def _as_leader(
-    current: LeaseRecord | None, *, identity: str, last_renewed_at: float | None, now: float, timing: Timing
+    current: LeaseRecord | None,
+    *,
+    identity: str,
+    last_renewed_at: float | None,
+    now: float,
+    wall_now: float,
+    timing: Timing,
 ) -> Decision:
     if last_renewed_at is None or now - last_renewed_at >= timing.renew_deadline:
         since = "never renewed" if last_renewed_at is None else f"last renewed {now - last_renewed_at:.1f}s ago"
@@ -200,7 +209,7 @@ def _as_leader(
     return Decision(
         verdict=Verdict.RENEW,
         reason="leading: renew",
-        write=replace(current, duration_seconds=timing.lease_duration, renew_time=now),
+        write=replace(current, duration_seconds=timing.lease_duration, renew_time=wall_now),
     )
 
 
@@ -215,32 +224,15 @@ def _held_by(identity: str, *, now: float, timing: Timing, transitions: int, acq
 
 
 def _expiry(current: LeaseRecord, *, observed_at: float | None, now: float, timing: Timing) -> tuple[bool, str, float]:
-    """(expired, why, seconds until it may expire)."""
+    """(expired, why, seconds until it may expire), from this replica's own observation only."""
     duration = current.duration_seconds if current.duration_seconds and current.duration_seconds > 0 else None
     duration = duration or timing.lease_duration
-    waits: list[float] = []
-    notes: list[str] = []
-    if observed_at is not None:
-        unchanged = now - observed_at
-        if unchanged >= duration:
-            return True, f"unchanged for {unchanged:.1f}s (lease duration {duration:g}s)", 0.0
-        waits.append(duration - unchanged)
-        notes.append(f"renewed {unchanged:.1f}s ago as seen here (lease duration {duration:g}s)")
-    renew_time = current.renew_time
-    if renew_time is not None:
-        age = now - renew_time
-        if age < -timing.max_clock_skew:
-            notes.append(f"its renewTime is {-age:.1f}s in the future, beyond the clock skew bound: ignored")
-        elif age >= duration + timing.max_clock_skew:
-            return True, f"renewTime {age:.1f}s old, beyond lease duration {duration:g}s + clock skew", 0.0
-        else:
-            waits.append(duration + timing.max_clock_skew - age)
-            notes.append(f"its renewTime is {age:.1f}s old by this clock")
-    if not waits:
-        # Neither an observation nor a renewTime: start the clock now (the caller observes first).
-        waits.append(duration)
-        notes.append("no renewTime; waiting a full lease duration from now")
-    return False, "; ".join(notes), max(0.0, min(waits))
+    if observed_at is None:  # the caller observes before deciding; without it, the clock starts now
+        return False, f"not observed yet; waiting a full lease duration ({duration:g}s) from now", duration
+    unchanged = now - observed_at
+    if unchanged >= duration:
+        return True, f"unchanged for {unchanged:.1f}s as seen here (lease duration {duration:g}s)", 0.0
+    return False, f"renewed {unchanged:.1f}s ago as seen here (lease duration {duration:g}s)", duration - unchanged
 
 
 def released(current: LeaseRecord | None, *, identity: str, now: float) -> LeaseRecord | None:

@@ -160,13 +160,13 @@ class LeaderElector:
         """Read the Lease, decide, and write what the decision says. Never raises KubeError."""
         timing = self.settings.timing
         self._conflicted = False
-        now = self._clock.now()
+        now = self._clock.monotonic()
         try:
             async with self._clock.timeout(self._request_budget(now)):
                 lease = await self._leases.read_lease(namespace=self.settings.namespace, name=self.settings.lease_name)
         except (KubeError, TimeoutError) as error:
             return self._unreadable(error)
-        now = self._clock.now()
+        now = self._clock.monotonic()
         self._observation = observe(self._observation, lease.record if lease else None, now=now)
         self._lease = lease
         decision = decide(
@@ -176,6 +176,7 @@ class LeaderElector:
             observed_at=self._observation.observed_at,
             last_renewed_at=self._last_renewed_at,
             now=now,
+            wall_now=self._clock.now(),
             timing=timing,
         )
         if decision.verdict is Verdict.STAND_BY:
@@ -213,7 +214,7 @@ class LeaderElector:
         except (KubeError, TimeoutError) as error:
             return self._unreadable(error)
         self._lease = written
-        self._observation = observe(self._observation, written.record, now=self._clock.now())
+        self._observation = observe(self._observation, written.record, now=self._clock.monotonic())
         self._last_renewed_at = now
         if decision.verdict is Verdict.ACQUIRE:
             self._start_leading(decision, before=lease.record.holder if lease else None)
@@ -228,7 +229,6 @@ class LeaderElector:
 
     def _unreadable(self, error: BaseException, *, quiet: bool = False) -> Decision:
         """A failed request: a leader steps down once its renew deadline has passed, else tries again."""
-        now = self._clock.now()
         if self.leading:
             decision = decide(
                 current=self._lease.record if self._lease else None,
@@ -236,7 +236,8 @@ class LeaderElector:
                 leading=True,
                 observed_at=self._observation.observed_at if self._observation else None,
                 last_renewed_at=self._last_renewed_at,
-                now=now,
+                now=self._clock.monotonic(),
+                wall_now=self._clock.now(),
                 timing=self.settings.timing,
             )
             if decision.verdict is Verdict.STEP_DOWN:

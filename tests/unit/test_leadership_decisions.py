@@ -1,7 +1,8 @@
 """Leader election decisions (agent.core.leadership): one row per situation a replica can be in.
 
-Times are plain numbers on the deciding replica's clock; the default timing is 15 s / 10 s / 2 s
-with a 5 s clock-skew bound.
+Times are plain numbers on the deciding replica's clock; the default timing is 15 s / 10 s / 2 s.
+The holder's renewTime is another replica's clock: whatever it says, only this replica's own
+observation of the record changing decides expiry.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from agent.core.leadership import (
 ME = "agent-a"
 OTHER = "agent-b"
 NOW = 10_000.0
-TIMING = Timing(lease_duration=15, renew_deadline=10, retry_period=2, max_clock_skew=5)
+TIMING = Timing(lease_duration=15, renew_deadline=10, retry_period=2)
 
 
 def held(
@@ -75,18 +76,17 @@ ROWS = [
     Row("empty-string holder", held(""), False, NOW, None, Verdict.ACQUIRE, 4, "nobody holds"),
     Row("my own lease after a restart", held(ME), False, NOW, None, Verdict.ACQUIRE, 3, "already names"),
     Row(
-        "first sight of a lease abandoned long ago (beyond duration + skew)",
-        held(OTHER, renewed=NOW - 21),
+        "first sight of a lease abandoned long ago: its renewTime is another clock, wait a duration",
+        held(OTHER, renewed=NOW - 3600),
         False,
         NOW,
         None,
-        Verdict.ACQUIRE,
-        4,
-        "renewTime",
+        Verdict.STAND_BY,
+        reason="as seen here",
     ),
     Row(
-        "first sight, renewTime old but within duration + skew bound: wait",
-        held(OTHER, renewed=NOW - 19),
+        "the holder's clock 18s behind this one: a healthy lease, renewed just now as seen here",
+        held(OTHER, renewed=NOW - 18),
         False,
         NOW,
         None,
@@ -101,13 +101,13 @@ ROWS = [
         Verdict.STAND_BY,
     ),
     Row(
-        "holder's clock far ahead: renewTime ignored, own observation decides (fresh)",
+        "holder's clock far ahead: its renewTime is never compared, own observation decides (fresh)",
         held(OTHER, renewed=NOW + 600),
         False,
         NOW - 3,
         None,
         Verdict.STAND_BY,
-        reason="in the future",
+        reason="renewed 3.0s ago as seen here",
     ),
     Row(
         "holder's clock far ahead, but unchanged for a duration: expired",
@@ -200,6 +200,7 @@ def test_decide(row: Row) -> None:
         observed_at=row.observed_at,
         last_renewed_at=row.last_renewed_at,
         now=NOW,
+        wall_now=NOW,
         timing=TIMING,
     )
     assert decision.verdict is row.verdict, decision.reason
@@ -218,7 +219,14 @@ def test_decide(row: Row) -> None:
 
 def test_acquire_time_is_kept_on_renew_and_set_on_takeover() -> None:
     renewing = decide(
-        current=held(ME), identity=ME, leading=True, observed_at=NOW, last_renewed_at=NOW - 2, now=NOW, timing=TIMING
+        current=held(ME),
+        identity=ME,
+        leading=True,
+        observed_at=NOW,
+        last_renewed_at=NOW - 2,
+        now=NOW,
+        wall_now=NOW,
+        timing=TIMING,
     )
     assert renewing.write is not None and renewing.write.acquire_time == NOW - 100
     taking = decide(
@@ -228,6 +236,7 @@ def test_acquire_time_is_kept_on_renew_and_set_on_takeover() -> None:
         observed_at=NOW - 30,
         last_renewed_at=None,
         now=NOW,
+        wall_now=NOW,
         timing=TIMING,
     )
     assert taking.write is not None and taking.write.acquire_time == NOW
@@ -241,6 +250,7 @@ def test_a_standby_looks_again_when_the_lease_can_expire_not_later() -> None:
         observed_at=NOW - 14.5,
         last_renewed_at=None,
         now=NOW,
+        wall_now=NOW,
         timing=TIMING,
     )
     assert decision.verdict is Verdict.STAND_BY
@@ -286,6 +296,22 @@ def test_timing_refuses_durations_out_of_order(lease: float, deadline: float, re
         Timing(lease_duration=lease, renew_deadline=deadline, retry_period=retry)
 
 
-def test_timing_refuses_a_negative_skew_bound() -> None:
-    with pytest.raises(LeadershipConfigError, match="clock skew"):
-        Timing(lease_duration=15, renew_deadline=10, retry_period=2, max_clock_skew=-1)
+def test_a_standby_whose_clock_runs_ahead_never_takes_over_a_renewed_lease() -> None:
+    """The review's case: a standby 18 s ahead watching a leader that renews every 2 s."""
+    skew = 18.0
+    observation = None
+    for step in range(30):
+        here = NOW + 2 * step  # this replica's monotonic clock
+        record = held(OTHER, renewed=here - skew - 2)  # its wall time, 18 s behind, read 2 s after renewal
+        observation = observe(observation, record, now=here)
+        decision = decide(
+            current=record,
+            identity=ME,
+            leading=False,
+            observed_at=observation.observed_at,
+            last_renewed_at=None,
+            now=here,
+            wall_now=here + 1000,
+            timing=TIMING,
+        )
+        assert decision.verdict is Verdict.STAND_BY, (step, decision.reason)
