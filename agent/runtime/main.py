@@ -39,7 +39,7 @@ from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
-from agent.core.loader import merge_results, parse_rules
+from agent.core.loader import LoadResult, merge_results, parse_rules
 from agent.core.policy import Policy, describe
 from agent.core.rules import Rule
 from agent.runtime.admission import AdmissionLedger
@@ -160,11 +160,15 @@ async def run_agent(
             if await kube.ensure_namespace(options.namespace):
                 log.info("created the agent's namespace (approvals, Lease)", namespace=options.namespace)
         if options.cluster_rules:
-            cluster = await read_cluster_rules(kube)
-            for found in cluster:
-                result = parse_rules(found.text, file=found.file, catalog=CATALOG)
-                problems.extend(result.problems)
-                rules.extend(result.rules)
+            from_files = LoadResult(rules=tuple(rules), problems=())
+            from_cluster = [
+                parse_rules(found.text, file=found.file, catalog=CATALOG) for found in await read_cluster_rules(kube)
+            ]
+            merged = merge_results([from_files, *from_cluster])  # a name the files use already is refused
+            for problem in merged.problems:
+                print(f"rule problem (rule skipped): {problem}", file=sys.stderr, flush=True)
+            problems.extend(merged.problems)
+            rules = list(merged.rules)
         telemetry.set("kafka_autopilot_rule_problems", len(problems))
         not_run: dict[str, str] = {}
         if options.scope_pod is not None:

@@ -154,7 +154,7 @@ class Recorder:
         log.warning("cycle failed", rule=rule.name, error=str(error))
         record: AuditRecord = dict.fromkeys(AUDIT_KEYS)
         record.update(
-            time=None,
+            time=iso_time(self.clock.now()),
             event="cycle-error",
             rule=rule.name,
             outcome="error",
