@@ -12,6 +12,10 @@ table plays out as the rule dictates, cooldowns included (5 minutes each, the ve
 
 With --dry-run the agent decides the same first step and records it, and nothing changes: the demo
 stops once every PVC has its dry-run record and shows that the PVCs are still 400Gi.
+
+Every run starts from a fresh sandbox of its own (`.cache/demo`, apart from `kafka-autopilot sandbox`'s):
+what a previous run left (PVCs already grown, rule states, cooldowns) is removed first, and the demo
+says so. With --keep the sandbox stays up afterwards for a look around, until the next run.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord
 from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
 from sandbox import workload
-from sandbox.environment import Sandbox
+from sandbox.environment import Sandbox, default_work_dir
 
 REFERENCE_RULE = Path(__file__).resolve().parents[1] / "rules" / "kafka-resize.yaml"
 GIB = 1024**3
@@ -66,8 +70,17 @@ def _claims() -> list[str]:
     return [f"{workload.NAMESPACE}/{workload.pvc_name(broker)}" for broker in range(BROKERS)]
 
 
+def demo_work_dir() -> Path:
+    return default_work_dir().parent / "demo"
+
+
 async def play(*, dry_run: bool, as_json: bool, keep: bool, out: TextIO, progress: Callable[[str], None]) -> int:
-    sandbox = Sandbox()
+    sandbox = Sandbox(work_dir=demo_work_dir())
+    if sandbox.work_dir.exists():
+        progress(f"starting from a fresh sandbox: removing what the last demo left in {sandbox.work_dir}")
+        await asyncio.to_thread(sandbox.reset, progress=progress)
+    else:
+        progress(f"starting from a fresh sandbox in {sandbox.work_dir}")
     status = await asyncio.to_thread(sandbox.up, progress=progress)
     twin = sandbox.twin_client()
     board = Scoreboard()
@@ -148,7 +161,12 @@ async def _run(
         for broker in range(BROKERS):
             twin.set_ingest(namespace=workload.NAMESPACE, pvc=workload.pvc_name(broker), bytes_per_second=0)
         capacities = _capacities(sandbox)
-        if not keep:
+        if keep:
+            progress(
+                f"the sandbox stays up in {sandbox.work_dir};"
+                f" stop it with `kafka-autopilot sandbox --work-dir {sandbox.work_dir} down`"
+            )
+        else:
             await asyncio.to_thread(sandbox.down, progress=progress)
     print("", file=sys.stderr)
     for claim in _claims():
