@@ -264,3 +264,19 @@ def test_hadolint_finds_nothing() -> None:
     bad = DOCKERFILE.read_text().replace("USER 10001:10001", "USER root")
     caught = subprocess.run([str(hadolint), "-"], input=bad, capture_output=True, text=True, timeout=60, check=False)
     assert caught.returncode != 0 and "DL3002" in caught.stdout, "hadolint must flag a root USER (the check can fail)"
+
+
+def test_the_build_context_is_only_what_the_dockerfile_copies() -> None:
+    """A legacy `docker build .` sends the whole context: .dockerignore keeps .cache/ (sandbox keys) out."""
+    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*", "everything is excluded first"
+    allowed = {line[1:].rstrip("/") for line in rules if line.startswith("!")}
+    copied = {
+        source.rstrip("/")
+        for stage in STAGES
+        for step in stage.steps
+        if step.keyword == "COPY" and "--from" not in step.arguments
+        for source in shlex.split(step.arguments)[:-1]
+    }
+    assert copied == allowed
