@@ -113,12 +113,17 @@ class RuleCycle:
 
 
 def rule_health(outcome: CycleOutcome) -> str:
-    """ "ok", or how many selected objects had no data this cycle (a missing or broken metric)."""
+    """ "ok", or how many selected objects had no data this cycle and why (the join's reason when it
+    has one: a series naming several objects, or one without identity; else a missing or broken metric)."""
     blind = [evaluation.object for evaluation in outcome.evaluations if evaluation.verdict is Verdict.NO_DATA]
     if not outcome.evaluations:
         return "no object selected"
     if blind:
         shown = ", ".join(blind[:3]) + (" ..." if len(blind) > 3 else "")
         seen = len(outcome.evaluations)
-        return f"no data for {len(blind)} of {seen} objects ({shown}): missing metric, NaN or a capacity of 0"
+        reasons = list(dict.fromkeys(outcome.no_data[key] for key in blind if key in outcome.no_data))
+        why = "; ".join(reasons[:2]) + (" ..." if len(reasons) > 2 else "")
+        return (
+            f"no data for {len(blind)} of {seen} objects ({shown}): {why or 'missing metric, NaN or a capacity of 0'}"
+        )
     return "ok"
