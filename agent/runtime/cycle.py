@@ -53,7 +53,7 @@ class RuleCycle:
     async def __call__(self, rule: Rule) -> str:
         """One cycle; returns the rule's health: "ok", or what kept it from seeing its objects."""
         now = self.clock.now()
-        objects = await self.inventory.objects(rule.target)
+        objects = await self.inventory.objects(rule)
         vectors = await self.inventory.vectors(rule, now)
         states = await self.store.load(rule.name)
         facts = None
@@ -108,7 +108,7 @@ class RuleCycle:
         """Resume the rule's actions a previous run left in flight."""
         states = await self.store.load(rule.name)
         if any(state.state in IN_FLIGHT_STATES for state in states.values()):
-            objects = {target.key: target for target in await self.inventory.objects(rule.target)}
+            objects = {target.key: target for target in await self.inventory.objects(rule)}
             await self.runner.resume(rule, states=states, objects=objects)
 
 

@@ -27,7 +27,7 @@ from agent.core.matching import (
     select_objects,
 )
 from agent.core.pools import PoolShape
-from agent.core.rules import IdentityLabels, Rule, TargetKind
+from agent.core.rules import IdentityLabels, LabelSelector, Rule, TargetKind
 from agent.core.samples import Sample
 from agent.core.states import Verdict
 
@@ -561,3 +561,30 @@ def test_select_objects(spec: str, names: list[str]) -> None:
 def test_select_objects_keeps_only_the_rules_target_kind() -> None:
     selected = select_objects(rule("  selector:\n    matchLabels:\n      app: kafka\n", action=RESTART), SELECTABLE)
     assert [target.key for target in selected] == ["kafka/kafka-0"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "query"),
+    [
+        ("  selector:\n    matchLabels:\n      app: kafka\n      tier: data\n", "app=kafka,tier=data"),
+        (
+            "  selector:\n    matchLabels:\n      app: kafka\n    matchExpressions:\n"
+            "      - {key: zone, operator: In, values: [a, b]}\n"
+            "      - {key: role, operator: NotIn, values: [test]}\n"
+            "      - {key: broker, operator: Exists}\n"
+            "      - {key: draining, operator: DoesNotExist}\n",
+            "app=kafka,zone in (a,b),role notin (test),broker,!draining",
+        ),
+        ("", ""),
+    ],
+    ids=["matchLabels", "every operator", "empty"],
+)
+def test_a_selector_is_sent_as_the_apis_label_selector_and_read_back(spec: str, query: str) -> None:
+    selector = rule(spec).selector
+    assert selector.query() == query
+    assert LabelSelector.from_query(query) == selector
+    labels = {"app": "kafka", "tier": "data", "zone": "b", "role": "prod", "broker": "1"}
+    assert LabelSelector.from_query(query).matches(labels)
+    assert LabelSelector.from_query(query).matches({**labels, "draining": "yes"}) == ("!draining" not in query)
+    assert LabelSelector.from_query("a!=b,c==d").matches({"c": "d"})
+    assert not LabelSelector.from_query("a!=b,c==d").matches({"a": "b", "c": "d"})
