@@ -12,6 +12,7 @@ from dataclasses import replace
 import pytest
 
 from agent.actions.registry import CATALOG
+from agent.audit.trail import cycle_records
 from agent.core.engine import CycleOutcome, run_cycle
 from agent.core.loader import parse_rules
 from agent.core.matching import (
@@ -30,6 +31,7 @@ from agent.core.pools import PoolShape
 from agent.core.rules import IdentityLabels, LabelSelector, Rule, TargetKind
 from agent.core.samples import Sample
 from agent.core.states import Verdict
+from agent.runtime.cycle import rule_health
 
 GIB = 1024**3
 KAFKA = {"app": "kafka"}
@@ -273,6 +275,12 @@ def test_one_stray_series_no_longer_resizes_every_pvc() -> None:
     assert stray.planned == ()
     assert {evaluation.verdict for evaluation in stray.evaluations} == {Verdict.NO_DATA}
     assert all("carries none of the identity labels" in stray.notes[target.key] for target in PVCS), stray.notes
+    # The reason is where a no-data evaluation is read: its audit record and the rule's health.
+    records = [record for record in cycle_records(stray, dry_run=False) if record["event"] == "evaluation"]
+    assert len(records) == len(PVCS)
+    assert all("series {} carries none of the identity labels" in str(record["reason"]) for record in records)
+    assert "no data for 3 of 3 objects" in rule_health(stray)
+    assert "carries none of the identity labels" in rule_health(stray)
 
 
 @pytest.mark.parametrize(
