@@ -74,6 +74,7 @@ from agent.core.kafka_safety import ClusterView, PartitionState
 from agent.core.matching import TargetObject
 from agent.core.policy import ActionStart
 from agent.core.quantity import GIB
+from agent.core.rules import LabelSelector
 from agent.core.samples import Sample
 from agent.core.states import ObjectState
 
@@ -248,7 +249,9 @@ class FakePod:
     phase: str | None = "Running"
     labels: dict[str, str] = field(default_factory=dict)
     uid: str = ""
-    ip: str | None = None
+    ips: tuple[str, ...] = ()
+    subdomain: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
     claims: tuple[str, ...] = ()
 
     def info(self) -> PodInfo:
@@ -262,20 +265,16 @@ class FakePod:
             deleting=False,
             owner_kind="StatefulSet",
             owner_name=self.name.rpartition("-")[0] or None,
+            ips=self.ips,
+            subdomain=self.subdomain,
+            annotations=dict(self.annotations),
             claims=self.claims,
-            ips=(self.ip,) if self.ip else (),
         )
 
 
 def _matches(selector: str | None, labels: Mapping[str, str]) -> bool:
-    """Equality-based label selectors (`a=b,c=d`), which is all the agent sends."""
-    if not selector:
-        return True
-    for term in selector.split(","):
-        key, _, value = term.partition("=")
-        if labels.get(key.strip()) != value.strip():
-            return False
-    return True
+    """A `labelSelector` string as the API reads it (`a=b,c in (d,e),!f`)."""
+    return not selector or LabelSelector.from_query(selector).matches(labels)
 
 
 class FakeCluster:
@@ -509,7 +508,7 @@ class FakeCluster:
                 return
             back = self.add_pod(
                 FakePod(
-                    namespace=pod.namespace, name=pod.name, node=target, phase="Pending", ip=pod.ip, claims=pod.claims
+                    namespace=pod.namespace, name=pod.name, node=target, phase="Pending", ips=pod.ips, claims=pod.claims
                 )
             )
             back.labels.update(pod.labels)

@@ -16,7 +16,8 @@ documentation; `kafka-autopilot lint --aliases` prints it.
 | PreferredReplicaImbalance        | cluster    | partitions not led by their preferred replica (controller)    |
 | LeaderCountDeviationPercentage   | broker     | how far a broker's leader count is from the brokers' mean, %  |
 
-"cluster" expansions carry no identity label, so their one sample applies to every selected object.
+"cluster" expansions carry no identity label: in a KafkaBroker rule their one sample applies to every
+selected broker; in a PVC, node or pool rule it is no data for every object (agent.core.matching).
 """
 
 from __future__ import annotations

@@ -7,15 +7,15 @@ the planned actions to executors (or, in dry-run, to the audit sink). Nothing he
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agent.core.catalog import Catalog, DeclineCode, Declined, PlanDetail, Planned
-from agent.core.matching import IdentityIndex, TargetObject, identity_labels_for, select_objects
+from agent.core.matching import IdentityIndex, JoinResult, TargetObject, identity_labels_for, select_objects
 from agent.core.operators import holds
-from agent.core.policy import AdmissionFacts, Held, Policy, admit
-from agent.core.rules import ConditionExpression, ConditionProvider, Rule, RuleAction
+from agent.core.policy import AdmissionFacts, Held, HoldCode, Policy, admit
+from agent.core.rules import ConditionExpression, ConditionProvider, Rule, RuleAction, TargetKind
 from agent.core.samples import Sample
 from agent.core.states import (
     Evaluated,
@@ -71,7 +71,8 @@ class DeclinedAction:
 
 @dataclass(frozen=True, kw_only=True)
 class HeldAction:
-    """A planned action the guardrail policy held back (the object is in ActionsThrottled)."""
+    """A planned action held back (the object is in ActionsThrottled): by the guardrail policy, or
+    (code IdentityUnknown) because the object's identity is unknown."""
 
     rule: str
     object: str
@@ -95,6 +96,8 @@ class CycleOutcome:
     """Held back by the policy, newly or for a new reason (an unchanged hold is in `notes` only)."""
     excluded: Mapping[str, str] = field(default_factory=dict)
     """Objects the rule selects that the policy's namespaces keep out, and why; not evaluated."""
+    no_data: Mapping[str, str] = field(default_factory=dict)
+    """Objects the join gave no data, and why (a series naming several objects, one without identity)."""
 
 
 def distinct_queries(rules: Sequence[Rule], *, provider: ConditionProvider = ConditionProvider.PROMETHEUS) -> list[str]:
@@ -141,6 +144,10 @@ def run_cycle(
     (when `approval_needed` is not given), and every planned action must pass `admit` with `facts`,
     which grow with each action admitted in this cycle. The `catalog` tells the policy which actions
     resize a volume or may cordon a node.
+
+    An object with an `identity_problem` (a broker pod whose broker id is unknown) is evaluated, but
+    every action planned on it is held (ActionsThrottled, code IdentityUnknown) with that reason, policy
+    or not. An object the join gave no data says why in its note (and so in its evaluation record).
     """
     selected = select_objects(rule, objects)
     excluded: dict[str, str] = {}
@@ -154,7 +161,11 @@ def run_cycle(
                 excluded[target.key] = why
         selected = kept
     facts = facts if facts is not None else AdmissionFacts()
-    index = IdentityIndex(objects=selected, identity_labels=identity_labels_for(rule))
+    index = IdentityIndex(
+        objects=selected,
+        identity_labels=identity_labels_for(rule),
+        cluster_wide_applies=rule.target is TargetKind.BROKER,
+    )
     joined = {
         expression.query: index.join(vectors.get(expression.query, ())) for expression in rule.conditions.expressions
     }
@@ -173,6 +184,7 @@ def run_cycle(
     declined: list[DeclinedAction] = []
     held: list[HeldAction] = []
     notes: dict[str, str] = {}
+    no_data: dict[str, str] = {}
     for target in selected:
         results = tuple(
             _result(expression, joined[expression.query].values.get(target.key))
@@ -192,10 +204,17 @@ def run_cycle(
         )
         transitions.extend(step.transitions)
         state, note = step.state, step.note
+        if verdict is Verdict.NO_DATA:
+            why = _no_data_reasons(target.key, joined.values())
+            if why:
+                no_data[target.key] = why
+                note = f"no data: {why}; state kept, nothing done"
         if step.plan_now or step.preview_now:
             plans = plan_actions(rule=rule, target=target, now=now)
             hold = None
-            if step.plan_now and policy is not None and not isinstance(plans, DeclinedAction):
+            if step.plan_now and not isinstance(plans, DeclinedAction) and target.identity_problem is not None:
+                hold = plans[0].action, Held(code=HoldCode.IDENTITY_UNKNOWN, reason=target.identity_problem)
+            elif step.plan_now and policy is not None and not isinstance(plans, DeclinedAction):
                 hold = _first_hold(policy=policy, plans=plans, facts=facts, now=now, catalog=catalog)
             if step.preview_now and not isinstance(plans, DeclinedAction):
                 previews.extend(plans)
@@ -206,7 +225,10 @@ def run_cycle(
                     object_key=target.key,
                     state=state,
                     now=now,
-                    event=HeldByPolicy(reason=f"{held_by.code}: {held_by.reason}"),
+                    event=HeldByPolicy(
+                        reason=f"{held_by.code}: {held_by.reason}",
+                        by="an unknown identity" if held_by.code is HoldCode.IDENTITY_UNKNOWN else "the policy",
+                    ),
                 )
                 if outcome.state.reason != state.reason or outcome.transitions:
                     held.append(
@@ -254,6 +276,7 @@ def run_cycle(
         unmatched_series=sum(result.unmatched_series for result in joined.values()),
         held=tuple(held),
         excluded=excluded,
+        no_data=no_data,
     )
 
 
@@ -287,6 +310,11 @@ def _first_hold(
         if isinstance(admission, Held):
             return plan.action, admission
     return None
+
+
+def _no_data_reasons(key: str, joins: Iterable[JoinResult]) -> str:
+    """Why the join gave this object no value, for each expression that says (each reason once)."""
+    return "; ".join(dict.fromkeys(reason for join in joins if (reason := join.no_data.get(key))))
 
 
 def _result(expression: ConditionExpression, value: float | None) -> ExpressionResult:

@@ -12,10 +12,18 @@ alternative whose labels a series carries in full is used; a rule may override t
 | Node              | node, instance (a trailing :port is ignored)                   |
 | StoragePool       | node + pool                                                    |
 
-A series with none of the identity labels is cluster-wide (e.g. `max(...offlinepartitionscount)`):
-when it is the vector's only series, it applies to every selected object. Series that name no
-selected object are counted as unmatched; two series naming one object make that object "no data"
-(the agent does not guess which one is right).
+The join never guesses; every object it gives no value says why (`JoinResult.no_data`):
+
+- a series that names two or more objects (e.g. `pod` alone, with a `kafka-0` in two namespaces;
+  `broker` alone across two clusters) gives **each** of them no data, never the last one seen;
+- two series naming one object give that object no data;
+- a series with none of the identity labels is cluster-wide (e.g. `max(...offlinepartitionscount)`).
+  For KafkaBroker rules, when it is the vector's only series, it applies to every selected broker
+  (the cluster's state is each broker's concern). For PVCs, nodes and pools a value without identity
+  is no data for every object: one stray series must not resize every volume.
+
+Series that name no selected object are counted as unmatched. A broker pod whose broker id is unknown
+(`TargetObject.identity_problem`) has no `broker` identity: series naming it by pod still reach it.
 """
 
 from __future__ import annotations
@@ -51,6 +59,9 @@ class TargetObject:
     pool: PoolShape | None = None
     owner: str | None = None
     """`Kind/name` of a controlling owner (e.g. a Strimzi KafkaNodePool), if any."""
+    identity_problem: str | None = None
+    """Why this object's identity (a broker pod's broker id) is unknown: it is evaluated, but every
+    action planned on it is held with this reason (agent.core.engine)."""
 
     @property
     def key(self) -> str:
@@ -77,14 +88,27 @@ def pvc_object(
     )
 
 
-def broker_object(*, namespace: str, pod: str, broker_id: int, labels: Mapping[str, str]) -> TargetObject:
-    identity = {"namespace": namespace, "pod": pod, "broker": str(broker_id)}
+def broker_object(
+    *,
+    namespace: str,
+    pod: str,
+    broker_id: int | None,
+    labels: Mapping[str, str],
+    identity_problem: str | None = None,
+) -> TargetObject:
+    """A broker pod; `broker_id` None (with the `identity_problem`) when it is not known which broker it runs."""
+    if (broker_id is None) == (identity_problem is None):
+        raise ValueError("a broker object has either a broker id or the reason it has none")
+    identity = {"namespace": namespace, "pod": pod}
+    if broker_id is not None:
+        identity["broker"] = str(broker_id)
     return TargetObject(
         kind=TargetKind.BROKER,
         name=pod,
         namespace=namespace,
         labels=labels,
         identity=identity,
+        identity_problem=identity_problem,
     )
 
 
@@ -116,50 +140,95 @@ def select_objects(rule: Rule, objects: Sequence[TargetObject]) -> list[TargetOb
 @dataclass(frozen=True, kw_only=True)
 class JoinResult:
     values: Mapping[str, float]
-    """Object key -> sample value, for objects with exactly one matching series."""
+    """Object key -> sample value, for objects exactly one series names, and only it."""
     unmatched_series: int = 0
     ambiguous_objects: frozenset[str] = frozenset()
+    """Objects named by two series, or sharing a series with another object."""
+    no_data: Mapping[str, str] = field(default_factory=dict)
+    """Object key -> why the join gave it no value, when the vector had something to say about it."""
 
 
 class IdentityIndex:
-    """Object lookup by identity label values, built once per rule and cycle, reused per expression."""
+    """Object lookup by identity label values, built once per rule and cycle, reused per expression.
 
-    def __init__(self, *, objects: Sequence[TargetObject], identity_labels: IdentityLabels) -> None:
+    `cluster_wide_applies`: a lone series with no identity label applies to every object (KafkaBroker
+    rules); otherwise such a series is no data for every object.
+    """
+
+    def __init__(
+        self,
+        *,
+        objects: Sequence[TargetObject],
+        identity_labels: IdentityLabels,
+        cluster_wide_applies: bool = False,
+    ) -> None:
         self.objects = objects
         self.alternatives = identity_labels
+        self.cluster_wide_applies = cluster_wide_applies
         self.every_identity_label = frozenset(label for labels in identity_labels for label in labels)
-        self.by_alternative: list[dict[tuple[str, ...], str]] = []
+        self.by_alternative: list[dict[tuple[str, ...], list[str]]] = []
         for labels in identity_labels:
-            index: dict[tuple[str, ...], str] = {}
+            index: dict[tuple[str, ...], list[str]] = {}
             for candidate in objects:
                 if all(label in candidate.identity for label in labels):
-                    index[tuple(candidate.identity[label] for label in labels)] = candidate.key
+                    index.setdefault(tuple(candidate.identity[label] for label in labels), []).append(candidate.key)
             self.by_alternative.append(index)
 
     def join(self, vector: Sequence[Sample]) -> JoinResult:
-        if len(vector) == 1 and not self.every_identity_label.intersection(vector[0].labels):
+        without_identity = [sample for sample in vector if not self.every_identity_label.intersection(sample.labels)]
+        if without_identity and not self.cluster_wide_applies:
+            reason = (
+                f"series {_shown(without_identity[0].labels)} carries none of the identity labels"
+                f" ({_alternatives(self.alternatives)}): a value without identity is not applied to every object"
+            )
+            return JoinResult(
+                values={},
+                unmatched_series=len(vector),
+                no_data={candidate.key: reason for candidate in self.objects},
+            )
+        if len(vector) == 1 and without_identity:
             value = vector[0].value
             return JoinResult(values={candidate.key: value for candidate in self.objects})
         values: dict[str, float] = {}
         ambiguous: set[str] = set()
+        no_data: dict[str, str] = {}
         unmatched = 0
         for sample in vector:
-            key = self._lookup(sample.labels)
-            if key is None:
+            named, keys = self._lookup(sample.labels)
+            if not keys:
                 unmatched += 1
-            elif key in values or key in ambiguous:
-                ambiguous.add(key)
-                values.pop(key, None)
+            elif len(keys) > 1:
+                reason = f"series {named} names {len(keys)} objects: {', '.join(sorted(keys))}"
+                for key in keys:
+                    ambiguous.add(key)
+                    values.pop(key, None)
+                    no_data.setdefault(key, reason)
+            elif keys[0] in values or keys[0] in ambiguous:
+                ambiguous.add(keys[0])
+                values.pop(keys[0], None)
+                no_data.setdefault(keys[0], "two series name this object")
             else:
-                values[key] = sample.value
-        return JoinResult(values=values, unmatched_series=unmatched, ambiguous_objects=frozenset(ambiguous))
+                values[keys[0]] = sample.value
+        return JoinResult(
+            values=values, unmatched_series=unmatched, ambiguous_objects=frozenset(ambiguous), no_data=no_data
+        )
 
-    def _lookup(self, labels: Mapping[str, str]) -> str | None:
+    def _lookup(self, labels: Mapping[str, str]) -> tuple[str, list[str]]:
+        """The identity the series names (`pod=kafka-0`) and the keys of the objects it names."""
         for names, index in zip(self.alternatives, self.by_alternative, strict=True):
             if all(name in labels for name in names):
                 wanted = tuple(_identity_value(name, labels[name]) for name in names)
-                return index.get(wanted)
-        return None
+                shown = ",".join(f"{name}={value}" for name, value in zip(names, wanted, strict=True))
+                return shown, index.get(wanted, [])
+        return "", []
+
+
+def _shown(labels: Mapping[str, str]) -> str:
+    return "{" + ",".join(f'{name}="{value}"' for name, value in sorted(labels.items())) + "}"
+
+
+def _alternatives(alternatives: IdentityLabels) -> str:
+    return " | ".join("+".join(labels) for labels in alternatives)
 
 
 def _identity_value(label: str, value: str) -> str:

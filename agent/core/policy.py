@@ -137,6 +137,8 @@ class HoldCode(StrEnum):
     RATE_LIMIT_OVERALL = "RateLimitOverall"
     MAX_CONCURRENT = "MaxConcurrentActions"
     MAX_CORDONED = "MaxCordonedNodes"
+    IDENTITY_UNKNOWN = "IdentityUnknown"
+    """Not the policy's: the object's identity (a broker pod's broker id) is unknown (agent.core.engine)."""
 
 
 @dataclass(frozen=True, kw_only=True)

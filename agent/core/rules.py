@@ -7,6 +7,7 @@ editors (agent.core.schema) describes the same fields.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -82,6 +83,57 @@ class LabelSelector:
         return all(labels.get(key) == value for key, value in self.match_labels.items()) and all(
             requirement.matches(labels) for requirement in self.match_expressions
         )
+
+    def query(self) -> str:
+        """The selector as the API's `labelSelector` parameter (`a=b,c in (d,e),!f`): "" selects everything."""
+        terms = [f"{key}={value}" for key, value in sorted(self.match_labels.items())]
+        for requirement in self.match_expressions:
+            values = ",".join(requirement.values)
+            terms.append(
+                {
+                    SelectorOperator.IN: f"{requirement.key} in ({values})",
+                    SelectorOperator.NOT_IN: f"{requirement.key} notin ({values})",
+                    SelectorOperator.EXISTS: requirement.key,
+                    SelectorOperator.DOES_NOT_EXIST: f"!{requirement.key}",
+                }[requirement.operator]
+            )
+        return ",".join(terms)
+
+    @classmethod
+    def from_query(cls, query: str) -> LabelSelector:
+        """The inverse of `query`, for what reads a `labelSelector` parameter (fakes, the sidecar scope):
+        `a=b`, `a==b`, `a!=b`, `a in (b,c)`, `a notin (b,c)`, `a`, `!a`."""
+        labels: dict[str, str] = {}
+        expressions: list[SelectorRequirement] = []
+        for term in (found.strip() for found in _SELECTOR_TERM.findall(query)):
+            if not term:
+                continue
+            if set_based := re.fullmatch(r"(\S+)\s+(in|notin)\s+\((.*)\)", term):
+                key, operator, values = set_based.groups()
+                expressions.append(
+                    SelectorRequirement(
+                        key=key,
+                        operator=SelectorOperator.IN if operator == "in" else SelectorOperator.NOT_IN,
+                        values=tuple(v.strip() for v in values.split(",") if v.strip()),
+                    )
+                )
+            elif "!=" in term:
+                key, _, value = term.partition("!=")
+                expressions.append(
+                    SelectorRequirement(key=key.strip(), operator=SelectorOperator.NOT_IN, values=(value.strip(),))
+                )
+            elif "=" in term:
+                key, _, value = term.replace("==", "=").partition("=")
+                labels[key.strip()] = value.strip()
+            elif term.startswith("!"):
+                expressions.append(SelectorRequirement(key=term[1:].strip(), operator=SelectorOperator.DOES_NOT_EXIST))
+            else:
+                expressions.append(SelectorRequirement(key=term, operator=SelectorOperator.EXISTS))
+        return cls(match_labels=labels, match_expressions=tuple(expressions))
+
+
+_SELECTOR_TERM = re.compile(r"(?:[^,(]|\([^)]*\))+")
+"""One term of a `labelSelector` string: commas inside `in (...)` do not split it."""
 
 
 @dataclass(frozen=True, kw_only=True)

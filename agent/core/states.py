@@ -21,7 +21,8 @@ States are the vendor Autopilot's, plus ActionAwaitingWindow and ActionsThrottle
 
 ActionsThrottled is a guardrail policy's hold (agent.core.policy.admit: a rate limit, the maximum of
 actions in flight or of cordoned nodes, the minimum interval between two resizes); its reason names
-the limit and, when it lifts by itself, the time it does.
+the limit and, when it lifts by itself, the time it does. An object whose identity is unknown (a broker
+pod no one can say the broker id of) is held the same way, with or without a policy, until it is known.
 
 "No data" is never a verdict: it leaves the state as it is and is recorded as such. Every change of
 state yields a Transition (rule, object, from, to, at, reason); the caller records them all.
@@ -108,9 +109,10 @@ class PlanOutcome:
 
 @dataclass(frozen=True, kw_only=True)
 class HeldByPolicy:
-    """After `plan_now`: the guardrail policy holds the planned actions back, for `reason`."""
+    """After `plan_now`: the guardrail policy (or, `by`, what else) holds the planned actions back, for `reason`."""
 
     reason: str
+    by: str = "the policy"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,7 +219,7 @@ def decide(
         return _planned(machine, event.declined)
     if isinstance(event, HeldByPolicy):
         machine.go(RuleState.ACTIONS_THROTTLED, event.reason)
-        machine.note = f"held by the policy: {event.reason}"
+        machine.note = f"held by {event.by}: {event.reason}"
         return machine.step()
     if isinstance(event, ActionStarted):
         if current is RuleState.ACTIVE_ACTIONS_PENDING:

@@ -54,7 +54,7 @@ class RuleCycle:
     async def __call__(self, rule: Rule) -> str:
         """One cycle; returns the rule's health: "ok", or what kept it from seeing its objects."""
         now = self.clock.now()
-        objects = await self.inventory.objects(rule.target)
+        objects = await self.inventory.objects(rule)
         vectors = await self.inventory.vectors(rule, now)
         states = await self.store.load(rule.name)
         facts = None
@@ -110,17 +110,22 @@ class RuleCycle:
         """Resume the rule's actions a previous run left in flight."""
         states = await self.store.load(rule.name)
         if any(state.state in IN_FLIGHT_STATES for state in states.values()):
-            objects = {target.key: target for target in await self.inventory.objects(rule.target)}
+            objects = {target.key: target for target in await self.inventory.objects(rule)}
             await self.runner.resume(rule, states=states, objects=objects)
 
 
 def rule_health(outcome: CycleOutcome) -> str:
-    """ "ok", or how many selected objects had no data this cycle (a missing or broken metric)."""
+    """ "ok", or how many selected objects had no data this cycle and why (the join's reason when it
+    has one: a series naming several objects, or one without identity; else a missing or broken metric)."""
     blind = [evaluation.object for evaluation in outcome.evaluations if evaluation.verdict is Verdict.NO_DATA]
     if not outcome.evaluations:
         return "no object selected"
     if blind:
         shown = ", ".join(blind[:3]) + (" ..." if len(blind) > 3 else "")
         seen = len(outcome.evaluations)
-        return f"no data for {len(blind)} of {seen} objects ({shown}): missing metric, NaN or a capacity of 0"
+        reasons = list(dict.fromkeys(outcome.no_data[key] for key in blind if key in outcome.no_data))
+        why = "; ".join(reasons[:2]) + (" ..." if len(reasons) > 2 else "")
+        return (
+            f"no data for {len(blind)} of {seen} objects ({shown}): {why or 'missing metric, NaN or a capacity of 0'}"
+        )
     return "ok"

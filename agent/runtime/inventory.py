@@ -4,6 +4,13 @@ Why it exists: the pure engine joins samples to objects by identity labels; some
 cluster's PVCs, broker pods, nodes and storage pools into `TargetObject`s, and run the queries. That
 is this module's only job, so the cycle itself does not know where objects or samples come from.
 
+Broker objects: the pods the rule's selector matches (asked of the API with that label selector),
+each identified by `agent.core.broker_identity.identify_brokers` from the addresses Kafka's brokers
+advertise (fenced ones included) and the rule's `spec.brokerIdentity`, never from a pod's name. A pod
+whose broker id is unknown is still an object (series naming it by namespace and pod reach it) but
+has no `broker` identity and carries the reason; the engine holds every action planned on it. Without
+Kafka (no --kafka, or it does not answer) only a stated identity is known.
+
 Samples: one Prometheus query per distinct expression, shared for a second by the rules that evaluate
 in that second; or, for `provider: kubernetes` rules, NodeReady / NodeLeaseAgeSeconds /
 NodeUnreachableSeconds computed from Nodes and their Leases.
@@ -15,7 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from agent.adapters.errors import KafkaAdminError
 from agent.adapters.storagepools import StoragePoolApi
+from agent.core.broker_identity import BrokerEndpoint, Identified, identify_brokers
 from agent.core.engine import distinct_queries
 from agent.core.matching import TargetObject, broker_object, node_object, pool_object, pvc_object
 from agent.core.rules import ConditionProvider, Rule, TargetKind
@@ -40,6 +49,12 @@ class ClusterReader(Protocol):
     async def list_pods(self, *, namespace: str | None = None, label_selector: str | None = None) -> Sequence[Any]: ...
 
 
+class BrokerEndpointSource(Protocol):
+    """What the inventory asks Kafka (agent.adapters.kafka.KafkaAdmin): every broker's advertised address."""
+
+    async def broker_endpoints(self) -> Sequence[BrokerEndpoint]: ...
+
+
 class StorageApiNotConfiguredError(RuntimeError):
     """A StoragePool rule runs in an agent that was given no storage API."""
 
@@ -53,9 +68,13 @@ class Inventory:
     prometheus: QueryClient
     pools: StoragePoolApi | None = None
     """The storage API (kafka-autopilot run --storage-api); StoragePool rules need it."""
+    kafka: BrokerEndpointSource | None = None
+    """Kafka (kafka-autopilot run --kafka); without it a broker's id is known only as a rule states it."""
     _query_cache: dict[str, tuple[float, Sequence[Sample]]] = field(default_factory=dict)
 
-    async def objects(self, kind: TargetKind) -> list[TargetObject]:
+    async def objects(self, rule: Rule) -> list[TargetObject]:
+        """The objects of the rule's target kind (broker pods: those its selector matches, identified)."""
+        kind = rule.target
         if kind is TargetKind.PVC:
             namespaces = await self.cluster.namespace_labels()
             return [
@@ -73,20 +92,7 @@ class Inventory:
         if kind is TargetKind.NODE:
             return [node_object(name=node.name, labels=node.labels) for node in await self.cluster.list_nodes()]
         if kind is TargetKind.BROKER:
-            namespaces = await self.cluster.namespace_labels()
-            brokers = []
-            for pod in await self.cluster.list_pods():
-                ordinal = pod.name.rpartition("-")[2]
-                if ordinal.isdigit():
-                    brokers.append(
-                        replace(
-                            broker_object(
-                                namespace=pod.namespace, pod=pod.name, broker_id=int(ordinal), labels=pod.labels
-                            ),
-                            namespace_labels=namespaces.get(pod.namespace, {}),
-                        )
-                    )
-            return brokers
+            return await self.brokers(rule)
         if kind is TargetKind.STORAGE_POOL:
             if self.pools is None:
                 raise StorageApiNotConfiguredError(
@@ -98,6 +104,40 @@ class Inventory:
                 for pool in await self.pools.list_pools()
             ]
         raise NotImplementedError(f"no inventory for target kind {kind}")
+
+    async def brokers(self, rule: Rule) -> list[TargetObject]:
+        namespaces = await self.cluster.namespace_labels()
+        pods = [
+            pod
+            for pod in await self.cluster.list_pods(label_selector=rule.selector.query() or None)
+            if rule.selector.matches(pod.labels)
+        ]
+        endpoints, kafka_problem = await self.broker_endpoints()
+        identities = identify_brokers([pod.address for pod in pods], endpoints=endpoints, stated=rule.broker_identity)
+        brokers = []
+        for pod in pods:
+            identity = identities[(pod.namespace, pod.name)]
+            if isinstance(identity, Identified):
+                target = broker_object(
+                    namespace=pod.namespace, pod=pod.name, broker_id=identity.broker_id, labels=pod.labels
+                )
+            else:
+                kafka_only = endpoints is None and not rule.broker_identity.stated
+                problem = f"{identity.reason}: {kafka_problem}" if kafka_only else identity.reason
+                target = broker_object(
+                    namespace=pod.namespace, pod=pod.name, broker_id=None, labels=pod.labels, identity_problem=problem
+                )
+            brokers.append(replace(target, namespace_labels=namespaces.get(pod.namespace, {})))
+        return brokers
+
+    async def broker_endpoints(self) -> tuple[Sequence[BrokerEndpoint] | None, str]:
+        """Kafka's brokers and their addresses, or None and why Kafka could not say."""
+        if self.kafka is None:
+            return None, "the agent was started without --kafka"
+        try:
+            return await self.kafka.broker_endpoints(), ""
+        except KafkaAdminError as error:
+            return None, str(error)
 
     async def cordoned_nodes(self) -> frozenset[str]:
         return frozenset(node.name for node in await self.cluster.list_nodes() if node.unschedulable)

@@ -223,7 +223,9 @@ async def run_agent(
             approvals=approvals,
         )
         cycle = RuleCycle(
-            inventory=Inventory(cluster=inventory, prometheus=options.prometheus.client(clock=clock), pools=pools),
+            inventory=Inventory(
+                cluster=inventory, prometheus=options.prometheus.client(clock=clock), pools=pools, kafka=kafka
+            ),
             store=store,
             runner=runner,
             recorder=recorder,

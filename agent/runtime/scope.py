@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from agent.adapters.kubernetes import NotFoundError, PodInfo, PvcInfo, StorageClassInfo
-from agent.core.rules import Rule, TargetKind
+from agent.core.rules import LabelSelector, Rule, TargetKind
 
 SCOPE_POD_ENV = "KAFKA_AUTOPILOT_SCOPE_POD"
 NOT_RUN_IN_SIDECAR_KINDS = frozenset({TargetKind.NODE, TargetKind.STORAGE_POOL})
@@ -116,14 +116,5 @@ def mounted_claims(pod: PodInfo, claims: Sequence[PvcInfo]) -> list[PvcInfo]:
 
 
 def _matches(labels: Mapping[str, str], selector: str) -> bool:
-    """Equality-based label selector (`a=b,c==d,e!=f`), as list_pods receives it."""
-    for term in filter(None, (part.strip() for part in selector.split(","))):
-        if "!=" in term:
-            key, _, value = term.partition("!=")
-            if labels.get(key.strip()) == value.strip():
-                return False
-        else:
-            key, _, value = term.replace("==", "=").partition("=")
-            if labels.get(key.strip()) != value.strip():
-                return False
-    return True
+    """A `labelSelector` string (`a=b,c in (d,e),!f`, as list_pods receives it) against the pod's labels."""
+    return LabelSelector.from_query(selector).matches(labels)

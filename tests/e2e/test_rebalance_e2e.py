@@ -2,7 +2,8 @@
 
 The sandbox's brokers run with auto.leader.rebalance.enable=false, so a broker stopped and started
 again (the sandbox's stop-broker / start-broker faults) leads none of the partitions it is preferred
-for. With `rules/kafka-leader-rebalance.yaml` as shipped, the agent sees that broker's leader count
+for. With `rules/kafka-leader-rebalance.yaml` as shipped (plus the sandbox's broker identity, stated:
+see SANDBOX_BROKER_IDENTITY), the agent sees that broker's leader count
 far below the mean while the controller reports an imbalance, and elects its preferred partitions.
 
 - live, three times (brokers 1, 2, 3: each its own object, so no cooldown is in the way): Kafka's
@@ -39,7 +40,11 @@ from sandbox.environment import Sandbox
 
 pytestmark = pytest.mark.sandbox
 
-RULE_FILES = [RULES / "kafka-leader-rebalance.yaml"]
+SHIPPED_RULE = RULES / "kafka-leader-rebalance.yaml"
+SANDBOX_BROKER_IDENTITY = "  brokerIdentity: {ordinalOffset: 0}\n"
+"""The sandbox's brokers are local processes advertising 127.0.0.1, not the KWOK pods' addresses, so Kafka
+cannot say which pod runs which broker; there broker N runs for the StatefulSet's pod N (sandbox.workload),
+and the rule states it. Kafka still has the last word: an id it contradicts holds the action."""
 TOPIC = "rebalance-e2e"
 PARTITIONS = 12
 # Partition n prefers broker n % 4: each broker is the preferred leader of three partitions.
@@ -103,9 +108,22 @@ def topic(sandbox: Sandbox, prometheus: PrometheusClient) -> str:
 
 
 @pytest.fixture(scope="module")
-def agent(sandbox: Sandbox, topic: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+def rule_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The shipped rule, with the sandbox's broker identity stated (see SANDBOX_BROKER_IDENTITY)."""
+    shipped = SHIPPED_RULE.read_text()
+    stated = shipped.replace("\nspec:\n", "\nspec:\n" + SANDBOX_BROKER_IDENTITY, 1)
+    assert stated != shipped
+    path = tmp_path_factory.mktemp("rules") / SHIPPED_RULE.name
+    path.write_text(stated)
+    return [path]
+
+
+@pytest.fixture(scope="module")
+def agent(
+    sandbox: Sandbox, topic: str, rule_files: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
     with AgentProcess(
-        sandbox=sandbox, rules=RULE_FILES, audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl"
+        sandbox=sandbox, rules=rule_files, audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl"
     ) as process:
         yield process
 
@@ -181,13 +199,13 @@ def test_the_median_time_to_balance_is_reported() -> None:
 
 
 def test_dry_run_plans_the_election_and_changes_nothing(
-    sandbox: Sandbox, prometheus: PrometheusClient, agent: AgentProcess, tmp_path: Path
+    sandbox: Sandbox, prometheus: PrometheusClient, agent: AgentProcess, rule_files: list[Path], tmp_path: Path
 ) -> None:
     agent.stop()
     broker = 0
     since = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     requests_before = elect_requests(sandbox.kafka)
-    dry = AgentProcess(sandbox=sandbox, rules=RULE_FILES, audit_path=tmp_path / "dry.jsonl", dry_run=True)
+    dry = AgentProcess(sandbox=sandbox, rules=rule_files, audit_path=tmp_path / "dry.jsonl", dry_run=True)
     dry.start()
     try:
         restart_broker(sandbox, broker)

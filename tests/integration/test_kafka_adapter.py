@@ -1,7 +1,8 @@
 """The Kafka adapter against a real KRaft cluster: Kafka's view, fencing of a killed broker, and errors.
 
 The cluster-backed tests share one sandbox cluster (controller + brokers 0..3) for the module and
-run in file order: a healthy view, broker 1 killed until Kafka fences it, broker 1 back. The
+run in file order: a healthy view, broker 1 killed until Kafka fences it (and still lists its address,
+marked fenced), broker 1 back. The
 settings tests and the unreachable-bootstrap tests need no cluster.
 """
 
@@ -17,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from agent.adapters.kafka import KafkaAdmin, KafkaResponseError, KafkaSettings, KafkaUnavailableError
+from agent.core.broker_identity import BrokerEndpoint
 from agent.core.kafka_safety import (
     ClusterView,
     PartitionState,
@@ -219,6 +221,14 @@ async def test_view_of_a_healthy_cluster(kafka_cluster: KafkaCluster, kafka: Kaf
     only = await kafka.cluster_view(topics=[TOPIC])
     assert {p.topic for p in only.partitions} == {TOPIC}
 
+    every_broker = tuple(
+        BrokerEndpoint(broker_id=b, host=host, port=int(port), fenced=False)
+        for b in kafka_cluster.broker_ids
+        for host, _, port in [kafka_cluster.broker_address(b).rpartition(":")]
+    )
+    assert view.endpoints == every_broker
+    assert await kafka.broker_endpoints() == every_broker
+
 
 @pytest.mark.sandbox
 async def test_an_unknown_topic_is_a_permanent_error(kafka: KafkaAdmin) -> None:
@@ -258,6 +268,12 @@ async def test_a_killed_broker_is_seen_alive_until_kafka_fences_it(
         assert violations, f"removing broker {live} too should violate min.insync.replicas"
         assert all(f"minus [{live}] leaves 1 < min.insync.replicas 2" in v for v in violations), violations
     assert brokers_seen_alive(view, [KILLED, 0])[0][0] == "registered in cluster metadata"
+    # DescribeCluster v2 still lists the fenced broker, with the address it advertised: its pod stays identifiable.
+    host, _, port = kafka_cluster.broker_address(KILLED).rpartition(":")
+    fenced = BrokerEndpoint(broker_id=KILLED, host=host, port=int(port), fenced=True)
+    assert fenced in view.endpoints, view.endpoints
+    assert [e.broker_id for e in view.endpoints if not e.fenced] == [0, 2, 3]
+    assert fenced in await kafka.broker_endpoints()
 
 
 @pytest.mark.sandbox

@@ -12,6 +12,8 @@ from dataclasses import replace
 import pytest
 
 from agent.actions.registry import CATALOG
+from agent.audit.trail import cycle_records
+from agent.core.engine import CycleOutcome, run_cycle
 from agent.core.loader import parse_rules
 from agent.core.matching import (
     DEFAULT_IDENTITY_LABELS,
@@ -26,8 +28,10 @@ from agent.core.matching import (
     select_objects,
 )
 from agent.core.pools import PoolShape
-from agent.core.rules import IdentityLabels, Rule, TargetKind
+from agent.core.rules import IdentityLabels, LabelSelector, Rule, TargetKind
 from agent.core.samples import Sample
+from agent.core.states import Verdict
+from agent.runtime.cycle import rule_health
 
 GIB = 1024**3
 KAFKA = {"app": "kafka"}
@@ -63,6 +67,7 @@ def join(
     index = IdentityIndex(
         objects=OBJECTS[kind] if objects is None else objects,
         identity_labels=DEFAULT_IDENTITY_LABELS[kind] if identity is None else identity,
+        cluster_wide_applies=kind is TargetKind.BROKER,
     )
     return index.join(vector)
 
@@ -221,11 +226,123 @@ def test_identity_join(kind: TargetKind, vector: list[Sample], values: dict[str,
     assert result.ambiguous_objects == frozenset()
 
 
-@pytest.mark.parametrize("kind", list(TargetKind))
-def test_a_single_cluster_wide_series_applies_to_every_object(kind: TargetKind) -> None:
-    result = join(kind, [sample(2, job="kafka-controller")])
-    assert dict(result.values) == {target.key: 2 for target in OBJECTS[kind]}
+def test_a_single_cluster_wide_series_applies_to_every_broker() -> None:
+    result = join(TargetKind.BROKER, [sample(2, job="kafka-controller")])
+    assert dict(result.values) == {target.key: 2 for target in BROKERS}
     assert result.unmatched_series == 0
+    assert result.no_data == {}
+
+
+CLUSTER_WIDE_IS_NO_DATA = [kind for kind in TargetKind if kind is not TargetKind.BROKER]
+
+
+@pytest.mark.parametrize("kind", CLUSTER_WIDE_IS_NO_DATA)
+@pytest.mark.parametrize(
+    ("vector", "shown"),
+    [
+        pytest.param([sample(2, job="kafka-controller")], '{job="kafka-controller"}', id="alone"),
+        pytest.param(
+            [sample(85, namespace="kafka", pvc="data-kafka-0", node="worker-1", pool="0"), sample(90, device="sda")],
+            '{device="sda"}',
+            id="among named series",
+        ),
+    ],
+)
+def test_a_series_without_identity_is_no_data_for_every_pvc_node_and_pool(
+    kind: TargetKind, vector: list[Sample], shown: str
+) -> None:
+    result = join(kind, vector)
+    assert dict(result.values) == {}
+    assert set(result.no_data) == {target.key for target in OBJECTS[kind]}
+    assert all(
+        reason.startswith(f"series {shown} carries none of the identity labels") for reason in result.no_data.values()
+    ), result.no_data
+
+
+def test_one_stray_series_no_longer_resizes_every_pvc() -> None:
+    """The old join applied a lone series without identity (here `sum(...)` of the wrong expression,
+    90% used) to every selected PVC: every volume of the cluster was resized. Now none has data."""
+    loaded = rule("", action=RESIZE + '\n      params:\n        scalepercentage: "50"\n        maxsize: "2Ti"')
+
+    def cycle(vector: list[Sample]) -> CycleOutcome:
+        vectors = {expression.query: vector for expression in loaded.conditions.expressions}
+        return run_cycle(rule=loaded, objects=PVCS, vectors=vectors, states={}, now=1000.0, catalog=CATALOG)
+
+    named = cycle([sample(90, namespace="kafka", persistentvolumeclaim="data-kafka-1")])
+    assert [plan.object for plan in named.planned] == ["kafka/data-kafka-1"]  # the rule does resize
+
+    stray = cycle([sample(90)])
+    assert stray.planned == ()
+    assert {evaluation.verdict for evaluation in stray.evaluations} == {Verdict.NO_DATA}
+    assert all("carries none of the identity labels" in stray.notes[target.key] for target in PVCS), stray.notes
+    # The reason is where a no-data evaluation is read: its audit record and the rule's health.
+    records = [record for record in cycle_records(stray, dry_run=False) if record["event"] == "evaluation"]
+    assert len(records) == len(PVCS)
+    assert all("series {} carries none of the identity labels" in str(record["reason"]) for record in records)
+    assert "no data for 3 of 3 objects" in rule_health(stray)
+    assert "carries none of the identity labels" in rule_health(stray)
+
+
+@pytest.mark.parametrize(
+    ("kind", "objects", "vector", "no_data"),
+    [
+        pytest.param(
+            TargetKind.BROKER,
+            [
+                broker_object(namespace="a", pod="kafka-0", broker_id=0, labels={}),
+                broker_object(namespace="b", pod="kafka-0", broker_id=10, labels={}),
+                broker_object(namespace="b", pod="kafka-1", broker_id=11, labels={}),
+            ],
+            [sample(1, pod="kafka-0"), sample(2, pod="kafka-1")],
+            {
+                "a/kafka-0": "series pod=kafka-0 names 2 objects: a/kafka-0, b/kafka-0",
+                "b/kafka-0": "series pod=kafka-0 names 2 objects: a/kafka-0, b/kafka-0",
+            },
+            id="pod alone across two namespaces",
+        ),
+        pytest.param(
+            TargetKind.BROKER,
+            [
+                broker_object(namespace="east", pod="kafka-0", broker_id=0, labels={}),
+                broker_object(namespace="west", pod="kafka-0", broker_id=0, labels={}),
+            ],
+            [sample(1, broker="0")],
+            {
+                "east/kafka-0": "series broker=0 names 2 objects: east/kafka-0, west/kafka-0",
+                "west/kafka-0": "series broker=0 names 2 objects: east/kafka-0, west/kafka-0",
+            },
+            id="broker id alone across two clusters",
+        ),
+        pytest.param(
+            TargetKind.PVC,
+            PVCS,
+            [sample(1, pvc="data-kafka-0"), sample(2, namespace="kafka", pvc="data-kafka-1")],
+            dict.fromkeys(
+                ["kafka/data-kafka-0", "staging/data-kafka-0"],
+                "series pvc=data-kafka-0 names 2 objects: kafka/data-kafka-0, staging/data-kafka-0",
+            ),
+            id="pvc alone across two namespaces (identityLabels [pvc])",
+        ),
+    ],
+)
+def test_a_series_naming_several_objects_gives_each_no_data_never_the_last(
+    kind: TargetKind, objects: list[TargetObject], vector: list[Sample], no_data: dict[str, str]
+) -> None:
+    identity: IdentityLabels | None = (("pvc",), ("namespace", "pvc")) if kind is TargetKind.PVC else None
+    result = join(kind, vector, identity=identity, objects=objects)
+    assert dict(result.no_data) == no_data
+    assert not set(no_data) & set(result.values)
+    assert result.ambiguous_objects == frozenset(no_data)
+    assert len(result.values) == len(objects) - len(no_data)
+
+
+def test_a_broker_of_unknown_identity_is_still_named_by_its_pod() -> None:
+    unknown = broker_object(namespace="kafka", pod="kafka-3", broker_id=None, labels={}, identity_problem="why")
+    result = join(
+        TargetKind.BROKER, [sample(1, namespace="kafka", pod="kafka-3"), sample(2, broker="3")], objects=[unknown]
+    )
+    assert dict(result.values) == {"kafka/kafka-3": 1}
+    assert result.unmatched_series == 1
 
 
 def test_cluster_wide_series_among_others_is_unmatched() -> None:
@@ -249,11 +366,10 @@ def test_unmatched_series_are_counted() -> None:
         sample(85, namespace="kafka", pvc="data-kafka-0"),
         sample(85, namespace="kafka", pvc="data-zookeeper-0"),
         sample(85, namespace="monitoring", pvc="prometheus-db"),
-        sample(85, device="sda"),
     ]
     result = join(TargetKind.PVC, vector)
     assert dict(result.values) == {"kafka/data-kafka-0": 85}
-    assert result.unmatched_series == 3
+    assert result.unmatched_series == 2
 
 
 @pytest.mark.parametrize(
@@ -359,11 +475,12 @@ def test_identity_labels_override(spec: str, vector: list[Sample], values: dict[
     assert result.unmatched_series == unmatched
 
 
-def test_a_lone_series_without_the_override_labels_counts_as_cluster_wide() -> None:
+def test_a_lone_series_without_the_override_labels_is_no_data_for_every_pvc() -> None:
     loaded = rule("  identityLabels:\n    - [pvc]\n")
     vector = [sample(85, namespace="kafka", persistentvolumeclaim="data-kafka-1")]
     result = join(TargetKind.PVC, vector, identity=identity_labels_for(loaded), objects=PVCS)
-    assert dict(result.values) == {target.key: 85 for target in PVCS}
+    assert dict(result.values) == {}
+    assert set(result.no_data) == {target.key for target in PVCS}
 
 
 def test_identity_override_with_a_label_the_default_table_lacks() -> None:
@@ -452,3 +569,30 @@ def test_select_objects(spec: str, names: list[str]) -> None:
 def test_select_objects_keeps_only_the_rules_target_kind() -> None:
     selected = select_objects(rule("  selector:\n    matchLabels:\n      app: kafka\n", action=RESTART), SELECTABLE)
     assert [target.key for target in selected] == ["kafka/kafka-0"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "query"),
+    [
+        ("  selector:\n    matchLabels:\n      app: kafka\n      tier: data\n", "app=kafka,tier=data"),
+        (
+            "  selector:\n    matchLabels:\n      app: kafka\n    matchExpressions:\n"
+            "      - {key: zone, operator: In, values: [a, b]}\n"
+            "      - {key: role, operator: NotIn, values: [test]}\n"
+            "      - {key: broker, operator: Exists}\n"
+            "      - {key: draining, operator: DoesNotExist}\n",
+            "app=kafka,zone in (a,b),role notin (test),broker,!draining",
+        ),
+        ("", ""),
+    ],
+    ids=["matchLabels", "every operator", "empty"],
+)
+def test_a_selector_is_sent_as_the_apis_label_selector_and_read_back(spec: str, query: str) -> None:
+    selector = rule(spec).selector
+    assert selector.query() == query
+    assert LabelSelector.from_query(query) == selector
+    labels = {"app": "kafka", "tier": "data", "zone": "b", "role": "prod", "broker": "1"}
+    assert LabelSelector.from_query(query).matches(labels)
+    assert LabelSelector.from_query(query).matches({**labels, "draining": "yes"}) == ("!draining" not in query)
+    assert LabelSelector.from_query("a!=b,c==d").matches({"c": "d"})
+    assert not LabelSelector.from_query("a!=b,c==d").matches({"a": "b", "c": "d"})

@@ -139,6 +139,8 @@ def test_a_pool_without_drive_facts_has_no_shape() -> None:
 
 
 def test_pool_rules_without_a_storage_api_say_what_is_missing() -> None:
+    (rule,) = parse_rules(RULE, file="pools.yaml", catalog=CATALOG).rules
+    assert rule.target is TargetKind.STORAGE_POOL
     inventory = Inventory(cluster=cast(Any, None), prometheus=cast(Any, None))
     with pytest.raises(StorageApiNotConfiguredError, match="--storage-api URL"):
-        asyncio.run(inventory.objects(TargetKind.STORAGE_POOL))
+        asyncio.run(inventory.objects(rule))

@@ -89,8 +89,9 @@ class LeaderRebalanceExecutor:
     async def run(self, *, planned: PlannedAction, target: TargetObject, params: object, rule: Rule) -> Outcome:
         assert isinstance(params, LeaderRebalanceParams)
         broker = broker_id_of(target)
-        if broker is None:
-            return Outcome(kind=OutcomeKind.DECLINED, reason=f"{target.key} carries no broker id")
+        if broker is None:  # the engine holds such a plan already; this is the executor's own guard
+            why = target.identity_problem or "the object carries no broker id"
+            return Outcome(kind=OutcomeKind.HELD, reason=f"{target.key}: broker id unknown: {why}")
         if self.kafka is None:
             return Outcome(
                 kind=OutcomeKind.HELD, reason="no Kafka connection: cannot read leadership or elect (--kafka)"

@@ -7,9 +7,13 @@ into a `ClusterView`, and every failure into one of our own errors naming the bo
 and what failed. No call can hang: each request and the whole operation are bounded by a timeout.
 
 One view comes from one broker: the Metadata response (unfenced brokers, and every partition's
-leader, replicas and ISR, internal topics included) and the DescribeConfigs response for
+leader, replicas and ISR, internal topics included), the DescribeCluster v2 response (every broker's
+advertised address, fenced ones included and marked so) and the DescribeConfigs response for
 `min.insync.replicas` (each topic, plus that broker's own default for topics without an
-override) are both asked of the same broker, so the view is one broker's consistent picture.
+override) are all asked of the same broker, so the view is one broker's consistent picture. A broker
+that does not offer DescribeCluster v2 (before Kafka 4.0), or does not let us describe the cluster,
+gives the Metadata brokers as endpoints instead: the unfenced ones only, so a fenced broker's pod is
+identified by nobody (and whoever needed it holds).
 When that broker does not answer, the next known broker is asked, within the time budget.
 Both requests are the protocol classes aiokafka's admin client uses, sent through
 `AIOKafkaClient`, which lets us choose the broker and fall back to another.
@@ -38,6 +42,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from agent.adapters.clock import Clock, WallClock
 from agent.adapters.errors import KafkaAdminError, KafkaResponseError, KafkaUnavailableError
+from agent.adapters.kafka.describe_cluster import DescribeClusterRequest, endpoints_from
 from agent.adapters.kafka.elect import ELECT_LEADERS_KEY, IMPLEMENTED_VERSIONS, ElectLeadersRequest, parse_answer
 from agent.core.broker_identity import BrokerEndpoint
 from agent.core.elections import PartitionElection, error_name
@@ -61,6 +66,7 @@ _BROKER_RESOURCE = 4
 _TOPIC_CONFIG_SOURCE = 1  # DescribeConfigs v1+ config_source: set on the topic itself
 _CLIENT_ID = "kafka-autopilot"
 
+_CLUSTER_AUTHORIZATION_FAILED = 31
 _RETRIABLE_ELECTION_ERRORS = (7, 41)  # REQUEST_TIMED_OUT, NOT_CONTROLLER: another broker may do better
 
 _T = TypeVar("_T")
@@ -129,14 +135,6 @@ class KafkaSettings:
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = self.sasl_password
         return kwargs
-
-
-def _endpoints(metadata: dict[str, Any]) -> tuple[BrokerEndpoint, ...]:
-    """The brokers a Metadata response lists (the unfenced ones), with their advertised address."""
-    return tuple(
-        BrokerEndpoint(broker_id=b["node_id"], host=b["host"], port=b["port"])
-        for b in sorted(metadata["brokers"], key=lambda b: b["node_id"])
-    )
 
 
 def _describe(error: BaseException) -> str:
@@ -220,6 +218,33 @@ class KafkaAdmin:
             )
 
         return await self._bounded(ask_each_broker(), what="reading the cluster view", failures=failures)
+
+    async def broker_endpoints(self) -> tuple[BrokerEndpoint, ...]:
+        """Every broker Kafka knows, with the address it advertises, fenced ones marked so (see the
+        module docstring for brokers without DescribeCluster v2). Asks one broker at a time, bounded by
+        the operation timeout; `KafkaUnavailableError` when no broker answers."""
+        client = self._require_client("broker_endpoints")
+        failures: list[str] = []
+
+        async def ask_each_broker() -> tuple[BrokerEndpoint, ...]:
+            for node in self._shuffled_nodes(client):
+                try:
+                    async with self.clock.timeout(self.settings.request_timeout_ms / 1000):
+                        metadata = (await client.send(node, MetadataRequest([]))).to_object()
+                    return await self._endpoints_from(client, node=node, metadata=metadata)
+                except KafkaResponseError as error:
+                    if not error.temporary:
+                        raise
+                    failures.append(f"broker {node}: {error.reason}")
+                except (KafkaError, OSError, TimeoutError) as error:
+                    failures.append(f"broker {node}: {_describe(error)}")
+            raise KafkaUnavailableError(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                reason="reading the brokers' addresses failed on every known broker: "
+                + ("; ".join(failures) or "no broker in the metadata"),
+            )
+
+        return await self._bounded(ask_each_broker(), what="reading the brokers' addresses", failures=failures)
 
     async def elect_preferred_leaders(
         self, partitions: Sequence[tuple[str, int]], *, version: int | None = None
@@ -347,8 +372,28 @@ class KafkaAdmin:
         return ClusterView(
             brokers_registered=frozenset(b["node_id"] for b in metadata["brokers"]),
             partitions=partitions,
-            endpoints=_endpoints(metadata),
+            endpoints=await self._endpoints_from(client, node=node, metadata=metadata),
         )
+
+    async def _endpoints_from(self, client: Any, *, node: int, metadata: dict[str, Any]) -> tuple[BrokerEndpoint, ...]:
+        """DescribeCluster v2 of the broker that gave `metadata`; its Metadata brokers when it cannot say."""
+        try:
+            async with self.clock.timeout(self.settings.request_timeout_ms / 1000):
+                described = (await client.send(node, DescribeClusterRequest())).to_object()
+        except IncompatibleBrokerVersion:
+            return endpoints_from(described=None, metadata=metadata)
+        code = described["error_code"]
+        if code == _CLUSTER_AUTHORIZATION_FAILED:
+            return endpoints_from(described=None, metadata=metadata)
+        if code:
+            error = for_code(code)
+            message = described.get("error_message") or ""
+            raise KafkaResponseError(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                reason=f"DescribeCluster on broker {node}: {error.__name__} {message}".rstrip(),
+                temporary=bool(error.retriable),
+            )
+        return endpoints_from(described=described, metadata=metadata)
 
     def _check_topic(self, topic: dict[str, Any]) -> dict[str, Any]:
         code = topic["error_code"]

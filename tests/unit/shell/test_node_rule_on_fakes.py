@@ -46,7 +46,7 @@ async def test_a_failed_node_is_remedied_and_released_when_it_is_back() -> None:
             name="kafka-1",
             node="worker-1",
             labels={"app": "kafka"},
-            ip="10.0.0.11",
+            ips=("10.0.0.11",),
             claims=("data-kafka-1",),
         )
     )

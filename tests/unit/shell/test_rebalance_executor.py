@@ -140,13 +140,28 @@ async def test_nothing_to_elect_is_verified_without_a_request(kafka: FakeKafka, 
     assert kafka.elections == []
 
 
-async def test_declined_for_a_broker_object_without_a_broker_id(kafka: FakeKafka, clock: FakeClock) -> None:
-    nameless = replace(TARGET, identity={"namespace": "kafka", "pod": "kafka-1"})
+async def test_held_for_a_broker_object_without_a_broker_id(kafka: FakeKafka, clock: FakeClock) -> None:
+    unknown = broker_object(
+        namespace="kafka", pod="kafka-1", broker_id=None, labels={"app": "kafka"}, identity_problem="no broker here"
+    )
 
-    outcome = await execute(kafka, clock, target=nameless)
+    outcome = await execute(kafka, clock, target=unknown)
 
-    assert outcome == Outcome(kind=OutcomeKind.DECLINED, reason="kafka/kafka-1 carries no broker id")
+    assert outcome == Outcome(kind=OutcomeKind.HELD, reason="kafka/kafka-1: broker id unknown: no broker here")
     assert kafka.views == 0
+    assert kafka.elections == []
+
+
+async def test_the_broker_id_comes_from_the_objects_identity_not_its_pod_name(
+    kafka: FakeKafka, clock: FakeClock
+) -> None:
+    # Pod kafka-0 runs broker 1 (as Kafka's advertised address said): broker 1's partitions are elected.
+    renamed = broker_object(namespace="kafka", pod="kafka-0", broker_id=1, labels={"app": "kafka"})
+
+    outcome = await execute(kafka, clock, target=renamed)
+
+    assert outcome.kind is OutcomeKind.VERIFIED, outcome
+    assert sorted(p for batch in kafka.elections for p in batch) == [("orders", 0), ("orders", 1)]
 
 
 async def test_held_without_a_kafka_connection(clock: FakeClock) -> None:

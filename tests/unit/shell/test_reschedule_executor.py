@@ -79,7 +79,7 @@ def cluster(clock: FakeClock) -> FakeCluster:
             name="kafka-1",
             node="worker-1",
             labels={"app": "kafka"},
-            ip="10.0.0.11",
+            ips=("10.0.0.11",),
             claims=("data-kafka-1",),
         )
     )
@@ -89,7 +89,7 @@ def cluster(clock: FakeClock) -> FakeCluster:
             name="exporter-0",
             node="worker-1",
             labels={"app": "exporter"},
-            ip="10.0.0.12",
+            ips=("10.0.0.12",),
             claims=("cache-exporter-0",),
         )
     )
@@ -117,7 +117,7 @@ def kafka(clock: FakeClock) -> FakeKafka:
 @pytest.fixture(autouse=True)
 def brokers_register_when_running(cluster: FakeCluster, kafka: FakeKafka) -> None:
     def registered(pod: FakePod) -> None:
-        kafka.registered.update(broker for broker, host in kafka.hosts.items() if host == pod.ip)
+        kafka.registered.update(broker for broker, host in kafka.hosts.items() if host in pod.ips)
 
     cluster.on_running = registered
 
@@ -462,7 +462,7 @@ async def test_the_min_isr_guard_holds_when_a_second_node_fails_at_the_same_time
 ) -> None:
     cluster.add_node(FakeNode(name="worker-3", ready="Unknown"), lease_renewed=clock.now() - 120)
     cluster.add_pod(
-        FakePod(namespace="kafka", name="kafka-2", node="worker-3", labels={"app": "kafka"}, ip="10.0.0.13")
+        FakePod(namespace="kafka", name="kafka-2", node="worker-3", labels={"app": "kafka"}, ips=("10.0.0.13",))
     )
     # broker 2 still heartbeats from its failing node: registered and in the ISR, about to stop serving
 
@@ -482,7 +482,7 @@ async def test_the_min_isr_guard_passes_a_single_node_failure(
 ) -> None:
     cluster.add_node(FakeNode(name="worker-3"), lease_renewed=clock.now())
     cluster.add_pod(
-        FakePod(namespace="kafka", name="kafka-2", node="worker-3", labels={"app": "kafka"}, ip="10.0.0.13")
+        FakePod(namespace="kafka", name="kafka-2", node="worker-3", labels={"app": "kafka"}, ips=("10.0.0.13",))
     )
 
     outcome = await execute(cluster, kafka, clock)
