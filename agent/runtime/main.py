@@ -180,7 +180,7 @@ async def run_agent(
             return 1
         kafka = None
         if options.kafka:
-            kafka = await stack.enter_async_context(KafkaAdmin(settings=options.kafka, clock=clock))
+            kafka = await stack.enter_async_context(KafkaAdmin(settings=options.kafka, clock=clock, lazily=True))
         inventory = kube if options.scope_pod is None else ScopedInventory(source=kube, scope=options.scope_pod)
         pools = options.storage_api.client() if options.storage_api else None
         dry_applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))

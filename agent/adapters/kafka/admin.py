@@ -160,15 +160,34 @@ class KafkaAdmin:
 
     Entering connects (bounded by the operation timeout) and raises `KafkaUnavailableError`
     when no bootstrap server answers; leaving closes every connection.
+
+    With `lazily=True` (the agent's way), entering connects nothing: each question connects first
+    when there is no connection, and a failed connection is retried no sooner than a backoff that
+    doubles from `RECONNECT_FIRST_SECONDS` to `RECONNECT_MAX_SECONDS`; meanwhile the question fails
+    at once with the last error. So Kafka being away at start-up fails only what needs Kafka.
     """
 
-    def __init__(self, *, settings: KafkaSettings, clock: Clock | None = None) -> None:
+    RECONNECT_FIRST_SECONDS = 1.0
+    RECONNECT_MAX_SECONDS = 30.0
+
+    def __init__(self, *, settings: KafkaSettings, clock: Clock | None = None, lazily: bool = False) -> None:
         self.settings = settings
         self.clock: Clock = clock or WallClock()
+        self.lazily = lazily
         self._client: Any = None
+        self._entered = False
+        self._last_failure: KafkaUnavailableError | None = None
+        self._retry_at = 0.0
+        self._backoff = self.RECONNECT_FIRST_SECONDS
         self.last_election_version: int | None = None
 
     async def __aenter__(self) -> Self:
+        self._entered = True
+        if not self.lazily:
+            await self._connect()
+        return self
+
+    async def _connect(self) -> Any:
         client = AIOKafkaClient(**self.settings.client_kwargs())
         try:
             await self._bounded(client.bootstrap(), what="connecting to a bootstrap server")
@@ -176,12 +195,31 @@ class KafkaAdmin:
             await self._close(client)
             raise
         self._client = client
-        return self
+        return client
+
+    async def _connected(self, method: str) -> Any:
+        """The connection, made now if there is none (lazily, with the backoff above)."""
+        if not self._entered:
+            raise RuntimeError(f"KafkaAdmin.{method}() outside `async with KafkaAdmin(...)`")
+        if self._client is not None:
+            return self._client
+        if self._last_failure is not None and self.clock.monotonic() < self._retry_at:
+            raise self._last_failure
+        try:
+            client = await self._connect()
+        except KafkaUnavailableError as error:
+            self._last_failure = error
+            self._retry_at = self.clock.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, self.RECONNECT_MAX_SECONDS)
+            raise
+        self._last_failure, self._backoff = None, self.RECONNECT_FIRST_SECONDS
+        return client
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         client, self._client = self._client, None
+        self._entered = False
         if client is not None:
             await self._close(client)
 
@@ -194,9 +232,7 @@ class KafkaAdmin:
         in time, `KafkaResponseError` when a topic is unknown or another topic-level error is
         answered (a view missing a topic could hide a violation, so there is no partial view).
         """
-        if self._client is None:
-            raise RuntimeError("KafkaAdmin.cluster_view() outside `async with KafkaAdmin(...)`")
-        client = self._client
+        client = await self._connected("cluster_view")
         failures: list[str] = []
 
         async def ask_each_broker() -> ClusterView:
@@ -223,7 +259,7 @@ class KafkaAdmin:
         """Every broker Kafka knows, with the address it advertises, fenced ones marked so (see the
         module docstring for brokers without DescribeCluster v2). Asks one broker at a time, bounded by
         the operation timeout; `KafkaUnavailableError` when no broker answers."""
-        client = self._require_client("broker_endpoints")
+        client = await self._connected("broker_endpoints")
         failures: list[str] = []
 
         async def ask_each_broker() -> tuple[BrokerEndpoint, ...]:
@@ -261,7 +297,7 @@ class KafkaAdmin:
         top-level error (e.g. CLUSTER_AUTHORIZATION_FAILED), `KafkaUnavailableError` when no broker
         answers within the operation timeout.
         """
-        client = self._require_client("elect_preferred_leaders")
+        client = await self._connected("elect_preferred_leaders")
         if not partitions:
             return ()
         failures: list[str] = []
@@ -305,7 +341,7 @@ class KafkaAdmin:
 
     async def elect_leaders_versions(self) -> tuple[int, ...]:
         """The ElectLeaders versions both a broker (from its ApiVersions answer) and this agent speak."""
-        client = self._require_client("elect_leaders_versions")
+        client = await self._connected("elect_leaders_versions")
         failures: list[str] = []
 
         async def ask_each_broker() -> tuple[int, ...]:
@@ -333,11 +369,6 @@ class KafkaAdmin:
         return await self._bounded(ask_each_broker(), what="reading ApiVersions", failures=failures)
 
     # -- internals -------------------------------------------------------------------------------
-
-    def _require_client(self, method: str) -> Any:
-        if self._client is None:
-            raise RuntimeError(f"KafkaAdmin.{method}() outside `async with KafkaAdmin(...)`")
-        return self._client
 
     @staticmethod
     def _shuffled_nodes(client: Any) -> list[int]:
