@@ -7,6 +7,7 @@ cluster itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -18,8 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from helpers import eventually
 
+from agent.adapters.kafka import KafkaAdmin, KafkaSettings
+from agent.adapters.prometheus import PrometheusClient
+from agent.core.kafka_safety import ClusterView
 from sandbox import workload
 from sandbox.environment import Sandbox
 from sandbox.kube import KubeApi, node_condition
@@ -246,3 +251,67 @@ def broker_moves_off_failed_node(
         what=f"kafka-{broker} recreated and Running",
     )
     return moved, time.time() - not_ready
+
+
+# --- Kafka's leadership, for the rebalance scenarios ------------------------------------------------
+
+IMBALANCE = "kafka_controller_kafkacontroller_preferredreplicaimbalancecount"
+
+
+async def _view(bootstrap: str) -> ClusterView:
+    async with KafkaAdmin(settings=KafkaSettings(bootstrap_servers=bootstrap)) as kafka:
+        return await kafka.cluster_view()
+
+
+def view(sandbox: Sandbox) -> ClusterView:
+    return asyncio.run(_view(sandbox.kafka.bootstrap_servers))
+
+
+def away_from_preferred(current: ClusterView) -> list[str]:
+    return [f"{p.name} (leader {p.leader})" for p in current.partitions if p.leader != p.preferred_leader]
+
+
+def imbalance(prometheus: PrometheusClient) -> float | None:
+    samples = prometheus.instant_query(IMBALANCE)
+    return max(s.value for s in samples) if samples else None
+
+
+async def _create_topic(bootstrap: str, topic: str, assignment: dict[int, list[int]]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name=topic, num_partitions=-1, replication_factor=-1, replica_assignments=assignment)]
+        )
+    finally:
+        await admin.close()
+
+
+def create_topic(sandbox: Sandbox, topic: str, assignment: dict[int, list[int]]) -> None:
+    """A topic whose partition n has the replicas `assignment[n]`, the first of them preferred."""
+    asyncio.run(_create_topic(sandbox.kafka.bootstrap_servers, topic, assignment))
+
+
+def restart_broker(sandbox: Sandbox, broker: int) -> None:
+    sandbox.fault("stop-broker", str(broker))
+    assert not sandbox.kafka.broker_running(broker)
+    sandbox.fault("start-broker", str(broker))
+    eventually(lambda: sandbox.kafka.broker_running(broker), timeout=60, what=f"the bridge restarting broker {broker}")
+    sandbox.kafka.wait_for_brokers([broker])
+
+
+def wait_for_visible_imbalance(
+    sandbox: Sandbox, prometheus: PrometheusClient, broker: int, *, topic: str
+) -> ClusterView:
+    """Broker `broker` back in the ISR of every partition of `topic` it prefers, leading none of them, and
+    the controller's imbalance in Prometheus: the moment an election can fix it."""
+
+    def visible() -> ClusterView | None:
+        current = view(sandbox)
+        mine = [p for p in current.partitions if p.topic == topic and p.preferred_leader == broker]
+        ready = all(broker in p.isr and p.leader != broker for p in mine)
+        shown = (imbalance(prometheus) or 0) > 0
+        return current if ready and shown else None
+
+    found: ClusterView = eventually(visible, timeout=90, what=f"broker {broker}'s imbalance visible", interval=0.2)
+    return found

@@ -26,8 +26,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from e2e_support import AGENTS_OWN_RESOURCES, RULES, AgentProcess, agent_mutations, audit_log_entries
+from e2e_support import (
+    AGENTS_OWN_RESOURCES,
+    IMBALANCE,
+    RULES,
+    AgentProcess,
+    agent_mutations,
+    audit_log_entries,
+    away_from_preferred,
+    create_topic,
+    imbalance,
+    restart_broker,
+    view,
+    wait_for_visible_imbalance,
+)
 from elect_metrics import elect_requests
 from helpers import eventually
 
@@ -49,42 +61,12 @@ TOPIC = "rebalance-e2e"
 PARTITIONS = 12
 # Partition n prefers broker n % 4: each broker is the preferred leader of three partitions.
 ASSIGNMENT = {n: [n % 4, (n + 1) % 4, (n + 2) % 4] for n in range(PARTITIONS)}
-IMBALANCE = "kafka_controller_kafkacontroller_preferredreplicaimbalancecount"
 
 balance_times: list[float] = []
 
 
-async def _view(bootstrap: str) -> ClusterView:
-    async with KafkaAdmin(settings=KafkaSettings(bootstrap_servers=bootstrap)) as kafka:
-        return await kafka.cluster_view()
-
-
-def view(sandbox: Sandbox) -> ClusterView:
-    return asyncio.run(_view(sandbox.kafka.bootstrap_servers))
-
-
-def away_from_preferred(current: ClusterView) -> list[str]:
-    return [f"{p.name} (leader {p.leader})" for p in current.partitions if p.leader != p.preferred_leader]
-
-
 def leaders(current: ClusterView) -> dict[str, int | None]:
     return {p.name: p.leader for p in current.partitions}
-
-
-def imbalance(prometheus: PrometheusClient) -> float | None:
-    samples = prometheus.instant_query(IMBALANCE)
-    return max(s.value for s in samples) if samples else None
-
-
-async def _create_topic(bootstrap: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(name=TOPIC, num_partitions=-1, replication_factor=-1, replica_assignments=ASSIGNMENT)]
-        )
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +76,7 @@ def prometheus(sandbox: Sandbox) -> PrometheusClient:
 
 @pytest.fixture(scope="module")
 def topic(sandbox: Sandbox, prometheus: PrometheusClient) -> str:
-    asyncio.run(_create_topic(sandbox.kafka.bootstrap_servers))
+    create_topic(sandbox, TOPIC, ASSIGNMENT)
     eventually(
         lambda: (
             sum(1 for p in view(sandbox).partitions if p.topic == TOPIC) == PARTITIONS
@@ -128,35 +110,12 @@ def agent(
         yield process
 
 
-def restart_broker(sandbox: Sandbox, broker: int) -> None:
-    sandbox.fault("stop-broker", str(broker))
-    assert not sandbox.kafka.broker_running(broker)
-    sandbox.fault("start-broker", str(broker))
-    eventually(lambda: sandbox.kafka.broker_running(broker), timeout=60, what=f"the bridge restarting broker {broker}")
-    sandbox.kafka.wait_for_brokers([broker])
-
-
-def wait_for_visible_imbalance(sandbox: Sandbox, prometheus: PrometheusClient, broker: int) -> ClusterView:
-    """Broker `broker` back in the ISR of every partition it prefers, leading none of them, and the
-    controller's imbalance in Prometheus: the moment an election can fix it."""
-
-    def visible() -> ClusterView | None:
-        current = view(sandbox)
-        mine = [p for p in current.partitions if p.topic == TOPIC and p.preferred_leader == broker]
-        ready = all(broker in p.isr and p.leader != broker for p in mine)
-        shown = (imbalance(prometheus) or 0) > 0
-        return current if ready and shown else None
-
-    found: ClusterView = eventually(visible, timeout=90, what=f"broker {broker}'s imbalance visible", interval=0.2)
-    return found
-
-
 @pytest.mark.parametrize("broker", [1, 2, 3])
 def test_the_agent_restores_preferred_leaders_after_a_restart(
     sandbox: Sandbox, prometheus: PrometheusClient, agent: AgentProcess, broker: int
 ) -> None:
     restart_broker(sandbox, broker)
-    before = wait_for_visible_imbalance(sandbox, prometheus, broker)
+    before = wait_for_visible_imbalance(sandbox, prometheus, broker, topic=TOPIC)
     visible_at = time.monotonic()
     assert {(TOPIC, n) for n in ASSIGNMENT if n % 4 == broker} <= set(
         preferred_leader_candidates(before, broker_id=broker)
@@ -209,7 +168,7 @@ def test_dry_run_plans_the_election_and_changes_nothing(
     dry.start()
     try:
         restart_broker(sandbox, broker)
-        before = wait_for_visible_imbalance(sandbox, prometheus, broker)
+        before = wait_for_visible_imbalance(sandbox, prometheus, broker, topic=TOPIC)
         planned = eventually(
             lambda: [
                 r for r in dry.records() if r["event"] == "mutation-recorded" and r["action"] == "ElectPreferredLeaders"
