@@ -232,24 +232,30 @@ def verified_resizes(agent: AgentProcess, claim: str) -> list[dict[str, Any]]:
 
 
 def broker_moves_off_failed_node(
-    sandbox: Sandbox, api: KubeApi, *, broker: int, node: str, timeout: float
+    sandbox: Sandbox,
+    api: KubeApi,
+    *,
+    broker: int,
+    node: str,
+    timeout: float,
+    pod: str | None = None,
+    namespace: str = workload.NAMESPACE,
 ) -> tuple[dict[str, Any], float]:
-    """Fail `node` (its broker dies with it), wait for it to turn NotReady, then for broker pod `broker`
-    to be recreated and Running; returns the new pod and the seconds from NotReady to Running.
-    The caller recovers the node (in a `finally`)."""
-    uid = api.get(f"{PODS}/{workload.pod_name(broker)}")["metadata"]["uid"]
+    """Fail `node` (its broker dies with it), wait for it to turn NotReady, then for the broker's pod
+    (`pod`, by default the statefulset shape's pod of `broker`) to be recreated and Running on another
+    node; returns the new pod and the seconds from NotReady to Running. The caller recovers the node."""
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod or workload.pod_name(broker)}"
+    uid = api.get(path)["metadata"]["uid"]
     sandbox.fault("fail-node", node)
     eventually(lambda: node_condition(api.get(f"/api/v1/nodes/{node}")) != "True", timeout=90, what="NotReady")
     not_ready = time.time()
-    moved: dict[str, Any] = eventually(
-        lambda: (
-            (pod := api.get(f"{PODS}/{workload.pod_name(broker)}"))["metadata"]["uid"] != uid
-            and pod["status"].get("phase") == "Running"
-            and pod
-        ),
-        timeout=timeout,
-        what=f"kafka-{broker} recreated and Running",
-    )
+
+    def running_elsewhere() -> dict[str, Any] | None:
+        found = api.get(path)  # absent between the deletion and the recreation: not yet
+        moved = found["metadata"]["uid"] != uid and found["status"].get("phase") == "Running"
+        return found if moved and found["spec"].get("nodeName") != node else None
+
+    moved: dict[str, Any] = eventually(running_elsewhere, timeout=timeout, what=f"{path} recreated and Running")
     return moved, time.time() - not_ready
 
 
