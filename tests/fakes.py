@@ -375,6 +375,15 @@ class FakeCluster:
             if (namespace is None or pod.namespace == namespace) and _matches(label_selector, pod.labels)
         ]
 
+    async def get_pod(self, *, namespace: str, name: str) -> PodInfo:
+        self.failures.check("get_pod")
+        found = self.pods.get(f"{namespace}/{name}")
+        if found is None:
+            raise NotFoundError(
+                f"pods {namespace}/{name} not found", server="fake", verb="GET", resource="pods", status=404
+            )
+        return found.info()
+
     async def list_volume_attachments(self) -> list[VolumeAttachmentInfo]:
         self.failures.check("list_volume_attachments")
         return list(self.attachments.values())
@@ -464,9 +473,16 @@ class FakeCluster:
         return True
 
     async def force_delete_pod(self, *, namespace: str, name: str, uid: str) -> bool:
+        return await self._delete_with_uid("force_delete_pod", namespace=namespace, name=name, uid=uid)
+
+    async def delete_pod(self, *, namespace: str, name: str, uid: str) -> bool:
+        """A graceful delete: in the fake the pod goes at once (its grace period is not modelled)."""
+        return await self._delete_with_uid("delete_pod", namespace=namespace, name=name, uid=uid)
+
+    async def _delete_with_uid(self, call: str, *, namespace: str, name: str, uid: str) -> bool:
         key = f"{namespace}/{name}"
-        self.writes.append(("force_delete_pod", key))
-        self.failures.check("force_delete_pod")
+        self.writes.append((call, key))
+        self.failures.check(call)
         pod = self.pods.get(key)
         if pod is None:
             return False

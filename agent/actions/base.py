@@ -63,6 +63,12 @@ class Executor(Protocol):
         ...
 
 
+def broker_id_of(target: TargetObject) -> int | None:
+    """The broker id the inventory attached to a KafkaBroker object (from Kafka or the rule), or None."""
+    value = target.identity.get("broker", "")
+    return int(value) if value.isdigit() else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Dependencies:
     """What the agent can give an executor; each action's factory takes what it needs."""

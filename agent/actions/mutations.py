@@ -88,6 +88,18 @@ class ForceDeletePod:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeletePod:
+    """A graceful delete (the pod's own termination grace period), only of the pod with `uid`."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def describe(self) -> str:
+        return f"delete Pod {self.namespace}/{self.name} (uid {self.uid})"
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeleteVolumeAttachment:
     name: str
 
@@ -149,6 +161,7 @@ Mutation = (
     | ReleaseNode
     | TaintNode
     | ForceDeletePod
+    | DeletePod
     | DeleteVolumeAttachment
     | ElectPreferredLeaders
     | ExpandPool
@@ -181,6 +194,8 @@ class ClusterWriter(Protocol):
     async def taint_node(self, *, name: str, key: str, value: str | None, effect: TaintEffect) -> object: ...
 
     async def force_delete_pod(self, *, namespace: str, name: str, uid: str) -> object: ...
+
+    async def delete_pod(self, *, namespace: str, name: str, uid: str) -> object: ...
 
     async def delete_volume_attachment(self, name: str) -> object: ...
 
@@ -236,6 +251,8 @@ class LiveApplier:
                 )
             case ForceDeletePod():
                 await self.writer.force_delete_pod(namespace=mutation.namespace, name=mutation.name, uid=mutation.uid)
+            case DeletePod():
+                await self.writer.delete_pod(namespace=mutation.namespace, name=mutation.name, uid=mutation.uid)
             case DeleteVolumeAttachment():
                 await self.writer.delete_volume_attachment(mutation.name)
             case ElectPreferredLeaders():

@@ -129,7 +129,7 @@ def brokers_seen_alive(view: ClusterView, broker_ids: Iterable[int]) -> dict[int
     return seen
 
 
-def min_isr_violations(view: ClusterView, *, removing: frozenset[int]) -> list[str]:
+def min_isr_violations(view: ClusterView, *, removing: frozenset[int], margin: int = 0) -> list[str]:
     """The partitions that taking the brokers in `removing` out of service would leave below
     `min.insync.replicas`, one sentence each, sorted by topic and partition.
 
@@ -146,6 +146,8 @@ def min_isr_violations(view: ClusterView, *, removing: frozenset[int]) -> list[s
     left is too few: that includes a partition already below its minimum that would lose one
     more in-sync replica (possibly its leader), and the sentence says so. A partition below its
     minimum that the step does not touch is not this step's violation and is not listed.
+
+    `margin` asks for that many in-sync replicas more than `min.insync.replicas` to remain.
     """
     violations: list[str] = []
     for p in sorted(view.partitions, key=lambda p: (p.topic, p.partition)):
@@ -154,11 +156,10 @@ def min_isr_violations(view: ClusterView, *, removing: frozenset[int]) -> list[s
         if not taken:
             continue
         remaining = len(live) - len(taken)
-        if remaining >= p.min_insync:
+        if remaining >= p.min_insync + margin:
             continue
-        sentence = (
-            f"{p.name}: ISR {_ids(live)} minus {_ids(taken)} leaves {remaining} < min.insync.replicas {p.min_insync}"
-        )
+        wanted = f"min.insync.replicas {p.min_insync}" + (f" + margin {margin}" if margin else "")
+        sentence = f"{p.name}: ISR {_ids(live)} minus {_ids(taken)} leaves {remaining} < {wanted}"
         if len(live) < p.min_insync:
             sentence += " (already below it before this step)"
         violations.append(sentence)

@@ -59,6 +59,8 @@ class TargetObject:
     pool: PoolShape | None = None
     owner: str | None = None
     """`Kind/name` of a controlling owner (e.g. a Strimzi KafkaNodePool), if any."""
+    uid: str | None = None
+    """The object's uid as the inventory saw it (a broker pod's), so a plan can name exactly that object."""
     identity_problem: str | None = None
     """Why this object's identity (a broker pod's broker id) is unknown: it is evaluated, but every
     action planned on it is held with this reason (agent.core.engine)."""
@@ -95,6 +97,7 @@ def broker_object(
     broker_id: int | None,
     labels: Mapping[str, str],
     identity_problem: str | None = None,
+    uid: str | None = None,
 ) -> TargetObject:
     """A broker pod; `broker_id` None (with the `identity_problem`) when it is not known which broker it runs."""
     if (broker_id is None) == (identity_problem is None):
@@ -109,6 +112,7 @@ def broker_object(
         labels=labels,
         identity=identity,
         identity_problem=identity_problem,
+        uid=uid,
     )
 
 

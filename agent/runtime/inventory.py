@@ -119,13 +119,18 @@ class Inventory:
             identity = identities[(pod.namespace, pod.name)]
             if isinstance(identity, Identified):
                 target = broker_object(
-                    namespace=pod.namespace, pod=pod.name, broker_id=identity.broker_id, labels=pod.labels
+                    namespace=pod.namespace, pod=pod.name, broker_id=identity.broker_id, labels=pod.labels, uid=pod.uid
                 )
             else:
                 kafka_only = endpoints is None and not rule.broker_identity.stated
                 problem = f"{identity.reason}: {kafka_problem}" if kafka_only else identity.reason
                 target = broker_object(
-                    namespace=pod.namespace, pod=pod.name, broker_id=None, labels=pod.labels, identity_problem=problem
+                    namespace=pod.namespace,
+                    pod=pod.name,
+                    broker_id=None,
+                    labels=pod.labels,
+                    identity_problem=problem,
+                    uid=pod.uid,
                 )
             brokers.append(replace(target, namespace_labels=namespaces.get(pod.namespace, {})))
         return brokers

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.actions.leader_rebalance.executor import broker_id_of, not_electable, not_led_by_preferred
+from agent.actions.base import broker_id_of
+from agent.actions.leader_rebalance.executor import not_electable, not_led_by_preferred
 from agent.actions.mutations import ElectPreferredLeaders
 from agent.core.elections import ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE, PartitionElection, batches
 from agent.core.kafka_safety import ClusterView, PartitionState, preferred_leader_candidates

@@ -95,14 +95,12 @@ def dependencies(*, kafka: bool, pools: bool) -> Dependencies:
     ("kafka", "pools", "expected"),
     [
         (False, False, [VOLUME_RESIZE, NODE_RESCHEDULE]),
-        (True, False, [VOLUME_RESIZE, LEADER_REBALANCE, NODE_RESCHEDULE]),
+        (True, False, [VOLUME_RESIZE, LEADER_REBALANCE, NODE_RESCHEDULE, BROKER_RESTART]),
         (False, True, [VOLUME_RESIZE, POOL_EXPAND, NODE_RESCHEDULE]),
-        (True, True, [VOLUME_RESIZE, POOL_EXPAND, LEADER_REBALANCE, NODE_RESCHEDULE]),
+        (True, True, [VOLUME_RESIZE, POOL_EXPAND, LEADER_REBALANCE, NODE_RESCHEDULE, BROKER_RESTART]),
     ],
 )
-def test_an_executor_is_built_only_with_its_dependencies_and_restart_has_none(
-    kafka: bool, pools: bool, expected: list[str]
-) -> None:
+def test_an_executor_is_built_only_with_its_dependencies(kafka: bool, pools: bool, expected: list[str]) -> None:
     dry = DryRunApplier(record=lambda _mutation: None)
     asked: list[str] = []
 
@@ -113,7 +111,6 @@ def test_an_executor_is_built_only_with_its_dependencies_and_restart_has_none(
     executors = build_executors(dependencies=dependencies(kafka=kafka, pools=pools), applier_for=applier_for)
     assert list(executors) == expected
     assert all(executor.action == name for name, executor in executors.items())
-    assert BROKER_RESTART not in executors
 
 
 # --- the in-flight record --------------------------------------------------------------------------------

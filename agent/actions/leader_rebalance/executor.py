@@ -30,6 +30,7 @@ from agent.actions.base import (
     MutationLog,
     Outcome,
     OutcomeKind,
+    broker_id_of,
     finished,
     verified,
     wait_for,
@@ -46,12 +47,6 @@ from agent.core.rules import Rule
 
 class KafkaViewer(Protocol):
     async def cluster_view(self, *, topics: Sequence[str] | None = None) -> ClusterView: ...
-
-
-def broker_id_of(target: TargetObject) -> int | None:
-    """The broker id the inventory attached to a KafkaBroker object."""
-    value = target.identity.get("broker", "")
-    return int(value) if value.isdigit() else None
 
 
 def not_electable(view: ClusterView, *, broker_id: int) -> list[tuple[str, int]]:

@@ -28,7 +28,8 @@ class NodeRescheduleParams:
     mode: RescheduleMode = RescheduleMode.FORCE_DELETE
     delete_volume_attachments: bool = True
     broker_selector: LabelSelector = field(default_factory=LabelSelector)
-    """Which pods on the node are Kafka brokers to reschedule (default: every pod on the node)."""
+    """Which pods on the node are Kafka brokers to reschedule (empty: the rule's selector, else the pods
+    Kafka identifies as brokers; see the executor)."""
 
 
 def _build(values: Mapping[str, object]) -> NodeRescheduleParams:
@@ -69,13 +70,14 @@ SPEC = ActionSpec(
         ParamSpec(
             name="deletevolumeattachments",
             type=ParamType.BOOLEAN,
-            doc="Delete the node's stale VolumeAttachments so volumes can attach elsewhere.",
+            doc="Delete the moved pods' VolumeAttachments on the node so their volumes can attach elsewhere.",
             default="true",
         ),
         ParamSpec(
             name="brokerlabel",
             type=ParamType.TEXT,
-            doc="key=value label of the broker pods to move (default: all pods on the node).",
+            doc="key=value label of the broker pods to move (default: the rule's selector, else the pods Kafka"
+            " identifies as brokers).",
         ),
     ),
     build=_build,

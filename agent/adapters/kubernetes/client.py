@@ -856,6 +856,19 @@ class KubeClient:
             return True
         raise AssertionError("unreachable")
 
+    async def delete_pod(self, *, namespace: str, name: str, uid: str) -> bool:
+        """Delete the pod gracefully (its own termination grace period), only if it is still the pod with
+        `uid`. True when the delete was accepted, False when no pod of that name exists any more; a
+        namesake with another uid raises ConflictError and stays."""
+        operation = _Operation(verb="DELETE", resource="pods", namespace=namespace, name=name)
+        try:
+            await self._send(
+                operation, self._core.delete_namespaced_pod, name, namespace, body={"preconditions": {"uid": uid}}
+            )
+        except NotFoundError:
+            return False
+        return True
+
     async def force_delete_pod(self, *, namespace: str, name: str, uid: str) -> bool:
         """Delete the pod at once (grace period 0), only if it is still the pod with `uid`.
 
