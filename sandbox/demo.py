@@ -30,7 +30,7 @@ from agent.adapters.kafka import KafkaSettings
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord
 from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
-from sandbox import workload
+from sandbox import shapes, workload
 from sandbox.environment import Sandbox
 
 REFERENCE_RULE = Path(__file__).resolve().parents[1] / "rules" / "kafka-resize.yaml"
@@ -67,7 +67,7 @@ def _claims() -> list[str]:
 
 
 async def play(*, dry_run: bool, as_json: bool, keep: bool, out: TextIO, progress: Callable[[str], None]) -> int:
-    sandbox = Sandbox()
+    sandbox = Sandbox(shape=shapes.DEFAULT_SHAPE)  # the reference scenario's shape
     status = await asyncio.to_thread(sandbox.up, progress=progress)
     twin = sandbox.twin_client()
     board = Scoreboard()

@@ -1,6 +1,6 @@
 """The whole local real environment, brought up and torn down as one: `kafka-autopilot sandbox ...`.
 
-Parts, each a real program except the storage twin (a simulation, named as one):
+Parts, each a real program except the storage twin and the operator twin (simulations, named as such):
 - Kubernetes: etcd, kube-apiserver (RBAC, audit log), kube-controller-manager, kube-scheduler, and
   KWOK for 5 nodes (sandbox.kube);
 - Kafka: a KRaft controller and 4 brokers, each with the JMX exporter, advertising its pod's IP
@@ -14,7 +14,8 @@ Parts, each a real program except the storage twin (a simulation, named as one):
 - the bridge that makes each broker follow its pod (sandbox.bridge).
 
 All state lives in one work dir (default `.cache/sandbox`), the shape included (`shape.json`), so
-`up`, `status`, `fault` and `down` can run in different processes. Every daemon has a time-to-live and stops by itself.
+`up`, `status`, `fault` and `down` can run in different processes. Every daemon has a time-to-live
+and stops by itself.
 """
 
 from __future__ import annotations
