@@ -24,6 +24,7 @@ from sandbox import demo
 from sandbox.environment import FAULTS, REPO, Sandbox
 from sandbox.process import SandboxProcessError
 from sandbox.prometheus import binaries
+from sandbox.shapes import SHAPE_NAMES
 
 DEMO_TEST_FILE = REPO / "tests" / "rules" / "kafka-resize.test.yaml"
 
@@ -55,6 +56,14 @@ def add_parsers(commands: Any) -> None:
     actions = sandbox.add_subparsers(title="actions", required=True, metavar="ACTION")
     up = actions.add_parser("up", help="install what is missing (cached), start everything, print the status")
     up.add_argument("--no-install", action="store_true", help="do not run the installers first")
+    up.add_argument(
+        "--shape",
+        choices=SHAPE_NAMES,
+        default=None,
+        help="how Kafka is deployed: statefulset (default; StatefulSet kafka, brokers 0-3), strimzi (our "
+        "stand-in of Strimzi's Kafka + KafkaNodePool, node ids 10-13, made by the operator twin) or bitnami "
+        "(StatefulSet kafka-broker, broker ids from 100); a work dir keeps its shape until `reset`",
+    )
     up.set_defaults(command=cmd_sandbox_up)
     actions.add_parser("down", help="stop every sandbox process").set_defaults(command=cmd_sandbox_down)
     actions.add_parser("reset", help="stop everything and delete the sandbox state").set_defaults(
@@ -122,7 +131,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _sandbox(args: argparse.Namespace) -> Sandbox:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # "unable to connect" while brokers start
-    return Sandbox(work_dir=args.work_dir) if args.work_dir else Sandbox()
+    shape = getattr(args, "shape", None)
+    return Sandbox(work_dir=args.work_dir, shape=shape) if args.work_dir else Sandbox(shape=shape)
 
 
 def _progress(message: str) -> None:

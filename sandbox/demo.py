@@ -34,7 +34,7 @@ from agent.adapters.kafka import KafkaSettings
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord
 from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
-from sandbox import workload
+from sandbox import shapes, workload
 from sandbox.environment import Sandbox, default_work_dir
 
 REFERENCE_RULE = Path(__file__).resolve().parents[1] / "rules" / "kafka-resize.yaml"
@@ -75,7 +75,7 @@ def demo_work_dir() -> Path:
 
 
 async def play(*, dry_run: bool, as_json: bool, keep: bool, out: TextIO, progress: Callable[[str], None]) -> int:
-    sandbox = Sandbox(work_dir=demo_work_dir())
+    sandbox = Sandbox(work_dir=demo_work_dir(), shape=shapes.DEFAULT_SHAPE)  # the reference scenario's shape
     if sandbox.work_dir.exists():
         progress(f"starting from a fresh sandbox: removing what the last demo left in {sandbox.work_dir}")
         await asyncio.to_thread(sandbox.reset, progress=progress)

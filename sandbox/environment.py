@@ -1,16 +1,21 @@
 """The whole local real environment, brought up and torn down as one: `kafka-autopilot sandbox ...`.
 
-Parts, each a real program except the storage twin (a simulation, named as one):
+Parts, each a real program except the storage twin and the operator twin (simulations, named as such):
 - Kubernetes: etcd, kube-apiserver (RBAC, audit log), kube-controller-manager, kube-scheduler, and
   KWOK for 5 nodes (sandbox.kube);
-- Kafka: a KRaft controller and brokers 0-3, each with the JMX exporter (sandbox.kafka);
+- Kafka: a KRaft controller and 4 brokers, each with the JMX exporter, advertising its pod's IP
+  (sandbox.kafka);
+- the deployment shape (sandbox.shapes): `statefulset` (default), `strimzi` (our stand-in of Strimzi's
+  CRDs, whose pods and PVCs the operator twin makes: sandbox.operator_twin, a simulation) or `bitnami`;
+  plus neighbours that are not Kafka on the broker nodes (sandbox.neighbours);
 - the storage twin: provisioner and resizer for the sandbox StorageClass, volume and pool metrics, and
   a storage-pool API shaped like the OpenStorage SDK's (sandbox.storage_twin);
 - Prometheus scraping brokers, controller, twin and the agent every second (sandbox.prometheus);
 - the bridge that makes each broker follow its pod (sandbox.bridge).
 
-All state lives in one work dir (default `.cache/sandbox`), so `up`, `status`, `fault` and `down`
-can run in different processes. Every daemon has a time-to-live and stops by itself.
+All state lives in one work dir (default `.cache/sandbox`), the shape included (`shape.json`), so
+`up`, `status`, `fault` and `down` can run in different processes. Every daemon has a time-to-live
+and stops by itself.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.adapters.local_prometheus import ScrapeTarget
-from sandbox import workload
-from sandbox.bridge import Faults
+from sandbox import neighbours, shapes, workload
+from sandbox.bridge import Faults, pool_node_ids
 from sandbox.kafka import KafkaCluster
 from sandbox.kube import KubeApi, KubeApiError, KubeControlPlane
 from sandbox.process import (
@@ -39,6 +44,7 @@ from sandbox.process import (
     stop_daemon,
 )
 from sandbox.prometheus import PrometheusServer
+from sandbox.shapes import Shape
 from sandbox.storage_twin import StorageTwinClient, start_storage_twin
 
 Progress = Callable[[str], None]
@@ -77,12 +83,43 @@ def install_tools(progress: Progress) -> None:
             raise SandboxProcessError(f"scripts/{script} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
 
 
+DAEMONS = ("bridge", "operator-twin", "prometheus", "storage-twin")
+
+
 @dataclass
 class Sandbox:
+    """The sandbox in `work_dir`. `shape` None means the one recorded there (else the default);
+    a shape other than the recorded one is refused until `reset`."""
+
     work_dir: Path = field(default_factory=default_work_dir)
+    shape: str | None = None
 
     def __post_init__(self) -> None:
         self.work_dir = self.work_dir.resolve()
+        recorded = self.recorded_shape()
+        if self.shape is None:
+            self.shape = recorded or shapes.DEFAULT_SHAPE
+        shapes.shape_named(self.shape)
+        if recorded is not None and recorded != self.shape:
+            raise SandboxProcessError(
+                f"{self.work_dir} holds a {recorded} sandbox, not {self.shape}: "
+                "`sandbox reset` it or use another work dir"
+            )
+
+    @property
+    def shape_path(self) -> Path:
+        return self.work_dir / "shape.json"
+
+    def recorded_shape(self) -> str | None:
+        try:
+            name = json.loads(self.shape_path.read_text())["shape"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return str(name)
+
+    @property
+    def definition(self) -> Shape:
+        return shapes.shape_named(self.shape or shapes.DEFAULT_SHAPE)
 
     @property
     def kube(self) -> KubeControlPlane:
@@ -90,7 +127,10 @@ class Sandbox:
 
     @property
     def kafka(self) -> KafkaCluster:
-        return KafkaCluster(work_dir=self.work_dir / "kafka")
+        shape = self.definition
+        return KafkaCluster(
+            work_dir=self.work_dir / "kafka", broker_ids=shape.broker_ids, controller_id=shape.controller_id
+        )
 
     @property
     def run_dir(self) -> Path:
@@ -153,6 +193,8 @@ class Sandbox:
             install_tools(progress)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        shape = self.definition
+        self.shape_path.write_text(json.dumps({"shape": shape.name}) + "\n")
         if not self.faults_path.exists():
             Faults().save(self.faults_path)
         progress("starting Kubernetes: etcd, kube-apiserver, controller-manager, scheduler, kwok")
@@ -160,8 +202,11 @@ class Sandbox:
         kube.start()
         progress("starting the storage twin (a simulation of the storage layer)")
         self._start_twin(kube)
-        progress("applying the Kafka workload: namespace, StorageClass, StatefulSet kafka (4 x 400Gi)")
+        progress(f"applying the Kafka workload, shape {shape.name}: {shape.summary} (4 x 400Gi)")
         self._apply_workload(kube.api())
+        if shape.name == "strimzi":
+            progress("starting the operator twin (a simulation of Strimzi's operator for the pool)")
+            self._start_operator_twin()
         progress("starting the Kafka KRaft controller")
         kafka = self.kafka
         kafka.start_controller()
@@ -169,6 +214,9 @@ class Sandbox:
         self._start_bridge()
         progress("waiting for 4 pods Running with Bound volumes, and their brokers registered")
         self._wait_for_workload(kube.api(), kafka)
+        progress("applying the neighbours: a pod with its own PVC on each broker node, a DaemonSet")
+        self._apply(kube.api(), neighbours.manifests(shape))
+        self._wait_for_neighbours(kube.api())
         progress("starting Prometheus (1s scrape of brokers, controller and twin)")
         self._start_prometheus()
         status = self._write_status()
@@ -176,7 +224,7 @@ class Sandbox:
         return status
 
     def down(self, *, progress: Progress) -> None:
-        for name in ("bridge", "prometheus", "storage-twin"):
+        for name in DAEMONS:
             daemon = daemon_from_pid_file(name=name, run_dir=self.run_dir)
             if daemon is not None:
                 progress(f"stopping {name}")
@@ -197,9 +245,10 @@ class Sandbox:
             recorded: dict[str, Any] = json.loads(self.status_path.read_text())
         except (OSError, ValueError):
             recorded = {}
+        wanted = [d for d in DAEMONS if d != "operator-twin" or self.definition.name == "strimzi"]
         running = {
             name: bool((daemon := daemon_from_pid_file(name=name, run_dir=self.run_dir)) and daemon.is_running())
-            for name in ("bridge", "prometheus", "storage-twin")
+            for name in wanted
         }
         recorded["up"] = bool(recorded) and self.kube.is_running() and all(running.values())
         recorded["processes"] = {
@@ -208,7 +257,34 @@ class Sandbox:
             "kafka-controller": self.kafka.controller_running(),
             **{f"broker-{b}": self.kafka.broker_running(b) for b in self.kafka.broker_ids},
         }
+        recorded.update(self.placement())
         return recorded
+
+    def placement(self) -> dict[str, Any]:
+        """The shape, where its brokers and the neighbours are now (read from the API), and its rules."""
+        shape = self.definition
+        found: dict[str, Any] = {
+            "shape": shape.name,
+            "rules_dir": str(REPO / shape.rules_dir),
+            "brokers": [],
+            "neighbours": [],
+        }
+        if not self.kube.is_running():
+            return found
+        try:
+            api = self.kube.api()
+            pods = api.get(f"/api/v1/namespaces/{workload.NAMESPACE}/pods?labelSelector={shape.label_selector}")
+            node_ids = pool_node_ids(api) if shape.name == "strimzi" else ()
+            by_broker = shapes.broker_pods(shape, pods["items"], pool_node_ids=node_ids)
+            found["brokers"] = neighbours.broker_entries(shape=shape, broker_pods=by_broker)
+            found["neighbours"] = neighbours.neighbour_entries(
+                pods=api.get(f"/api/v1/namespaces/{neighbours.NAMESPACE}/pods")["items"],
+                claims=api.get(f"/api/v1/namespaces/{neighbours.NAMESPACE}/persistentvolumeclaims")["items"],
+                attachments=api.get("/apis/storage.k8s.io/v1/volumeattachments")["items"],
+            )
+        except (KubeApiError, OSError) as error:
+            found["placement_error"] = f"{type(error).__name__}: {error}"
+        return found
 
     # --- faults -----------------------------------------------------------------------------------
 
@@ -282,22 +358,39 @@ class Sandbox:
         )
 
     def _apply_workload(self, api: KubeApi) -> None:
-        for path, manifest in (
-            ("/api/v1/namespaces", workload.namespace()),
-            ("/api/v1/namespaces", workload.agent_namespace()),
-            ("/apis/storage.k8s.io/v1/storageclasses", workload.storage_class()),
-            (f"/apis/apps/v1/namespaces/{workload.NAMESPACE}/statefulsets", workload.statefulset(replicas=4)),
-        ):
-            try:
-                api.create(path, manifest)
-            except KubeApiError as error:
-                if error.status != 409:
-                    raise
+        self._apply(
+            api,
+            [
+                ("/api/v1/namespaces", workload.namespace()),
+                ("/api/v1/namespaces", workload.agent_namespace()),
+                ("/apis/storage.k8s.io/v1/storageclasses", workload.storage_class()),
+                *shapes.workload_manifests(self.definition),
+            ],
+        )
+
+    @staticmethod
+    def _apply(api: KubeApi, manifests: list[tuple[str, dict[str, Any]]], *, timeout_seconds: float = 30.0) -> None:
+        """Create each object once; a 404 (a CRD not served yet) is retried until `timeout_seconds`."""
+        deadline = time.monotonic() + timeout_seconds
+        for path, manifest in manifests:
+            while True:
+                try:
+                    api.create(path, manifest)
+                    break
+                except KubeApiError as error:
+                    if error.status == 409:
+                        break
+                    if error.status != 404 or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
 
     def _wait_for_workload(self, api: KubeApi, kafka: KafkaCluster, *, timeout_seconds: float = 240.0) -> None:
         deadline = time.monotonic() + timeout_seconds
-        pods_path = f"/api/v1/namespaces/{workload.NAMESPACE}/pods"
+        shape = self.definition
+        pods_path = f"/api/v1/namespaces/{workload.NAMESPACE}/pods?labelSelector={shape.label_selector}"
         pvcs_path = f"/api/v1/namespaces/{workload.NAMESPACE}/persistentvolumeclaims"
+        pods: list[Any] = []
+        bound: list[Any] = []
         while time.monotonic() < deadline:
             pods = [p for p in api.get(pods_path)["items"] if p.get("status", {}).get("phase") == "Running"]
             bound = [c for c in api.get(pvcs_path)["items"] if c.get("status", {}).get("phase") == "Bound"]
@@ -310,13 +403,48 @@ class Sandbox:
             f"{len(pods)} pods Running, {len(bound)} PVCs Bound; see {self.run_dir}/bridge.log"
         )
 
+    def _wait_for_neighbours(self, api: KubeApi, *, timeout_seconds: float = 120.0) -> None:
+        """Until a neighbour (Running, its PVC Bound) and a node-agent pod run on every broker node."""
+        deadline = time.monotonic() + timeout_seconds
+        missing: set[str] = set()
+        while time.monotonic() < deadline:
+            broker_nodes = {entry["node"] for entry in self.placement()["brokers"]}
+            pods = api.get(f"/api/v1/namespaces/{neighbours.NAMESPACE}/pods")["items"]
+            claims = api.get(f"/api/v1/namespaces/{neighbours.NAMESPACE}/persistentvolumeclaims")["items"]
+            bound = {c["metadata"]["name"] for c in claims if c.get("status", {}).get("phase") == "Bound"}
+            running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+            with_volume = {
+                p["spec"].get("nodeName")
+                for p in running
+                if p["metadata"].get("labels", {}).get("app") == neighbours.STATEFULSET
+                and set(shapes.pod_claims(p)) <= bound
+            }
+            agents = {
+                p["spec"].get("nodeName")
+                for p in running
+                if p["metadata"].get("labels", {}).get("app") == neighbours.DAEMONSET
+            }
+            missing = (broker_nodes - with_volume) | (broker_nodes - agents)
+            if len(broker_nodes) == len(self.definition.broker_ids) and not missing:
+                return
+            time.sleep(1)
+        raise SandboxProcessError(
+            f"the neighbours did not come up within {timeout_seconds:.0f}s on broker nodes {sorted(missing)}"
+        )
+
     def _start_bridge(self) -> None:
-        existing = daemon_from_pid_file(name="bridge", run_dir=self.run_dir)
+        self._start_helper("bridge", "sandbox.bridge", "--shape", self.definition.name)
+
+    def _start_operator_twin(self) -> None:
+        self._start_helper("operator-twin", "sandbox.operator_twin")
+
+    def _start_helper(self, name: str, module: str, *args: str) -> None:
+        existing = daemon_from_pid_file(name=name, run_dir=self.run_dir)
         if existing is not None and existing.is_running():
             return
         start_daemon(
-            name="bridge",
-            argv=[sys.executable, "-m", "sandbox.bridge", "--work-dir", str(self.work_dir)],
+            name=name,
+            argv=[sys.executable, "-m", module, "--work-dir", str(self.work_dir), *args],
             run_dir=self.run_dir,
             cwd=REPO,
         )
@@ -329,10 +457,11 @@ class Sandbox:
 
     def _scrape_targets(self) -> list[ScrapeTarget]:
         kafka = self.kafka
+        shape = self.definition
         targets = [
             ScrapeTarget(
                 address=address,
-                labels={"namespace": workload.NAMESPACE, "pod": workload.pod_name(broker), "broker": str(broker)},
+                labels={"namespace": workload.NAMESPACE, "pod": shape.pod_name(broker), "broker": str(broker)},
             )
             for broker, address in kafka.metrics_targets.items()
         ]
@@ -365,6 +494,7 @@ class Sandbox:
             "namespace": workload.NAMESPACE,
             "work_dir": str(self.work_dir),
         }
+        status.update(self.placement())
         self.status_path.write_text(json.dumps(status, indent=2))
         return status
 

@@ -7,6 +7,11 @@ rebalancing is off, so an imbalance stays until someone fixes it. Every node kee
 directory under the work directory; a restarted broker finds its data again, as a pod does with
 its re-attached volume. Ports, the cluster id and the pid files live in the work directory too,
 so `up` and `down` may run in different processes.
+
+A broker started for a pod (`start_broker(..., pod_ip=...)`, by the sandbox's bridge) advertises
+`<pod IP>:<its pod port>`, as a broker in a pod does, so Kafka's metadata names the pod; it also keeps
+its listener on 127.0.0.1 (the bootstrap address), advertised as the same pod address. Both are
+loopback addresses (kwok's pod IPs are). Without a pod IP a broker advertises 127.0.0.1 as before.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import base64
 import concurrent.futures
 import contextlib
 import functools
+import ipaddress
 import json
 import os
 import signal
@@ -116,10 +122,12 @@ class ClusterLayout:
     controller_metrics_port: int
     broker_ports: dict[int, int] = field(default_factory=dict)
     broker_metrics_ports: dict[int, int] = field(default_factory=dict)
+    broker_pod_ports: dict[int, int] = field(default_factory=dict)
+    """The port each broker listens on at its pod's IP, when it runs for a pod."""
 
     @classmethod
     def new(cls, *, controller_id: int, broker_ids: Sequence[int]) -> ClusterLayout:
-        ports = _distinct_free_ports(2 + 2 * len(broker_ids))
+        ports = _distinct_free_ports(2 + 3 * len(broker_ids))
         return cls(
             cluster_id=_new_cluster_id(),
             controller_id=controller_id,
@@ -127,6 +135,7 @@ class ClusterLayout:
             controller_metrics_port=ports[1],
             broker_ports={b: ports[2 + i] for i, b in enumerate(broker_ids)},
             broker_metrics_ports={b: ports[2 + len(broker_ids) + i] for i, b in enumerate(broker_ids)},
+            broker_pod_ports={b: ports[2 + 2 * len(broker_ids) + i] for i, b in enumerate(broker_ids)},
         )
 
     @classmethod
@@ -139,6 +148,7 @@ class ClusterLayout:
             controller_metrics_port=raw["controller_metrics_port"],
             broker_ports={int(k): v for k, v in raw["broker_ports"].items()},
             broker_metrics_ports={int(k): v for k, v in raw["broker_metrics_ports"].items()},
+            broker_pod_ports={int(k): v for k, v in raw.get("broker_pod_ports", {}).items()},
         )
 
     def save(self, path: Path) -> None:
@@ -261,11 +271,14 @@ class KafkaCluster:
         for port in self._all_ports():
             self._wait_closed(port)
 
-    def start_broker(self, broker_id: int, *, wait: bool = True) -> None:
-        """Start one broker on its own log directory; with `wait`, until clients see it registered."""
+    def start_broker(self, broker_id: int, *, wait: bool = True, pod_ip: str | None = None) -> None:
+        """Start one broker on its own log directory; with `wait`, until clients see it registered.
+
+        With `pod_ip` (a loopback address) the broker advertises `<pod_ip>:<its pod port>`.
+        """
         self._check_broker_id(broker_id)
         if not self.broker_running(broker_id):
-            self._launch_broker(broker_id)
+            self._launch_broker(broker_id, pod_ip=pod_ip)
         if wait:
             self._wait_for_broker_ports(broker_id)
             self.wait_for_brokers([broker_id])
@@ -291,6 +304,19 @@ class KafkaCluster:
     def controller_running(self) -> bool:
         daemon = self._daemon(self._controller_name)
         return daemon is not None and daemon.is_running()
+
+    def advertised_address(self, broker_id: int) -> str | None:
+        """The `host:port` the broker was last configured to advertise, read from its server.properties."""
+        self._check_broker_id(broker_id)
+        try:
+            lines = (self._node_dir(self._broker_name(broker_id)) / "server.properties").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            key, _, value = line.partition("=")
+            if key == "advertised.listeners":
+                return value.split(",")[0].split("://", 1)[-1]
+        return None
 
     def broker_log_dir(self, broker_id: int) -> Path:
         """The broker's data directory (its `log.dirs`): the sandbox's stand-in for its volume."""
@@ -395,17 +421,33 @@ class KafkaCluster:
             "background.threads": "2",
         }
 
-    def _broker_properties(self, broker_id: int) -> dict[str, str]:
+    def _listener_properties(self, broker_id: int, *, pod_ip: str | None) -> dict[str, str]:
         port = self.layout.broker_ports[broker_id]
+        if pod_ip is None:
+            return {
+                "listeners": f"PLAINTEXT://{HOST}:{port}",
+                "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            }
+        if not ipaddress.ip_address(pod_ip).is_loopback:
+            raise SandboxProcessError(f"broker {broker_id}: pod IP {pod_ip} is not a loopback address; refusing")
+        pod_address = f"{pod_ip}:{self.layout.broker_pod_ports[broker_id]}"
+        # Clients bootstrapping at 127.0.0.1 are told the pod address, as are clients of the pod listener.
+        return {
+            "listeners": f"POD://{pod_address},PLAINTEXT://{HOST}:{port}",
+            "advertised.listeners": f"POD://{pod_address},PLAINTEXT://{pod_address}",
+            "inter.broker.listener.name": "POD",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,POD:PLAINTEXT",
+        }
+
+    def _broker_properties(self, broker_id: int, *, pod_ip: str | None = None) -> dict[str, str]:
         return {
             "process.roles": "broker",
             "node.id": str(broker_id),
             "controller.quorum.voters": self._quorum_voters(),
             "controller.listener.names": "CONTROLLER",
-            "listeners": f"PLAINTEXT://{HOST}:{port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            **self._listener_properties(broker_id, pod_ip=pod_ip),
             "log.dirs": str(self.broker_log_dir(broker_id)),
             "auto.leader.rebalance.enable": "false",
             "min.insync.replicas": "2",
@@ -433,10 +475,13 @@ class KafkaCluster:
         nodes = {self._controller_name: self._controller_properties()}
         nodes.update({self._broker_name(b): self._broker_properties(b) for b in self.broker_ids})
         for name, properties in nodes.items():
-            node_dir = self._node_dir(name)
-            node_dir.mkdir(parents=True, exist_ok=True)
-            text = "".join(f"{key}={value}\n" for key, value in properties.items())
-            (node_dir / "server.properties").write_text(text)
+            self._write_properties(name, properties)
+
+    def _write_properties(self, name: str, properties: dict[str, str]) -> None:
+        node_dir = self._node_dir(name)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"{key}={value}\n" for key, value in properties.items())
+        (node_dir / "server.properties").write_text(text)
 
     def _format_storage(self) -> None:
         """Format each node's log directory once; a formatted directory is kept as it is."""
@@ -505,7 +550,8 @@ class KafkaCluster:
             ttl_seconds=self.ttl_seconds,
         )
 
-    def _launch_broker(self, broker_id: int) -> Daemon:
+    def _launch_broker(self, broker_id: int, *, pod_ip: str | None = None) -> Daemon:
+        self._write_properties(self._broker_name(broker_id), self._broker_properties(broker_id, pod_ip=pod_ip))
         return self._launch(
             name=self._broker_name(broker_id),
             port=self.layout.broker_ports[broker_id],

@@ -72,6 +72,7 @@ ADMIN_USER: Final = "kafka-autopilot-admin"
 
 CONTROLLERS: Final = (
     "statefulset-controller",
+    "daemonset-controller",
     "replicaset-controller",
     "deployment-controller",
     "job-controller",
@@ -93,7 +94,7 @@ CONTROLLERS: Final = (
     "ttl-controller",
     "clusterrole-aggregation-controller",
 )
-"""kube-controller-manager's controllers: what StatefulSets, PVCs and node failure need.
+"""kube-controller-manager's controllers: what StatefulSets, DaemonSets, PVCs and node failure need.
 
 The legacy Endpoints controller is left out: kwok gives pods loopback IPs, which v1 Endpoints
 refuse (EndpointSlices take them).

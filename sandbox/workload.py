@@ -1,7 +1,8 @@
 """The Kafka workload as Kubernetes sees it in the sandbox: namespace, StorageClass and StatefulSet.
 
-Pod `kafka-N` stands for broker N. KWOK plays the kubelet, so no container runs: the real broker
-process is started by the sandbox's bridge (sandbox.bridge) when the pod is Running. The
+Pod `kafka-N` stands for broker N (the default shape; sandbox.shapes has the others). KWOK plays the
+kubelet, so no container runs: the real broker process is started by the sandbox's bridge
+(sandbox.bridge) when the pod is Running. The
 StorageClass's provisioner is the storage twin, which binds and resizes the volumes.
 """
 
@@ -26,12 +27,6 @@ def pod_name(broker_id: int) -> str:
 
 def pvc_name(broker_id: int) -> str:
     return f"{CLAIM_TEMPLATE}-{pod_name(broker_id)}"
-
-
-def broker_id_of(pod: str) -> int | None:
-    prefix = f"{STATEFULSET}-"
-    suffix = pod.removeprefix(prefix)
-    return int(suffix) if pod.startswith(prefix) and suffix.isdigit() else None
 
 
 def namespace() -> dict[str, Any]:

@@ -16,7 +16,7 @@ from sandbox.process import SandboxProcessError
 
 # Fixtures that start or build a real program: a test that uses one is marked `sandbox`, so the fast
 # selection (`-m "not sandbox and not prometheus"`) never waits for Kafka or an image build.
-REAL_ENVIRONMENT_FIXTURES = frozenset({"sandbox", "kafka_cluster", "built"})
+REAL_ENVIRONMENT_FIXTURES = frozenset({"sandbox", "shaped_sandbox", "kafka_cluster", "built"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,6 +30,21 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """The whole sandbox (Kubernetes + KWOK, Kafka, Prometheus, storage twin), up for one module."""
     os.environ.setdefault("KAFKA_AUTOPILOT_SANDBOX_TTL", "3600")
     environment = Sandbox(work_dir=tmp_path_factory.mktemp("sandbox"))
+    try:
+        environment.up(progress=lambda message: print(message, flush=True))
+        yield environment
+    finally:
+        environment.down(progress=lambda message: None)
+
+
+@pytest.fixture(scope="module")
+def shaped_sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The whole sandbox in the shape given by indirect parametrization (`statefulset`, `strimzi`,
+    `bitnami`), up for one module and shape: `@pytest.mark.parametrize("shaped_sandbox", [...],
+    indirect=True, scope="module")`."""
+    os.environ.setdefault("KAFKA_AUTOPILOT_SANDBOX_TTL", "3600")
+    shape: str = request.param
+    environment = Sandbox(work_dir=tmp_path_factory.mktemp(f"sandbox-{shape}"), shape=shape)
     try:
         environment.up(progress=lambda message: print(message, flush=True))
         yield environment

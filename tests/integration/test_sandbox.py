@@ -30,6 +30,11 @@ PVCS = f"/api/v1/namespaces/{workload.NAMESPACE}/persistentvolumeclaims"
 GI = 1024**3
 
 
+def kafka_volumes(metric: str) -> str:
+    """The metric for Kafka's PVCs only: the neighbours' PVCs (namespace `neighbours`) share the StorageClass."""
+    return f'{metric}{{namespace="{workload.NAMESPACE}"}}'
+
+
 @pytest.fixture(scope="module")
 def api(sandbox: Sandbox) -> KubeApi:
     return sandbox.kube.api()
@@ -82,7 +87,7 @@ def test_prometheus_has_real_broker_metrics_and_the_twins_volume_metrics(
     )
     assert sorted(sample.labels["pod"] for sample in leaders) == [workload.pod_name(b) for b in range(4)]
     capacities = eventually(
-        lambda: len(found := prometheus.instant_query("px_volume_capacity_bytes")) == 4 and found,
+        lambda: len(found := prometheus.instant_query(kafka_volumes("px_volume_capacity_bytes"))) == 4 and found,
         timeout=60,
         what="twin volume metrics for 4 PVCs",
     )
@@ -90,7 +95,7 @@ def test_prometheus_has_real_broker_metrics_and_the_twins_volume_metrics(
     assert {s.value for s in capacities} == {400 * GI}
     targets = {s.labels.get("role") for s in prometheus.instant_query("up")}
     assert {"storage-twin", "agent", "controller"} <= targets, "Prometheus scrapes the twin and the agent's address"
-    used = prometheus.instant_query("kubelet_volume_stats_used_bytes")
+    used = prometheus.instant_query(kafka_volumes("kubelet_volume_stats_used_bytes"))
     assert len(used) == 4
     sandbox.twin_client().define_pool(
         node=sandbox.kube.node_names[0], pool="pool-0", drives=4, drive_size=GI * 1024, used=0
