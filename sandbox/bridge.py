@@ -2,7 +2,9 @@
 
 KWOK marks pods Running without running anything. This bridge watches the StatefulSet's pods and keeps
 broker process N running exactly while pod `kafka-N` is Running on a node that has not failed, on
-the same log directory wherever the pod lands (as a re-attached volume would). A failed node kills its
+the same log directory wherever the pod lands (as a re-attached volume would). Like a kubelet, it
+starts a broker only once each volume of its pod is attached to the pod's node (a VolumeAttachment
+of the claim's PV and that node with status.attached true). A failed node kills its
 brokers (SIGKILL, like a power loss); a partitioned node keeps them (only its heartbeat is lost). A
 broker stopped by the `stop-broker` fault stays stopped until `start-broker`.
 
@@ -81,6 +83,23 @@ def placements(pods: Mapping[str, Any]) -> dict[int, BrokerPlacement]:
     return found
 
 
+def volumes_attached(pod: Mapping[str, Any], *, claims: Mapping[str, Any], attachments: Mapping[str, Any]) -> bool:
+    """Whether every claim of the pod is bound to a PV with an attached VolumeAttachment on its node."""
+    node = pod.get("spec", {}).get("nodeName")
+    volume_of = {c["metadata"]["name"]: c.get("spec", {}).get("volumeName") for c in claims.get("items", [])}
+    attached = {
+        (a["spec"].get("source", {}).get("persistentVolumeName"), a["spec"].get("nodeName"))
+        for a in attachments.get("items", [])
+        if a.get("status", {}).get("attached") is True and not a["metadata"].get("deletionTimestamp")
+    }
+    wanted = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod.get("spec", {}).get("volumes", [])
+        if "persistentVolumeClaim" in v
+    ]
+    return all(volume_of.get(claim) and (volume_of[claim], node) in attached for claim in wanted)
+
+
 def broker_should_run(placement: BrokerPlacement | None, faults: Faults) -> bool:
     if placement is None or not placement.running or placement.broker_id in faults.stopped_brokers:
         return False
@@ -103,6 +122,16 @@ class Bridge:
             placement = where.get(broker_id)
             wanted = broker_should_run(placement, faults)
             running = self.cluster.broker_running(broker_id)
+            if (
+                wanted
+                and not running
+                and not volumes_attached(
+                    next(p for p in pods["items"] if broker_id_of(p["metadata"]["name"]) == broker_id),
+                    claims=self.api.get(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims"),
+                    attachments=self.api.get("/apis/storage.k8s.io/v1/volumeattachments"),
+                )
+            ):
+                continue  # a kubelet waits for the pod's volumes to be attached before starting it
             if wanted and not running:
                 node = placement.node if placement else None
                 print(f"bridge: pod kafka-{broker_id} Running on {node}: starting broker {broker_id}", flush=True)
