@@ -4,9 +4,11 @@ KWOK marks pods Running without running anything. This bridge watches the broker
 shape (sandbox.shapes) and keeps a broker's process running exactly while its pod is Running on a node
 that has not failed, on the same log directory wherever the pod lands (as a re-attached volume would).
 Which pod runs which broker comes from the shape's definition and the pods' API fields (the
-StatefulSet pod-index label, the Strimzi pool's node ids), never from parsing names. The broker
-advertises its pod's IP (kwok hands out loopback IPs); when the pod comes back with another IP the
-broker is restarted to advertise the new one. A failed node kills its
+StatefulSet pod-index label, the Strimzi pool's node ids), never from parsing names. Like a kubelet, it
+starts a broker only once each volume of its pod is attached to the pod's node (a VolumeAttachment of
+the claim's PV and that node with status.attached true). The broker advertises its pod's IP (kwok
+hands out loopback IPs); when the pod comes back with another IP the broker is restarted to advertise
+the new one. A failed node kills its
 brokers (SIGKILL, like a power loss); a partitioned node keeps them (only its heartbeat is lost). A
 broker stopped by the `stop-broker` fault stays stopped until `start-broker`.
 
@@ -91,6 +93,23 @@ def placements(
     return found
 
 
+def volumes_attached(pod: Mapping[str, Any], *, claims: Mapping[str, Any], attachments: Mapping[str, Any]) -> bool:
+    """Whether every claim of the pod is bound to a PV with an attached VolumeAttachment on its node."""
+    node = pod.get("spec", {}).get("nodeName")
+    volume_of = {c["metadata"]["name"]: c.get("spec", {}).get("volumeName") for c in claims.get("items", [])}
+    attached = {
+        (a["spec"].get("source", {}).get("persistentVolumeName"), a["spec"].get("nodeName"))
+        for a in attachments.get("items", [])
+        if a.get("status", {}).get("attached") is True and not a["metadata"].get("deletionTimestamp")
+    }
+    wanted = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod.get("spec", {}).get("volumes", [])
+        if "persistentVolumeClaim" in v
+    ]
+    return all(volume_of.get(claim) and (volume_of[claim], node) in attached for claim in wanted)
+
+
 def broker_should_run(placement: BrokerPlacement | None, faults: Faults) -> bool:
     if placement is None or not placement.running or placement.broker_id in faults.stopped_brokers:
         return False
@@ -123,6 +142,7 @@ class Bridge:
         node_ids = pool_node_ids(self.api) if self.shape.name == "strimzi" else ()
         faults = Faults.load(self.faults_path)
         where = placements(self.shape, pods, pool_node_ids=node_ids)
+        by_id = shapes.broker_pods(self.shape, pods.get("items", []), pool_node_ids=node_ids)
         for broker_id in self.cluster.broker_ids:
             placement = where.get(broker_id)
             wanted = broker_should_run(placement, faults)
@@ -133,6 +153,12 @@ class Bridge:
                 self.cluster.stop_broker(broker_id)
                 running = False
             if wanted and not running and placement is not None:
+                if not volumes_attached(
+                    by_id[broker_id],
+                    claims=self.api.get(f"/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims"),
+                    attachments=self.api.get("/apis/storage.k8s.io/v1/volumeattachments"),
+                ):
+                    continue  # a kubelet waits for the pod's volumes to be attached before starting it
                 print(
                     f"bridge: pod {pod} Running on {placement.node} at {placement.pod_ip}: starting broker {broker_id}",
                     flush=True,

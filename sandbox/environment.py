@@ -355,6 +355,7 @@ class Sandbox:
             run_dir=self.run_dir,
             port=self.ports()["storage_twin"],
             state_file=self.work_dir / "storage-twin.json",
+            storage_nodes=kube.node_names,
         )
 
     def _apply_workload(self, api: KubeApi) -> None:

@@ -2,8 +2,8 @@
 kube-scheduler, and kwok playing the kubelets of N fake nodes.
 
 The agent is judged against the real API server (RBAC, admission, audit log) and the real
-controllers (StatefulSet, PV binder, node lifecycle, garbage collector); only the kubelets are
-simulated. The programs are built from the Go module proxy by `scripts/build-kubernetes.sh`.
+controllers (StatefulSet, PV binder, attach-detach, node lifecycle, garbage collector); only the
+kubelets are simulated. The programs are built from the Go module proxy by `scripts/build-kubernetes.sh`.
 Everything a run creates (certificates, etcd data, kubeconfigs, logs, pid files, the audit log)
 lives under one work directory, and `state.json` there records the ports and nodes, so
 `kafka-autopilot sandbox up` and `sandbox down` can run in different processes.
@@ -58,6 +58,9 @@ KWOK_VERSION: Final = "v0.8.0"
 """The pins of `scripts/build-kubernetes.sh`; the integration test checks that both agree."""
 
 HEARTBEAT_LABEL: Final = "sandbox.kafka-autopilot.io/kwok-heartbeat"
+CONTROLLER_MANAGED_ATTACH_DETACH: Final = "volumes.kubernetes.io/controller-managed-attach-detach"
+"""The node annotation without which the attach-detach controller leaves a node's volumes alone
+(a kubelet sets it at registration, unless told to attach volumes itself)."""
 """kwok manages (heartbeats) exactly the nodes that carry this label with the value "on"."""
 
 DEFAULT_NODE_COUNT: Final = 5
@@ -82,6 +85,7 @@ CONTROLLERS: Final = (
     "garbage-collector-controller",
     "pod-garbage-collector-controller",
     "persistentvolume-binder-controller",
+    "persistentvolume-attach-detach-controller",
     "persistentvolume-expander-controller",
     "persistentvolume-protection-controller",
     "persistentvolumeclaim-protection-controller",
@@ -94,7 +98,8 @@ CONTROLLERS: Final = (
     "ttl-controller",
     "clusterrole-aggregation-controller",
 )
-"""kube-controller-manager's controllers: what StatefulSets, DaemonSets, PVCs and node failure need.
+"""kube-controller-manager's controllers: what StatefulSets, DaemonSets, PVCs, volume attachment and node failure
+need.
 
 The legacy Endpoints controller is left out: kwok gives pods loopback IPs, which v1 Endpoints
 refuse (EndpointSlices take them).
@@ -1026,7 +1031,7 @@ def _node_manifest(*, name: str, index: int) -> dict[str, Any]:
                 "topology.kubernetes.io/zone": f"sandbox-{zone}",
                 "type": "kwok",
             },
-            "annotations": {"node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", CONTROLLER_MANAGED_ATTACH_DETACH: "true"},
         },
         "spec": {},
         "status": {

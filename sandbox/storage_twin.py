@@ -7,6 +7,7 @@ lines, its HTTP `Server` header and the HELP text of every metric it serves.
 
     python -m sandbox.storage_twin --kubeconfig F --listen 127.0.0.1:PORT --state-file F
         [--resize-delay 2] [--node-resize-delay 1] [--provisioner kafka-autopilot.io/storage-twin]
+        [--storage-node NODE ...]
 
 Provisioner. For every Pending PVC (without a selector) whose StorageClass names the twin as its
 provisioner, it creates PV `pvc-<claim uid>`: a `csi` source (driver: the provisioner name made a
@@ -14,6 +15,19 @@ DNS subdomain, "kafka-autopilot.io/storage-twin" -> "storage-twin.kafka-autopilo
 refuses "/" in CSI driver names), capacity = the request, the claim's access modes and volume
 mode, the class's reclaim policy (Delete by default) and a claimRef with the claim's uid. The real
 PV binder binds the pair. A Released PV the twin provisioned with policy Delete is deleted.
+
+Attacher. The twin registers the CSIDriver of that name with attachRequired true, so the real
+attach-detach controller of kube-controller-manager (on nodes annotated
+volumes.kubernetes.io/controller-managed-attach-detach) creates a VolumeAttachment
+`csi-<sha256(volumeHandle + driver + node)>` when a pod using the volume is scheduled to a node, and
+waits for it. The twin is the driver's external attacher, as csi-attacher is: it puts its finalizer
+`external-attacher/<driver>` on each VolumeAttachment of its driver and sets status.attached true
+(attachmentMetadata says it is simulated); one being deleted is detached (attached false, then the
+finalizer removed, so the API deletes it). The controller, not the twin, decides when: it detaches a
+volume once no pod on that node needs it (before attaching elsewhere: a ReadWriteOnce volume attached
+to another node gets a Multi-Attach error event and waits), and the node's status.volumesAttached is
+its record. The sandbox's kubelets (kwok) report no volumesInUse, so a detach never waits for an
+unmount. Unlike csi-attacher, no finalizer is put on the PV.
 
 Resizer. The real expand controller leaves CSI volumes to an external resizer; the twin is that
 resizer and the kubelet's file-system step, writing the PVC status fields of Kubernetes v1.37
@@ -29,6 +43,10 @@ resizer and the kubelet's file-system step, writing the PVC status fields of Kub
 It never shrinks: a PV only ever grows, and a claim whose request is not above its capacity is left
 alone. The apiserver itself refuses a request below status.capacity (validation, HTTP 422) and any
 growth when the class has allowVolumeExpansion false (PersistentVolumeClaimResize admission, 403).
+
+Initial pools. Each node given with --storage-node gets pool "0" at start (4 x 1Ti drives, 40% used,
+labelled kafka-autopilot.io/pool=kafka), as a storage cluster has its pools before anyone asks; a
+node that already has pools (a resumed state) is left as it is.
 
 Usage model. A volume (keyed namespace/pvc, whether or not the claim exists yet) or a pool holds
 `used` bytes at a wall-clock instant and grows at `bytes_per_second` (default 0; negative frees
@@ -145,6 +163,14 @@ STATE_VERSION: Final = 1
 RESYNC_SECONDS: Final = 5.0
 WATCH_SECONDS: Final = 50
 REQUEST_TIMEOUT_SECONDS: Final = 10.0
+
+INITIAL_POOL_NAME: Final = "0"
+INITIAL_POOL_DRIVES: Final = 4
+INITIAL_POOL_DRIVE_SIZE: Final = 1024 * GIB
+INITIAL_POOL_USED_FRACTION: Final = Fraction(2, 5)
+INITIAL_POOL_LABELS: Final = {"kafka-autopilot.io/pool": "kafka"}
+"""Every storage node's pool from the start: 4 x 1Ti drives, 40% used, not growing, labelled as the
+shipped rule `rules/kafka-pool-expand.yaml` selects; it fires past 70%, so it watches but waits."""
 
 _REPO: Final = Path(__file__).resolve().parents[1]
 _log = structlog.get_logger("storage_twin", simulation="storage twin")
@@ -606,6 +632,23 @@ class TwinState:
         self.save()
         return pool
 
+    def seed_pools(self, nodes: Iterable[str]) -> list[Pool]:
+        """Define the initial pool on every node that has no pool yet (a resumed state keeps its own)."""
+        has_pools = {pool.node for pool in self.pools.values()}
+        return [
+            self.define_pool(
+                node=node,
+                name=INITIAL_POOL_NAME,
+                drives=INITIAL_POOL_DRIVES,
+                drive_size=INITIAL_POOL_DRIVE_SIZE,
+                used_bytes=int(INITIAL_POOL_DRIVES * INITIAL_POOL_DRIVE_SIZE * INITIAL_POOL_USED_FRACTION),
+                max_drives=None,
+                labels=INITIAL_POOL_LABELS,
+            )
+            for node in dict.fromkeys(nodes)
+            if node not in has_pools
+        ]
+
     def set_pool(self, pool: Pool, *, used_bytes: float | None = None, bytes_per_second: float | None = None) -> Pool:
         usage = pool.usage.rebased(self.clock(), capacity=pool.total)
         if used_bytes is not None:
@@ -768,6 +811,102 @@ def csi_driver_name(provisioner: str) -> str:
     return f"{name}.{prefix}" if slash else provisioner
 
 
+def attacher_finalizer(driver: str) -> str:
+    """The finalizer an external attacher puts on the VolumeAttachments it serves (csi-attacher's form)."""
+    return f"external-attacher/{driver.replace('/', '-')}"
+
+
+def csi_driver_manifest(driver: str) -> dict[str, Any]:
+    """The CSIDriver the twin registers: attachment required, so the attach-detach controller creates a
+    VolumeAttachment per volume and node, and the twin (its external attacher) answers it."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "CSIDriver",
+        "metadata": {
+            "name": driver,
+            "labels": {"app.kubernetes.io/managed-by": "kafka-autopilot-storage-twin"},
+            "annotations": {"kafka-autopilot.io/simulation": SIMULATION},
+        },
+        "spec": {
+            "attachRequired": True,
+            "podInfoOnMount": False,
+            "volumeLifecycleModes": ["Persistent"],
+            "fsGroupPolicy": "ReadWriteOnceWithFSType",
+        },
+    }
+
+
+class AttacherMove(StrEnum):
+    ATTACH = "attach"
+    DETACH = "detach"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttacherStep:
+    """What the twin, as its driver's external attacher, does next to one VolumeAttachment: set
+    `finalizers` (a merge patch of the whole list, conditional on `resource_version`) when they
+    change, then patch `status` through the status subresource."""
+
+    name: str
+    move: AttacherMove
+    resource_version: str | None
+    finalizers: tuple[str, ...] | None
+    status: Mapping[str, Any]
+
+
+def attacher_step(attachment: Mapping[str, Any], *, driver: str) -> AttacherStep | None:
+    """The next step for a VolumeAttachment, or None when it is not the driver's or needs nothing.
+
+    As csi-attacher does: an attachment being deleted (deletionTimestamp) with our finalizer is detached
+    (attached false, finalizer removed, so the API can delete it); any other one of our driver gets our
+    finalizer first, then attached true. A source other than a PersistentVolume (an inline volume) is
+    refused with an attachError: the twin provisions only PVs.
+    """
+    spec, meta = attachment.get("spec") or {}, attachment.get("metadata") or {}
+    if spec.get("attacher") != driver:
+        return None
+    finalizer = attacher_finalizer(driver)
+    finalizers = tuple(meta.get("finalizers") or ())
+    status = attachment.get("status") or {}
+    name, version = str(meta.get("name")), meta.get("resourceVersion")
+    if meta.get("deletionTimestamp"):
+        if finalizer not in finalizers:
+            return None
+        return AttacherStep(
+            name=name,
+            move=AttacherMove.DETACH,
+            resource_version=version,
+            finalizers=tuple(f for f in finalizers if f != finalizer),
+            status={"attached": False, "attachmentMetadata": None, "detachError": None},
+        )
+    pv_name = (spec.get("source") or {}).get("persistentVolumeName")
+    if not pv_name:
+        if status.get("attachError"):
+            return None
+        message = f"{SIMULATION}: only PersistentVolumes attach, not inline volumes"
+        error = {"time": _now_rfc3339(), "message": message}
+        return AttacherStep(
+            name=name,
+            move=AttacherMove.ATTACH,
+            resource_version=version,
+            finalizers=None,
+            status={"attachError": error},
+        )
+    if finalizer in finalizers and status.get("attached") is True:
+        return None
+    return AttacherStep(
+        name=name,
+        move=AttacherMove.ATTACH,
+        resource_version=version,
+        finalizers=None if finalizer in finalizers else (*finalizers, finalizer),
+        status={
+            "attached": True,
+            "attachmentMetadata": {"simulation": "storage-twin", "devicePath": f"/dev/twin/{pv_name}"},
+            "attachError": None,
+        },
+    )
+
+
 def _now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -833,6 +972,9 @@ class KubeSync:
         self.last_error: str | None = None
         self._resizes: dict[str, InFlightResize] = {}
         self._refusals: set[str] = set()
+        self.driver_registered = False
+        self.attached: dict[str, str] = {}
+        """VolumeAttachment name -> node, for those the twin has attached (status.attached true)."""
         self._wake = asyncio.Event()
         self._core: Any = None
         self._storage: Any = None
@@ -848,6 +990,7 @@ class KubeSync:
         watchers = [
             asyncio.create_task(self._watch(self._core.list_persistent_volume_claim_for_all_namespaces)),
             asyncio.create_task(self._watch(self._core.list_persistent_volume)),
+            asyncio.create_task(self._watch(self._storage.list_volume_attachment)),
         ]
         try:
             while True:
@@ -905,7 +1048,11 @@ class KubeSync:
         return items
 
     async def sync_once(self) -> float | None:
-        """One pass over every claim and volume; returns when (monotonic) a resize step falls due."""
+        """One pass over the driver, every VolumeAttachment, claim and volume; returns when (monotonic)
+        a resize step falls due."""
+        if not self.driver_registered:
+            await self._register_driver()
+        await self._attach_pass()
         classes = {
             item["metadata"]["name"]: item
             for item in await self._list(self._storage.list_storage_class)
@@ -947,6 +1094,77 @@ class KubeSync:
         for uid in set(self._resizes) - live_uids:
             del self._resizes[uid]
         return min((flight.due for flight in self._resizes.values()), default=None)
+
+    async def _register_driver(self) -> None:
+        """Create the CSIDriver object; one that exists already is kept (its attachRequired is immutable)."""
+        try:
+            await self._storage.create_csi_driver(
+                csi_driver_manifest(self.driver), _request_timeout=REQUEST_TIMEOUT_SECONDS
+            )
+            _log.info(f"{SIMULATION}: CSIDriver registered", driver=self.driver, attach_required=True)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        self.driver_registered = True
+
+    async def _attach_pass(self) -> None:
+        """Play the external attacher of the twin's driver for every VolumeAttachment, one step each."""
+        attached: dict[str, str] = {}
+        for attachment in await self._list(self._storage.list_volume_attachment):
+            step = attacher_step(attachment, driver=self.driver)
+            node = str((attachment.get("spec") or {}).get("nodeName"))
+            if step is None:
+                if (attachment.get("status") or {}).get("attached") is True and not (
+                    attachment["metadata"].get("deletionTimestamp")
+                ):
+                    attached[attachment["metadata"]["name"]] = node
+                continue
+            try:
+                await self._apply_attacher_step(step)
+            except ApiException as error:
+                if error.status != 404:  # gone meanwhile: nothing left to do
+                    self._refused(f"VolumeAttachment {step.name}", error)
+                continue
+            source = (attachment.get("spec") or {}).get("source") or {}
+            _log.info(
+                f"{SIMULATION}: volume {'attached' if step.move is AttacherMove.ATTACH else 'detached'}",
+                attachment=step.name,
+                pv=source.get("persistentVolumeName"),
+                node=node,
+            )
+            if step.move is AttacherMove.ATTACH and step.status.get("attached") is True:
+                attached[step.name] = node
+        self.attached = attached
+
+    async def _apply_attacher_step(self, step: AttacherStep) -> None:
+        """Attach: finalizer first, then the status. Detach: the status first, then the finalizer last,
+        which lets the API delete the object."""
+
+        async def finalizers(version: str | None) -> None:
+            if step.finalizers is None:
+                return
+            await self._storage.patch_volume_attachment(
+                step.name,
+                {"metadata": {"resourceVersion": version, "finalizers": list(step.finalizers) or None}},
+                _content_type="application/merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+
+        async def status() -> str | None:
+            patched = await self._storage.patch_volume_attachment_status(
+                step.name,
+                {"status": dict(step.status)},
+                _content_type="application/merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+            version: str | None = patched.metadata.resource_version
+            return version
+
+        if step.move is AttacherMove.ATTACH:
+            await finalizers(step.resource_version)
+            await status()
+        else:
+            await finalizers(await status())
 
     async def _provision(
         self, claim: Mapping[str, Any], storage_class: Mapping[str, Any], volumes: Mapping[str, Any]
@@ -1293,6 +1511,8 @@ class StorageTwin:
                 "synced": self.kube.synced,
                 "kube_api_error": self.kube.last_error,
                 "bound_volumes": len(self.kube.bound),
+                "csi_driver_registered": self.kube.driver_registered,
+                "attached_volumes": len(self.kube.attached),
                 "pools": len(self.state.pools),
             }
         )
@@ -1507,10 +1727,21 @@ def _configure_logging() -> None:
     )
 
 
-async def serve(*, twin: StorageTwin, kubeconfig: Path, host: str, port: int) -> None:
+async def serve(
+    *, twin: StorageTwin, kubeconfig: Path, host: str, port: int, storage_nodes: Sequence[str] = ()
+) -> None:
     """Serve until SIGTERM or SIGINT, then stop the sync and the HTTP server."""
     await config.load_kube_config(config_file=str(kubeconfig))
     twin.state.load()
+    for pool in twin.state.seed_pools(storage_nodes):
+        _log.info(
+            f"{SIMULATION}: initial pool",
+            pool=pool.uuid,
+            node=pool.node,
+            name=pool.name,
+            total=format_bytes(pool.total),
+            used=format_bytes(int(pool.usage.used_bytes)),
+        )
     runner = web.AppRunner(twin.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -1550,6 +1781,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resize-delay", type=float, default=DEFAULT_RESIZE_DELAY_SECONDS)
     parser.add_argument("--node-resize-delay", type=float, default=DEFAULT_NODE_RESIZE_DELAY_SECONDS)
     parser.add_argument("--provisioner", default=DEFAULT_PROVISIONER)
+    parser.add_argument(
+        "--storage-node",
+        action="append",
+        default=[],
+        dest="storage_nodes",
+        help="a node of the storage cluster: it gets the initial pool unless it has pools (repeatable)",
+    )
     return parser
 
 
@@ -1569,7 +1807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         node_resize_delay=args.node_resize_delay,
         state_file=args.state_file,
     )
-    asyncio.run(serve(twin=twin, kubeconfig=args.kubeconfig, host=host, port=port))
+    asyncio.run(serve(twin=twin, kubeconfig=args.kubeconfig, host=host, port=port, storage_nodes=args.storage_nodes))
     return 0
 
 
@@ -1598,12 +1836,14 @@ def start_storage_twin(
     resize_delay: float = DEFAULT_RESIZE_DELAY_SECONDS,
     node_resize_delay: float = DEFAULT_NODE_RESIZE_DELAY_SECONDS,
     provisioner: str = DEFAULT_PROVISIONER,
+    storage_nodes: Sequence[str] = (),
     ttl_seconds: int | None = None,
     timeout_seconds: float = 60.0,
 ) -> Daemon:
     """Start the twin as a daemon and wait until its first sync with the API is done.
 
-    The state file defaults to `run_dir/storage-twin-state.json`; the URL is kept in
+    Each of `storage_nodes` gets the initial pool (INITIAL_POOL_*) unless the state already has pools
+    on it. The state file defaults to `run_dir/storage-twin-state.json`; the URL is kept in
     `run_dir/storage-twin.json` for `storage_twin_url`.
     """
     port = port or free_port()
@@ -1627,6 +1867,7 @@ def start_storage_twin(
         str(node_resize_delay),
         "--provisioner",
         provisioner,
+        *(f"--storage-node={node}" for node in storage_nodes),
     ]
     daemon = start_daemon(name=DAEMON_NAME, argv=argv, run_dir=run_dir, cwd=_REPO, ttl_seconds=ttl_seconds)
     _address_file(run_dir).write_text(

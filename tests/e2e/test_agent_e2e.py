@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from e2e_support import (
     PODS,
+    PVCS,
     RULES,
     STATE_OBJECTS,
     AgentProcess,
@@ -93,6 +94,8 @@ def test_step_1_resizes_400gi_to_800gi(sandbox: Sandbox, api: KubeApi, agent: Ag
 
 def test_a_failed_nodes_broker_is_running_elsewhere(sandbox: Sandbox, api: KubeApi, agent: AgentProcess) -> None:
     node = node_of(api, 1)
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    volume = api.get(f"{PVCS}/{workload.pvc_name(1)}")["spec"]["volumeName"]
     try:
         moved, latency = broker_moves_off_failed_node(sandbox, api, broker=1, node=node, timeout=180)
         print(f"\nLATENCY node NotReady -> broker pod Running elsewhere: {latency:.1f}s")
@@ -101,6 +104,18 @@ def test_a_failed_nodes_broker_is_running_elsewhere(sandbox: Sandbox, api: KubeA
         eventually(lambda: sandbox.kafka.broker_running(1), timeout=60, what="broker 1 following its pod")
         eventually(lambda: state_of(api, "kafka-node-failure", node) == "ActiveActionsTaken", timeout=120, what="Taken")
         assert any(e["reason"] == "ActionVerified" for e in events_for(api, node))
+        deleted = [
+            entry["objectRef"].get("name")
+            for entry in agent_mutations(audit_log_entries(sandbox), since=since)
+            if entry["objectRef"].get("resource") == "volumeattachments" and entry["verb"] == "delete"
+        ]
+        assert deleted, "the agent deleted the failed node's VolumeAttachment"
+        attachments = api.get("/apis/storage.k8s.io/v1/volumeattachments")["items"]
+        assert [
+            (a["spec"]["nodeName"], a.get("status", {}).get("attached"))
+            for a in attachments
+            if a["spec"]["source"].get("persistentVolumeName") == volume
+        ] == [(moved["spec"]["nodeName"], True)], "the volume is attached to the new node only"
     finally:
         sandbox.fault("recover-node", node)
         api.merge_patch(f"/api/v1/nodes/{node}", {"spec": {"unschedulable": False}})

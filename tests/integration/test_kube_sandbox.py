@@ -182,6 +182,19 @@ def test_statefulset_pods_run_with_bound_pvcs(api: KubeApi) -> None:
     assert all(pod["status"].get("podIP", "").startswith("127.20.") for pod in pods(api).values())
 
 
+def test_the_attach_detach_controller_creates_a_volume_attachment_per_pod_volume(api: KubeApi) -> None:
+    """The volumes are CSI volumes of a driver with no CSIDriver object, so attachment is required: the
+    controller creates the VolumeAttachments; nothing here attaches them (no external attacher runs)."""
+
+    def created() -> dict[str, str] | None:
+        items = api.get("/apis/storage.k8s.io/v1/volumeattachments")["items"]
+        found = {a["spec"]["source"]["persistentVolumeName"]: a["spec"]["nodeName"] for a in items}
+        return found if len(found) == 2 else None
+
+    attached_to = eventually(created, timeout=60, what="2 VolumeAttachments")
+    assert attached_to == {f"pv-data-kafka-{index}": running_on(api)[f"kafka-{index}"] for index in range(2)}
+
+
 def test_failed_node_turns_unknown_and_is_tainted(plane: KubeControlPlane, api: KubeApi) -> None:
     victim = running_on(api)["kafka-0"]
     failed_at = time.monotonic()

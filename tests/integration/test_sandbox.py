@@ -73,6 +73,29 @@ def test_four_broker_pods_run_on_kwok_nodes_with_bound_volumes(api: KubeApi, san
     assert {c["status"]["capacity"]["storage"] for c in claims} == {"400Gi"}
 
 
+def test_each_broker_volume_is_a_csi_volume_attached_to_its_pods_node(api: KubeApi, sandbox: Sandbox) -> None:
+    driver = sandbox.twin_client().healthz()["csi_driver"]
+    assert api.get(f"/apis/storage.k8s.io/v1/csidrivers/{driver}")["spec"]["attachRequired"] is True
+    attachments = api.get("/apis/storage.k8s.io/v1/volumeattachments")["items"]
+    for broker in range(4):
+        volume = api.get(f"{PVCS}/{workload.pvc_name(broker)}")["spec"]["volumeName"]
+        csi = api.get(f"/api/v1/persistentvolumes/{volume}")["spec"]["csi"]
+        assert csi["driver"] == driver and csi["volumeHandle"] and csi["fsType"] == "ext4"
+        node = pod(api, broker)["spec"]["nodeName"]
+        found = [a for a in attachments if a["spec"]["source"].get("persistentVolumeName") == volume]
+        assert [(a["spec"]["nodeName"], a["spec"]["attacher"], a["status"]["attached"]) for a in found] == [
+            (node, driver, True)
+        ], f"{volume} attached to {node} only"
+
+
+def test_every_storage_node_has_a_pool_from_the_start(sandbox: Sandbox) -> None:
+    pools = sandbox.twin_client().pools()
+    assert sorted(p["node"] for p in pools) == sorted(sandbox.kube.node_names)
+    for found in pools:
+        assert found["labels"]["kafka-autopilot.io/pool"] == "kafka", "the shipped pool rule selects it"
+        assert 0 < found["used"] < 0.7 * found["total_size"], "below the shipped rule's 70%: it watches, it waits"
+
+
 def test_prometheus_has_real_broker_metrics_and_the_twins_volume_metrics(
     prometheus: PrometheusClient, sandbox: Sandbox
 ) -> None:
@@ -98,10 +121,18 @@ def test_prometheus_has_real_broker_metrics_and_the_twins_volume_metrics(
     used = prometheus.instant_query(kafka_volumes("kubelet_volume_stats_used_bytes"))
     assert len(used) == 4
     sandbox.twin_client().define_pool(
-        node=sandbox.kube.node_names[0], pool="pool-0", drives=4, drive_size=GI * 1024, used=0
+        node=sandbox.kube.node_names[0], pool="pool-1", drives=3, drive_size=GI * 1024, used=0
     )
-    pools = eventually(lambda: prometheus.instant_query("px_pool_stats_total_bytes"), timeout=30, what="pool metrics")
-    assert pools[0].value == 4 * 1024 * GI
+    pools = eventually(
+        lambda: {s.labels["pool"]: s.value for s in prometheus.instant_query("px_pool_stats_total_bytes")}.get(
+            "pool-1"
+        ),
+        timeout=30,
+        what="the defined pool's metrics",
+    )
+    assert pools == 3 * 1024 * GI
+    initial = prometheus.instant_query('px_pool_stats_total_bytes{pool="0"}')
+    assert sorted(s.labels["node"] for s in initial) == sorted(sandbox.kube.node_names)
 
 
 def test_a_resize_request_is_followed_by_pv_pvc_and_metrics(api: KubeApi, prometheus: PrometheusClient) -> None:

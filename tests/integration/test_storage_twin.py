@@ -9,6 +9,7 @@ state the previous one left.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import urllib.request
@@ -163,6 +164,82 @@ def test_pending_claim_gets_a_volume_from_the_twin_and_is_bound(api: KubeApi, tw
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
     assert pv["status"]["phase"] == "Bound"
     assert twin.healthz()["synced"] is True
+
+
+ATTACHMENTS = "/apis/storage.k8s.io/v1/volumeattachments"
+PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
+
+
+def attachments_of(api: KubeApi, pv: str) -> dict[str, dict[str, Any]]:
+    """The VolumeAttachments of one PV, by node."""
+    items = api.get(ATTACHMENTS)["items"]
+    return {a["spec"]["nodeName"]: a for a in items if a["spec"]["source"].get("persistentVolumeName") == pv}
+
+
+def attached_on(api: KubeApi, pv: str, node: str) -> dict[str, Any] | None:
+    found = attachments_of(api, pv).get(node)
+    return found if found and found.get("status", {}).get("attached") is True else None
+
+
+def create_pod(api: KubeApi, *, name: str, node: str) -> None:
+    api.create(
+        PODS,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": 0,
+                "containers": [
+                    {"name": "app", "image": "sandbox:none", "volumeMounts": [{"name": "d", "mountPath": "/d"}]}
+                ],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": PVC}}],
+            },
+        },
+    )
+
+
+def test_a_pods_volume_is_attached_to_its_node_and_moves_only_once_detached(
+    plane: KubeControlPlane, api: KubeApi, twin: StorageTwinClient
+) -> None:
+    """The attach-detach controller creates the VolumeAttachment, the twin (the driver's external
+    attacher) attaches it; a ReadWriteOnce volume attaches to a second node only once detached."""
+    driver = api.get(f"/apis/storage.k8s.io/v1/csidrivers/{csi_driver_name(DEFAULT_PROVISIONER)}")
+    assert driver["spec"]["attachRequired"] is True
+    pv = claim(api)["spec"]["volumeName"]
+    first, second = plane.node_names[:2]
+    eventually(lambda: api.get(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"), timeout=30, what="SA")
+    started = time.monotonic()
+    create_pod(api, name="user-a", node=first)
+    found = eventually(lambda: attached_on(api, pv, first), timeout=60, what=f"{pv} attached to {first}")
+    print(f"{pv} attached to {first} {time.monotonic() - started:.1f}s after the pod was created")
+    handle = api.get(f"/api/v1/persistentvolumes/{pv}")["spec"]["csi"]["volumeHandle"]
+    digest = hashlib.sha256(f"{handle}{csi_driver_name(DEFAULT_PROVISIONER)}{first}".encode()).hexdigest()
+    assert found["metadata"]["name"] == f"csi-{digest}"
+    assert found["spec"]["attacher"] == csi_driver_name(DEFAULT_PROVISIONER)
+    assert found["metadata"]["finalizers"] == [f"external-attacher/{csi_driver_name(DEFAULT_PROVISIONER)}"]
+    assert found["status"]["attachmentMetadata"]["simulation"] == "storage-twin"
+    unique_name = f"kubernetes.io/csi/{csi_driver_name(DEFAULT_PROVISIONER)}^{handle}"
+    eventually(
+        lambda: (
+            unique_name
+            in [v["name"] for v in api.get(f"/api/v1/nodes/{first}").get("status", {}).get("volumesAttached") or []]
+        ),
+        timeout=30,
+        what=f"{first}'s status.volumesAttached listing {pv}",
+    )
+    assert twin.healthz()["attached_volumes"] == 1
+
+    create_pod(api, name="user-b", node=second)
+    time.sleep(3)
+    assert set(attachments_of(api, pv)) == {first}, "a ReadWriteOnce volume attached elsewhere waits (Multi-Attach)"
+    api.delete(f"{PODS}/user-a", grace_period_seconds=0)
+    moved = time.monotonic()
+    eventually(lambda: attached_on(api, pv, second), timeout=60, what=f"{pv} attached to {second}")
+    print(f"{pv} moved to {second} {time.monotonic() - moved:.1f}s after the first pod was deleted")
+    assert set(attachments_of(api, pv)) == {second}, "the old attachment is gone"
+    api.delete(f"{PODS}/user-b", grace_period_seconds=0)
+    eventually(lambda: not attachments_of(api, pv), timeout=60, what=f"{pv} detached once no pod uses it")
 
 
 def test_metrics_say_simulation_and_used_bytes_follow_the_ingest(twin: StorageTwinClient) -> None:
