@@ -2,9 +2,9 @@
 
 The sandbox's brokers run with auto.leader.rebalance.enable=false, so a broker stopped and started
 again (the sandbox's stop-broker / start-broker faults) leads none of the partitions it is preferred
-for. With `rules/kafka-leader-rebalance.yaml` as shipped (plus the sandbox's broker identity, stated:
-see SANDBOX_BROKER_IDENTITY), the agent sees that broker's leader count
-far below the mean while the controller reports an imbalance, and elects its preferred partitions.
+for. With `rules/kafka-leader-rebalance.yaml` as shipped, the agent learns each pod's broker id from
+Kafka (the brokers advertise their pod's IP), sees that broker's leader count far below the mean while
+the controller reports an imbalance, and elects its preferred partitions.
 
 - live, three times (brokers 1, 2, 3: each its own object, so no cooldown is in the way): Kafka's
   metadata ends with every partition led by its first replica and the controller's
@@ -53,10 +53,6 @@ from sandbox.environment import Sandbox
 pytestmark = pytest.mark.sandbox
 
 SHIPPED_RULE = RULES / "kafka-leader-rebalance.yaml"
-SANDBOX_BROKER_IDENTITY = "  brokerIdentity: {ordinalOffset: 0}\n"
-"""The sandbox's brokers are local processes advertising 127.0.0.1, not the KWOK pods' addresses, so Kafka
-cannot say which pod runs which broker; there broker N runs for the StatefulSet's pod N (sandbox.workload),
-and the rule states it. Kafka still has the last word: an id it contradicts holds the action."""
 TOPIC = "rebalance-e2e"
 PARTITIONS = 12
 # Partition n prefers broker n % 4: each broker is the preferred leader of three partitions.
@@ -90,14 +86,9 @@ def topic(sandbox: Sandbox, prometheus: PrometheusClient) -> str:
 
 
 @pytest.fixture(scope="module")
-def rule_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """The shipped rule, with the sandbox's broker identity stated (see SANDBOX_BROKER_IDENTITY)."""
-    shipped = SHIPPED_RULE.read_text()
-    stated = shipped.replace("\nspec:\n", "\nspec:\n" + SANDBOX_BROKER_IDENTITY, 1)
-    assert stated != shipped
-    path = tmp_path_factory.mktemp("rules") / SHIPPED_RULE.name
-    path.write_text(stated)
-    return [path]
+def rule_files() -> list[Path]:
+    """The shipped rule, unchanged."""
+    return [SHIPPED_RULE]
 
 
 @pytest.fixture(scope="module")
