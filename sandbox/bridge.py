@@ -123,7 +123,7 @@ def advertises_elsewhere(placement: BrokerPlacement | None, advertised: str | No
     return advertised.rpartition(":")[0] != placement.pod_ip
 
 
-def pool_node_ids(api: KubeApi) -> list[int]:
+def recorded_pool_node_ids(api: KubeApi) -> list[int]:
     """The Strimzi pool's node ids, as its status (written by the operator twin) gives them."""
     path = f"/apis/{shapes.STRIMZI_GROUP}/{shapes.STRIMZI_VERSION}/namespaces/{NAMESPACE}/kafkanodepools"
     pool = api.get(f"{path}/{shapes.STRIMZI_POOL}")
@@ -139,7 +139,7 @@ class Bridge:
 
     def step(self) -> None:
         pods = self.api.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={self.shape.label_selector}")
-        node_ids = pool_node_ids(self.api) if self.shape.name == "strimzi" else ()
+        node_ids = recorded_pool_node_ids(self.api) if self.shape.name == "strimzi" else ()
         faults = Faults.load(self.faults_path)
         where = placements(self.shape, pods, pool_node_ids=node_ids)
         by_id = shapes.broker_pods(self.shape, pods.get("items", []), pool_node_ids=node_ids)

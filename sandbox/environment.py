@@ -32,7 +32,7 @@ from typing import Any
 
 from agent.adapters.local_prometheus import ScrapeTarget
 from sandbox import neighbours, shapes, workload
-from sandbox.bridge import Faults, pool_node_ids
+from sandbox.bridge import Faults, recorded_pool_node_ids
 from sandbox.kafka import KafkaCluster
 from sandbox.kube import KubeApi, KubeApiError, KubeControlPlane
 from sandbox.process import (
@@ -274,7 +274,7 @@ class Sandbox:
         try:
             api = self.kube.api()
             pods = api.get(f"/api/v1/namespaces/{workload.NAMESPACE}/pods?labelSelector={shape.label_selector}")
-            node_ids = pool_node_ids(api) if shape.name == "strimzi" else ()
+            node_ids = recorded_pool_node_ids(api) if shape.name == "strimzi" else ()
             by_broker = shapes.broker_pods(shape, pods["items"], pool_node_ids=node_ids)
             found["brokers"] = neighbours.broker_entries(shape=shape, broker_pods=by_broker)
             found["neighbours"] = neighbours.neighbour_entries(
