@@ -259,6 +259,26 @@ def broker_moves_off_failed_node(
     return moved, time.time() - not_ready
 
 
+def pods_on(api: KubeApi, node: str) -> dict[str, str]:
+    """(namespace/name -> uid) of every pod on `node`, in every namespace."""
+    listed = api.get(f"/api/v1/pods?fieldSelector=spec.nodeName={node}")["items"]
+    return {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["metadata"]["uid"] for p in listed}
+
+
+def schedulable_within(api: KubeApi, node: str, *, seconds: float, what: str) -> float:
+    """Seconds until `node` is Ready and not cordoned; fails past `seconds`."""
+    started = time.monotonic()
+    eventually(
+        lambda: (
+            node_condition(found := api.get(f"/api/v1/nodes/{node}")) == "True"
+            and not found["spec"].get("unschedulable")
+        ),
+        timeout=seconds,
+        what=what,
+    )
+    return time.monotonic() - started
+
+
 # --- Kafka's leadership, for the rebalance scenarios ------------------------------------------------
 
 IMBALANCE = "kafka_controller_kafkacontroller_preferredreplicaimbalancecount"

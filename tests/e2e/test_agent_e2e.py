@@ -30,7 +30,9 @@ from e2e_support import (
     events_for,
     node_of,
     patch_times,
+    pods_on,
     requested,
+    schedulable_within,
     set_usage,
     state_of,
     verified_resizes,
@@ -96,6 +98,9 @@ def test_a_failed_nodes_broker_is_running_elsewhere(sandbox: Sandbox, api: KubeA
     node = node_of(api, 1)
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     volume = api.get(f"{PVCS}/{workload.pvc_name(1)}")["spec"]["volumeName"]
+    neighbour = next(n for n in sandbox.status()["neighbours"] if n["node"] == node)
+    bystanders = {key: uid for key, uid in pods_on(api, node).items() if key != f"kafka/{workload.pod_name(1)}"}
+    assert len(bystanders) >= 2, bystanders  # the neighbour and a DaemonSet pod at least
     try:
         moved, latency = broker_moves_off_failed_node(sandbox, api, broker=1, node=node, timeout=180)
         print(f"\nLATENCY node NotReady -> broker pod Running elsewhere: {latency:.1f}s")
@@ -116,9 +121,13 @@ def test_a_failed_nodes_broker_is_running_elsewhere(sandbox: Sandbox, api: KubeA
             for a in attachments
             if a["spec"]["source"].get("persistentVolumeName") == volume
         ] == [(moved["spec"]["nodeName"], True)], "the volume is attached to the new node only"
+        assert {key: uid for key, uid in pods_on(api, node).items() if key in bystanders} == bystanders
+        if neighbour["volume_attachment"]:
+            assert api.get(f"/apis/storage.k8s.io/v1/volumeattachments/{neighbour['volume_attachment']}")
     finally:
         sandbox.fault("recover-node", node)
-        api.merge_patch(f"/api/v1/nodes/{node}", {"spec": {"unschedulable": False}})
+    took = schedulable_within(api, node, seconds=60, what=f"{node} back and uncordoned by the agent")
+    print(f"LATENCY node recovered -> schedulable again (the agent's own cordon undone): {took:.1f}s")
 
 
 def test_a_node_that_flaps_back_within_the_grace_is_left_alone(sandbox: Sandbox, api: KubeApi) -> None:
@@ -151,7 +160,8 @@ def test_a_partitioned_node_whose_broker_serves_gets_no_force_delete(
         assert sandbox.kafka.broker_running(3)
     finally:
         sandbox.fault("recover-node", node)
-        api.merge_patch(f"/api/v1/nodes/{node}", {"spec": {"unschedulable": False}})
+    took = schedulable_within(api, node, seconds=60, what=f"{node} schedulable after the partition")
+    print(f"\nLATENCY partition recovered -> schedulable: {took:.1f}s")
 
 
 # --- the reference table, step 2, and a restart mid-action -------------------------------------------

@@ -30,7 +30,9 @@ from e2e_support import (
     broker_moves_off_failed_node,
     create_topic,
     imbalance,
+    pods_on,
     restart_broker,
+    schedulable_within,
     view,
     wait_for_visible_imbalance,
 )
@@ -39,7 +41,7 @@ from helpers import eventually
 from agent.adapters.clock import WallClock
 from agent.adapters.prometheus import PrometheusClient
 from sandbox.environment import Sandbox
-from sandbox.kube import KubeApi, node_condition
+from sandbox.kube import KubeApi
 
 pytestmark = pytest.mark.sandbox
 
@@ -75,26 +77,6 @@ def pod_path(namespace: str, name: str) -> str:
 
 def uid_of(api: KubeApi, namespace: str, name: str) -> str:
     return str(api.get(pod_path(namespace, name))["metadata"]["uid"])
-
-
-def pods_on(api: KubeApi, node: str) -> dict[str, str]:
-    """(namespace/name -> uid) of every pod on `node`, in every namespace."""
-    listed = api.get(f"/api/v1/pods?fieldSelector=spec.nodeName={node}")["items"]
-    return {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["metadata"]["uid"] for p in listed}
-
-
-def schedulable_within(api: KubeApi, node: str, *, seconds: float, what: str) -> float:
-    """Seconds until `node` is Ready and not cordoned; fails past `seconds`."""
-    started = time.monotonic()
-    eventually(
-        lambda: (
-            node_condition(found := api.get(f"/api/v1/nodes/{node}")) == "True"
-            and not found["spec"].get("unschedulable")
-        ),
-        timeout=seconds,
-        what=what,
-    )
-    return time.monotonic() - started
 
 
 @SHAPED
@@ -143,6 +125,8 @@ def test_a_failed_nodes_broker_runs_elsewhere_and_nothing_else_there_is_touched(
         sandbox.fault("recover-node", node)
     took = schedulable_within(api, node, seconds=60, what=f"{node} back and uncordoned by the agent")
     print(f"LATENCY {sandbox.shape}: node recovered -> schedulable again: {took:.1f}s")
+    released = [r for r in agent.records() if r["object"] == node and r.get("after") == "the agent's own marks undone"]
+    assert released and released[-1]["event"] == "action-verified", released
 
 
 @SHAPED
