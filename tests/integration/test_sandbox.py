@@ -116,8 +116,16 @@ def test_prometheus_has_real_broker_metrics_and_the_twins_volume_metrics(
     )
     assert {s.labels["pvc"] for s in capacities} == {workload.pvc_name(b) for b in range(4)}
     assert {s.value for s in capacities} == {400 * GI}
-    targets = {s.labels.get("role") for s in prometheus.instant_query("up")}
-    assert {"storage-twin", "agent", "controller"} <= targets, "Prometheus scrapes the twin and the agent's address"
+    targets = eventually(
+        lambda: (
+            {"storage-twin", "agent", "controller"}
+            <= (roles := {s.labels.get("role") for s in prometheus.instant_query("up")})
+            and roles
+        ),
+        timeout=30,
+        what="Prometheus scraping the controller, the twin and the agent's address",
+    )
+    assert None in targets, "and the brokers"
     used = prometheus.instant_query(kafka_volumes("kubelet_volume_stats_used_bytes"))
     assert len(used) == 4
     sandbox.twin_client().define_pool(
