@@ -302,20 +302,32 @@ def imbalance(prometheus: PrometheusClient) -> float | None:
     return max(s.value for s in samples) if samples else None
 
 
-async def _create_topic(bootstrap: str, topic: str, assignment: dict[int, list[int]]) -> None:
+async def _create_topic(
+    bootstrap: str, topic: str, assignment: dict[int, list[int]], configs: dict[str, str] | None = None
+) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(name=topic, num_partitions=-1, replication_factor=-1, replica_assignments=assignment)]
+            [
+                NewTopic(
+                    name=topic,
+                    num_partitions=-1,
+                    replication_factor=-1,
+                    replica_assignments=assignment,
+                    topic_configs=configs or {},
+                )
+            ]
         )
     finally:
         await admin.close()
 
 
-def create_topic(sandbox: Sandbox, topic: str, assignment: dict[int, list[int]]) -> None:
+def create_topic(
+    sandbox: Sandbox, topic: str, assignment: dict[int, list[int]], configs: dict[str, str] | None = None
+) -> None:
     """A topic whose partition n has the replicas `assignment[n]`, the first of them preferred."""
-    asyncio.run(_create_topic(sandbox.kafka.bootstrap_servers, topic, assignment))
+    asyncio.run(_create_topic(sandbox.kafka.bootstrap_servers, topic, assignment, configs))
 
 
 def restart_broker(sandbox: Sandbox, broker: int) -> None:

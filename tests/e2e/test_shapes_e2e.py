@@ -12,7 +12,9 @@ IP), never from a pod name. In order, per shape:
 - a node that flaps back within the grace: left alone;
 - a broker restarted: its preferred leadership restored;
 - a volume over the threshold: resized in bitnami; in strimzi, declined with the owner named (the
-  operator owns those PVCs).
+  operator owns those PVCs);
+- two broker nodes failing at once, with a topic at min.insync.replicas 2 on both: the min-ISR guard,
+  counting every failing node, holds the reschedule and nothing is force-deleted.
 Latencies are printed for the closing notes (pytest -s shows them).
 """
 
@@ -208,3 +210,43 @@ def test_a_full_volume_is_resized_or_declined_with_its_owner_named(
     eventually(
         lambda: api.get(path)["status"]["capacity"]["storage"] == "800Gi", timeout=120, what=f"{claim} grown to 800Gi"
     )
+
+
+@SHAPED
+def test_two_nodes_failing_at_once_are_held_by_the_min_isr_guard(
+    shaped_sandbox: Sandbox, api: KubeApi, agent: AgentProcess
+) -> None:
+    sandbox = shaped_sandbox
+    current = brokers(sandbox)
+    first, second = current[1], current[2]
+    assert first["node"] != second["node"]
+    ids = [broker["broker_id"] for broker in current]
+    create_topic(
+        sandbox,
+        "guarded",
+        {0: [ids[0], first["broker_id"], second["broker_id"]]},
+        configs={"min.insync.replicas": "2"},
+    )
+    uids = {b["pod"]: uid_of(api, b["namespace"], b["pod"]) for b in (first, second)}
+    for broker in (first, second):
+        sandbox.fault("fail-node", broker["node"])
+    try:
+        held = eventually(
+            lambda: [
+                r
+                for r in agent.records()
+                if r["event"] == "action-held"
+                and r["object"] in (first["node"], second["node"])
+                and "below min.insync.replicas" in r["reason"]
+            ],
+            timeout=180,
+            what="the reschedule held by the min-ISR guard",
+        )
+        print(f"\nMIN-ISR GUARD {sandbox.shape}: {held[0]['reason']}")
+        assert "guarded-0" in held[0]["reason"], held[0]
+        assert {b["pod"]: uid_of(api, b["namespace"], b["pod"]) for b in (first, second)} == uids
+    finally:
+        for broker in (first, second):
+            sandbox.fault("recover-node", broker["node"])
+    for broker in (first, second):
+        schedulable_within(api, broker["node"], seconds=60, what=f"{broker['node']} schedulable again")
