@@ -58,10 +58,11 @@ KWOK_VERSION: Final = "v0.8.0"
 """The pins of `scripts/build-kubernetes.sh`; the integration test checks that both agree."""
 
 HEARTBEAT_LABEL: Final = "sandbox.kafka-autopilot.io/kwok-heartbeat"
+"""kwok manages (heartbeats) exactly the nodes that carry this label with the value "on"."""
+
 CONTROLLER_MANAGED_ATTACH_DETACH: Final = "volumes.kubernetes.io/controller-managed-attach-detach"
 """The node annotation without which the attach-detach controller leaves a node's volumes alone
 (a kubelet sets it at registration, unless told to attach volumes itself)."""
-"""kwok manages (heartbeats) exactly the nodes that carry this label with the value "on"."""
 
 DEFAULT_NODE_COUNT: Final = 5
 NODE_LEASE_DURATION_SECONDS: Final = 20

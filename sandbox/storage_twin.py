@@ -1126,13 +1126,12 @@ class KubeSync:
                     self._refused(f"VolumeAttachment {step.name}", error)
                 continue
             source = (attachment.get("spec") or {}).get("source") or {}
+            now_attached = step.status.get("attached") is True
+            done = "detached" if step.move is AttacherMove.DETACH else "attached" if now_attached else "refused"
             _log.info(
-                f"{SIMULATION}: volume {'attached' if step.move is AttacherMove.ATTACH else 'detached'}",
-                attachment=step.name,
-                pv=source.get("persistentVolumeName"),
-                node=node,
+                f"{SIMULATION}: volume {done}", attachment=step.name, pv=source.get("persistentVolumeName"), node=node
             )
-            if step.move is AttacherMove.ATTACH and step.status.get("attached") is True:
+            if now_attached:
                 attached[step.name] = node
         self.attached = attached
 
