@@ -6,6 +6,7 @@ docs/architecture.md exist and name what they must.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,16 @@ def test_every_state_policy_field_and_exit_code_is_documented() -> None:
     for code in ("0", "1", "2", "70", "75"):
         assert f"| {code} |" in exits, f"operations.md lacks exit code {code}"
     assert "75 lost leadership" in build_parser().format_help().replace("\n", " ")
+
+
+def test_no_file_in_the_checkout_keeps_a_merge_conflict_marker() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.md", "*.py", "*.yaml", "*.sh", "Makefile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    marker = re.compile(r"^(<{7} |>{7} |={7}$)", re.M)
+    conflicted = [name for name in tracked if marker.search((REPO / name).read_text(errors="replace"))]
+    assert tracked and conflicted == []
