@@ -14,6 +14,7 @@ States are the vendor Autopilot's, plus ActionAwaitingWindow and ActionsThrottle
     ActionAwaitingWindow / ActionsThrottled ──conditions hold──► approval and window checked, planned and
                      admitted again at every evaluation: ActiveActionsPending once the hold has passed
     ActiveActionsPending ──executor starts──► ActiveActionsInProgress
+    ActiveActionsPending ──start lost (no executor, no in-flight record)──► Triggered (planned again next cycle)
     ActiveActionsInProgress ──verified──► ActiveActionsTaken; ──failed or held──► Normal (cooldown applies)
     ActiveActionsTaken ──cooldown over──► Normal (and on to Triggered if the conditions still hold)
     ActionsDeclined ──cooldown over, conditions hold──► approval and window checked, planned again
@@ -126,7 +127,15 @@ class ActionFinished:
     reason: str = ""
 
 
-Event = Evaluated | ApprovalAnswered | PlanOutcome | HeldByPolicy | ActionStarted | ActionFinished
+@dataclass(frozen=True, kw_only=True)
+class StartLost:
+    """An ActiveActionsPending whose start was never recorded (a failed write between plan and start):
+    back to Triggered, `for` kept, so the next cycle plans and admits it again."""
+
+    reason: str
+
+
+Event = Evaluated | ApprovalAnswered | PlanOutcome | HeldByPolicy | ActionStarted | ActionFinished | StartLost
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,6 +233,10 @@ def decide(
     if isinstance(event, ActionStarted):
         if current is RuleState.ACTIVE_ACTIONS_PENDING:
             machine.go(RuleState.ACTIVE_ACTIONS_IN_PROGRESS, "executor started the actions")
+        return machine.step()
+    if isinstance(event, StartLost):
+        if current is RuleState.ACTIVE_ACTIONS_PENDING:
+            machine.go(RuleState.TRIGGERED, f"action start lost, planned again: {event.reason}")
         return machine.step()
     if isinstance(event, ActionFinished):
         if current in (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS):

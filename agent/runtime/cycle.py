@@ -7,7 +7,8 @@ A cycle:
    guardrail policy, the admission facts (agent.runtime.admission);
 3. record: every evaluation, transition and action as an audit record, a counter, and an Event
    (agent.runtime.recorder);
-4. persist the states that changed; a state another writer moved is not acted on this cycle;
+4. persist the states that changed; a state another writer moved, or whose write failed, is not acted
+   on this cycle (a Pending that was stored all the same is planned again by the runner's sweep);
 5. start executors for the planned actions (agent.runtime.runner), then follow approvals
    (agent.runtime.approvals);
 6. let executors undo their own marks where the cause has gone (a node back: the agent's cordon).
@@ -91,6 +92,14 @@ class RuleCycle:
                         rule=rule.name,
                         object=key,
                         why=str(error),
+                    )
+                except Exception as error:  # a failed write costs that object's start, not the other objects'
+                    conflicted.add(key)
+                    log.warning(
+                        "state write failed; not acting this cycle",
+                        rule=rule.name,
+                        object=key,
+                        error=f"{type(error).__name__}: {error}",
                     )
             by_key = {target.key: target for target in objects}
             for planned in outcome.planned:

@@ -267,7 +267,11 @@ async def run_agent(
             telemetry.set("kafka_autopilot_leader", 1)  # alone, it acts
         web = await serve(
             Endpoints(
-                telemetry=telemetry, readiness=readiness, trigger=triggers.trigger, health=lambda: scheduler.health
+                telemetry=telemetry,
+                readiness=readiness,
+                trigger=triggers.trigger,
+                health=lambda: scheduler.health,
+                stuck=runner.stuck,
             ),
             host=options.listen_host,
             port=options.listen_port,
