@@ -44,7 +44,7 @@ class FailingStartStore(FakeStateStore):
         super().__init__()
         self.fail_start = 1
 
-    async def record_in_flight(self, **kwargs: object) -> InFlight:  # type: ignore[override]
+    async def record_in_flight(self, **kwargs: object) -> InFlight:
         if self.fail_start:
             self.fail_start -= 1
             raise ConnectionError("apiserver unreachable")
