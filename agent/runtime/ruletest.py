@@ -144,6 +144,7 @@ class _Simulation:
                 now=now,
                 cooldown_seconds=rule.cooldown_seconds,
                 for_seconds=rule.conditions.for_seconds,
+                poll_interval_seconds=rule.poll_interval_seconds,
             )
             self.states[key] = step.state
             for transition in step.transitions:
@@ -194,6 +195,7 @@ class _Simulation:
                 now=now,
                 cooldown_seconds=rule.cooldown_seconds,
                 for_seconds=rule.conditions.for_seconds,
+                poll_interval_seconds=rule.poll_interval_seconds,
             )
             self.states[key] = step.state
             for transition in step.transitions:
