@@ -118,7 +118,7 @@ class RunOptions:
 
 
 def load_rules(paths: Sequence[Path], *, out: TextIO) -> tuple[list[Rule], list[Problem]]:
-    result = merge_results(load_rule_paths(paths, catalog=CATALOG))
+    result = merge_results(load_rule_paths(paths, catalog=CATALOG), drop_duplicated=True)
     for problem in result.problems:
         print(f"rule problem (rule skipped): {problem}", file=out, flush=True)
     return list(result.rules), list(result.problems)
