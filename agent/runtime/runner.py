@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
-from agent.actions.base import Executor, Outcome, OutcomeKind
+from agent.actions.base import Executor, Outcome, OutcomeKind, collecting_mutations
 from agent.adapters.clock import Clock
 from agent.adapters.errors import StateConflictError
 from agent.adapters.kubernetes.statuscodec import ActionHistory, InFlight, LastAction, StoredStatus
@@ -211,12 +211,15 @@ class ActionRunner:
         if executor is None:
             outcome = Outcome(kind=OutcomeKind.HELD, reason=f"no executor for {planned.action} in this agent yet")
         else:
-            try:
-                outcome = await executor.run(
-                    planned=planned, target=target, params=params_of(rule, planned.action), rule=rule
-                )
-            except Exception as error:  # a failed call is an outcome, not a crash
-                outcome = Outcome(kind=OutcomeKind.FAILED, reason=f"{type(error).__name__}: {error}")
+            with collecting_mutations() as applied:
+                try:
+                    outcome = await executor.run(
+                        planned=planned, target=target, params=params_of(rule, planned.action), rule=rule
+                    )
+                except Exception as error:  # a failed call is an outcome, not a crash; what it changed is kept
+                    outcome = Outcome(
+                        kind=OutcomeKind.FAILED, reason=f"{type(error).__name__}: {error}", mutations=tuple(applied)
+                    )
         await self.finish(rule, planned, target, state, outcome, started_at=started_at)
 
     async def finish(

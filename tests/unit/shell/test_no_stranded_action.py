@@ -7,6 +7,7 @@ import asyncio
 import io
 import itertools
 
+import pytest
 from fakes import FakeClock, FakeCluster, FakeEvents, FakePrometheus, FakePvc, FakeStateStore
 from helpers import REFERENCE_RULE
 from shell_support import load_rule
@@ -83,7 +84,7 @@ def build(store: FakeStateStore) -> tuple[FakeClock, FakeCluster, ActionRunner, 
 
 async def test_a_failed_start_write_leaves_a_state_the_sweep_and_next_cycle_pick_up() -> None:
     store = FailingStartStore()
-    clock, cluster, runner, cycle, _ = build(store)
+    clock, cluster, runner, cycle, records = build(store)
 
     await cycle(RULE)
     await asyncio.gather(*runner.running.values())  # the task ends quietly: the error is logged
@@ -102,6 +103,12 @@ async def test_a_failed_start_write_leaves_a_state_the_sweep_and_next_cycle_pick
     assert cluster.writes == [("resize_pvc", KEY)]
     done = store.stored(RULE.name, KEY).state
     assert done is not None and done.state is RuleState.ACTIVE_ACTIONS_TAKEN
+    assert records and all(record["time"] for record in records)
+
+
+def test_an_audit_record_without_a_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="has no time"):
+        AuditTrail(stream=io.StringIO()).write({"event": "action-planned", "time": None})
 
 
 async def test_an_in_flight_record_whose_task_died_is_resumed_by_the_sweep() -> None:
