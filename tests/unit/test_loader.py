@@ -6,7 +6,6 @@ author would look at: the offending key or value, 1-based line and column as an 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import replace
 from fractions import Fraction
@@ -251,7 +250,7 @@ def test_two_rule_files_in_one_folder_with_one_name_run_neither_and_name_both_pl
     (tmp_path / "a.yaml").write_text(REFERENCE)
     (tmp_path / "b.yaml").write_text("# the same rule again\n" + edit(REFERENCE, '"100"', '"50"'))
 
-    rules, problems = load_rules([tmp_path], out=io.StringIO())
+    rules, problems = load_rules([tmp_path])
 
     assert rules == []
     said = sorted(str(problem) for problem in problems)
