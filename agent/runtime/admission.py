@@ -90,6 +90,14 @@ class AdmissionLedger:
         if not started:
             self._admitted.pop(key, None)
 
+    def not_acted(self, planned: PlannedAction) -> None:
+        """The admitted action ended without acting (held or declined): it is not a start, and uses up
+        no rate limit (the runner stores no start for it either)."""
+        key = (planned.rule, planned.object)
+        admitted = self._admitted.get(key)
+        if admitted is not None and admitted.at <= planned.at:
+            del self._admitted[key]
+
     async def _durable_history(self, now: float) -> ActionHistory:
         async with self._history_lock:
             if self._history is None or now - self._history[0] >= HISTORY_SHARING_SECONDS:

@@ -213,6 +213,7 @@ async def run_agent(
             trigger=triggers.trigger,
             agent_namespace=options.namespace,
         )
+        admission = AdmissionLedger(policy=policy, history_source=store) if policy is not None else None
         runner = ActionRunner(
             store=store,
             recorder=recorder,
@@ -221,6 +222,7 @@ async def run_agent(
             executors=executors_with(applier),
             dry_run_executors=executors_with(lambda _action: dry_applier),
             approvals=approvals,
+            admission=admission,
         )
         cycle = RuleCycle(
             inventory=Inventory(
@@ -232,7 +234,7 @@ async def run_agent(
             clock=clock,
             catalog=CATALOG,
             policy=policy,
-            admission=AdmissionLedger(policy=policy, history_source=store) if policy is not None else None,
+            admission=admission,
             approvals=approvals,
         )
         scheduler = Scheduler(

@@ -35,6 +35,7 @@ from agent.core.inflight import decode_in_flight, encode_in_flight
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule
 from agent.core.states import ActionFinished, ActionStarted, ObjectState, PlanOutcome, RuleState, StartLost
+from agent.runtime.admission import AdmissionLedger
 from agent.runtime.approvals import ApprovalFlow
 from agent.runtime.recorder import Recorder
 
@@ -115,6 +116,8 @@ class ActionRunner:
     dry_run_executors: Mapping[str, Executor] = field(default_factory=dict)
     """The executors again, with the dry-run applier: for rules with `enforcement: dryRun` (if none, held)."""
     approvals: ApprovalFlow | None = None
+    admission: AdmissionLedger | None = None
+    """With a policy: told when an admitted action ended without acting, so it counts as no start."""
     running: dict[ActionKey, asyncio.Task[None]] = field(default_factory=dict)
     _unowned: dict[ActionKey, StuckAction] = field(default_factory=dict)
     """In-flight states the last sweep found with no task of this process, and since when."""
@@ -253,6 +256,8 @@ class ActionRunner:
                 outcome=outcome.kind.value,
             ),
         )
+        if self.admission is not None and outcome.kind in (OutcomeKind.HELD, OutcomeKind.DECLINED):
+            self.admission.not_acted(planned)
         await self.recorder.transitions(rule, target, result.transitions)
         await self.recorder.action_finished(rule, planned, target, outcome)
         if self.approvals is not None:

@@ -12,6 +12,7 @@ from fakes import FakeClock, FakeCluster, FakeEvents, FakePrometheus, FakePvc, F
 from helpers import REFERENCE_RULE
 from shell_support import load_rule
 
+from agent.actions.base import Outcome, OutcomeKind
 from agent.actions.mutations import LiveApplier
 from agent.actions.registry import CATALOG
 from agent.actions.volume_resize.executor import VolumeResizeExecutor
@@ -19,6 +20,7 @@ from agent.actions.volume_resize.spec import VOLUME_RESIZE
 from agent.adapters.kubernetes.statuscodec import ActionHistory, InFlight
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.engine import PlannedAction
+from agent.core.matching import TargetObject, pvc_object
 from agent.core.policy import Policy
 from agent.core.quantity import GIB
 from agent.core.rules import Rule
@@ -209,3 +211,46 @@ async def test_an_action_in_flight_with_no_task_is_reported_stuck_with_rule_obje
 
     await runner.resume(RULE, states={KEY: ObjectState(state=RuleState.NORMAL)}, objects={})
     assert runner.stuck() == []
+
+
+class HoldingExecutor:
+    action = VOLUME_RESIZE
+
+    async def run(self, *, planned: PlannedAction, target: TargetObject, params: object, rule: Rule) -> Outcome:
+        return Outcome(kind=OutcomeKind.HELD, reason="Kafka still sees the broker alive")
+
+
+async def test_a_held_outcome_is_no_start_for_the_policy_rate_limits() -> None:
+    store = FakeStateStore()
+    clock, _, _, _, _ = build(store)
+    ledger = AdmissionLedger(policy=Policy(name="p", max_concurrent_actions=5), history_source=store)
+    recorder = Recorder(trail=AuditTrail(stream=io.StringIO()), telemetry=Telemetry(), clock=clock, events=FakeEvents())
+    runner = ActionRunner(
+        store=store,
+        recorder=recorder,
+        clock=clock,
+        catalog=CATALOG,
+        executors={VOLUME_RESIZE: HoldingExecutor()},
+        admission=ledger,
+    )
+    target = pvc_object(namespace="kafka", name="data-kafka-0", labels={"app": "kafka"}, capacity_bytes=400 * GIB)
+    planned = PlannedAction(rule=RULE.name, object=KEY, action=VOLUME_RESIZE, before="", after="", at=clock.now())
+    await store.save(
+        rule=RULE.name,
+        object_key=KEY,
+        object_kind=RULE.target.value,
+        state=ObjectState(state=RuleState.ACTIVE_ACTIONS_PENDING, since=clock.now()),
+    )
+    ledger.admitted(planned, at=clock.now())
+    ledger.settled(planned, started=True)
+
+    await runner.execute(RULE, planned, target)
+
+    async def nothing() -> frozenset[str]:
+        return frozenset()
+
+    clock.advance(2)
+    facts = await ledger.facts(RULE, clock.now(), running=set, cordoned_nodes=nothing)
+    assert (facts.starts, facts.in_flight) == ((), 0)
+    last = store.stored(RULE.name, KEY).last_action
+    assert last is not None and last.outcome == "held"
