@@ -116,11 +116,12 @@ class RuleCycle:
         return rule_health(outcome)
 
     async def resume(self, rule: Rule) -> None:
-        """Resume the rule's actions a previous run left in flight."""
+        """Resume the rule's actions left in flight with no task here (at start-up, and at each sweep)."""
         states = await self.store.load(rule.name)
+        objects = {}
         if any(state.state in IN_FLIGHT_STATES for state in states.values()):
             objects = {target.key: target for target in await self.inventory.objects(rule)}
-            await self.runner.resume(rule, states=states, objects=objects)
+        await self.runner.resume(rule, states=states, objects=objects)  # also forgets what is no longer stuck
 
 
 def rule_health(outcome: CycleOutcome) -> str:
