@@ -81,7 +81,8 @@ class ObjectState:
     entered_at: Mapping[str, float] = field(default_factory=dict)
     """Last time each state was entered, by state name."""
     last_holding_at: float | None = None
-    """When the conditions were last seen holding; None: no gap known (a state stored before this field)."""
+    """When the conditions were last seen holding while `for` was being waited for (Triggered); None: no gap
+    known (another state, or a state stored before this field). Kept only then: no status write per cycle else."""
     attempts_not_acted: int = 0
     """Outcomes in a row that did not act (held, failed, declined): the retry backoff grows with them."""
 
@@ -316,7 +317,7 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
         return machine.step()
     last_holding = machine.state.last_holding_at
     gap = None if last_holding is None or verdict is not Verdict.HOLDS else machine.now - last_holding
-    machine.state = replace(machine.state, last_holding_at=machine.now if verdict is Verdict.HOLDS else None)
+    machine.state = replace(machine.state, last_holding_at=None)  # kept only while `for` is being waited for
     if current is RuleState.ACTIVE_ACTIONS_TAKEN:
         if machine.in_cooldown():
             machine.note = f"in cooldown until {machine.state.cooldown_until:.0f}"
@@ -351,6 +352,8 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
             return machine.step()
     if current is RuleState.TRIGGERED:
         active_at = machine.state.active_at if machine.state.active_at is not None else machine.now
+        if machine.for_seconds > 0:
+            machine.state = replace(machine.state, last_holding_at=machine.now)
         limit = GAP_POLL_INTERVALS * machine.poll_interval_seconds
         if gap is not None and machine.poll_interval_seconds > 0 and gap > limit and active_at < machine.now:
             active_at = machine.now
