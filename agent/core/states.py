@@ -20,7 +20,7 @@ States are the vendor Autopilot's, plus ActionAwaitingWindow and ActionsThrottle
                      (`retry_backoff_seconds`: the pollInterval doubled per outcome in a row that did not
                      act, capped at the cooldown), not after a full cooldown
     ActiveActionsTaken ──cooldown over──► Normal (and on to Triggered if the conditions still hold)
-    ActionsDeclined ──cooldown over, conditions hold──► approval and window checked, planned again
+    ActionsDeclined ──retry backoff over, conditions hold──► approval and window checked, planned again
                      (e.g. after maxsize was raised); never after an approver declined, until Normal
 
 ActionsThrottled is a guardrail policy's hold (agent.core.policy.admit: a rate limit, the maximum of
