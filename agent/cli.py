@@ -52,6 +52,7 @@ from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import approval_commands, ruletest
 from agent.runtime.leadership import EXIT_LEADERSHIP_LOST
+from agent.runtime.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from agent.runtime.main import PrometheusSettings, RunOptions, StorageApiSettings, run_agent
 from agent.runtime.scope import SCOPE_POD_ENV, PodScope, ScopeError
 
@@ -67,6 +68,7 @@ CHECKOUT_COMMANDS = "sandbox.cli"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(log_format=getattr(args, "log_format", "json"), level=getattr(args, "log_level", "info"))
     command: Callable[[argparse.Namespace], int] = args.command
     try:
         return command(args)
@@ -169,7 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="record what would be done; change nothing")
     run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="health and metrics address")
     run.add_argument("--install-crds", action="store_true", help="create or update the agent's CRDs first")
-    run.add_argument("--audit", type=Path, metavar="FILE", help="append audit records to FILE instead of stdout")
+    run.add_argument(
+        "--audit",
+        type=Path,
+        metavar="FILE",
+        help="append audit records to FILE instead of stdout (without it, stdout carries only audit records)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="json",
+        help="the agent's own logs, on stderr: json (one object per line, with 'level') or console (default json)",
+    )
+    run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(default info)")
     run.add_argument(
         "--namespace",
         default=os.environ.get("POD_NAMESPACE") or "kafka-autopilot",

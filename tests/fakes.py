@@ -55,7 +55,7 @@ from agent.adapters.kubernetes import (
 )
 from agent.adapters.kubernetes.approvals import Approval
 from agent.adapters.kubernetes.client import ConditionStatus
-from agent.adapters.kubernetes.statuscodec import ActionHistory, InFlight, LastAction, StoredStatus, with_recent
+from agent.adapters.kubernetes.statuscodec import ActionHistory, InFlight, LastAction, StoredStatus, acted, with_recent
 from agent.adapters.storagepools import (
     PoolOperation,
     ResizeOperation,
@@ -792,6 +792,7 @@ class FakeStateStore:
             if (
                 last is not None
                 and last.started_at is not None
+                and acted(last)
                 and not any(action.started_at == last.started_at for action in status.recent_actions)
             ):
                 starts.append(ActionStart(rule=rule, object=key, action=last.name, at=last.started_at))

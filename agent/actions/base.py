@@ -6,14 +6,18 @@ decide the exact mutations, or decline / hold), apply (hand the mutations to the
 (poll until the cluster shows the intended result, or give up). Verify runs only when the applier
 changed the cluster: every executor goes through `verified`, which lets the applier decide (the
 dry-run applier answers DRY_RUN with the recorded mutations). Executors are idempotent: run again
-after a restart, they find the work done and only verify.
+after a restart, they find the work done and only verify. A run that raises after some mutations
+(a destructive action failing partway) does not lose them: `collecting_mutations` gives the runner
+every mutation applied, for the failed outcome's record.
 
 Time comes from the `Clock` handed in, never from the standard library, so tests control it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -96,6 +100,21 @@ class Action:
     executor: ExecutorFactory
 
 
+_applied_in_this_run: ContextVar[list[str] | None] = ContextVar("applied_in_this_run", default=None)
+
+
+@contextmanager
+def collecting_mutations() -> Iterator[list[str]]:
+    """Every mutation a MutationLog applies inside the block (in this task and the tasks it starts),
+    also when the executor then raises: the runner records them in a failed action's outcome."""
+    collected: list[str] = []
+    token = _applied_in_this_run.set(collected)
+    try:
+        yield collected
+    finally:
+        _applied_in_this_run.reset(token)
+
+
 @dataclass
 class MutationLog:
     """The mutations one run handed to the applier, for the outcome's audit record."""
@@ -106,6 +125,9 @@ class MutationLog:
     async def apply(self, mutation: Mutation) -> None:
         await self.applier.apply(mutation)
         self.done.append(mutation.describe())
+        collected = _applied_in_this_run.get()
+        if collected is not None:
+            collected.append(mutation.describe())
 
 
 async def verified(

@@ -180,6 +180,9 @@ class AuditTrail:
         )
 
     def write(self, record: AuditRecord) -> None:
+        """Write one record; every record says when it happened (a record without a time is a bug)."""
+        if not record.get("time"):
+            raise ValueError(f"audit record {record.get('event')!r} has no time")
         if self._listener is not None:
             self._listener(record)
         fields = dict(record)

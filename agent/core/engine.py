@@ -290,6 +290,7 @@ def advance(*, rule: Rule, object_key: str, state: ObjectState, event: Event, no
         now=now,
         cooldown_seconds=rule.cooldown_seconds,
         for_seconds=rule.conditions.for_seconds,
+        poll_interval_seconds=rule.poll_interval_seconds,
     )
 
 

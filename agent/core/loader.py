@@ -93,28 +93,45 @@ def parse_rules(text: str, *, file: str, catalog: Catalog) -> LoadResult:
     return LoadResult(rules=tuple(rules), problems=tuple(problems))
 
 
-def merge_results(results: Iterable[LoadResult]) -> LoadResult:
-    """Combine per-file results, reporting a rule name defined twice (the later one is dropped)."""
+def merge_results(results: Iterable[LoadResult], *, drop_duplicated: bool = False) -> LoadResult:
+    """Combine per-file results, reporting a rule name defined twice, at both places (file and line).
+
+    The later definition is always dropped; with `drop_duplicated` (rule files read together, where
+    no one can say which definition was meant) the first is dropped too, and nothing of that name runs.
+    """
     rules: list[Rule] = []
     problems: list[Problem] = []
     seen: dict[str, Rule] = {}
+    duplicated: set[str] = set()
     for result in results:
         problems.extend(result.problems)
         for rule in result.rules:
             first = seen.get(rule.name)
             if first is not None:
+                ignored = "both are ignored" if drop_duplicated else "this one is ignored"
                 problems.append(
                     Problem(
                         location=rule.source,
                         rule=rule.name,
                         field="metadata.name",
-                        message=f"rule name already used at {first.source}; this one is ignored",
+                        message=f"rule name already used at {first.source}; {ignored}",
                     )
                 )
+                if drop_duplicated and rule.name not in duplicated:
+                    duplicated.add(rule.name)
+                    problems.append(
+                        Problem(
+                            location=first.source,
+                            rule=rule.name,
+                            field="metadata.name",
+                            message=f"rule name used again at {rule.source}; both are ignored",
+                        )
+                    )
                 continue
             seen[rule.name] = rule
             rules.append(rule)
-    return LoadResult(rules=tuple(rules), problems=tuple(problems))
+    kept = tuple(rule for rule in rules if rule.name not in duplicated)
+    return LoadResult(rules=kept, problems=tuple(problems))
 
 
 @dataclass

@@ -14,15 +14,22 @@ States are the vendor Autopilot's, plus ActionAwaitingWindow and ActionsThrottle
     ActionAwaitingWindow / ActionsThrottled ──conditions hold──► approval and window checked, planned and
                      admitted again at every evaluation: ActiveActionsPending once the hold has passed
     ActiveActionsPending ──executor starts──► ActiveActionsInProgress
-    ActiveActionsInProgress ──verified──► ActiveActionsTaken; ──failed or held──► Normal (cooldown applies)
+    ActiveActionsPending ──start lost (no executor, no in-flight record)──► Triggered (planned again next cycle)
+    ActiveActionsInProgress ──verified (or dry-run)──► ActiveActionsTaken (cooldown applies)
+    ActiveActionsInProgress ──failed, held or refused──► Triggered / ActionsDeclined, retried after a backoff
+                     (`retry_backoff_seconds`: the pollInterval doubled per outcome in a row that did not
+                     act, capped at the cooldown), not after a full cooldown
     ActiveActionsTaken ──cooldown over──► Normal (and on to Triggered if the conditions still hold)
-    ActionsDeclined ──cooldown over, conditions hold──► approval and window checked, planned again
+    ActionsDeclined ──retry backoff over, conditions hold──► approval and window checked, planned again
                      (e.g. after maxsize was raised); never after an approver declined, until Normal
 
 ActionsThrottled is a guardrail policy's hold (agent.core.policy.admit: a rate limit, the maximum of
 actions in flight or of cordoned nodes, the minimum interval between two resizes); its reason names
 the limit and, when it lifts by itself, the time it does. An object whose identity is unknown (a broker
 pod no one can say the broker id of) is held the same way, with or without a policy, until it is known.
+
+`for` counts from `active_at`; a gap with no holding sample longer than 2 x pollInterval (from
+`last_holding_at`) restarts it, so two holding samples far apart never satisfy it.
 
 "No data" is never a verdict: it leaves the state as it is and is recorded as such. Every change of
 state yields a Transition (rule, object, from, to, at, reason); the caller records them all.
@@ -73,6 +80,24 @@ class ObjectState:
     reason: str = ""
     entered_at: Mapping[str, float] = field(default_factory=dict)
     """Last time each state was entered, by state name."""
+    last_holding_at: float | None = None
+    """When the conditions were last seen holding while `for` was being waited for (Triggered); None: no gap
+    known (another state, or a state stored before this field). Kept only then: no status write per cycle else."""
+    attempts_not_acted: int = 0
+    """Outcomes in a row that did not act (held, failed, declined): the retry backoff grows with them."""
+
+
+GAP_POLL_INTERVALS = 2
+"""`for` restarts after a gap with no holding sample longer than this many pollIntervals."""
+
+
+def retry_backoff_seconds(*, poll_interval_seconds: int, attempts: int, cap_seconds: int) -> float:
+    """How long after an outcome that did not act the actions are tried again: the pollInterval,
+    doubled for each such outcome in a row, never more than `cap_seconds` (the rule's cooldown)."""
+    if attempts <= 0:
+        return 0.0
+    backoff = float(max(poll_interval_seconds, 1)) * 2.0 ** min(attempts - 1, 30)
+    return min(backoff, float(max(cap_seconds, poll_interval_seconds)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +151,15 @@ class ActionFinished:
     reason: str = ""
 
 
-Event = Evaluated | ApprovalAnswered | PlanOutcome | HeldByPolicy | ActionStarted | ActionFinished
+@dataclass(frozen=True, kw_only=True)
+class StartLost:
+    """An ActiveActionsPending whose start was never recorded (a failed write between plan and start):
+    back to Triggered, `for` kept, so the next cycle plans and admits it again."""
+
+    reason: str
+
+
+Event = Evaluated | ApprovalAnswered | PlanOutcome | HeldByPolicy | ActionStarted | ActionFinished | StartLost
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,6 +182,7 @@ class _Machine:
     object_key: str
     cooldown_seconds: int
     for_seconds: int
+    poll_interval_seconds: int
     now: float
     state: ObjectState
     transitions: list[Transition] = field(default_factory=list)
@@ -176,12 +210,19 @@ class _Machine:
             entered = {**self.state.entered_at, to_state.value: self.now}
             self.state = replace(self.state, state=to_state, since=self.now, entered_at=entered)
             if to_state is RuleState.NORMAL:
-                self.state = replace(self.state, approved_at=None, approval_declined_at=None)
+                self.state = replace(self.state, approved_at=None, approval_declined_at=None, attempts_not_acted=0)
         self.state = replace(self.state, reason=reason)
         if not isinstance(active_at, EllipsisType):
             self.state = replace(self.state, active_at=active_at)
         if not isinstance(cooldown_until, EllipsisType):
             self.state = replace(self.state, cooldown_until=cooldown_until)
+
+    def backoff(self) -> float:
+        return retry_backoff_seconds(
+            poll_interval_seconds=self.poll_interval_seconds,
+            attempts=self.state.attempts_not_acted,
+            cap_seconds=self.cooldown_seconds,
+        )
 
     def in_cooldown(self) -> bool:
         until = self.state.cooldown_until
@@ -200,6 +241,7 @@ def decide(
     now: float,
     cooldown_seconds: int,
     for_seconds: int,
+    poll_interval_seconds: int = 0,
 ) -> Step:
     """Apply one event to one (rule, object) state at time `now`: the one transition function.
 
@@ -211,6 +253,7 @@ def decide(
         object_key=object_key,
         cooldown_seconds=cooldown_seconds,
         for_seconds=for_seconds,
+        poll_interval_seconds=poll_interval_seconds,
         now=now,
         state=state,
     )
@@ -225,22 +268,29 @@ def decide(
         if current is RuleState.ACTIVE_ACTIONS_PENDING:
             machine.go(RuleState.ACTIVE_ACTIONS_IN_PROGRESS, "executor started the actions")
         return machine.step()
+    if isinstance(event, StartLost):
+        if current is RuleState.ACTIVE_ACTIONS_PENDING:
+            machine.go(RuleState.TRIGGERED, f"action start lost, planned again: {event.reason}")
+        return machine.step()
     if isinstance(event, ActionFinished):
         if current in (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS):
-            cooldown_until = now + cooldown_seconds
             if event.succeeded:
                 machine.go(
                     RuleState.ACTIVE_ACTIONS_TAKEN,
                     event.reason or "actions verified",
-                    cooldown_until=cooldown_until,
+                    cooldown_until=now + cooldown_seconds,
                     active_at=None,
                 )
+                machine.state = replace(machine.state, attempts_not_acted=0, last_holding_at=None)
             else:
+                # Not acted (or not verified): tried again after a backoff, `for` kept (no gap known).
+                machine.state = replace(
+                    machine.state, attempts_not_acted=machine.state.attempts_not_acted + 1, last_holding_at=None
+                )
                 machine.go(
-                    RuleState.NORMAL,
+                    RuleState.TRIGGERED,
                     f"action not completed: {event.reason}",
-                    cooldown_until=cooldown_until,
-                    active_at=None,
+                    cooldown_until=now + machine.backoff(),
                 )
         return machine.step()
     if isinstance(event, ApprovalAnswered):
@@ -265,6 +315,9 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
     if verdict is Verdict.NO_DATA:
         machine.note = "no data: state kept, nothing done"
         return machine.step()
+    last_holding = machine.state.last_holding_at
+    gap = None if last_holding is None or verdict is not Verdict.HOLDS else machine.now - last_holding
+    machine.state = replace(machine.state, last_holding_at=None)  # kept only while `for` is being waited for
     if current is RuleState.ACTIVE_ACTIONS_TAKEN:
         if machine.in_cooldown():
             machine.note = f"in cooldown until {machine.state.cooldown_until:.0f}"
@@ -289,11 +342,25 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
         return _fire(machine, approved=True, in_action_window=event.in_action_window)
     if current is RuleState.ACTIONS_DECLINED:
         since = machine.state.since if machine.state.since is not None else machine.now
-        if machine.state.approval_declined_at is not None or machine.now < since + machine.cooldown_seconds:
+        retry_after = retry_backoff_seconds(
+            poll_interval_seconds=machine.poll_interval_seconds,
+            attempts=max(1, machine.state.attempts_not_acted),  # a state stored before attempts were counted
+            cap_seconds=machine.cooldown_seconds,
+        )
+        if machine.state.approval_declined_at is not None or machine.now < since + retry_after:
             machine.note = f"declined: {machine.state.reason}"
             return machine.step()
     if current is RuleState.TRIGGERED:
         active_at = machine.state.active_at if machine.state.active_at is not None else machine.now
+        if machine.for_seconds > 0:
+            machine.state = replace(machine.state, last_holding_at=machine.now)
+        limit = GAP_POLL_INTERVALS * machine.poll_interval_seconds
+        if gap is not None and machine.poll_interval_seconds > 0 and gap > limit and active_at < machine.now:
+            active_at = machine.now
+            machine.state = replace(machine.state, active_at=active_at)
+            machine.note = f"`for` restarted: no holding sample for {gap:.0f}s (over {limit}s)"
+            if machine.for_seconds > 0:
+                return machine.step()
         if machine.now - active_at < machine.for_seconds:
             machine.note = f"holding for {machine.now - active_at:.0f}s of {machine.for_seconds}s"
             return machine.step()
@@ -324,8 +391,14 @@ def _planned(machine: _Machine, declined: Declined | None) -> Step:
     elif declined.code == DeclineCode.NO_DATA:
         machine.note = declined.message
     elif machine.state.state is RuleState.ACTIONS_DECLINED:
-        machine.state = replace(machine.state, since=machine.now, reason=f"{declined.code}: {declined.message}")
+        machine.state = replace(
+            machine.state,
+            since=machine.now,
+            reason=f"{declined.code}: {declined.message}",
+            attempts_not_acted=machine.state.attempts_not_acted + 1,
+        )
         machine.note = f"still declined: {declined.message}"
     else:
         machine.go(RuleState.ACTIONS_DECLINED, f"{declined.code}: {declined.message}")
+        machine.state = replace(machine.state, attempts_not_acted=machine.state.attempts_not_acted + 1)
     return machine.step()

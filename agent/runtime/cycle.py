@@ -7,7 +7,8 @@ A cycle:
    guardrail policy, the admission facts (agent.runtime.admission);
 3. record: every evaluation, transition and action as an audit record, a counter, and an Event
    (agent.runtime.recorder);
-4. persist the states that changed; a state another writer moved is not acted on this cycle;
+4. persist the states that changed; a state another writer moved, or whose write failed, is not acted
+   on this cycle (a Pending that was stored all the same is planned again by the runner's sweep);
 5. start executors for the planned actions (agent.runtime.runner), then follow approvals
    (agent.runtime.approvals);
 6. let executors undo their own marks where the cause has gone (a node back: the agent's cordon).
@@ -92,6 +93,14 @@ class RuleCycle:
                         object=key,
                         why=str(error),
                     )
+                except Exception as error:  # a failed write costs that object's start, not the other objects'
+                    conflicted.add(key)
+                    log.warning(
+                        "state write failed; not acting this cycle",
+                        rule=rule.name,
+                        object=key,
+                        error=f"{type(error).__name__}: {error}",
+                    )
             by_key = {target.key: target for target in objects}
             for planned in outcome.planned:
                 if planned.object not in conflicted:
@@ -107,11 +116,12 @@ class RuleCycle:
         return rule_health(outcome)
 
     async def resume(self, rule: Rule) -> None:
-        """Resume the rule's actions a previous run left in flight."""
+        """Resume the rule's actions left in flight with no task here (at start-up, and at each sweep)."""
         states = await self.store.load(rule.name)
+        objects = {}
         if any(state.state in IN_FLIGHT_STATES for state in states.values()):
             objects = {target.key: target for target in await self.inventory.objects(rule)}
-            await self.runner.resume(rule, states=states, objects=objects)
+        await self.runner.resume(rule, states=states, objects=objects)  # also forgets what is no longer stuck
 
 
 def rule_health(outcome: CycleOutcome) -> str:

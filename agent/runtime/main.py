@@ -117,10 +117,10 @@ class RunOptions:
     """Sidecar mode: act only on this broker pod and the PVCs it mounts (agent.runtime.scope)."""
 
 
-def load_rules(paths: Sequence[Path], *, out: TextIO) -> tuple[list[Rule], list[Problem]]:
-    result = merge_results(load_rule_paths(paths, catalog=CATALOG))
+def load_rules(paths: Sequence[Path]) -> tuple[list[Rule], list[Problem]]:
+    result = merge_results(load_rule_paths(paths, catalog=CATALOG), drop_duplicated=True)
     for problem in result.problems:
-        print(f"rule problem (rule skipped): {problem}", file=out, flush=True)
+        log.warning(f"rule problem (rule skipped): {problem}")
     return list(result.rules), list(result.problems)
 
 
@@ -131,14 +131,14 @@ async def run_agent(
     listener: Callable[[AuditRecord], None] | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM, or until `stop` is set when the caller (the demo) passes one."""
-    rules, problems = load_rules(options.rule_paths, out=sys.stderr)
+    rules, problems = load_rules(options.rule_paths)
     policy: Policy | None = None
     if options.policy_path is not None:
         loaded = load_policy_file(options.policy_path, catalog=CATALOG)
         for problem in loaded.problems:
-            print(f"policy problem: {problem}", file=sys.stderr)
+            log.warning(f"policy problem: {problem}")
         if loaded.problems:
-            print("kafka-autopilot run: not running without the guardrails asked for", file=sys.stderr)
+            log.error("kafka-autopilot run: not running without the guardrails asked for")
             return 1
         policy = loaded.policies[0]
         for line in describe(policy):
@@ -152,7 +152,7 @@ async def run_agent(
     try:
         kube = await connect(kubeconfig=options.kubeconfig, clock=clock)
     except KubeError as error:
-        print(f"kafka-autopilot run: cannot reach Kubernetes: {error}", file=sys.stderr)
+        log.error(f"kafka-autopilot run: cannot reach Kubernetes: {error}")
         return 2
     async with kube, contextlib.AsyncExitStack() as stack:
         if options.install_crds:
@@ -166,7 +166,7 @@ async def run_agent(
             ]
             merged = merge_results([from_files, *from_cluster])  # a name the files use already is refused
             for problem in merged.problems:
-                print(f"rule problem (rule skipped): {problem}", file=sys.stderr, flush=True)
+                log.warning(f"rule problem (rule skipped): {problem}")
             problems.extend(merged.problems)
             rules = list(merged.rules)
         telemetry.set("kafka_autopilot_rule_problems", len(problems))
@@ -176,7 +176,7 @@ async def run_agent(
             for name, reason in not_run.items():
                 log.info("rule not run", rule=name, reason=reason)
         if not rules:
-            print("kafka-autopilot run: no valid rule to run", file=sys.stderr)
+            log.error("kafka-autopilot run: no valid rule to run")
             return 1
         kafka = None
         if options.kafka:
@@ -213,6 +213,7 @@ async def run_agent(
             trigger=triggers.trigger,
             agent_namespace=options.namespace,
         )
+        admission = AdmissionLedger(policy=policy, history_source=store) if policy is not None else None
         runner = ActionRunner(
             store=store,
             recorder=recorder,
@@ -221,6 +222,7 @@ async def run_agent(
             executors=executors_with(applier),
             dry_run_executors=executors_with(lambda _action: dry_applier),
             approvals=approvals,
+            admission=admission,
         )
         cycle = RuleCycle(
             inventory=Inventory(
@@ -232,7 +234,7 @@ async def run_agent(
             clock=clock,
             catalog=CATALOG,
             policy=policy,
-            admission=AdmissionLedger(policy=policy, history_source=store) if policy is not None else None,
+            admission=admission,
             approvals=approvals,
         )
         scheduler = Scheduler(
@@ -267,7 +269,11 @@ async def run_agent(
             telemetry.set("kafka_autopilot_leader", 1)  # alone, it acts
         web = await serve(
             Endpoints(
-                telemetry=telemetry, readiness=readiness, trigger=triggers.trigger, health=lambda: scheduler.health
+                telemetry=telemetry,
+                readiness=readiness,
+                trigger=triggers.trigger,
+                health=lambda: scheduler.health,
+                stuck=runner.stuck,
             ),
             host=options.listen_host,
             port=options.listen_port,
@@ -292,7 +298,7 @@ async def run_agent(
                     log.info("standby stopped")
                     return 0
             except LeaseNamespaceMissingError as error:
-                print(f"kafka-autopilot run: {error}", file=sys.stderr)
+                log.warning(f"kafka-autopilot run: {error}")
                 return 2
         tasks = [asyncio.create_task(scheduler.run(), name="agent")]
         if options.scope_pod is None:  # a sidecar's pod is its whole world: no cluster-wide watches
@@ -310,7 +316,7 @@ async def run_agent(
             await asyncio.gather(*tasks, stopping, return_exceptions=True)
             failure = keeping[0].exception()
             reason = keeping[0].result() if failure is None else f"{type(failure).__name__}: {failure}"
-            print(f"kafka-autopilot run: lost leadership, stopped acting: {reason}", file=sys.stderr)
+            log.warning(f"kafka-autopilot run: lost leadership, stopped acting: {reason}")
             return EXIT_LEADERSHIP_LOST
         failed = [task for task in tasks if task in done]
         for task in [*tasks, *keeping, stopping]:
@@ -322,7 +328,7 @@ async def run_agent(
         for task in failed:
             cause = task.exception() if not task.cancelled() else None
             log.error("agent task ended unexpectedly", task=task.get_name(), error=repr(cause))
-            print(f"kafka-autopilot run: {task.get_name()} stopped: {cause!r}", file=sys.stderr)
+            log.warning(f"kafka-autopilot run: {task.get_name()} stopped: {cause!r}")
         if failed:
             return 70
         log.info("agent stopped")

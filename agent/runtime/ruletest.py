@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from agent.actions.registry import CATALOG
@@ -144,16 +144,25 @@ class _Simulation:
                 now=now,
                 cooldown_seconds=rule.cooldown_seconds,
                 for_seconds=rule.conditions.for_seconds,
+                poll_interval_seconds=rule.poll_interval_seconds,
             )
             self.states[key] = step.state
             for transition in step.transitions:
                 self.record(transition_record(transition, dry_run=True))
 
+    def paced_rules(self) -> list[Rule]:
+        """The rules as evaluated here: every `evaluation_interval`, so a gap that restarts `for` (over 2 x
+        pollInterval without a holding sample) is measured against the slower of the two."""
+        step = int(self.test_file.evaluation_interval)
+        return [
+            replace(rule, poll_interval_seconds=max(rule.poll_interval_seconds, step)) for rule in self.test_file.rules
+        ]
+
     def rule(self, name: str) -> Rule:
-        return next(rule for rule in self.test_file.rules if rule.name == name)
+        return next(rule for rule in self.paced_rules() if rule.name == name)
 
     def cycle(self, now: int) -> None:
-        rules = self.test_file.rules
+        rules = self.paced_rules()
         vectors: dict[str, Sequence[Sample]] = {}
         # Rule tests read kubernetes-provider keys from input series too, so both kinds are queried.
         queries = distinct_queries(rules) + distinct_queries(rules, provider=ConditionProvider.KUBERNETES)
@@ -194,6 +203,7 @@ class _Simulation:
                 now=now,
                 cooldown_seconds=rule.cooldown_seconds,
                 for_seconds=rule.conditions.for_seconds,
+                poll_interval_seconds=rule.poll_interval_seconds,
             )
             self.states[key] = step.state
             for transition in step.transitions:

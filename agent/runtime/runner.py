@@ -7,7 +7,13 @@ executor runs (plan, apply, verify) and the outcome is stored in one write: the 
 action and the cleared in-flight record together, so no error between two writes can lose a start.
 
 A restarted agent finds the in-flight record (`resume`) and runs the same plan again; executors are
-idempotent, so it sees its own change already applied and only verifies.
+idempotent, so it sees its own change already applied and only verifies. The scheduler calls `resume`
+again periodically (a sweep), so a record whose task died in this process (a failed write after the
+start) is resumed without a restart. An ActiveActionsPending with no in-flight record and no task (the
+start write failed) goes back to Triggered, so the next cycle plans and admits it again.
+
+`stuck()` lists the actions seen in flight with no task of this process for longer than
+STUCK_AFTER_SECONDS (one the sweep cannot resume), or Pending that long: the health endpoints show them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
-from agent.actions.base import Executor, Outcome, OutcomeKind
+from agent.actions.base import Executor, Outcome, OutcomeKind, collecting_mutations
 from agent.adapters.clock import Clock
 from agent.adapters.errors import StateConflictError
 from agent.adapters.kubernetes.statuscodec import ActionHistory, InFlight, LastAction, StoredStatus
@@ -28,7 +34,8 @@ from agent.core.engine import PlannedAction, advance
 from agent.core.inflight import decode_in_flight, encode_in_flight
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule
-from agent.core.states import ActionFinished, ActionStarted, ObjectState, PlanOutcome, RuleState
+from agent.core.states import ActionFinished, ActionStarted, ObjectState, PlanOutcome, RuleState, StartLost
+from agent.runtime.admission import AdmissionLedger
 from agent.runtime.approvals import ApprovalFlow
 from agent.runtime.recorder import Recorder
 
@@ -76,6 +83,18 @@ class StateStore(Protocol):
 
 IN_FLIGHT_STATES = (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS)
 
+STUCK_AFTER_SECONDS = 300.0
+"""An action in flight with no task of this process (or Pending) for longer than this is reported stuck."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StuckAction:
+    rule: str
+    object: str
+    state: str
+    since: float
+    why: str
+
 
 @runtime_checkable
 class UndoesOnRecovery(Protocol):
@@ -97,7 +116,11 @@ class ActionRunner:
     dry_run_executors: Mapping[str, Executor] = field(default_factory=dict)
     """The executors again, with the dry-run applier: for rules with `enforcement: dryRun` (if none, held)."""
     approvals: ApprovalFlow | None = None
+    admission: AdmissionLedger | None = None
+    """With a policy: told when an admitted action ended without acting, so it counts as no start."""
     running: dict[ActionKey, asyncio.Task[None]] = field(default_factory=dict)
+    _unowned: dict[ActionKey, StuckAction] = field(default_factory=dict)
+    """In-flight states the last sweep found with no task of this process, and since when."""
 
     def in_flight(self) -> set[ActionKey]:
         return {key for key, task in self.running.items() if not task.done()}
@@ -136,12 +159,36 @@ class ActionRunner:
                 target = by_key.get(key) or TargetObject(kind=rule.target, name=key)
                 await self.recorder.action_finished(rule, planned, target, outcome)
 
+    def stuck(self) -> list[StuckAction]:
+        """Actions in flight with no task here (or Pending) for longer than STUCK_AFTER_SECONDS."""
+        now = self.clock.now()
+        running = self.in_flight()
+        return [
+            found
+            for key, found in sorted(self._unowned.items())
+            if now - found.since > STUCK_AFTER_SECONDS
+            and (key not in running or found.state == RuleState.ACTIVE_ACTIONS_PENDING.value)
+        ]
+
     def cancel_all(self) -> None:
         """Cancel every action in flight, synchronously (losing leadership)."""
         for task in self.running.values():
             task.cancel()
 
     async def execute(self, rule: Rule, planned: PlannedAction, target: TargetObject, *, resumed: bool = False) -> None:
+        """Run one action; an error here (a failed write) is logged, and the sweep picks the object up again."""
+        try:
+            await self._execute(rule, planned, target, resumed=resumed)
+        except Exception as error:
+            log.warning(
+                "action stopped by an error; the next sweep resumes it",
+                rule=rule.name,
+                object=planned.object,
+                action=planned.action,
+                error=f"{type(error).__name__}: {error}",
+            )
+
+    async def _execute(self, rule: Rule, planned: PlannedAction, target: TargetObject, *, resumed: bool) -> None:
         state = (await self.store.status(rule.name, planned.object)).state or ObjectState()
         started_at = self.clock.now()
         if not resumed:
@@ -167,12 +214,15 @@ class ActionRunner:
         if executor is None:
             outcome = Outcome(kind=OutcomeKind.HELD, reason=f"no executor for {planned.action} in this agent yet")
         else:
-            try:
-                outcome = await executor.run(
-                    planned=planned, target=target, params=params_of(rule, planned.action), rule=rule
-                )
-            except Exception as error:  # a failed call is an outcome, not a crash
-                outcome = Outcome(kind=OutcomeKind.FAILED, reason=f"{type(error).__name__}: {error}")
+            with collecting_mutations() as applied:
+                try:
+                    outcome = await executor.run(
+                        planned=planned, target=target, params=params_of(rule, planned.action), rule=rule
+                    )
+                except Exception as error:  # a failed call is an outcome, not a crash; what it changed is kept
+                    outcome = Outcome(
+                        kind=OutcomeKind.FAILED, reason=f"{type(error).__name__}: {error}", mutations=tuple(applied)
+                    )
         await self.finish(rule, planned, target, state, outcome, started_at=started_at)
 
     async def finish(
@@ -206,6 +256,8 @@ class ActionRunner:
                 outcome=outcome.kind.value,
             ),
         )
+        if self.admission is not None and outcome.kind in (OutcomeKind.HELD, OutcomeKind.DECLINED):
+            self.admission.not_acted(planned)
         await self.recorder.transitions(rule, target, result.transitions)
         await self.recorder.action_finished(rule, planned, target, outcome)
         if self.approvals is not None:
@@ -214,18 +266,63 @@ class ActionRunner:
     async def resume(
         self, rule: Rule, *, states: Mapping[str, ObjectState], objects: Mapping[str, TargetObject]
     ) -> None:
-        """Objects a previous run left mid-action: resume their recorded plan (verify, never re-plan)."""
+        """Objects left mid-action with no task of this process (a previous run, or a task that died):
+        resume their recorded plan (verify, never re-plan); a Pending whose start was never recorded goes
+        back to Triggered for the next cycle. Also notes what is in flight unowned, for `stuck()`."""
+        running = self.in_flight()
+        now = self.clock.now()
+        for pair in [pair for pair in self._unowned if pair[0] == rule.name]:
+            seen = states.get(pair[1])
+            if seen is None or seen.state not in IN_FLIGHT_STATES:
+                del self._unowned[pair]
         for key, state in states.items():
             target = objects.get(key)
-            if state.state not in IN_FLIGHT_STATES or target is None:
+            if state.state not in IN_FLIGHT_STATES:
+                continue
+            pending = state.state is RuleState.ACTIVE_ACTIONS_PENDING
+            if (rule.name, key) in running and not pending:
+                self._unowned.pop((rule.name, key), None)
+                continue
+            since = state.since if state.since is not None else now
+            self._unowned.setdefault(
+                (rule.name, key),
+                StuckAction(
+                    rule=rule.name,
+                    object=key,
+                    state=state.state.value,
+                    since=since,
+                    why="Pending without progress" if pending else "in flight with no running task",
+                ),
+            )
+            if (rule.name, key) in running or target is None:
                 continue
             in_flight = await self.store.in_flight(rule.name, key)
+            if in_flight is None and pending:
+                await self._start_lost(rule, key, target, state)
+                continue
             detail = None if in_flight is None else {"action": in_flight.action, **in_flight.detail}
-            planned = decode_in_flight(detail, rule=rule, target=target, now=self.clock.now(), catalog=self.catalog)
+            planned = decode_in_flight(detail, rule=rule, target=target, now=now, catalog=self.catalog)
             if planned is None:
                 continue
             log.info("resuming action", rule=rule.name, object=key, action=planned.action)
             self.start(rule, planned, target, resumed=state.state is RuleState.ACTIVE_ACTIONS_IN_PROGRESS)
+
+    async def _start_lost(self, rule: Rule, key: str, target: TargetObject, state: ObjectState) -> None:
+        lost = advance(
+            rule=rule,
+            object_key=key,
+            state=state,
+            event=StartLost(reason="no in-flight record and no running task"),
+            now=self.clock.now(),
+        )
+        try:
+            await self.store.save(rule=rule.name, object_key=key, object_kind=rule.target.value, state=lost.state)
+        except StateConflictError as error:
+            log.info("state moved by another writer; not replanning", rule=rule.name, object=key, why=str(error))
+            return
+        self._unowned.pop((rule.name, key), None)
+        log.warning("action start lost; planned again at the next cycle", rule=rule.name, object=key)
+        await self.recorder.transitions(rule, target, lost.transitions)
 
 
 def params_of(rule: Rule, action: str) -> Any:

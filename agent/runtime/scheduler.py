@@ -6,7 +6,9 @@ Alertmanager webhook fires. The scheduler owns the loops, their triggers and eac
 what a cycle does is given to it (`cycle`, `resume`), so it knows nothing of Kubernetes or Kafka.
 
 A loop first resumes the rule's actions left in flight by a previous run (retrying, never giving up
-the rule, while the durable state cannot be read), then evaluates forever. A cycle that raises costs
+the rule, while the durable state cannot be read), then evaluates forever, and every SWEEP_SECONDS
+(measured on the Clock) resumes again whatever is in flight with no running task in this process
+(a task that died on a failed write), so no action stays stranded until a restart. A cycle that raises costs
 that cycle only: it is recorded, the rule's health says why, and the loop goes on.
 """
 
@@ -26,6 +28,8 @@ from agent.runtime.telemetry import Telemetry
 log = structlog.get_logger("kafka-autopilot")
 
 RESUME_RETRY_SECONDS = 5.0
+SWEEP_SECONDS = 60.0
+"""How often each rule's loop resumes in-flight actions that have no running task (the sweep)."""
 
 
 class Triggers:
@@ -61,6 +65,7 @@ class Scheduler:
     triggers: Triggers
     health: dict[str, str] = field(default_factory=dict)
     evaluated_once: set[str] = field(default_factory=set)
+    sweep_seconds: float = SWEEP_SECONDS
 
     async def run(self) -> None:
         """Run every rule until cancelled."""
@@ -79,10 +84,21 @@ class Scheduler:
                 log.warning("resume failed; retrying", rule=rule.name, error=str(error))
                 await self.clock.sleep(min(rule.poll_interval_seconds, RESUME_RETRY_SECONDS))
         trigger = self.triggers.event(rule.name)
+        swept = self.clock.monotonic()
         while True:
+            if self.clock.monotonic() - swept >= self.sweep_seconds:
+                swept = self.clock.monotonic()
+                await self.sweep(rule)
             await self.cycle_safely(rule)
             trigger.clear()
             await self.clock.wait(trigger, timeout=rule.poll_interval_seconds)
+
+    async def sweep(self, rule: Rule) -> None:
+        """Resume the rule's in-flight actions that have no running task; a failure waits for the next sweep."""
+        try:
+            await self.resume(rule)
+        except Exception as error:
+            log.warning("sweep of in-flight actions failed", rule=rule.name, error=f"{type(error).__name__}: {error}")
 
     async def cycle_safely(self, rule: Rule) -> None:
         started = self.clock.monotonic()

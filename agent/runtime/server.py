@@ -1,6 +1,9 @@
 """The agent's HTTP endpoints: health, readiness, its own metrics, and an Alertmanager webhook.
 
-- GET /healthz: 200 while the event loop runs (liveness).
+- GET /healthz: 200 while the event loop runs (liveness); its body lists the stuck actions, if any
+  (in flight with no running task, or Pending, for longer than the runner's STUCK_AFTER_SECONDS):
+  rule, object, state and since when.
+- GET /actions/stuck: the same stuck actions as JSON (a list of {rule, object, state, since, why}).
 - GET /readyz: 200 once rules are loaded and the first cycle of every rule has run; 503 before,
   with the reason in the body.
   With --leader-elect, a standby replica is ready (200): it is healthy and serves metrics, and an
@@ -14,11 +17,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from agent.adapters.kubernetes.statuscodec import format_time
+from agent.runtime.runner import StuckAction
 from agent.runtime.telemetry import Telemetry
 
 
@@ -30,6 +35,8 @@ class Endpoints:
     trigger: Callable[[Iterable[str] | None], list[str]]
     """Trigger the named rules (None = all); returns the rules triggered."""
     health: Callable[[], Mapping[str, str]] = dict
+    stuck: Callable[[], Sequence[StuckAction]] = list
+    """Actions in flight with no progress for too long (agent.runtime.runner.ActionRunner.stuck)."""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -39,13 +46,33 @@ class Endpoints:
                 web.get("/readyz", self.readyz),
                 web.get("/metrics", self.metrics),
                 web.get("/rules", self.rules),
+                web.get("/actions/stuck", self.stuck_actions),
                 web.post("/api/v1/alerts", self.alerts),
             ]
         )
         return app
 
     async def healthz(self, _request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        lines = [
+            f"stuck action: rule={found.rule} object={found.object} state={found.state} "
+            f"since={format_time(found.since)} ({found.why})\n"
+            for found in self.stuck()
+        ]
+        return web.Response(text="ok\n" + "".join(lines))
+
+    async def stuck_actions(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {
+                    "rule": found.rule,
+                    "object": found.object,
+                    "state": found.state,
+                    "since": format_time(found.since),
+                    "why": found.why,
+                }
+                for found in self.stuck()
+            ]
+        )
 
     async def readyz(self, _request: web.Request) -> web.Response:
         why = self.readiness()

@@ -178,6 +178,8 @@ NOT_RENDERED = {
     "--kubeconfig": "in-cluster config",
     "--audit": "stdout",
     "--scope-pod": "sidecar snippet",
+    "--log-format": "the default (json) suits a cluster; extraArgs sets it",
+    "--log-level": "the default (info); extraArgs sets it",
     "--help": "",
 }
 

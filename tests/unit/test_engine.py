@@ -280,9 +280,9 @@ QUIET = [
         note="in cooldown",
     ),
     Quiet(
-        id="declined, and the declined cooldown is not over",
+        id="declined, and the retry backoff is not over",
         vector=px(85.0),
-        state=ObjectState(state=RuleState.ACTIONS_DECLINED, since=T0 - 60, reason="AtMaxSize: at maxsize 1Ti"),
+        state=ObjectState(state=RuleState.ACTIONS_DECLINED, since=T0 - 1, reason="AtMaxSize: at maxsize 1Ti"),
         verdict=Verdict.HOLDS,
         end=RuleState.ACTIONS_DECLINED,
         note="declined",
@@ -324,14 +324,15 @@ def test_agent_does_not_act(case: Quiet) -> None:
 
 
 def test_no_data_after_a_trigger_keeps_waiting() -> None:
-    rule = load(REFERENCE.replace("    expressions:", "    for: 60\n    expressions:"))
+    """A no-data cycle within 2 x pollInterval keeps `for`; a longer gap restarts it (pollInterval: 2)."""
+    rule = load(REFERENCE.replace("    expressions:", "    for: 3\n    expressions:"))
     objects = pvcs(count=1)
     first = run_cycle(
         rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 85.0}), states={}, now=T0, catalog=CATALOG
     )
-    gap = run_cycle(rule=rule, objects=objects, vectors={}, states=first.states, now=T0 + 60, catalog=CATALOG)
+    gap = run_cycle(rule=rule, objects=objects, vectors={}, states=first.states, now=T0 + 2, catalog=CATALOG)
     back = run_cycle(
-        rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 85.0}), states=gap.states, now=T0 + 62, catalog=CATALOG
+        rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 85.0}), states=gap.states, now=T0 + 4, catalog=CATALOG
     )
     assert [outcome.states[KEYS[0]].state for outcome in (first, gap, back)] == [
         RuleState.TRIGGERED,
@@ -341,6 +342,12 @@ def test_no_data_after_a_trigger_keeps_waiting() -> None:
     assert (first.planned, gap.planned) == ((), ())
     assert gap.transitions == ()
     assert [action.after for action in back.planned] == ["800Gi"]
+
+    late = run_cycle(
+        rule=rule, objects=objects, vectors=usage({PVC_NAMES[0]: 85.0}), states=gap.states, now=T0 + 60, catalog=CATALOG
+    )
+    assert late.states[KEYS[0]].state is RuleState.TRIGGERED
+    assert late.states[KEYS[0]].active_at == T0 + 60
 
 
 def test_unmatched_series_are_counted_in_the_outcome() -> None:

@@ -29,6 +29,7 @@ from agent.core.rules import (
     Rule,
     TargetKind,
 )
+from agent.runtime.main import load_rules
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 FILE = "rules/test.yaml"
@@ -243,6 +244,18 @@ def test_duplicate_rule_name_across_files_keeps_the_first() -> None:
     assert (problem.rule, problem.field) == ("kafka-resize", "metadata.name")
     assert "rules/a.yaml:1:1" in problem.message
     assert str(problem).startswith("rules/b.yaml:1:1: kafka-resize: metadata.name: ")
+
+
+def test_two_rule_files_in_one_folder_with_one_name_run_neither_and_name_both_places(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(REFERENCE)
+    (tmp_path / "b.yaml").write_text("# the same rule again\n" + edit(REFERENCE, '"100"', '"50"'))
+
+    rules, problems = load_rules([tmp_path])
+
+    assert rules == []
+    said = sorted(str(problem) for problem in problems)
+    assert len(said) == 2
+    assert all(f"{tmp_path}/a.yaml:1:1" in line and f"{tmp_path}/b.yaml:2:1" in line for line in said), said
 
 
 def test_merge_keeps_each_files_problems() -> None:

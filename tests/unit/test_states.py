@@ -6,7 +6,7 @@ plan_now / preview_now, a fragment of the note). Times are plain numbers; there 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -23,6 +23,7 @@ from agent.core.states import (
     Step,
     Verdict,
     decide,
+    retry_backoff_seconds,
 )
 
 S = RuleState
@@ -332,8 +333,8 @@ ROWS = [
         id="action failed",
         start=at(S.ACTIVE_ACTIONS_IN_PROGRESS, active_at=T0 - 100),
         event=ActionFinished(succeeded=False, reason="resize timed out"),
-        end=S.NORMAL,
-        moves=((S.ACTIVE_ACTIONS_IN_PROGRESS, S.NORMAL),),
+        end=S.TRIGGERED,
+        moves=((S.ACTIVE_ACTIONS_IN_PROGRESS, S.TRIGGERED),),
         reason="action not completed: resize timed out",
     ),
     Row(
@@ -396,10 +397,10 @@ ROWS = [
         moves=((S.ACTIVE_ACTIONS_TAKEN, S.NORMAL), (S.NORMAL, S.TRIGGERED)),
         note="holding for 0s of 30s",
     ),
-    # ActionsDeclined: planned again only after a cooldown.
+    # ActionsDeclined: planned again only after the retry backoff (at most a cooldown).
     Row(
-        id="declined, holds, within cooldown",
-        start=at(S.ACTIONS_DECLINED, since=T0 - 299, reason="AtMaxSize: at maxsize 1Ti (current 1Ti)"),
+        id="declined, holds, within the retry backoff",
+        start=at(S.ACTIONS_DECLINED, since=T0 - 0.5, reason="AtMaxSize: at maxsize 1Ti (current 1Ti)"),
         event=HOLDS,
         end=S.ACTIONS_DECLINED,
         note="declined: AtMaxSize",
@@ -520,9 +521,9 @@ def test_approval_ends_with_the_episode() -> None:
         pytest.param(
             at(S.ACTIVE_ACTIONS_IN_PROGRESS, active_at=T0 - 5),
             ActionFinished(succeeded=False, reason="x"),
-            None,
-            T0 + COOLDOWN,
-            id="failure starts the cooldown too",
+            T0 - 5,
+            T0 + 1,
+            id="failure keeps active_at and starts the retry backoff, not the cooldown",
         ),
         pytest.param(
             at(S.TRIGGERED, active_at=T0 - 5, cooldown_until=T0 + 9),
@@ -543,7 +544,7 @@ def test_timestamps(start: ObjectState, event: Event, active_at: float | None, c
 # --- Planned: the planner's answer goes through the same transition function -------------------
 
 
-def apply_plan_outcome(*, state: ObjectState, now: float, declined: Declined | None) -> Step:
+def apply_plan_outcome(*, state: ObjectState, now: float, declined: Declined | None, poll: int = 0) -> Step:
     return decide(
         rule=RULE,
         object_key=OBJECT,
@@ -552,6 +553,7 @@ def apply_plan_outcome(*, state: ObjectState, now: float, declined: Declined | N
         now=now,
         cooldown_seconds=COOLDOWN,
         for_seconds=0,
+        poll_interval_seconds=poll,
     )
 
 
@@ -662,7 +664,7 @@ def test_no_data_from_the_planner_changes_nothing_in_declined() -> None:
 # --- sequences ---------------------------------------------------------------------------------
 
 
-def feed(state: ObjectState, events: list[tuple[float, Event]], *, for_seconds: int = 0) -> list[Step]:
+def feed(state: ObjectState, events: list[tuple[float, Event]], *, for_seconds: int = 0, poll: int = 0) -> list[Step]:
     steps = []
     for now, event in events:
         step = decide(
@@ -673,41 +675,70 @@ def feed(state: ObjectState, events: list[tuple[float, Event]], *, for_seconds: 
             now=now,
             cooldown_seconds=COOLDOWN,
             for_seconds=for_seconds,
+            poll_interval_seconds=poll,
         )
         steps.append(step)
         state = step.state
     return steps
 
 
-def test_declined_is_replanned_only_after_each_cooldown() -> None:
+def test_declined_is_replanned_after_a_backoff_that_doubles_up_to_the_cooldown() -> None:
     state = at(S.TRIGGERED, active_at=T0)
-    state = apply_plan_outcome(state=state, now=T0, declined=AT_MAX).state
-    assert state.state is S.ACTIONS_DECLINED
+    state = apply_plan_outcome(state=state, now=T0, declined=AT_MAX, poll=10).state
+    assert (state.state, state.attempts_not_acted) == (S.ACTIONS_DECLINED, 1)
 
-    early, due = feed(state, [(T0 + COOLDOWN - 1, HOLDS), (T0 + COOLDOWN, HOLDS)])
+    early, due = feed(state, [(T0 + 9, HOLDS), (T0 + 10, HOLDS)], poll=10)
     assert (early.plan_now, due.plan_now) == (False, True)
 
-    state = apply_plan_outcome(state=due.state, now=T0 + COOLDOWN, declined=AT_MAX).state
-    early, due = feed(state, [(T0 + 2 * COOLDOWN - 1, HOLDS), (T0 + 2 * COOLDOWN, HOLDS)])
+    state = apply_plan_outcome(state=due.state, now=T0 + 10, declined=AT_MAX, poll=10).state
+    early, due = feed(state, [(T0 + 29, HOLDS), (T0 + 30, HOLDS)], poll=10)
+    assert (early.plan_now, due.plan_now) == (False, True)
+
+    for _ in range(10):
+        state = apply_plan_outcome(state=state, now=T0, declined=AT_MAX, poll=10).state
+    early, due = feed(state, [(T0 + COOLDOWN - 1, HOLDS), (T0 + COOLDOWN, HOLDS)], poll=10)
     assert (early.plan_now, due.plan_now) == (False, True)
 
     after_raise = apply_plan_outcome(state=due.state, now=T0 + 600, declined=None)
     assert after_raise.state.state is S.ACTIVE_ACTIONS_PENDING
 
 
-def test_failed_action_cools_down_before_firing_again() -> None:
-    finished, held, due = feed(
+def test_a_failed_or_held_action_is_retried_after_a_backoff_not_a_cooldown() -> None:
+    finished, early, due = feed(
         at(S.ACTIVE_ACTIONS_IN_PROGRESS, active_at=T0 - 60),
         [
             (T0, ActionFinished(succeeded=False, reason="apiserver unavailable")),
-            (T0 + 100, HOLDS),
-            (T0 + COOLDOWN, HOLDS),
+            (T0 + 5, HOLDS),
+            (T0 + 10, HOLDS),
         ],
+        poll=10,
     )
-    assert finished.state.state is S.NORMAL
-    assert (held.state.state, held.plan_now) == (S.TRIGGERED, False)
-    assert "cooldown" in held.note
-    assert due.plan_now
+    assert (finished.state.state, finished.state.cooldown_until) == (S.TRIGGERED, T0 + 10)
+    assert (early.state.state, early.plan_now) == (S.TRIGGERED, False)
+    assert "cooldown" in early.note
+    assert due.plan_now  # `for` (60 s ago) is kept: no second wait
+
+    second = feed(
+        replace(finished.state, state=S.ACTIVE_ACTIONS_IN_PROGRESS),
+        [(T0 + 20, ActionFinished(succeeded=False, reason="held again"))],
+        poll=10,
+    )[0]
+    assert second.state.cooldown_until == T0 + 20 + 20  # doubled
+    assert retry_backoff_seconds(poll_interval_seconds=10, attempts=30, cap_seconds=COOLDOWN) == COOLDOWN
+
+
+def test_for_restarts_after_a_gap_without_holding_samples_longer_than_two_poll_intervals() -> None:
+    far = feed(ObjectState(), [(T0, HOLDS), (T0 + 600, HOLDS)], for_seconds=120, poll=60)
+    assert not far[-1].plan_now
+    assert far[-1].state.active_at == T0 + 600
+    assert "restarted" in far[-1].note
+
+    close = feed(ObjectState(), [(T0, HOLDS), (T0 + 60, NO_DATA), (T0 + 120, HOLDS)], for_seconds=120, poll=60)
+    assert close[-1].plan_now
+
+    # a state stored before last_holding_at existed: no gap known, `for` kept
+    old = feed(at(S.TRIGGERED, active_at=T0 - 600), [(T0, HOLDS)], for_seconds=120, poll=60)
+    assert old[-1].plan_now
 
 
 def test_for_counts_from_when_the_conditions_started_to_hold() -> None:

@@ -33,6 +33,7 @@ from agent.adapters.kubernetes.statuscodec import (
     object_name,
     parse_time,
     split_object_key,
+    with_recent,
 )
 from agent.core.diagnostics import Location, Problem, Severity
 from agent.core.loader import parse_rules
@@ -126,6 +127,8 @@ FULL = ObjectState(
     approved_at=1_700_000_100.000001,
     approval_declined_at=1_699_999_000.5,
     reason="actions verified: 10Gi -> 15Gi",
+    last_holding_at=1_700_000_120.0,
+    attempts_not_acted=2,
     entered_at={
         "Normal": 1_699_990_000.0,
         "Triggered": 1_700_000_000.1,
@@ -168,7 +171,24 @@ def test_encoded_state_uses_the_crd_field_names_and_leaves_out_absent_times() ->
         "approvalDeclinedAt",
         "reason",
         "enteredAt",
+        "lastHoldingAt",
+        "attemptsNotActed",
     }
+
+
+def test_a_status_stored_before_last_holding_at_reads_as_no_gap_known() -> None:
+    old = decode_state({"state": "Triggered", "activeAt": "1970-01-01T00:00:01Z", "reason": "conditions hold"})
+    assert (old.last_holding_at, old.attempts_not_acted, old.active_at) == (None, 0, 1.0)
+
+
+def test_held_and_declined_outcomes_are_not_starts_for_rate_limits() -> None:
+    def last(outcome: str) -> LastAction:
+        return LastAction(name="a", started_at=5.0, finished_at=6.0, outcome=outcome)
+
+    assert with_recent((), last("held")) == ()
+    assert with_recent((), last("declined")) == ()
+    assert [action.started_at for action in with_recent((), last("failed"))] == [5.0]
+    assert [action.started_at for action in with_recent((), last("dry-run"))] == [5.0]
 
 
 def test_every_object_state_field_is_stored() -> None:
@@ -183,6 +203,8 @@ def test_every_object_state_field_is_stored() -> None:
         "approval_declined_at",
         "reason",
         "entered_at",
+        "last_holding_at",
+        "attempts_not_acted",
     }
     assert all(getattr(FULL, name) != getattr(ObjectState(), name) for name in every_field_set)
     assert decode_state(encode_state(FULL)) == FULL

@@ -55,6 +55,7 @@ from agent.adapters.kubernetes.statuscodec import (
     InFlight,
     LastAction,
     StoredStatus,
+    acted,
     decode_status,
     encode_status,
     format_time,
@@ -142,6 +143,7 @@ class StateStore:
             if (
                 last is not None
                 and last.started_at is not None
+                and acted(last)
                 and not any(action.started_at == last.started_at for action in stored.recent_actions)
             ):
                 starts.append(ActionStart(rule=rule, object=key, action=last.name, at=last.started_at))

@@ -106,9 +106,18 @@ class ActionHistory:
     """(rule, object key) pairs with an in-flight record."""
 
 
+NOT_ACTED_OUTCOMES = frozenset({"held", "declined"})
+"""Outcomes of actions that did not run: they are not starts for the policy's rate limits."""
+
+
+def acted(last_action: LastAction) -> bool:
+    """Whether the action ran (or, in dry-run, would have): only those count as starts."""
+    return last_action.outcome not in NOT_ACTED_OUTCOMES
+
+
 def with_recent(recent: Sequence[RecentAction], last_action: LastAction | None) -> tuple[RecentAction, ...]:
-    """`recent` with `last_action`'s start added (once), keeping the last RECENT_ACTIONS."""
-    if last_action is None or last_action.started_at is None:
+    """`recent` with `last_action`'s start added (once, and only if it acted), keeping the last RECENT_ACTIONS."""
+    if last_action is None or last_action.started_at is None or not acted(last_action):
         return tuple(recent)
     start = RecentAction(name=last_action.name, started_at=last_action.started_at)
     if start in recent:
@@ -201,6 +210,9 @@ def encode_state(state: ObjectState) -> dict[str, Any]:
     _put_time(encoded, "cooldownUntil", state.cooldown_until)
     _put_time(encoded, "approvedAt", state.approved_at)
     _put_time(encoded, "approvalDeclinedAt", state.approval_declined_at)
+    _put_time(encoded, "lastHoldingAt", state.last_holding_at)
+    if state.attempts_not_acted:
+        encoded["attemptsNotActed"] = state.attempts_not_acted
     encoded["reason"] = state.reason
     if state.entered_at:
         encoded["enteredAt"] = {name: format_time(at) for name, at in sorted(state.entered_at.items())}
@@ -215,6 +227,9 @@ def decode_state(status: Mapping[str, Any], *, path: str = "status") -> ObjectSt
     except ValueError:
         raise StateDecodeError(f"{path}.state: unknown state {raw_state!r}") from None
     entered = _get_mapping(status, "enteredAt", path=path)
+    attempts = status.get("attemptsNotActed", 0)
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 0:
+        raise StateDecodeError(f"{path}.attemptsNotActed: must be a whole number of at least 0, got {attempts!r}")
     return ObjectState(
         state=state,
         since=_get_time(status, "since", path=path),
@@ -223,6 +238,8 @@ def decode_state(status: Mapping[str, Any], *, path: str = "status") -> ObjectSt
         approved_at=_get_time(status, "approvedAt", path=path),
         approval_declined_at=_get_time(status, "approvalDeclinedAt", path=path),
         reason=_get_string(status, "reason", path=path),
+        last_holding_at=_get_time(status, "lastHoldingAt", path=path),
+        attempts_not_acted=attempts,
         entered_at={
             str(name): at for name in entered if (at := _get_time(entered, name, path=f"{path}.enteredAt")) is not None
         },

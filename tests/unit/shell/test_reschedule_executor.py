@@ -11,6 +11,7 @@ on worker-2, Pending, Running 2 sleeps later, when its broker registers again.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -19,10 +20,12 @@ from fakes import (
     CrashingApplier,
     FakeClock,
     FakeCluster,
+    FakeEvents,
     FakeKafka,
     FakeNode,
     FakePod,
     FakePvc,
+    FakeStateStore,
     RecordingApplier,
     SimulatedCrash,
 )
@@ -31,12 +34,17 @@ from shell_support import WALL_BUDGET_SECONDS, load_rule, params, plan, wall_tim
 from agent.actions.base import Outcome, OutcomeKind
 from agent.actions.mutations import Applier, CordonNode, DeleteVolumeAttachment, ForceDeletePod, LiveApplier
 from agent.actions.node_reschedule.executor import CORDONED_BY, OUT_OF_SERVICE_TAINT, NodeRescheduleExecutor
+from agent.actions.registry import CATALOG
 from agent.adapters.kubernetes import ConflictError, Taint
+from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView
 from agent.core.matching import node_object
 from agent.core.quantity import GIB
 from agent.core.rules import Rule
+from agent.runtime.recorder import Recorder
+from agent.runtime.runner import ActionRunner
+from agent.runtime.telemetry import Telemetry
 
 RULE_TEXT = """\
 apiVersion: kafka-autopilot.io/v1alpha1
@@ -569,3 +577,32 @@ async def test_in_dry_run_the_release_is_recorded_and_nothing_changes(
     assert node == "worker-1" and released.kind is OutcomeKind.DRY_RUN
     assert len(recording.recorded) == 1
     assert cluster.nodes["worker-1"].unschedulable
+
+
+async def test_a_run_failing_partway_records_every_mutation_it_made(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    """Cordon and force-delete done, then deleting the VolumeAttachment fails: the failed outcome the
+    runner records still lists the cordon and the force-delete."""
+    deleted = force_delete_of(cluster)
+    cluster.failures.fail("delete_volume_attachment", ConnectionError("apiserver unreachable"))
+    store = FakeStateStore()
+    records: list[AuditRecord] = []
+    recorder = Recorder(
+        trail=AuditTrail(stream=io.StringIO(), listener=records.append),
+        telemetry=Telemetry(),
+        clock=clock,
+        events=FakeEvents(),
+    )
+    executor = NodeRescheduleExecutor(reader=cluster, kafka=kafka, applier=LiveApplier(writer=cluster), clock=clock)
+    runner = ActionRunner(
+        store=store, recorder=recorder, clock=clock, catalog=CATALOG, executors={executor.action: executor}
+    )
+
+    await runner.execute(FORCE_DELETE, planned(FORCE_DELETE, clock), TARGET)
+
+    (failed,) = [record for record in records if record["event"] == "action-failed"]
+    assert failed["mutations"] == ["cordon Node worker-1", deleted]
+    assert "ConnectionError: apiserver unreachable" in str(failed["reason"])
+    stored = store.stored(FORCE_DELETE.name, TARGET.key).last_action
+    assert stored is not None and stored.outcome == "failed"
