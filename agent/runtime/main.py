@@ -49,6 +49,7 @@ from agent.runtime.events import KubeEvents
 from agent.runtime.inventory import Inventory
 from agent.runtime.leadership import (
     EXIT_LEADERSHIP_LOST,
+    LIVE_LEASE_NAME,
     ElectionSettings,
     LeaderElector,
     LeaseNamespaceMissingError,
@@ -107,7 +108,7 @@ class RunOptions:
     policy_path: Path | None = None
     leader_elect: bool = False
     """Act only while holding the Lease `namespace`/`lease_name` (see agent.runtime.leadership)."""
-    lease_name: str = "kafka-autopilot"
+    lease_name: str = LIVE_LEASE_NAME
     namespace: str = "kafka-autopilot"
     """The agent's own namespace: its Lease, and the ActionApprovals for cluster-scoped objects."""
     lease_duration: float = 15.0
@@ -203,7 +204,7 @@ async def run_agent(
             dry_run=dry_run,
             dry_run_actions=dry_run_actions,
         )
-        store = StateStore(kube=kube)
+        store = StateStore(kube=kube, dry_run=dry_run)
         triggers = Triggers(rules)
         approvals = ApprovalFlow(
             store=ApprovalStore(kube=kube),
