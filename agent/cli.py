@@ -168,7 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="record what would be done; change nothing")
     run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="health and metrics address")
-    run.add_argument("--install-crds", action="store_true", help="create or update the agent's CRDs first")
+    run.add_argument(
+        "--install-crds",
+        action="store_true",
+        help="create or update the agent's CRDs first (with --dry-run: create only missing ones, never replace). "
+        "Without it and without the CRDs in the cluster, the agent says so once, stays not ready and checks "
+        "again with backoff until they appear",
+    )
     run.add_argument("--audit", type=Path, metavar="FILE", help="append audit records to FILE instead of stdout")
     run.add_argument(
         "--namespace",

@@ -6,8 +6,8 @@ import pytest
 
 from agent import cli
 from agent.cli import EXIT_CANNOT_RUN, build_parser, main
-from agent.runtime.main import RunOptions
 from agent.runtime.leadership import EXIT_LEADERSHIP_LOST
+from agent.runtime.main import RunOptions
 
 BASE = ["run", "--rules", "rules/kafka-resize.yaml", "--prometheus", "http://127.0.0.1:1"]
 
