@@ -104,7 +104,7 @@ class RuleCycle:
         if self.approvals is not None:
             await self.approvals.after_cycle(rule, outcome, before=states, objects=objects, conflicted=conflicted)
         await self.runner.release_recovered(rule, objects)
-        return rule_health(outcome)
+        return with_kafka_problem(rule_health(outcome), self.inventory.kafka_unreachable(rule))
 
     async def resume(self, rule: Rule) -> None:
         """Resume the rule's actions a previous run left in flight."""
@@ -112,6 +112,15 @@ class RuleCycle:
         if any(state.state in IN_FLIGHT_STATES for state in states.values()):
             objects = {target.key: target for target in await self.inventory.objects(rule)}
             await self.runner.resume(rule, states=states, objects=objects)
+
+
+def with_kafka_problem(health: str, kafka_problem: str) -> str:
+    """A broker rule is unhealthy while Kafka does not answer, whatever its data: the brokers' identities
+    and the Kafka actions wait for it. The other rules are not affected."""
+    if not kafka_problem:
+        return health
+    unhealthy = f"Kafka unreachable (broker identities unknown, actions held): {kafka_problem}"
+    return unhealthy if health == "ok" else f"{unhealthy}; {health}"
 
 
 def rule_health(outcome: CycleOutcome) -> str:
