@@ -115,11 +115,11 @@ class RuleCycle:
 
 
 def with_kafka_problem(health: str, kafka_problem: str) -> str:
-    """A broker rule is unhealthy while Kafka does not answer, whatever its data: the brokers' identities
-    and the Kafka actions wait for it. The other rules are not affected."""
+    """A broker rule is unhealthy while Kafka does not answer, whatever its data: its Kafka actions (and,
+    without a stated identity, its brokers' identities) wait for it. The other rules are not affected."""
     if not kafka_problem:
         return health
-    unhealthy = f"Kafka unreachable (broker identities unknown, actions held): {kafka_problem}"
+    unhealthy = f"Kafka unreachable: {kafka_problem}"
     return unhealthy if health == "ok" else f"{unhealthy}; {health}"
 
 
