@@ -51,7 +51,7 @@ from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import approval_commands, ruletest
-from agent.runtime.leadership import EXIT_LEADERSHIP_LOST
+from agent.runtime.leadership import DRY_RUN_LEASE_NAME, EXIT_LEADERSHIP_LOST, LIVE_LEASE_NAME, default_lease_name
 from agent.runtime.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from agent.runtime.main import PrometheusSettings, RunOptions, StorageApiSettings, run_agent
 from agent.runtime.scope import SCOPE_POD_ENV, PodScope, ScopeError
@@ -170,7 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--dry-run", action="store_true", help="record what would be done; change nothing")
     run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="health and metrics address")
-    run.add_argument("--install-crds", action="store_true", help="create or update the agent's CRDs first")
+    run.add_argument(
+        "--install-crds",
+        action="store_true",
+        help="create or update the agent's CRDs first (with --dry-run: create only missing ones, never replace). "
+        "Without it and without the CRDs in the cluster, the agent says so once, stays not ready and checks "
+        "again with backoff until they appear",
+    )
     run.add_argument(
         "--audit",
         type=Path,
@@ -198,7 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"exits with {EXIT_LEADERSHIP_LOST}, to be restarted as a standby; on SIGTERM it releases the Lease.",
     )
     election.add_argument("--leader-elect", action="store_true", help="act only while holding the Lease")
-    election.add_argument("--lease-name", default="kafka-autopilot", metavar="NAME", help="(default kafka-autopilot)")
+    election.add_argument(
+        "--lease-name",
+        metavar="NAME",
+        help=f"(default {LIVE_LEASE_NAME}; with --dry-run {DRY_RUN_LEASE_NAME}, so a dry-run agent never "
+        "competes with a live one; the Helm chart passes one per release)",
+    )
     election.add_argument(
         "--lease-duration",
         type=int,
@@ -458,7 +469,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         install_crds=args.install_crds,
         audit_stream=audit,
         leader_elect=args.leader_elect,
-        lease_name=args.lease_name,
+        lease_name=args.lease_name or default_lease_name(dry_run=args.dry_run),
         namespace=args.namespace,
         lease_duration=float(args.lease_duration),
         identity=args.identity.strip(),

@@ -113,7 +113,7 @@ class RuleCycle:
         if self.approvals is not None:
             await self.approvals.after_cycle(rule, outcome, before=states, objects=objects, conflicted=conflicted)
         await self.runner.release_recovered(rule, objects)
-        return rule_health(outcome)
+        return with_kafka_problem(rule_health(outcome), self.inventory.kafka_unreachable(rule))
 
     async def resume(self, rule: Rule) -> None:
         """Resume the rule's actions left in flight with no task here (at start-up, and at each sweep)."""
@@ -122,6 +122,15 @@ class RuleCycle:
         if any(state.state in IN_FLIGHT_STATES for state in states.values()):
             objects = {target.key: target for target in await self.inventory.objects(rule)}
         await self.runner.resume(rule, states=states, objects=objects)  # also forgets what is no longer stuck
+
+
+def with_kafka_problem(health: str, kafka_problem: str) -> str:
+    """A broker rule is unhealthy while Kafka does not answer, whatever its data: its Kafka actions (and,
+    without a stated identity, its brokers' identities) wait for it. The other rules are not affected."""
+    if not kafka_problem:
+        return health
+    unhealthy = f"Kafka unreachable: {kafka_problem}"
+    return unhealthy if health == "ok" else f"{unhealthy}; {health}"
 
 
 def rule_health(outcome: CycleOutcome) -> str:

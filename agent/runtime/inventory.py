@@ -71,6 +71,7 @@ class Inventory:
     kafka: BrokerEndpointSource | None = None
     """Kafka (kafka-autopilot run --kafka); without it a broker's id is known only as a rule states it."""
     _query_cache: dict[str, tuple[float, Sequence[Sample]]] = field(default_factory=dict)
+    _kafka_problems: dict[str, str] = field(default_factory=dict)
 
     async def objects(self, rule: Rule) -> list[TargetObject]:
         """The objects of the rule's target kind (broker pods: those its selector matches, identified)."""
@@ -113,6 +114,7 @@ class Inventory:
             if rule.selector.matches(pod.labels)
         ]
         endpoints, kafka_problem = await self.broker_endpoints()
+        self._kafka_problems[rule.name] = kafka_problem if self.kafka is not None else ""
         identities = identify_brokers([pod.address for pod in pods], endpoints=endpoints, stated=rule.broker_identity)
         brokers = []
         for pod in pods:
@@ -134,6 +136,11 @@ class Inventory:
                 )
             brokers.append(replace(target, namespace_labels=namespaces.get(pod.namespace, {})))
         return brokers
+
+    def kafka_unreachable(self, rule: Rule) -> str:
+        """Why Kafka did not answer the rule's last inventory ("" when it did, or was never asked: no
+        --kafka, or not a broker rule)."""
+        return self._kafka_problems.get(rule.name, "")
 
     async def broker_endpoints(self) -> tuple[Sequence[BrokerEndpoint] | None, str]:
         """Kafka's brokers and their addresses, or None and why Kafka could not say."""

@@ -37,6 +37,15 @@ EXIT_LEADERSHIP_LOST: Final = 75
 """`kafka-autopilot run --leader-elect` exits with this when it lost the Lease while leading (EX_TEMPFAIL:
 Kubernetes restarts the container, which comes back as a fresh standby)."""
 
+LIVE_LEASE_NAME: Final = "kafka-autopilot"
+DRY_RUN_LEASE_NAME: Final = "kafka-autopilot-dry-run"
+
+
+def default_lease_name(*, dry_run: bool) -> str:
+    """A dry-run agent elects on a Lease of its own: holding the live one would keep a live agent standing by."""
+    return DRY_RUN_LEASE_NAME if dry_run else LIVE_LEASE_NAME
+
+
 RELEASE_TIMEOUT_SECONDS: Final = 5.0
 
 

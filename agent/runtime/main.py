@@ -29,10 +29,10 @@ from agent.actions.registry import CATALOG, build_executors
 from agent.adapters.clock import Clock, WallClock
 from agent.adapters.files import load_policy_file, load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
-from agent.adapters.kubernetes import USER_AGENT, KubeError, connect
+from agent.adapters.kubernetes import USER_AGENT, KubeClient, KubeError, connect
 from agent.adapters.kubernetes.approvals import ApprovalStore
 from agent.adapters.kubernetes.clusterrules import read_cluster_rules
-from agent.adapters.kubernetes.crds import install_crds
+from agent.adapters.kubernetes.crds import install_crds, wait_until_served
 from agent.adapters.kubernetes.statestore import StateStore
 from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.storagepools import StoragePoolClient
@@ -49,6 +49,7 @@ from agent.runtime.events import KubeEvents
 from agent.runtime.inventory import Inventory
 from agent.runtime.leadership import (
     EXIT_LEADERSHIP_LOST,
+    LIVE_LEASE_NAME,
     ElectionSettings,
     LeaderElector,
     LeaseNamespaceMissingError,
@@ -107,7 +108,7 @@ class RunOptions:
     policy_path: Path | None = None
     leader_elect: bool = False
     """Act only while holding the Lease `namespace`/`lease_name` (see agent.runtime.leadership)."""
-    lease_name: str = "kafka-autopilot"
+    lease_name: str = LIVE_LEASE_NAME
     namespace: str = "kafka-autopilot"
     """The agent's own namespace: its Lease, and the ActionApprovals for cluster-scoped objects."""
     lease_duration: float = 15.0
@@ -156,7 +157,7 @@ async def run_agent(
         return 2
     async with kube, contextlib.AsyncExitStack() as stack:
         if options.install_crds:
-            await install_crds(kube)
+            await install_crds(kube, replace_existing=not dry_run)  # a dry-run never replaces a live CRD
             if await kube.ensure_namespace(options.namespace):
                 log.info("created the agent's namespace (approvals, Lease)", namespace=options.namespace)
         if options.cluster_rules:
@@ -203,7 +204,7 @@ async def run_agent(
             dry_run=dry_run,
             dry_run_actions=dry_run_actions,
         )
-        store = StateStore(kube=kube)
+        store = StateStore(kube=kube, dry_run=dry_run)
         triggers = Triggers(rules)
         approvals = ApprovalFlow(
             store=ApprovalStore(kube=kube),
@@ -300,7 +301,7 @@ async def run_agent(
             except LeaseNamespaceMissingError as error:
                 log.warning(f"kafka-autopilot run: {error}")
                 return 2
-        tasks = [asyncio.create_task(scheduler.run(), name="agent")]
+        tasks = [asyncio.create_task(run_when_state_served(kube, scheduler), name="agent")]
         if options.scope_pod is None:  # a sidecar's pod is its whole world: no cluster-wide watches
             tasks.append(asyncio.create_task(watch_triggers(kube, triggers), name="watches"))
         keeping = []
@@ -333,6 +334,20 @@ async def run_agent(
             return 70
         log.info("agent stopped")
     return 0
+
+
+async def run_when_state_served(kube: KubeClient, scheduler: Scheduler) -> None:
+    """Start the rules once the API server serves the agent's state CRD; while it does not, say so once
+    (naming the fix), keep every rule's health on that reason (readiness stays false: no cycle ran) and
+    keep checking with backoff."""
+
+    def missing(message: str) -> None:
+        log.error("state CRD not served", error=message)
+        print(f"kafka-autopilot run: {message}", file=sys.stderr, flush=True)
+        scheduler.health.update({rule.name: message for rule in scheduler.rules})
+
+    await wait_until_served(kube, on_missing=missing)
+    await scheduler.run()
 
 
 def standby_readiness(elector: LeaderElector, scheduler: Scheduler) -> Callable[[], str | None]:

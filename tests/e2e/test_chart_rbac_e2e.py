@@ -48,6 +48,7 @@ pytestmark = pytest.mark.sandbox
 NAMESPACE = "kafka-autopilot"
 RELEASE = "autopilot"
 SERVICE_ACCOUNT = f"{RELEASE}-kafka-autopilot"
+LEASE_NAME = f"{RELEASE}-kafka-autopilot"  # the chart names the Lease after the release
 USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
 # The objects that give the agent its identity and rights; the Deployment is not needed to run it here.
 IDENTITY_KINDS = {
@@ -65,7 +66,7 @@ def api(sandbox: Sandbox) -> KubeApi:
     return sandbox.kube.api()
 
 
-LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/kafka-autopilot"
+LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{LEASE_NAME}"
 APPROVALS = f"/apis/kafka-autopilot.io/v1alpha1/namespaces/{workload.NAMESPACE}/actionapprovals"
 
 
@@ -83,7 +84,7 @@ def chart_policy(folder: Path, *, approval_for: str | None = None) -> Path:
 
 def chart_run_args() -> list[str]:
     """What the chart's Deployment passes besides rules, Prometheus and Kafka: its Lease and namespace."""
-    return ["--lease-name", "kafka-autopilot", "--namespace", NAMESPACE]
+    return ["--lease-name", LEASE_NAME, "--namespace", NAMESPACE]
 
 
 @pytest.fixture(scope="module")

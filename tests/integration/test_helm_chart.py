@@ -64,13 +64,27 @@ def test_helm_is_the_pinned_release() -> None:
     assert helm("version", "--short").stdout.startswith("v3.22.0")
 
 
+def test_two_releases_in_one_namespace_elect_on_leases_of_their_own() -> None:
+    def lease_of(release: str) -> tuple[str, list[str]]:
+        objects = render(release=release)
+        (flag,) = [arg for arg in container(objects)["args"] if arg.startswith("--lease-name=")]
+        role = next(r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-leader-election"))
+        named = [name for rule in role["rules"] for name in rule.get("resourceNames", [])]
+        return flag.removeprefix("--lease-name="), named
+
+    live, live_granted = lease_of("live")
+    trial, trial_granted = lease_of("trial")
+    assert (live, trial) == ("live-kafka-autopilot", "trial-kafka-autopilot")
+    assert live_granted == [live] and trial_granted == [trial], "each release may renew only its own Lease"
+
+
 def test_service_mode_runs_two_leader_electing_replicas_spread_over_nodes() -> None:
     objects = render()
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     args = container(objects)["args"]
     assert args[0] == "run"
-    for flag in ("--leader-elect", "--lease-name=kafka-autopilot", "--namespace=$(POD_NAMESPACE)"):
+    for flag in ("--leader-elect", "--lease-name=autopilot-kafka-autopilot", "--namespace=$(POD_NAMESPACE)"):
         assert flag in args
     assert "--lease-duration=15" in args and "--identity=$(POD_NAME)" in args
     assert "--dry-run" in args, "the chart must install in dry-run unless told otherwise"

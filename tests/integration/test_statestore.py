@@ -213,6 +213,27 @@ async def test_save_then_load_from_another_store_round_trips_exactly(api_client:
     assert stored["status"]["since"] == "2023-11-14T22:13:50.125123Z"
 
 
+async def test_a_dry_run_agent_replaces_no_crd_and_keeps_its_states_apart(api_client: ApiClient, api: KubeApi) -> None:
+    crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    versions = {name: api.get(f"{crd_path}/{name}")["metadata"]["resourceVersion"] for name in CRD_NAMES}
+    await install_crds(_kube(api_client), replace_existing=False)
+    assert {name: api.get(f"{crd_path}/{name}")["metadata"]["resourceVersion"] for name in CRD_NAMES} == versions
+
+    rule, key = "dry-run-apart-rule", "kafka/data-kafka-0"
+    cooling = ObjectState(state=RuleState.ACTIVE_ACTIONS_TAKEN, since=T0, cooldown_until=T0 + 300)
+    last = LastAction(name=RESIZE, started_at=T0, finished_at=T0 + 1, outcome="DryRun")
+    await StateStore(kube=_kube(api_client), dry_run=True).save(
+        rule=rule, object_key=key, object_kind=PVC, state=cooling, last_action=last
+    )
+    live = StateStore(kube=_kube(api_client))
+    assert await live.load(rule) == {}
+    assert not [start for start in (await live.action_history()).starts if start.rule == rule]
+    await live.save(rule=rule, object_key=key, object_kind=PVC, state=normal(T0 + 2))
+    assert await StateStore(kube=_kube(api_client), dry_run=True).load(rule) == {key: cooling}
+    stored = api.get(f"{OBJECTS_PATH}/{object_name(rule=rule, object_key=key, dry_run=True)}")
+    assert stored["spec"]["mode"] == "dry-run", "the CRD's schema must keep spec.mode"
+
+
 async def test_a_rule_without_objects_loads_empty(api_client: ApiClient) -> None:
     assert await StateStore(kube=_kube(api_client)).load("no-such-rule") == {}
 

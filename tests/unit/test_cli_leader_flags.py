@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from agent import cli
 from agent.cli import EXIT_CANNOT_RUN, build_parser, main
 from agent.runtime.leadership import EXIT_LEADERSHIP_LOST
+from agent.runtime.main import RunOptions
 
 BASE = ["run", "--rules", "rules/kafka-resize.yaml", "--prometheus", "http://127.0.0.1:1"]
 
@@ -15,8 +17,30 @@ def test_defaults_leave_leader_election_off(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("POD_NAME", raising=False)
     args = build_parser().parse_args(BASE)
     assert args.leader_elect is False
-    assert (args.lease_name, args.namespace, args.lease_duration) == ("kafka-autopilot", "kafka-autopilot", 15)
+    assert (args.lease_name, args.namespace, args.lease_duration) == (None, "kafka-autopilot", 15)
     assert args.identity.rpartition("-")[2].isdigit()  # hostname-pid
+
+
+@pytest.mark.parametrize(
+    ("flags", "lease"),
+    [
+        ([], "kafka-autopilot"),
+        (["--dry-run"], "kafka-autopilot-dry-run"),
+        (["--dry-run", "--lease-name=trial-kafka-autopilot"], "trial-kafka-autopilot"),
+    ],
+)
+def test_a_dry_run_agent_elects_on_a_lease_apart_from_the_live_one(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], lease: str
+) -> None:
+    seen: list[RunOptions] = []
+
+    async def fake_run_agent(options: RunOptions) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr(cli, "run_agent", fake_run_agent)
+    assert main([*BASE, "--leader-elect", "--identity=replica-a", *flags]) == 0
+    assert [options.lease_name for options in seen] == [lease]
 
 
 def test_namespace_and_identity_come_from_the_pod(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,11 @@ shows the status unchanged from that base (someone touched labels or annotations
 `status.recentActions` keeps the last starts of actions on the pair; `action_history` lists them
 for every pair at once, for the guardrail policy (agent.core.policy).
 
+A dry-run agent (`StateStore(dry_run=True)`) keeps its states in objects of its own (named
+`dry-run.<name>`, labelled `kafka-autopilot.io/mode=dry-run`, `spec.mode: dry-run`), and each store
+reads only the objects of its own mode: what a dry-run agent would have done never puts an object in
+cooldown or uses up a rate limit of a live agent started later, and the reverse.
+
 The store reaches the apiserver only through the access layer (`KubeClient`'s custom-object calls);
 the status encoding is `statuscodec`. Errors (agent.adapters.errors):
 
@@ -47,6 +52,8 @@ from agent.adapters.errors import (
 )
 from agent.adapters.kubernetes.client import KubeClient
 from agent.adapters.kubernetes.statuscodec import (
+    DRY_RUN_MODE,
+    MODE_LABEL,
     OBJECT_KIND,
     OBJECTS_PLURAL,
     RULE_LABEL,
@@ -95,8 +102,9 @@ class StateStore:
     pair, and every write is based on it. Writes for one pair are serialised within the instance.
     """
 
-    def __init__(self, *, kube: KubeClient) -> None:
+    def __init__(self, *, kube: KubeClient, dry_run: bool = False) -> None:
         self._kube = kube
+        self._dry_run = dry_run
         self._seen: dict[tuple[str, str], _Snapshot] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -290,7 +298,7 @@ class StateStore:
             )
 
     async def _create(self, *, rule: str, object_key: str, object_kind: str) -> _Snapshot:
-        manifest = object_manifest(rule=rule, object_key=object_key, object_kind=object_kind)
+        manifest = object_manifest(rule=rule, object_key=object_key, object_kind=object_kind, dry_run=self._dry_run)
         try:
             created = await self._kube.create_custom_object(
                 group=API_GROUP, version=VERSION, plural=OBJECTS_PLURAL, body=manifest
@@ -300,7 +308,7 @@ class StateStore:
         return _Snapshot(obj=created)
 
     async def _read(self, *, rule: str, object_key: str) -> _Snapshot:
-        name = object_name(rule=rule, object_key=object_key)
+        name = object_name(rule=rule, object_key=object_key, dry_run=self._dry_run)
         try:
             obj = await self._kube.get_custom_object(group=API_GROUP, version=VERSION, plural=OBJECTS_PLURAL, name=name)
         except NotFoundError:
@@ -318,10 +326,11 @@ class StateStore:
         return _Snapshot(obj=obj)
 
     async def _list(self, rule: str | None) -> list[dict[str, Any]]:
-        """The pairs of `rule` (by label), or of every rule when None."""
+        """The pairs of `rule` (by label), or of every rule when None; this store's mode only."""
         items: list[dict[str, Any]] = []
         token: str | None = None
-        selector = f"{RULE_LABEL}={label_value(rule)}" if rule is not None else None
+        mode = f"{MODE_LABEL}={DRY_RUN_MODE}" if self._dry_run else f"{MODE_LABEL}!={DRY_RUN_MODE}"
+        selector = f"{RULE_LABEL}={label_value(rule)},{mode}" if rule is not None else mode
         while True:
             page = await self._kube.list_custom_objects(
                 group=API_GROUP,

@@ -41,6 +41,9 @@ RULE_LABEL: Final = f"{API_GROUP}/rule"
 OBJECT_KIND_LABEL: Final = f"{API_GROUP}/object-kind"
 OBJECT_NAMESPACE_LABEL: Final = f"{API_GROUP}/object-namespace"
 OBJECT_NAME_LABEL: Final = f"{API_GROUP}/object-name"
+MODE_LABEL: Final = f"{API_GROUP}/mode"
+"""On the AutopilotRuleObjects of a dry-run agent only (value DRY_RUN_MODE): live agents never read them."""
+DRY_RUN_MODE: Final = "dry-run"
 
 NAMESPACED_KINDS: Final = frozenset({"PersistentVolumeClaim", "KafkaBroker", "Pod"})
 """Object kinds whose key is `namespace/name`; for the others the key is the name."""
@@ -344,15 +347,18 @@ def _digest(*parts: str) -> str:
     return hashlib.sha1("\n".join(parts).encode(), usedforsecurity=False).hexdigest()
 
 
-def object_name(*, rule: str, object_key: str) -> str:
-    """The AutopilotRuleObject's name: `<rule>-<10 hex digits of sha1(rule, key)>`, a DNS subdomain.
+def object_name(*, rule: str, object_key: str, dry_run: bool = False) -> str:
+    """The AutopilotRuleObject's name: `<rule>-<10 hex digits of sha1(rule, key)>`, a DNS subdomain;
+    a dry-run agent's own object of the pair is `dry-run.<that>`.
 
     Rule names are DNS subdomains already (the loader checks); a long one is cut so that the whole
     name stays within 253 characters, and the hash keeps names of different pairs apart.
     """
-    prefix = re.sub(r"[^a-z0-9.-]+", "-", rule.lower())[: _MAX_NAME - _NAME_HASH_LENGTH - 1].strip(".-")
+    lead = f"{DRY_RUN_MODE}." if dry_run else ""
+    room = _MAX_NAME - _NAME_HASH_LENGTH - 1 - len(lead)
+    prefix = re.sub(r"[^a-z0-9.-]+", "-", rule.lower())[:room].strip(".-")
     suffix = _digest(rule, object_key)[:_NAME_HASH_LENGTH]
-    return f"{prefix}-{suffix}" if prefix else suffix
+    return lead + (f"{prefix}-{suffix}" if prefix else suffix)
 
 
 def label_value(text: str) -> str:
@@ -372,8 +378,9 @@ def split_object_key(*, object_kind: str, object_key: str) -> tuple[str, str]:
     return "", object_key
 
 
-def object_manifest(*, rule: str, object_key: str, object_kind: str) -> dict[str, Any]:
-    """A new AutopilotRuleObject, without status (the status subresource ignores it on create)."""
+def object_manifest(*, rule: str, object_key: str, object_kind: str, dry_run: bool = False) -> dict[str, Any]:
+    """A new AutopilotRuleObject, without status (the status subresource ignores it on create); a dry-run
+    agent's is named apart, labelled MODE_LABEL=dry-run and says `mode: dry-run` in its spec."""
     namespace, name = split_object_key(object_kind=object_kind, object_key=object_key)
     labels = {
         RULE_LABEL: label_value(rule),
@@ -382,15 +389,19 @@ def object_manifest(*, rule: str, object_key: str, object_kind: str) -> dict[str
     }
     if namespace:
         labels[OBJECT_NAMESPACE_LABEL] = label_value(namespace)
+    mode = {"mode": DRY_RUN_MODE} if dry_run else {}
+    if dry_run:
+        labels[MODE_LABEL] = DRY_RUN_MODE
     return {
         "apiVersion": API_VERSION,
         "kind": OBJECT_KIND,
-        "metadata": {"name": object_name(rule=rule, object_key=object_key), "labels": labels},
+        "metadata": {"name": object_name(rule=rule, object_key=object_key, dry_run=dry_run), "labels": labels},
         "spec": {
             "rule": rule,
             "objectKind": object_kind,
             "objectKey": object_key,
             "objectNamespace": namespace,
             "objectName": name,
+            **mode,
         },
     }

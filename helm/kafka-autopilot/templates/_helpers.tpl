@@ -14,6 +14,11 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The leader-election Lease: one per release, so two releases in one namespace never compete. */}}
+{{- define "kafka-autopilot.leaseName" -}}
+{{- default (include "kafka-autopilot.fullname" .) .Values.leaderElection.leaseName -}}
+{{- end -}}
+
 {{- define "kafka-autopilot.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "kafka-autopilot.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
