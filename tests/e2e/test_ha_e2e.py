@@ -279,7 +279,7 @@ def test_two_dry_run_replicas_one_leads_and_nothing_changes(
                 if r["event"] == "action-dry-run" and r["object"] == f"kafka/{claim}"
             ],
             timeout=LEASE_DURATION + 120,
-            what="a dry-run resize record (after the intruder's Lease expired)",
+            what="a dry-run resize record (the dry-run replicas elect on a Lease of their own)",
         )
         assert (planned[0]["before"], planned[0]["after"]) == ("400Gi", "800Gi")
         leaders = [agent for agent in (c, d) if leadership(agent, "acquired")]
