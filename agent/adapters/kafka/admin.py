@@ -29,7 +29,7 @@ Errors:
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -233,54 +233,23 @@ class KafkaAdmin:
         answered (a view missing a topic could hide a violation, so there is no partial view).
         """
         client = await self._connected("cluster_view")
-        failures: list[str] = []
-
-        async def ask_each_broker() -> ClusterView:
-            nodes = [broker.nodeId for broker in client.cluster.brokers()]
-            random.shuffle(nodes)
-            for node in nodes:
-                try:
-                    return await self._view_from(client, node=node, topics=topics)
-                except KafkaResponseError as error:
-                    if not error.temporary:
-                        raise
-                    failures.append(f"broker {node}: {error.reason}")
-                except (KafkaError, OSError, TimeoutError) as error:
-                    failures.append(f"broker {node}: {_describe(error)}")
-            raise KafkaUnavailableError(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                reason="reading the cluster view failed on every known broker: "
-                + ("; ".join(failures) or "no broker in the metadata"),
-            )
-
-        return await self._bounded(ask_each_broker(), what="reading the cluster view", failures=failures)
+        return await self._ask_any_broker(
+            client,
+            lambda node: self._view_from(client, node=node, topics=topics),
+            what="reading the cluster view",
+        )
 
     async def broker_endpoints(self) -> tuple[BrokerEndpoint, ...]:
         """Every broker Kafka knows, with the address it advertises, fenced ones marked so (see the
         module docstring for brokers without DescribeCluster v2). Asks one broker at a time, bounded by
         the operation timeout; `KafkaUnavailableError` when no broker answers."""
         client = await self._connected("broker_endpoints")
-        failures: list[str] = []
 
-        async def ask_each_broker() -> tuple[BrokerEndpoint, ...]:
-            for node in self._shuffled_nodes(client):
-                try:
-                    async with self.clock.timeout(self.settings.request_timeout_ms / 1000):
-                        metadata = (await client.send(node, MetadataRequest([]))).to_object()
-                    return await self._endpoints_from(client, node=node, metadata=metadata)
-                except KafkaResponseError as error:
-                    if not error.temporary:
-                        raise
-                    failures.append(f"broker {node}: {error.reason}")
-                except (KafkaError, OSError, TimeoutError) as error:
-                    failures.append(f"broker {node}: {_describe(error)}")
-            raise KafkaUnavailableError(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                reason="reading the brokers' addresses failed on every known broker: "
-                + ("; ".join(failures) or "no broker in the metadata"),
-            )
+        async def ask(node: int) -> tuple[BrokerEndpoint, ...]:
+            metadata = (await self._send(client, node, MetadataRequest([]))).to_object()
+            return await self._endpoints_from(client, node=node, metadata=metadata)
 
-        return await self._bounded(ask_each_broker(), what="reading the brokers' addresses", failures=failures)
+        return await self._ask_any_broker(client, ask, what="reading the brokers' addresses")
 
     async def elect_preferred_leaders(
         self, partitions: Sequence[tuple[str, int]], *, version: int | None = None
@@ -300,93 +269,92 @@ class KafkaAdmin:
         client = await self._connected("elect_preferred_leaders")
         if not partitions:
             return ()
-        failures: list[str] = []
 
-        async def ask_each_broker() -> tuple[PartitionElection, ...]:
-            for node in self._shuffled_nodes(client):
-                request = ElectLeadersRequest(
-                    partitions=partitions, timeout_ms=max(1000, self.settings.request_timeout_ms // 2), version=version
-                )
-                try:
-                    async with self.clock.timeout(self.settings.request_timeout_ms / 1000):
-                        response = (await client.send(node, request)).to_object()
-                except IncompatibleBrokerVersion as error:
-                    raise KafkaResponseError(
-                        bootstrap_servers=self.settings.bootstrap_servers,
-                        reason=f"broker {node}: {error}",
-                        temporary=False,
-                    ) from error
-                except (KafkaError, OSError, TimeoutError) as error:
-                    failures.append(f"broker {node}: {_describe(error)}")
-                    continue
-                answer = parse_answer(response, asked=partitions)
-                if answer.error_code in _RETRIABLE_ELECTION_ERRORS:
-                    failures.append(f"broker {node}: {error_name(answer.error_code)}")
-                    continue
-                if answer.error_code:
-                    raise KafkaResponseError(
-                        bootstrap_servers=self.settings.bootstrap_servers,
-                        reason=f"ElectLeaders v{request.chosen_version} on broker {node}: "
-                        f"{error_name(answer.error_code)}",
-                        temporary=False,
-                    )
-                self.last_election_version = request.chosen_version
-                return answer.partitions
-            raise KafkaUnavailableError(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                reason="ElectLeaders failed on every known broker: " + ("; ".join(failures) or "no broker known"),
+        async def ask(node: int) -> tuple[PartitionElection, ...]:
+            request = ElectLeadersRequest(
+                partitions=partitions, timeout_ms=max(1000, self.settings.request_timeout_ms // 2), version=version
             )
+            try:
+                response = (await self._send(client, node, request)).to_object()
+            except IncompatibleBrokerVersion as error:
+                raise KafkaResponseError(
+                    bootstrap_servers=self.settings.bootstrap_servers, reason=f"broker {node}: {error}", temporary=False
+                ) from error
+            answer = parse_answer(response, asked=partitions)
+            if answer.error_code in _RETRIABLE_ELECTION_ERRORS:
+                raise KafkaResponseError(
+                    bootstrap_servers=self.settings.bootstrap_servers, reason=error_name(answer.error_code)
+                )
+            if answer.error_code:
+                raise KafkaResponseError(
+                    bootstrap_servers=self.settings.bootstrap_servers,
+                    reason=f"ElectLeaders v{request.chosen_version} on broker {node}: {error_name(answer.error_code)}",
+                    temporary=False,
+                )
+            self.last_election_version = request.chosen_version
+            return answer.partitions
 
-        return await self._bounded(ask_each_broker(), what="electing preferred leaders", failures=failures)
+        return await self._ask_any_broker(client, ask, what="electing preferred leaders")
 
     async def elect_leaders_versions(self) -> tuple[int, ...]:
         """The ElectLeaders versions both a broker (from its ApiVersions answer) and this agent speak."""
         client = await self._connected("elect_leaders_versions")
-        failures: list[str] = []
 
-        async def ask_each_broker() -> tuple[int, ...]:
-            for node in self._shuffled_nodes(client):
-                try:
-                    async with self.clock.timeout(self.settings.request_timeout_ms / 1000):
-                        answer = (await client.send(node, ApiVersionRequest())).to_object()
-                except (KafkaError, OSError, TimeoutError) as error:
-                    failures.append(f"broker {node}: {_describe(error)}")
-                    continue
-                ranges = [
-                    (v["min_version"], v["max_version"])
-                    for v in answer["api_versions"]
-                    if v["api_key"] == ELECT_LEADERS_KEY
-                ]
-                if not ranges:
-                    return ()
-                low, high = ranges[0]
-                return tuple(v for v in IMPLEMENTED_VERSIONS if low <= v <= high)
-            raise KafkaUnavailableError(
-                bootstrap_servers=self.settings.bootstrap_servers,
-                reason="ApiVersions failed on every known broker: " + ("; ".join(failures) or "no broker known"),
-            )
+        async def ask(node: int) -> tuple[int, ...]:
+            answer = (await self._send(client, node, ApiVersionRequest())).to_object()
+            ranges = [
+                (v["min_version"], v["max_version"])
+                for v in answer["api_versions"]
+                if v["api_key"] == ELECT_LEADERS_KEY
+            ]
+            if not ranges:
+                return ()
+            low, high = ranges[0]
+            return tuple(v for v in IMPLEMENTED_VERSIONS if low <= v <= high)
 
-        return await self._bounded(ask_each_broker(), what="reading ApiVersions", failures=failures)
+        return await self._ask_any_broker(client, ask, what="reading ApiVersions")
 
     # -- internals -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _shuffled_nodes(client: Any) -> list[int]:
-        nodes = [broker.nodeId for broker in client.cluster.brokers()]
-        random.shuffle(nodes)
-        return nodes
+    async def _ask_any_broker(self, client: Any, ask: Callable[[int], Awaitable[_T]], *, what: str) -> _T:
+        """The first answer of `ask(node)` from the known brokers, one at a time in random order, the
+        whole bounded by the operation timeout. A broker that cannot be reached, times out or answers a
+        temporary error is passed over and named in the error if none answers (`KafkaUnavailableError`);
+        a permanent `KafkaResponseError` is raised at once."""
+        failures: list[str] = []
+
+        async def each_broker() -> _T:
+            nodes = [broker.nodeId for broker in client.cluster.brokers()]
+            random.shuffle(nodes)
+            for node in nodes:
+                try:
+                    return await ask(node)
+                except KafkaResponseError as error:
+                    if not error.temporary:
+                        raise
+                    failures.append(f"broker {node}: {error.reason}")
+                except (KafkaError, OSError, TimeoutError) as error:
+                    failures.append(f"broker {node}: {_describe(error)}")
+            raise KafkaUnavailableError(
+                bootstrap_servers=self.settings.bootstrap_servers,
+                reason=f"{what} failed on every known broker: " + ("; ".join(failures) or "no broker in the metadata"),
+            )
+
+        return await self._bounded(each_broker(), what=what, failures=failures)
+
+    async def _send(self, client: Any, node: int, request: Any) -> Any:
+        """One request to one broker, bounded by the request timeout."""
+        async with self.clock.timeout(self.settings.request_timeout_ms / 1000):
+            return await client.send(node, request)
 
     async def _view_from(self, client: Any, *, node: int, topics: Sequence[str] | None) -> ClusterView:
-        timeout = self.settings.request_timeout_ms / 1000
         request = MetadataRequest(list(topics) if topics is not None else None, allow_auto_topic_creation=False)
-        async with self.clock.timeout(timeout):
-            metadata = (await client.send(node, request)).to_object()
+        metadata = (await self._send(client, node, request)).to_object()
         described = [self._check_topic(t) for t in metadata["topics"]]
         names = sorted(t["topic"] for t in described)
         resources = [(_TOPIC_RESOURCE, name, [MIN_INSYNC]) for name in names]
         resources.append((_BROKER_RESOURCE, str(node), [MIN_INSYNC]))
-        async with self.clock.timeout(timeout):
-            configs = (await client.send(node, DescribeConfigsRequest(resources, False))).to_object()
+        configs = (await self._send(client, node, DescribeConfigsRequest(resources, False))).to_object()
         min_insync = self._min_insync(configs["resources"], topics=names)
         partitions = tuple(
             PartitionState(
@@ -409,8 +377,7 @@ class KafkaAdmin:
     async def _endpoints_from(self, client: Any, *, node: int, metadata: dict[str, Any]) -> tuple[BrokerEndpoint, ...]:
         """DescribeCluster v2 of the broker that gave `metadata`; its Metadata brokers when it cannot say."""
         try:
-            async with self.clock.timeout(self.settings.request_timeout_ms / 1000):
-                described = (await client.send(node, DescribeClusterRequest())).to_object()
+            described = (await self._send(client, node, DescribeClusterRequest())).to_object()
         except IncompatibleBrokerVersion:
             return endpoints_from(described=None, metadata=metadata)
         code = described["error_code"]
