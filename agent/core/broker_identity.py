@@ -109,6 +109,9 @@ class Identified:
 @dataclass(frozen=True, kw_only=True)
 class Unknown:
     reason: str
+    not_a_broker: bool = False
+    """Kafka listed its brokers' addresses and none is this pod's: as far as Kafka knows, no broker runs
+    here. Every other Unknown (no answer, ambiguous, contradicted) may still be a broker."""
 
 
 BrokerIdentity = Identified | Unknown
@@ -151,6 +154,8 @@ def _from_kafka(
 ) -> dict[tuple[str, str], BrokerIdentity]:
     if endpoints is None:
         return {pod.key: Unknown(reason="Kafka could not be asked which broker runs here") for pod in pods}
+    if not endpoints:
+        return {pod.key: Unknown(reason="Kafka listed no broker addresses") for pod in pods}
     matches = {pod.key: [e for e in endpoints if pod.answers_to(e.host)] for pod in pods}
     pods_per_broker: dict[int, list[str]] = {}
     for pod in pods:
@@ -161,7 +166,9 @@ def _from_kafka(
         found = matches[pod.key]
         ids = sorted({e.broker_id for e in found})
         if not ids:
-            result[pod.key] = Unknown(reason=f"no broker Kafka knows advertises this pod's address ({_addresses(pod)})")
+            result[pod.key] = Unknown(
+                reason=f"no broker Kafka knows advertises this pod's address ({_addresses(pod)})", not_a_broker=True
+            )
         elif len(ids) > 1:
             result[pod.key] = Unknown(
                 reason=f"Kafka lists brokers {', '.join(map(str, ids))} at this pod's address: ambiguous"

@@ -189,3 +189,12 @@ def test_a_bad_broker_identity_is_an_error_at_its_place(text: str, column: int, 
     assert not loaded.rules
     assert [(p.location.line, p.location.column) for p in loaded.problems] == [(5, column)]
     assert message in loaded.problems[0].message
+
+
+def test_an_empty_list_of_addresses_from_kafka_proves_no_pod_is_not_a_broker() -> None:
+    pod = PodAddress(namespace="kafka", name="kafka-0", ips=("10.0.0.10",))
+
+    (identity,) = identify_brokers([pod], endpoints=()).values()
+
+    assert identity == Unknown(reason="Kafka listed no broker addresses")
+    assert not identity.not_a_broker

@@ -234,7 +234,9 @@ class NodeRescheduleExecutor:
         view = await self.kafka.cluster_view()
         pods = await self.reader.list_pods()
         try:
-            fresh = await self._brokers_to_move(node_name, pods, view, rule=rule, params=params, nodes=nodes)
+            fresh = await self._brokers_to_move(
+                node_name, pods, view, rule=rule, params=params, nodes=nodes, recorded=recorded
+            )
         except HoldError as hold:
             return held(str(hold))
         still_here = {(p.namespace, p.name, p.uid) for p in pods if p.node == node_name}
@@ -287,8 +289,12 @@ class NodeRescheduleExecutor:
         rule: Rule,
         params: NodeRescheduleParams,
         nodes: Mapping[str, NodeLike],
+        recorded: Sequence[MovingBroker],
     ) -> list[MovingBroker]:
-        """The broker pods on `node` to move, once every check has passed; raises HoldError otherwise."""
+        """The broker pods on `node` to move, once every check has passed; raises HoldError otherwise.
+
+        A pod this rule recorded as moving (same uid) keeps the id it was identified by then, so a resumed
+        run checks it like the others even when Kafka no longer lists a fenced broker's address."""
         selector = broker_selector(rule, params)
         leases = await self.reader.node_lease_renew_times()
         failing = {
@@ -301,20 +307,19 @@ class NodeRescheduleExecutor:
         identities = identify_brokers(
             [p.address for p in on_failing], endpoints=view.endpoints, stated=rule.broker_identity
         )
-        candidates = [p for p in on_failing if p.node == node]
-        if selector is not None:
-            unknown = [
-                f"{p.namespace}/{p.name}: {identity.reason}"
-                for p in candidates
-                if not isinstance(identity := identities[(p.namespace, p.name)], Identified)
-            ]
-            if unknown:
-                raise HoldError("broker identity unknown, nothing done: " + "; ".join(unknown))
-        brokers = {
-            (p.namespace, p.name): identity.broker_id
-            for p in candidates
-            if isinstance(identity := identities[(p.namespace, p.name)], Identified)
-        }
+        earlier = {(b.namespace, b.name, b.uid): b.broker_id for b in recorded}
+        brokers: dict[tuple[str, str], int] = {}
+        unknown: list[str] = []
+        for pod in (p for p in on_failing if p.node == node):
+            identity = identities[(pod.namespace, pod.name)]
+            if isinstance(identity, Identified):
+                brokers[(pod.namespace, pod.name)] = identity.broker_id
+            elif (pod.namespace, pod.name, pod.uid) in earlier:
+                brokers[(pod.namespace, pod.name)] = earlier[(pod.namespace, pod.name, pod.uid)]
+            elif selector is not None or not identity.not_a_broker:
+                unknown.append(f"{pod.namespace}/{pod.name}: {identity.reason}")
+        if unknown:
+            raise HoldError("broker identity unknown, nothing done: " + "; ".join(unknown))
         if not brokers:
             return []
         alive = {b: reasons for b, reasons in brokers_seen_alive(view, brokers.values()).items() if reasons}
@@ -324,7 +329,7 @@ class NodeRescheduleExecutor:
                 f"Kafka still sees the node's brokers alive ({said}): a control-plane partition, not a node "
                 "failure; force-deleting would start a second broker with the same id"
             )
-        down = frozenset(identity.broker_id for identity in identities.values() if isinstance(identity, Identified))
+        down = frozenset(i.broker_id for i in identities.values() if isinstance(i, Identified)) | set(brokers.values())
         violations = min_isr_violations_during_failures(view, moving=frozenset(brokers.values()), down=down)
         if violations:
             raise HoldError(
@@ -340,8 +345,8 @@ class NodeRescheduleExecutor:
                 broker_id=brokers[(p.namespace, p.name)],
                 volumes=tuple(v for claim in p.claims if (v := volumes.get((p.namespace, claim)))),
             )
-            for p in candidates
-            if (p.namespace, p.name) in brokers
+            for p in pods
+            if p.node == node and (p.namespace, p.name) in brokers
         ]
 
     async def _not_yet_moved(self, node: str, moving: Sequence[MovingBroker]) -> str | None:

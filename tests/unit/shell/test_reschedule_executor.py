@@ -465,6 +465,45 @@ async def test_without_brokerlabel_or_selector_only_the_pods_kafka_identifies_ar
     assert set(cluster.attachments) == {"csi-2", "csi-3"}
 
 
+async def test_without_brokerlabel_or_selector_an_ambiguous_pod_on_the_node_holds(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    no_label = load_rule(RULE_TEXT.replace("MODE", "force-delete").replace("        brokerlabel: app=kafka\n", ""))
+    kafka.hosts[3] = "10.0.0.12"
+    kafka.hosts[4] = "10.0.0.12"  # two brokers at the exporter's address: it may be a broker, so hold
+
+    outcome = await execute(cluster, kafka, clock, rule=no_label)
+
+    assert outcome.kind is OutcomeKind.HELD
+    assert outcome.reason.startswith(
+        "broker identity unknown, nothing done: kafka/exporter-0: Kafka lists brokers 3, 4"
+    )
+    assert cluster.writes == []
+
+
+async def test_a_resumed_run_checks_a_recorded_broker_kafka_no_longer_lists_before_deleting_it(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    action = planned(FORCE_DELETE, clock)
+    with pytest.raises(SimulatedCrash):
+        await execute(
+            cluster,
+            kafka,
+            clock,
+            applier=CrashingApplier(applier=LiveApplier(writer=cluster), crash_after=1),
+            action=action,
+        )
+    assert cluster.nodes["worker-1"].unschedulable
+    del kafka.hosts[1]  # Kafka no longer lists broker 1's address...
+    kafka.registered.add(1)  # ...and sees it alive again: the recorded id must still be checked
+
+    outcome = await execute(cluster, kafka, clock, action=action)
+
+    assert outcome.kind is OutcomeKind.HELD
+    assert outcome.reason.startswith("Kafka still sees the node's brokers alive (broker 1:")
+    assert cluster.count("force_delete_pod") == 0
+
+
 async def test_the_min_isr_guard_holds_when_a_second_node_fails_at_the_same_time(
     cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
 ) -> None:
