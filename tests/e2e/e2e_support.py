@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +290,20 @@ async def _view(bootstrap: str) -> ClusterView:
         return await kafka.cluster_view()
 
 
+def answer(sandbox: Sandbox, verb: str, name: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """`kafka-autopilot <verb> <name>` (approve, decline) with the real CLI, as a person runs it."""
+    script = Path(sys.executable).with_name("kafka-autopilot")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
+    return subprocess.run(
+        [*command, verb, name, "--kubeconfig", sandbox.status()["kubeconfig"], *options],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def view(sandbox: Sandbox) -> ClusterView:
     return asyncio.run(_view(sandbox.kafka.bootstrap_servers))
 
@@ -353,3 +368,87 @@ def wait_for_visible_imbalance(
 
     found: ClusterView = eventually(visible, timeout=90, what=f"broker {broker}'s imbalance visible", interval=0.2)
     return found
+
+
+# --- storage pools (the storage twin's) ------------------------------------------------------------
+
+TI = 1024**4
+POOL_RULE = "kafka-pool-expand"
+POOL_LABELS = {"kafka-autopilot.io/pool": "kafka"}
+
+
+def twin_pool(sandbox: Sandbox, node: str, name: str) -> dict[str, Any]:
+    (pool,) = [p for p in sandbox.twin_client().pools() if p["node"] == node and p["name"] == name]
+    return pool
+
+
+def fill(sandbox: Sandbox, node: str, name: str, fraction: float) -> float:
+    """Set the pool's usage to `fraction` of its total; returns the moment."""
+    total = twin_pool(sandbox, node, name)["total_size"]
+    moment = time.time()
+    sandbox.twin_client().set_pool_used(node=node, pool=name, used_bytes=int(total * fraction))
+    return moment
+
+
+def events_about(api: KubeApi, name: str) -> list[dict[str, Any]]:
+    found = []
+    for namespace in ("default", "kube-system"):
+        for event in api.get(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")["items"]:
+            if event.get("regarding", {}).get("name") == name:
+                found.append(event)
+    return found
+
+
+def records(agent: AgentProcess, event: str, key: str) -> list[dict[str, Any]]:
+    return [r for r in agent.records() if r["event"] == event and r["object"] == key]
+
+
+def action_count(agent: AgentProcess, outcome: str) -> float:
+    """kafka_autopilot_actions_total of the pool rule for one outcome, from the agent's /metrics."""
+    for line in agent.metrics().splitlines():
+        if (
+            line.startswith("kafka_autopilot_actions_total{")
+            and f'rule="{POOL_RULE}"' in line
+            and f'outcome="{outcome}"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def finished_at(pool: dict[str, Any]) -> float:
+    stamp = pool["last_operation"]["finished_at"]
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolCase:
+    """One pool of the module: where it lives and the drives it starts with (half full)."""
+
+    node: str
+    name: str
+    drives: int
+    drive_size: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.node}/{self.name}"
+
+
+def resize_calls_for(sandbox: Sandbox, pool: PoolCase) -> list[dict[str, Any]]:
+    uuid = twin_pool(sandbox, pool.node, pool.name)["uuid"]
+    return [c for c in sandbox.twin_client().state()["resize_calls"] if uuid in c["path"]]
+
+
+def expanded(sandbox: Sandbox, pool: PoolCase, *, letter: str, past: int) -> dict[str, Any]:
+    """The pool once the twin finished growing it past `past` bytes."""
+    grown: dict[str, Any] = eventually(
+        lambda: (
+            (found := twin_pool(sandbox, pool.node, pool.name))["total_size"] > past
+            and found["last_operation"]["status"] == "OPERATION_SUCCESSFUL"
+            and found
+        ),
+        timeout=180,
+        what=f"pool {letter} grown past {past // GI}Gi",
+        interval=1,
+    )
+    return grown

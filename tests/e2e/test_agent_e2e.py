@@ -1,40 +1,69 @@
 """The agent at work against the sandbox, with the shipped rules unchanged.
 
-One sandbox and one live agent for the module; the tests run in order and form one story:
-- the reference table, step by step (its 5-minute cooldowns are waited out, as the rule says);
+One sandbox and one live agent for the module (resize, node failure, pool expansion and broker restart
+rules); the tests run in order and form one story, the other scenarios filling the reference rule's two
+5-minute cooldowns, which are waited out as the rule says:
+- the reference table, step by step;
 - a failed node's broker moves; a flapping node and a partitioned node are left alone;
+- storage pools, served by the storage twin (a simulation of the storage layer) through its
+  OpenStorage-SDK-shaped API: state is per object, so three pools at different starting points, each on
+  its own node, cross 70% together and each takes one step of the pool rule:
+  - pool A, 4 x 3Ti (12Ti): +50% fits in maxdrives 8, so two drives are added (18Ti, add-disk);
+  - pool B, 9 x 2Ti (18Ti, already past maxdrives): +50% wants 27Ti, so `auto` resizes the 9 drives,
+    and the growth is capped at maxsize 20Ti (to the whole GiB per drive that fits);
+  - pool C, 10 x 2Ti (20Ti, at maxsize): declined at maxsize, nothing sent to the storage layer;
 - a restart in the middle of a resize does not resize twice;
 - a stopped Prometheus leads to no action and shows in the rule's health;
-- dry-run makes the same decisions and mutates nothing but the agent's own objects.
+- a broker restart asked for by the under-replicated rule waits for approval, then runs and verifies;
+- dry-run makes the same decisions (a resize, a reschedule, a pool expansion) and mutates nothing but
+  the agent's own objects; the storage layer gets no resize call.
 Latencies measured here are printed for the closing notes (pytest -s shows them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from e2e_support import (
+    GI,
     PODS,
+    POOL_LABELS,
+    POOL_RULE,
     PVCS,
     RULES,
     STATE_OBJECTS,
+    TI,
     AgentProcess,
+    PoolCase,
+    action_count,
     agent_mutations,
+    answer,
     audit_log_entries,
     broker_moves_off_failed_node,
     capacity,
+    events_about,
     events_for,
+    expanded,
+    fill,
+    finished_at,
     node_of,
     patch_times,
     pods_on,
+    records,
     requested,
+    resize_calls_for,
     schedulable_within,
     set_usage,
     state_of,
+    twin_pool,
     verified_resizes,
 )
 from helpers import eventually
@@ -45,7 +74,11 @@ from sandbox.kube import KubeApi, node_condition
 
 pytestmark = pytest.mark.sandbox
 
-RULE_FILES = [RULES / "kafka-resize.yaml", RULES / "kafka-node-failure.yaml"]
+RULE_FILES = [RULES / "kafka-resize.yaml", RULES / "kafka-node-failure.yaml", RULES / "kafka-pool-expand.yaml"]
+# The live agent also runs the broker-restart rule; the dry-run agent at the end runs RULE_FILES only.
+LIVE_RULE_FILES = [*RULE_FILES, RULES / "kafka-under-replicated.yaml"]
+RESTART_RULE = "kafka-under-replicated"
+APPROVALS = f"/apis/kafka-autopilot.io/v1alpha1/namespaces/{workload.NAMESPACE}/actionapprovals"
 COOLDOWN = 300
 
 
@@ -57,7 +90,7 @@ def api(sandbox: Sandbox) -> KubeApi:
 @pytest.fixture(scope="module")
 def agent(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     with AgentProcess(
-        sandbox=sandbox, rules=RULE_FILES, audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl"
+        sandbox=sandbox, rules=LIVE_RULE_FILES, audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl"
     ) as process:
         yield process
 
@@ -164,6 +197,110 @@ def test_a_partitioned_node_whose_broker_serves_gets_no_force_delete(
     print(f"\nLATENCY partition recovered -> schedulable: {took:.1f}s")
 
 
+# --- storage pools, while the first resize cools down ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nodes(api: KubeApi) -> list[str]:
+    return sorted(node["metadata"]["name"] for node in api.get("/api/v1/nodes")["items"])
+
+
+@pytest.fixture(scope="module")
+def pools(nodes: list[str]) -> dict[str, PoolCase]:
+    return {
+        "A": PoolCase(node=nodes[0], name="adds-drives", drives=4, drive_size=3 * TI),
+        "B": PoolCase(node=nodes[1], name="resizes-drives", drives=9, drive_size=2 * TI),
+        "C": PoolCase(node=nodes[2], name="at-maxsize", drives=10, drive_size=2 * TI),
+    }
+
+
+@pytest.fixture(scope="module")
+def crossed(sandbox: Sandbox, api: KubeApi, pools: dict[str, PoolCase], agent: AgentProcess) -> dict[str, float]:
+    """The three pools, seen as Normal, then filled past 70% together; the moment each crossed."""
+    for pool in pools.values():
+        sandbox.twin_client().define_pool(
+            node=pool.node,
+            pool=pool.name,
+            drives=pool.drives,
+            drive_size=pool.drive_size,
+            used=pool.drives * pool.drive_size // 2,
+            labels=POOL_LABELS,
+        )
+    eventually(
+        lambda: all(state_of(api, POOL_RULE, pool.key) == "Normal" for pool in pools.values()),
+        timeout=90,
+        what="the three pools seen as Normal",
+        interval=1,
+    )
+    return {letter: fill(sandbox, pool.node, pool.name, 0.75) for letter, pool in pools.items()}
+
+
+def test_pool_a_is_expanded_by_adding_drives(
+    sandbox: Sandbox, api: KubeApi, pools: dict[str, PoolCase], crossed: dict[str, float], agent: AgentProcess
+) -> None:
+    pool = pools["A"]
+    grown = expanded(sandbox, pool, letter="A", past=12 * TI)
+    print(f"\nLATENCY pool A threshold crossing -> expanded (rule for: 30s): {finished_at(grown) - crossed['A']:.1f}s")
+    assert (grown["total_size"], grown["drive_count"], grown["drive_size"]) == (18 * TI, 6, 3 * TI)
+    eventually(
+        lambda: state_of(api, POOL_RULE, pool.key) == "ActiveActionsTaken", timeout=60, what="A ActiveActionsTaken"
+    )
+    verified = eventually(lambda: records(agent, "action-verified", pool.key), timeout=30, what="A verified record")
+    assert [(r["before"], r["after"]) for r in verified] == [("12Ti", "18Ti by add-disk")]
+    assert any("adding 2 drive(s)" in m and "RESIZE_TYPE_ADD_DISK" in m for m in verified[0]["mutations"])
+    assert any(e["reason"] == "ActionVerified" for e in events_about(api, pool.node))
+    assert 'action="openstorage.io.action.storagepool/expand"' in agent.metrics()
+    assert action_count(agent, "verified") >= 1
+    calls = resize_calls_for(sandbox, pool)
+    assert [c["query"] for c in calls] == [{"size": str(18 * 1024), "operation_type": "RESIZE_TYPE_ADD_DISK"}]
+
+
+def test_pool_b_past_maxdrives_is_resized_and_capped_at_maxsize(
+    sandbox: Sandbox, api: KubeApi, pools: dict[str, PoolCase], crossed: dict[str, float], agent: AgentProcess
+) -> None:
+    pool = pools["B"]
+    capped = expanded(sandbox, pool, letter="B", past=18 * TI)
+    print(f"\nLATENCY pool B threshold crossing -> expanded (rule for: 30s): {finished_at(capped) - crossed['B']:.1f}s")
+    # 18Ti + 50% = 27Ti; 9 drives already pass maxdrives 8, so auto resizes them, as far as 20Ti lets:
+    # each drive grows by floor((20Ti - 18Ti) / 9) to a whole GiB = 227Gi, to 2275Gi; 9 x 2275Gi = 20475Gi.
+    assert capped["drive_count"] == 9
+    assert capped["drive_size"] == 2275 * GI
+    assert 20 * TI - 9 * GI < capped["total_size"] <= 20 * TI
+    eventually(
+        lambda: state_of(api, POOL_RULE, pool.key) == "ActiveActionsTaken", timeout=60, what="B ActiveActionsTaken"
+    )
+    verified = eventually(lambda: records(agent, "action-verified", pool.key), timeout=30, what="B verified record")
+    assert len(verified) == 1
+    assert verified[0]["before"] == "18Ti" and verified[0]["after"].endswith("by resize-disk")
+    assert "capped at maxsize" in verified[0]["reason"]
+    assert any(e["reason"] == "ActionVerified" for e in events_about(api, pool.node))
+    eventually(lambda: action_count(agent, "verified") == 2, timeout=30, what="verified counter at 2 (A and B)")
+    calls = resize_calls_for(sandbox, pool)
+    assert [c["query"] for c in calls] == [{"size": str(20475), "operation_type": "RESIZE_TYPE_RESIZE_DISK"}]
+    # Each pool has its own cooldown: B grew while A, expanded moments before, was still cooling down.
+    grown_a = twin_pool(sandbox, pools["A"].node, pools["A"].name)
+    assert abs(finished_at(capped) - finished_at(grown_a)) < COOLDOWN
+
+
+def test_pool_c_at_maxsize_is_declined(
+    sandbox: Sandbox, api: KubeApi, pools: dict[str, PoolCase], crossed: dict[str, float], agent: AgentProcess
+) -> None:
+    pool = pools["C"]
+    eventually(
+        lambda: state_of(api, POOL_RULE, pool.key) == "ActionsDeclined",
+        timeout=180,
+        what="C ActionsDeclined",
+        interval=1,
+    )
+    declined = records(agent, "action-declined", pool.key)
+    assert declined and declined[-1]["reason"].startswith("AtMaxSize"), declined
+    assert any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_about(api, pool.node))
+    assert action_count(agent, "declined-at-maxsize") >= 1
+    found = twin_pool(sandbox, pool.node, pool.name)
+    assert (found["total_size"], found["drive_count"], found["last_operation"]) == (20 * TI, 10, None)
+    assert resize_calls_for(sandbox, pool) == []
+
+
 # --- the reference table, step 2, and a restart mid-action -------------------------------------------
 
 
@@ -220,6 +357,80 @@ def test_no_action_without_metrics_and_the_rule_health_says_so(
     eventually(lambda: agent.rule_health()["kafka-resize"] == "ok", timeout=60, what="the rule healthy again")
 
 
+# --- a guarded broker restart, with approval -------------------------------------------------------------
+
+
+def set_broker_min_insync(sandbox: Sandbox, value: str | None) -> None:
+    """Each broker's dynamic `min.insync.replicas` (the default of topics without their own), or none."""
+
+    async def alter() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=sandbox.kafka.bootstrap_servers, request_timeout_ms=10000)
+        await admin.start()
+        try:
+            configs = {} if value is None else {"min.insync.replicas": value}
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.BROKER, str(b), configs=configs) for b in sandbox.kafka.broker_ids]
+            )
+        finally:
+            await admin.close()
+
+    asyncio.run(alter())
+
+
+def pending_restarts(api: KubeApi) -> list[dict[str, Any]]:
+    items = [
+        item
+        for item in api.get(APPROVALS)["items"]
+        if item["spec"].get("rule") == RESTART_RULE and item.get("status", {}).get("phase") == "Pending"
+    ]
+    return sorted(items, key=lambda item: item["metadata"]["creationTimestamp"])
+
+
+def test_a_broker_restart_waits_for_approval_then_restarts_and_verifies(
+    sandbox: Sandbox, api: KubeApi, agent: AgentProcess
+) -> None:
+    """The shipped kafka-under-replicated rule, live. A stopped broker leaves the partitions it follows
+    under-replicated on their leaders for the rule's 2 minutes; the restart of one leader is asked for,
+    approved with the real CLI, then done as a graceful delete of its pod, and verified (pod back Running,
+    the broker back in every ISR it belongs to). The restart's guard keeps every partition at
+    min.insync.replicas while the broker is down: with the sandbox's 2 and a broker already stopped, it
+    holds (unit-tested); here the brokers' default is lowered to 1 so that it lets the restart through."""
+    stopped = sandbox.kafka.broker_ids[-1]
+    set_broker_min_insync(sandbox, "1")
+    sandbox.fault("stop-broker", str(stopped))
+    try:
+        (approval, *_) = eventually(
+            pending_restarts, timeout=240, what="a broker restart waiting for approval", interval=2
+        )
+        key = approval["spec"]["objectKey"]
+        namespace, pod = key.split("/")
+        assert namespace == workload.NAMESPACE
+        (broker,) = [b for b in sandbox.kafka.broker_ids if workload.pod_name(b) == pod]
+        assert broker != stopped
+        preview = approval["status"]["preview"]
+        assert preview["action"] == "kafka-autopilot.io.action.broker/restart", preview
+        uid = api.get(f"{PODS}/{pod}")["metadata"]["uid"]
+        approved = answer(sandbox, "approve", approval["metadata"]["name"], "--reason", "e2e", "--by", "e2e")
+        assert approved.returncode == 0, approved.stderr
+        answered_at = time.monotonic()
+        verified = eventually(
+            lambda: [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == key],
+            timeout=240,
+            what=f"the restart of broker {broker} verified",
+        )
+        print(f"\nLATENCY approve -> broker {broker} restarted and back in sync: {time.monotonic() - answered_at:.1f}s")
+        print(f"RESTART verified: {verified[0]['reason']}")
+        assert api.get(f"{PODS}/{pod}")["metadata"]["uid"] != uid
+        assert sandbox.kafka.broker_running(broker)
+        planned = [r for r in agent.records() if r["event"] == "action-planned" and r["object"] == key]
+        assert len(planned) == 1, planned
+        assert state_of(api, RESTART_RULE, key) == "ActiveActionsTaken"
+    finally:
+        sandbox.fault("start-broker", str(stopped))
+        set_broker_min_insync(sandbox, None)
+    sandbox.kafka.wait_for_brokers([stopped])
+
+
 # --- the reference table, step 3 -------------------------------------------------------------------------
 
 
@@ -242,11 +453,16 @@ def test_step_3_is_declined_at_maxsize(sandbox: Sandbox, api: KubeApi, agent: Ag
 
 
 def test_dry_run_decides_the_same_and_changes_nothing(
-    sandbox: Sandbox, api: KubeApi, agent: AgentProcess, tmp_path: Path
+    sandbox: Sandbox, api: KubeApi, nodes: list[str], agent: AgentProcess, tmp_path: Path
 ) -> None:
     agent.stop()
     for item in api.get(STATE_OBJECTS)["items"]:
         api.delete(f"{STATE_OBJECTS}/{item['metadata']['name']}")
+    pool_node = nodes[3]
+    pool_key = f"{pool_node}/dry"
+    twin = sandbox.twin_client()
+    twin.define_pool(node=pool_node, pool="dry", drives=4, drive_size=TI, used=TI, labels=POOL_LABELS)
+    pool_calls_before = len(twin.state()["resize_calls"])
     since = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     dry = AgentProcess(sandbox=sandbox, rules=RULE_FILES, audit_path=tmp_path / "dry.jsonl", dry_run=True)
     dry.start()
@@ -259,6 +475,10 @@ def test_dry_run_decides_the_same_and_changes_nothing(
             what="a dry-run resize record",
         )
         assert (planned[0]["before"], planned[0]["after"]) == ("400Gi", "800Gi")
+        eventually(
+            lambda: state_of(api, POOL_RULE, pool_key) == "Normal", timeout=90, what="the dry pool Normal", interval=1
+        )
+        fill(sandbox, pool_node, "dry", 0.75)
         node = node_of(api, 0)
         sandbox.fault("fail-node", node)
         try:
@@ -277,6 +497,15 @@ def test_dry_run_decides_the_same_and_changes_nothing(
             entry["objectRef"].get("resource") for entry in agent_mutations(audit_log_entries(sandbox), since=since)
         }
         assert touched <= {"autopilotruleobjects", "events", "customresourcedefinitions"}, touched
+        pool_planned = eventually(
+            lambda: records(dry, "action-dry-run", pool_key), timeout=120, what="a dry-run pool expansion", interval=1
+        )
+        assert (pool_planned[0]["before"], pool_planned[0]["after"]) == ("4Ti", "6Ti by add-disk")
+        assert any("expand storage pool" in m for m in pool_planned[0]["mutations"])
+        dry_pool = twin_pool(sandbox, pool_node, "dry")
+        assert (dry_pool["total_size"], dry_pool["drive_count"]) == (4 * TI, 4)
+        assert len(twin.state()["resize_calls"]) == pool_calls_before
+        assert 'outcome="dry-run"' in dry.metrics()
         live_path = ["Normal", "Triggered", "ActiveActionsPending", "ActiveActionsInProgress", "ActiveActionsTaken"]
         dry_path = [r["to"] for r in dry.records() if r["event"] == "transition" and r["object"] == f"kafka/{claim}"]
         assert dry_path[: len(live_path)] == live_path

@@ -13,8 +13,6 @@ each on a PVC of its own, and answers are given with the real `kafka-autopilot a
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,11 +22,11 @@ from typing import Any
 import pytest
 from e2e_support import (
     AGENTS_OWN_RESOURCES,
-    REPO,
     RULES,
     STATE_OBJECTS,
     AgentProcess,
     agent_mutations,
+    answer,
     audit_log_entries,
     patch_times,
     requested,
@@ -128,20 +126,6 @@ def event_reasons(api: KubeApi, claim: str) -> list[str]:
 def records_for(agent: AgentProcess, claim: str, *events: str) -> list[dict[str, Any]]:
     key = f"{workload.NAMESPACE}/{claim}"
     return [record for record in agent.records() if record["object"] == key and record["event"] in events]
-
-
-def answer(sandbox: Sandbox, verb: str, name: str, *options: str) -> subprocess.CompletedProcess[str]:
-    """The real CLI, as a person runs it."""
-    script = Path(sys.executable).with_name("kafka-autopilot")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
-    return subprocess.run(
-        [*command, verb, name, "--kubeconfig", sandbox.status()["kubeconfig"], *options],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def awaiting_with_approval(api: KubeApi, claim: str) -> dict[str, Any]:

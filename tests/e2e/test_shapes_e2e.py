@@ -1,17 +1,23 @@
-"""The agent in the deployment shapes users run besides the default StatefulSet: Strimzi node pools
-(broker ids 10-13, our stand-in of Strimzi's CRDs with the operator twin) and the Bitnami chart
-(`broker.minId: 100`: pod kafka-broker-0 is broker 100). The default shape runs the same scenarios in
-test_agent_e2e and test_rebalance_e2e.
+"""The sandbox in each deployment shape, then the agent in the shapes users run besides the default
+StatefulSet: Strimzi node pools (broker ids 10-13, our stand-in of Strimzi's CRDs with the operator twin)
+and the Bitnami chart (`broker.minId: 100`: pod kafka-broker-0 is broker 100). The default shape runs the
+agent's scenarios in test_agent_e2e and test_rebalance_e2e.
 
-One sandbox and one live agent per shape, with the shape's shipped rules (`rules_dir` of the sandbox
-status) unchanged. The agent learns each pod's broker id from Kafka (the brokers advertise their pod's
-IP), never from a pod name. In order, per shape:
+One sandbox per shape (module-scoped, indirect parametrization): three bring-ups in all, the sandbox's own
+checks and the agent's scenarios sharing them. The sandbox checks run first in each shape, before any
+agent starts: its status names the shape, its brokers and neighbours; Kafka's own metadata lists the
+shape's broker ids at the pods' IPs (what lets the agent learn a pod's broker id from Kafka instead of
+from its name); the shape's controller brings a deleted broker pod back.
+
+Then one live agent per shape (strimzi, bitnami), with the shape's shipped rules (`rules_dir` of the
+sandbox status) unchanged. In order, per shape:
 - a failed node: its broker runs elsewhere; the neighbour's pod and VolumeAttachment and the DaemonSet
   pod on that node are untouched; once the node is back, the agent's cordon is gone within 60 s;
 - a partitioned node whose broker still serves: no force-delete, the node never stays unschedulable;
 - a broker restarted: its preferred leadership restored;
 - a volume over the threshold: resized in bitnami; in strimzi, declined with the owner named (the
   operator owns those PVCs);
+- in bitnami, a storage pool past 70%: expanded by the shipped pool rule;
 - two broker nodes failing at once, with a topic at min.insync.replicas 2 on both: the min-ISR guard,
   counting every failing node, holds the reschedule and nothing is force-deleted.
 A node that flaps back within the grace is left alone whatever runs on it: that case runs in the default
@@ -21,13 +27,17 @@ Latencies are printed for the closing notes (pytest -s shows them).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.client import AIOKafkaClient
 from e2e_support import (
+    PODS,
+    PVCS,
     AgentProcess,
     away_from_preferred,
     broker_moves_off_failed_node,
@@ -43,15 +53,25 @@ from helpers import eventually
 
 from agent.adapters.clock import WallClock
 from agent.adapters.prometheus import PrometheusClient
-from sandbox.environment import Sandbox
-from sandbox.kube import KubeApi
+from agent.core.quantity import parse_bytes
+from sandbox import neighbours, shapes, workload
+from sandbox.environment import REPO, Sandbox
+from sandbox.kafka import run_sync
+from sandbox.kube import KubeApi, KubeApiError
 
 pytestmark = pytest.mark.sandbox
 
+SHAPES = pytest.mark.parametrize("shaped_sandbox", shapes.SHAPE_NAMES, indirect=True, scope="module")
 SHAPED = pytest.mark.parametrize("shaped_sandbox", ["strimzi", "bitnami"], indirect=True, scope="module")
-RULE_NAMES = ("kafka-node-failure.yaml", "kafka-leader-rebalance.yaml", "kafka-resize.yaml")
+BITNAMI = pytest.mark.parametrize("shaped_sandbox", ["bitnami"], indirect=True, scope="module")
+RULE_NAMES = ("kafka-node-failure.yaml", "kafka-leader-rebalance.yaml", "kafka-resize.yaml", "kafka-pool-expand.yaml")
+POOL = (
+    f"/apis/{shapes.STRIMZI_GROUP}/{shapes.STRIMZI_VERSION}/namespaces/{workload.NAMESPACE}"
+    f"/kafkanodepools/{shapes.STRIMZI_POOL}"
+)
 TOPIC = "shapes-e2e"
 GI = 1024**3
+TI = 1024**4
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +100,165 @@ def pod_path(namespace: str, name: str) -> str:
 
 def uid_of(api: KubeApi, namespace: str, name: str) -> str:
     return str(api.get(pod_path(namespace, name))["metadata"]["uid"])
+
+
+async def _metadata_brokers(bootstrap: str) -> dict[int, str]:
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await client.bootstrap()
+        return {int(b.nodeId): str(b.host) for b in client.cluster.brokers()}
+    finally:
+        await client.close()
+
+
+def kafka_hosts(sandbox: Sandbox) -> dict[int, str]:
+    return run_sync(_metadata_brokers(sandbox.kafka.bootstrap_servers))
+
+
+def pod_ips(api: KubeApi, shape: shapes.Shape) -> dict[str, str]:
+    pods = api.get(f"{PODS}?labelSelector={shape.label_selector}")["items"]
+    return {p["metadata"]["name"]: p["status"].get("podIP", "") for p in pods if p["status"].get("phase") == "Running"}
+
+
+def strimzi_absent(sandbox: Sandbox, api: KubeApi) -> bool:
+    """Outside the strimzi shape: no operator twin runs and no node pool exists."""
+    try:
+        api.get(POOL)
+    except KubeApiError as error:
+        return error.status == 404 and "operator-twin" not in sandbox.status()["processes"]
+    return False
+
+
+# --- the sandbox in each shape, before any agent ---------------------------------------------------
+
+
+@SHAPES
+def test_status_json_names_the_shape_its_brokers_neighbours_and_rules(shaped_sandbox: Sandbox) -> None:
+    status = json.loads(json.dumps(shaped_sandbox.status()))
+    shape = shaped_sandbox.definition
+    assert status["up"] is True
+    assert status["shape"] == shape.name
+    assert status["rules_dir"] == str(REPO / shape.rules_dir)
+    assert sorted(b["broker_id"] for b in status["brokers"]) == list(shape.broker_ids)
+    for broker in status["brokers"]:
+        assert broker["pod"] == shape.pod_name(broker["broker_id"])
+        assert broker["namespace"] == workload.NAMESPACE
+        assert broker["pvcs"] == [shape.pvc_name(broker["broker_id"])]
+        assert broker["node"] in shaped_sandbox.kube.node_names
+    broker_nodes = {b["node"] for b in status["brokers"]}
+    assert len(broker_nodes) == 4
+    assert {n["node"] for n in status["neighbours"]} == broker_nodes
+    for neighbour in status["neighbours"]:
+        assert neighbour["namespace"] == neighbours.NAMESPACE
+        assert neighbour["pvc"] == f"data-{neighbour['pod']}"
+        assert "volume_attachment" in neighbour
+
+
+@SHAPES
+def test_kafka_metadata_lists_the_shapes_broker_ids_at_their_pod_ips(shaped_sandbox: Sandbox, api: KubeApi) -> None:
+    shape = shaped_sandbox.definition
+    ips = pod_ips(api, shape)
+    hosts = kafka_hosts(shaped_sandbox)
+    assert sorted(hosts) == list(shape.broker_ids)
+    assert {b: hosts[b] for b in shape.broker_ids} == {b: ips[shape.pod_name(b)] for b in shape.broker_ids}
+    assert all(host.startswith("127.") and host != "127.0.0.1" for host in hosts.values())
+
+
+@SHAPES
+def test_every_broker_node_has_a_neighbour_with_a_volume_and_a_daemonset_pod(
+    shaped_sandbox: Sandbox, api: KubeApi
+) -> None:
+    broker_nodes = {b["node"] for b in shaped_sandbox.status()["brokers"]}
+    pods = api.get(f"/api/v1/namespaces/{neighbours.NAMESPACE}/pods")["items"]
+    running = [p for p in pods if p["status"].get("phase") == "Running"]
+
+    def nodes_of(app: str) -> set[str]:
+        return {p["spec"]["nodeName"] for p in running if p["metadata"]["labels"].get("app") == app}
+
+    assert broker_nodes <= nodes_of(neighbours.STATEFULSET)
+    assert broker_nodes <= nodes_of(neighbours.DAEMONSET)
+    claims = api.get(f"/api/v1/namespaces/{neighbours.NAMESPACE}/persistentvolumeclaims")["items"]
+    assert len([c for c in claims if c["status"].get("phase") == "Bound"]) == 4
+    assert {c["spec"]["storageClassName"] for c in claims} == {workload.STORAGE_CLASS}
+
+
+@SHAPES
+def test_stop_broker_takes_the_shapes_broker_id(shaped_sandbox: Sandbox) -> None:
+    broker = shaped_sandbox.definition.broker_ids[-1]
+    assert "stopped" in shaped_sandbox.fault("stop-broker", str(broker))
+    assert not shaped_sandbox.kafka.broker_running(broker)
+    shaped_sandbox.fault("start-broker", str(broker))
+    eventually(lambda: shaped_sandbox.kafka.broker_running(broker), timeout=30, what=f"broker {broker} running")
+    shaped_sandbox.kafka.wait_for_brokers([broker])
+    with pytest.raises(ValueError):
+        shaped_sandbox.fault("stop-broker", "7")
+
+
+@SHAPES
+def test_strimzi_pods_and_claims_are_named_labelled_and_owned_as_strimzi_does(
+    shaped_sandbox: Sandbox, api: KubeApi
+) -> None:
+    if shaped_sandbox.definition.name != "strimzi":
+        assert strimzi_absent(shaped_sandbox, api)
+        return
+    pool = api.get(POOL)
+    assert pool["status"]["nodeIds"] == list(shapes.STRIMZI_NODE_IDS)
+    kafka_uid = api.get(POOL.replace(f"kafkanodepools/{shapes.STRIMZI_POOL}", "kafkas/my-cluster"))["metadata"]["uid"]
+    for node_id in shapes.STRIMZI_NODE_IDS:
+        pod = api.get(f"{PODS}/my-cluster-brokers-{node_id}")
+        labels = pod["metadata"]["labels"]
+        assert labels["strimzi.io/cluster"] == "my-cluster"
+        assert labels["strimzi.io/pool-name"] == "brokers"
+        assert labels["strimzi.io/broker-role"] == "true"
+        assert labels["strimzi.io/kind"] == "Kafka"
+        assert labels["strimzi.io/name"] == "my-cluster-kafka"
+        assert [o["kind"] for o in pod["metadata"]["ownerReferences"]] == ["StrimziPodSet"]
+        claim = api.get(f"{PVCS}/data-0-my-cluster-brokers-{node_id}")
+        assert claim["metadata"]["annotations"]["strimzi.io/delete-claim"] == "true"
+        assert [(o["kind"], o["uid"]) for o in claim["metadata"]["ownerReferences"]] == [("Kafka", kafka_uid)]
+
+
+@SHAPES
+def test_strimzi_growing_the_pools_volume_grows_every_claim(shaped_sandbox: Sandbox, api: KubeApi) -> None:
+    if shaped_sandbox.definition.name != "strimzi":
+        assert strimzi_absent(shaped_sandbox, api)
+        return
+    pool = api.get(POOL)
+    volumes: list[dict[str, Any]] = pool["spec"]["storage"]["volumes"]
+    api.merge_patch(POOL, {"spec": {"storage": {"type": "jbod", "volumes": [{**volumes[0], "size": "500Gi"}]}}})
+    names = [shaped_sandbox.definition.pvc_name(b) for b in shapes.STRIMZI_NODE_IDS]
+
+    def capacities() -> set[str]:
+        return {api.get(f"{PVCS}/{name}")["status"].get("capacity", {}).get("storage", "") for name in names}
+
+    eventually(lambda: capacities() == {"500Gi"}, timeout=60, what="every pool PVC at 500Gi")
+    assert {api.get(f"{PVCS}/{n}")["spec"]["resources"]["requests"]["storage"] for n in names} == {"500Gi"}
+
+
+@SHAPES
+def test_a_deleted_broker_pod_comes_back_and_its_broker_advertises_the_new_pod_ip(
+    shaped_sandbox: Sandbox, api: KubeApi
+) -> None:
+    """The shape's own controller (StatefulSet, or the operator twin as StrimziPodSet) recreates the pod."""
+    shape = shaped_sandbox.definition
+    broker = shape.broker_ids[0]
+    name = shape.pod_name(broker)
+    old_uid = api.get(f"{PODS}/{name}")["metadata"]["uid"]
+    api.delete(f"{PODS}/{name}")
+
+    def back() -> dict[str, Any] | None:
+        found = api.get(f"{PODS}?fieldSelector=metadata.name={name}")["items"]
+        fresh = [p for p in found if p["metadata"]["uid"] != old_uid and p["status"].get("phase") == "Running"]
+        return fresh[0] if fresh and fresh[0]["status"].get("podIP") else None
+
+    pod: dict[str, Any] = eventually(back, timeout=90, what=f"pod {name} recreated and Running")
+    new_ip = pod["status"]["podIP"]
+    eventually(
+        lambda: kafka_hosts(shaped_sandbox).get(broker) == new_ip, timeout=120, what=f"broker {broker} at {new_ip}"
+    )
+
+
+# --- the agent in strimzi and bitnami -------------------------------------------------------------
 
 
 @SHAPED
@@ -182,7 +361,10 @@ def test_a_full_volume_is_resized_or_declined_with_its_owner_named(
     sandbox = shaped_sandbox
     broker = brokers(sandbox)[0]
     (claim,) = broker["pvcs"]
-    sandbox.twin_client().set_used(namespace=broker["namespace"], pvc=claim, used_bytes=330 * GI)
+    path = f"/api/v1/namespaces/{broker['namespace']}/persistentvolumeclaims/{claim}"
+    # In strimzi the sandbox checks grew the pool's volume already: fill to 82% of what the claim has now.
+    gib = parse_bytes(api.get(path)["status"]["capacity"]["storage"]) // GI
+    sandbox.twin_client().set_used(namespace=broker["namespace"], pvc=claim, used_bytes=int(gib * 0.82) * GI)
     key = f"{broker['namespace']}/{claim}"
     if sandbox.shape == "strimzi":
         declined = eventually(
@@ -192,10 +374,39 @@ def test_a_full_volume_is_resized_or_declined_with_its_owner_named(
         )
         assert "owned by" in declined[0]["reason"], declined[0]
         return
-    path = f"/api/v1/namespaces/{broker['namespace']}/persistentvolumeclaims/{claim}"
+    doubled = f"{2 * gib}Gi"
     eventually(
-        lambda: api.get(path)["status"]["capacity"]["storage"] == "800Gi", timeout=120, what=f"{claim} grown to 800Gi"
+        lambda: api.get(path)["status"]["capacity"]["storage"] == doubled, timeout=120, what=f"{claim} at {doubled}"
     )
+
+
+@BITNAMI
+def test_a_storage_pool_past_70_percent_is_expanded(shaped_sandbox: Sandbox, api: KubeApi, agent: AgentProcess) -> None:
+    """The shipped pool rule on a pool the sandbox starts with (4 x 1Ti, 40% used): +50% fits in
+    maxdrives 8, so two drives are added."""
+    sandbox = shaped_sandbox
+    twin = sandbox.twin_client()
+    node = brokers(sandbox)[3]["node"]
+    (pool,) = [p for p in twin.pools() if p["node"] == node]
+    assert (pool["total_size"], pool["drive_count"]) == (4 * TI, 4), pool
+    crossed = time.time()
+    twin.set_pool_used(node=node, pool=pool["name"], used_bytes=int(pool["total_size"] * 0.75))
+
+    def grown() -> dict[str, Any] | None:
+        (found,) = [p for p in twin.pools() if p["node"] == node and p["name"] == pool["name"]]
+        done = found["total_size"] > pool["total_size"] and found["last_operation"]["status"] == "OPERATION_SUCCESSFUL"
+        return found if done else None
+
+    expanded: dict[str, Any] = eventually(grown, timeout=150, what=f"pool {node}/{pool['name']} expanded", interval=1)
+    print(f"\nLATENCY {sandbox.shape}: pool past 70% -> expanded (rule for: 30s): {time.time() - crossed:.1f}s")
+    assert (expanded["total_size"], expanded["drive_count"]) == (6 * TI, 6), expanded
+    key = f"{node}/{pool['name']}"
+    verified = eventually(
+        lambda: [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == key],
+        timeout=30,
+        what="the expansion verified",
+    )
+    assert [(r["before"], r["after"]) for r in verified] == [("4Ti", "6Ti by add-disk")], verified
 
 
 @SHAPED
