@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from sandbox.scenarios import ScenarioTimeoutError, poll
 
 
 def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.5) -> Any:
@@ -14,18 +15,10 @@ def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval:
 
     Fails the test on timeout, showing the last answer (or exception).
     """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as error:  # not there yet
-            last = error
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"{what}: not reached within {timeout:.0f}s (last: {last!r})")
+    try:
+        return poll(check, timeout=timeout, what=what, interval=interval)
+    except ScenarioTimeoutError as timed_out:
+        pytest.fail(str(timed_out))
 
 
 REFERENCE_RULE = """\

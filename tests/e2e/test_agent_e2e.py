@@ -46,7 +46,6 @@ from e2e_support import (
     audit_log_entries,
     broker_moves_off_failed_node,
     capacity,
-    create_topic,
     events_about,
     events_for,
     expanded,
@@ -58,7 +57,6 @@ from e2e_support import (
     records,
     requested,
     resize_calls_for,
-    schedulable_within,
     set_usage,
     state_of,
     twin_pool,
@@ -69,6 +67,7 @@ from helpers import eventually
 from sandbox import workload
 from sandbox.environment import Sandbox
 from sandbox.kube import KubeApi, node_condition
+from sandbox.scenarios import create_topic, schedulable_within
 
 pytestmark = pytest.mark.sandbox
 

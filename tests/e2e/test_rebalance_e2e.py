@@ -28,17 +28,10 @@ from pathlib import Path
 import pytest
 from e2e_support import (
     AGENTS_OWN_RESOURCES,
-    IMBALANCE,
     RULES,
     AgentProcess,
     agent_mutations,
     audit_log_entries,
-    away_from_preferred,
-    create_topic,
-    imbalance,
-    restart_broker,
-    view,
-    wait_for_visible_imbalance,
 )
 from elect_metrics import elect_requests
 from helpers import eventually
@@ -49,6 +42,15 @@ from agent.adapters.prometheus import PrometheusClient
 from agent.core.kafka_safety import ClusterView, preferred_leader_candidates
 from sandbox import workload
 from sandbox.environment import Sandbox
+from sandbox.scenarios import (
+    IMBALANCE,
+    away_from_preferred,
+    create_topic,
+    imbalance,
+    restart_broker,
+    view,
+    wait_for_visible_imbalance,
+)
 
 pytestmark = pytest.mark.sandbox
 

@@ -39,15 +39,8 @@ from e2e_support import (
     PODS,
     PVCS,
     AgentProcess,
-    away_from_preferred,
     broker_moves_off_failed_node,
-    create_topic,
-    imbalance,
     pods_on,
-    restart_broker,
-    schedulable_within,
-    view,
-    wait_for_visible_imbalance,
 )
 from helpers import eventually
 
@@ -58,6 +51,15 @@ from sandbox import neighbours, shapes, workload
 from sandbox.environment import REPO, Sandbox
 from sandbox.kafka import run_sync
 from sandbox.kube import KubeApi, KubeApiError
+from sandbox.scenarios import (
+    away_from_preferred,
+    create_topic,
+    imbalance,
+    restart_broker,
+    schedulable_within,
+    view,
+    wait_for_visible_imbalance,
+)
 
 pytestmark = pytest.mark.sandbox
 
