@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import platform
 import shutil
@@ -308,6 +309,7 @@ def bench_shape(shape: str, *, runs: int, work_dir: Path, say: Say) -> ShapeResu
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     os.environ.setdefault("KAFKA_AUTOPILOT_SANDBOX_TTL", "3600")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connections to a stopped broker: expected
     started = time.monotonic()
 
     def say(message: str) -> None:
