@@ -22,9 +22,9 @@ end-to-end tests start it (sandbox.scenarios.AgentProcess) with the shape's ship
   recovered, and the next run waits until it is schedulable again and the broker registered in Kafka.
 
 Both moments are seen by polling the apiserver (every 0.2 s), as the tests see them. Ratios are taken per
-run, then their median is printed. Exit 0 when every run completed, 1 when a run timed out or failed
-(each named), 2 when a sandbox or the agent could not be set up. The sandbox and the agent are always
-stopped, whatever happens.
+run, then their median is printed. Exit 0 when every run completed, 1 when a run timed out or failed (each
+named), 2 when a sandbox or the agent could not be set up (and on bad arguments, as argparse does). The
+sandbox and the agent are always stopped, whatever happens.
 """
 
 from __future__ import annotations
@@ -206,6 +206,13 @@ class SetupError(RuntimeError):
     """A sandbox or the agent could not be brought up: no figure of that shape can be trusted."""
 
 
+def failed(result: ShapeResult, run: str, error: Exception, say: Say) -> None:
+    """Name a run that timed out or failed, in the report and as it happens."""
+    failure = f"{result.shape} {run}: {type(error).__name__}: {error}"
+    result.failures.append(failure)
+    say(f"FAILED {failure}")
+
+
 def rebalance_runs(sandbox: Sandbox, runs: int, result: ShapeResult, say: Say) -> None:
     ids = sorted(int(broker["broker_id"]) for broker in sandbox.status()["brokers"])
     prometheus = PrometheusClient(url=sandbox.prometheus_url, clock=WallClock())
@@ -228,10 +235,7 @@ def rebalance_runs(sandbox: Sandbox, runs: int, result: ShapeResult, say: Say) -
             )
             timing = Timing(seconds=time.monotonic() - visible_at, baseline=visible_at - started_at)
         except Exception as error:
-            result.failures.append(
-                f"{result.shape} rebalance run {run} (broker {broker}): {type(error).__name__}: {error}"
-            )
-            say(f"{result.shape}: rebalance run {run}/{runs} FAILED: {error}")
+            failed(result, f"rebalance run {run}/{runs} (broker {broker})", error, say)
             return
         result.timings[REBALANCE.name].append(timing)
         say(
@@ -270,10 +274,7 @@ def node_failure_runs(sandbox: Sandbox, api: KubeApi, runs: int, result: ShapeRe
             )
             sandbox.kafka.wait_for_brokers([broker_id], timeout_seconds=RECOVERY_TIMEOUT)
         except Exception as error:
-            result.failures.append(
-                f"{result.shape} node-failure run {run} ({node}, broker {broker_id}): {type(error).__name__}: {error}"
-            )
-            say(f"{result.shape}: node-failure run {run}/{runs} FAILED: {error}")
+            failed(result, f"node-failure run {run}/{runs} ({node}, broker {broker_id})", error, say)
             return
         result.timings[NODE_FAILURE.name].append(timing)
 

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from sandbox.scenarios import ScenarioTimeoutError, poll
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script that is not in a package (e.g. a benchmark under bench/), imported as a module by its stem."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module
 
 
 def eventually(check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.5) -> Any:

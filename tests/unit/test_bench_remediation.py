@@ -3,25 +3,18 @@ node to fail. The runs themselves need a live sandbox and are the benchmark's bu
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from helpers import load_script
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_remediation.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_remediation", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH)
 
 
 def test_arguments_default_to_every_shape_and_three_runs(bench: ModuleType) -> None:

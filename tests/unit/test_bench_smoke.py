@@ -6,13 +6,12 @@ business and is never asserted.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from helpers import load_script
 
 from agent.core.engine import distinct_queries
 from agent.core.matching import select_objects
@@ -24,13 +23,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_cycle.py"
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_cycle", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH)
 
 
 @pytest.mark.parametrize(
