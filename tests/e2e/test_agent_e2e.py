@@ -418,7 +418,7 @@ def test_a_broker_restart_waits_for_approval_then_restarts_and_verifies(
         assert state_of(api, RESTART_RULE, key) == "ActiveActionsTaken"
     finally:
         sandbox.fault("start-broker", str(stopped))
-    eventually(lambda: sandbox.kafka.broker_running(stopped), timeout=60, what=f"the bridge restarting broker {stopped}")
+    eventually(lambda: sandbox.kafka.broker_running(stopped), timeout=60, what=f"broker {stopped} running")
     sandbox.kafka.wait_for_brokers([stopped])
 
 
