@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from agent.actions.volume_resize import strimzi
 from agent.adapters.errors import KafkaAdminError
 from agent.adapters.storagepools import StoragePoolApi
 from agent.core.broker_identity import BrokerEndpoint, Identified, identify_brokers
@@ -55,6 +56,14 @@ class BrokerEndpointSource(Protocol):
     async def broker_endpoints(self) -> Sequence[BrokerEndpoint]: ...
 
 
+def grown_through(claim: Any, claims: Sequence[Any]) -> str | None:
+    """What resizing the claim grows when Strimzi owns it (its pool's volume, for so many brokers)."""
+    owned = strimzi.owned_volume(claim)
+    if not isinstance(owned, strimzi.OwnedVolume):
+        return None
+    return owned.grows(len(strimzi.claims_of(owned, claims)))
+
+
 class StorageApiNotConfiguredError(RuntimeError):
     """A StoragePool rule runs in an agent that was given no storage API."""
 
@@ -78,6 +87,7 @@ class Inventory:
         kind = rule.target
         if kind is TargetKind.PVC:
             namespaces = await self.cluster.namespace_labels()
+            claims = await self.cluster.list_pvcs()
             return [
                 replace(
                     pvc_object(
@@ -85,13 +95,18 @@ class Inventory:
                         name=claim.name,
                         labels=claim.labels,
                         capacity_bytes=claim.capacity_bytes or claim.requested_bytes,
+                        annotations=claim.annotations,
+                        grown_through=grown_through(claim, claims),
                     ),
                     namespace_labels=namespaces.get(claim.namespace, {}),
                 )
-                for claim in await self.cluster.list_pvcs()
+                for claim in claims
             ]
         if kind is TargetKind.NODE:
-            return [node_object(name=node.name, labels=node.labels) for node in await self.cluster.list_nodes()]
+            return [
+                replace(node_object(name=node.name, labels=node.labels), annotations=node.annotations)
+                for node in await self.cluster.list_nodes()
+            ]
         if kind is TargetKind.BROKER:
             return await self.brokers(rule)
         if kind is TargetKind.STORAGE_POOL:
@@ -134,7 +149,9 @@ class Inventory:
                     identity_problem=problem,
                     uid=pod.uid,
                 )
-            brokers.append(replace(target, namespace_labels=namespaces.get(pod.namespace, {})))
+            brokers.append(
+                replace(target, namespace_labels=namespaces.get(pod.namespace, {}), annotations=pod.annotations)
+            )
         return brokers
 
     def kafka_unreachable(self, rule: Rule) -> str:
