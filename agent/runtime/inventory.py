@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from agent.actions.volume_resize import strimzi
 from agent.adapters.errors import KafkaAdminError
 from agent.adapters.storagepools import StoragePoolApi
+from agent.core import strimzi
 from agent.core.broker_identity import BrokerEndpoint, Identified, identify_brokers
 from agent.core.engine import distinct_queries
 from agent.core.matching import TargetObject, broker_object, node_object, pool_object, pvc_object

@@ -32,14 +32,14 @@ from agent.actions.base import (
     verified_when,
 )
 from agent.actions.mutations import Applier, GrowOwnerStorage, ResizePvc
-from agent.actions.volume_resize import strimzi
 from agent.actions.volume_resize.spec import VOLUME_RESIZE, ResizePlan
-from agent.actions.volume_resize.storage_states import StorageResize, storage_resize
 from agent.adapters.clock import Clock
 from agent.adapters.kubernetes import NotFoundError
+from agent.core import strimzi
 from agent.core.engine import PlannedAction
 from agent.core.matching import IGNORE_ANNOTATION, TargetObject
 from agent.core.quantity import format_bytes
+from agent.core.resize_states import StorageResize, storage_resize
 from agent.core.rules import Rule
 
 IN_FLIGHT_ANNOTATION = "kafka-autopilot.io/resize-requested"

@@ -7,8 +7,8 @@ Kubernetes reports a resize in two places of a PVC's status:
 - `conditions`: `Resizing`, `FileSystemResizePending` (the volume has grown, the filesystem grows when
   a pod mounts it), and `ControllerResizeError` / `NodeResizeError`, whose message says why.
 
-The resize executor's verify step asks `storage_resize` on each poll: in progress with that reason,
-or infeasible, which fails the action at once with the storage's message.
+The resize executor's verify step (agent.actions.volume_resize) asks `storage_resize` on each poll:
+in progress with that reason, or infeasible, which fails the action at once with the storage's message.
 """
 
 from __future__ import annotations

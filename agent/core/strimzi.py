@@ -98,7 +98,7 @@ class OwnedVolume:
 
     @property
     def volume_text(self) -> str:
-        return f"volume {self.volume_id}" if self.volume_id is not None else "its volume"
+        return f"volume {self.volume_id}" if self.volume_id is not None else "volume"
 
     def same_volume(self, other: OwnedVolume) -> bool:
         """Both PVCs are made from the same volume of the same storage spec (differing by node only)."""
