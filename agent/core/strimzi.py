@@ -100,14 +100,10 @@ class OwnedVolume:
     def volume_text(self) -> str:
         return f"volume {self.volume_id}" if self.volume_id is not None else "volume"
 
-    def same_volume(self, other: OwnedVolume) -> bool:
-        """Both PVCs are made from the same volume of the same storage spec (differing by node only)."""
-        return (self.namespace, self.cluster, self.pool, self.volume_id) == (
-            other.namespace,
-            other.cluster,
-            other.pool,
-            other.volume_id,
-        )
+    @property
+    def volume_key(self) -> tuple[str, str, str | None, int | None]:
+        """The same for every claim made from this volume of this storage spec (one per node)."""
+        return (self.namespace, self.cluster, self.pool, self.volume_id)
 
     def grows(self, brokers: int) -> str:
         """What growing it means, for previews and audit records."""
@@ -160,7 +156,7 @@ def claims_of(volume: OwnedVolume, claims: Iterable[Claim], *, node_ids: Set[int
         placed = owned_volume(claim) if claim.namespace == volume.namespace else None
         if (
             isinstance(placed, OwnedVolume)
-            and placed.same_volume(volume)
+            and placed.volume_key == volume.volume_key
             and (not node_ids or placed.node_id in node_ids)
         ):
             found.append(claim)

@@ -18,6 +18,7 @@ NodeUnreachableSeconds computed from Nodes and their Leases.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -56,12 +57,16 @@ class BrokerEndpointSource(Protocol):
     async def broker_endpoints(self) -> Sequence[BrokerEndpoint]: ...
 
 
-def grown_through(claim: Any, claims: Sequence[Any]) -> str | None:
-    """What resizing the claim grows when Strimzi owns it (its pool's volume, for so many brokers)."""
-    owned = strimzi.owned_volume(claim)
-    if not isinstance(owned, strimzi.OwnedVolume):
-        return None
-    return owned.grows(len(strimzi.claims_of(owned, claims)))
+def grown_through(claims: Sequence[Any]) -> dict[tuple[str, str], str]:
+    """(namespace, name) -> what resizing that claim grows, for the claims Strimzi owns (their pool's
+    volume, for as many brokers as it has claims)."""
+    placed = {
+        (claim.namespace, claim.name): owned
+        for claim in claims
+        if isinstance(owned := strimzi.owned_volume(claim), strimzi.OwnedVolume)
+    }
+    brokers = Counter(owned.volume_key for owned in placed.values())
+    return {key: owned.grows(brokers[owned.volume_key]) for key, owned in placed.items()}
 
 
 class StorageApiNotConfiguredError(RuntimeError):
@@ -88,6 +93,7 @@ class Inventory:
         if kind is TargetKind.PVC:
             namespaces = await self.cluster.namespace_labels()
             claims = await self.cluster.list_pvcs()
+            through = grown_through(claims)
             return [
                 replace(
                     pvc_object(
@@ -96,7 +102,7 @@ class Inventory:
                         labels=claim.labels,
                         capacity_bytes=claim.capacity_bytes or claim.requested_bytes,
                         annotations=claim.annotations,
-                        grown_through=grown_through(claim, claims),
+                        grown_through=through.get((claim.namespace, claim.name)),
                     ),
                     namespace_labels=namespaces.get(claim.namespace, {}),
                 )

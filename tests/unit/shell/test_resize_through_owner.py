@@ -109,7 +109,7 @@ def target(cluster: FakeCluster, node_id: int = 10) -> Any:
         labels=pvc.labels,
         capacity_bytes=pvc.capacity_bytes,
         annotations=pvc.annotations,
-        grown_through=grown_through(pvc.info(), [c.info() for c in cluster.pvcs.values()]),
+        grown_through=grown_through([c.info() for c in cluster.pvcs.values()]).get(("kafka", pvc.name)),
     )
 
 
@@ -309,7 +309,7 @@ async def test_an_older_cluster_grows_the_kafka_resources_storage(clock: FakeClo
         name=pvc.name,
         labels=pvc.labels,
         capacity_bytes=400 * GIB,
-        grown_through=grown_through(pvc.info(), [c.info() for c in cluster.pvcs.values()]),
+        grown_through=grown_through([c.info() for c in cluster.pvcs.values()]).get(("kafka", pvc.name)),
     )
     planned = plan(RULE, claim, now=clock.now())
 
