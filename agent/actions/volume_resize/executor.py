@@ -19,7 +19,7 @@ JBOD volume id not found, an owner that does not match the labels) is declined w
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -122,13 +122,7 @@ class VolumeResizeExecutor:
             current = await self._pvc(namespace, name)
             return _gap(current, wanted, name=name)
 
-        return await verified_when(
-            log,
-            still_growing,
-            clock=self.clock,
-            timeout_seconds=self.verify_timeout_seconds,
-            reason=f"capacity reached {format_bytes(wanted)}",
-        )
+        return await self._verified(log, still_growing, reason=f"capacity reached {format_bytes(wanted)}")
 
     async def _grow_owner(self, claim: PvcLike, owned: strimzi.OwnedVolume, planned: PlannedAction) -> Outcome:
         """Grow the storage spec the PVC is made from, then verify every PVC made from it."""
@@ -190,12 +184,13 @@ class VolumeResizeExecutor:
             gaps = [f"{c.name}: {gap}" for c in current if (gap := _gap(c, wanted, name=c.name)) is not None]
             return "; ".join(gaps) or None
 
+        return await self._verified(
+            log, still_growing, reason=f"capacity reached {format_bytes(wanted)} on every claim: {grows}"
+        )
+
+    async def _verified(self, log: MutationLog, check: Callable[[], Awaitable[str | None]], *, reason: str) -> Outcome:
         return await verified_when(
-            log,
-            still_growing,
-            clock=self.clock,
-            timeout_seconds=self.verify_timeout_seconds,
-            reason=f"capacity reached {format_bytes(wanted)} on every claim: {grows}",
+            log, check, clock=self.clock, timeout_seconds=self.verify_timeout_seconds, reason=reason
         )
 
     async def _refusal(self, claim: PvcLike, planned: PlannedAction) -> Outcome | None:
