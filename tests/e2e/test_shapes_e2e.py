@@ -346,7 +346,7 @@ def test_a_restarted_broker_gets_its_preferred_leadership_back(shaped_sandbox: S
 
 
 @SHAPED
-def test_a_full_volume_is_resized_itself_or_through_its_strimzi_pool(
+def test_a_full_volume_is_resized_itself_or_through_its_owner(
     shaped_sandbox: Sandbox, api: KubeApi, agent: AgentProcess
 ) -> None:
     sandbox = shaped_sandbox
