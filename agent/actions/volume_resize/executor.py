@@ -5,7 +5,9 @@ someone else did), nothing is applied and only the result is verified. Otherwise
 declined when the StorageClass does not allow expansion.
 Apply: one patch of the request, with an annotation recording the in-flight resize.
 Verify: the PVC's status capacity reaches the request. Until then the object stays
-ActiveActionsInProgress, so it cannot trigger again.
+ActiveActionsInProgress, so it cannot trigger again, and each change of what it waits for is logged
+with the storage's own state of the resize (agent.core.resize_states: e.g. FileSystemResizePending);
+a resize the storage marks infeasible fails at once with the storage's message.
 
 A PVC Strimzi owns (agent.actions.volume_resize.strimzi says which) is never patched: resizing behind
 the operator's back starts a fight. Its owner's storage spec grows instead (the KafkaNodePool's
@@ -22,6 +24,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import structlog
 
 from agent.actions.base import (
     Dependencies,
@@ -43,6 +47,7 @@ from agent.core.resize_states import StorageResize, storage_resize
 from agent.core.rules import Rule
 
 IN_FLIGHT_ANNOTATION = "kafka-autopilot.io/resize-requested"
+logger = structlog.get_logger("kafka-autopilot")
 
 
 class PvcLike(strimzi.ClaimLike, StorageResize, Protocol):
@@ -122,7 +127,9 @@ class VolumeResizeExecutor:
             current = await self._pvc(namespace, name)
             return _gap(current, wanted, name=name)
 
-        return await self._verified(log, still_growing, reason=f"capacity reached {format_bytes(wanted)}")
+        return await self._verified(
+            log, still_growing, key=target.key, reason=f"capacity reached {format_bytes(wanted)}"
+        )
 
     async def _grow_owner(self, claim: PvcLike, owned: strimzi.OwnedVolume, planned: PlannedAction) -> Outcome:
         """Grow the storage spec the PVC is made from, then verify every PVC made from it."""
@@ -185,12 +192,29 @@ class VolumeResizeExecutor:
             return "; ".join(gaps) or None
 
         return await self._verified(
-            log, still_growing, reason=f"capacity reached {format_bytes(wanted)} on every claim: {grows}"
+            log,
+            still_growing,
+            key=f"{claim.namespace}/{claim.name}",
+            reason=f"capacity reached {format_bytes(wanted)} on every claim: {grows}",
         )
 
-    async def _verified(self, log: MutationLog, check: Callable[[], Awaitable[str | None]], *, reason: str) -> Outcome:
+    async def _verified(
+        self, log: MutationLog, check: Callable[[], Awaitable[str | None]], *, key: str, reason: str
+    ) -> Outcome:
+        """Verify by polling `check`; each time what is still missing changes (e.g. the storage moves from
+        ControllerResizeInProgress to FileSystemResizePending), it is logged, so the wait says why."""
+        last_gap: str | None = None
+
+        async def check_and_say() -> str | None:
+            nonlocal last_gap
+            gap = await check()
+            if gap is not None and gap != last_gap:
+                logger.info("resize in progress", object=key, waiting_for=gap)
+            last_gap = gap
+            return gap
+
         return await verified_when(
-            log, check, clock=self.clock, timeout_seconds=self.verify_timeout_seconds, reason=reason
+            log, check_and_say, clock=self.clock, timeout_seconds=self.verify_timeout_seconds, reason=reason
         )
 
     async def _refusal(self, claim: PvcLike, planned: PlannedAction) -> Outcome | None:

@@ -5,6 +5,7 @@ once when the storage marks the resize infeasible."""
 from __future__ import annotations
 
 import pytest
+import structlog
 from fakes import FakeClock, FakeCluster, FakePvc
 from helpers import REFERENCE_RULE
 from shell_support import load_rule, params, plan
@@ -101,10 +102,18 @@ async def test_filesystem_resize_pending_is_in_progress_then_done_when_the_capac
 
     clock.after_sleeps(3, filesystem_grown)
 
-    outcome = await run(cluster, clock)
+    with structlog.testing.capture_logs() as logs:
+        outcome = await run(cluster, clock)
 
     assert outcome == Outcome(kind=OutcomeKind.VERIFIED, reason="capacity reached 800Gi", mutations=(PATCH,))
     assert clock.sleeps == [1.0, 1.0, 1.0]
+    assert [(line["event"], line["object"], line["waiting_for"]) for line in logs] == [
+        (
+            "resize in progress",
+            KEY,
+            f"status capacity 400Gi, waiting for 800Gi: in progress, FileSystemResizePending: {FS_PENDING.message}",
+        )
+    ]
 
 
 async def test_still_pending_at_the_timeout_the_failure_names_the_storages_state(
