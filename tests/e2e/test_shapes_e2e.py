@@ -15,6 +15,8 @@ sandbox status) unchanged. In order, per shape:
   pod on that node are untouched; once the node is back, the agent's cordon is gone within 60 s;
 - a partitioned node whose broker still serves: no force-delete, the node never stays unschedulable;
 - a broker restarted: its preferred leadership restored;
+- in strimzi, the live agent stepping aside: a dry-run agent records the KafkaNodePool patch a full
+  volume calls for, and nothing changes;
 - a volume over the threshold: resized in bitnami; in strimzi, grown through its KafkaNodePool (the
   operator owns those PVCs): one broker's full volume grows the pool 400Gi -> 800Gi, a second broker's
   800Gi -> 1Ti (capped), a third is declined at maxsize; every PVC of the pool follows (the operator
@@ -343,6 +345,50 @@ def test_a_restarted_broker_gets_its_preferred_leadership_back(shaped_sandbox: S
     eventually(lambda: not away_from_preferred(view(sandbox)), timeout=150, what="balanced", interval=0.2)
     print(f"\nLATENCY {sandbox.shape}: imbalance visible -> balanced: {time.monotonic() - visible_at:.1f}s")
     eventually(lambda: imbalance(prometheus) == 0, timeout=60, what="the controller's imbalance back at 0")
+
+
+STRIMZI = pytest.mark.parametrize("shaped_sandbox", ["strimzi"], indirect=True, scope="module")
+
+
+@STRIMZI
+def test_in_dry_run_the_pool_growth_is_recorded_and_nothing_changes(
+    shaped_sandbox: Sandbox, api: KubeApi, agent: AgentProcess, tmp_path: Path
+) -> None:
+    """The live agent steps aside; a dry-run agent with the shipped resize rule records the KafkaNodePool
+    patch a full Strimzi volume calls for, and makes none."""
+    sandbox = shaped_sandbox
+    rules_dir = Path(sandbox.status()["rules_dir"])
+    claim = sandbox.definition.pvc_name(shapes.STRIMZI_NODE_IDS[3])
+    key = f"{workload.NAMESPACE}/{claim}"
+    twin = sandbox.twin_client()
+    agent.stop()
+    since = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        with AgentProcess(
+            sandbox=sandbox, rules=[rules_dir / "kafka-resize.yaml"], audit_path=tmp_path / "dry.jsonl", dry_run=True
+        ) as dry:
+            twin.set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=int(400 * 0.82) * GI)
+            planned = eventually(
+                lambda: [r for r in dry.records() if r["event"] == "action-dry-run" and r["object"] == key],
+                timeout=60,
+                what="the dry-run pool growth",
+            )
+            print(f"\nDRY-RUN strimzi: {planned[0]['after']}")
+            assert "grows pool `brokers` volume 0 for 4 brokers" in planned[0]["after"], planned[0]
+            recorded = [r["after"] for r in dry.records() if r["event"] == "mutation-recorded"]
+            assert any("KafkaNodePool" in str(after) for after in recorded), recorded
+            time.sleep(2)
+            assert pool_size(api) == "400Gi"
+            assert {requested(api, sandbox.definition.pvc_name(b)) for b in shapes.STRIMZI_NODE_IDS} == {"400Gi"}
+            written = [
+                (entry["objectRef"].get("resource"), entry["verb"])
+                for entry in agent_mutations(audit_log_entries(sandbox), since=since)
+                if entry["objectRef"].get("resource") not in AGENTS_OWN_RESOURCES
+            ]
+            assert written == [], written
+    finally:
+        twin.set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=40 * GI)
+        agent.start()
 
 
 @SHAPED
