@@ -48,17 +48,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default .Release.Namespace .Values.sidecar.kafkaNamespace -}}
 {{- end -}}
 
-{{/* The agent container's securityContext: the Pod Security "restricted" profile, plus a read-only root. */}}
+{{/* A security context from values: `openshift: true` leaves out the fixed ids (runAsUser, runAsGroup,
+fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
+{{- define "kafka-autopilot.securityContext" -}}
+{{- $context := deepCopy .context -}}
+{{- if .root.Values.openshift -}}
+{{- $context = omit $context "runAsUser" "runAsGroup" "fsGroup" -}}
+{{- end -}}
+{{- toYaml $context -}}
+{{- end -}}
+
+{{/* The agent container's securityContext: by default the Pod Security "restricted" profile, plus a read-only root. */}}
 {{- define "kafka-autopilot.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
+{{- include "kafka-autopilot.securityContext" (dict "root" . "context" .Values.securityContext) -}}
 {{- end -}}
 
 {{/* `kafka-autopilot run` arguments common to service and sidecar mode. */}}
@@ -110,6 +112,9 @@ seccompProfile:
 - --dry-run
 {{- end }}
 - --listen=0.0.0.0:{{ .Values.port }}
+{{- if .Values.metrics.perPvcSeries }}
+- --metrics-per-pvc
+{{- end }}
 {{- if .Values.rbac.installCRDs }}
 - --install-crds
 {{- end }}
@@ -168,6 +173,9 @@ seccompProfile:
 - name: autopilot-storage-api-token
   mountPath: /etc/kafka-autopilot/storage-api-token
   readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
@@ -230,6 +238,9 @@ seccompProfile:
     items:
       - key: {{ .Values.storageApi.tokenSecret.key }}
         path: {{ .Values.storageApi.tokenSecret.key }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
