@@ -423,13 +423,20 @@ def test_crds_in_the_chart_are_the_agents_crds() -> None:
 
 
 def test_rules_in_the_chart_are_the_shipped_rules() -> None:
-    shipped = sorted(path.name for path in (REPO / "rules").glob("*.yaml"))
-    assert sorted(path.name for path in (CHART / "files" / "rules").glob("*.yaml")) == shipped
-    for name in shipped:
-        assert (CHART / "files" / "rules" / name).read_bytes() == (REPO / "rules" / name).read_bytes(), (
-            f"helm/kafka-autopilot/files/rules/{name} differs from rules/{name}: run scripts/sync-chart.sh"
-        )
-    assert set(one(render(), "ConfigMap")["data"]) == {*shipped, "policy.yaml"}
+    for folder in ("rules", "rules-kubelet"):
+        shipped = sorted(path.name for path in (REPO / folder).glob("*.yaml"))
+        assert sorted(path.name for path in (CHART / "files" / folder).glob("*.yaml")) == shipped
+        for name in shipped:
+            assert (CHART / "files" / folder / name).read_bytes() == (REPO / folder / name).read_bytes(), (
+                f"helm/kafka-autopilot/files/{folder}/{name} differs from {folder}/{name}: run scripts/sync-chart.sh"
+            )
+    rules = {path.name for path in (REPO / "rules").glob("*.yaml")}
+    kubelet = {path.name for path in (REPO / "rules-kubelet").glob("*.yaml")}
+    assert set(one(render(), "ConfigMap")["data"]) == {*(rules - {"kafka-resize.yaml"}), *kubelet, "policy.yaml"}
+    portworx = render(values={"rules": {"volumeMetrics": "portworx"}})
+    assert set(one(portworx, "ConfigMap")["data"]) == {*rules, "policy.yaml"}
+    chosen = render(values={"rules": {"shipped": ["kafka-resize.yaml", "kafka-inodes.yaml"]}})
+    assert set(one(chosen, "ConfigMap")["data"]) == {"kafka-resize.yaml", "kafka-inodes.yaml", "policy.yaml"}
 
 
 def readme_rbac_rows() -> set[tuple[str, str, str]]:

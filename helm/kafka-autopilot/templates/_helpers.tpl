@@ -244,12 +244,17 @@ fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
 {{- end }}
 {{- end -}}
 
-{{/* The rule files of the ConfigMap, as a YAML map name -> text: the shipped ones chosen, then the extra ones. */}}
+{{/* The rule files of the ConfigMap, as a YAML map name -> text: the shipped ones chosen, then the extra ones.
+`rules.shipped` names them from files/rules/ and files/rules-kubelet/; empty, the set of `rules.volumeMetrics`:
+kubelet = files/rules/ with the kubelet rules (files/rules-kubelet/) in place of the Portworx volume rule
+kafka-resize.yaml; portworx = files/rules/ as they are. */}}
 {{- define "kafka-autopilot.ruleFiles" -}}
 {{- $files := dict -}}
-{{- range $path, $_ := .Files.Glob "files/rules/*.yaml" -}}
+{{- $kubelet := eq .Values.rules.volumeMetrics "kubelet" -}}
+{{- range $path, $_ := .Files.Glob "files/{rules,rules-kubelet}/*.yaml" -}}
 {{- $name := base $path -}}
-{{- if or (not $.Values.rules.shipped) (has $name $.Values.rules.shipped) -}}
+{{- $inSet := ternary (ne $path "files/rules/kafka-resize.yaml") (hasPrefix "files/rules/" $path) $kubelet -}}
+{{- if or (and (not $.Values.rules.shipped) $inSet) (has $name $.Values.rules.shipped) -}}
 {{- $_ := set $files $name ($.Files.Get $path) -}}
 {{- end -}}
 {{- end -}}
@@ -257,7 +262,7 @@ fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
 {{- $_ := set $files $name $text -}}
 {{- end -}}
 {{- if not $files -}}
-{{- fail "no rule file: rules.shipped names none of files/rules/*.yaml and rules.extra is empty" -}}
+{{- fail "no rule file: rules.shipped names none of files/rules/*.yaml or files/rules-kubelet/*.yaml and rules.extra is empty" -}}
 {{- end -}}
 {{- toYaml $files -}}
 {{- end -}}
