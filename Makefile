@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Where scripts/install-prometheus.sh puts prometheus and promtool (`lint` and `test` are given them).
 PROMETHEUS_BIN := $(or $(KAFKA_AUTOPILOT_CACHE),$(CURDIR)/.cache)/prometheus/bin
 
-.PHONY: test demo demo-simulated install prometheus kafka kubernetes sandbox-tools lint typecheck unit rule-tests bench clean helm hadolint
+.PHONY: test checks demo demo-simulated install prometheus kafka kubernetes faketime sandbox-tools lint typecheck unit rule-tests bench clean helm hadolint
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing kafka-autopilot with its dev tools"
@@ -36,6 +36,10 @@ kafka:
 kubernetes:
 	bash scripts/build-kubernetes.sh
 
+# libfaketime (Debian's), for the skewed-clock case of the HA tests: under a second.
+faketime:
+	bash scripts/install-faketime.sh
+
 sandbox-tools: prometheus kafka kubernetes
 
 # helm (for the chart's tests), built from the Go module proxy: cold ~1.5 minutes with a warm Go
@@ -58,10 +62,17 @@ typecheck: install
 rule-tests: install prometheus
 	$(BIN)/kafka-autopilot test --promtool $(PROMETHEUS_BIN)/promtool --prometheus-bin $(PROMETHEUS_BIN)/prometheus tests/rules/
 
-unit: install sandbox-tools helm hadolint
+unit: install sandbox-tools helm hadolint faketime
 	$(BIN)/pytest
 
-test: lint typecheck rule-tests unit
+# The checks that compute: lint, types, rule tests, and pytest without the sandbox.
+checks: lint typecheck rule-tests helm hadolint
+	$(BIN)/pytest -m "not sandbox"
+
+# Everything, in three streams at once (scripts/test-streams.sh says why and how): the checks that
+# compute, and two streams of sandbox tests, which mostly wait on real programs.
+test: install prometheus sandbox-tools helm hadolint faketime
+	bash scripts/test-streams.sh
 
 demo: install sandbox-tools
 	$(BIN)/kafka-autopilot demo

@@ -6,7 +6,8 @@ Missing binaries fail the test with the installer to run: a skipped test never c
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -25,13 +26,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.sandbox)
 
 
+def timed_progress() -> Callable[[str], None]:
+    """Print each bring-up step with the seconds since the first, so slow steps show in the test log."""
+    started = time.monotonic()
+    return lambda message: print(f"[sandbox +{time.monotonic() - started:5.1f}s] {message}", flush=True)
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """The whole sandbox (Kubernetes + KWOK, Kafka, Prometheus, storage twin), up for one module."""
     os.environ.setdefault("KAFKA_AUTOPILOT_SANDBOX_TTL", "3600")
     environment = Sandbox(work_dir=tmp_path_factory.mktemp("sandbox"))
     try:
-        environment.up(progress=lambda message: print(message, flush=True))
+        environment.up(progress=timed_progress())
         yield environment
     finally:
         environment.down(progress=lambda message: None)
@@ -46,7 +53,7 @@ def shaped_sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     shape: str = request.param
     environment = Sandbox(work_dir=tmp_path_factory.mktemp(f"sandbox-{shape}"), shape=shape)
     try:
-        environment.up(progress=lambda message: print(message, flush=True))
+        environment.up(progress=timed_progress())
         yield environment
     finally:
         environment.down(progress=lambda message: None)

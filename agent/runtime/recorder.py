@@ -52,6 +52,7 @@ class Recorder:
     dry_run_actions: frozenset[str] = frozenset()
     """Actions whose executor got the dry-run applier (the policy's dryRunActions)."""
     _excluded_said: set[tuple[str, str]] = field(default_factory=set)
+    _ignored_said: set[tuple[str, str]] = field(default_factory=set)
 
     def dry_run_for(self, rule: Rule, action: str | None = None) -> bool:
         """Whether records about this rule (and action) say dry-run."""
@@ -103,6 +104,19 @@ class Recorder:
                 self._excluded_said.add((rule.name, key))
                 log.info("object not acted on: outside the policy's namespaces", rule=rule.name, object=key, why=why)
                 self.trail.write(excluded_record(rule=rule.name, object_key=key, reason=why, at=self.clock.now()))
+        for key, why in outcome.ignored.items():
+            if (rule.name, key) not in self._ignored_said:
+                self._ignored_said.add((rule.name, key))
+                log.info("object not acted on: annotated to be ignored", rule=rule.name, object=key, why=why)
+                self.trail.write(
+                    excluded_record(
+                        rule=rule.name, object_key=key, reason=why, at=self.clock.now(), event="object-ignored"
+                    )
+                )
+        # said again if it is annotated again after it was not
+        self._ignored_said = {
+            (name, key) for name, key in self._ignored_said if name != rule.name or key in outcome.ignored
+        }
 
     async def transitions(self, rule: Rule, target: TargetObject, transitions: Iterable[Transition]) -> None:
         """Transitions outside a cycle (an action started or ended, an approver answered)."""

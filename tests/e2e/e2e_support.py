@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +57,10 @@ class AgentProcess:
     """Run with --leader-elect (a replica of an HA pair); `identity` names it in the Lease and its User-Agent."""
     identity: str | None = None
     lease_duration: int | None = None
+    audit_to_stdout: bool = False
+    """Run without --audit, so the audit trail goes to stdout (captured into `audit_path`)."""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment variables for the process (e.g. a skewed clock through libfaketime)."""
 
     def start(self) -> None:
         status = self.sandbox.status()
@@ -77,8 +82,7 @@ class AgentProcess:
             *(["--install-crds"] if self.install_crds else []),
             "--listen",
             f"127.0.0.1:{self.port}",
-            "--audit",
-            str(self.audit_path),
+            *([] if self.audit_to_stdout else ["--audit", str(self.audit_path)]),
         ]
         if self.dry_run:
             argv.append("--dry-run")
@@ -91,8 +95,12 @@ class AgentProcess:
             argv += ["--identity", self.identity]
         if self.lease_duration is not None:
             argv += ["--lease-duration", str(self.lease_duration)]
-        with self.audit_path.with_suffix(".log").open("ab") as log:
-            self.process = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        environment = {**os.environ, **self.environment}
+        stdout_path = self.audit_path if self.audit_to_stdout else self.audit_path.with_suffix(".log")
+        with self.audit_path.with_suffix(".log").open("ab") as log, stdout_path.open("ab") as stdout:
+            self.process = subprocess.Popen(
+                argv, cwd=REPO, stdout=stdout, stderr=log, stdin=subprocess.DEVNULL, env=environment
+            )
         try:
             eventually(self.ready, timeout=60, what="agent /readyz")
         except BaseException:
@@ -188,11 +196,12 @@ def capacity(api: KubeApi, claim: str) -> str:
     return str(api.get(f"{PVCS}/{claim}")["status"]["capacity"]["storage"])
 
 
-def state_of(api: KubeApi, rule: str, key: str) -> str | None:
-    """The state `rule` holds for object `key`, from its AutopilotRuleObject."""
+def state_of(api: KubeApi, rule: str, key: str, *, dry_run: bool = False) -> str | None:
+    """The state `rule` holds for object `key`, from its AutopilotRuleObject (a live agent's, or with
+    `dry_run` a dry-run agent's: they keep apart objects)."""
     for item in api.get(STATE_OBJECTS)["items"]:
         spec = item.get("spec", {})
-        if spec.get("rule") == rule and spec.get("objectKey") == key:
+        if spec.get("rule") == rule and spec.get("objectKey") == key and (spec.get("mode") == "dry-run") == dry_run:
             return item.get("status", {}).get("state")
     return None
 

@@ -22,7 +22,6 @@ Latencies measured here are printed for the closing notes (pytest -s shows them)
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from e2e_support import (
     GI,
     PODS,
@@ -49,6 +46,7 @@ from e2e_support import (
     audit_log_entries,
     broker_moves_off_failed_node,
     capacity,
+    create_topic,
     events_about,
     events_for,
     expanded,
@@ -79,6 +77,7 @@ RULE_FILES = [RULES / "kafka-resize.yaml", RULES / "kafka-node-failure.yaml", RU
 # The live agent also runs the broker-restart rule; the dry-run agent at the end runs RULE_FILES only.
 LIVE_RULE_FILES = [*RULE_FILES, RULES / "kafka-under-replicated.yaml"]
 RESTART_RULE = "kafka-under-replicated"
+RESTART_TOPIC = "restart-e2e"
 APPROVALS = f"/apis/kafka-autopilot.io/v1alpha1/namespaces/{workload.NAMESPACE}/actionapprovals"
 COOLDOWN = 300
 
@@ -353,28 +352,14 @@ def test_no_action_without_metrics_and_the_rule_health_says_so(
         assert "prometheus" in agent.rule_health()["kafka-resize"].lower()
     finally:
         sandbox.fault("start-prometheus")
+        restarted = time.monotonic()
         set_usage(sandbox, claim, 100)
     eventually(lambda: agent.rule_health()["kafka-resize"] == "ok", timeout=60, what="the rule healthy again")
+    print(f"\nFAULT Prometheus stopped, then started: started -> rule healthy: {time.monotonic() - restarted:.1f}s")
+    assert requested(api, claim) == "400Gi", "no action on the gap"
 
 
 # --- a guarded broker restart, with approval -------------------------------------------------------------
-
-
-def set_broker_min_insync(sandbox: Sandbox, value: str | None) -> None:
-    """Each broker's dynamic `min.insync.replicas` (the default of topics without their own), or none."""
-
-    async def alter() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=sandbox.kafka.bootstrap_servers, request_timeout_ms=10000)
-        await admin.start()
-        try:
-            configs = {} if value is None else {"min.insync.replicas": value}
-            await admin.alter_configs(
-                [ConfigResource(ConfigResourceType.BROKER, str(b), configs=configs) for b in sandbox.kafka.broker_ids]
-            )
-        finally:
-            await admin.close()
-
-    asyncio.run(alter())
 
 
 def pending_restarts(api: KubeApi) -> list[dict[str, Any]]:
@@ -394,13 +379,19 @@ def test_a_broker_restart_waits_for_approval_then_restarts_and_verifies(
     approved with the real CLI, then done as a graceful delete of its pod, and verified (pod back Running,
     the broker back in every ISR it belongs to). The restart's guard keeps every partition at
     min.insync.replicas while the broker is down: with the sandbox's 2 and a broker already stopped, it
-    holds (unit-tested); here the brokers' default is lowered to 1 so that it lets the restart through."""
-    stopped = sandbox.kafka.broker_ids[-1]
-    set_broker_min_insync(sandbox, "1")
+    holds (unit-tested); here the topic's own min.insync.replicas is 1, so it lets the restart through."""
+    ids = sandbox.kafka.broker_ids
+    create_topic(
+        sandbox,
+        RESTART_TOPIC,
+        {n: [ids[n % 4], ids[(n + 1) % 4], ids[(n + 2) % 4]] for n in range(8)},
+        configs={"min.insync.replicas": "1"},
+    )
+    stopped = ids[-1]
     sandbox.fault("stop-broker", str(stopped))
     try:
         (approval, *_) = eventually(
-            pending_restarts, timeout=240, what="a broker restart waiting for approval", interval=2
+            lambda: pending_restarts(api), timeout=240, what="a broker restart waiting for approval", interval=2
         )
         key = approval["spec"]["objectKey"]
         namespace, pod = key.split("/")
@@ -427,7 +418,7 @@ def test_a_broker_restart_waits_for_approval_then_restarts_and_verifies(
         assert state_of(api, RESTART_RULE, key) == "ActiveActionsTaken"
     finally:
         sandbox.fault("start-broker", str(stopped))
-        set_broker_min_insync(sandbox, None)
+    eventually(lambda: sandbox.kafka.broker_running(stopped), timeout=60, what=f"broker {stopped} running")
     sandbox.kafka.wait_for_brokers([stopped])
 
 
@@ -476,7 +467,10 @@ def test_dry_run_decides_the_same_and_changes_nothing(
         )
         assert (planned[0]["before"], planned[0]["after"]) == ("400Gi", "800Gi")
         eventually(
-            lambda: state_of(api, POOL_RULE, pool_key) == "Normal", timeout=90, what="the dry pool Normal", interval=1
+            lambda: state_of(api, POOL_RULE, pool_key, dry_run=True) == "Normal",
+            timeout=90,
+            what="the dry pool Normal",
+            interval=1,
         )
         fill(sandbox, pool_node, "dry", 0.75)
         node = node_of(api, 0)

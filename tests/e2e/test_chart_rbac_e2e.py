@@ -6,14 +6,21 @@ needs approval, answered with `kafka-autopilot approvals` and `approve` by an id
 chart's approver ClusterRole. The apiserver's audit log then shows that every request the agent made
 came from that ServiceAccount and that none was refused: the roles are enough, and they are all it had.
 
+Last, a 429 storm: API Priority and Fairness puts the agent's ServiceAccount and a noisy neighbour's in
+one starved priority level, whose every seat the neighbour holds; the agent is refused with 429, keeps
+running, and resizes exactly once when the storm is over.
+
 First, sidecar mode: an agent with `--scope-pod kafka/kafka-2` under the chart's sidecar roles resizes
 its own pod's volume and leaves a neighbour's, just as full, alone; its node rule does not run.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -358,3 +365,183 @@ def test_an_approval_is_asked_answered_under_the_approver_role_and_used(
     ]
     assert not refused, f"requests the chart's roles refused: {refused[:10]}"
     assert "Forbidden" not in second.audit_path.with_suffix(".log").read_text(errors="replace")
+
+
+# --- a 429 storm --------------------------------------------------------------------------------------------
+
+STARVED = "kafka-autopilot-e2e-starved"
+NOISY = "noisy-neighbour"
+FLOWCONTROL = "/apis/flowcontrol.apiserver.k8s.io/v1"
+
+
+def starve_the_agent(api: KubeApi) -> None:
+    """API Priority and Fairness as an admin would misconfigure it: the agent's and a noisy neighbour's
+    requests share a priority level of one nominal share (a few seats), that neither lends nor borrows and
+    rejects with 429 what does not fit. (The sandbox's admin is exempt from priority and fairness: only a
+    ServiceAccount, as the chart runs the agent, meets it.)"""
+    api.create(
+        f"{FLOWCONTROL}/prioritylevelconfigurations",
+        {
+            "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+            "kind": "PriorityLevelConfiguration",
+            "metadata": {"name": STARVED},
+            "spec": {
+                "type": "Limited",
+                "limited": {
+                    "nominalConcurrencyShares": 1,
+                    "lendablePercent": 0,
+                    "borrowingLimitPercent": 0,
+                    "limitResponse": {"type": "Reject"},
+                },
+            },
+        },
+    )
+    subjects = [
+        {"kind": "ServiceAccount", "serviceAccount": {"name": name, "namespace": NAMESPACE}}
+        for name in (SERVICE_ACCOUNT, NOISY)
+    ]
+    every_resource = {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"], "clusterScope": True, "namespaces": ["*"]}
+    api.create(
+        f"{FLOWCONTROL}/flowschemas",
+        {
+            "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+            "kind": "FlowSchema",
+            "metadata": {"name": STARVED},
+            "spec": {
+                "priorityLevelConfiguration": {"name": STARVED},
+                "matchingPrecedence": 150,
+                "distinguisherMethod": {"type": "ByUser"},
+                "rules": [
+                    {
+                        "subjects": subjects,
+                        "resourceRules": [every_resource],
+                        "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                    }
+                ],
+            },
+        },
+    )
+
+
+def noisy_neighbour_token(api: KubeApi) -> str:
+    """A ServiceAccount allowed to patch one ConfigMap of the agent's namespace, and its token."""
+    namespaced = f"/api/v1/namespaces/{NAMESPACE}"
+    metadata = {"name": NOISY}
+    api.create(f"{namespaced}/serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata})
+    api.create(f"{namespaced}/configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata})
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}"
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [NOISY], "verbs": ["patch"]}
+    api.create(
+        f"{rbac}/roles",
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": NOISY}, "rules": [rule]},
+    )
+    api.create(
+        f"{rbac}/rolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NOISY},
+            "subjects": [{"kind": "ServiceAccount", "name": NOISY, "namespace": NAMESPACE}],
+        },
+    )
+    return service_account_token(api, namespace=NAMESPACE, name=NOISY)
+
+
+def hold_a_seat(sandbox: Sandbox, token: str, release: threading.Event, answers: list[str]) -> None:
+    """A PATCH whose body never finishes: the apiserver reads the body inside the request's seat, so the
+    seat stays taken until `release`. A request that finds no seat is answered at once (429)."""
+    host, port = "127.0.0.1", int(sandbox.kube.apiserver_url.rsplit(":", 1)[1])
+    context = ssl.create_default_context(cafile=str(sandbox.kube.pki_dir / "ca.crt"))
+    with (
+        socket.create_connection((host, port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        head = (
+            f"PATCH /api/v1/namespaces/{NAMESPACE}/configmaps/{NOISY} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/merge-patch+json\r\n"
+            "Content-Length: 100000\r\n\r\n{"
+        )
+        tls.sendall(head.encode())
+        tls.settimeout(0.5)
+        while not release.is_set():
+            try:
+                answered = tls.recv(200)
+            except TimeoutError:
+                continue
+            answers.append(answered.decode(errors="replace").split("\r\n", 1)[0])
+            return
+
+
+def test_a_429_storm_delays_the_resize_and_never_doubles_it(
+    sandbox: Sandbox, api: KubeApi, chart_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The apiserver answers 429 to the agent while a noisy neighbour holds every seat of their shared
+    priority level; the agent keeps running and retries, and once the storm ends it resizes, once."""
+    folder = tmp_path_factory.mktemp("storm")
+    token = noisy_neighbour_token(api)
+    starve_the_agent(api)
+    agent = AgentProcess(
+        sandbox=sandbox,
+        rules=[RULES / "kafka-resize.yaml"],
+        audit_path=folder / "audit.jsonl",
+        kubeconfig=chart_kubeconfig,
+        install_crds=False,
+        policy=chart_policy(folder),
+        extra_args=chart_run_args(),
+    )
+    claim = workload.pvc_name(1)
+    release = threading.Event()
+    answers: list[str] = []
+    holders: list[threading.Thread] = []
+    agent.start()
+    try:
+        storm_from = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+        def seats_full() -> bool:
+            thread = threading.Thread(target=hold_a_seat, args=(sandbox, token, release, answers), daemon=True)
+            thread.start()
+            holders.append(thread)
+            time.sleep(0.3)
+            return any(" 429 " in f"{answer} " for answer in answers)
+
+        eventually(seats_full, timeout=60, what="every seat of the starved priority level taken", interval=0.2)
+        set_usage(sandbox, claim, 330)
+        rejected = eventually(
+            lambda: [
+                entry
+                for entry in agent_requests(sandbox, since=storm_from)
+                if entry.get("responseStatus", {}).get("code") == 429
+            ],
+            timeout=60,
+            what="the agent's requests answered 429",
+        )
+        time.sleep(10)
+        assert requested(api, claim) == "400Gi", "nothing gets through while every seat is taken"
+        assert agent.process is not None and agent.process.poll() is None, "the agent survives the storm"
+        release.set()
+        storm_over = time.monotonic()
+        eventually(lambda: requested(api, claim) == "800Gi", timeout=90, what="the resize after the storm")
+        print(
+            f"\nFAULT 429 storm: {len(rejected)}+ of the agent's requests refused with 429 during it;"
+            f" storm over -> PVC patched: {time.monotonic() - storm_over:.1f}s"
+        )
+        verified = eventually(lambda: verified_resizes(agent, claim), timeout=60, what="the resize verified")
+        assert [(r["before"], r["after"]) for r in verified] == [("400Gi", "800Gi")]
+        patches = [
+            entry
+            for entry in agent_requests(sandbox, since=storm_from)
+            if entry["verb"] == "patch"
+            and entry.get("objectRef", {}).get("resource") == "persistentvolumeclaims"
+            and entry.get("objectRef", {}).get("name") == claim
+            and entry.get("objectRef", {}).get("subresource") is None
+            and entry.get("responseStatus", {}).get("code") == 200
+        ]
+        assert len(patches) == 1, patches
+    finally:
+        release.set()
+        agent.stop()
+        for thread in holders:
+            thread.join(timeout=5)
+        api.delete(f"{FLOWCONTROL}/flowschemas/{STARVED}")
+        api.delete(f"{FLOWCONTROL}/prioritylevelconfigurations/{STARVED}")

@@ -8,6 +8,8 @@ The shipped reference rule `rules/kafka-resize.yaml` runs unchanged in both repl
   state and verifies it; the apiserver's audit log shows exactly one PATCH of that PVC;
 - a leader told to stop (SIGTERM) releases the Lease and the standby takes over at its next look;
 - a leader that finds someone else in the Lease stops at once and exits with 75;
+- a standby whose wall clock runs 5 minutes ahead (libfaketime) never takes a Lease the leader renews,
+  and takes it within the lease duration once the leader is killed;
 - two dry-run replicas: one leads, and nobody mutates anything but the agent's own objects.
 The apiserver's audit log tells the replicas apart by User-Agent (`kafka-autopilot/<version> (<identity>)`).
 Takeover times are printed (pytest -s shows them).
@@ -15,6 +17,7 @@ Takeover times are printed (pytest -s shows them).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,6 +27,7 @@ from typing import Any
 import pytest
 from e2e_support import (
     AGENTS_OWN_RESOURCES,
+    REPO,
     RULES,
     STATE_OBJECTS,
     AgentProcess,
@@ -251,6 +255,58 @@ def test_a_leader_that_sees_another_holder_stops_at_once_and_exits_75(
     assert actions_after == []
     log = a.audit_path.with_suffix(".log").read_text(errors="replace")
     assert "lost leadership, stopped acting" in log
+
+
+# --- skewed clocks ----------------------------------------------------------------------------------------
+
+SKEW_SECONDS = 300
+
+
+def clock_ahead(seconds: int) -> dict[str, str]:
+    """The environment that runs a process `seconds` ahead on the wall clock (Debian's libfaketime,
+    installed by scripts/install-faketime.sh); its monotonic clock is left alone, as NTP drift leaves it."""
+    library = Path(os.environ.get("KAFKA_AUTOPILOT_CACHE", REPO / ".cache")) / "faketime" / "libfaketime.so.1"
+    assert library.is_file(), f"{library} is missing: run scripts/install-faketime.sh (`make unit` does)"
+    return {"LD_PRELOAD": str(library.resolve()), "FAKETIME": f"+{seconds}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+def test_a_standby_whose_clock_runs_five_minutes_ahead_never_steals_a_renewed_lease(
+    sandbox: Sandbox, api: KubeApi, pair: dict[str, AgentProcess], agents_dir: Path
+) -> None:
+    """Expiry runs from when a replica saw the Lease record change, on its own monotonic clock. A
+    replica that compared the holder's renewTime with its own wall clock would take over at its first
+    look, from a leader that still renews."""
+    for agent in pair.values():
+        agent.stop()
+    api.delete(LEASE)
+    steady = replica(sandbox, agents_dir, "steady-e")
+    ahead = replica(sandbox, agents_dir, "ahead-f")
+    ahead.environment = clock_ahead(SKEW_SECONDS)
+    try:
+        steady.start()
+        eventually(lambda: leadership(steady, "acquired"), timeout=30, what="steady-e leading")
+        ahead.start()
+        eventually(lambda: leadership(ahead, "standby"), timeout=60, what="ahead-f standing by")
+        skew = epoch(ahead.records()[-1]["time"]) - time.time()
+        print(f"\nSKEW the standby's records are {skew:.0f}s ahead")
+        assert skew > SKEW_SECONDS - 30, "the standby's clock is not ahead: libfaketime did not load"
+        time.sleep(LEASE_DURATION + 2 * RETRY_PERIOD)
+        assert leadership(ahead, "acquired") == [], "a standby with a skewed clock took a renewed Lease"
+        assert api.get(LEASE)["spec"]["holderIdentity"] == "steady-e"
+        assert metric(steady, "kafka_autopilot_leader") == "kafka_autopilot_leader 1"
+        assert metric(ahead, "kafka_autopilot_leader") == "kafka_autopilot_leader 0"
+        steady.kill()
+        killed_at = time.monotonic()
+        eventually(
+            lambda: leadership(ahead, "acquired"), timeout=LEASE_DURATION + RETRY_PERIOD + SLACK + 30, what="takeover"
+        )
+        took_over = time.monotonic() - killed_at
+        print(f"TAKEOVER by the standby {SKEW_SECONDS}s ahead, after SIGKILL of the leader: {took_over:.2f}s")
+        assert took_over <= LEASE_DURATION + RETRY_PERIOD + SLACK
+        assert api.get(LEASE)["spec"]["holderIdentity"] == "ahead-f"
+    finally:
+        steady.stop()
+        ahead.stop()
 
 
 # --- dry-run ---------------------------------------------------------------------------------------------

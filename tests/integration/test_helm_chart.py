@@ -23,6 +23,7 @@ from chart_support import CHART, REPO, helm, of_kind, one, render
 
 from agent.adapters.promtool import check_promql
 from agent.cli import build_parser
+from agent.core import strimzi
 from sandbox.prometheus import binaries
 
 pytestmark = pytest.mark.prometheus
@@ -411,6 +412,17 @@ def test_sidecar_mode_has_no_deployment_and_no_cluster_wide_power() -> None:
     assert ("cluster", "kafka-autopilot.io", "actionapprovals", "create") not in agent_cluster
     assert not [g for g in granted if g[3] == "delete"]
     assert not [g for g in granted if g[2] == "leases"], "a sidecar elects no leader"
+
+
+def test_service_mode_may_grow_strimzi_storage_specs_and_nothing_else_of_strimzis() -> None:
+    """What the resize executor reads and patches for a Strimzi-owned PVC (agent.core.strimzi names the
+    group), granted cluster-wide in service mode; no other Strimzi resource or verb."""
+    granted = rbac_rules(render(values={}))
+    owners = {(scope, resource, verb) for scope, group, resource, verb in granted if group == strimzi.GROUP}
+    assert owners == {
+        ("cluster", resource, verb) for resource in ("kafkanodepools", "kafkas") for verb in ("get", "patch")
+    }
+    assert not [g for g in rbac_rules(render(values=SIDECAR)) if g[1] == strimzi.GROUP]
 
 
 def test_crds_in_the_chart_are_the_agents_crds() -> None:

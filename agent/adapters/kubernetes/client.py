@@ -242,10 +242,12 @@ class PvcInfo:
     volume_name: str | None
     owner_references: tuple[OwnerReference, ...]
     conditions: tuple[PvcCondition, ...]
+    allocated_resource_statuses: Mapping[str, str] = field(default_factory=dict)
+    """status.allocatedResourceStatuses: resource -> where its resize is (e.g. storage: NodeResizePending)."""
 
     @property
     def controller(self) -> str | None:
-        """`Kind/name` of the controlling owner (e.g. a Strimzi KafkaNodePool), as TargetObject.owner wants it."""
+        """`Kind/name` of the controlling owner (e.g. a Strimzi StrimziPodSet), if any."""
         for owner in self.owner_references:
             if owner.controller:
                 return f"{owner.kind}/{owner.name}"
@@ -284,6 +286,7 @@ class PvcInfo:
                 )
                 for condition in _mappings(status.get("conditions"))
             ),
+            allocated_resource_statuses=_strings(status.get("allocatedResourceStatuses")),
         )
 
 
