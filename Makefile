@@ -53,7 +53,7 @@ hadolint:
 lint: install prometheus
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/kafka-autopilot lint --promtool $(PROMETHEUS_BIN)/promtool rules/
+	$(BIN)/kafka-autopilot lint --promtool $(PROMETHEUS_BIN)/promtool rules/ rules-kubelet/
 	$(BIN)/kafka-autopilot lint --promtool $(PROMETHEUS_BIN)/promtool policies/
 
 typecheck: install

@@ -73,6 +73,14 @@ class StorageApiNotConfiguredError(RuntimeError):
     """A StoragePool rule runs in an agent that was given no storage API."""
 
 
+def split_storage_pool_rules(rules: Sequence[Rule]) -> tuple[list[Rule], dict[str, str]]:
+    """For an agent given no storage API: the rules it runs, and its StoragePool rules, not run (their
+    health says why). Not configured is neither an error nor an alert: no cycle fails every poll."""
+    running = [rule for rule in rules if rule.target is not TargetKind.STORAGE_POOL]
+    why = "not configured: StoragePool rules need the storage API (kafka-autopilot run --storage-api URL)"
+    return running, {rule.name: why for rule in rules if rule.target is TargetKind.STORAGE_POOL}
+
+
 QUERY_SHARING_SECONDS = 1.0
 
 

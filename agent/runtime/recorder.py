@@ -72,14 +72,13 @@ class Recorder:
             self.telemetry.inc("kafka_autopilot_evaluations_total", rule=rule.name, verdict=evaluation.verdict.value)
         if outcome.unmatched_series:
             self.telemetry.inc("kafka_autopilot_unmatched_series_total", outcome.unmatched_series, rule=rule.name)
+        self.telemetry.object_states(rule, (state.state for state in outcome.states.values()))
         by_key = {target.key: target for target in objects}
         for transition in outcome.transitions:
             await self._transition_counted(rule, transition, by_key.get(transition.object))
         for declined in outcome.declined:
             outcome_label = "declined-at-maxsize" if declined.code == "AtMaxSize" else "declined"
-            self.telemetry.inc(
-                "kafka_autopilot_actions_total", rule=rule.name, action=declined.action, outcome=outcome_label
-            )
+            self.telemetry.action(rule, declined.action, outcome_label, by_key.get(declined.object))
             await self._event(
                 rule,
                 by_key.get(declined.object),
@@ -88,12 +87,10 @@ class Recorder:
                 warning=True,
             )
         for planned in outcome.planned:
-            self.telemetry.inc(
-                "kafka_autopilot_actions_total", rule=rule.name, action=planned.action, outcome="planned"
-            )
+            self.telemetry.action(rule, planned.action, "planned", by_key.get(planned.object))
         entered = {transition.object for transition in outcome.transitions}
         for held in outcome.held:
-            self.telemetry.inc("kafka_autopilot_actions_total", rule=rule.name, action=held.action, outcome="throttled")
+            self.telemetry.action(rule, held.action, "throttled", by_key.get(held.object))
             if held.object not in entered:  # still held, for another reason (entering the state has its own Event)
                 await self._event(
                     rule,
@@ -152,9 +149,7 @@ class Recorder:
         record["time"] = iso_time(self.clock.now())
         record["mutations"] = list(outcome.mutations)
         self.trail.write(record)
-        self.telemetry.inc(
-            "kafka_autopilot_actions_total", rule=rule.name, action=planned.action, outcome=outcome.kind.value
-        )
+        self.telemetry.action(rule, planned.action, outcome.kind.value, target)
         await self._event(
             rule,
             target,

@@ -1074,6 +1074,22 @@ class KubeClient:
             return False
         return True
 
+    # -- who is asking (the approval commands record it)
+
+    async def whoami(self) -> str:
+        """The caller's username as the apiserver authenticated it (a SelfSubjectReview, which every
+        authenticated user may create): who answers an approval, never a local login name."""
+        operation = _Operation(verb="CREATE", resource="selfsubjectreviews")
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        authentication = client.AuthenticationV1Api(self._api_client)
+        raw = await self._send(operation, authentication.create_self_subject_review, review)
+        username = str(raw.get("status", {}).get("userInfo", {}).get("username") or "")
+        if not username:
+            raise KubeError(
+                f"kube-apiserver {self.server}: {operation}: the review names no user", **operation.context(self.server)
+            )
+        return username
+
     # -- custom resources and their definitions (the stores of this package)
 
     async def get_custom_object(
