@@ -31,7 +31,7 @@ prometheus:
 kafka:
 	bash scripts/fetch-kafka.sh
 
-# Cold: ~25 minutes on 2 cores (kube-apiserver, controller-manager, scheduler, etcd, kwok from the Go
+# Cold: about 6 minutes on 2 cores (kube-apiserver, controller-manager, scheduler, etcd, kwok from the Go
 # module proxy); warm: under a second.
 kubernetes:
 	bash scripts/build-kubernetes.sh
