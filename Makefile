@@ -31,7 +31,7 @@ prometheus:
 kafka:
 	bash scripts/fetch-kafka.sh
 
-# Cold: ~25 minutes on 2 cores (kube-apiserver, controller-manager, scheduler, etcd, kwok from the Go
+# Cold: about 6 minutes on 2 cores (kube-apiserver, controller-manager, scheduler, etcd, kwok from the Go
 # module proxy); warm: under a second.
 kubernetes:
 	bash scripts/build-kubernetes.sh
@@ -53,7 +53,7 @@ hadolint:
 lint: install prometheus
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/kafka-autopilot lint --promtool $(PROMETHEUS_BIN)/promtool rules/
+	$(BIN)/kafka-autopilot lint --promtool $(PROMETHEUS_BIN)/promtool rules/ rules-kubelet/
 	$(BIN)/kafka-autopilot lint --promtool $(PROMETHEUS_BIN)/promtool policies/
 
 typecheck: install
@@ -69,18 +69,10 @@ unit: install sandbox-tools helm hadolint faketime
 checks: lint typecheck rule-tests helm hadolint
 	$(BIN)/pytest -m "not sandbox"
 
-# Both halves of `unit` at once: the sandbox's tests spend most of their time waiting on real programs
-# (cooldowns, heartbeats, `for` windows), so the checks that compute run alongside them. The checks'
-# output is kept in .cache/checks.log and printed when the sandbox tests end; either failing fails it.
+# Everything, in three streams at once (scripts/test-streams.sh says why and how): the checks that
+# compute, and two streams of sandbox tests, which mostly wait on real programs.
 test: install prometheus sandbox-tools helm hadolint faketime
-	@mkdir -p .cache; \
-	$(MAKE) --no-print-directory checks > .cache/checks.log 2>&1 & checks=$$!; \
-	echo "==> the checks (lint, mypy, rule tests, pytest -m 'not sandbox') run alongside, into .cache/checks.log"; \
-	$(BIN)/pytest -m sandbox; sandbox=$$?; \
-	wait $$checks; status=$$?; \
-	echo "==> the checks that ran alongside:"; cat .cache/checks.log; \
-	echo "==> checks: exit $$status; sandbox tests: exit $$sandbox"; \
-	test $$status -eq 0 -a $$sandbox -eq 0
+	bash scripts/test-streams.sh
 
 demo: install sandbox-tools
 	$(BIN)/kafka-autopilot demo

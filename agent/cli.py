@@ -171,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="record what would be done; change nothing")
     run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="health and metrics address")
     run.add_argument(
+        "--metrics-per-pvc",
+        action="store_true",
+        help="also count PVC rules' actions per PVC (kafka_autopilot_object_actions_total{object=...}): one series "
+        "per claim and outcome, so off by default; brokers, nodes and pools always have it",
+    )
+    run.add_argument(
         "--install-crds",
         action="store_true",
         help="create or update the agent's CRDs first (with --dry-run: create only missing ones, never replace). "
@@ -466,6 +472,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         listen_host=host,
         listen_port=int(port),
+        metrics_per_pvc=args.metrics_per_pvc,
         install_crds=args.install_crds,
         audit_stream=audit,
         leader_elect=args.leader_elect,

@@ -106,8 +106,13 @@ The legacy Endpoints controller is left out: kwok gives pods loopback IPs, which
 refuse (EndpointSlices take them).
 """
 
-POD_CIDR: Final = "127.20.0.0/16"
-"""Pod IPs kwok hands out: loopback addresses, so nothing ever routes off the machine."""
+
+def pod_cidr(apiserver_port: int) -> str:
+    """Pod IPs kwok hands out: loopback addresses, so nothing ever routes off the machine; 127.20-219.x.y,
+    the second number from the apiserver's port, so that two sandboxes up at once (the test streams of
+    `make test`) give their brokers different addresses and never contend for one address and port."""
+    return f"127.{20 + apiserver_port % 200}.0.0/16"
+
 
 _DAEMON_ORDER: Final = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
@@ -987,7 +992,7 @@ class KubeControlPlane:
                     f"--manage-nodes-with-label-selector={HEARTBEAT_LABEL}=on",
                     f"--node-lease-duration-seconds={self.node_lease_duration_seconds}",
                     f"--server-address=127.0.0.1:{port}",
-                    f"--cidr={POD_CIDR}",
+                    f"--cidr={pod_cidr(state.apiserver_port)}",
                 ],
                 port=port,
                 # kwok also reads ~/.kwok/kwok.yaml when it exists: give it a home of its own.

@@ -25,29 +25,11 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-apt_options=()
-if [[ $(id -u) == 0 ]]; then
-  # apt drops to the _apt user to download, which cannot write into our private temp directory.
-  apt_options+=(-o APT::Sandbox::User=root)
-fi
-download() { (cd "$work" && apt-get download -q "${apt_options[@]}" libfaketime </dev/null); }
-
-log "downloading Debian's libfaketime package (apt-get download libfaketime)"
-if ! download; then
-  log "download failed; refreshing the package lists (apt-get update) and trying again"
-  if [[ $(id -u) != 0 ]]; then
-    log "apt-get update needs root: run 'sudo apt-get update' and then this script again"
-    exit 1
-  fi
-  apt-get update -q </dev/null
-  download
-fi
-deb=$(find "$work" -maxdepth 1 -name 'libfaketime_*.deb' | head -n 1)
-[[ -n "$deb" ]] || { log "no libfaketime package was downloaded"; exit 1; }
-dpkg-deb -x "$deb" "$work/root"
+source "$(dirname "${BASH_SOURCE[0]}")/debian-package.sh"
+unpack_debian_package libfaketime
 found=$(find "$work/root" -name 'libfaketime.so.1' | head -n 1)
-[[ -n "$found" ]] || { log "libfaketime.so.1 not found in $(basename "$deb")"; exit 1; }
+[[ -n "$found" ]] || { log "libfaketime.so.1 not found in the libfaketime package"; exit 1; }
 mkdir -p "$root"
 cp "$found" "$library.tmp"
 mv "$library.tmp" "$library"
-log "installed $(basename "$deb" .deb) at $library"
+log "installed libfaketime at $library"

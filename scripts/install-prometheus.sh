@@ -37,32 +37,8 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-apt_options=()
-if [[ $(id -u) == 0 ]]; then
-  # apt drops to the _apt user to download, which cannot write into our private temp directory.
-  apt_options+=(-o APT::Sandbox::User=root)
-fi
-
-download() { (cd "$work" && apt-get download -q "${apt_options[@]}" prometheus </dev/null); }
-
-log "downloading Debian's prometheus package (apt-get download prometheus)"
-if ! download; then
-  log "download failed; refreshing the package lists (apt-get update) and trying again"
-  if [[ $(id -u) != 0 ]]; then
-    log "apt-get update needs root: run 'sudo apt-get update' and then this script again"
-    exit 1
-  fi
-  apt-get update -q </dev/null
-  download
-fi
-
-deb=$(find "$work" -maxdepth 1 -name 'prometheus_*.deb' | head -n 1)
-if [[ -z "$deb" ]]; then
-  log "apt-get download left no prometheus_*.deb in $work"
-  exit 1
-fi
-log "unpacking $(basename "$deb") (dpkg-deb -x, no installation)"
-dpkg-deb -x "$deb" "$work/root"
+source "$(dirname "${BASH_SOURCE[0]}")/debian-package.sh"
+unpack_debian_package prometheus
 
 for program in prometheus promtool; do
   if [[ ! -x "$work/root/usr/bin/$program" ]]; then

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.actions.mutations import Applier, DryRunApplier, Mutation, Result, TaintEffect
 from agent.adapters.errors import (
@@ -48,6 +49,7 @@ from agent.adapters.kubernetes import (
     NodeInfo,
     OwnerReference,
     PodInfo,
+    PvcCondition,
     PvcInfo,
     StorageClassInfo,
     Taint,
@@ -191,6 +193,8 @@ class FakePvc:
     grows_after_sleeps: int | None = 0
     """After a resize, status capacity follows the request after this many clock sleeps; None: never."""
     uid: str = ""
+    conditions: tuple[PvcCondition, ...] = ()
+    allocated_resource_statuses: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.capacity_bytes is None:
@@ -213,7 +217,8 @@ class FakePvc:
             phase="Bound",
             volume_name=f"pv-{self.name}",
             owner_references=self.owner_references,
-            conditions=(),
+            conditions=self.conditions,
+            allocated_resource_statuses=dict(self.allocated_resource_statuses),
         )
 
 
@@ -272,6 +277,17 @@ class FakePod:
         )
 
 
+def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """A JSON merge patch (RFC 7386) of `target`, in place: maps merge, lists and scalars replace, null removes."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
 def _matches(selector: str | None, labels: Mapping[str, str]) -> bool:
     """A `labelSelector` string as the API reads it (`a=b,c in (d,e),!f`)."""
     return not selector or LabelSelector.from_query(selector).matches(labels)
@@ -308,6 +324,10 @@ class FakeCluster:
         self.running_after_sleeps: int | None = 0
         self.on_running: Callable[[FakePod], None] | None = None
         """Called when a recreated pod turns Running (e.g. its broker registers with Kafka again)."""
+        self.custom_objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        """(plural, namespace, name) -> a custom object (e.g. a Strimzi KafkaNodePool), as the API returns it."""
+        self.on_custom_patch: Callable[[str, dict[str, Any]], None] | None = None
+        """Called with (plural, the object as patched): an operator reacting (e.g. growing a pool's PVCs)."""
         self._uids = itertools.count(1)
 
     # -- building the world
@@ -503,6 +523,50 @@ class FakeCluster:
         self.writes.append(("delete_volume_attachment", name))
         self.failures.check("delete_volume_attachment")
         return self.attachments.pop(name, None) is not None
+
+    # -- custom objects (the resize executor's OwnerReader; ClusterWriter.patch_custom_object)
+
+    def add_custom_object(self, plural: str, obj: dict[str, Any]) -> None:
+        metadata = obj.setdefault("metadata", {})
+        metadata.setdefault("resourceVersion", "1")
+        self.custom_objects[(plural, metadata["namespace"], metadata["name"])] = obj
+
+    async def get_custom_object(
+        self, *, group: str, version: str, plural: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any]:
+        self.failures.check("get_custom_object")
+        found = self.custom_objects.get((plural, namespace or "", name))
+        if found is None:
+            raise NotFoundError(
+                f"{plural} {namespace}/{name} not found", server="fake", verb="GET", resource=plural, status=404
+            )
+        return copy.deepcopy(found)
+
+    async def patch_custom_object(
+        self, *, group: str, version: str, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A merge patch; a metadata.resourceVersion in it that is not the object's is refused (409)."""
+        self.writes.append((f"patch {plural}", f"{namespace}/{name}"))
+        self.failures.check("patch_custom_object")
+        found = self.custom_objects.get((plural, namespace, name))
+        if found is None:
+            raise NotFoundError(
+                f"{plural} {namespace}/{name} not found", server="fake", verb="PATCH", resource=plural, status=404
+            )
+        version_read = (patch.get("metadata") or {}).get("resourceVersion")
+        if version_read is not None and version_read != found["metadata"]["resourceVersion"]:
+            raise ConflictError(
+                f"{plural} {namespace}/{name}: the object has been modified",
+                server="fake",
+                verb="PATCH",
+                resource=plural,
+                status=409,
+            )
+        _merge(found, patch)
+        found["metadata"]["resourceVersion"] = str(int(found["metadata"]["resourceVersion"]) + 1)
+        if self.on_custom_patch is not None:
+            self.on_custom_patch(plural, found)
+        return copy.deepcopy(found)
 
     # -- internals
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from agent.core.elections import PartitionElection, partition_list
 from agent.core.quantity import format_bytes
@@ -30,6 +30,25 @@ class ResizePvc:
 
     def describe(self) -> str:
         return f"patch PersistentVolumeClaim {self.namespace}/{self.name}: request {format_bytes(self.new_bytes)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrowOwnerStorage:
+    """A merge patch of the storage spec of the operator resource that owns PVCs (a Strimzi
+    KafkaNodePool or Kafka): its operator then grows every PVC made from it."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespace: str
+    name: str
+    patch: Mapping[str, Any]
+    change: str
+    """What the patch changes, in words: `volume 0 size 400Gi -> 800Gi (grows pool `brokers` ...)`."""
+
+    def describe(self) -> str:
+        return f"patch {self.kind} {self.namespace}/{self.name}: {self.change}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +175,7 @@ class ExpandPool:
 
 Mutation = (
     ResizePvc
+    | GrowOwnerStorage
     | CordonNode
     | AnnotateNode
     | ReleaseNode
@@ -181,6 +201,10 @@ class ClusterWriter(Protocol):
 
     async def resize_pvc(
         self, *, namespace: str, name: str, new_bytes: int, annotations: Mapping[str, str]
+    ) -> object: ...
+
+    async def patch_custom_object(
+        self, *, group: str, version: str, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> object: ...
 
     async def cordon_node(self, name: str, *, annotations: Mapping[str, str] | None = None) -> object: ...
@@ -236,6 +260,15 @@ class LiveApplier:
                     name=mutation.name,
                     new_bytes=mutation.new_bytes,
                     annotations=mutation.annotations,
+                )
+            case GrowOwnerStorage():
+                await self.writer.patch_custom_object(
+                    group=mutation.group,
+                    version=mutation.version,
+                    plural=mutation.plural,
+                    namespace=mutation.namespace,
+                    name=mutation.name,
+                    patch=mutation.patch,
                 )
             case CordonNode():
                 await self.writer.cordon_node(mutation.name, annotations=mutation.annotations)

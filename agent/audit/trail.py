@@ -8,7 +8,7 @@ record carries the same stable keys, null where they do not apply, so tools can 
 | time     | when it happened (the cycle's time, ISO 8601 UTC)                         |
 | event    | evaluation, transition, action-planned, action-declined, action-applied…  |
 |          | action-throttled (held by the policy), policy-excluded (outside its       |
-|          | namespaces)                                                               |
+|          | namespaces), object-ignored (its kafka-autopilot.io/ignore annotation)    |
 | rule     | the rule's name                                                           |
 | object   | the object: namespace/name, or name for cluster-scoped objects            |
 | from, to | the states of a transition                                                |
@@ -140,11 +140,12 @@ def held_record(held: HeldAction, *, dry_run: bool) -> AuditRecord:
     )
 
 
-def excluded_record(*, rule: str, object_key: str, reason: str, at: float) -> AuditRecord:
-    """An object the rule selects that the policy keeps out (written once per agent run)."""
-    return _record(
-        event="policy-excluded", at=at, rule=rule, obj=object_key, dry_run=False, outcome="excluded", reason=reason
-    )
+def excluded_record(
+    *, rule: str, object_key: str, reason: str, at: float, event: str = "policy-excluded"
+) -> AuditRecord:
+    """An object the rule selects that the policy keeps out, or (event `object-ignored`) that its ignore
+    annotation does (written once while it stays out)."""
+    return _record(event=event, at=at, rule=rule, obj=object_key, dry_run=False, outcome="excluded", reason=reason)
 
 
 def cycle_records(outcome: CycleOutcome, *, dry_run: bool) -> Iterator[AuditRecord]:

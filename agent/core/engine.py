@@ -96,6 +96,8 @@ class CycleOutcome:
     """Held back by the policy, newly or for a new reason (an unchanged hold is in `notes` only)."""
     excluded: Mapping[str, str] = field(default_factory=dict)
     """Objects the rule selects that the policy's namespaces keep out, and why; not evaluated."""
+    ignored: Mapping[str, str] = field(default_factory=dict)
+    """Objects the rule selects that carry the ignore annotation (TargetObject.ignored), and why; not evaluated."""
     no_data: Mapping[str, str] = field(default_factory=dict)
     """Objects the join gave no data, and why (a series naming several objects, one without identity)."""
 
@@ -145,11 +147,15 @@ def run_cycle(
     which grow with each action admitted in this cycle. The `catalog` tells the policy which actions
     resize a volume or may cordon a node.
 
+    An object annotated `kafka-autopilot.io/ignore: "true"` is not evaluated, policy or not (see `ignored`).
+
     An object with an `identity_problem` (a broker pod whose broker id is unknown) is evaluated, but
     every action planned on it is held (ActionsThrottled, code IdentityUnknown) with that reason, policy
     or not. An object the join gave no data says why in its note (and so in its evaluation record).
     """
     selected = select_objects(rule, objects)
+    ignored = {target.key: why for target in selected if (why := target.ignored) is not None}
+    selected = [target for target in selected if target.key not in ignored]
     excluded: dict[str, str] = {}
     if policy is not None:
         kept = []
@@ -276,6 +282,7 @@ def run_cycle(
         unmatched_series=sum(result.unmatched_series for result in joined.values()),
         held=tuple(held),
         excluded=excluded,
+        ignored=ignored,
         no_data=no_data,
     )
 

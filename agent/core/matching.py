@@ -35,6 +35,11 @@ from agent.core.pools import PoolShape
 from agent.core.rules import IdentityLabels, Rule, TargetKind
 from agent.core.samples import Sample
 
+IGNORE_ANNOTATION = "kafka-autopilot.io/ignore"
+"""`"true"` on a PVC, pod or node (or a Strimzi KafkaNodePool): no rule acts on it (agent.core.engine)."""
+MAXSIZE_ANNOTATION = "kafka-autopilot.io/maxsize"
+"""A quantity on a PVC: its own maxsize, which applies only when lower than the rule's."""
+
 DEFAULT_IDENTITY_LABELS: Mapping[TargetKind, IdentityLabels] = {
     TargetKind.PVC: (("namespace", "persistentvolumeclaim"), ("namespace", "pvc")),
     TargetKind.BROKER: (("namespace", "pod"), ("pod",), ("broker",)),
@@ -57,8 +62,10 @@ class TargetObject:
     capacity_bytes: int | None = None
     """PVC: the size it has been given (spec request); None when unknown."""
     pool: PoolShape | None = None
-    owner: str | None = None
-    """`Kind/name` of a controlling owner (e.g. a Strimzi KafkaNodePool), if any."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    grown_through: str | None = None
+    """PVC: what a resize grows when an operator owns the claim (e.g. "grows pool `brokers` volume 0
+    for 4 brokers"), for the plan's preview; None for a claim resized itself."""
     uid: str | None = None
     """The object's uid as the inventory saw it (a broker pod's), so a plan can name exactly that object."""
     identity_problem: str | None = None
@@ -69,6 +76,13 @@ class TargetObject:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
+    @property
+    def ignored(self) -> str | None:
+        """Why no rule acts on this object (its ignore annotation), or None."""
+        if self.annotations.get(IGNORE_ANNOTATION) == "true":
+            return f'annotated {IGNORE_ANNOTATION}: "true": no rule acts on it'
+        return None
+
 
 def pvc_object(
     *,
@@ -76,7 +90,8 @@ def pvc_object(
     name: str,
     labels: Mapping[str, str],
     capacity_bytes: int | None,
-    owner: str | None = None,
+    annotations: Mapping[str, str] | None = None,
+    grown_through: str | None = None,
 ) -> TargetObject:
     identity = {"namespace": namespace, "persistentvolumeclaim": name, "pvc": name}
     return TargetObject(
@@ -86,7 +101,8 @@ def pvc_object(
         labels=labels,
         identity=identity,
         capacity_bytes=capacity_bytes,
-        owner=owner,
+        annotations=annotations or {},
+        grown_through=grown_through,
     )
 
 

@@ -3,7 +3,9 @@
 The agent creates an ActionApproval when a rule with `enforcement: approvalRequired` wants to act and
 waits in ActionAwaitingApproval. These commands list the waiting ones (rule, object, action,
 before -> after, age) and answer one by setting its spec.approvalState, with who answered and why
-as annotations; the agent sees the answer at its next cycle. The same can be done with kubectl.
+as annotations; the agent sees the answer at its next cycle. Who answered is the caller's Kubernetes
+user, as the apiserver authenticated it (a SelfSubjectReview), not a name given on the command line
+or a local login; when the apiserver cannot say, nothing is answered. The same can be done with kubectl.
 
 Exit codes: 0 done (also when the approval already had this very answer), 1 no such approval, or it
 was answered differently, or it no longer waits (cancelled, used), 2 could not run (the apiserver
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -49,7 +50,12 @@ def add_parsers(commands: Any) -> None:
         parser.add_argument("name", metavar="NAME", help="the ActionApproval's name")
         _common(parser)
         parser.add_argument("--reason", default="", help="why (kept on the approval, shown in the agent's events)")
-        parser.add_argument("--by", default="", help="who answers (default: your login name)")
+        parser.add_argument(
+            "--by",
+            default="",
+            help="for whom you answer, added to the reason (who answers is your Kubernetes user, as the apiserver "
+            "says)",
+        )
         parser.set_defaults(command=lambda args, answer=answer: _run(_answer(args, answer)))
     listing = commands.add_parser(
         "approvals",
@@ -103,8 +109,8 @@ async def _answer(args: argparse.Namespace, answer: Answer) -> int:
                     )
                     return EXIT_CANNOT_RUN
                 (approval,) = found
-                by = args.by or _login()
-                answered = await store.answer(approval, answer=answer, by=by, reason=args.reason)
+                by = await kube.whoami()
+                answered = await store.answer(approval, answer=answer, by=by, reason=_reason(args, by))
         except AnswerConflictError as error:
             print(f"kafka-autopilot {verb}: {error}", file=sys.stderr)
             return EXIT_PROBLEMS
@@ -210,8 +216,8 @@ def _explain(error: KubeError) -> str:
     return str(error)
 
 
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return ""
+def _reason(args: argparse.Namespace, by: str) -> str:
+    """The answer's reason, with whom the caller answered for when `--by` names someone else."""
+    if not args.by or args.by == by:
+        return str(args.reason)
+    return f"for {args.by}: {args.reason}" if args.reason else f"for {args.by}"

@@ -18,12 +18,14 @@ NodeUnreachableSeconds computed from Nodes and their Leases.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from agent.adapters.errors import KafkaAdminError
 from agent.adapters.storagepools import StoragePoolApi
+from agent.core import strimzi
 from agent.core.broker_identity import BrokerEndpoint, Identified, identify_brokers
 from agent.core.engine import distinct_queries
 from agent.core.matching import TargetObject, broker_object, node_object, pool_object, pvc_object
@@ -55,8 +57,28 @@ class BrokerEndpointSource(Protocol):
     async def broker_endpoints(self) -> Sequence[BrokerEndpoint]: ...
 
 
+def grown_through(claims: Sequence[Any]) -> dict[tuple[str, str], str]:
+    """(namespace, name) -> what resizing that claim grows, for the claims Strimzi owns (their pool's
+    volume, for as many brokers as it has claims)."""
+    placed = {
+        (claim.namespace, claim.name): owned
+        for claim in claims
+        if isinstance(owned := strimzi.owned_volume(claim), strimzi.OwnedVolume)
+    }
+    brokers = Counter(owned.volume_key for owned in placed.values())
+    return {key: owned.grows(brokers[owned.volume_key]) for key, owned in placed.items()}
+
+
 class StorageApiNotConfiguredError(RuntimeError):
     """A StoragePool rule runs in an agent that was given no storage API."""
+
+
+def split_storage_pool_rules(rules: Sequence[Rule]) -> tuple[list[Rule], dict[str, str]]:
+    """For an agent given no storage API: the rules it runs, and its StoragePool rules, not run (their
+    health says why). Not configured is neither an error nor an alert: no cycle fails every poll."""
+    running = [rule for rule in rules if rule.target is not TargetKind.STORAGE_POOL]
+    why = "not configured: StoragePool rules need the storage API (kafka-autopilot run --storage-api URL)"
+    return running, {rule.name: why for rule in rules if rule.target is TargetKind.STORAGE_POOL}
 
 
 QUERY_SHARING_SECONDS = 1.0
@@ -78,6 +100,8 @@ class Inventory:
         kind = rule.target
         if kind is TargetKind.PVC:
             namespaces = await self.cluster.namespace_labels()
+            claims = await self.cluster.list_pvcs()
+            through = grown_through(claims)
             return [
                 replace(
                     pvc_object(
@@ -85,13 +109,18 @@ class Inventory:
                         name=claim.name,
                         labels=claim.labels,
                         capacity_bytes=claim.capacity_bytes or claim.requested_bytes,
+                        annotations=claim.annotations,
+                        grown_through=through.get((claim.namespace, claim.name)),
                     ),
                     namespace_labels=namespaces.get(claim.namespace, {}),
                 )
-                for claim in await self.cluster.list_pvcs()
+                for claim in claims
             ]
         if kind is TargetKind.NODE:
-            return [node_object(name=node.name, labels=node.labels) for node in await self.cluster.list_nodes()]
+            return [
+                replace(node_object(name=node.name, labels=node.labels), annotations=node.annotations)
+                for node in await self.cluster.list_nodes()
+            ]
         if kind is TargetKind.BROKER:
             return await self.brokers(rule)
         if kind is TargetKind.STORAGE_POOL:
@@ -134,7 +163,9 @@ class Inventory:
                     identity_problem=problem,
                     uid=pod.uid,
                 )
-            brokers.append(replace(target, namespace_labels=namespaces.get(pod.namespace, {})))
+            brokers.append(
+                replace(target, namespace_labels=namespaces.get(pod.namespace, {}), annotations=pod.annotations)
+            )
         return brokers
 
     def kafka_unreachable(self, rule: Rule) -> str:

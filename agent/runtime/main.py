@@ -41,12 +41,12 @@ from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
 from agent.core.loader import LoadResult, merge_results, parse_rules
 from agent.core.policy import Policy, describe
-from agent.core.rules import Rule
+from agent.core.rules import Rule, TargetKind
 from agent.runtime.admission import AdmissionLedger
 from agent.runtime.approvals import ApprovalFlow
 from agent.runtime.cycle import RuleCycle
 from agent.runtime.events import KubeEvents
-from agent.runtime.inventory import Inventory
+from agent.runtime.inventory import Inventory, split_storage_pool_rules
 from agent.runtime.leadership import (
     EXIT_LEADERSHIP_LOST,
     LIVE_LEASE_NAME,
@@ -59,7 +59,7 @@ from agent.runtime.runner import ActionRunner
 from agent.runtime.scheduler import Scheduler, Triggers
 from agent.runtime.scope import PodScope, ScopedInventory, split_rules
 from agent.runtime.server import Endpoints, serve
-from agent.runtime.telemetry import Telemetry
+from agent.runtime.telemetry import FEW_OBJECTS, Telemetry
 from agent.runtime.watches import watch_triggers
 
 log = structlog.get_logger("kafka-autopilot")
@@ -103,6 +103,8 @@ class RunOptions:
     dry_run: bool = False
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
+    metrics_per_pvc: bool = False
+    """The `object` label on PVC rules' action counters too (one series per claim; see telemetry)."""
     install_crds: bool = False
     audit_stream: TextIO = field(default=sys.stdout)
     policy_path: Path | None = None
@@ -148,7 +150,7 @@ async def run_agent(
     if policy is not None and not dry_run and policy.dry_run_actions:
         log.info("dry-run for some actions only", actions=sorted(policy.dry_run_actions))
     trail = AuditTrail(stream=options.audit_stream, listener=listener)
-    telemetry = Telemetry()
+    telemetry = Telemetry(object_label_kinds=FEW_OBJECTS | {TargetKind.PVC} if options.metrics_per_pvc else FEW_OBJECTS)
     clock = WallClock()
     try:
         kube = await connect(kubeconfig=options.kubeconfig, clock=clock)
@@ -174,8 +176,11 @@ async def run_agent(
         not_run: dict[str, str] = {}
         if options.scope_pod is not None:
             rules, not_run = split_rules(rules, options.scope_pod)
-            for name, reason in not_run.items():
-                log.info("rule not run", rule=name, reason=reason)
+        if options.storage_api is None:
+            rules, without_pools = split_storage_pool_rules(rules)
+            not_run.update(without_pools)
+        for name, reason in not_run.items():
+            log.info("rule not run: not configured here", rule=name, reason=reason)
         if not rules:
             log.error("kafka-autopilot run: no valid rule to run")
             return 1
@@ -246,8 +251,8 @@ async def run_agent(
             recorder=recorder,
             telemetry=telemetry,
             triggers=triggers,
+            not_configured=not_run,
         )
-        scheduler.health.update(not_run)
         elector = None
         readiness = scheduler.readiness
         if options.leader_elect:

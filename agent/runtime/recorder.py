@@ -52,6 +52,7 @@ class Recorder:
     dry_run_actions: frozenset[str] = frozenset()
     """Actions whose executor got the dry-run applier (the policy's dryRunActions)."""
     _excluded_said: set[tuple[str, str]] = field(default_factory=set)
+    _ignored_said: set[tuple[str, str]] = field(default_factory=set)
 
     def dry_run_for(self, rule: Rule, action: str | None = None) -> bool:
         """Whether records about this rule (and action) say dry-run."""
@@ -71,14 +72,13 @@ class Recorder:
             self.telemetry.inc("kafka_autopilot_evaluations_total", rule=rule.name, verdict=evaluation.verdict.value)
         if outcome.unmatched_series:
             self.telemetry.inc("kafka_autopilot_unmatched_series_total", outcome.unmatched_series, rule=rule.name)
+        self.telemetry.object_states(rule, (state.state for state in outcome.states.values()))
         by_key = {target.key: target for target in objects}
         for transition in outcome.transitions:
             await self._transition_counted(rule, transition, by_key.get(transition.object))
         for declined in outcome.declined:
             outcome_label = "declined-at-maxsize" if declined.code == "AtMaxSize" else "declined"
-            self.telemetry.inc(
-                "kafka_autopilot_actions_total", rule=rule.name, action=declined.action, outcome=outcome_label
-            )
+            self.telemetry.action(rule, declined.action, outcome_label, by_key.get(declined.object))
             await self._event(
                 rule,
                 by_key.get(declined.object),
@@ -87,12 +87,10 @@ class Recorder:
                 warning=True,
             )
         for planned in outcome.planned:
-            self.telemetry.inc(
-                "kafka_autopilot_actions_total", rule=rule.name, action=planned.action, outcome="planned"
-            )
+            self.telemetry.action(rule, planned.action, "planned", by_key.get(planned.object))
         entered = {transition.object for transition in outcome.transitions}
         for held in outcome.held:
-            self.telemetry.inc("kafka_autopilot_actions_total", rule=rule.name, action=held.action, outcome="throttled")
+            self.telemetry.action(rule, held.action, "throttled", by_key.get(held.object))
             if held.object not in entered:  # still held, for another reason (entering the state has its own Event)
                 await self._event(
                     rule,
@@ -106,6 +104,19 @@ class Recorder:
                 self._excluded_said.add((rule.name, key))
                 log.info("object not acted on: outside the policy's namespaces", rule=rule.name, object=key, why=why)
                 self.trail.write(excluded_record(rule=rule.name, object_key=key, reason=why, at=self.clock.now()))
+        for key, why in outcome.ignored.items():
+            if (rule.name, key) not in self._ignored_said:
+                self._ignored_said.add((rule.name, key))
+                log.info("object not acted on: annotated to be ignored", rule=rule.name, object=key, why=why)
+                self.trail.write(
+                    excluded_record(
+                        rule=rule.name, object_key=key, reason=why, at=self.clock.now(), event="object-ignored"
+                    )
+                )
+        # said again if it is annotated again after it was not
+        self._ignored_said = {
+            (name, key) for name, key in self._ignored_said if name != rule.name or key in outcome.ignored
+        }
 
     async def transitions(self, rule: Rule, target: TargetObject, transitions: Iterable[Transition]) -> None:
         """Transitions outside a cycle (an action started or ended, an approver answered)."""
@@ -138,9 +149,7 @@ class Recorder:
         record["time"] = iso_time(self.clock.now())
         record["mutations"] = list(outcome.mutations)
         self.trail.write(record)
-        self.telemetry.inc(
-            "kafka_autopilot_actions_total", rule=rule.name, action=planned.action, outcome=outcome.kind.value
-        )
+        self.telemetry.action(rule, planned.action, outcome.kind.value, target)
         await self._event(
             rule,
             target,

@@ -15,7 +15,7 @@ that cycle only: it is recorded, the rule's health says why, and the loop goes o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -63,13 +63,18 @@ class Scheduler:
     recorder: Recorder
     telemetry: Telemetry
     triggers: Triggers
+    not_configured: Mapping[str, str] = field(default_factory=dict)
+    """Rules not run here, by name, with why (a sidecar's scope, no storage API): their health, not an error."""
     health: dict[str, str] = field(default_factory=dict)
     evaluated_once: set[str] = field(default_factory=set)
     sweep_seconds: float = SWEEP_SECONDS
 
+    def __post_init__(self) -> None:
+        self.health.update(self.not_configured)
+
     async def run(self) -> None:
         """Run every rule until cancelled."""
-        self.telemetry.set("kafka_autopilot_rules_loaded", len(self.rules))
+        self.telemetry.rules_loaded(self.rules, not_configured=self.not_configured)
         async with asyncio.TaskGroup() as group:
             for rule in self.rules:
                 group.create_task(self.rule_loop(rule), name=f"rule:{rule.name}")
@@ -109,7 +114,7 @@ class Scheduler:
             self.recorder.cycle_error(rule, error)
         finally:
             healthy = 1.0 if self.health.get(rule.name) == "ok" else 0.0
-            self.telemetry.set_labeled("kafka_autopilot_rule_healthy", healthy, rule=rule.name)
+            self.telemetry.set("kafka_autopilot_rule_healthy", healthy, rule=rule.name)
             self.evaluated_once.add(rule.name)
             elapsed = self.clock.monotonic() - started
             self.telemetry.observe("kafka_autopilot_loop_duration_seconds", elapsed, rule=rule.name)

@@ -450,7 +450,9 @@ def noisy_neighbour_token(api: KubeApi) -> str:
 
 def hold_a_seat(sandbox: Sandbox, token: str, release: threading.Event, answers: list[str]) -> None:
     """A PATCH whose body never finishes: the apiserver reads the body inside the request's seat, so the
-    seat stays taken until `release`. A request that finds no seat is answered at once (429)."""
+    seat stays taken until `release`. A request that finds no seat is answered at once (429): its announced
+    body is over the 256 KiB that Go's HTTP server would otherwise wait to drain before answering, and under
+    the apiserver's 3 MB request limit."""
     host, port = "127.0.0.1", int(sandbox.kube.apiserver_url.rsplit(":", 1)[1])
     context = ssl.create_default_context(cafile=str(sandbox.kube.pki_dir / "ca.crt"))
     with (
@@ -460,7 +462,7 @@ def hold_a_seat(sandbox: Sandbox, token: str, release: threading.Event, answers:
         head = (
             f"PATCH /api/v1/namespaces/{NAMESPACE}/configmaps/{NOISY} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             f"Authorization: Bearer {token}\r\nContent-Type: application/merge-patch+json\r\n"
-            "Content-Length: 100000\r\n\r\n{"
+            "Content-Length: 1000000\r\n\r\n{"
         )
         tls.sendall(head.encode())
         tls.settimeout(0.5)

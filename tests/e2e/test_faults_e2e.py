@@ -125,8 +125,10 @@ def test_a_dry_run_agent_then_a_live_one_the_live_one_acts(
     live.start()
     eventually(lambda: capacity(api, claim) == "800Gi", timeout=90, what=f"{claim} resized by the live agent")
     print(f"\nFAULT dry-run then live: live agent start -> resized: {time.monotonic() - started:.1f}s")
+    eventually(
+        lambda: state_of(api, "kafka-resize", key) == "ActiveActionsTaken", timeout=60, what="the live state Taken"
+    )
     assert len(patch_times(sandbox, claim)) == 1
-    assert state_of(api, "kafka-resize", key) == "ActiveActionsTaken"
 
 
 def test_the_apiserver_stopped_mid_action_resumes_with_exactly_one_patch(

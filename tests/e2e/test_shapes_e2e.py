@@ -15,8 +15,12 @@ sandbox status) unchanged. In order, per shape:
   pod on that node are untouched; once the node is back, the agent's cordon is gone within 60 s;
 - a partitioned node whose broker still serves: no force-delete, the node never stays unschedulable;
 - a broker restarted: its preferred leadership restored;
-- a volume over the threshold: resized in bitnami; in strimzi, declined with the owner named (the
-  operator owns those PVCs);
+- in strimzi, the live agent stepping aside: a dry-run agent records the KafkaNodePool patch a full
+  volume calls for, and nothing changes;
+- a volume over the threshold: resized in bitnami; in strimzi, grown through its KafkaNodePool (the
+  operator owns those PVCs): one broker's full volume grows the pool 400Gi -> 800Gi, a second broker's
+  800Gi -> 1Ti (capped), a third is declined at maxsize; every PVC of the pool follows (the operator
+  twin), and the apiserver's audit log shows the agent patching the pool twice and no PVC;
 - in bitnami, a storage pool past 70%: expanded by the shipped pool rule;
 - two broker nodes failing at once, with a topic at min.insync.replicas 2 on both: the min-ISR guard,
   counting every failing node, holds the reschedule and nothing is force-deleted.
@@ -30,17 +34,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka.client import AIOKafkaClient
 from e2e_support import (
+    AGENTS_OWN_RESOURCES,
     PODS,
     PVCS,
     AgentProcess,
+    agent_mutations,
+    audit_log_entries,
     broker_moves_off_failed_node,
+    capacity,
     pods_on,
+    requested,
 )
 from helpers import eventually
 
@@ -221,23 +231,6 @@ def test_strimzi_pods_and_claims_are_named_labelled_and_owned_as_strimzi_does(
 
 
 @SHAPES
-def test_strimzi_growing_the_pools_volume_grows_every_claim(shaped_sandbox: Sandbox, api: KubeApi) -> None:
-    if shaped_sandbox.definition.name != "strimzi":
-        assert strimzi_absent(shaped_sandbox, api)
-        return
-    pool = api.get(POOL)
-    volumes: list[dict[str, Any]] = pool["spec"]["storage"]["volumes"]
-    api.merge_patch(POOL, {"spec": {"storage": {"type": "jbod", "volumes": [{**volumes[0], "size": "500Gi"}]}}})
-    names = [shaped_sandbox.definition.pvc_name(b) for b in shapes.STRIMZI_NODE_IDS]
-
-    def capacities() -> set[str]:
-        return {api.get(f"{PVCS}/{name}")["status"].get("capacity", {}).get("storage", "") for name in names}
-
-    eventually(lambda: capacities() == {"500Gi"}, timeout=60, what="every pool PVC at 500Gi")
-    assert {api.get(f"{PVCS}/{n}")["spec"]["resources"]["requests"]["storage"] for n in names} == {"500Gi"}
-
-
-@SHAPES
 def test_a_deleted_broker_pod_comes_back_and_its_broker_advertises_the_new_pod_ip(
     shaped_sandbox: Sandbox, api: KubeApi
 ) -> None:
@@ -356,30 +349,127 @@ def test_a_restarted_broker_gets_its_preferred_leadership_back(shaped_sandbox: S
     eventually(lambda: imbalance(prometheus) == 0, timeout=60, what="the controller's imbalance back at 0")
 
 
+STRIMZI = pytest.mark.parametrize("shaped_sandbox", ["strimzi"], indirect=True, scope="module")
+
+
+@STRIMZI
+def test_in_dry_run_the_pool_growth_is_recorded_and_nothing_changes(
+    shaped_sandbox: Sandbox, api: KubeApi, agent: AgentProcess, tmp_path: Path
+) -> None:
+    """The live agent steps aside; a dry-run agent with the shipped resize rule records the KafkaNodePool
+    patch a full Strimzi volume calls for, and makes none."""
+    sandbox = shaped_sandbox
+    rules_dir = Path(sandbox.status()["rules_dir"])
+    claim = sandbox.definition.pvc_name(shapes.STRIMZI_NODE_IDS[3])
+    key = f"{workload.NAMESPACE}/{claim}"
+    twin = sandbox.twin_client()
+    agent.stop()
+    since = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        with AgentProcess(
+            sandbox=sandbox, rules=[rules_dir / "kafka-resize.yaml"], audit_path=tmp_path / "dry.jsonl", dry_run=True
+        ) as dry:
+            twin.set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=int(400 * 0.82) * GI)
+            planned = eventually(
+                lambda: [r for r in dry.records() if r["event"] == "action-dry-run" and r["object"] == key],
+                timeout=60,
+                what="the dry-run pool growth",
+            )
+            print(f"\nDRY-RUN strimzi: {planned[0]['after']}")
+            assert "grows pool `brokers` volume 0 for 4 brokers" in planned[0]["after"], planned[0]
+            recorded = [r["after"] for r in dry.records() if r["event"] == "mutation-recorded"]
+            assert any("KafkaNodePool" in str(after) for after in recorded), recorded
+            time.sleep(2)
+            assert pool_size(api) == "400Gi"
+            assert {requested(api, sandbox.definition.pvc_name(b)) for b in shapes.STRIMZI_NODE_IDS} == {"400Gi"}
+            written = [
+                (entry["objectRef"].get("resource"), entry["verb"])
+                for entry in agent_mutations(audit_log_entries(sandbox), since=since)
+                if entry["objectRef"].get("resource") not in AGENTS_OWN_RESOURCES
+            ]
+            assert written == [], written
+    finally:
+        twin.set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=40 * GI)
+        agent.start()
+
+
 @SHAPED
-def test_a_full_volume_is_resized_or_declined_with_its_owner_named(
+def test_a_full_volume_is_resized_itself_or_through_its_owner(
     shaped_sandbox: Sandbox, api: KubeApi, agent: AgentProcess
 ) -> None:
     sandbox = shaped_sandbox
+    if sandbox.shape == "strimzi":
+        the_pool_grows_400gi_800gi_1ti_then_is_at_maxsize(sandbox, api, agent)
+        return
     broker = brokers(sandbox)[0]
     (claim,) = broker["pvcs"]
     path = f"/api/v1/namespaces/{broker['namespace']}/persistentvolumeclaims/{claim}"
-    # In strimzi the sandbox checks grew the pool's volume already: fill to 82% of what the claim has now.
     gib = parse_bytes(api.get(path)["status"]["capacity"]["storage"]) // GI
     sandbox.twin_client().set_used(namespace=broker["namespace"], pvc=claim, used_bytes=int(gib * 0.82) * GI)
-    key = f"{broker['namespace']}/{claim}"
-    if sandbox.shape == "strimzi":
-        declined = eventually(
-            lambda: [r for r in agent.records() if r["event"] == "action-declined" and r["object"] == key],
-            timeout=90,
-            what="the resize declined",
-        )
-        assert "owned by" in declined[0]["reason"], declined[0]
-        return
     doubled = f"{2 * gib}Gi"
     eventually(
         lambda: api.get(path)["status"]["capacity"]["storage"] == doubled, timeout=120, what=f"{claim} at {doubled}"
     )
+
+
+def pool_size(api: KubeApi) -> str:
+    return str(api.get(POOL)["spec"]["storage"]["volumes"][0]["size"])
+
+
+def fill_and_see_the_pool_grow(
+    sandbox: Sandbox, api: KubeApi, agent: AgentProcess, *, claim: str, full_gib: int, grown: str, since: str
+) -> None:
+    """Fill `claim` (of `full_gib`) to 82%: the agent patches the pool's volume to `grown` (the latency is
+    printed), every PVC of the pool follows, and the resize is verified, its record saying what grew."""
+    claims = [sandbox.definition.pvc_name(b) for b in shapes.STRIMZI_NODE_IDS]
+    crossed = time.time()
+    sandbox.twin_client().set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=int(full_gib * 0.82) * GI)
+    eventually(lambda: pool_size(api) == grown, timeout=120, what=f"KafkaNodePool volume 0 at {grown}")
+    patches = [
+        entry
+        for entry in agent_mutations(audit_log_entries(sandbox), since=since)
+        if entry["objectRef"].get("resource") == "kafkanodepools"
+    ]
+    patched_at = datetime.fromisoformat(patches[-1]["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+    print(f"\nLATENCY strimzi: {claim} past 80% -> KafkaNodePool patched to {grown}: {patched_at - crossed:.1f}s")
+    eventually(
+        lambda: {requested(api, c) for c in claims} == {grown} and {capacity(api, c) for c in claims} == {grown},
+        timeout=120,
+        what=f"every PVC of the pool at {grown}",
+    )
+    key = f"{workload.NAMESPACE}/{claim}"
+    verified = eventually(
+        lambda: [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == key],
+        timeout=30,
+        what=f"the resize of {claim} verified",
+    )
+    assert "grows pool `brokers` volume 0 for 4 brokers" in verified[0]["after"], verified[0]
+
+
+def the_pool_grows_400gi_800gi_1ti_then_is_at_maxsize(sandbox: Sandbox, api: KubeApi, agent: AgentProcess) -> None:
+    """The shipped resize rule on Strimzi's PVCs: a full broker volume grows the KafkaNodePool (each time a
+    new broker's volume, its own object: no cooldown to wait), the operator twin grows every PVC of the
+    pool, and the agent patches the pool only, never a PVC."""
+    since = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    claims = [sandbox.definition.pvc_name(b) for b in shapes.STRIMZI_NODE_IDS]
+    assert pool_size(api) == "400Gi"
+    fill_and_see_the_pool_grow(sandbox, api, agent, claim=claims[0], full_gib=400, grown="800Gi", since=since)
+    fill_and_see_the_pool_grow(sandbox, api, agent, claim=claims[1], full_gib=800, grown="1Ti", since=since)
+    sandbox.twin_client().set_used(namespace=workload.NAMESPACE, pvc=claims[2], used_bytes=int(1024 * 0.82) * GI)
+    key = f"{workload.NAMESPACE}/{claims[2]}"
+    declined = eventually(
+        lambda: [r for r in agent.records() if r["event"] == "action-declined" and r["object"] == key],
+        timeout=60,
+        what="the third resize declined at maxsize",
+    )
+    assert declined[0]["reason"] == "AtMaxSize: at maxsize 1Ti (current 1Ti)", declined[0]
+    assert pool_size(api) == "1Ti"
+    written = [
+        (entry["objectRef"].get("resource"), entry["verb"])
+        for entry in agent_mutations(audit_log_entries(sandbox), since=since)
+        if entry["objectRef"].get("resource") not in AGENTS_OWN_RESOURCES
+    ]
+    assert written == [("kafkanodepools", "patch"), ("kafkanodepools", "patch")], written
 
 
 @BITNAMI

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from chart_support import service_account_token, token_kubeconfig
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient, Configuration
 
@@ -212,13 +213,91 @@ def test_approvals_lists_the_waiting_ones_and_approve_answers(plane: KubeControl
     assert "approved" in approved.stdout and "400Gi -> 800Gi" in approved.stdout
     stored = api.get(f"{APPROVALS.format(namespace='kafka')}/{request.name}")
     assert stored["spec"]["approvalState"] == "approved"
-    assert stored["metadata"]["annotations"]["kafka-autopilot.io/answered-by"] == "alice"
+    admin = whoami(api)  # the kubeconfig's user, not the name given with --by
+    assert stored["metadata"]["annotations"]["kafka-autopilot.io/answered-by"] == admin != "alice"
+    assert stored["metadata"]["annotations"]["kafka-autopilot.io/answer-reason"] == "for alice: capacity review done"
     assert request.name not in cli(plane, "approvals").stdout  # answered: no longer waiting
 
     assert cli(plane, "approve", request.name, "-n", "kafka").returncode == 0  # the same answer again: done
     declined = cli(plane, "decline", request.name)
     assert declined.returncode == 1
-    assert "already approved by alice" in declined.stderr
+    assert f"already approved by {admin}" in declined.stderr
+
+
+def whoami(api: KubeApi) -> str:
+    review = api.create(
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+    )
+    return str(review["status"]["userInfo"]["username"])
+
+
+APPROVER_ROLE = "kafka-autopilot-test-approver"
+
+
+def approver_kubeconfig(plane: KubeControlPlane, api: KubeApi, *, name: str, folder: Path) -> Path:
+    """A kubeconfig of the ServiceAccount kafka/NAME, bound to an approver role (get, list, patch)."""
+    api.create("/api/v1/namespaces/kafka/serviceaccounts", {"metadata": {"name": name}})
+    api.create(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/kafka/rolebindings",
+        {
+            "metadata": {"name": f"{name}-approver"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": APPROVER_ROLE},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "kafka"}],
+        },
+    )
+    return token_kubeconfig(
+        path=folder / f"{name}.kubeconfig",
+        server=plane.apiserver_url,
+        ca_file=plane.pki_dir / "ca.crt",
+        token=service_account_token(api, namespace="kafka", name=name),
+        user=name,
+    )
+
+
+def test_each_answer_records_the_kubernetes_user_who_gave_it(
+    plane: KubeControlPlane, api: KubeApi, tmp_path: Path
+) -> None:
+    """Two people, two identities: each answer names the ServiceAccount whose token made it, whatever
+    --by says and whoever runs the command on this machine."""
+    api.create(
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        {
+            "metadata": {"name": APPROVER_ROLE},
+            "rules": [
+                {
+                    "apiGroups": ["kafka-autopilot.io"],
+                    "resources": ["actionapprovals"],
+                    "verbs": ["get", "list", "patch"],
+                }
+            ],
+        },
+    )
+    first, second = request_for("data-alice"), request_for("data-bob")
+
+    async def create() -> None:
+        async with await config.new_client_from_config(config_file=str(plane.kubeconfig_path)) as api_client:
+            for request in (first, second):
+                await ApprovalStore(kube=_kube(api_client)).ensure(request, now=T0)
+
+    asyncio.run(create())
+    alice = approver_kubeconfig(plane, api, name="alice", folder=tmp_path)
+    bob = approver_kubeconfig(plane, api, name="bob", folder=tmp_path)
+
+    approved = cli(plane, "approve", first.name, "-n", "kafka", "--by", "bob", kubeconfig=alice)
+    declined = cli(plane, "decline", second.name, "-n", "kafka", kubeconfig=bob)
+
+    assert (approved.returncode, declined.returncode) == (0, 0), approved.stderr + declined.stderr
+    answered_by = {
+        request.name: api.get(f"{APPROVALS.format(namespace='kafka')}/{request.name}")["metadata"]["annotations"][
+            "kafka-autopilot.io/answered-by"
+        ]
+        for request in (first, second)
+    }
+    assert answered_by == {
+        first.name: "system:serviceaccount:kafka:alice",
+        second.name: "system:serviceaccount:kafka:bob",
+    }
 
 
 def test_an_unknown_name_exits_1(plane: KubeControlPlane) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from chart_support import CHART, REPO, helm, of_kind, one, render
 
 from agent.adapters.promtool import check_promql
 from agent.cli import build_parser
+from agent.core import strimzi
 from sandbox.prometheus import binaries
 
 pytestmark = pytest.mark.prometheus
@@ -52,10 +54,13 @@ def rbac_rules(objects: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
 # --- lint and render ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["service", "sidecar"])
+OPENSHIFT = {"openshift": True}
+
+
+@pytest.mark.parametrize("mode", ["service", "sidecar", "openshift"])
 def test_helm_lint_passes_strict(mode: str, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump({**MONITORING, **(SIDECAR if mode == "sidecar" else {})}))
+    values.write_text(yaml.safe_dump({**MONITORING, **{"sidecar": SIDECAR, "openshift": OPENSHIFT}.get(mode, {})}))
     done = helm("lint", "--strict", str(CHART), "--values", str(values))
     assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
 
@@ -117,6 +122,101 @@ def test_the_pod_meets_pod_security_restricted_and_has_a_read_only_root() -> Non
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     mounts = {mount["mountPath"] for mount in container(objects)["volumeMounts"]}
     assert "/tmp" in mounts, "a read-only root needs a writable /tmp"
+
+
+def test_the_openshift_option_leaves_the_ids_to_the_platform_and_keeps_the_rest_restricted() -> None:
+    objects = render(values=OPENSHIFT)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    security = container(objects)["securityContext"]
+    for fixed in ("runAsUser", "runAsGroup", "fsGroup"):
+        assert fixed not in pod["securityContext"] and fixed not in security, fixed
+    assert pod["securityContext"]["runAsNonRoot"] is True and security["runAsNonRoot"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]} and security["allowPrivilegeEscalation"] is False
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    own = render(values={"podSecurityContext": {"fsGroup": 2000, "runAsUser": None}})  # null drops a default
+    context = one(own, "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert context["fsGroup"] == 2000 and "runAsUser" not in context and context["runAsNonRoot"] is True
+
+
+def test_placement_and_extra_volumes_come_from_values() -> None:
+    zone_spread = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["infra"]}]}]
+            }
+        }
+    }
+    values = {
+        "affinity": affinity,
+        "topologySpreadConstraints": [zone_spread],
+        "priorityClassName": "system-cluster-critical",
+        "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "trusted-ca"}}],
+        "extraVolumeMounts": [{"name": "ca-bundle", "mountPath": "/etc/pki/extra", "readOnly": True}],
+        "extraEnv": [{"name": "SSL_CERT_DIR", "value": "/etc/pki/extra"}],
+        "extraArgs": ["--log-level=debug"],
+    }
+    objects = render(values=values)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["affinity"] == affinity, "affinity replaces the chart's anti-affinity"
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread == {
+        **zone_spread,
+        "labelSelector": {"matchLabels": one(objects, "Deployment")["spec"]["selector"]["matchLabels"]},
+    }
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert {"name": "ca-bundle", "configMap": {"name": "trusted-ca"}} in pod["volumes"]
+    agent = container(objects)
+    assert {"name": "ca-bundle", "mountPath": "/etc/pki/extra", "readOnly": True} in agent["volumeMounts"]
+    assert {"name": "SSL_CERT_DIR", "value": "/etc/pki/extra"} in agent["env"]
+    assert agent["args"][-1] == "--log-level=debug"
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicas": "two"}, "/replicas"),
+        ({"podAntiAffinity": "maybe"}, "/podAntiAffinity"),
+        ({"replica": 3}, "additional properties 'replica' not allowed"),
+        ({"kafka": {"securityProtocol": "TLS"}}, "/kafka/securityProtocol"),
+        ({"metrics": {"prometheusRule": {"for": "ten minutes"}}}, "/metrics/prometheusRule/for"),
+    ],
+    ids=["wrong-type", "not-an-option", "unknown-key", "unknown-protocol", "not-a-duration"],
+)
+def test_the_values_schema_rejects_a_bad_value_and_names_it(
+    values: dict[str, Any], complaint: str, tmp_path: Path
+) -> None:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    done = helm("lint", "--strict", str(CHART), "--values", str(values_file), check=False)
+    assert done.returncode != 0
+    assert "values don't meet the specifications of the schema" in done.stdout + done.stderr
+    assert complaint in done.stdout + done.stderr
+
+
+def notes(values: dict[str, Any], tmp_path: Path) -> str:
+    """NOTES.txt as `helm install` prints it (`helm template` leaves it out): the chart copied with the
+    notes wrapped in a template of their own."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    text = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "_test_notes.tpl").write_text('{{- define "test.notes" -}}\n' + text + "{{- end -}}\n")
+    (chart / "templates" / "test-notes.yaml").write_text('kind: Notes\ntext: {{ include "test.notes" . | toJson }}\n')
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    done = helm("template", "autopilot", str(chart), "--namespace", "kafka-autopilot", "--values", str(values_file))
+    (found,) = [doc for doc in yaml.safe_load_all(done.stdout) if doc and doc.get("kind") == "Notes"]
+    return str(found["text"])
+
+
+def test_notes_say_how_to_reach_the_leaders_rules(tmp_path: Path) -> None:
+    service = notes({}, tmp_path / "service")
+    assert "get lease autopilot-kafka-autopilot -o jsonpath='{.spec.holderIdentity}'" in service
+    assert "port-forward pod/$LEADER 8080" in service
+    assert "curl -s localhost:8080/rules" in service
+    assert "DRY-RUN" in service
+    sidecar = notes({**SIDECAR, "dryRun": False}, tmp_path / "sidecar")
+    assert "Sidecar mode" in sidecar and "get lease" not in sidecar and "LIVE" in sidecar
 
 
 def test_values_become_the_agents_flags_and_secrets_become_files() -> None:
@@ -185,6 +285,7 @@ FULL = {
     "storageApi": {"url": "http://portworx-api.kube-system:9021", "tokenSecret": {"name": "px-token"}},
     "rules": {"fromCluster": True},
     "rbac": {"installCRDs": True},
+    "metrics": {"perPvcSeries": True},
 }
 # `run` flags the chart does not render, and why: in a pod the service account is the identity, the
 # audit trail is the container's stdout, and --scope-pod is the sidecar's (README.md's snippet).
@@ -313,6 +414,17 @@ def test_sidecar_mode_has_no_deployment_and_no_cluster_wide_power() -> None:
     assert not [g for g in granted if g[2] == "leases"], "a sidecar elects no leader"
 
 
+def test_service_mode_may_grow_strimzi_storage_specs_and_nothing_else_of_strimzis() -> None:
+    """What the resize executor reads and patches for a Strimzi-owned PVC (agent.core.strimzi names the
+    group), granted cluster-wide in service mode; no other Strimzi resource or verb."""
+    granted = rbac_rules(render(values={}))
+    owners = {(scope, resource, verb) for scope, group, resource, verb in granted if group == strimzi.GROUP}
+    assert owners == {
+        ("cluster", resource, verb) for resource in ("kafkanodepools", "kafkas") for verb in ("get", "patch")
+    }
+    assert not [g for g in rbac_rules(render(values=SIDECAR)) if g[1] == strimzi.GROUP]
+
+
 def test_crds_in_the_chart_are_the_agents_crds() -> None:
     shipped = sorted(path.name for path in (REPO / "agent" / "resources" / "crds").glob("*.yaml"))
     assert sorted(path.name for path in (CHART / "crds").glob("*.yaml")) == shipped
@@ -323,13 +435,20 @@ def test_crds_in_the_chart_are_the_agents_crds() -> None:
 
 
 def test_rules_in_the_chart_are_the_shipped_rules() -> None:
-    shipped = sorted(path.name for path in (REPO / "rules").glob("*.yaml"))
-    assert sorted(path.name for path in (CHART / "files" / "rules").glob("*.yaml")) == shipped
-    for name in shipped:
-        assert (CHART / "files" / "rules" / name).read_bytes() == (REPO / "rules" / name).read_bytes(), (
-            f"helm/kafka-autopilot/files/rules/{name} differs from rules/{name}: run scripts/sync-chart.sh"
-        )
-    assert set(one(render(), "ConfigMap")["data"]) == {*shipped, "policy.yaml"}
+    for folder in ("rules", "rules-kubelet"):
+        shipped = sorted(path.name for path in (REPO / folder).glob("*.yaml"))
+        assert sorted(path.name for path in (CHART / "files" / folder).glob("*.yaml")) == shipped
+        for name in shipped:
+            assert (CHART / "files" / folder / name).read_bytes() == (REPO / folder / name).read_bytes(), (
+                f"helm/kafka-autopilot/files/{folder}/{name} differs from {folder}/{name}: run scripts/sync-chart.sh"
+            )
+    rules = {path.name for path in (REPO / "rules").glob("*.yaml")}
+    kubelet = {path.name for path in (REPO / "rules-kubelet").glob("*.yaml")}
+    assert set(one(render(), "ConfigMap")["data"]) == {*(rules - {"kafka-resize.yaml"}), *kubelet, "policy.yaml"}
+    portworx = render(values={"rules": {"volumeMetrics": "portworx"}})
+    assert set(one(portworx, "ConfigMap")["data"]) == {*rules, "policy.yaml"}
+    chosen = render(values={"rules": {"shipped": ["kafka-resize.yaml", "kafka-inodes.yaml"]}})
+    assert set(one(chosen, "ConfigMap")["data"]) == {"kafka-resize.yaml", "kafka-inodes.yaml", "policy.yaml"}
 
 
 def readme_rbac_rows() -> set[tuple[str, str, str]]:
@@ -429,10 +548,21 @@ def test_alert_rules_pass_promtool_check(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 7 rules found" in done.stdout
+    assert "SUCCESS: 9 rules found" in done.stdout
 
 
-def test_alerts_fire_on_an_unhealthy_rule_and_a_failed_action(tmp_path: Path) -> None:
+def test_every_alert_links_its_runbook_section_in_operations_md() -> None:
+    operations = (REPO / "docs" / "operations.md").read_text()
+    runbooks = operations.split("## Runbooks", 1)[1]
+    alerts = [rule for group in alert_groups()["groups"] for rule in group["rules"] if "alert" in rule]
+    assert len(alerts) == 9
+    for alert in alerts:
+        name = alert["alert"]
+        assert alert["annotations"]["runbook_url"] == f"docs/operations.md#{name.lower()}"
+        assert f"\n### {name}\n" in runbooks, f"docs/operations.md has no runbook section for {name}"
+
+
+def test_alerts_fire_on_an_unhealthy_rule_a_failed_action_no_leader_and_a_waiting_approval(tmp_path: Path) -> None:
     """promtool's rule unit test: the alerts fire on the agent's own series, and stay quiet when healthy."""
     (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(alert_groups(), sort_keys=False))
     tests = {
@@ -449,6 +579,10 @@ def test_alerts_fire_on_an_unhealthy_rule_and_a_failed_action(tmp_path: Path) ->
                         "values": "0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
                     },
                     {"series": 'up{job="autopilot-kafka-autopilot"}', "values": "1x20"},
+                    {"series": 'kafka_autopilot_leader{job="autopilot-kafka-autopilot",pod="a"}', "values": "0x20"},
+                    {"series": 'kafka_autopilot_leader{job="autopilot-kafka-autopilot",pod="b"}', "values": "0x20"},
+                    {"series": 'kafka_autopilot_approvals_pending{rule="kafka-resize"}', "values": "1x90"},
+                    {"series": 'kafka_autopilot_approvals_pending{rule="kafka-node-failure"}', "values": "0x90"},
                 ],
                 "alert_rule_test": [
                     {
@@ -470,6 +604,17 @@ def test_alerts_fire_on_an_unhealthy_rule_and_a_failed_action(tmp_path: Path) ->
                         ],
                     },
                     {"eval_time": "15m", "alertname": "KafkaAutopilotDown", "exp_alerts": []},
+                    {
+                        "eval_time": "15m",
+                        "alertname": "KafkaAutopilotNoLeader",
+                        "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
+                    },
+                    {"eval_time": "30m", "alertname": "KafkaAutopilotApprovalPending", "exp_alerts": []},
+                    {
+                        "eval_time": "75m",
+                        "alertname": "KafkaAutopilotApprovalPending",
+                        "exp_alerts": [{"exp_labels": {"severity": "info", "rule": "kafka-resize"}}],
+                    },
                 ],
             }
         ],

@@ -30,6 +30,7 @@ from sandbox.kube import (
     ensure_binaries,
     node_condition,
     node_taint_keys,
+    pod_cidr,
 )
 from sandbox.process import pid_is_running, port_is_open
 
@@ -99,7 +100,7 @@ def test_admin_kubeconfig_is_written(plane: KubeControlPlane) -> None:
     assert "client-certificate-data" in text
 
 
-def test_statefulset_pods_run_with_bound_pvcs(api: KubeApi) -> None:
+def test_statefulset_pods_run_with_bound_pvcs(plane: KubeControlPlane, api: KubeApi) -> None:
     api.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
     api.create(
         "/apis/storage.k8s.io/v1/storageclasses",
@@ -179,7 +180,8 @@ def test_statefulset_pods_run_with_bound_pvcs(api: KubeApi) -> None:
         "data-kafka-1": "Bound",
     }
     assert {claim["spec"]["volumeName"] for claim in claims} == {"pv-data-kafka-0", "pv-data-kafka-1"}
-    assert all(pod["status"].get("podIP", "").startswith("127.20.") for pod in pods(api).values())
+    prefix = pod_cidr(plane.state.apiserver_port).removesuffix("0.0/16")
+    assert all(pod["status"].get("podIP", "").startswith(prefix) for pod in pods(api).values())
 
 
 def test_the_attach_detach_controller_creates_a_volume_attachment_per_pod_volume(api: KubeApi) -> None:

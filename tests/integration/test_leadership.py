@@ -128,8 +128,8 @@ async def test_exactly_one_of_two_leads_and_keeps_renewing(
         assert spec["acquireTime"] == first["acquireTime"]
         assert epoch(spec["renewTime"]) > epoch(first["renewTime"])
         assert leader.elector.leading and not standby.elector.leading
-        assert leader.telemetry.gauges["kafka_autopilot_leader"] == 1
-        assert standby.telemetry.gauges["kafka_autopilot_leader"] == 0
+        assert leader.telemetry.value("kafka_autopilot_leader") == 1
+        assert standby.telemetry.value("kafka_autopilot_leader") == 0
         assert "kafka_autopilot_leader 1" in leader.telemetry.render()
         assert leader.outcomes() == ["acquired"]
         assert standby.outcomes() == ["standby"]
@@ -170,7 +170,7 @@ async def test_the_standby_takes_over_within_the_lease_duration_when_the_leader_
     assert leader.lost == [reason]
     assert not leader.elector.leading
     assert leader.outcomes() == ["acquired", "lost"]
-    assert leader.telemetry.gauges["kafka_autopilot_leader"] == 0
+    assert leader.telemetry.value("kafka_autopilot_leader") == 0
 
 
 async def test_a_conflicting_write_loses_cleanly(clients: tuple[KubeClient, KubeClient], api: KubeApi) -> None:

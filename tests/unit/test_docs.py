@@ -18,6 +18,7 @@ from agent.core.aliases import KEY_ALIASES
 from agent.core.loader import KUBERNETES_CONDITION_KEYS, parse_rules
 from agent.core.operators import Operator
 from agent.core.policy import _SPEC_FIELDS as POLICY_FIELDS
+from agent.core.policy import parse_policies
 from agent.core.rules import Enforcement, SelectorOperator
 from agent.core.states import RuleState
 
@@ -117,6 +118,19 @@ def test_every_flag_the_docs_name_exists() -> None:
         named = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text))
         stale = sorted(named - known - others)
         assert not stale, f"{name} names flags no command has: {stale}"
+
+
+@pytest.mark.parametrize("page", ["strimzi.md", "bitnami.md", "cloud-volumes.md"])
+def test_the_rules_and_policies_the_guides_show_load_without_problems(page: str) -> None:
+    """Every AutopilotRule and AutopilotPolicy shown whole in a guide is one the agent takes as it is."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (DOCS / page).read_text(), flags=re.DOTALL)
+    documents = [block for block in blocks if re.search(r"^kind: Autopilot(Rule|Policy)$", block, flags=re.M)]
+    assert documents, f"{page} shows no rule or policy"
+    for block in documents:
+        rules = parse_rules(block, file=page, catalog=CATALOG)
+        policies = parse_policies(block, file=page, catalog=CATALOG)
+        assert [str(problem) for problem in (*rules.problems, *policies.problems)] == []
+        assert len(rules.rules) + len(policies.policies) == 1
 
 
 def test_every_run_and_approval_flag_is_documented() -> None:

@@ -183,6 +183,30 @@ def test_shipped_rule_loads_without_problems(filename: str) -> None:
     assert (rule.name, rule.target) == SHIPPED_TARGETS[filename]
 
 
+KUBELET_RULES_DIR = RULES_DIR.parent / "rules-kubelet"
+
+
+def test_the_kubelet_rules_load_and_merge_with_the_shipped_ones_but_the_reference_resize() -> None:
+    """The chart's default set (rules.volumeMetrics: kubelet): rules/ without the Portworx resize, plus
+    rules-kubelet/; every rule a PVC rule on kubelet_volume_stats_*, and no name used twice."""
+    kubelet = [
+        parse_rules(path.read_text(encoding="utf-8"), file=str(path), catalog=CATALOG)
+        for path in sorted(KUBELET_RULES_DIR.glob("*.yaml"))
+    ]
+    assert [str(problem) for result in kubelet for problem in result.problems] == []
+    rules = [rule for result in kubelet for rule in result.rules]
+    assert sorted(rule.name for rule in rules) == ["kafka-inodes", "kafka-resize-kubelet"]
+    for rule in rules:
+        assert rule.target is TargetKind.PVC
+        assert all("kubelet_volume_stats_" in expression.query for expression in rule.conditions.expressions)
+    shipped = [
+        parse_rules(path.read_text(encoding="utf-8"), file=str(path), catalog=CATALOG)
+        for path in sorted(RULES_DIR.glob("*.yaml"))
+        if path.name != "kafka-resize.yaml"
+    ]
+    assert merge_results([*shipped, *kubelet]).problems == ()
+
+
 def test_shipped_rules_merge_without_duplicate_names() -> None:
     results = [
         parse_rules(path.read_text(encoding="utf-8"), file=str(path), catalog=CATALOG)

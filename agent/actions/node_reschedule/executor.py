@@ -45,7 +45,7 @@ from agent.adapters.clock import Clock
 from agent.core.broker_identity import Identified, PodAddress, identify_brokers
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, brokers_seen_alive, min_isr_violations_during_failures
-from agent.core.matching import TargetObject
+from agent.core.matching import IGNORE_ANNOTATION, TargetObject
 from agent.core.rules import LabelSelector, Rule
 
 OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service"
@@ -92,6 +92,9 @@ class PodLike(Protocol):
 
     @property
     def claims(self) -> tuple[str, ...]: ...
+
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
 
     @property
     def address(self) -> PodAddress: ...
@@ -322,6 +325,13 @@ class NodeRescheduleExecutor:
             raise HoldError("broker identity unknown, nothing done: " + "; ".join(unknown))
         if not brokers:
             return []
+        ignored = [
+            f"{p.namespace}/{p.name}"
+            for p in on_failing
+            if (p.namespace, p.name) in brokers and p.annotations.get(IGNORE_ANNOTATION) == "true"
+        ]
+        if ignored:
+            raise HoldError(f'{", ".join(ignored)} annotated {IGNORE_ANNOTATION}: "true": nothing done on the node')
         alive = {b: reasons for b, reasons in brokers_seen_alive(view, brokers.values()).items() if reasons}
         if alive:
             said = "; ".join(f"broker {b}: {', '.join(r)}" for b, r in sorted(alive.items()))

@@ -2,53 +2,55 @@
 
 Plan: re-read the PVC. If its request already reaches the target (we asked before a restart, or
 someone else did), nothing is applied and only the result is verified. Otherwise the resize is
-declined when the StorageClass does not allow expansion, or when an operator owns the PVC (Strimzi's
-Kafka / KafkaNodePool: resizing behind its back starts a fight; raise the pool's size instead).
+declined when the StorageClass does not allow expansion.
 Apply: one patch of the request, with an annotation recording the in-flight resize.
 Verify: the PVC's status capacity reaches the request. Until then the object stays
-ActiveActionsInProgress, so it cannot trigger again.
+ActiveActionsInProgress, so it cannot trigger again, and each change of what it waits for is logged
+with the storage's own state of the resize (agent.core.resize_states: e.g. FileSystemResizePending);
+a resize the storage marks infeasible fails at once with the storage's message.
+
+A PVC Strimzi owns (agent.actions.volume_resize.strimzi says which) is never patched: resizing behind
+the operator's back starts a fight. Its owner's storage spec grows instead (the KafkaNodePool's
+`spec.storage`, or `Kafka.spec.kafka.storage`), one conditional merge patch through the same Applier,
+so dry-run records it and makes none. A pool volume is shared by every broker of the pool: it grows
+to the largest size planned for any of its PVCs (this plan, or a larger one already applied), never
+shrinks, and is verified on every PVC of the pool. What cannot be grown safely (ephemeral storage, a
+JBOD volume id not found, an owner that does not match the labels) is declined with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from agent.actions.base import Dependencies, MutationLog, Outcome, OutcomeKind, verified_when
-from agent.actions.mutations import Applier, ResizePvc
+import structlog
+
+from agent.actions.base import (
+    Dependencies,
+    MutationLog,
+    Outcome,
+    OutcomeKind,
+    VerificationFailedError,
+    verified_when,
+)
+from agent.actions.mutations import Applier, GrowOwnerStorage, ResizePvc
 from agent.actions.volume_resize.spec import VOLUME_RESIZE, ResizePlan
 from agent.adapters.clock import Clock
 from agent.adapters.kubernetes import NotFoundError
+from agent.core import strimzi
 from agent.core.engine import PlannedAction
-from agent.core.matching import TargetObject
+from agent.core.matching import IGNORE_ANNOTATION, TargetObject
 from agent.core.quantity import format_bytes
+from agent.core.resize_states import StorageResize, storage_resize
 from agent.core.rules import Rule
 
 IN_FLIGHT_ANNOTATION = "kafka-autopilot.io/resize-requested"
-OPERATOR_OWNER_KINDS = ("Kafka", "KafkaNodePool")
-OPERATOR_LABELS = ("strimzi.io/cluster", "strimzi.io/pool-name")
+logger = structlog.get_logger("kafka-autopilot")
 
 
-class OwnerLike(Protocol):
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-
-class PvcLike(Protocol):
-    @property
-    def namespace(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def labels(self) -> Mapping[str, str]: ...
-
+class PvcLike(strimzi.ClaimLike, StorageResize, Protocol):
     @property
     def requested_bytes(self) -> int | None: ...
 
@@ -57,9 +59,6 @@ class PvcLike(Protocol):
 
     @property
     def storage_class(self) -> str | None: ...
-
-    @property
-    def owner_references(self) -> Sequence[OwnerLike]: ...
 
 
 class StorageClassLike(Protocol):
@@ -75,15 +74,14 @@ class VolumeReader(Protocol):
         ...
 
 
-def operator_owner(pvc: PvcLike) -> str | None:
-    """`Kind/name` of the operator resource that owns this PVC, if one does."""
-    for owner in pvc.owner_references:
-        if owner.kind in OPERATOR_OWNER_KINDS:
-            return f"{owner.kind}/{owner.name}"
-    for label in OPERATOR_LABELS:
-        if label in pvc.labels:
-            return f"Strimzi ({label}={pvc.labels[label]})"
-    return None
+class OwnerReader(Protocol):
+    """Reads the operator resources that own PVCs (the Kubernetes adapter's custom-object get)."""
+
+    async def get_custom_object(
+        self, *, group: str, version: str, plural: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Raises agent.adapters.kubernetes.NotFoundError when there is no such object."""
+        ...
 
 
 @dataclass
@@ -91,6 +89,8 @@ class VolumeResizeExecutor:
     reader: VolumeReader
     applier: Applier
     clock: Clock
+    owners: OwnerReader | None = None
+    """Where Strimzi's resources are read; None: a Strimzi-owned PVC is declined."""
     verify_timeout_seconds: float = 300.0
     action: str = VOLUME_RESIZE
 
@@ -104,6 +104,11 @@ class VolumeResizeExecutor:
         claim = await self._pvc(namespace, name)
         if claim is None:
             return Outcome(kind=OutcomeKind.FAILED, reason=f"PersistentVolumeClaim {target.key} no longer exists")
+        owned = strimzi.owned_volume(claim)
+        if isinstance(owned, strimzi.NotGrowable):
+            return declined(f"{owned.reason}; kafka-autopilot does not patch operator-managed volumes")
+        if owned is not None:
+            return await self._grow_owner(claim, owned, planned)
         log = MutationLog(applier=self.applier)
         if (claim.requested_bytes or 0) < wanted:
             refusal = await self._refusal(claim, planned)
@@ -120,38 +125,106 @@ class VolumeResizeExecutor:
 
         async def still_growing() -> str | None:
             current = await self._pvc(namespace, name)
-            capacity = current.capacity_bytes if current is not None else None
-            if capacity is not None and capacity >= wanted:
-                return None
-            shown = format_bytes(capacity) if capacity is not None else "unknown"
-            return f"status capacity {shown}, waiting for {format_bytes(wanted)}"
+            return _gap(current, wanted, name=name)
 
-        return await verified_when(
+        return await self._verified(
+            log, still_growing, key=target.key, reason=f"capacity reached {format_bytes(wanted)}"
+        )
+
+    async def _grow_owner(self, claim: PvcLike, owned: strimzi.OwnedVolume, planned: PlannedAction) -> Outcome:
+        """Grow the storage spec the PVC is made from, then verify every PVC made from it."""
+        assert isinstance(planned.detail, ResizePlan)
+        wanted = planned.detail.target_bytes
+        if self.owners is None:
+            return declined(f"owned by {owned.resource}: this agent cannot read Strimzi's resources")
+        try:
+            resource = await self.owners.get_custom_object(
+                group=strimzi.GROUP,
+                version=strimzi.VERSION,
+                plural=owned.plural,
+                namespace=owned.namespace,
+                name=owned.resource_name,
+            )
+        except NotFoundError:
+            return declined(f"its owner {owned.resource} is not found: its size is unknown")
+        metadata = resource.get("metadata") or {}
+        if (metadata.get("annotations") or {}).get(IGNORE_ANNOTATION) == "true":
+            return declined(f'{owned.resource} is annotated {IGNORE_ANNOTATION}: "true": no rule acts on it')
+        storage = strimzi.storage_of(owned, resource)
+        if isinstance(storage, strimzi.NotGrowable):
+            return declined(storage.reason)
+        sized = strimzi.volume_size(owned, storage, resource=owned.resource)
+        if isinstance(sized, strimzi.NotGrowable):
+            return declined(sized.reason)
+        node_ids = {int(i) for i in (resource.get("status") or {}).get("nodeIds") or [] if str(i).isdigit()}
+
+        async def pool_claims() -> list[PvcLike]:
+            return strimzi.claims_of(owned, await self.reader.list_pvcs(), node_ids=node_ids)
+
+        log = MutationLog(applier=self.applier)
+        claims = await pool_claims()
+        grows = owned.grows(len(claims))
+        if sized.size_bytes < wanted:
+            refusal = await self._refusal(claim, planned)
+            if refusal is not None:
+                return refusal
+            await log.apply(
+                GrowOwnerStorage(
+                    group=strimzi.GROUP,
+                    version=strimzi.VERSION,
+                    plural=owned.plural,
+                    kind=owned.kind,
+                    namespace=owned.namespace,
+                    name=owned.resource_name,
+                    patch=strimzi.storage_patch(
+                        owned, storage, new_bytes=wanted, resource_version=metadata.get("resourceVersion")
+                    ),
+                    change=f"{owned.volume_text} size {format_bytes(sized.size_bytes)} -> {format_bytes(wanted)}"
+                    f" ({grows})",
+                )
+            )
+
+        async def still_growing() -> str | None:
+            current = await pool_claims()
+            if not current:
+                return f"no claim of {owned.resource} {owned.volume_text} is found"
+            gaps = [f"{c.name}: {gap}" for c in current if (gap := _gap(c, wanted, name=c.name)) is not None]
+            return "; ".join(gaps) or None
+
+        return await self._verified(
             log,
             still_growing,
-            clock=self.clock,
-            timeout_seconds=self.verify_timeout_seconds,
-            reason=f"capacity reached {format_bytes(wanted)}",
+            key=f"{claim.namespace}/{claim.name}",
+            reason=f"capacity reached {format_bytes(wanted)} on every claim: {grows}",
+        )
+
+    async def _verified(
+        self, log: MutationLog, check: Callable[[], Awaitable[str | None]], *, key: str, reason: str
+    ) -> Outcome:
+        """Verify by polling `check`; each time what is still missing changes (e.g. the storage moves from
+        ControllerResizeInProgress to FileSystemResizePending), it is logged, so the wait says why."""
+        last_gap: str | None = None
+
+        async def check_and_say() -> str | None:
+            nonlocal last_gap
+            gap = await check()
+            if gap is not None and gap != last_gap:
+                logger.info("resize in progress", object=key, waiting_for=gap)
+            last_gap = gap
+            return gap
+
+        return await verified_when(
+            log, check_and_say, clock=self.clock, timeout_seconds=self.verify_timeout_seconds, reason=reason
         )
 
     async def _refusal(self, claim: PvcLike, planned: PlannedAction) -> Outcome | None:
         assert isinstance(planned.detail, ResizePlan)
-        owner = operator_owner(claim)
-        if owner is not None:
-            return Outcome(
-                kind=OutcomeKind.DECLINED,
-                reason=f"owned by {owner}: resize it through its owner (e.g. the KafkaNodePool's storage size); "
-                "kafka-autopilot does not patch operator-managed volumes",
-            )
         storage_class: StorageClassLike | None = None
         if claim.storage_class:
             with contextlib.suppress(NotFoundError):
                 storage_class = await self.reader.storage_class(claim.storage_class)
         if storage_class is None or not storage_class.allow_volume_expansion:
-            return Outcome(
-                kind=OutcomeKind.DECLINED,
-                reason=f"StorageClass {claim.storage_class or '(none)'} does not allow volume expansion",
-            )
+            return declined(f"StorageClass {claim.storage_class or '(none)'} does not allow volume expansion")
         if (claim.requested_bytes or 0) > planned.detail.current_bytes:
             return Outcome(
                 kind=OutcomeKind.HELD,
@@ -161,5 +234,27 @@ class VolumeResizeExecutor:
         return None
 
 
+def declined(reason: str) -> Outcome:
+    return Outcome(kind=OutcomeKind.DECLINED, reason=reason)
+
+
+def _gap(claim: PvcLike | None, wanted: int, *, name: str) -> str | None:
+    """None when the claim has `wanted` bytes; else what is missing, with the storage's own state of the
+    resize. Raises VerificationFailedError when the storage says the resize cannot be done."""
+    capacity = claim.capacity_bytes if claim is not None else None
+    if capacity is not None and capacity >= wanted:
+        return None
+    shown = format_bytes(capacity) if capacity is not None else "unknown"
+    gap = f"status capacity {shown}, waiting for {format_bytes(wanted)}"
+    state = storage_resize(claim) if claim is not None else None
+    if state is None:
+        return gap
+    if state.infeasible:
+        raise VerificationFailedError(f"the storage cannot resize {name}: {state.reason}")
+    return f"{gap}: in progress, {state.reason}"
+
+
 def build_executor(dependencies: Dependencies, applier: Applier) -> VolumeResizeExecutor:
-    return VolumeResizeExecutor(reader=dependencies.inventory, applier=applier, clock=dependencies.clock)
+    return VolumeResizeExecutor(
+        reader=dependencies.inventory, applier=applier, clock=dependencies.clock, owners=dependencies.kube
+    )

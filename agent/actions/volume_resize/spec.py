@@ -37,8 +37,8 @@ from agent.core.catalog import (
     percentage_text,
     signed_bytes_text,
 )
-from agent.core.matching import TargetObject
-from agent.core.quantity import GIB, format_bytes, round_up
+from agent.core.matching import MAXSIZE_ANNOTATION, TargetObject
+from agent.core.quantity import GIB, QuantityError, format_bytes, parse_bytes, round_up
 from agent.core.rules import TargetKind
 
 VOLUME_RESIZE = "openstorage.io.action.volume/resize"
@@ -105,19 +105,41 @@ def plan_volume_resize(
     return ResizePlan(current_bytes=current_bytes, target_bytes=target_bytes, capped=False)
 
 
+def object_max_bytes(target: TargetObject, rule_max_bytes: int | None) -> int | Declined | None:
+    """The maxsize for this object: its `kafka-autopilot.io/maxsize` annotation when lower than the
+    rule's (never higher), else the rule's; Declined (NoData) naming the annotation when it does not parse."""
+    text = target.annotations.get(MAXSIZE_ANNOTATION)
+    if text is None:
+        return rule_max_bytes
+    try:
+        own = parse_bytes(text)
+    except QuantityError as error:
+        return Declined(
+            code=DeclineCode.NO_DATA,
+            message=f"annotation {MAXSIZE_ANNOTATION} of {target.key} is not a size: {error}",
+        )
+    return own if rule_max_bytes is None else min(own, rule_max_bytes)
+
+
 def _plan(target: TargetObject, params: object) -> Planned | Declined:
     assert isinstance(params, VolumeResizeParams)
+    max_bytes = object_max_bytes(target, params.max_bytes)
+    if isinstance(max_bytes, Declined):
+        return max_bytes
     resize = plan_volume_resize(
         current_bytes=target.capacity_bytes,
         scale_percentage=params.scale_percentage,
-        max_bytes=params.max_bytes,
+        max_bytes=max_bytes,
         min_step_bytes=params.min_step_bytes,
     )
     if isinstance(resize, Declined):
         return resize
     capped = " (capped at maxsize)" if resize.capped else ""
+    through = f", {target.grown_through}" if target.grown_through else ""
     return Planned(
-        before=format_bytes(resize.current_bytes), after=format_bytes(resize.target_bytes) + capped, detail=resize
+        before=format_bytes(resize.current_bytes),
+        after=format_bytes(resize.target_bytes) + capped + through,
+        detail=resize,
     )
 
 

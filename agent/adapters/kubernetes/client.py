@@ -242,10 +242,12 @@ class PvcInfo:
     volume_name: str | None
     owner_references: tuple[OwnerReference, ...]
     conditions: tuple[PvcCondition, ...]
+    allocated_resource_statuses: Mapping[str, str] = field(default_factory=dict)
+    """status.allocatedResourceStatuses: resource -> where its resize is (e.g. storage: NodeResizePending)."""
 
     @property
     def controller(self) -> str | None:
-        """`Kind/name` of the controlling owner (e.g. a Strimzi KafkaNodePool), as TargetObject.owner wants it."""
+        """`Kind/name` of the controlling owner (e.g. a Strimzi StrimziPodSet), if any."""
         for owner in self.owner_references:
             if owner.controller:
                 return f"{owner.kind}/{owner.name}"
@@ -284,6 +286,7 @@ class PvcInfo:
                 )
                 for condition in _mappings(status.get("conditions"))
             ),
+            allocated_resource_statuses=_strings(status.get("allocatedResourceStatuses")),
         )
 
 
@@ -1070,6 +1073,22 @@ class KubeClient:
         except ConflictError:
             return False
         return True
+
+    # -- who is asking (the approval commands record it)
+
+    async def whoami(self) -> str:
+        """The caller's username as the apiserver authenticated it (a SelfSubjectReview, which every
+        authenticated user may create): who answers an approval, never a local login name."""
+        operation = _Operation(verb="CREATE", resource="selfsubjectreviews")
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        authentication = client.AuthenticationV1Api(self._api_client)
+        raw = await self._send(operation, authentication.create_self_subject_review, review)
+        username = str(raw.get("status", {}).get("userInfo", {}).get("username") or "")
+        if not username:
+            raise KubeError(
+                f"kube-apiserver {self.server}: {operation}: the review names no user", **operation.context(self.server)
+            )
+        return username
 
     # -- custom resources and their definitions (the stores of this package)
 

@@ -48,17 +48,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default .Release.Namespace .Values.sidecar.kafkaNamespace -}}
 {{- end -}}
 
-{{/* The agent container's securityContext: the Pod Security "restricted" profile, plus a read-only root. */}}
+{{/* A security context from values: `openshift: true` leaves out the fixed ids (runAsUser, runAsGroup,
+fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
+{{- define "kafka-autopilot.securityContext" -}}
+{{- $context := deepCopy .context -}}
+{{- if .root.Values.openshift -}}
+{{- $context = omit $context "runAsUser" "runAsGroup" "fsGroup" -}}
+{{- end -}}
+{{- toYaml $context -}}
+{{- end -}}
+
+{{/* The agent container's securityContext: by default the Pod Security "restricted" profile, plus a read-only root. */}}
 {{- define "kafka-autopilot.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-capabilities:
-  drop: ["ALL"]
-seccompProfile:
-  type: RuntimeDefault
+{{- include "kafka-autopilot.securityContext" (dict "root" . "context" .Values.securityContext) -}}
 {{- end -}}
 
 {{/* `kafka-autopilot run` arguments common to service and sidecar mode. */}}
@@ -110,6 +112,9 @@ seccompProfile:
 - --dry-run
 {{- end }}
 - --listen=0.0.0.0:{{ .Values.port }}
+{{- if .Values.metrics.perPvcSeries }}
+- --metrics-per-pvc
+{{- end }}
 {{- if .Values.rbac.installCRDs }}
 - --install-crds
 {{- end }}
@@ -168,6 +173,9 @@ seccompProfile:
 - name: autopilot-storage-api-token
   mountPath: /etc/kafka-autopilot/storage-api-token
   readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
@@ -231,14 +239,22 @@ seccompProfile:
       - key: {{ .Values.storageApi.tokenSecret.key }}
         path: {{ .Values.storageApi.tokenSecret.key }}
 {{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
-{{/* The rule files of the ConfigMap, as a YAML map name -> text: the shipped ones chosen, then the extra ones. */}}
+{{/* The rule files of the ConfigMap, as a YAML map name -> text: the shipped ones chosen, then the extra ones.
+`rules.shipped` names them from files/rules/ and files/rules-kubelet/; empty, the set of `rules.volumeMetrics`:
+kubelet = files/rules/ with the kubelet rules (files/rules-kubelet/) in place of the Portworx volume rule
+kafka-resize.yaml; portworx = files/rules/ as they are. */}}
 {{- define "kafka-autopilot.ruleFiles" -}}
 {{- $files := dict -}}
-{{- range $path, $_ := .Files.Glob "files/rules/*.yaml" -}}
+{{- $kubelet := eq .Values.rules.volumeMetrics "kubelet" -}}
+{{- range $path, $_ := .Files.Glob "files/{rules,rules-kubelet}/*.yaml" -}}
 {{- $name := base $path -}}
-{{- if or (not $.Values.rules.shipped) (has $name $.Values.rules.shipped) -}}
+{{- $inSet := ternary (ne $path "files/rules/kafka-resize.yaml") (hasPrefix "files/rules/" $path) $kubelet -}}
+{{- if or (and (not $.Values.rules.shipped) $inSet) (has $name $.Values.rules.shipped) -}}
 {{- $_ := set $files $name ($.Files.Get $path) -}}
 {{- end -}}
 {{- end -}}
@@ -246,7 +262,7 @@ seccompProfile:
 {{- $_ := set $files $name $text -}}
 {{- end -}}
 {{- if not $files -}}
-{{- fail "no rule file: rules.shipped names none of files/rules/*.yaml and rules.extra is empty" -}}
+{{- fail "no rule file: rules.shipped names none of files/rules/*.yaml or files/rules-kubelet/*.yaml and rules.extra is empty" -}}
 {{- end -}}
 {{- toYaml $files -}}
 {{- end -}}

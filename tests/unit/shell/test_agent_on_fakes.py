@@ -180,3 +180,49 @@ async def test_an_unreachable_prometheus_costs_the_cycle_and_is_said(world: Worl
     assert [record["event"] for record in world.records] == ["cycle-error"]
     assert world.cluster.writes == []
     assert world.store.writes == []
+
+
+async def test_an_ignored_claim_above_the_threshold_is_never_resized_and_said_once(world: World) -> None:
+    world.usage(95.0)
+    world.cluster.pvcs[KEY].annotations["kafka-autopilot.io/ignore"] = "true"
+
+    for _ in range(3):
+        await world.cycle(RULE)
+        await world.actions_done()
+        world.clock.advance(10)
+
+    assert world.cluster.writes == []
+    ignored = [r for r in world.records if r["event"] == "object-ignored"]
+    assert [(r["object"], r["reason"]) for r in ignored] == [
+        (KEY, 'annotated kafka-autopilot.io/ignore: "true": no rule acts on it')
+    ]
+    assert not [r for r in world.records if str(r["event"]).startswith("action-")]
+
+    del world.cluster.pvcs[KEY].annotations["kafka-autopilot.io/ignore"]
+    await world.cycle(RULE)
+    await world.actions_done()
+
+    assert world.cluster.writes == [("resize_pvc", KEY)]
+
+
+async def test_a_maxsize_annotation_lower_than_the_rules_caps_the_claim(world: World) -> None:
+    world.usage(95.0)
+    world.cluster.pvcs[KEY].annotations["kafka-autopilot.io/maxsize"] = "600Gi"
+
+    await world.cycle(RULE)
+    await world.actions_done()
+
+    assert world.cluster.pvcs[KEY].requested_bytes == 600 * GIB
+
+
+async def test_a_maxsize_annotation_higher_than_the_rules_does_not_raise_the_cap(world: World) -> None:
+    world.usage(95.0)
+    world.cluster.pvcs[KEY].requested_bytes = world.cluster.pvcs[KEY].capacity_bytes = 1024 * GIB
+    world.cluster.pvcs[KEY].annotations["kafka-autopilot.io/maxsize"] = "4Ti"
+
+    await world.cycle(RULE)
+    await world.actions_done()
+
+    assert world.cluster.writes == []
+    declined = [r for r in world.records if r["event"] == "action-declined"]
+    assert [r["reason"] for r in declined] == ["AtMaxSize: at maxsize 1Ti (current 1Ti)"]

@@ -436,6 +436,18 @@ async def test_a_broker_pod_whose_id_kafka_does_not_give_is_held_before_anything
     assert cluster.writes == []
 
 
+async def test_a_broker_pod_annotated_to_be_ignored_holds_the_whole_node(
+    cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
+) -> None:
+    cluster.pods[BROKER].annotations["kafka-autopilot.io/ignore"] = "true"
+
+    outcome = await execute(cluster, kafka, clock)
+
+    assert outcome.kind is OutcomeKind.HELD
+    assert outcome.reason == 'kafka/kafka-1 annotated kafka-autopilot.io/ignore: "true": nothing done on the node'
+    assert cluster.writes == []
+
+
 async def test_a_rule_stated_id_that_kafka_contradicts_is_held(
     cluster: FakeCluster, kafka: FakeKafka, clock: FakeClock
 ) -> None:

@@ -129,11 +129,11 @@ def no_class(pvc: FakePvc) -> None:
     pvc.storage_class = None
 
 
-def owned_by_a_node_pool(pvc: FakePvc) -> None:
+def owned_by_a_node_pool_without_labels(pvc: FakePvc) -> None:
     pvc.owner_references = (OwnerReference(kind="KafkaNodePool", name="brokers", controller=True),)
 
 
-def labelled_by_strimzi(pvc: FakePvc) -> None:
+def labelled_by_strimzi_but_not_named_by_it(pvc: FakePvc) -> None:
     pvc.labels["strimzi.io/cluster"] = "my-cluster"
 
 
@@ -143,8 +143,14 @@ def labelled_by_strimzi(pvc: FakePvc) -> None:
         (without_expansion, "StorageClass fixed does not allow volume expansion"),
         (class_missing, "StorageClass missing does not allow volume expansion"),
         (no_class, "StorageClass (none) does not allow volume expansion"),
-        (owned_by_a_node_pool, "owned by KafkaNodePool/brokers: resize it through its owner"),
-        (labelled_by_strimzi, "owned by Strimzi (strimzi.io/cluster=my-cluster): resize it through its owner"),
+        (
+            owned_by_a_node_pool_without_labels,
+            "owned by KafkaNodePool/brokers but has no strimzi.io/cluster label: its cluster is unknown",
+        ),
+        (
+            labelled_by_strimzi_but_not_named_by_it,
+            "a Strimzi claim of cluster my-cluster whose name is not Strimzi's",
+        ),
     ],
     ids=lambda value: getattr(value, "__name__", ""),
 )
