@@ -14,6 +14,7 @@ sandbox status) unchanged. In order, per shape:
 - a failed node: its broker runs elsewhere; the neighbour's pod and VolumeAttachment and the DaemonSet
   pod on that node are untouched; once the node is back, the agent's cordon is gone within 60 s;
 - a partitioned node whose broker still serves: no force-delete, the node never stays unschedulable;
+- a node that flaps back within the grace: left alone, no action recorded;
 - a broker restarted: its preferred leadership restored;
 - in strimzi, the live agent stepping aside: a dry-run agent records the KafkaNodePool patch a full
   volume calls for, and nothing changes;
@@ -24,8 +25,6 @@ sandbox status) unchanged. In order, per shape:
 - in bitnami, a storage pool past 70%: expanded by the shipped pool rule;
 - two broker nodes failing at once, with a topic at min.insync.replicas 2 on both: the min-ISR guard,
   counting every failing node, holds the reschedule and nothing is force-deleted.
-A node that flaps back within the grace is left alone whatever runs on it: that case runs in the default
-shape only (test_agent_e2e), since the shape does not enter it.
 Latencies are printed for the closing notes (pytest -s shows them).
 """
 
@@ -328,6 +327,24 @@ def test_a_partitioned_node_whose_broker_still_serves_is_left_running(
         sandbox.fault("recover-node", node)
     took = schedulable_within(api, node, seconds=60, what=f"{node} schedulable after the partition")
     print(f"\nLATENCY {sandbox.shape}: partition recovered -> schedulable: {took:.1f}s")
+
+
+@SHAPED
+def test_a_node_that_flaps_back_within_the_grace_is_left_alone(
+    shaped_sandbox: Sandbox, api: KubeApi, agent: AgentProcess
+) -> None:
+    sandbox = shaped_sandbox
+    broker = brokers(sandbox)[3]
+    node = broker["node"]
+    uid = uid_of(api, broker["namespace"], broker["pod"])
+    sandbox.fault("fail-node", node)
+    time.sleep(25)
+    sandbox.fault("recover-node", node)
+    schedulable_within(api, node, seconds=60, what=f"{node} Ready again")
+    time.sleep(20)
+    assert uid_of(api, broker["namespace"], broker["pod"]) == uid
+    assert not api.get(f"/api/v1/nodes/{node}")["spec"].get("unschedulable")
+    assert not [r for r in agent.records() if r["object"] == node and r["event"].startswith("action-")]
 
 
 @SHAPED
