@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from agent.actions.node_reschedule.spec import NODE_RESCHEDULE
 from agent.adapters.errors import KafkaAdminError
 from agent.adapters.storagepools import StoragePoolApi
 from agent.core import strimzi
@@ -117,6 +118,10 @@ class Inventory:
                 for claim in claims
             ]
         if kind is TargetKind.NODE:
+            if self.kafka is not None and any(action.name == NODE_RESCHEDULE for action in rule.actions):
+                # The reschedule confirms with Kafka that the node's brokers are fenced: without Kafka it
+                # would hold, so the rule says so now, not only once a node has failed.
+                _, self._kafka_problems[rule.name] = await self.broker_endpoints()
             return [
                 replace(node_object(name=node.name, labels=node.labels), annotations=node.annotations)
                 for node in await self.cluster.list_nodes()
@@ -170,7 +175,7 @@ class Inventory:
 
     def kafka_unreachable(self, rule: Rule) -> str:
         """Why Kafka did not answer the rule's last inventory ("" when it did, or was never asked: no
-        --kafka, or not a broker rule)."""
+        --kafka, or neither a broker rule nor a node rule whose reschedule needs Kafka)."""
         return self._kafka_problems.get(rule.name, "")
 
     async def broker_endpoints(self) -> tuple[Sequence[BrokerEndpoint] | None, str]:

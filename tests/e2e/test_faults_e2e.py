@@ -3,8 +3,8 @@
 One sandbox for the module; each case starts the agents it needs and prints its recovery figure
 (pytest -s shows them). In order:
 - Kafka unreachable from the start (`--kafka` at a closed port): the agent stays up and ready, the
-  resize rule acts, the rule that needs Kafka is unhealthy with a reason naming Kafka; and without
-  `--audit`, every line on stdout is an audit JSON record;
+  resize rule acts, the rules that need Kafka (leader rebalance, node reschedule) are unhealthy with a
+  reason naming Kafka; and without `--audit`, every line on stdout is an audit JSON record;
 - a dry-run agent, then a live agent on the same rule: the dry-run's states never hold the live agent
   back, and the live agent resizes;
 - the apiserver stopped right after the agent's PVC patch and started 10 s later: the action resumes
@@ -45,6 +45,8 @@ pytestmark = pytest.mark.sandbox
 
 RESIZE = RULES / "kafka-resize.yaml"
 REBALANCE = RULES / "kafka-leader-rebalance.yaml"
+NODE_FAILURE = RULES / "kafka-node-failure.yaml"
+NEED_KAFKA = ("kafka-leader-rebalance", "kafka-node-failure")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def test_with_kafka_unreachable_from_the_start_the_resize_rule_still_acts(
     closed = f"127.0.0.1:{free_port()}"
     agent = AgentProcess(
         sandbox=sandbox,
-        rules=[RESIZE, REBALANCE],
+        rules=[RESIZE, REBALANCE, NODE_FAILURE],
         audit_path=agents_dir / "no-kafka.jsonl",
         extra_args=["--kafka", closed],
         audit_to_stdout=True,
@@ -88,12 +90,12 @@ def test_with_kafka_unreachable_from_the_start_the_resize_rule_still_acts(
         print(f"FAULT Kafka at a closed port: threshold crossing -> resized: {time.monotonic() - crossed:.1f}s")
         eventually(lambda: verified_resizes(agent, claim), timeout=30, what="the resize verified")
         health = eventually(
-            lambda: (found := agent.rule_health()).get("kafka-leader-rebalance", "ok") != "ok" and found,
+            lambda: all((found := agent.rule_health()).get(name, "ok") != "ok" for name in NEED_KAFKA) and found,
             timeout=60,
-            what="the rebalance rule unhealthy",
+            what="the rules that need Kafka unhealthy",
         )
         print(f"FAULT Kafka at a closed port: rule health {health}")
-        assert "kafka" in health["kafka-leader-rebalance"].lower(), health
+        assert all(health[name].startswith("Kafka unreachable") for name in NEED_KAFKA), health
         assert health["kafka-resize"] == "ok", health
         assert agent.process is not None and agent.process.poll() is None
     lines = [line for line in agent.audit_path.read_text().splitlines() if line.strip()]

@@ -1,11 +1,13 @@
-"""Each external system fails alone, visibly: while Kafka does not answer, a broker rule is unhealthy
-with a reason naming Kafka, and a PVC rule beside it (which needs no Kafka) keeps running and stays
-healthy. (Prometheus: test_agent_on_fakes; the storage API: a StoragePool rule's cycle error names it.)"""
+"""Each external system fails alone, visibly: while Kafka does not answer, a broker rule and a node rule
+(whose reschedule needs Kafka) are unhealthy with a reason naming Kafka, and a PVC rule beside them
+(which needs no Kafka) keeps running and stays healthy. (Prometheus: test_agent_on_fakes; the storage
+API: a StoragePool rule's cycle error names it.)"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 
 from fakes import FakeClock, FakeCluster, FakeEvents, FakePod, FakePrometheus, FakePvc, FakeStateStore
 from helpers import REFERENCE_RULE
@@ -45,6 +47,7 @@ spec:
         timeout: "30"
 """)
 PVC_RULE = load_rule(REFERENCE_RULE)
+NODE_RULE = load_rule((Path(__file__).resolve().parents[3] / "rules" / "kafka-node-failure.yaml").read_text())
 
 
 class SwitchableKafka:
@@ -78,7 +81,7 @@ def scheduler(kafka: SwitchableKafka) -> Scheduler:
         clock=clock,
         catalog=CATALOG,
     )
-    rules = [BROKER_RULE, PVC_RULE]
+    rules = [BROKER_RULE, PVC_RULE, NODE_RULE]
     return Scheduler(
         rules=rules,
         cycle=cycle,
@@ -94,10 +97,12 @@ async def test_while_kafka_is_away_only_the_broker_rule_is_unhealthy_and_says_ka
     kafka = SwitchableKafka()
     agent = scheduler(kafka)
 
-    for rule in (BROKER_RULE, PVC_RULE):
+    for rule in (BROKER_RULE, PVC_RULE, NODE_RULE):
         await agent.cycle_safely(rule)
 
     assert agent.health[BROKER_RULE.name].startswith("Kafka unreachable")
+    # The node rule's reschedule confirms fencing with Kafka: it says so before any node fails.
+    assert agent.health[NODE_RULE.name].startswith("Kafka unreachable"), agent.health
     assert "kafka kafka:9092: no answer within 20s" in agent.health[BROKER_RULE.name]
     assert agent.health[PVC_RULE.name] == "ok"
     metrics = agent.telemetry.render()
@@ -105,5 +110,7 @@ async def test_while_kafka_is_away_only_the_broker_rule_is_unhealthy_and_says_ka
     assert f'kafka_autopilot_rule_healthy{{rule="{PVC_RULE.name}"}} 1' in metrics.splitlines()
 
     kafka.away = False
-    await agent.cycle_safely(BROKER_RULE)
+    for rule in (BROKER_RULE, NODE_RULE):
+        await agent.cycle_safely(rule)
     assert "Kafka" not in agent.health[BROKER_RULE.name]
+    assert "Kafka" not in agent.health[NODE_RULE.name]
