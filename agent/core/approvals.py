@@ -94,18 +94,21 @@ def approval_namespace(*, target: TargetObject, agent_namespace: str) -> str:
     return target.namespace or agent_namespace
 
 
-def approval_name(*, rule: str, object_key: str, episode: float) -> str:
-    """`<rule>-<object name>-<10 hex digits>`: a DNS-1123 subdomain, the same on every replica.
+def approval_name(*, rule: str, object_key: str, episode: float, dry_run: bool = False) -> str:
+    """`<rule>-<object name>-<10 hex digits>`: a DNS-1123 subdomain, the same on every replica; a
+    dry-run agent's start with `dry-run-`.
 
-    The hash covers rule, object key and the episode's exact time, so two episodes (or two objects
-    whose readable parts collide after cutting) never share a name.
+    The hash covers rule, object key, the episode's exact time and the mode, so two episodes (or two
+    objects whose readable parts collide after cutting) never share a name, and an answer given to a
+    dry-run agent can never be taken by a live one.
     """
     if not math.isfinite(episode):
         raise ValueError(f"episode must be a finite time, got {episode!r}")
     object_part = object_key.rsplit("/", 1)[-1]
-    readable = re.sub(r"[^a-z0-9-]+", "-", f"{rule}-{object_part}".lower())
+    mode = "dry-run-" if dry_run else ""
+    readable = re.sub(r"[^a-z0-9-]+", "-", f"{mode}{rule}-{object_part}".lower())
     readable = re.sub(r"-{2,}", "-", readable)[:_READABLE_LENGTH].strip("-")
-    digest = hashlib.sha1(f"{rule}\n{object_key}\n{episode!r}".encode(), usedforsecurity=False).hexdigest()
+    digest = hashlib.sha1(f"{mode}{rule}\n{object_key}\n{episode!r}".encode(), usedforsecurity=False).hexdigest()
     suffix = digest[:_HASH_LENGTH]
     return f"{readable}-{suffix}" if readable else suffix
 
@@ -139,10 +142,11 @@ def build_request(
     previews: Sequence[PlannedAction],
     evaluation: ObjectEvaluation | None,
     agent_namespace: str,
+    dry_run: bool = False,
 ) -> ApprovalRequest:
     """The ActionApproval for `target`'s episode, with the planned actions as its preview."""
     return ApprovalRequest(
-        name=approval_name(rule=rule, object_key=target.key, episode=episode),
+        name=approval_name(rule=rule, object_key=target.key, episode=episode, dry_run=dry_run),
         namespace=approval_namespace(target=target, agent_namespace=agent_namespace),
         rule=rule,
         object_kind=target.kind.value,

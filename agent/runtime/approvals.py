@@ -80,6 +80,8 @@ class ApprovalFlow:
     trigger: Callable[[Iterable[str]], object]
     """Evaluate these rules now (an approved action starts at the next evaluation)."""
     agent_namespace: str
+    dry_run: bool = False
+    """A dry-run agent's approvals are named apart (`dry-run-...`): a live agent never takes their answers."""
 
     async def after_cycle(
         self,
@@ -130,6 +132,7 @@ class ApprovalFlow:
             previews=previews,
             evaluation=evaluation,
             agent_namespace=self.agent_namespace,
+            dry_run=self.dry_run,
         )
         approval, created = await self.store.ensure(request, now=now)
         where = f"{approval.namespace}/{approval.name}"
@@ -206,7 +209,7 @@ class ApprovalFlow:
     async def cancel(self, rule: Rule, target: TargetObject, episode: float, why: str) -> None:
         """The conditions cleared while the approval waited: mark it Cancelled (kept, for people)."""
         namespace = approval_namespace(target=target, agent_namespace=self.agent_namespace)
-        name = approval_name(rule=rule.name, object_key=target.key, episode=episode)
+        name = approval_name(rule=rule.name, object_key=target.key, episode=episode, dry_run=self.dry_run)
         approval = await self.store.get(namespace=namespace, name=name)
         if approval is None or approval.phase in FINAL_PHASES:
             return
@@ -239,7 +242,7 @@ class ApprovalFlow:
         if state.approved_at is None or episode is None:
             return
         namespace = approval_namespace(target=target, agent_namespace=self.agent_namespace)
-        name = approval_name(rule=rule.name, object_key=target.key, episode=episode)
+        name = approval_name(rule=rule.name, object_key=target.key, episode=episode, dry_run=self.dry_run)
         message = f"used: {planned.action} {planned.before} -> {planned.after}: {outcome.kind.value}: {outcome.reason}"
 
         async def mark() -> None:

@@ -218,6 +218,7 @@ async def run_agent(
             clock=clock,
             trigger=triggers.trigger,
             agent_namespace=options.namespace,
+            dry_run=dry_run,
         )
         admission = AdmissionLedger(policy=policy, history_source=store) if policy is not None else None
         runner = ActionRunner(

@@ -275,6 +275,7 @@ def test_dry_run_still_asks_and_waits_and_changes_nothing_else(
         claim = workload.pvc_name(3)
         set_usage(sandbox, claim, 330)
         name = awaiting_with_approval(api, claim)["metadata"]["name"]
+        assert name.startswith(f"dry-run-kafka-resize-{claim}-"), "named apart: a live agent never takes it"
         time.sleep(8)
         assert not records_for(dry, claim, "action-dry-run")  # the approval gates the recorded action too
         approved = answer(sandbox, "approve", name)

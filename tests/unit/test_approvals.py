@@ -86,6 +86,18 @@ def test_another_episode_object_or_rule_gets_another_name(rule: str, key: str, e
     )
 
 
+def test_a_dry_run_agents_approval_is_named_apart_so_a_live_agent_never_takes_its_answer() -> None:
+    live = approval_name(rule="kafka-resize", object_key="kafka/data-kafka-0", episode=T0)
+    dry = approval_name(rule="kafka-resize", object_key="kafka/data-kafka-0", episode=T0, dry_run=True)
+    assert dry != live
+    assert dry.startswith("dry-run-kafka-resize-data-kafka-0-")
+    assert DNS_SUBDOMAIN.match(dry) and len(dry) <= 63
+    long_rule = "r" * 200
+    assert approval_name(rule=long_rule, object_key="k", episode=T0, dry_run=True) != approval_name(
+        rule=long_rule, object_key="k", episode=T0
+    ), "apart even when the readable part is cut"
+
+
 def test_long_and_odd_names_are_cut_and_still_apart() -> None:
     long_rule = "r" * 200
     first = approval_name(rule=long_rule, object_key="ns/" + "a" * 100 + "1", episode=T0)
