@@ -196,9 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=EvaluationAuditing(),
         metavar="changes|all|sample:N",
         help="which per-object evaluation records to write: changes (an object's first, then only when its "
-        "verdict changes), sample:N (the changes, and every object every N-th cycle) or all (every object every "
-        "cycle); transitions, actions, holds, errors and a per-rule evaluation-summary are always written "
-        "(default changes)",
+        "verdict or state changes), sample:N (the changes, and every object every N-th cycle) or all (every "
+        "object every cycle); transitions, actions, holds, errors and a per-rule evaluation-summary are always "
+        "written (default changes)",
     )
     run.add_argument(
         "--log-format",

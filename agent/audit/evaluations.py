@@ -4,8 +4,10 @@ Why it exists: one evaluation record per selected object per cycle does not scal
 2 s poll is 300,000 lines a minute, nearly all saying what the previous cycle said). `--audit-evaluations`
 chooses what is written:
 
-- `changes` (the default): an object's evaluation record only when its verdict, or the verdict of one of
-  its expressions, differs from its previous cycle's (its first cycle counts as a change);
+- `changes` (the default): an object's evaluation record only when its verdict, the verdict of one of
+  its expressions, or its durable state (agent.core.states.ObjectState, but for `last_holding_at`, which
+  moves every cycle while `for` is waited for) differs from its previous cycle's (its first cycle counts
+  as a change): so every transition, and every `for` restarted, has the values behind it;
 - `sample:N`: the changes, and every object on every N-th cycle of the rule (the first included);
 - `all`: every object on every cycle.
 
@@ -24,19 +26,20 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from agent.core.engine import ObjectEvaluation
-from agent.core.states import Verdict
+from agent.core.states import ObjectState, Verdict
 
 SUMMARY_HEARTBEAT_SECONDS = 60.0
 """At most this long between two summaries of a rule whose counts stay the same."""
 
 _SAMPLE = re.compile(r"sample:([1-9][0-9]*)")
 
-Signature = tuple[Verdict, tuple[bool | None, ...]]
-"""What `changes` compares: the object's verdict and each expression's (None: that expression had no data)."""
+Signature = tuple[Verdict, tuple[bool | None, ...], ObjectState | None]
+"""What `changes` compares: the object's verdict, each expression's (None: that expression had no data),
+and its state after the cycle but for `last_holding_at`."""
 
 
 class EvaluationMode(StrEnum):
@@ -67,8 +70,9 @@ class EvaluationAuditing:
         return f"sample:{self.every}" if self.mode is EvaluationMode.SAMPLE else self.mode.value
 
 
-def signature(evaluation: ObjectEvaluation) -> Signature:
-    return evaluation.verdict, tuple(result.holds for result in evaluation.results)
+def signature(evaluation: ObjectEvaluation, state: ObjectState | None) -> Signature:
+    steady = replace(state, last_holding_at=None) if state is not None else None
+    return evaluation.verdict, tuple(result.holds for result in evaluation.results), steady
 
 
 def verdict_counts(evaluations: Sequence[ObjectEvaluation]) -> dict[str, int]:
@@ -94,8 +98,11 @@ class EvaluationAudit:
     auditing: EvaluationAuditing = field(default_factory=EvaluationAuditing)
     _rules: dict[str, _RuleMemory] = field(default_factory=dict)
 
-    def to_write(self, rule: str, evaluations: Sequence[ObjectEvaluation]) -> list[ObjectEvaluation]:
-        """The evaluations of the rule's new cycle to write; remembers this cycle's verdicts for the next."""
+    def to_write(
+        self, rule: str, evaluations: Sequence[ObjectEvaluation], states: Mapping[str, ObjectState]
+    ) -> list[ObjectEvaluation]:
+        """The evaluations of the rule's new cycle to write (`states`: the objects' states after it);
+        remembers what this cycle said for the next."""
         memory = self._rules.setdefault(rule, _RuleMemory())
         mode = self.auditing.mode
         memory.sampled = mode is EvaluationMode.ALL or (
@@ -103,10 +110,16 @@ class EvaluationAudit:
         )
         memory.cycles += 1
         previous = memory.signatures
-        memory.signatures = {evaluation.object: signature(evaluation) for evaluation in evaluations}
+        memory.signatures = {
+            evaluation.object: signature(evaluation, states.get(evaluation.object)) for evaluation in evaluations
+        }
         if memory.sampled:
             return list(evaluations)
-        return [evaluation for evaluation in evaluations if previous.get(evaluation.object) != signature(evaluation)]
+        return [
+            evaluation
+            for evaluation in evaluations
+            if previous.get(evaluation.object) != memory.signatures[evaluation.object]
+        ]
 
     def summary_due(self, rule: str, counts: Mapping[str, object], *, at: float) -> bool:
         """Whether the rule's summary with these counts is written now (`at`: a monotonic time in seconds).

@@ -22,7 +22,7 @@ record carries the same stable keys, null where they do not apply, so tools can 
 
 Evaluation records add `values` (expression -> value or null) and `verdict`. Which of them a cycle
 writes is `--audit-evaluations` (agent.audit.evaluations): by default only an object's first and those
-whose verdict changed; transitions, actions, holds and errors are always written.
+whose verdict or state changed; transitions, actions, holds and errors are always written.
 
 Evaluation-summary records (one per rule, object null, outcome `summary`) add `counts` (objects by
 verdict: holds, clear, no-data), `selected` (objects the rule selects), `excluded` and `ignored` (kept

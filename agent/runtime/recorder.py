@@ -77,7 +77,7 @@ class Recorder:
     async def cycle(self, rule: Rule, outcome: CycleOutcome, objects: Sequence[TargetObject]) -> None:
         """Everything one cycle decided: evaluations (as `--audit-evaluations` says), transitions, plans,
         declines, holds, exclusions."""
-        written = self.evaluations.to_write(rule.name, outcome.evaluations)
+        written = self.evaluations.to_write(rule.name, outcome.evaluations, outcome.states)
         self._written[rule.name] = len(written)
         for record in cycle_records(outcome, dry_run=self.dry_run_for(rule), evaluations=written):
             self.trail.write(record)

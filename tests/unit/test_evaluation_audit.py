@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from agent.audit.evaluations import (
@@ -12,7 +14,7 @@ from agent.audit.evaluations import (
 )
 from agent.cli import build_parser
 from agent.core.engine import ExpressionResult, ObjectEvaluation
-from agent.core.states import Verdict
+from agent.core.states import ObjectState, RuleState, Verdict
 
 RUN = ["run", "--rules", "rules/kafka-resize.yaml", "--prometheus", "http://127.0.0.1:1"]
 
@@ -28,7 +30,7 @@ def evaluation(obj: str, *holds: bool | None) -> ObjectEvaluation:
 
 
 def written(audit: EvaluationAudit, *evaluations: ObjectEvaluation) -> list[str]:
-    return [chosen.object for chosen in audit.to_write("r", evaluations)]
+    return [chosen.object for chosen in audit.to_write("r", evaluations, {})]
 
 
 @pytest.mark.parametrize(
@@ -74,9 +76,9 @@ def test_an_object_gone_is_forgotten_and_written_again_when_it_comes_back() -> N
 
 def test_rules_are_remembered_apart() -> None:
     audit = EvaluationAudit()
-    audit.to_write("r", [evaluation("a", True)])
+    audit.to_write("r", [evaluation("a", True)], {})
 
-    assert [chosen.object for chosen in audit.to_write("other", [evaluation("a", True)])] == ["a"]
+    assert [chosen.object for chosen in audit.to_write("other", [evaluation("a", True)], {})] == ["a"]
 
 
 def test_a_summary_is_due_first_on_changed_counts_and_once_a_heartbeat_else() -> None:
@@ -92,7 +94,7 @@ def test_a_summary_is_due_first_on_changed_counts_and_once_a_heartbeat_else() ->
         (SUMMARY_HEARTBEAT_SECONDS + 2, changed),
         (SUMMARY_HEARTBEAT_SECONDS + 4, changed),
     ]:
-        audit.to_write("r", [evaluation("a", True)])
+        audit.to_write("r", [evaluation("a", True)], {})
         due.append(audit.summary_due("r", counts, at=at))
 
     assert due == [True, False, False, True, True, False]
@@ -103,7 +105,18 @@ def test_with_all_a_summary_is_due_every_cycle() -> None:
     counts = {"counts": {"holds": 1}}
     due = []
     for at in (0.0, 1.0, 2.0):
-        audit.to_write("r", [evaluation("a", True)])
+        audit.to_write("r", [evaluation("a", True)], {})
         due.append(audit.summary_due("r", counts, at=at))
 
     assert due == [True, True, True]
+
+
+def test_changes_writes_an_object_whose_state_moved_but_not_for_its_last_holding_time() -> None:
+    audit = EvaluationAudit()
+    triggered = ObjectState(state=RuleState.TRIGGERED, since=0.0, active_at=0.0, last_holding_at=0.0)
+    holding = evaluation("a", True)
+    audit.to_write("r", [holding], {"a": triggered})
+
+    assert audit.to_write("r", [holding], {"a": replace(triggered, last_holding_at=2.0)}) == []
+    restarted = replace(triggered, active_at=10.0, last_holding_at=10.0)  # `for` restarted after a gap
+    assert audit.to_write("r", [holding], {"a": restarted}) == [holding]

@@ -1,4 +1,5 @@
-"""How many audit records the agent writes per cycle, on the fakes, under each `--audit-evaluations` mode.
+"""What the agent writes per cycle, on the fakes: audit records under each `--audit-evaluations` mode, and
+state writes (the real StateStore over an in-memory AutopilotRuleObject API) while `for` is waited for.
 
 The reference rule (resize above 80% usage, maxsize 1Ti) over claims kafka/data-kafka-<i>, each cycle
 through the real RuleCycle and Recorder, 2 s apart on the FakeClock (the rule's pollInterval).
@@ -8,25 +9,31 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from dataclasses import replace
+from typing import cast
 
 import pytest
 from fakes import FakeClock, FakeCluster, FakeEvents, FakePrometheus, FakePvc, FakeStateStore
 from helpers import REFERENCE_RULE
-from shell_support import load_rule
+from shell_support import InMemoryRuleObjects, load_rule
 
 from agent.actions.mutations import LiveApplier
 from agent.actions.registry import CATALOG
 from agent.actions.volume_resize.executor import VolumeResizeExecutor
 from agent.actions.volume_resize.spec import VOLUME_RESIZE
+from agent.adapters.kubernetes import KubeClient
+from agent.adapters.kubernetes.statestore import StateStore
 from agent.audit.evaluations import SUMMARY_HEARTBEAT_SECONDS, EvaluationAudit, EvaluationAuditing
-from agent.audit.trail import AuditRecord, AuditTrail
+from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core.quantity import GIB
 from agent.core.rules import Rule
 from agent.core.samples import Sample
+from agent.core.states import ObjectState, RuleState
 from agent.runtime.cycle import RuleCycle
 from agent.runtime.inventory import Inventory
 from agent.runtime.recorder import Recorder
 from agent.runtime.runner import ActionRunner
+from agent.runtime.runner import StateStore as StateStoreProtocol
 from agent.runtime.telemetry import Telemetry
 
 TIB = 1024 * GIB
@@ -40,7 +47,9 @@ def key(index: int) -> str:
 
 
 class World:
-    def __init__(self, *, claims: int, auditing: str = "changes", rule: Rule = RULE) -> None:
+    def __init__(
+        self, *, claims: int, auditing: str = "changes", rule: Rule = RULE, store: StateStoreProtocol | None = None
+    ) -> None:
         self.rule = rule
         self.clock = FakeClock()
         self.cluster = FakeCluster(clock=self.clock)
@@ -54,7 +63,7 @@ class World:
         self.prometheus = FakePrometheus()
         self.usage_by_claim = dict.fromkeys(range(claims), 50.0)
         self.records: list[AuditRecord] = []
-        store = FakeStateStore()
+        store = store if store is not None else FakeStateStore()
         recorder = Recorder(
             trail=AuditTrail(stream=io.StringIO(), listener=self.records.append),
             telemetry=Telemetry(),
@@ -139,13 +148,14 @@ async def test_a_steady_claim_writes_one_evaluation_then_none_until_its_verdict_
 
 
 async def test_transitions_and_actions_are_written_while_the_verdict_stays_the_same() -> None:
-    """With `for: 4`, the claim holds from its first cycle; the state moves on two cycles later."""
+    """With `for: 4`, the claim holds from its first cycle; the state moves on two cycles later, and the
+    evaluation is written with it (and in the next cycle, which finds the state the action left)."""
     world = World(claims=1, rule=WAITING_RULE)
     world.usage(0, 90.0)
 
-    cycles = await world.cycles(4)
+    cycles = await world.cycles(5)
 
-    assert evaluations_per_cycle(cycles) == [1, 0, 0, 0]
+    assert evaluations_per_cycle(cycles) == [1, 0, 1, 1, 0]
     assert [r["to"] for r in events(cycles[0], "transition")][-1] == "Triggered"
     assert events(cycles[1], "transition") == []
     assert [r["to"] for r in events(cycles[2], "transition")] == [
@@ -208,7 +218,9 @@ async def test_the_summary_counts_verdicts_and_is_said_again_on_a_change_or_once
     heartbeat = summaries[-1][0]
     assert (heartbeat["counts"], heartbeat["written"]) == (first["counts"], 0)
     (said,) = events(changed[0], "evaluation-summary")
-    assert (said["counts"], said["written"]) == ({"holds": 2, "clear": 0, "no-data": 1}, 1)
+    assert said["counts"] == {"holds": 2, "clear": 0, "no-data": 1}
+    written = [r["object"] for r in events(changed[0], "evaluation")]
+    assert key(0) in written and said["written"] == len(written)
 
 
 @pytest.mark.parametrize(("auditing", "per_steady_cycle"), [("all", 1001), ("changes", 0)])
@@ -221,3 +233,70 @@ async def test_a_steady_rule_over_a_thousand_claims(auditing: str, per_steady_cy
 
     assert Counter(r["event"] for r in first) == {"evaluation": 1000, "transition": 1000, "evaluation-summary": 1}
     assert [len(cycle) for cycle in steady] == [per_steady_cycle] * 4
+
+
+FOR_SECONDS = 20
+LONG_WAIT_RULE = load_rule(REFERENCE_RULE.replace("  conditions:\n", f"  conditions:\n    for: {FOR_SECONDS}\n"))
+
+
+async def state_writes_per_cycle(world: World, api: InMemoryRuleObjects, count: int) -> list[int]:
+    writes = []
+    for _ in range(count):
+        before = len(api.status_writes)
+        await world.cycles(1)
+        writes.append(len(api.status_writes) - before)
+    return writes
+
+
+def planned(world: World) -> list[AuditRecord]:
+    return [record for record in world.records if record["event"] == "action-planned"]
+
+
+async def test_while_for_is_waited_for_the_state_is_written_once_per_real_change() -> None:
+    api = InMemoryRuleObjects()
+    world = World(claims=1, rule=LONG_WAIT_RULE, store=StateStore(kube=cast(KubeClient, api)))
+
+    assert await state_writes_per_cycle(world, api, 1) == [1]  # Normal
+    world.usage(0, 90.0)
+    triggered_at = world.clock.now()
+    waiting = await state_writes_per_cycle(world, api, FOR_SECONDS // int(POLL))
+    assert planned(world) == []
+    await world.cycles(1)
+
+    assert waiting == [1] + [0] * (FOR_SECONDS // int(POLL) - 1)  # Triggered, then only lastHoldingAt moves
+    assert [record["time"] for record in planned(world)] == [iso_time(triggered_at + FOR_SECONDS)]
+
+
+async def test_an_agent_restarted_while_for_is_waited_for_counts_the_unseen_time_as_a_gap() -> None:
+    """The stored lastHoldingAt is the Triggered write's: over GAP_POLL_INTERVALS polls old after the restart."""
+    api = InMemoryRuleObjects()
+    world = World(claims=1, rule=LONG_WAIT_RULE, store=StateStore(kube=cast(KubeClient, api)))
+    world.usage(0, 90.0)
+    await world.cycles(6)  # Triggered at t0, then holding, unwritten, until t0 + 10 s
+
+    restarted = StateStore(kube=cast(KubeClient, api))
+    world.cycle.store = world.runner.store = restarted
+    restarted_at = world.clock.now()
+    first, *_ = await world.cycles(FOR_SECONDS // int(POLL) + 1)
+
+    (restart,) = events(first, "evaluation")
+    assert restart["reason"] == "`for` restarted: no holding sample for 12s (over 4s)"
+    assert [record["time"] for record in planned(world)] == [iso_time(restarted_at + FOR_SECONDS)]
+
+
+async def test_a_kept_last_holding_time_gives_way_to_another_writers_state() -> None:
+    api = InMemoryRuleObjects()
+    ours, theirs = StateStore(kube=cast(KubeClient, api)), StateStore(kube=cast(KubeClient, api))
+    pvc = key(0)
+    triggered = ObjectState(state=RuleState.TRIGGERED, since=0.0, active_at=0.0, last_holding_at=0.0)
+    await ours.save(rule=RULE.name, object_key=pvc, object_kind="PersistentVolumeClaim", state=triggered)
+    holding = replace(triggered, last_holding_at=2.0)
+    await ours.save(rule=RULE.name, object_key=pvc, object_kind="PersistentVolumeClaim", state=holding)
+    assert len(api.status_writes) == 1
+    assert (await ours.load(RULE.name))[pvc] == holding
+
+    await theirs.load(RULE.name)
+    normal = ObjectState(state=RuleState.NORMAL, since=3.0)
+    await theirs.save(rule=RULE.name, object_key=pvc, object_kind="PersistentVolumeClaim", state=normal)
+
+    assert (await ours.load(RULE.name))[pvc] == normal
