@@ -197,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="changes|all|sample:N",
         help="which per-object evaluation records to write: changes (an object's first, then only when its "
         "verdict or state changes), sample:N (the changes, and every object every N-th cycle) or all (every "
-        "object every cycle); transitions, actions, holds, errors and a per-rule evaluation-summary are always "
-        "written (default changes)",
+        "object every cycle); transitions, actions, policy holds and errors are always written, and a per-rule "
+        "evaluation-summary when its counts change or once a minute (default changes)",
     )
     run.add_argument(
         "--log-format",

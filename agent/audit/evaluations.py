@@ -11,10 +11,10 @@ chooses what is written:
 - `sample:N`: the changes, and every object on every N-th cycle of the rule (the first included);
 - `all`: every object on every cycle.
 
-Transitions, actions, holds and errors are not evaluations: they are always written. What is remembered
-is one verdict signature per (rule, object) evaluated in the rule's latest cycle, so memory follows the
-objects the rule selects: an object that is gone (or kept out by the policy) is forgotten, and written
-again when it comes back.
+Transitions, actions, holds by the policy and errors are not evaluations: they are always written. What
+is remembered is one signature (verdicts and state) per (rule, object) evaluated in the rule's latest
+cycle, so memory follows the objects the rule selects: an object that is gone (or kept out by the
+policy) is forgotten, and written again when it comes back.
 
 The summary (`evaluation-summary`, one per rule) is written every cycle with `all`; otherwise when its
 counts changed, on a sampled cycle, or when SUMMARY_HEARTBEAT_SECONDS passed since the rule's last one, so a

@@ -160,7 +160,7 @@ def excluded_record(
 def evaluation_summary_record(
     *, rule: str, at: float, counts: Mapping[str, object], written: int, cycle_seconds: float, dry_run: bool
 ) -> AuditRecord:
-    """One rule's cycle in one line: `counts` (verdicts, selected, excluded, ignored), as `summary_fields`."""
+    """One rule's cycle in one line; `counts` are `summary_fields` (verdicts, selected, excluded, ignored)."""
     return _record(
         event="evaluation-summary",
         at=at,
