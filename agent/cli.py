@@ -44,6 +44,7 @@ from agent.adapters.local_prometheus import (
     find_promtool,
 )
 from agent.adapters.promtool import PromtoolError, check_promql
+from agent.audit.evaluations import EvaluationAuditing
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.aliases import KEY_ALIASES
@@ -190,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="append audit records to FILE instead of stdout (without it, stdout carries only audit records)",
     )
     run.add_argument(
+        "--audit-evaluations",
+        type=_evaluation_auditing,
+        default=EvaluationAuditing(),
+        metavar="changes|all|sample:N",
+        help="which per-object evaluation records to write: changes (an object's first, then only when its "
+        "verdict or state changes), sample:N (the changes, and every object every N-th cycle) or all (every "
+        "object every cycle); transitions, actions, policy holds and errors are always written, and a per-rule "
+        "evaluation-summary when its counts change or once a minute (default changes)",
+    )
+    run.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
         default="json",
@@ -245,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     if checkout_commands is not None:
         checkout_commands.add_parsers(commands)
     return parser
+
+
+def _evaluation_auditing(text: str) -> EvaluationAuditing:
+    try:
+        return EvaluationAuditing.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _checkout_commands() -> ModuleType | None:
@@ -473,6 +491,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen_host=host,
         listen_port=int(port),
         metrics_per_pvc=args.metrics_per_pvc,
+        audit_evaluations=args.audit_evaluations,
         install_crds=args.install_crds,
         audit_stream=audit,
         leader_elect=args.leader_elect,

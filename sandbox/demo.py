@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.adapters.kafka import KafkaSettings
+from agent.audit.evaluations import EvaluationAuditing
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord
 from agent.runtime.main import PrometheusSettings, RunOptions, run_agent
@@ -138,6 +139,7 @@ async def _run(
         listen_port=int(status["agent_listen"].rsplit(":", 1)[1]),
         install_crds=True,
         audit_stream=nowhere,
+        audit_evaluations=EvaluationAuditing.parse("all"),  # the timeline shows each transition's current values
     )
     agent = asyncio.create_task(run_agent(options, stop=stop, listener=on_record))
     started = time.monotonic()

@@ -6,7 +6,8 @@ record carries the same stable keys, null where they do not apply, so tools can 
 | key      | meaning                                                                   |
 |----------|---------------------------------------------------------------------------|
 | time     | when it happened (the cycle's time, ISO 8601 UTC)                         |
-| event    | evaluation, transition, action-planned, action-declined, action-applied…  |
+| event    | evaluation, evaluation-summary, transition, action-planned,               |
+|          | action-declined, action-applied…                                          |
 |          | action-throttled (held by the policy), policy-excluded (outside its       |
 |          | namespaces), object-ignored (its kafka-autopilot.io/ignore annotation)    |
 | rule     | the rule's name                                                           |
@@ -19,19 +20,27 @@ record carries the same stable keys, null where they do not apply, so tools can 
 | reason   | why: the transition's reason, the decline's message, or what was missing  |
 | dry_run  | true when nothing was (or will be) changed                                |
 
-Evaluation records add `values` (expression -> value or null) and `verdict`.
+Evaluation records add `values` (expression -> value or null) and `verdict`. Which of them a cycle
+writes is `--audit-evaluations` (agent.audit.evaluations): by default only an object's first and those
+whose verdict or state changed; transitions, actions, holds and errors are always written.
+
+Evaluation-summary records (one per rule, object null, outcome `summary`) add `counts` (objects by
+verdict: holds, clear, no-data), `selected` (objects the rule selects), `excluded` and `ignored` (kept
+out by the policy's namespaces, by their ignore annotation), `written` (evaluation records this cycle
+wrote) and `cycle_seconds` (the cycle's duration).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import structlog
 
+from agent.audit.evaluations import verdict_counts
 from agent.core.engine import CycleOutcome, DeclinedAction, HeldAction, ObjectEvaluation, PlannedAction
 from agent.core.states import Transition
 
@@ -57,7 +66,7 @@ def iso_time(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _record(*, event: str, at: float, rule: str, obj: str, dry_run: bool, **fields: Any) -> AuditRecord:
+def _record(*, event: str, at: float, rule: str, obj: str | None, dry_run: bool, **fields: Any) -> AuditRecord:
     record: AuditRecord = dict.fromkeys(AUDIT_KEYS)
     record.update(time=iso_time(at), event=event, rule=rule, object=obj, dry_run=dry_run)
     record.update(fields)
@@ -148,9 +157,39 @@ def excluded_record(
     return _record(event=event, at=at, rule=rule, obj=object_key, dry_run=False, outcome="excluded", reason=reason)
 
 
-def cycle_records(outcome: CycleOutcome, *, dry_run: bool) -> Iterator[AuditRecord]:
-    """Every record of one rule's cycle, in the order things happened per object."""
-    for evaluation in outcome.evaluations:
+def evaluation_summary_record(
+    *, rule: str, at: float, counts: Mapping[str, object], written: int, cycle_seconds: float, dry_run: bool
+) -> AuditRecord:
+    """One rule's cycle in one line; `counts` are `summary_fields` (verdicts, selected, excluded, ignored)."""
+    return _record(
+        event="evaluation-summary",
+        at=at,
+        rule=rule,
+        obj=None,
+        dry_run=dry_run,
+        outcome="summary",
+        **counts,
+        written=written,
+        cycle_seconds=round(cycle_seconds, 3),
+    )
+
+
+def summary_fields(outcome: CycleOutcome, *, selected: int) -> dict[str, object]:
+    """What an evaluation-summary counts of a cycle (what `changes` compares to say it again)."""
+    return {
+        "counts": verdict_counts(outcome.evaluations),
+        "selected": selected,
+        "excluded": len(outcome.excluded),
+        "ignored": len(outcome.ignored),
+    }
+
+
+def cycle_records(
+    outcome: CycleOutcome, *, dry_run: bool, evaluations: Sequence[ObjectEvaluation] | None = None
+) -> Iterator[AuditRecord]:
+    """Every record of one rule's cycle, in the order things happened per object; of the evaluations, only
+    `evaluations` when given (the rest are always all written)."""
+    for evaluation in outcome.evaluations if evaluations is None else evaluations:
         yield evaluation_record(evaluation, dry_run=dry_run, note=outcome.notes.get(evaluation.object, ""))
     for transition in outcome.transitions:
         yield transition_record(transition, dry_run=dry_run)

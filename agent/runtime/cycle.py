@@ -5,13 +5,14 @@ A cycle:
    (agent.runtime.inventory);
 2. decide: agent.core.engine.run_cycle, pure, with the durable states loaded from the API and, with a
    guardrail policy, the admission facts (agent.runtime.admission);
-3. record: every evaluation, transition and action as an audit record, a counter, and an Event
-   (agent.runtime.recorder);
+3. record: every transition and action (and the evaluations `--audit-evaluations` asks for) as an audit
+   record, a counter, and an Event (agent.runtime.recorder);
 4. persist the states that changed; a state another writer moved, or whose write failed, is not acted
    on this cycle (a Pending that was stored all the same is planned again by the runner's sweep);
 5. start executors for the planned actions (agent.runtime.runner), then follow approvals
    (agent.runtime.approvals);
-6. let executors undo their own marks where the cause has gone (a node back: the agent's cordon).
+6. let executors undo their own marks where the cause has gone (a node back: the agent's cordon);
+7. record the rule's evaluation-summary (counts by verdict, cycle time), when due.
 
 The scheduler (agent.runtime.scheduler) decides when a cycle runs; `kafka-autopilot run`
 (agent.runtime.main) assembles the parts. Objects the policy's namespaces keep out are said so once.
@@ -54,7 +55,7 @@ class RuleCycle:
 
     async def __call__(self, rule: Rule) -> str:
         """One cycle; returns the rule's health: "ok", or what kept it from seeing its objects."""
-        now = self.clock.now()
+        began, now = self.clock.monotonic(), self.clock.now()
         objects = await self.inventory.objects(rule)
         vectors = await self.inventory.vectors(rule, now)
         states = await self.store.load(rule.name)
@@ -113,6 +114,7 @@ class RuleCycle:
         if self.approvals is not None:
             await self.approvals.after_cycle(rule, outcome, before=states, objects=objects, conflicted=conflicted)
         await self.runner.release_recovered(rule, objects)
+        self.recorder.cycle_summary(rule, outcome, objects, cycle_seconds=self.clock.monotonic() - began)
         return with_kafka_problem(rule_health(outcome), self.inventory.kafka_unreachable(rule))
 
     async def resume(self, rule: Rule) -> None:

@@ -36,6 +36,7 @@ from agent.adapters.kubernetes.crds import install_crds, wait_until_served
 from agent.adapters.kubernetes.statestore import StateStore
 from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.storagepools import StoragePoolClient
+from agent.audit.evaluations import EvaluationAudit, EvaluationAuditing
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
@@ -105,6 +106,8 @@ class RunOptions:
     listen_port: int = 8080
     metrics_per_pvc: bool = False
     """The `object` label on PVC rules' action counters too (one series per claim; see telemetry)."""
+    audit_evaluations: EvaluationAuditing = field(default_factory=EvaluationAuditing)
+    """Which evaluation records to write (`--audit-evaluations`, agent.audit.evaluations)."""
     install_crds: bool = False
     audit_stream: TextIO = field(default=sys.stdout)
     policy_path: Path | None = None
@@ -208,6 +211,7 @@ async def run_agent(
             events=KubeEvents(kube=kube),
             dry_run=dry_run,
             dry_run_actions=dry_run_actions,
+            evaluations=EvaluationAudit(auditing=options.audit_evaluations),
         )
         store = StateStore(kube=kube, dry_run=dry_run)
         triggers = Triggers(rules)

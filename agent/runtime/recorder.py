@@ -4,6 +4,9 @@ Why it exists: a cycle's outcome, a transition, an action's end and an approval 
 same three writes, with the same dry-run flag. Doing them in one place keeps the trail, /metrics and
 `kubectl get events` telling the same story, and keeps the rest of the runtime free of bookkeeping.
 
+Which evaluation records a cycle writes (`--audit-evaluations`) and when a rule's evaluation-summary is
+due are decided here too, by agent.audit.evaluations; everything else is always written.
+
 The dry-run flag of a record is decided here only (`dry_run_for`): the agent's --dry-run, the rule's
 `enforcement: dryRun`, and the policy's per-action `dryRunActions`.
 """
@@ -18,14 +21,17 @@ import structlog
 
 from agent.actions.base import Outcome
 from agent.adapters.clock import Clock
+from agent.audit.evaluations import EvaluationAudit
 from agent.audit.trail import (
     AUDIT_KEYS,
     AuditRecord,
     AuditTrail,
     action_record,
     cycle_records,
+    evaluation_summary_record,
     excluded_record,
     iso_time,
+    summary_fields,
     transition_record,
 )
 from agent.core.approvals import ActionPreview
@@ -51,6 +57,10 @@ class Recorder:
     dry_run: bool = False
     dry_run_actions: frozenset[str] = frozenset()
     """Actions whose executor got the dry-run applier (the policy's dryRunActions)."""
+    evaluations: EvaluationAudit = field(default_factory=EvaluationAudit)
+    """Which evaluation records to write (`--audit-evaluations`; default: changes only)."""
+    _written: dict[str, int] = field(default_factory=dict)
+    """Evaluation records written by each rule's latest cycle, for its summary."""
     _excluded_said: set[tuple[str, str]] = field(default_factory=set)
     _ignored_said: set[tuple[str, str]] = field(default_factory=set)
 
@@ -65,8 +75,11 @@ class Recorder:
             await self.events.emit(rule=rule.name, target=target, reason=reason, message=message, warning=warning)
 
     async def cycle(self, rule: Rule, outcome: CycleOutcome, objects: Sequence[TargetObject]) -> None:
-        """Everything one cycle decided: evaluations, transitions, plans, declines, holds, exclusions."""
-        for record in cycle_records(outcome, dry_run=self.dry_run_for(rule)):
+        """Everything one cycle decided: evaluations (as `--audit-evaluations` says), transitions, plans,
+        declines, holds, exclusions."""
+        written = self.evaluations.to_write(rule.name, outcome.evaluations, outcome.states)
+        self._written[rule.name] = len(written)
+        for record in cycle_records(outcome, dry_run=self.dry_run_for(rule), evaluations=written):
             self.trail.write(record)
         for evaluation in outcome.evaluations:
             self.telemetry.inc("kafka_autopilot_evaluations_total", rule=rule.name, verdict=evaluation.verdict.value)
@@ -117,6 +130,23 @@ class Recorder:
         self._ignored_said = {
             (name, key) for name, key in self._ignored_said if name != rule.name or key in outcome.ignored
         }
+
+    def cycle_summary(
+        self, rule: Rule, outcome: CycleOutcome, objects: Sequence[TargetObject], *, cycle_seconds: float
+    ) -> None:
+        """The rule's evaluation-summary for the cycle just recorded, when due (agent.audit.evaluations)."""
+        counts = summary_fields(outcome, selected=len(objects))
+        if self.evaluations.summary_due(rule.name, counts, at=self.clock.monotonic()):
+            self.trail.write(
+                evaluation_summary_record(
+                    rule=rule.name,
+                    at=self.clock.now(),
+                    counts=counts,
+                    written=self._written.get(rule.name, 0),
+                    cycle_seconds=cycle_seconds,
+                    dry_run=self.dry_run_for(rule),
+                )
+            )
 
     async def transitions(self, rule: Rule, target: TargetObject, transitions: Iterable[Transition]) -> None:
         """Transitions outside a cycle (an action started or ended, an approver answered)."""

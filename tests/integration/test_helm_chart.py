@@ -180,8 +180,9 @@ def test_placement_and_extra_volumes_come_from_values() -> None:
         ({"replica": 3}, "additional properties 'replica' not allowed"),
         ({"kafka": {"securityProtocol": "TLS"}}, "/kafka/securityProtocol"),
         ({"metrics": {"prometheusRule": {"for": "ten minutes"}}}, "/metrics/prometheusRule/for"),
+        ({"audit": {"evaluations": "sample:0"}}, "/audit/evaluations"),
     ],
-    ids=["wrong-type", "not-an-option", "unknown-key", "unknown-protocol", "not-a-duration"],
+    ids=["wrong-type", "not-an-option", "unknown-key", "unknown-protocol", "not-a-duration", "not-an-audit-mode"],
 )
 def test_the_values_schema_rejects_a_bad_value_and_names_it(
     values: dict[str, Any], complaint: str, tmp_path: Path
@@ -236,6 +237,7 @@ def test_values_become_the_agents_flags_and_secrets_become_files() -> None:
         },
         "policy": {"content": "apiVersion: kafka-autopilot.io/v1alpha1\nkind: AutopilotPolicy\n"},
         "rules": {"shipped": ["kafka-resize.yaml"], "fromCluster": True},
+        "audit": {"evaluations": "sample:30"},
     }
     objects = render(values=values)
     args = container(objects)["args"]
@@ -253,9 +255,11 @@ def test_values_become_the_agents_flags_and_secrets_become_files() -> None:
         "--kafka-sasl-username=autopilot",
         "--kafka-sasl-password-file=/etc/kafka-autopilot/kafka-sasl/password",
         "--kafka-ca-file=/etc/kafka-autopilot/kafka-ca/ca.crt",
+        "--audit-evaluations=sample:30",
     ]
     assert [arg for arg in args if arg in expected] == expected
     assert "--dry-run" not in args
+    assert "--audit-evaluations=changes" in container(render(values={}))["args"]
     secrets = {
         v["secret"]["secretName"]
         for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
@@ -286,6 +290,7 @@ FULL = {
     "rules": {"fromCluster": True},
     "rbac": {"installCRDs": True},
     "metrics": {"perPvcSeries": True},
+    "audit": {"evaluations": "all"},
 }
 # `run` flags the chart does not render, and why: in a pod the service account is the identity, the
 # audit trail is the container's stdout, and --scope-pod is the sidecar's (README.md's snippet).

@@ -16,6 +16,13 @@ trying to record the same action gets `ActionInFlightError`.
 pair it has never seen, "nothing stored". A conflict (HTTP 409) is retried only when a fresh read
 shows the status unchanged from that base (someone touched labels or annotations, not the state).
 
+`lastHoldingAt` (when the conditions were last seen holding while `for` is waited for) moves every cycle
+in `Triggered`; a write whose only change is that field is not sent. This store keeps the newer value in
+memory and gives it back with the state (`load`, `status`) while the stored object is the one it based
+that on (same resourceVersion); the next real change writes it. Another replica, or this agent after a
+restart, reads the value of the last real write instead: older than the truth, so the time no agent saw
+the conditions holding counts as a gap and `for` restarts when it is over the gap limit (fail closed).
+
 `status.recentActions` keeps the last starts of actions on the pair; `action_history` lists them
 for every pair at once, for the guardrail policy (agent.core.policy).
 
@@ -76,6 +83,8 @@ from agent.core.rules import API_GROUP
 from agent.core.states import ObjectState
 
 _MAX_WRITE_ATTEMPTS: Final = 5
+_HOLDING: Final = "lastHoldingAt"
+"""The status field not written on its own (see the module docstring)."""
 _LIST_PAGE: Final = 500
 
 
@@ -107,6 +116,8 @@ class StateStore:
         self._dry_run = dry_run
         self._seen: dict[tuple[str, str], _Snapshot] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._holding: dict[tuple[str, str], tuple[object, Any]] = {}
+        """Pair -> (resourceVersion of its stored object, the newer `lastHoldingAt` not written to it)."""
 
     # -- reads
 
@@ -119,16 +130,18 @@ class StateStore:
                 continue
             key = spec["objectKey"]
             self._seen[(rule, key)] = _Snapshot(obj=obj)
-            stored = _decode(obj)
+            stored = _decode(self._with_holding((rule, key), obj))
             if stored.state is not None:
                 found[key] = stored.state
+        for gone in [pair for pair in self._holding if pair[0] == rule and pair[1] not in found]:
+            del self._holding[gone]
         return found
 
     async def status(self, rule: str, object_key: str) -> StoredStatus:
         """The pair's whole stored status (fresh from the API server); becomes the write base."""
         snapshot = await self._read(rule=rule, object_key=object_key)
         self._seen[(rule, object_key)] = snapshot
-        return _decode(snapshot.obj) if snapshot.obj is not None else StoredStatus()
+        return _decode(self._with_holding((rule, object_key), snapshot.obj))
 
     async def action_history(self) -> ActionHistory:
         """Every pair's recent action starts (and in-flight ones), all rules, in one list.
@@ -258,8 +271,11 @@ class StateStore:
         pair = (rule, object_key)
         async with self._locks.setdefault(pair, asyncio.Lock()):
             base = self._seen.get(pair, _NOTHING)
-            wanted = encode_status(**_fields(change(_decode(base.obj) if base.obj is not None else StoredStatus())))
-            if dict(base.status) == wanted and (base.obj is not None or not wanted):
+            wanted = encode_status(**_fields(change(_decode(self._with_holding(pair, base.obj)))))
+            if base.obj is None and not wanted:
+                return
+            if base.obj is not None and _apart_from_holding(base.status) == _apart_from_holding(wanted):
+                self._remember_holding(pair, base.obj, wanted.get(_HOLDING))
                 return
             current = base
             for _ in range(_MAX_WRITE_ATTEMPTS):
@@ -280,8 +296,29 @@ class StateStore:
                     self._require_unchanged(base, current, rule=rule, object_key=object_key)
                     continue
                 self._seen[pair] = _Snapshot(obj=written)
+                self._holding.pop(pair, None)
                 return
             raise self._conflict("the stored object kept changing", rule, object_key)
+
+    def _remember_holding(self, pair: tuple[str, str], stored: Mapping[str, Any], holding: Any) -> None:
+        if (stored.get("status") or {}).get(_HOLDING) == holding:
+            self._holding.pop(pair, None)
+        else:
+            self._holding[pair] = (_version(stored), holding)
+
+    def _with_holding(self, pair: tuple[str, str], obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """`obj` with the newer `lastHoldingAt` this store kept for it, while it is the object that was based on."""
+        remembered = self._holding.get(pair)
+        if obj is None or remembered is None:
+            return obj
+        version, holding = remembered
+        if _version(obj) != version:  # written since, by us or another writer: its own value is the truth
+            del self._holding[pair]
+            return obj
+        status = _apart_from_holding(obj.get("status") or {})
+        if holding is not None:
+            status[_HOLDING] = holding
+        return {**obj, "status": status}
 
     def _conflict(self, message: str, rule: str, object_key: str) -> StateConflictError:
         return StateConflictError(message, rule=rule, object_key=object_key, server=self._kube.server)
@@ -354,6 +391,14 @@ def _decode(obj: Mapping[str, Any] | None) -> StoredStatus:
     except StateDecodeError as error:
         name = (obj.get("metadata") or {}).get("name", "?")
         raise StateDecodeError(f"{OBJECT_KIND} {name}: {error}") from None
+
+
+def _apart_from_holding(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in status.items() if key != _HOLDING}
+
+
+def _version(obj: Mapping[str, Any]) -> object:
+    return (obj.get("metadata") or {}).get("resourceVersion")
 
 
 def _fields(stored: StoredStatus) -> dict[str, Any]:

@@ -111,6 +111,7 @@ fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
 {{- if .Values.dryRun }}
 - --dry-run
 {{- end }}
+- --audit-evaluations={{ .Values.audit.evaluations }}
 - --listen=0.0.0.0:{{ .Values.port }}
 {{- if .Values.metrics.perPvcSeries }}
 - --metrics-per-pvc

@@ -1,19 +1,22 @@
 """Planning the way the engine does, for the executor tests: a rule parsed by the real loader from
 YAML, and the PlannedAction from the real `plan_actions`, so the tests do not depend on where plan
-details live."""
+details live; and the AutopilotRuleObject API in memory, for the real StateStore."""
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from agent.actions.registry import CATALOG
+from agent.adapters.errors import ConflictError, NotFoundError
 from agent.core.engine import DeclinedAction, PlannedAction, plan_actions
 from agent.core.loader import parse_rules
 from agent.core.matching import TargetObject
-from agent.core.rules import Rule
+from agent.core.rules import LabelSelector, Rule
 
 WALL_BUDGET_SECONDS = 0.5
 """What one executor run on the fakes may take in wall time, whatever its virtual time."""
@@ -52,3 +55,49 @@ def wall_time() -> Iterator[Wall]:
         yield took
     finally:
         took.seconds = time.perf_counter() - started
+
+
+class InMemoryRuleObjects:
+    """The cluster-scoped custom-object calls StateStore makes, kept in a dict by name."""
+
+    server = "https://in-memory"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self._version = 0
+        self.status_writes: list[dict[str, Any]] = []
+        """Every status written, in order."""
+
+    def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._version += 1
+        obj["metadata"]["resourceVersion"] = str(self._version)
+        self.objects[obj["metadata"]["name"]] = obj
+        return copy.deepcopy(obj)
+
+    async def get_custom_object(self, *, group: str, version: str, plural: str, name: str) -> dict[str, Any]:
+        if name not in self.objects:
+            raise NotFoundError(f"{plural} {name} not found", server=self.server, verb="GET", resource=plural)
+        return copy.deepcopy(self.objects[name])
+
+    async def list_custom_objects(self, *, label_selector: str | None = None, **_: Any) -> dict[str, Any]:
+        selector = LabelSelector.from_query(label_selector) if label_selector else None
+        found = [
+            copy.deepcopy(obj)
+            for obj in self.objects.values()
+            if selector is None or selector.matches(obj["metadata"].get("labels") or {})
+        ]
+        return {"items": found, "metadata": {}}
+
+    async def create_custom_object(self, *, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if body["metadata"]["name"] in self.objects:
+            raise ConflictError("exists", server=self.server, verb="POST", resource="autopilotruleobjects")
+        return self._stamp(copy.deepcopy({**body, "status": {}}))
+
+    async def replace_custom_object_status(self, *, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        stored = self.objects[body["metadata"]["name"]]
+        if stored["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
+            raise ConflictError(
+                "resourceVersion moved", server=self.server, verb="PUT", resource="autopilotruleobjects"
+            )
+        self.status_writes.append(copy.deepcopy(body["status"]))
+        return self._stamp({**copy.deepcopy(stored), "status": copy.deepcopy(body["status"])})

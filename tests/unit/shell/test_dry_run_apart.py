@@ -7,64 +7,19 @@ live agent started later, whose guardrails count only live actions, and the reve
 
 from __future__ import annotations
 
-import copy
-from typing import Any, cast
+from typing import cast
 
 import pytest
+from shell_support import InMemoryRuleObjects
 
-from agent.adapters.errors import ConflictError, NotFoundError
 from agent.adapters.kubernetes import KubeClient
 from agent.adapters.kubernetes.statestore import StateStore
 from agent.adapters.kubernetes.statuscodec import MODE_LABEL, LastAction, object_name
-from agent.core.rules import LabelSelector
 from agent.core.states import ObjectState, RuleState
 
 RULE = "volume-resize"
 PVC = "kafka/data-kafka-0"
 T0 = 1_700_000_000.0
-
-
-class InMemoryRuleObjects:
-    """The cluster-scoped custom-object calls StateStore makes, kept in a dict by name."""
-
-    server = "https://in-memory"
-
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self._version = 0
-
-    def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
-        self._version += 1
-        obj["metadata"]["resourceVersion"] = str(self._version)
-        self.objects[obj["metadata"]["name"]] = obj
-        return copy.deepcopy(obj)
-
-    async def get_custom_object(self, *, group: str, version: str, plural: str, name: str) -> dict[str, Any]:
-        if name not in self.objects:
-            raise NotFoundError(f"{plural} {name} not found", server=self.server, verb="GET", resource=plural)
-        return copy.deepcopy(self.objects[name])
-
-    async def list_custom_objects(self, *, label_selector: str | None = None, **_: Any) -> dict[str, Any]:
-        selector = LabelSelector.from_query(label_selector) if label_selector else None
-        found = [
-            copy.deepcopy(obj)
-            for obj in self.objects.values()
-            if selector is None or selector.matches(obj["metadata"].get("labels") or {})
-        ]
-        return {"items": found, "metadata": {}}
-
-    async def create_custom_object(self, *, body: dict[str, Any], **_: Any) -> dict[str, Any]:
-        if body["metadata"]["name"] in self.objects:
-            raise ConflictError("exists", server=self.server, verb="POST", resource="autopilotruleobjects")
-        return self._stamp(copy.deepcopy({**body, "status": {}}))
-
-    async def replace_custom_object_status(self, *, body: dict[str, Any], **_: Any) -> dict[str, Any]:
-        stored = self.objects[body["metadata"]["name"]]
-        if stored["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
-            raise ConflictError(
-                "resourceVersion moved", server=self.server, verb="PUT", resource="autopilotruleobjects"
-            )
-        return self._stamp({**copy.deepcopy(stored), "status": copy.deepcopy(body["status"])})
 
 
 def store(api: InMemoryRuleObjects, *, dry_run: bool) -> StateStore:
