@@ -1,4 +1,4 @@
-"""The `kafka-autopilot` command: lint and test rules, run the agent, answer approvals.
+"""The `kafka-autopilot` command: lint, test and backtest rules, run the agent, answer approvals.
 
 In the checkout (not in the wheel) two more commands exist, `sandbox` and `demo`: they drive the local
 real environment, which does not ship. This module never imports it; `build_parser` looks the module
@@ -34,15 +34,18 @@ from typing import TextIO
 
 from agent import __version__
 from agent.actions.registry import CATALOG
+from agent.adapters.clock import WallClock
 from agent.adapters.errors import PrometheusQueryError
-from agent.adapters.files import expand_paths, load_paths
+from agent.adapters.files import expand_paths, load_paths, load_rule_paths
 from agent.adapters.kafka import KafkaSettings
+from agent.adapters.kubernetes.client import KubeError
 from agent.adapters.local_prometheus import (
     BinaryNotFoundError,
     LocalPrometheusError,
     find_binaries,
     find_promtool,
 )
+from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.promtool import PromtoolError, check_promql
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail
@@ -50,10 +53,14 @@ from agent.core.aliases import KEY_ALIASES
 from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
-from agent.runtime import approval_commands, ruletest
+from agent.runtime import approval_commands, backtest_output, ruletest
+from agent.runtime.backtest import BacktestError, make_window, run_backtest
+from agent.runtime.backtest_plot import PLOT_SUFFIXES, PlotUnavailableError, write_plot
+from agent.runtime.backtest_sources import ProgressBar, cluster_objects
 from agent.runtime.leadership import DRY_RUN_LEASE_NAME, EXIT_LEADERSHIP_LOST, LIVE_LEASE_NAME, default_lease_name
 from agent.runtime.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from agent.runtime.main import PrometheusSettings, RunOptions, StorageApiSettings, run_agent
+from agent.runtime.ruletest_file import read_inventory
 from agent.runtime.scope import SCOPE_POD_ENV, PodScope, ScopeError
 
 EXIT_OK = 0
@@ -134,6 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
         "else PATH)",
     )
     test.set_defaults(command=cmd_test)
+
+    backtest = commands.add_parser(
+        "backtest",
+        help="replay rules over a window of real Prometheus history: what they would have done",
+        description="Evaluate the rules at every --step of the window with the agent's matching, state machine and "
+        "planners (one range query per distinct expression) and a simulated executor; print a table per object "
+        "and a summary. Nothing is changed. Exit 0 when it ran, 2 when it could not.",
+    )
+    backtest.add_argument("--rules", nargs="+", type=Path, required=True, metavar="FILE|DIR", help="rule files")
+    backtest.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus-compatible query endpoint")
+    backtest.add_argument(
+        "--from", dest="start", required=True, metavar="TIME", help="RFC 3339 (2026-01-02T03:04:05Z) or -24h"
+    )
+    backtest.add_argument("--to", dest="end", default="now", metavar="TIME", help="RFC 3339, -1h or now (default)")
+    backtest.add_argument("--step", default="30s", metavar="DURATION", help="evaluation step (default 30s)")
+    backtest.add_argument("--kubeconfig", type=Path, help="the cluster whose objects to replay (default: $KUBECONFIG)")
+    backtest.add_argument(
+        "--objects", type=Path, metavar="FILE", help="a YAML inventory (`objects:` as in rule tests), not a cluster"
+    )
+    backtest.add_argument(
+        "--plot", type=Path, metavar="OUT.png|OUT.html", help="draw each object's panel (needs kafka-autopilot[tools])"
+    )
+    backtest.add_argument("--json", action="store_true", help="print the summary and records as one JSON document")
+    backtest.set_defaults(command=cmd_backtest)
 
     run = commands.add_parser(
         "run",
@@ -406,6 +437,60 @@ def cmd_test(args: argparse.Namespace) -> int:
     if cannot_run:
         return EXIT_CANNOT_RUN
     return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+# --- backtest ------------------------------------------------------------------------------------
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    def cannot_run(message: str) -> int:
+        print(f"kafka-autopilot backtest: {message}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+
+    if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
+        return cannot_run(f"--plot must end in {' or '.join(PLOT_SUFFIXES)}, got {args.plot}")
+    missing = [path for path in args.rules if not path.exists()]
+    if missing:
+        return cannot_run(", ".join(f"{path}: no such file or folder" for path in missing))
+    result = merge_results(load_rule_paths(args.rules, catalog=CATALOG))
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    if result.errors or not result.rules:
+        return cannot_run("the rules have errors (see above)" if result.errors else "no rule found")
+    try:
+        window = make_window(start=args.start, end=args.end, step=args.step, now=WallClock().now())
+        if args.objects is not None:
+            objects = list(read_inventory(args.objects))
+        else:
+            objects = asyncio.run(cluster_objects(args.kubeconfig, result.rules))
+    except (BacktestError, ruletest.RuleTestFileError, KubeError) as error:
+        return cannot_run(str(error))
+    progress = ProgressBar(stream=sys.stderr)
+    with PrometheusClient(url=args.prometheus, clock=WallClock(), timeout_seconds=60) as client:
+        try:
+            outcome = run_backtest(
+                rules=result.rules,
+                objects=objects,
+                window=window,
+                range_query=client.range_query,
+                instant_query=client.instant_query,
+                on_progress=progress.show,
+            )
+        except (BacktestError, PrometheusQueryError) as error:
+            return cannot_run(str(error))
+        finally:
+            progress.done()
+    if args.json:
+        print(json.dumps(backtest_output.as_json(outcome), indent=2, default=str))
+    else:
+        print(backtest_output.render_text(outcome))
+    if args.plot is not None:
+        try:
+            write_plot(outcome, args.plot)
+        except PlotUnavailableError as error:
+            return cannot_run(str(error))
+        print(f"plot: {args.plot}", file=sys.stderr)
+    return EXIT_OK
 
 
 # --- run -----------------------------------------------------------------------------------------

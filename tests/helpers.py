@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import matplotlib.image
 import pytest
 
 
@@ -50,3 +52,9 @@ spec:
         maxsize: "1Ti"
 """
 """The reference rule of the vendor papers, character for character."""
+
+
+def distinct_colours(png: Path) -> int:
+    """How many different pixel colours a PNG has: 1 for a blank image."""
+    pixels = matplotlib.image.imread(png)
+    return len({tuple(pixel) for row in pixels for pixel in row})

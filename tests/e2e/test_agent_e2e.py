@@ -23,6 +23,9 @@ Latencies measured here are printed for the closing notes (pytest -s shows them)
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -38,6 +41,7 @@ from e2e_support import (
     POOL_LABELS,
     POOL_RULE,
     PVCS,
+    REPO,
     RULES,
     STATE_OBJECTS,
     TI,
@@ -66,7 +70,7 @@ from e2e_support import (
     twin_pool,
     verified_resizes,
 )
-from helpers import eventually
+from helpers import distinct_colours, eventually
 
 from sandbox import workload
 from sandbox.environment import Sandbox
@@ -447,6 +451,60 @@ def test_step_3_is_declined_at_maxsize(sandbox: Sandbox, api: KubeApi, agent: Ag
     assert declined and declined[0]["reason"].startswith("AtMaxSize")
     assert any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_for(api, claim))
     assert 'outcome="declined-at-maxsize"' in agent.metrics()
+
+
+# --- the reference table, backtested --------------------------------------------------------------------
+
+BACKTEST_STEP = 10
+
+
+def decisions(records: list[dict[str, Any]], *, key: str, acted: str) -> list[tuple[float, str]]:
+    """(time, what) of each action on `key` and of each decline (a repeated decline once), in order."""
+    found: list[tuple[float, str]] = []
+    for record in records:
+        if record["object"] != key:
+            continue
+        at = datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
+        if record["event"] == acted:
+            found.append((at, f"{record['before']} -> {record['after']}"))
+        elif record["event"] == "action-declined" and (not found or found[-1][1] != record["code"]):
+            found.append((at, record["code"]))
+    return found
+
+
+def test_a_backtest_of_this_run_reproduces_the_reference_table(
+    sandbox: Sandbox, agent: AgentProcess, tmp_path: Path
+) -> None:
+    key = f"kafka/{workload.pvc_name(0)}"
+    live_records = agent.records()
+    start = int(min(seconds_since(0, r["time"]) for r in live_records))
+    until = int(time.time())
+    status = sandbox.status()
+    plot = tmp_path / "backtest.png"
+    began = time.monotonic()
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "agent.cli", "backtest",
+            "--rules", str(RULES / "kafka-resize.yaml"),
+            "--prometheus", status["prometheus_url"],
+            "--kubeconfig", status["kubeconfig"],
+            "--from", datetime.fromtimestamp(start, UTC).isoformat(),
+            "--to", datetime.fromtimestamp(until, UTC).isoformat(),
+            "--step", f"{BACKTEST_STEP}s",
+            "--json", "--plot", str(plot),
+        ],
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+    )  # fmt: skip
+    print(f"\nbacktest of {until - start}s at {BACKTEST_STEP}s: {time.monotonic() - began:.1f}s")
+    assert completed.returncode == 0, completed.stderr
+    live = decisions([r for r in live_records if seconds_since(0, r["time"]) <= until], key=key, acted="action-planned")
+    replayed = decisions(json.loads(completed.stdout)["records"], key=key, acted="action-applied")
+    assert [what for _, what in live] == ["400Gi -> 800Gi", "800Gi -> 1Ti (capped at maxsize)", "AtMaxSize"]
+    assert [what for _, what in replayed] == [what for _, what in live]
+    gaps = [abs(then - now) for (then, _), (now, _) in zip(live, replayed, strict=True)]
+    assert max(gaps) <= BACKTEST_STEP, gaps
+    assert plot.stat().st_size > 5000
+    assert distinct_colours(plot) > 1
 
 
 # --- dry-run ------------------------------------------------------------------------------------------------
