@@ -1,6 +1,7 @@
 """What `kafka-autopilot backtest` prints: a table per object of transitions and actions, and a summary.
 
-The summary counts the simulated actions by kind, the declines at maxsize and the holds, and sums the
+The summary counts the simulated actions by kind, the declines at maxsize (once per stay in
+ActionsDeclined) and the holds, and sums the
 time each object spent Triggered (a `for` window running, or waiting on a hold) within the window.
 `--json` gives the same as one document, with every transition and action record.
 """
@@ -47,10 +48,25 @@ def triggered_seconds(records: Iterable[AuditRecord], *, end: float) -> dict[tup
     return spent
 
 
+def declines(records: Iterable[AuditRecord]) -> list[AuditRecord]:
+    """The first decline record of each stay in ActionsDeclined (while it lasts, it is recorded again now
+    and then, as the live agent does)."""
+    first: list[AuditRecord] = []
+    staying: set[tuple[str, str]] = set()
+    for record in records:
+        key = (str(record["rule"]), str(record["object"]))
+        if record["event"] == "transition" and record["from"] == RuleState.ACTIONS_DECLINED.value:
+            staying.discard(key)
+        elif record["event"] == "action-declined" and key not in staying:
+            staying.add(key)
+            first.append(record)
+    return first
+
+
 def summary(result: BacktestResult) -> dict[str, Any]:
     records = result.records
     actions = Counter(str(r["action"]) for r in records if r["event"] == "action-applied")
-    declined = [r for r in records if r["event"] == "action-declined"]
+    declined = declines(records)
     held = Counter(str(r.get("code")) for r in records if r["event"] == "action-throttled")
     triggered = triggered_seconds(records, end=result.window.end)
     return {

@@ -1,0 +1,319 @@
+"""`kafka-autopilot backtest` on recorded answers: times, the window, the replay, the summary and the plot.
+
+The history here is a fake range query: a function of time per PVC, answered on the grid Prometheus
+would use, so the replay (the real loader, matching, state machine and planners) runs in milliseconds.
+The real Prometheus path is in tests/integration/test_backtest_prometheus.py.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from helpers import distinct_colours
+
+from agent.actions.registry import CATALOG
+from agent.adapters.files import load_rule_paths
+from agent.core.loader import merge_results, parse_rules
+from agent.core.matching import TargetObject, pvc_object
+from agent.core.rules import Rule
+from agent.core.samples import InstantVector, RangeSeries, Sample
+from agent.runtime.backtest import (
+    BacktestError,
+    BacktestResult,
+    Window,
+    make_window,
+    parse_time,
+    run_backtest,
+)
+from agent.runtime.backtest_output import as_json, render_text, summary, triggered_seconds
+from agent.runtime.backtest_plot import write_plot
+from agent.runtime.backtest_sources import ProgressBar
+from agent.runtime.ruletest_file import RuleTestFileError, read_inventory
+
+GI = 1024**3
+REPO = Path(__file__).resolve().parents[2]
+START = 1_800_000_000
+NOW = 1_800_086_400.7
+USAGE = "100 * (px_volume_usage_bytes / px_volume_capacity_bytes)"
+
+
+def reference_rule() -> list[Rule]:
+    return list(merge_results(load_rule_paths([REPO / "rules" / "kafka-resize.yaml"], catalog=CATALOG)).rules)
+
+
+def claim(name: str, capacity_gib: int) -> TargetObject:
+    return pvc_object(namespace="kafka", name=name, labels={"app": "kafka"}, capacity_bytes=capacity_gib * GI)
+
+
+class FakeHistory:
+    """Answers range and instant queries from `percent(name, t)` per claim, and a capacity at the start."""
+
+    def __init__(self, percent: dict[str, Callable[[float], float | None]], capacity_gib: dict[str, int]) -> None:
+        self.percent = percent
+        self.capacity_gib = capacity_gib
+        self.range_calls: list[tuple[str, int, int, int]] = []
+
+    def range_query(
+        self, expr: str, *, start: int, end: int, step: int, on_chunk: Callable[[int], None] | None = None
+    ) -> Sequence[RangeSeries]:
+        self.range_calls.append((expr, start, end, step))
+        assert expr == USAGE
+        if on_chunk is not None:
+            on_chunk((end - start) // step + 1)
+        found = []
+        for name, percent in self.percent.items():
+            points = [(float(t), value) for t in range(start, end + 1, step) if (value := percent(t)) is not None]
+            found.append(RangeSeries(labels={"namespace": "kafka", "pvc": name}, points=tuple(points)))
+        return found
+
+    def instant_query(self, expr: str, *, at: float) -> InstantVector:
+        if expr != "px_volume_capacity_bytes":
+            return ()
+        return tuple(
+            Sample(labels={"namespace": "kafka", "pvc": name}, value=gib * GI)
+            for name, gib in self.capacity_gib.items()
+        )
+
+
+def rising(*, crosses_at: float) -> Callable[[float], float]:
+    """Under 80% before `crosses_at`, 85% from then on."""
+    return lambda t: 85.0 if t >= crosses_at else 50.0
+
+
+def backtest(history: FakeHistory, objects: list[TargetObject], window: Window) -> BacktestResult:
+    return run_backtest(
+        rules=reference_rule(),
+        objects=objects,
+        window=window,
+        range_query=history.range_query,
+        instant_query=history.instant_query,
+    )
+
+
+def actions(result: BacktestResult, key: str) -> list[tuple[str, str]]:
+    return [
+        (record["time"], f"{record['before']} -> {record['after']}" if record["action"] and record["before"] else "")
+        for record in result.records
+        if record["event"] == "action-applied" and record["object"] == key
+    ]
+
+
+# --- times and the window ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2027-01-15T08:00:00Z", 1_800_000_000),
+        ("2027-01-15T10:00:00+02:00", 1_800_000_000),
+        ("-24h", 1_800_000_000),
+        ("-1d", 1_800_000_000),
+        ("-23h60m", 1_800_000_000),
+        ("now", 1_800_086_400),
+    ],
+)
+def test_times_are_rfc3339_now_or_a_duration_back_from_now(text: str, expected: int) -> None:
+    assert parse_time(text, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("yesterday", "neither an RFC 3339"), ("2027-01-15T08:00:00", "no time zone"), ("-24", "not a duration")],
+)
+def test_a_bad_time_says_what_is_expected(text: str, says: str) -> None:
+    with pytest.raises(BacktestError, match=says):
+        parse_time(text, now=NOW)
+
+
+def test_a_window_must_run_forwards_with_a_step() -> None:
+    with pytest.raises(BacktestError, match="before --to"):
+        make_window(start="-1h", end="-2h", step="30s", now=NOW)
+    with pytest.raises(BacktestError, match="not a duration"):
+        make_window(start="-1h", end="now", step="0.5s", now=NOW)
+    window = make_window(start="-1h", end="now", step="30s", now=NOW)
+    assert (window.end - window.start, window.step, window.steps) == (3600, 30, 121)
+
+
+# --- the replay --------------------------------------------------------------------------------------------
+
+
+def test_the_reference_table_replays_with_one_range_query_and_sizes_from_history() -> None:
+    history = FakeHistory(
+        percent={"data-kafka-0": rising(crosses_at=START + 600), "data-kafka-1": lambda t: 40.0},
+        capacity_gib={"data-kafka-0": 400, "data-kafka-1": 400},
+    )
+    # The cluster says 1Ti now; the window starts at the 400Gi history shows.
+    objects = [claim("data-kafka-0", 1024), claim("data-kafka-1", 1024)]
+    result = backtest(history, objects, Window(start=START, end=START + 1800, step=30))
+    assert len(history.range_calls) == 1
+    assert actions(result, "kafka/data-kafka-0") == [
+        ("2027-01-15T08:10:00.000Z", "400Gi -> 800Gi"),
+        ("2027-01-15T08:15:00.000Z", "800Gi -> 1Ti (capped at maxsize)"),
+    ]
+    declined = [r for r in result.records if r["event"] == "action-declined" and r["object"] == "kafka/data-kafka-0"]
+    assert declined[0]["time"] == "2027-01-15T08:20:00.000Z"
+    assert declined[0]["code"] == "AtMaxSize"
+    assert actions(result, "kafka/data-kafka-1") == []
+
+
+def test_a_claim_history_does_not_size_keeps_its_size_now_and_says_so() -> None:
+    history = FakeHistory(percent={"data-kafka-0": rising(crosses_at=START)}, capacity_gib={})
+    result = backtest(history, [claim("data-kafka-0", 800)], Window(start=START, end=START + 60, step=30))
+    assert [what for _, what in actions(result, "kafka/data-kafka-0")] == ["800Gi -> 1Ti (capped at maxsize)"]
+    assert result.notes == ("kafka/data-kafka-0: no capacity in history at the start; starting from its size now",)
+
+
+def test_a_gap_in_history_is_no_data_not_a_verdict() -> None:
+    history = FakeHistory(
+        percent={"data-kafka-0": lambda t: None if t < START + 300 else 85.0}, capacity_gib={"data-kafka-0": 400}
+    )
+    result = backtest(history, [claim("data-kafka-0", 400)], Window(start=START, end=START + 330, step=30))
+    outcomes = [r["outcome"] for r in result.records if r["event"] == "evaluation"]
+    assert outcomes[:10] == ["no-data"] * 10
+    assert [when for when, _ in actions(result, "kafka/data-kafka-0")] == ["2027-01-15T08:05:00.000Z"]
+
+
+def test_kubernetes_provider_rules_are_left_out_with_the_reason() -> None:
+    text = (REPO / "rules" / "kafka-node-failure.yaml").read_text()
+    node_rules = list(parse_rules(text, file="kafka-node-failure.yaml", catalog=CATALOG).rules)
+    history = FakeHistory(percent={}, capacity_gib={})
+    with pytest.raises(BacktestError, match=r"no rule left to replay: .*live Node objects"):
+        run_backtest(
+            rules=node_rules,
+            objects=[],
+            window=Window(start=START, end=START + 60, step=30),
+            range_query=history.range_query,
+            instant_query=history.instant_query,
+        )
+    result = run_backtest(
+        rules=[*node_rules, *reference_rule()],
+        objects=[],
+        window=Window(start=START, end=START + 60, step=30),
+        range_query=history.range_query,
+        instant_query=history.instant_query,
+    )
+    assert set(result.left_out) == {rule.name for rule in node_rules}
+
+
+def test_progress_counts_every_step_read_and_replayed() -> None:
+    history = FakeHistory(percent={"data-kafka-0": lambda t: 10.0}, capacity_gib={"data-kafka-0": 400})
+    seen: list[tuple[int, int]] = []
+    run_backtest(
+        rules=reference_rule(),
+        objects=[claim("data-kafka-0", 400)],
+        window=Window(start=START, end=START + 30 * 249, step=30),
+        range_query=history.range_query,
+        instant_query=history.instant_query,
+        on_progress=lambda done, total: seen.append((done, total)),
+    )
+    assert seen[-1] == (500, 500)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+# --- what it prints -----------------------------------------------------------------------------------------
+
+
+def test_the_summary_counts_actions_declines_and_time_triggered() -> None:
+    history = FakeHistory(percent={"data-kafka-0": rising(crosses_at=START + 600)}, capacity_gib={"data-kafka-0": 400})
+    result = backtest(history, [claim("data-kafka-0", 400)], Window(start=START, end=START + 1800, step=30))
+    facts = summary(result)
+    assert facts["actions_by_kind"] == {"openstorage.io.action.volume/resize": 2}
+    assert facts["declined_at_maxsize"] == 1
+    assert facts["steps"] == 61
+    text = render_text(result)
+    assert "kafka-resize  kafka/data-kafka-0" in text
+    assert "would act: openstorage.io.action.volume/resize 400Gi -> 800Gi" in text
+    assert "declined at maxsize:" in text
+    assert {r["event"] for r in as_json(result)["records"]} >= {"transition", "action-applied", "action-declined"}
+
+
+def test_time_triggered_sums_each_stay_and_counts_an_open_one_to_the_end() -> None:
+    def move(at: str, to: str) -> dict[str, str]:
+        return {"event": "transition", "rule": "r", "object": "o", "time": at, "to": to}
+
+    records = [
+        move("2027-01-15T08:00:00Z", "Triggered"),
+        move("2027-01-15T08:01:00Z", "Normal"),
+        move("2027-01-15T08:02:00Z", "Triggered"),
+    ]
+    assert triggered_seconds(records, end=START + 300) == {("r", "o"): 60 + 180}
+
+
+# --- the plot -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replayed() -> BacktestResult:
+    history = FakeHistory(
+        percent={"data-kafka-0": rising(crosses_at=START + 600), "data-kafka-1": lambda t: 30 + (t - START) / 60},
+        capacity_gib={"data-kafka-0": 400, "data-kafka-1": 400},
+    )
+    return backtest(
+        history,
+        [claim("data-kafka-0", 400), claim("data-kafka-1", 400)],
+        Window(start=START, end=START + 1800, step=30),
+    )
+
+
+def test_the_png_plot_is_drawn(replayed: BacktestResult, tmp_path: Path) -> None:
+    plot = tmp_path / "backtest.png"
+    write_plot(replayed, plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot.stat().st_size > 5000
+    assert distinct_colours(plot) > 1
+
+
+def test_the_html_plot_embeds_its_image_and_needs_no_network(replayed: BacktestResult, tmp_path: Path) -> None:
+    page = tmp_path / "backtest.html"
+    write_plot(replayed, page)
+    text = page.read_text()
+    assert 'src="data:image/png;base64,' in text
+    assert len(text) > 5000
+    assert "http://" not in text
+    assert "https://" not in text
+
+
+# --- the inventory and the progress bar -------------------------------------------------------------------
+
+
+def test_an_inventory_lists_objects_as_rule_tests_declare_them(tmp_path: Path) -> None:
+    inventory = tmp_path / "objects.yaml"
+    inventory.write_text(
+        "objects:\n"
+        "  - {kind: PersistentVolumeClaim, namespace: kafka, name: data-kafka-0,\n"
+        "     labels: {app: kafka}, capacity: 400Gi}\n"
+        "  - {kind: Node, name: worker-1}\n"
+    )
+    objects = read_inventory(inventory)
+    assert [(obj.key, obj.capacity_bytes) for obj in objects] == [("kafka/data-kafka-0", 400 * GI), ("worker-1", None)]
+
+
+def test_a_bad_inventory_names_the_file_line_and_field(tmp_path: Path) -> None:
+    inventory = tmp_path / "objects.yaml"
+    inventory.write_text(
+        "objects:\n  - {kind: PersistentVolumeClaim, name: a, capacity: lots}\n  - {kind: Pod, name: b}\n"
+    )
+    with pytest.raises(RuleTestFileError) as raised:
+        read_inventory(inventory)
+    assert len(raised.value.problems) == 2
+    assert f"{inventory}:2:" in str(raised.value)
+    assert f"{inventory}:3:" in str(raised.value)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_draws_on_a_terminal_only() -> None:
+    terminal = Terminal()
+    bar = ProgressBar(stream=terminal, width=10)
+    bar.show(50, 200)
+    bar.done()
+    assert terminal.getvalue() == "\r[##........]  25% (50/200 steps)\n"
+    piped = io.StringIO()
+    ProgressBar(stream=piped).show(50, 200)
+    assert piped.getvalue() == ""
