@@ -25,7 +25,8 @@ series in promtool's notation (`a+bxN`, `_`, ...), and what it expects at given 
             declined: AtMaxSize           # optional: the last decline's code
 
 This module is the format and its checks; running the tests against Prometheus is
-`agent.runtime.ruletest`.
+`agent.runtime.ruletest`. `read_inventory` reads a file of `objects:` alone, written the same way
+(`kafka-autopilot backtest --objects`).
 """
 
 from __future__ import annotations
