@@ -1,4 +1,4 @@
-"""The `kafka-autopilot` command: lint, test and backtest rules, run the agent, answer approvals.
+"""The `kafka-autopilot` command: lint, test and backtest rules, run the agent, explain it, answer approvals.
 
 In the checkout (not in the wheel) two more commands exist, `sandbox` and `demo`: they drive the local
 real environment, which does not ship. This module never imports it; `build_parser` looks the module
@@ -36,7 +36,7 @@ from agent import __version__
 from agent.actions.registry import CATALOG
 from agent.adapters.clock import WallClock
 from agent.adapters.errors import PrometheusQueryError
-from agent.adapters.files import expand_paths, load_paths, load_rule_paths
+from agent.adapters.files import expand_paths, load_paths, load_policy_file, load_rule_paths
 from agent.adapters.kafka import KafkaSettings
 from agent.adapters.kubernetes.client import KubeError
 from agent.adapters.local_prometheus import (
@@ -54,6 +54,7 @@ from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import approval_commands, backtest_output, ruletest
+from agent.runtime import explain as explain_command
 from agent.runtime.backtest import BacktestError, make_window, run_backtest
 from agent.runtime.backtest_plot import PLOT_SUFFIXES, PlotUnavailableError, write_plot
 from agent.runtime.backtest_sources import ProgressBar, cluster_objects
@@ -165,6 +166,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backtest.add_argument("--json", action="store_true", help="print the summary and records as one JSON document")
     backtest.set_defaults(command=cmd_backtest)
+
+    explain = commands.add_parser(
+        "explain",
+        help="why the agent did (or did not) act on one object: values, state, cooldown, holds, approvals, next",
+        description="For each rule that selects OBJECT: the expression's value now and its threshold, the state and "
+        "since when, the cooldown left, the last action and its outcome, a hold with its limit and when it lifts, "
+        "a pending approval, and what the next cycle would do (the core's own decision, nothing applied). Reads "
+        "the cluster, Prometheus and the agent's state objects; the agent's process is not needed. Exit 0 when "
+        "explained, 2 when it could not be.",
+    )
+    explain.add_argument(
+        "object", metavar="OBJECT", help="pvc/NAMESPACE/NAME, pod/NAMESPACE/NAME, node/NAME or pool/NODE/POOL"
+    )
+    explain.add_argument("--rules", nargs="+", type=Path, required=True, metavar="FILE|DIR", help="the agent's rules")
+    explain.add_argument("--rule", metavar="NAME", help="only this rule")
+    explain.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    explain.add_argument("--prometheus", metavar="URL", help="for the values now and the next cycle")
+    explain.add_argument("--policy", type=Path, metavar="FILE", help="the agent's AutopilotPolicy, for its holds")
+    explain.add_argument("--dry-run", action="store_true", help="read the dry-run agent's state objects")
+    explain.add_argument("--json", action="store_true", help="one JSON document")
+    explain.set_defaults(command=cmd_explain)
 
     run = commands.add_parser(
         "run",
@@ -490,6 +512,53 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         except PlotUnavailableError as error:
             return cannot_run(str(error))
         print(f"plot: {args.plot}", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- explain -------------------------------------------------------------------------------------
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    def cannot_run(message: str) -> int:
+        print(f"kafka-autopilot explain: {message}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+
+    try:
+        ref = explain_command.parse_object(args.object)
+    except explain_command.ExplainError as error:
+        return cannot_run(str(error))
+    missing = [path for path in [*args.rules, *([args.policy] if args.policy else [])] if not path.exists()]
+    if missing:
+        return cannot_run(", ".join(f"{path}: no such file or folder" for path in missing))
+    loaded = merge_results(load_rule_paths(args.rules, catalog=CATALOG))
+    for problem in loaded.problems:
+        print(problem, file=sys.stderr)
+    rules = [rule for rule in loaded.rules if args.rule is None or rule.name == args.rule]
+    if not rules:
+        return cannot_run(f"no rule named {args.rule}" if args.rule else "no valid rule")
+    policy = None
+    if args.policy is not None:
+        found = load_policy_file(args.policy, catalog=CATALOG)
+        if found.problems or len(found.policies) != 1:
+            return cannot_run("; ".join(str(p) for p in found.problems) or f"{args.policy}: not one policy")
+        policy = found.policies[0]
+    try:
+        explanations = asyncio.run(
+            explain_command.gather(
+                ref=ref,
+                rules=rules,
+                kubeconfig=args.kubeconfig,
+                prometheus_url=args.prometheus,
+                policy=policy,
+                dry_run=args.dry_run,
+            )
+        )
+    except (explain_command.ExplainError, KubeError, PrometheusQueryError) as error:
+        return cannot_run(str(error))
+    if args.json:
+        print(json.dumps([item.as_dict() for item in explanations], indent=2))
+    else:
+        print(explain_command.render_text(explanations))
     return EXIT_OK
 
 
