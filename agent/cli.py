@@ -1,4 +1,5 @@
-"""The `kafka-autopilot` command: lint, test and backtest rules, run the agent, explain it, answer approvals.
+"""The `kafka-autopilot` command: lint, test and backtest rules, run the agent, explain and report on it,
+answer approvals.
 
 In the checkout (not in the wheel) two more commands exist, `sandbox` and `demo`: they drive the local
 real environment, which does not ship. This module never imports it; `build_parser` looks the module
@@ -47,6 +48,7 @@ from agent.adapters.local_prometheus import (
 )
 from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.promtool import PromtoolError, check_promql
+from agent.audit import report as audit_report
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.aliases import KEY_ALIASES
@@ -55,7 +57,7 @@ from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import approval_commands, backtest_output, ruletest
 from agent.runtime import explain as explain_command
-from agent.runtime.backtest import BacktestError, make_window, run_backtest
+from agent.runtime.backtest import BacktestError, make_window, parse_time, run_backtest
 from agent.runtime.backtest_plot import PLOT_SUFFIXES, PlotUnavailableError, write_plot
 from agent.runtime.backtest_sources import ProgressBar, cluster_objects
 from agent.runtime.leadership import DRY_RUN_LEASE_NAME, EXIT_LEADERSHIP_LOST, LIVE_LEASE_NAME, default_lease_name
@@ -187,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--dry-run", action="store_true", help="read the dry-run agent's state objects")
     explain.add_argument("--json", action="store_true", help="one JSON document")
     explain.set_defaults(command=cmd_explain)
+
+    report = commands.add_parser(
+        "report",
+        help="what an audit trail says: actions by rule and outcome, trigger -> verified p50/p95, declines, holds",
+        description="Read an audit trail (JSON lines, from `run --audit FILE` or the agent's stdout) and print "
+        "the actions by rule and outcome, the time from trigger to verified action (p50, p95), the declines at "
+        "maxsize and the holds by reason. Lines that are not audit records (logs) are skipped and counted. "
+        "Exit 0 when reported, 2 when the file cannot be read.",
+    )
+    report.add_argument("--audit", type=Path, required=True, metavar="FILE", help="the audit trail, JSON lines")
+    report.add_argument("--since", metavar="TIME", help="only records from then: RFC 3339 or -24h")
+    report.add_argument("--json", action="store_true", help="one JSON document")
+    report.set_defaults(command=cmd_report)
 
     run = commands.add_parser(
         "run",
@@ -559,6 +574,40 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(json.dumps([item.as_dict() for item in explanations], indent=2))
     else:
         print(explain_command.render_text(explanations))
+    return EXIT_OK
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        since = parse_time(args.since, now=WallClock().now()) if args.since else None
+        lines = args.audit.read_text(encoding="utf-8").splitlines()
+    except BacktestError as error:
+        print(f"kafka-autopilot report: --since: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except OSError as error:
+        print(f"kafka-autopilot report: {args.audit}: {error.strerror}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    records, skipped = [], 0
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and record.get("time") and "event" in record and "rule" in record:
+            records.append(record)
+        elif line.strip():
+            skipped += 1
+    summary = audit_report.report(records, since=since)
+    summary["skipped_lines"] = skipped
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(audit_report.render_text(summary))
+        if skipped:
+            print(f"({skipped} lines were not audit records)")
     return EXIT_OK
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
+from agent.audit.report import declines, record_time
 from agent.audit.trail import AuditRecord, iso_time
 from agent.core.catalog import DeclineCode
 from agent.core.states import RuleState
@@ -21,10 +21,6 @@ from agent.runtime.backtest import BacktestResult
 SHOWN_EVENTS = ("transition", "action-applied", "action-declined", "action-throttled", "action-awaiting-approval")
 """The records of the per-object tables: every change of state and every action, decline and hold
 (`action-applied` is the simulated executor's; the `action-planned` before it says the same)."""
-
-
-def _seconds(record: AuditRecord) -> float:
-    return datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
 
 
 def shown(records: Iterable[AuditRecord]) -> list[AuditRecord]:
@@ -40,27 +36,12 @@ def triggered_seconds(records: Iterable[AuditRecord], *, end: float) -> dict[tup
             continue
         key = (str(record["rule"]), str(record["object"]))
         if record["to"] == RuleState.TRIGGERED.value:
-            since.setdefault(key, _seconds(record))
+            since.setdefault(key, record_time(record))
         elif key in since:
-            spent[key] = spent.get(key, 0.0) + _seconds(record) - since.pop(key)
+            spent[key] = spent.get(key, 0.0) + record_time(record) - since.pop(key)
     for key, start in since.items():
         spent[key] = spent.get(key, 0.0) + end - start
     return spent
-
-
-def declines(records: Iterable[AuditRecord]) -> list[AuditRecord]:
-    """The first decline record of each stay in ActionsDeclined (while it lasts, it is recorded again now
-    and then, as the live agent does)."""
-    first: list[AuditRecord] = []
-    staying: set[tuple[str, str]] = set()
-    for record in records:
-        key = (str(record["rule"]), str(record["object"]))
-        if record["event"] == "transition" and record["from"] == RuleState.ACTIONS_DECLINED.value:
-            staying.discard(key)
-        elif record["event"] == "action-declined" and key not in staying:
-            staying.add(key)
-            first.append(record)
-    return first
 
 
 def summary(result: BacktestResult) -> dict[str, Any]:
