@@ -49,6 +49,7 @@ from agent.adapters.local_prometheus import (
 from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.promtool import PromtoolError, check_promql
 from agent.audit import report as audit_report
+from agent.audit.cloudevents import DEFAULT_CAPACITY as DEFAULT_EVENTS_CAPACITY
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.aliases import KEY_ALIASES
@@ -235,6 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--storage-api-token-file", type=Path, metavar="FILE", help="bearer token for the storage API, if it has auth"
+    )
+    run.add_argument(
+        "--events-topic",
+        metavar="TOPIC",
+        help="also publish every transition, action and hold to this Kafka topic as a CloudEvents 1.0 JSON message "
+        "(keyed by object, idempotent producer; needs --kafka). Never blocks an action: while the topic is "
+        "unreachable events wait in a bounded buffer, then are dropped and counted",
+    )
+    run.add_argument(
+        "--events-buffer",
+        type=int,
+        default=DEFAULT_EVENTS_CAPACITY,
+        metavar="N",
+        help=f"events kept while the topic is unreachable (default {DEFAULT_EVENTS_CAPACITY})",
     )
     run.add_argument("--dry-run", action="store_true", help="record what would be done; change nothing")
     run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="health and metrics address")
@@ -645,6 +660,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.leader_elect and not args.identity.strip():
         print("kafka-autopilot run: --identity must not be empty", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    if args.events_topic is not None and kafka is None:
+        print("kafka-autopilot run: --events-topic needs --kafka BOOTSTRAP", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if args.events_buffer < 1:
+        print(f"kafka-autopilot run: --events-buffer must be at least 1, got {args.events_buffer}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     try:
         scope_pod = PodScope.parse(args.scope_pod) if args.scope_pod else None
     except ScopeError as error:
@@ -678,6 +699,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         identity=args.identity.strip(),
         policy_path=args.policy,
         scope_pod=scope_pod,
+        events_topic=args.events_topic,
+        events_buffer=args.events_buffer,
     )
     try:
         return asyncio.run(run_agent(options))

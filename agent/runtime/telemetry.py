@@ -38,6 +38,8 @@ _HELP = {
     "kafka_autopilot_rule_problems": ("gauge", "Problems found while loading rules."),
     "kafka_autopilot_rule_healthy": ("labeled-gauge", "1 when the rule's last cycle had data for every object."),
     "kafka_autopilot_approvals_total": ("counter", "ActionApprovals by rule and what became of them."),
+    "kafka_autopilot_events_published_total": ("counter", "CloudEvents sent to the --events-topic."),
+    "kafka_autopilot_events_dropped_total": ("counter", "CloudEvents dropped: the buffer was full."),
     "kafka_autopilot_leader": ("gauge", "1 while this replica holds the leader Lease and acts; 0 while it stands by."),
 }
 
