@@ -507,6 +507,31 @@ def test_a_backtest_of_this_run_reproduces_the_reference_table(
     assert distinct_colours(plot) > 1
 
 
+def test_explain_says_why_the_volume_at_maxsize_is_left_alone(sandbox: Sandbox) -> None:
+    status = sandbox.status()
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "agent.cli", "explain", f"pvc/{workload.NAMESPACE}/{workload.pvc_name(0)}",
+            "--rules", str(RULES / "kafka-resize.yaml"),
+            "--kubeconfig", status["kubeconfig"],
+            "--prometheus", status["prometheus_url"],
+            "--json",
+        ],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    (explained,) = json.loads(completed.stdout)
+    assert explained["state"] == "ActionsDeclined"
+    assert explained["reason"].startswith("AtMaxSize")
+    assert (explained["last_action"]["after"], explained["last_action"]["outcome"]) == (
+        "1Ti (capped at maxsize)",
+        "verified",
+    )
+    (condition,) = explained["conditions"]
+    assert condition["holds"] is True
+    assert condition["value"] > 80
+
+
 # --- dry-run ------------------------------------------------------------------------------------------------
 
 
