@@ -4,7 +4,9 @@ answer approvals.
 In the checkout (not in the wheel) two more commands exist, `sandbox` and `demo`: they drive the local
 real environment, which does not ship. This module never imports it; `build_parser` looks the module
 `sandbox.cli` up by name (importlib), only when the `sandbox` package can be found, and lets it add its
-commands. A wheel's user therefore gets argparse's usual "invalid choice" for them.
+commands. A wheel's user therefore gets argparse's usual "invalid choice" for them. `backtest`,
+`explain` and `report` are in `agent.runtime.tool_commands`, the approval commands in
+`agent.runtime.approval_commands`.
 
 `lint` and `test` run the real promtool and prometheus, found through --promtool / --prometheus-bin,
 else $KAFKA_AUTOPILOT_PROMTOOL / $KAFKA_AUTOPILOT_PROMETHEUS, else PATH.
@@ -35,20 +37,16 @@ from typing import TextIO
 
 from agent import __version__
 from agent.actions.registry import CATALOG
-from agent.adapters.clock import WallClock
 from agent.adapters.errors import PrometheusQueryError
-from agent.adapters.files import expand_paths, load_paths, load_policy_file, load_rule_paths
+from agent.adapters.files import expand_paths, load_paths
 from agent.adapters.kafka import KafkaSettings
-from agent.adapters.kubernetes.client import KubeError
 from agent.adapters.local_prometheus import (
     BinaryNotFoundError,
     LocalPrometheusError,
     find_binaries,
     find_promtool,
 )
-from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.promtool import PromtoolError, check_promql
-from agent.audit import report as audit_report
 from agent.audit.cloudevents import DEFAULT_CAPACITY as DEFAULT_EVENTS_CAPACITY
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail
@@ -56,15 +54,10 @@ from agent.core.aliases import KEY_ALIASES
 from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
-from agent.runtime import approval_commands, backtest_output, ruletest
-from agent.runtime import explain as explain_command
-from agent.runtime.backtest import BacktestError, make_window, parse_time, run_backtest
-from agent.runtime.backtest_plot import PLOT_SUFFIXES, PlotUnavailableError, write_plot
-from agent.runtime.backtest_sources import ProgressBar, cluster_objects
+from agent.runtime import approval_commands, ruletest, tool_commands
 from agent.runtime.leadership import DRY_RUN_LEASE_NAME, EXIT_LEADERSHIP_LOST, LIVE_LEASE_NAME, default_lease_name
 from agent.runtime.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from agent.runtime.main import PrometheusSettings, RunOptions, StorageApiSettings, run_agent
-from agent.runtime.ruletest_file import read_inventory
 from agent.runtime.scope import SCOPE_POD_ENV, PodScope, ScopeError
 
 EXIT_OK = 0
@@ -145,64 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
         "else PATH)",
     )
     test.set_defaults(command=cmd_test)
-
-    backtest = commands.add_parser(
-        "backtest",
-        help="replay rules over a window of real Prometheus history: what they would have done",
-        description="Evaluate the rules at every --step of the window with the agent's matching, state machine and "
-        "planners (one range query per distinct expression) and a simulated executor; print a table per object "
-        "and a summary. Nothing is changed. Exit 0 when it ran, 2 when it could not.",
-    )
-    backtest.add_argument("--rules", nargs="+", type=Path, required=True, metavar="FILE|DIR", help="rule files")
-    backtest.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus-compatible query endpoint")
-    backtest.add_argument(
-        "--from", dest="start", required=True, metavar="TIME", help="RFC 3339 (2026-01-02T03:04:05Z) or -24h"
-    )
-    backtest.add_argument("--to", dest="end", default="now", metavar="TIME", help="RFC 3339, -1h or now (default)")
-    backtest.add_argument("--step", default="30s", metavar="DURATION", help="evaluation step (default 30s)")
-    backtest.add_argument("--kubeconfig", type=Path, help="the cluster whose objects to replay (default: $KUBECONFIG)")
-    backtest.add_argument(
-        "--objects", type=Path, metavar="FILE", help="a YAML inventory (`objects:` as in rule tests), not a cluster"
-    )
-    backtest.add_argument(
-        "--plot", type=Path, metavar="OUT.png|OUT.html", help="draw each object's panel (needs kafka-autopilot[tools])"
-    )
-    backtest.add_argument("--json", action="store_true", help="print the summary and records as one JSON document")
-    backtest.set_defaults(command=cmd_backtest)
-
-    explain = commands.add_parser(
-        "explain",
-        help="why the agent did (or did not) act on one object: values, state, cooldown, holds, approvals, next",
-        description="For each rule that selects OBJECT: the expression's value now and its threshold, the state and "
-        "since when, the cooldown left, the last action and its outcome, a hold with its limit and when it lifts, "
-        "a pending approval, and what the next cycle would do (the core's own decision, nothing applied). Reads "
-        "the cluster, Prometheus and the agent's state objects; the agent's process is not needed. Exit 0 when "
-        "explained, 2 when it could not be.",
-    )
-    explain.add_argument(
-        "object", metavar="OBJECT", help="pvc/NAMESPACE/NAME, pod/NAMESPACE/NAME, node/NAME or pool/NODE/POOL"
-    )
-    explain.add_argument("--rules", nargs="+", type=Path, required=True, metavar="FILE|DIR", help="the agent's rules")
-    explain.add_argument("--rule", metavar="NAME", help="only this rule")
-    explain.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
-    explain.add_argument("--prometheus", metavar="URL", help="for the values now and the next cycle")
-    explain.add_argument("--policy", type=Path, metavar="FILE", help="the agent's AutopilotPolicy, for its holds")
-    explain.add_argument("--dry-run", action="store_true", help="read the dry-run agent's state objects")
-    explain.add_argument("--json", action="store_true", help="one JSON document")
-    explain.set_defaults(command=cmd_explain)
-
-    report = commands.add_parser(
-        "report",
-        help="what an audit trail says: actions by rule and outcome, trigger -> verified p50/p95, declines, holds",
-        description="Read an audit trail (JSON lines, from `run --audit FILE` or the agent's stdout) and print "
-        "the actions by rule and outcome, the time from trigger to verified action (p50, p95), the declines at "
-        "maxsize and the holds by reason. Lines that are not audit records (logs) are skipped and counted. "
-        "Exit 0 when reported, 2 when the file cannot be read.",
-    )
-    report.add_argument("--audit", type=Path, required=True, metavar="FILE", help="the audit trail, JSON lines")
-    report.add_argument("--since", metavar="TIME", help="only records from then: RFC 3339 or -24h")
-    report.add_argument("--json", action="store_true", help="one JSON document")
-    report.set_defaults(command=cmd_report)
 
     run = commands.add_parser(
         "run",
@@ -317,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(command=cmd_run)
 
     approval_commands.add_parsers(commands)
+    tool_commands.add_parsers(commands)
 
     checkout_commands = _checkout_commands()
     if checkout_commands is not None:
@@ -489,141 +425,6 @@ def cmd_test(args: argparse.Namespace) -> int:
     if cannot_run:
         return EXIT_CANNOT_RUN
     return EXIT_PROBLEMS if failed else EXIT_OK
-
-
-# --- backtest ------------------------------------------------------------------------------------
-
-
-def cmd_backtest(args: argparse.Namespace) -> int:
-    def cannot_run(message: str) -> int:
-        print(f"kafka-autopilot backtest: {message}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-
-    if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
-        return cannot_run(f"--plot must end in {' or '.join(PLOT_SUFFIXES)}, got {args.plot}")
-    missing = [path for path in args.rules if not path.exists()]
-    if missing:
-        return cannot_run(", ".join(f"{path}: no such file or folder" for path in missing))
-    result = merge_results(load_rule_paths(args.rules, catalog=CATALOG))
-    for problem in result.problems:
-        print(problem, file=sys.stderr)
-    if result.errors or not result.rules:
-        return cannot_run("the rules have errors (see above)" if result.errors else "no rule found")
-    try:
-        window = make_window(start=args.start, end=args.end, step=args.step, now=WallClock().now())
-        if args.objects is not None:
-            objects = list(read_inventory(args.objects))
-        else:
-            objects = asyncio.run(cluster_objects(args.kubeconfig, result.rules))
-    except (BacktestError, ruletest.RuleTestFileError, KubeError) as error:
-        return cannot_run(str(error))
-    progress = ProgressBar(stream=sys.stderr)
-    with PrometheusClient(url=args.prometheus, clock=WallClock(), timeout_seconds=60) as client:
-        try:
-            outcome = run_backtest(
-                rules=result.rules,
-                objects=objects,
-                window=window,
-                range_query=client.range_query,
-                instant_query=client.instant_query,
-                on_progress=progress.show,
-            )
-        except (BacktestError, PrometheusQueryError) as error:
-            return cannot_run(str(error))
-        finally:
-            progress.done()
-    if args.json:
-        print(json.dumps(backtest_output.as_json(outcome), indent=2, default=str))
-    else:
-        print(backtest_output.render_text(outcome))
-    if args.plot is not None:
-        try:
-            write_plot(outcome, args.plot)
-        except PlotUnavailableError as error:
-            return cannot_run(str(error))
-        print(f"plot: {args.plot}", file=sys.stderr)
-    return EXIT_OK
-
-
-# --- explain -------------------------------------------------------------------------------------
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    def cannot_run(message: str) -> int:
-        print(f"kafka-autopilot explain: {message}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-
-    try:
-        ref = explain_command.parse_object(args.object)
-    except explain_command.ExplainError as error:
-        return cannot_run(str(error))
-    missing = [path for path in [*args.rules, *([args.policy] if args.policy else [])] if not path.exists()]
-    if missing:
-        return cannot_run(", ".join(f"{path}: no such file or folder" for path in missing))
-    loaded = merge_results(load_rule_paths(args.rules, catalog=CATALOG))
-    for problem in loaded.problems:
-        print(problem, file=sys.stderr)
-    rules = [rule for rule in loaded.rules if args.rule is None or rule.name == args.rule]
-    if not rules:
-        return cannot_run(f"no rule named {args.rule}" if args.rule else "no valid rule")
-    policy = None
-    if args.policy is not None:
-        found = load_policy_file(args.policy, catalog=CATALOG)
-        if found.problems or len(found.policies) != 1:
-            return cannot_run("; ".join(str(p) for p in found.problems) or f"{args.policy}: not one policy")
-        policy = found.policies[0]
-    try:
-        explanations = asyncio.run(
-            explain_command.gather(
-                ref=ref,
-                rules=rules,
-                kubeconfig=args.kubeconfig,
-                prometheus_url=args.prometheus,
-                policy=policy,
-                dry_run=args.dry_run,
-            )
-        )
-    except (explain_command.ExplainError, KubeError, PrometheusQueryError) as error:
-        return cannot_run(str(error))
-    if args.json:
-        print(json.dumps([item.as_dict() for item in explanations], indent=2))
-    else:
-        print(explain_command.render_text(explanations))
-    return EXIT_OK
-
-
-# --- report --------------------------------------------------------------------------------------
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    try:
-        since = parse_time(args.since, now=WallClock().now()) if args.since else None
-        lines = args.audit.read_text(encoding="utf-8").splitlines()
-    except BacktestError as error:
-        print(f"kafka-autopilot report: --since: {error}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    except OSError as error:
-        print(f"kafka-autopilot report: {args.audit}: {error.strerror}", file=sys.stderr)
-        return EXIT_CANNOT_RUN
-    records, skipped = [], 0
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if isinstance(record, dict) and record.get("time") and "event" in record and "rule" in record:
-            records.append(record)
-        elif line.strip():
-            skipped += 1
-    summary = audit_report.report(records, since=since)
-    summary["skipped_lines"] = skipped
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(audit_report.render_text(summary))
-        if skipped:
-            print(f"({skipped} lines were not audit records)")
-    return EXIT_OK
 
 
 # --- run -----------------------------------------------------------------------------------------
