@@ -7,7 +7,8 @@ From the JSON-lines audit records (`agent.audit.trail`) of a live or dry-run age
   `Triggered` that opened the episode to the `action-verified` (or `action-dry-run`) that closed it;
 - declines at maxsize, once per stay in `ActionsDeclined` (the agent records a lasting decline again
   now and then);
-- holds by reason: the policy's (`action-throttled`, by code) and the executors' (`action-held`).
+- holds by reason: the policy's (`action-throttled`, by code, once per stay in `ActionsThrottled`) and
+  the executors' (`action-held`, by reason).
 
 Pure: records in, a summary out; reading the file is the caller's.
 """
@@ -32,18 +33,32 @@ def record_time(record: AuditRecord) -> float:
     return datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
 
 
-def declines(records: Iterable[AuditRecord]) -> list[AuditRecord]:
-    """The first decline record of each stay in ActionsDeclined."""
+def first_of_stays(records: Iterable[AuditRecord], *, event: str, state: RuleState) -> list[AuditRecord]:
+    """The first `event` record of each stay of an object in `state`: the agent records a lasting decline
+    or hold again now and then (a hold whenever its reason changes, e.g. the time left)."""
     first: list[AuditRecord] = []
     staying: set[tuple[str, str]] = set()
     for record in records:
         key = (str(record["rule"]), str(record["object"]))
-        if record["event"] == "transition" and record["from"] == RuleState.ACTIONS_DECLINED.value:
+        if record["event"] == "transition" and record["from"] == state.value:
             staying.discard(key)
-        elif record["event"] == "action-declined" and key not in staying:
+        elif record["event"] == event and key not in staying:
             staying.add(key)
             first.append(record)
     return first
+
+
+def declines(records: Iterable[AuditRecord]) -> list[AuditRecord]:
+    return first_of_stays(records, event="action-declined", state=RuleState.ACTIONS_DECLINED)
+
+
+def holds_by_reason(records: Sequence[AuditRecord]) -> dict[str, int]:
+    """Policy holds by code, once per stay in ActionsThrottled; executors' holds by their reason."""
+    policy = first_of_stays(records, event="action-throttled", state=RuleState.ACTIONS_THROTTLED)
+    executors = [r for r in records if r["event"] == "action-held"]
+    counted = Counter(str(r.get("code") or "") for r in policy)
+    counted.update(f"executor: {r.get('reason') or ''}" for r in executors)
+    return dict(sorted(counted.items()))
 
 
 def trigger_to_done_seconds(records: Iterable[AuditRecord]) -> list[float]:
@@ -79,11 +94,6 @@ def report(records: Sequence[AuditRecord], *, since: float | None = None) -> dic
     for (rule, outcome), count in sorted(actions.items()):
         by_rule.setdefault(rule, {})[outcome] = count
     durations = trigger_to_done_seconds(kept)
-    holds = Counter(
-        str(r.get("code") or "") if r["event"] == "action-throttled" else f"executor: {r.get('reason') or ''}"
-        for r in kept
-        if r["event"] in ("action-throttled", "action-held")
-    )
     return {
         "records": len(kept),
         "from": kept[0]["time"] if kept else None,
@@ -96,7 +106,7 @@ def report(records: Sequence[AuditRecord], *, since: float | None = None) -> dic
             "p95_seconds": percentile(durations, 0.95),
         },
         "declined_at_maxsize": sum(1 for r in declines(kept) if r.get("code") == DeclineCode.AT_MAX_SIZE.value),
-        "holds_by_reason": dict(sorted(holds.items())),
+        "holds_by_reason": holds_by_reason(kept),
     }
 
 

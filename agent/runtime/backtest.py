@@ -26,6 +26,7 @@ from datetime import datetime
 from agent.audit.trail import AuditRecord
 from agent.core.engine import distinct_queries
 from agent.core.matching import DEFAULT_IDENTITY_LABELS, IdentityIndex, TargetObject
+from agent.core.policy import Policy
 from agent.core.rules import ConditionProvider, Rule, TargetKind
 from agent.core.samples import InstantVector, RangeSeries, vectors_by_time
 from agent.runtime.replay import Replay, paced_rules
@@ -167,8 +168,10 @@ def run_backtest(
     range_query: RangeQuery,
     instant_query: InstantQuery,
     on_progress: Callable[[int, int], None] | None = None,
+    policy: Policy | None = None,
 ) -> BacktestResult:
-    """Replay `rules` over `window`; `on_progress(done, total)` counts steps read and then replayed."""
+    """Replay `rules` over `window`, with a guardrail `policy` if given; `on_progress(done, total)` counts
+    steps read and then replayed."""
     kept, left_out = replayable(rules)
     if not kept:
         raise BacktestError("no rule left to replay: " + "; ".join(f"{n}: {why}" for n, why in left_out.items()))
@@ -186,7 +189,7 @@ def run_backtest(
     history = read_history(queries, window=window, range_query=range_query, on_steps=advance)
     capacities = [instant_query(query, at=window.start) for query in CAPACITY_QUERIES]
     sized, notes = sized_at_start(objects, capacity_vectors=capacities)
-    replay = Replay(rules=paced, objects={obj.key: obj for obj in sized}, vector_at=history.vector_at)
+    replay = Replay(rules=paced, objects={obj.key: obj for obj in sized}, vector_at=history.vector_at, policy=policy)
     for index, now in enumerate(window.times()):
         replay.cycle(now)
         if index % 100 == 99:

@@ -1,7 +1,7 @@
 """What `kafka-autopilot backtest` prints: a table per object of transitions and actions, and a summary.
 
-The summary counts the simulated actions by kind, the declines at maxsize (once per stay in
-ActionsDeclined) and the holds, and sums the
+The summary counts the simulated actions by kind, the declines at maxsize and the holds (once per stay
+in ActionsDeclined or ActionsThrottled, as `kafka-autopilot report` does), and sums the
 time each object spent Triggered (a `for` window running, or waiting on a hold) within the window.
 `--json` gives the same as one document, with every transition and action record.
 """
@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from agent.audit.report import declines, record_time
+from agent.audit.report import declines, holds_by_reason, record_time
 from agent.audit.trail import AuditRecord, iso_time
 from agent.core.catalog import DeclineCode
 from agent.core.states import RuleState
@@ -48,7 +48,6 @@ def summary(result: BacktestResult) -> dict[str, Any]:
     records = result.records
     actions = Counter(str(r["action"]) for r in records if r["event"] == "action-applied")
     declined = declines(records)
-    held = Counter(str(r.get("code")) for r in records if r["event"] == "action-throttled")
     triggered = triggered_seconds(records, end=result.window.end)
     return {
         "from": iso_time(result.window.start),
@@ -58,7 +57,7 @@ def summary(result: BacktestResult) -> dict[str, Any]:
         "actions_by_kind": dict(sorted(actions.items())),
         "declined_at_maxsize": sum(1 for r in declined if r.get("code") == DeclineCode.AT_MAX_SIZE.value),
         "declined": len(declined),
-        "holds_by_reason": dict(sorted(held.items())),
+        "holds_by_reason": holds_by_reason(records),
         "triggered_seconds": {f"{rule} {obj}": round(seconds) for (rule, obj), seconds in sorted(triggered.items())},
         "left_out": dict(result.left_out),
         "notes": list(result.notes),

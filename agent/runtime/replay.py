@@ -17,6 +17,7 @@ from agent.actions.registry import CATALOG
 from agent.audit.trail import AuditRecord, action_record, cycle_records, transition_record
 from agent.core.engine import PlannedAction, distinct_queries, run_cycle
 from agent.core.matching import TargetObject
+from agent.core.policy import ActionStart, AdmissionFacts, Policy
 from agent.core.rules import ConditionProvider, Rule
 from agent.core.samples import Sample
 from agent.core.states import ActionFinished, ActionStarted, ApprovalAnswered, Event, ObjectState, decide
@@ -44,6 +45,10 @@ class Replay:
     on_record: Callable[[AuditRecord], None] | None = None
     kubernetes_from_prometheus: bool = False
     """Also query `provider: kubernetes` keys as series (rule tests give them as input series)."""
+    policy: Policy | None = None
+    """A guardrail policy, admitting actions on the starts of this replay (none is ever in flight: the
+    simulated executor finishes at once)."""
+    starts: list[ActionStart] = field(default_factory=list)
     states: dict[tuple[str, str], ObjectState] = field(default_factory=dict)
     taken: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     last_decline: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -73,6 +78,8 @@ class Replay:
                 vectors=vectors,
                 states=states,
                 now=now,
+                policy=self.policy,
+                facts=AdmissionFacts(starts=tuple(self.starts)) if self.policy is not None else None,
                 catalog=CATALOG,
             )
             for obj, state in outcome.states.items():
@@ -107,6 +114,7 @@ class Replay:
         for event in (ActionStarted(), ActionFinished(succeeded=True, reason=SIMULATED_REASON)):
             self.advance(rule, planned.object, event, now)
         self.taken.setdefault((rule.name, planned.object), []).append(f"{planned.before} -> {planned.after}")
+        self.starts.append(ActionStart(rule=rule.name, object=planned.object, action=planned.action, at=now))
         self.record(action_record(planned, dry_run=True, outcome="applied", reason="simulated executor"))
         target = self.objects.get(planned.object)
         if target is None:

@@ -25,6 +25,8 @@ from agent.adapters.files import load_policy_file, load_rule_paths
 from agent.adapters.prometheus import PrometheusClient
 from agent.audit import report as audit_report
 from agent.core.loader import merge_results
+from agent.core.policy import Policy
+from agent.core.rules import Rule
 from agent.runtime import backtest_output
 from agent.runtime.backtest import BacktestError, make_window, parse_time, run_backtest
 from agent.runtime.backtest_plot import PLOT_SUFFIXES, PlotUnavailableError, write_plot
@@ -58,6 +60,9 @@ def add_parsers(commands: Any) -> None:
     )
     backtest.add_argument(
         "--plot", type=Path, metavar="OUT.png|OUT.html", help="draw each object's panel (needs kafka-autopilot[tools])"
+    )
+    backtest.add_argument(
+        "--policy", type=Path, metavar="FILE", help="the agent's AutopilotPolicy: its holds and windows apply"
     )
     backtest.add_argument("--json", action="store_true", help="print the summary and records as one JSON document")
     backtest.set_defaults(command=cmd_backtest)
@@ -106,32 +111,26 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
         return cannot_run(f"--plot must end in {' or '.join(PLOT_SUFFIXES)}, got {args.plot}")
-    missing = [path for path in args.rules if not path.exists()]
-    if missing:
-        return cannot_run(", ".join(f"{path}: no such file or folder" for path in missing))
-    result = merge_results(load_rule_paths(args.rules, catalog=CATALOG))
-    for problem in result.problems:
-        print(problem, file=sys.stderr)
-    if result.errors or not result.rules:
-        return cannot_run("the rules have errors (see above)" if result.errors else "no rule found")
     try:
+        rules, policy = _rules_and_policy(args)
         window = make_window(start=args.start, end=args.end, step=args.step, now=WallClock().now())
         if args.objects is not None:
             objects = list(read_inventory(args.objects))
         else:
-            objects = asyncio.run(cluster_objects(args.kubeconfig, result.rules))
-    except (BacktestError, RuleTestFileError, KubeError) as error:
+            objects = asyncio.run(cluster_objects(args.kubeconfig, rules))
+    except (_CannotRunError, BacktestError, RuleTestFileError, KubeError) as error:
         return cannot_run(str(error))
     progress = ProgressBar(stream=sys.stderr)
     with PrometheusClient(url=args.prometheus, clock=WallClock(), timeout_seconds=60) as client:
         try:
             outcome = run_backtest(
-                rules=result.rules,
+                rules=rules,
                 objects=objects,
                 window=window,
                 range_query=client.range_query,
                 instant_query=client.instant_query,
                 on_progress=progress.show,
+                policy=policy,
             )
         except (BacktestError, PrometheusQueryError) as error:
             return cannot_run(str(error))
@@ -159,23 +158,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     try:
         ref = parse_object(args.object)
-    except ExplainError as error:
+        rules, policy = _rules_and_policy(args, only=args.rule)
+    except (ExplainError, _CannotRunError) as error:
         return cannot_run(str(error))
-    missing = [path for path in [*args.rules, *([args.policy] if args.policy else [])] if not path.exists()]
-    if missing:
-        return cannot_run(", ".join(f"{path}: no such file or folder" for path in missing))
-    loaded = merge_results(load_rule_paths(args.rules, catalog=CATALOG))
-    for problem in loaded.problems:
-        print(problem, file=sys.stderr)
-    rules = [rule for rule in loaded.rules if args.rule is None or rule.name == args.rule]
-    if not rules:
-        return cannot_run(f"no rule named {args.rule}" if args.rule else "no valid rule")
-    policy = None
-    if args.policy is not None:
-        found = load_policy_file(args.policy, catalog=CATALOG)
-        if found.problems or len(found.policies) != 1:
-            return cannot_run("; ".join(str(p) for p in found.problems) or f"{args.policy}: not one policy")
-        policy = found.policies[0]
     try:
         explanations = asyncio.run(
             gather(
@@ -226,6 +211,30 @@ def cmd_report(args: argparse.Namespace) -> int:
         if skipped:
             print(f"({skipped} lines were not audit records)")
     return EXIT_OK
+
+
+class _CannotRunError(Exception):
+    """The command cannot run as asked; the message says why."""
+
+
+def _rules_and_policy(args: argparse.Namespace, *, only: str | None = None) -> tuple[list[Rule], Policy | None]:
+    """The valid rules of `--rules` (each problem printed, as `run` skips a rule with errors; only the
+    rule named `only` if given), and the one policy of `--policy`, if given."""
+    missing = [path for path in [*args.rules, *([args.policy] if args.policy else [])] if not path.exists()]
+    if missing:
+        raise _CannotRunError(", ".join(f"{path}: no such file or folder" for path in missing))
+    loaded = merge_results(load_rule_paths(args.rules, catalog=CATALOG))
+    for problem in loaded.problems:
+        print(problem, file=sys.stderr)
+    rules = [rule for rule in loaded.rules if only is None or rule.name == only]
+    if not rules:
+        raise _CannotRunError(f"no valid rule named {only}" if only else "no valid rule")
+    if args.policy is None:
+        return rules, None
+    found = load_policy_file(args.policy, catalog=CATALOG)
+    if found.problems or len(found.policies) != 1:
+        raise _CannotRunError("; ".join(str(p) for p in found.problems) or f"{args.policy}: not one policy")
+    return rules, found.policies[0]
 
 
 def _cannot_run(command: str, message: str) -> int:

@@ -18,6 +18,7 @@ from agent.actions.registry import CATALOG
 from agent.adapters.files import load_rule_paths
 from agent.core.loader import merge_results, parse_rules
 from agent.core.matching import TargetObject, pvc_object
+from agent.core.policy import parse_policy_file
 from agent.core.rules import Rule
 from agent.core.samples import InstantVector, RangeSeries, Sample
 from agent.runtime.backtest import (
@@ -317,3 +318,22 @@ def test_the_progress_bar_draws_on_a_terminal_only() -> None:
     piped = io.StringIO()
     ProgressBar(stream=piped).show(50, 200)
     assert piped.getvalue() == ""
+
+
+def test_a_policy_holds_and_spaces_the_replayed_actions() -> None:
+    header = "apiVersion: kafka-autopilot.io/v1alpha1\nkind: AutopilotPolicy\nmetadata: {name: p}\nspec:\n"
+    (spaced,) = parse_policy_file(header + "  minResizeInterval: 10m\n", file="p.yaml", catalog=CATALOG).policies
+    history = FakeHistory(percent={"data-kafka-0": rising(crosses_at=START + 600)}, capacity_gib={"data-kafka-0": 400})
+    result = run_backtest(
+        rules=reference_rule(),
+        objects=[claim("data-kafka-0", 400)],
+        window=Window(start=START, end=START + 1800, step=30),
+        range_query=history.range_query,
+        instant_query=history.instant_query,
+        policy=spaced,
+    )
+    assert [when for when, _ in actions(result, "kafka/data-kafka-0")] == [
+        "2027-01-15T08:10:00.000Z",
+        "2027-01-15T08:20:00.000Z",
+    ]
+    assert summary(result)["holds_by_reason"] == {"MinResizeInterval": 1}
