@@ -404,7 +404,7 @@ def test_a_broker_restart_waits_for_approval_then_restarts_and_verifies(
     sandbox.fault("stop-broker", str(stopped))
     try:
         (approval, *_) = eventually(
-            pending_restarts, timeout=240, what="a broker restart waiting for approval", interval=2
+            lambda: pending_restarts(api), timeout=240, what="a broker restart waiting for approval", interval=2
         )
         key = approval["spec"]["objectKey"]
         namespace, pod = key.split("/")
