@@ -8,6 +8,8 @@ The real Prometheus path is in tests/integration/test_backtest_prometheus.py.
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from agent.core.matching import TargetObject, pvc_object
 from agent.core.policy import parse_policy_file
 from agent.core.rules import Rule
 from agent.core.samples import InstantVector, RangeSeries, Sample
+from agent.runtime import backtest_plot
 from agent.runtime.backtest import (
     BacktestError,
     BacktestResult,
@@ -30,7 +33,7 @@ from agent.runtime.backtest import (
     run_backtest,
 )
 from agent.runtime.backtest_output import as_json, render_text, summary, triggered_seconds
-from agent.runtime.backtest_plot import write_plot
+from agent.runtime.backtest_plot import PlotUnavailableError, write_plot
 from agent.runtime.backtest_sources import ProgressBar
 from agent.runtime.ruletest_file import RuleTestFileError, read_inventory
 
@@ -337,3 +340,22 @@ def test_a_policy_holds_and_spaces_the_replayed_actions() -> None:
         "2027-01-15T08:20:00.000Z",
     ]
     assert summary(result)["holds_by_reason"] == {"MinResizeInterval": 1}
+
+
+def test_without_matplotlib_the_plot_says_how_to_get_it(
+    replayed: BacktestResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing(name: str) -> None:
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(backtest_plot.importlib, "import_module", missing)
+    with pytest.raises(PlotUnavailableError, match=r"pip install 'kafka-autopilot\[tools\]'"):
+        write_plot(replayed, tmp_path / "plot.png")
+    assert not (tmp_path / "plot.png").exists()
+
+
+def test_the_command_line_does_not_load_matplotlib() -> None:
+    """The agent's image has no matplotlib: only `backtest --plot` may import it, and only then."""
+    check = "import sys, agent.cli; agent.cli.build_parser(); print('matplotlib' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd=REPO)
+    assert loaded.stdout.strip() == "False"
