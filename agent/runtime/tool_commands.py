@@ -18,10 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from agent.actions.registry import CATALOG
 from agent.adapters.clock import WallClock
 from agent.adapters.errors import KubeError, PrometheusQueryError
 from agent.adapters.files import load_policy_file, load_rule_paths
+from agent.adapters.kafka import KafkaSettings
+from agent.adapters.kafka.producer import read_topic
 from agent.adapters.prometheus import PrometheusClient
 from agent.audit import report as audit_report
 from agent.core.loader import merge_results
@@ -96,7 +100,12 @@ def add_parsers(commands: Any) -> None:
         "maxsize and the holds by reason. Lines that are not audit records (logs) are skipped and counted. "
         "Exit 0 when reported, 2 when the file cannot be read.",
     )
-    report.add_argument("--audit", type=Path, required=True, metavar="FILE", help="the audit trail, JSON lines")
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audit", type=Path, metavar="FILE", help="the audit trail, JSON lines")
+    source.add_argument(
+        "--events-topic", metavar="TOPIC", help="the decision stream of `run --events-topic` (needs --kafka)"
+    )
+    report.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers, for --events-topic")
     report.add_argument("--since", metavar="TIME", help="only records from then: RFC 3339 or -24h")
     report.add_argument("--json", action="store_true", help="one JSON document")
     report.set_defaults(command=cmd_report)
@@ -185,19 +194,31 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.events_topic is not None and not args.kafka:
+        return _cannot_run("report", "--events-topic needs --kafka BOOTSTRAP")
     try:
         since = parse_time(args.since, now=WallClock().now()) if args.since else None
-        lines = args.audit.read_text(encoding="utf-8").splitlines()
+        if args.audit is not None:
+            lines = args.audit.read_text(encoding="utf-8").splitlines()
+        else:
+            settings = KafkaSettings(bootstrap_servers=args.kafka)
+            lines = [
+                value.decode(errors="replace") for _, value in asyncio.run(read_topic(settings, args.events_topic))
+            ]
     except BacktestError as error:
         return _cannot_run("report", f"--since: {error}")
     except OSError as error:
         return _cannot_run("report", f"{args.audit}: {error.strerror}")
+    except (KafkaError, TimeoutError) as error:
+        return _cannot_run("report", f"--events-topic {args.events_topic}: {type(error).__name__}: {error}")
     records, skipped = [], 0
     for line in lines:
         try:
             record = json.loads(line)
         except ValueError:
             record = None
+        if isinstance(record, dict) and record.get("specversion") and isinstance(record.get("data"), dict):
+            record = record["data"]  # a CloudEvent of the decision stream
         if isinstance(record, dict) and record.get("time") and "event" in record and "rule" in record:
             records.append(record)
         elif line.strip():

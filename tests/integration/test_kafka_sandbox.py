@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -16,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from agent.adapters.kafka import KafkaSettings
-from agent.adapters.kafka.producer import event_producer
+from agent.adapters.kafka.producer import event_producer, read_topic
 from agent.audit.cloudevents import CloudEventSink
 from sandbox.kafka import KafkaCluster, registered_brokers
 from sandbox.process import port_is_open
@@ -215,19 +217,8 @@ async def test_the_decision_stream_reaches_a_consumer_as_cloudevents(kafka_clust
     finally:
         sending.cancel()
         await asyncio.gather(sending, return_exceptions=True)
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_cluster.bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    received = []
-    try:
-        deadline = time.monotonic() + 30
-        while len(received) < len(records) and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=1000)
-            received += [message for messages in batches.values() for message in messages]
-    finally:
-        await consumer.stop()
-    events = sorted((json.loads(message.value) for message in received), key=lambda event: event["time"])
+    received = await read_topic(settings, topic)
+    events = sorted((json.loads(value) for _, value in received), key=lambda event: event["time"])
     assert [event["data"] for event in events] == records
     assert [event["type"] for event in events] == [
         "io.kafka-autopilot.transition",
@@ -237,11 +228,17 @@ async def test_the_decision_stream_reaches_a_consumer_as_cloudevents(kafka_clust
     assert all(event["specversion"] == "1.0" and event["source"] == "kafka-autopilot/test/agent-0" for event in events)
     assert [event["dryrun"] for event in events] == [False, False, True]
     assert len({event["id"] for event in events}) == 3
-    assert sorted(message.key for message in received) == [
+    assert sorted(key for key, _ in received) == [
         b"kafka/data-kafka-0",
         b"kafka/data-kafka-0",
         b"kafka/data-kafka-1",
     ]
+    command = [sys.executable, "-m", "agent.cli", "report", "--events-topic", topic, "--json"]
+    reported = await asyncio.to_thread(
+        subprocess.run, [*command, "--kafka", settings.bootstrap_servers], capture_output=True, text=True, timeout=120
+    )
+    assert reported.returncode == 0, reported.stderr
+    assert json.loads(reported.stdout)["actions_by_rule_and_outcome"] == {"kafka-resize": {"dry-run": 1, "verified": 1}}
 
 
 def test_stop_leaves_no_process_and_no_open_port(kafka_cluster: KafkaCluster) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agent.audit.cloudevents import to_cloudevent
 from agent.audit.report import percentile, render_text, report
 from agent.cli import main
 
@@ -116,3 +117,20 @@ def test_the_command_reads_a_trail_and_skips_log_lines(tmp_path: Path, capsys: p
     assert summary["records"] == len(trail())
     assert main(["report", "--audit", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_cloudevents_of_the_decision_stream_are_read_as_their_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = tmp_path / "events.jsonl"
+    events = [to_cloudevent(record, source="kafka-autopilot/ns/agent-0") for record in trail()]
+    stream.write_text("\n".join(json.dumps(event) for event in events) + "\n")
+    assert main(["report", "--audit", str(stream), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["records"] == len(trail())
+    assert summary["trigger_to_done"]["p95_seconds"] == 100.0
+
+
+def test_the_events_topic_needs_kafka(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--events-topic", "decisions"]) == 2
+    assert "--events-topic needs --kafka" in capsys.readouterr().err
