@@ -4,7 +4,8 @@ An SRE asks "why did it (not) act on this volume just now?". For each rule that 
 answers from what the cluster, Prometheus and the agent's own state objects hold, without the agent's
 process: the expression's value now against its threshold, the state and since when, the cooldown
 left, the last action and its outcome, an action in flight, a hold with its limit and when it lifts, a
-pending approval, and what the next cycle would do.
+pending approval, the object's own `kafka-autopilot.io/` annotations (an in-flight resize, an ignore
+annotation), and what the next cycle would do.
 
 "What the next cycle would do" is the core's own answer: `run_cycle` on this one object, from its stored
 state, with the vectors of now (and, with `--policy`, the policy and its admission facts), and nothing
@@ -15,14 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.actions.registry import CATALOG
 from agent.adapters.clock import WallClock
 from agent.adapters.kubernetes.approvals import Approval, ApprovalStore
-from agent.adapters.kubernetes.client import connect
+from agent.adapters.kubernetes.client import KubeClient, connect
 from agent.adapters.kubernetes.statestore import StateStore
 from agent.adapters.kubernetes.statuscodec import StoredStatus
 from agent.adapters.prometheus import PrometheusClient
@@ -46,6 +47,9 @@ KINDS = {
     "pool": TargetKind.STORAGE_POOL,
     "storagepool": TargetKind.STORAGE_POOL,
 }
+
+
+ANNOTATION_PREFIX = "kafka-autopilot.io/"
 
 
 class ExplainError(ValueError):
@@ -99,6 +103,8 @@ class RuleExplanation:
     """ActionApprovals for this rule and object still waiting for an answer."""
     next_cycle: tuple[str, ...]
     note: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """The object's own `kafka-autopilot.io/` annotations (an in-flight resize, an ignore, a cordon by us)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +140,7 @@ def explain_pair(
     approvals: Sequence[Approval] = (),
     policy: Policy | None = None,
     facts: AdmissionFacts | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> RuleExplanation:
     """One rule's view of one object now; pure (the reads are the caller's). `vectors` None: Prometheus was
     not asked, so neither the values nor the next cycle are known."""
@@ -215,6 +222,7 @@ def explain_pair(
         if vectors is not None
         else ("not known: give --prometheus URL to evaluate the conditions",),
         note=outcome.notes.get(target.key, ""),
+        annotations={k: v for k, v in (annotations or {}).items() if k.startswith(ANNOTATION_PREFIX)},
     )
 
 
@@ -247,6 +255,7 @@ def render_text(explanations: Sequence[RuleExplanation]) -> str:
                 f"  approval:  {approval['namespace']}/{approval['name']} {approval['phase']}: {approval['actions']}"
                 f" (kafka-autopilot approve {approval['name']} -n {approval['namespace']})"
             )
+        lines.extend(f"  annotated: {key}={value}" for key, value in sorted(item.annotations.items()))
         if item.note:
             lines.append(f"  note:      {item.note}")
         lines.extend(f"  next:      {what}" for what in item.next_cycle)
@@ -291,6 +300,7 @@ async def gather(
                     facts = await ledger.facts(rule, now, running=frozenset, cordoned_nodes=inventory.cordoned_nodes)
                 explanations.append(
                     explain_pair(
+                        annotations=await _annotations(kube, ref),
                         rule=rule,
                         target=selected[0],
                         stored=await store.status(rule.name, ref.key),
@@ -308,3 +318,15 @@ async def gather(
     if not explanations:
         raise ExplainError(f"{ref.kind.value} {ref.key}: no rule selects it ({', '.join(r.name for r in mine)})")
     return explanations
+
+
+async def _annotations(kube: KubeClient, ref: ObjectRef) -> Mapping[str, str]:
+    """The object's annotations (a storage pool has none in Kubernetes)."""
+    namespace, _, name = ref.key.rpartition("/")
+    if ref.kind is TargetKind.PVC:
+        return (await kube.get_pvc(namespace=namespace, name=name)).annotations
+    if ref.kind is TargetKind.BROKER:
+        return (await kube.get_pod(namespace=namespace, name=name)).annotations
+    if ref.kind is TargetKind.NODE:
+        return (await kube.get_node(ref.key)).annotations
+    return {}

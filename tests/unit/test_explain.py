@@ -167,3 +167,17 @@ def test_missing_data_is_named_as_such() -> None:
     assert (condition.value, condition.holds) == (None, None)
     assert "no data" in render_text([found])
     assert found.as_dict()["conditions"][0]["value"] is None
+
+
+def test_the_objects_own_annotations_are_shown_and_no_others() -> None:
+    annotations = {"kafka-autopilot.io/ignore": "true", "kubectl.kubernetes.io/last-applied-configuration": "{}"}
+    found = explain_pair(
+        rule=resize_rule(),
+        target=claim(400),
+        stored=StoredStatus(),
+        vectors=usage(50.0),
+        now=NOW,
+        annotations=annotations,
+    )
+    assert found.annotations == {"kafka-autopilot.io/ignore": "true"}
+    assert "annotated: kafka-autopilot.io/ignore=true" in render_text([found])
