@@ -84,7 +84,6 @@ def main() -> int:
                 objects=objects,
                 window=Window(start=start, end=end, step=30),
                 range_query=client.range_query,
-                instant_query=client.instant_query,
             )
             took = time.perf_counter() - began
     facts = summary(result)

@@ -7,9 +7,10 @@ history is read with one range query per distinct expression (chunked for long w
 `PrometheusClient.range_query`), and the vector at each step is looked up from those answers; an
 instant query at that time would give the same.
 
-Objects come from the cluster or a YAML inventory. A PVC starts the window at the capacity history
-shows for it at `--from` (the capacity queries, in order, until one names it), else at the size it has
-now; after a simulated resize, the planners see the planned size. The expression values are history
+Objects come from the cluster or a YAML inventory. A PVC starts the window at the first capacity history
+shows for it within the window (the capacity queries, in order, until one names it; the window may start
+before the first scrape), else at the size it has now; after a simulated resize, the planners see the
+planned size. The expression values are history
 as recorded: a resize the history does not contain does not lower them.
 
 Rules that cannot be replayed from Prometheus are left out with the reason: `provider: kubernetes`
@@ -28,7 +29,7 @@ from agent.core.engine import distinct_queries
 from agent.core.matching import DEFAULT_IDENTITY_LABELS, IdentityIndex, TargetObject
 from agent.core.policy import Policy
 from agent.core.rules import ConditionProvider, Rule, TargetKind
-from agent.core.samples import InstantVector, RangeSeries, vectors_by_time
+from agent.core.samples import InstantVector, RangeSeries, Sample, vectors_by_time
 from agent.runtime.replay import Replay, paced_rules
 
 DEFAULT_STEP_SECONDS = 30
@@ -37,8 +38,6 @@ CAPACITY_QUERIES = ("kubelet_volume_stats_capacity_bytes", "px_volume_capacity_b
 
 RangeQuery = Callable[..., Sequence[RangeSeries]]
 """`PrometheusClient.range_query`: (expr, *, start, end, step, on_chunk) -> the series of the window."""
-InstantQuery = Callable[..., InstantVector]
-"""`PrometheusClient.instant_query`: (expr, *, at) -> the vector at that time."""
 
 
 class BacktestError(ValueError):
@@ -108,6 +107,11 @@ def replayable(rules: Sequence[Rule]) -> tuple[list[Rule], dict[str, str]]:
     return kept, left_out
 
 
+def first_values(series: Sequence[RangeSeries]) -> InstantVector:
+    """Each series' first value in the window, as one vector."""
+    return tuple(Sample(labels=one.labels, value=one.points[0][1]) for one in series if one.points)
+
+
 def sized_at_start(
     objects: Sequence[TargetObject], *, capacity_vectors: Sequence[InstantVector]
 ) -> tuple[list[TargetObject], list[str]]:
@@ -166,7 +170,6 @@ def run_backtest(
     objects: Sequence[TargetObject],
     window: Window,
     range_query: RangeQuery,
-    instant_query: InstantQuery,
     on_progress: Callable[[int, int], None] | None = None,
     policy: Policy | None = None,
 ) -> BacktestResult:
@@ -177,7 +180,7 @@ def run_backtest(
         raise BacktestError("no rule left to replay: " + "; ".join(f"{n}: {why}" for n, why in left_out.items()))
     paced = paced_rules(kept, step_seconds=window.step)
     queries = distinct_queries(paced)
-    total = window.steps * (len(queries) + 1)
+    total = window.steps * (len(queries) + len(CAPACITY_QUERIES) + 1)
     done = 0
 
     def advance(steps: int) -> None:
@@ -187,7 +190,10 @@ def run_backtest(
             on_progress(min(done, total), total)
 
     history = read_history(queries, window=window, range_query=range_query, on_steps=advance)
-    capacities = [instant_query(query, at=window.start) for query in CAPACITY_QUERIES]
+    capacities = [
+        first_values(range_query(query, start=window.start, end=window.end, step=window.step, on_chunk=advance))
+        for query in CAPACITY_QUERIES
+    ]
     sized, notes = sized_at_start(objects, capacity_vectors=capacities)
     replay = Replay(rules=paced, objects={obj.key: obj for obj in sized}, vector_at=history.vector_at, policy=policy)
     for index, now in enumerate(window.times()):

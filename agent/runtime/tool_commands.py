@@ -137,7 +137,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                 objects=objects,
                 window=window,
                 range_query=client.range_query,
-                instant_query=client.instant_query,
                 on_progress=progress.show,
                 policy=policy,
             )

@@ -455,7 +455,9 @@ def test_step_3_is_declined_at_maxsize(sandbox: Sandbox, api: KubeApi, agent: Ag
 
 # --- the reference table, backtested --------------------------------------------------------------------
 
-BACKTEST_STEP = 10
+BACKTEST_STEP = 20
+"""The live agent starts a cooldown when its action is verified (seconds after the plan); the simulated
+executor at once: over two cooldowns the times may drift by those seconds, within one step."""
 
 
 def decisions(records: list[dict[str, Any]], *, key: str, acted: str) -> list[tuple[float, str]]:
@@ -502,6 +504,7 @@ def test_a_backtest_of_this_run_reproduces_the_reference_table(
     assert [what for _, what in live] == ["400Gi -> 800Gi", "800Gi -> 1Ti (capped at maxsize)", "AtMaxSize"]
     assert [what for _, what in replayed] == [what for _, what in live]
     gaps = [abs(then - now) for (then, _), (now, _) in zip(live, replayed, strict=True)]
+    print(f"backtest vs live, seconds apart: {[round(gap, 1) for gap in gaps]}")
     assert max(gaps) <= BACKTEST_STEP, gaps
     assert plot.stat().st_size > 5000
     assert distinct_colours(plot) > 1

@@ -22,7 +22,7 @@ from agent.core.loader import merge_results, parse_rules
 from agent.core.matching import TargetObject, pvc_object
 from agent.core.policy import parse_policy_file
 from agent.core.rules import Rule
-from agent.core.samples import InstantVector, RangeSeries, Sample
+from agent.core.samples import RangeSeries
 from agent.runtime import backtest_plot
 from agent.runtime.backtest import (
     BacktestError,
@@ -53,33 +53,32 @@ def claim(name: str, capacity_gib: int) -> TargetObject:
 
 
 class FakeHistory:
-    """Answers range and instant queries from `percent(name, t)` per claim, and a capacity at the start."""
+    """Answers range queries: the usage from `percent(name, t)` per claim, a constant capacity per claim."""
 
     def __init__(self, percent: dict[str, Callable[[float], float | None]], capacity_gib: dict[str, int]) -> None:
         self.percent = percent
         self.capacity_gib = capacity_gib
         self.range_calls: list[tuple[str, int, int, int]] = []
+        self.scraped_from = 0
+        """No capacity sample before this time (the window may start before the first scrape)."""
 
     def range_query(
         self, expr: str, *, start: int, end: int, step: int, on_chunk: Callable[[int], None] | None = None
     ) -> Sequence[RangeSeries]:
         self.range_calls.append((expr, start, end, step))
-        assert expr == USAGE
         if on_chunk is not None:
             on_chunk((end - start) // step + 1)
+        times = range(start, end + 1, step)
         found = []
-        for name, percent in self.percent.items():
-            points = [(float(t), value) for t in range(start, end + 1, step) if (value := percent(t)) is not None]
-            found.append(RangeSeries(labels={"namespace": "kafka", "pvc": name}, points=tuple(points)))
+        if expr == USAGE:
+            for name, percent in self.percent.items():
+                points = [(float(t), value) for t in times if (value := percent(t)) is not None]
+                found.append(RangeSeries(labels={"namespace": "kafka", "pvc": name}, points=tuple(points)))
+        elif expr == "px_volume_capacity_bytes":
+            for name, gib in self.capacity_gib.items():
+                points = [(float(t), float(gib * GI)) for t in times if t >= self.scraped_from]
+                found.append(RangeSeries(labels={"namespace": "kafka", "pvc": name}, points=tuple(points)))
         return found
-
-    def instant_query(self, expr: str, *, at: float) -> InstantVector:
-        if expr != "px_volume_capacity_bytes":
-            return ()
-        return tuple(
-            Sample(labels={"namespace": "kafka", "pvc": name}, value=gib * GI)
-            for name, gib in self.capacity_gib.items()
-        )
 
 
 def rising(*, crosses_at: float) -> Callable[[float], float]:
@@ -93,7 +92,6 @@ def backtest(history: FakeHistory, objects: list[TargetObject], window: Window) 
         objects=objects,
         window=window,
         range_query=history.range_query,
-        instant_query=history.instant_query,
     )
 
 
@@ -152,7 +150,11 @@ def test_the_reference_table_replays_with_one_range_query_and_sizes_from_history
     # The cluster says 1Ti now; the window starts at the 400Gi history shows.
     objects = [claim("data-kafka-0", 1024), claim("data-kafka-1", 1024)]
     result = backtest(history, objects, Window(start=START, end=START + 1800, step=30))
-    assert len(history.range_calls) == 1
+    assert [expr for expr, *_ in history.range_calls] == [
+        USAGE,
+        "kubelet_volume_stats_capacity_bytes",
+        "px_volume_capacity_bytes",
+    ]
     assert actions(result, "kafka/data-kafka-0") == [
         ("2027-01-15T08:10:00.000Z", "400Gi -> 800Gi"),
         ("2027-01-15T08:15:00.000Z", "800Gi -> 1Ti (capped at maxsize)"),
@@ -161,6 +163,14 @@ def test_the_reference_table_replays_with_one_range_query_and_sizes_from_history
     assert declined[0]["time"] == "2027-01-15T08:20:00.000Z"
     assert declined[0]["code"] == "AtMaxSize"
     assert actions(result, "kafka/data-kafka-1") == []
+
+
+def test_a_window_that_starts_before_the_first_scrape_takes_the_first_capacity_in_it() -> None:
+    history = FakeHistory(percent={"data-kafka-0": rising(crosses_at=START + 60)}, capacity_gib={"data-kafka-0": 400})
+    history.scraped_from = START + 30
+    result = backtest(history, [claim("data-kafka-0", 800)], Window(start=START, end=START + 60, step=30))
+    assert [what for _, what in actions(result, "kafka/data-kafka-0")] == ["400Gi -> 800Gi"]
+    assert result.notes == ()
 
 
 def test_a_claim_history_does_not_size_keeps_its_size_now_and_says_so() -> None:
@@ -190,14 +200,12 @@ def test_kubernetes_provider_rules_are_left_out_with_the_reason() -> None:
             objects=[],
             window=Window(start=START, end=START + 60, step=30),
             range_query=history.range_query,
-            instant_query=history.instant_query,
         )
     result = run_backtest(
         rules=[*node_rules, *reference_rule()],
         objects=[],
         window=Window(start=START, end=START + 60, step=30),
         range_query=history.range_query,
-        instant_query=history.instant_query,
     )
     assert set(result.left_out) == {rule.name for rule in node_rules}
 
@@ -210,10 +218,9 @@ def test_progress_counts_every_step_read_and_replayed() -> None:
         objects=[claim("data-kafka-0", 400)],
         window=Window(start=START, end=START + 30 * 249, step=30),
         range_query=history.range_query,
-        instant_query=history.instant_query,
         on_progress=lambda done, total: seen.append((done, total)),
     )
-    assert seen[-1] == (500, 500)
+    assert seen[-1] == (1000, 1000)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 
 
@@ -332,7 +339,6 @@ def test_a_policy_holds_and_spaces_the_replayed_actions() -> None:
         objects=[claim("data-kafka-0", 400)],
         window=Window(start=START, end=START + 1800, step=30),
         range_query=history.range_query,
-        instant_query=history.instant_query,
         policy=spaced,
     )
     assert [when for when, _ in actions(result, "kafka/data-kafka-0")] == [
