@@ -22,6 +22,7 @@ from typing import Any
 
 from agent.actions.registry import CATALOG
 from agent.adapters.clock import WallClock
+from agent.adapters.errors import NotFoundError
 from agent.adapters.kubernetes.approvals import Approval, ApprovalStore
 from agent.adapters.kubernetes.client import KubeClient, connect
 from agent.adapters.kubernetes.statestore import StateStore
@@ -283,7 +284,10 @@ async def gather(
         async with await connect(kubeconfig=kubeconfig, clock=clock) as kube:
             inventory = Inventory(cluster=kube, prometheus=prometheus)
             store = StateStore(kube=kube, dry_run=dry_run)
-            approvals = await ApprovalStore(kube=kube).list()
+            try:
+                approvals = await ApprovalStore(kube=kube).list()
+            except NotFoundError:  # the ActionApproval CRD is not installed: no approval can be pending
+                approvals = []
             ledger = AdmissionLedger(policy=policy, history_source=store) if policy is not None else None
             found_anywhere = False
             for rule in mine:
