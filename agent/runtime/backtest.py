@@ -9,9 +9,18 @@ instant query at that time would give the same.
 
 Objects come from the cluster or a YAML inventory. A PVC starts the window at the first capacity history
 shows for it within the window (the capacity queries, in order, until one names it; the window may start
-before the first scrape), else at the size it has now; after a simulated resize, the planners see the
-planned size. The expression values are history
-as recorded: a resize the history does not contain does not lower them.
+before the first scrape), else at the size it has now.
+
+Resizes are simulated forward (`SizedHistory`):
+- after a simulated resize the planners see the planned size;
+- an expression that divides by a capacity metric (`... / kubelet_volume_stats_capacity_bytes`,
+  `... / px_volume_capacity_bytes`, as the usage-percentage aliases do) is scaled, per PVC and step, by
+  the capacity history recorded over the one the replay has given the PVC: a resize the history lacks
+  lowers the usage the rule sees, and one the history has (the live agent's) is not seen before the
+  replay makes it. Other expressions are history as recorded;
+- a simulated resize is done (its cooldown starts) when history shows the PVC at its new size, if it
+  does within the rule's cooldown (replaying a run where the agent made it), else at once.
+
 
 Rules that cannot be replayed from Prometheus are left out with the reason: `provider: kubernetes`
 conditions (computed from live Node objects, which have no history).
@@ -25,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from agent.audit.trail import AuditRecord
-from agent.core.engine import distinct_queries
+from agent.core.engine import PlannedAction, distinct_queries
 from agent.core.matching import DEFAULT_IDENTITY_LABELS, IdentityIndex, TargetObject
 from agent.core.policy import Policy
 from agent.core.rules import ConditionProvider, Rule, TargetKind
@@ -57,6 +66,9 @@ class Window:
     def steps(self) -> int:
         return len(self.times())
 
+
+CAPACITY_DIVISOR = re.compile(r"/\s*\(?\s*(" + "|".join(CAPACITY_QUERIES) + r")\b")
+"""An expression whose value is inversely proportional to a PVC's capacity (e.g. used / capacity)."""
 
 _DURATION = re.compile(r"^(\d+[smhdw])+$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -140,6 +152,8 @@ class History:
     """Each expression's vector at each step of the window, from one range query per expression."""
 
     vectors: dict[str, dict[float, InstantVector]] = field(default_factory=dict)
+    first: InstantVector = ()
+    """Each series' first value in the window (for a capacity query: the sizes at the start)."""
 
     def vector_at(self, query: str, at: float) -> InstantVector:
         return self.vectors.get(query, {}).get(float(at), ())
@@ -153,6 +167,63 @@ def read_history(
         series = range_query(query, start=window.start, end=window.end, step=window.step, on_chunk=on_steps)
         history.vectors[query] = vectors_by_time(series)
     return history
+
+
+def pvc_key(labels: Mapping[str, str]) -> str | None:
+    """The PVC a series names by the default identity labels (namespace + persistentvolumeclaim | pvc)."""
+    namespace, name = labels.get("namespace"), labels.get("persistentvolumeclaim") or labels.get("pvc")
+    return f"{namespace}/{name}" if namespace and name else None
+
+
+@dataclass
+class SizedHistory:
+    """The history, with the capacity each PVC had at each step, read through the sizes the replay gave."""
+
+    history: History
+    objects: Mapping[str, TargetObject]
+    """The replay's objects, as it changes them."""
+    recorded: dict[str, dict[float, dict[str, float]]] = field(default_factory=dict)
+    """Capacity query -> step -> PVC key -> bytes."""
+
+    @classmethod
+    def of(cls, history: History, objects: Mapping[str, TargetObject], capacity: Mapping[str, History]) -> SizedHistory:
+        recorded = {
+            query: {
+                at: {key: sample.value for sample in vector if (key := pvc_key(sample.labels))}
+                for at, vector in found.vectors.get(query, {}).items()
+            }
+            for query, found in capacity.items()
+        }
+        return cls(history=history, objects=objects, recorded=recorded)
+
+    def capacity(self, query: str, key: str, at: float) -> float | None:
+        return self.recorded.get(query, {}).get(float(at), {}).get(key)
+
+    def vector_at(self, query: str, at: float) -> InstantVector:
+        vector = self.history.vector_at(query, at)
+        divisor = CAPACITY_DIVISOR.search(query)
+        if divisor is None:
+            return vector
+        scaled = []
+        for sample in vector:
+            key = pvc_key(sample.labels)
+            recorded = self.capacity(divisor.group(1), key, at) if key else None
+            target = self.objects.get(key) if key else None
+            simulated = target.capacity_bytes if target is not None else None
+            factor = recorded / simulated if recorded and simulated else 1.0
+            scaled.append(sample if factor == 1.0 else Sample(labels=sample.labels, value=sample.value * factor))
+        return tuple(scaled)
+
+    def finish_time(self, rule: Rule, planned: PlannedAction, after: TargetObject | None, *, times: range) -> float:
+        """When history first shows the PVC at its planned size, within the rule's cooldown; else at once."""
+        size = after.capacity_bytes if after is not None and after.kind is TargetKind.PVC else None
+        if size is None:
+            return planned.at
+        for at in times:
+            within = planned.at <= at <= planned.at + rule.cooldown_seconds
+            if within and any((self.capacity(query, planned.object, at) or 0) >= size for query in self.recorded):
+                return float(at)
+        return planned.at
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,12 +261,22 @@ def run_backtest(
             on_progress(min(done, total), total)
 
     history = read_history(queries, window=window, range_query=range_query, on_steps=advance)
-    capacities = [
-        first_values(range_query(query, start=window.start, end=window.end, step=window.step, on_chunk=advance))
+    capacity = {
+        query: History(
+            vectors={
+                query: vectors_by_time(
+                    series := range_query(query, start=window.start, end=window.end, step=window.step, on_chunk=advance)
+                )
+            },
+            first=first_values(series),
+        )
         for query in CAPACITY_QUERIES
-    ]
-    sized, notes = sized_at_start(objects, capacity_vectors=capacities)
-    replay = Replay(rules=paced, objects={obj.key: obj for obj in sized}, vector_at=history.vector_at, policy=policy)
+    }
+    sized, notes = sized_at_start(objects, capacity_vectors=[found.first for found in capacity.values()])
+    replay = Replay(rules=paced, objects={obj.key: obj for obj in sized}, vector_at=lambda q, at: (), policy=policy)
+    sizes = SizedHistory.of(history, replay.objects, capacity)
+    replay.vector_at = sizes.vector_at
+    replay.finish_time = lambda rule, planned, after: sizes.finish_time(rule, planned, after, times=window.times())
     for index, now in enumerate(window.times()):
         replay.cycle(now)
         if index % 100 == 99:

@@ -24,6 +24,8 @@ from agent.core.states import ActionFinished, ActionStarted, ApprovalAnswered, E
 
 VectorAt = Callable[[str, float], Sequence[Sample]]
 """The instant vector of one expression at one time (Unix seconds)."""
+FinishTime = Callable[[Rule, PlannedAction, TargetObject | None], float]
+"""When the simulated executor is done with a planned action, given the object it makes."""
 
 SIMULATED_REASON = "simulated executor: applied"
 
@@ -49,6 +51,8 @@ class Replay:
     """A guardrail policy, admitting actions on the starts of this replay (none is ever in flight: the
     simulated executor finishes at once)."""
     starts: list[ActionStart] = field(default_factory=list)
+    finish_time: FinishTime | None = None
+    """When a simulated action is done (its cooldown starts then); at once without it."""
     states: dict[tuple[str, str], ObjectState] = field(default_factory=dict)
     taken: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     last_decline: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -111,14 +115,15 @@ class Replay:
             self.record(transition_record(transition, dry_run=True))
 
     def execute(self, rule: Rule, planned: PlannedAction, now: float) -> None:
-        for event in (ActionStarted(), ActionFinished(succeeded=True, reason=SIMULATED_REASON)):
-            self.advance(rule, planned.object, event, now)
+        target = self.objects.get(planned.object)
+        spec = CATALOG.get(planned.action)
+        after = spec.simulated(target, planned.detail) if target is not None and spec is not None else None
+        done = self.finish_time(rule, planned, after) if self.finish_time is not None else now
+        self.advance(rule, planned.object, ActionStarted(), now)
+        self.advance(rule, planned.object, ActionFinished(succeeded=True, reason=SIMULATED_REASON), max(now, done))
         self.taken.setdefault((rule.name, planned.object), []).append(f"{planned.before} -> {planned.after}")
         self.starts.append(ActionStart(rule=rule.name, object=planned.object, action=planned.action, at=now))
-        self.record(action_record(planned, dry_run=True, outcome="applied", reason="simulated executor"))
-        target = self.objects.get(planned.object)
-        if target is None:
-            return
-        spec = CATALOG.get(planned.action)
-        if spec is not None:
-            self.objects[target.key] = spec.simulated(target, planned.detail)
+        finished = replace(planned, at=max(now, done))
+        self.record(action_record(finished, dry_run=True, outcome="applied", reason="simulated executor"))
+        if after is not None:
+            self.objects[after.key] = after

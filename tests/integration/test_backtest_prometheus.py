@@ -90,9 +90,10 @@ def test_the_backtest_command_replays_the_history(
         for record in document["records"]
         if record["event"] == "action-applied"
     ]
+    # Planned at steps 25 and 40; done when history shows the new size, one scrape later.
     assert acted == [
-        (iso_time(START + 25 * SCRAPE), "400Gi", "800Gi"),
-        (iso_time(START + 40 * SCRAPE), "800Gi", "1Ti (capped at maxsize)"),
+        (iso_time(START + 26 * SCRAPE), "400Gi", "800Gi"),
+        (iso_time(START + 41 * SCRAPE), "800Gi", "1Ti (capped at maxsize)"),
     ]
     assert document["summary"]["declined_at_maxsize"] == 1
     assert document["summary"]["steps"] == 61

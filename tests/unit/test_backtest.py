@@ -52,15 +52,20 @@ def claim(name: str, capacity_gib: int) -> TargetObject:
     return pvc_object(namespace="kafka", name=name, labels={"app": "kafka"}, capacity_bytes=capacity_gib * GI)
 
 
-class FakeHistory:
-    """Answers range queries: the usage from `percent(name, t)` per claim, a constant capacity per claim."""
+Gib = Callable[[float], float | None]
 
-    def __init__(self, percent: dict[str, Callable[[float], float | None]], capacity_gib: dict[str, int]) -> None:
-        self.percent = percent
-        self.capacity_gib = capacity_gib
+
+class FakeHistory:
+    """Answers range queries from what each claim held (`used`, GiB) and its size (`size`, GiB) at each time:
+    the usage percentage as Prometheus computes it, and the capacity series."""
+
+    def __init__(self, used: dict[str, Gib], size: dict[str, Gib]) -> None:
+        self.used = used
+        self.size = size
         self.range_calls: list[tuple[str, int, int, int]] = []
         self.scraped_from = 0
-        """No capacity sample before this time (the window may start before the first scrape)."""
+        """No sample before this time (the window may start before the first scrape)."""
+        self.capacity_exported = True
 
     def range_query(
         self, expr: str, *, start: int, end: int, step: int, on_chunk: Callable[[int], None] | None = None
@@ -68,22 +73,45 @@ class FakeHistory:
         self.range_calls.append((expr, start, end, step))
         if on_chunk is not None:
             on_chunk((end - start) // step + 1)
-        times = range(start, end + 1, step)
+        times = [t for t in range(start, end + 1, step) if t >= self.scraped_from]
         found = []
-        if expr == USAGE:
-            for name, percent in self.percent.items():
-                points = [(float(t), value) for t in times if (value := percent(t)) is not None]
-                found.append(RangeSeries(labels={"namespace": "kafka", "pvc": name}, points=tuple(points)))
-        elif expr == "px_volume_capacity_bytes":
-            for name, gib in self.capacity_gib.items():
-                points = [(float(t), float(gib * GI)) for t in times if t >= self.scraped_from]
-                found.append(RangeSeries(labels={"namespace": "kafka", "pvc": name}, points=tuple(points)))
+        for name, used in self.used.items():
+            size = self.size.get(name, lambda t: None)
+            if expr == USAGE:
+                values = [(t, u, c) for t in times if (u := used(t)) is not None and (c := size(t))]
+                points = tuple((float(t), 100 * u / c) for t, u, c in values)
+            elif expr == "px_volume_capacity_bytes" and self.capacity_exported:
+                points = tuple((float(t), c * GI) for t in times if (c := size(t)))
+            else:
+                continue
+            found.append(RangeSeries(labels={"namespace": "kafka", "pvc": name}, points=points))
         return found
 
 
-def rising(*, crosses_at: float) -> Callable[[float], float]:
-    """Under 80% before `crosses_at`, 85% from then on."""
-    return lambda t: 85.0 if t >= crosses_at else 50.0
+def always(value: float) -> Gib:
+    return lambda t: value
+
+
+def steps(first: float, *changes: tuple[int, float]) -> Gib:
+    """`first`, then each (seconds after START, value) from then on."""
+
+    def at(t: float) -> float:
+        value = first
+        for since, changed in changes:
+            if t >= START + since:
+                value = changed
+        return value
+
+    return at
+
+
+def live_run() -> FakeHistory:
+    """The reference table as a live agent played it: 330Gi (82.5% of 400) at 10 min, resized to 800Gi (seen
+    10 s later); 650Gi (81% of 800) at 12 min, resized to 1Ti after its cooldown; 820Gi (80.1% of 1Ti) at 16 min."""
+    return FakeHistory(
+        used={"data-kafka-0": steps(200, (600, 330), (720, 650), (960, 820))},
+        size={"data-kafka-0": steps(400, (610, 800), (920, 1024))},
+    )
 
 
 def backtest(history: FakeHistory, objects: list[TargetObject], window: Window) -> BacktestResult:
@@ -142,11 +170,10 @@ def test_a_window_must_run_forwards_with_a_step() -> None:
 # --- the replay --------------------------------------------------------------------------------------------
 
 
-def test_the_reference_table_replays_with_one_range_query_and_sizes_from_history() -> None:
-    history = FakeHistory(
-        percent={"data-kafka-0": rising(crosses_at=START + 600), "data-kafka-1": lambda t: 40.0},
-        capacity_gib={"data-kafka-0": 400, "data-kafka-1": 400},
-    )
+def test_a_live_run_of_the_reference_table_replays_with_its_times() -> None:
+    history = live_run()
+    history.used["data-kafka-1"] = always(160)
+    history.size["data-kafka-1"] = always(400)
     # The cluster says 1Ti now; the window starts at the 400Gi history shows.
     objects = [claim("data-kafka-0", 1024), claim("data-kafka-1", 1024)]
     result = backtest(history, objects, Window(start=START, end=START + 1800, step=30))
@@ -155,18 +182,31 @@ def test_the_reference_table_replays_with_one_range_query_and_sizes_from_history
         "kubelet_volume_stats_capacity_bytes",
         "px_volume_capacity_bytes",
     ]
+    # Done when history shows the new size: the cooldowns start then, as the live agent's did.
     assert actions(result, "kafka/data-kafka-0") == [
-        ("2027-01-15T08:10:00.000Z", "400Gi -> 800Gi"),
-        ("2027-01-15T08:15:00.000Z", "800Gi -> 1Ti (capped at maxsize)"),
+        ("2027-01-15T08:10:30.000Z", "400Gi -> 800Gi"),
+        ("2027-01-15T08:15:30.000Z", "800Gi -> 1Ti (capped at maxsize)"),
     ]
+    planned = [r["time"] for r in result.records if r["event"] == "action-planned"]
+    assert planned == ["2027-01-15T08:10:00.000Z", "2027-01-15T08:15:30.000Z"]
     declined = [r for r in result.records if r["event"] == "action-declined" and r["object"] == "kafka/data-kafka-0"]
-    assert declined[0]["time"] == "2027-01-15T08:20:00.000Z"
+    assert declined[0]["time"] == "2027-01-15T08:20:30.000Z"
     assert declined[0]["code"] == "AtMaxSize"
     assert actions(result, "kafka/data-kafka-1") == []
 
 
+def test_a_resize_history_lacks_lowers_the_usage_the_rule_sees_after_it() -> None:
+    history = FakeHistory(used={"data-kafka-0": steps(200, (600, 340))}, size={"data-kafka-0": always(400)})
+    result = backtest(history, [claim("data-kafka-0", 400)], Window(start=START, end=START + 1800, step=30))
+    # 85% of the 400Gi history has is 42.5% of the 800Gi the replay gave it: one resize, done at once.
+    assert actions(result, "kafka/data-kafka-0") == [("2027-01-15T08:10:00.000Z", "400Gi -> 800Gi")]
+    values = [r["values"][USAGE] for r in result.records if r["event"] == "evaluation"]
+    assert values[20] == 85.0
+    assert values[-1] == 42.5
+
+
 def test_a_window_that_starts_before_the_first_scrape_takes_the_first_capacity_in_it() -> None:
-    history = FakeHistory(percent={"data-kafka-0": rising(crosses_at=START + 60)}, capacity_gib={"data-kafka-0": 400})
+    history = FakeHistory(used={"data-kafka-0": steps(200, (60, 340))}, size={"data-kafka-0": always(400)})
     history.scraped_from = START + 30
     result = backtest(history, [claim("data-kafka-0", 800)], Window(start=START, end=START + 60, step=30))
     assert [what for _, what in actions(result, "kafka/data-kafka-0")] == ["400Gi -> 800Gi"]
@@ -174,7 +214,8 @@ def test_a_window_that_starts_before_the_first_scrape_takes_the_first_capacity_i
 
 
 def test_a_claim_history_does_not_size_keeps_its_size_now_and_says_so() -> None:
-    history = FakeHistory(percent={"data-kafka-0": rising(crosses_at=START)}, capacity_gib={})
+    history = FakeHistory(used={"data-kafka-0": always(900)}, size={"data-kafka-0": always(1000)})
+    history.capacity_exported = False
     result = backtest(history, [claim("data-kafka-0", 800)], Window(start=START, end=START + 60, step=30))
     assert [what for _, what in actions(result, "kafka/data-kafka-0")] == ["800Gi -> 1Ti (capped at maxsize)"]
     assert result.notes == ("kafka/data-kafka-0: no capacity in history at the start; starting from its size now",)
@@ -182,7 +223,7 @@ def test_a_claim_history_does_not_size_keeps_its_size_now_and_says_so() -> None:
 
 def test_a_gap_in_history_is_no_data_not_a_verdict() -> None:
     history = FakeHistory(
-        percent={"data-kafka-0": lambda t: None if t < START + 300 else 85.0}, capacity_gib={"data-kafka-0": 400}
+        used={"data-kafka-0": lambda t: None if t < START + 300 else 340.0}, size={"data-kafka-0": always(400)}
     )
     result = backtest(history, [claim("data-kafka-0", 400)], Window(start=START, end=START + 330, step=30))
     outcomes = [r["outcome"] for r in result.records if r["event"] == "evaluation"]
@@ -193,7 +234,7 @@ def test_a_gap_in_history_is_no_data_not_a_verdict() -> None:
 def test_kubernetes_provider_rules_are_left_out_with_the_reason() -> None:
     text = (REPO / "rules" / "kafka-node-failure.yaml").read_text()
     node_rules = list(parse_rules(text, file="kafka-node-failure.yaml", catalog=CATALOG).rules)
-    history = FakeHistory(percent={}, capacity_gib={})
+    history = FakeHistory(used={}, size={})
     with pytest.raises(BacktestError, match=r"no rule left to replay: .*live Node objects"):
         run_backtest(
             rules=node_rules,
@@ -211,7 +252,7 @@ def test_kubernetes_provider_rules_are_left_out_with_the_reason() -> None:
 
 
 def test_progress_counts_every_step_read_and_replayed() -> None:
-    history = FakeHistory(percent={"data-kafka-0": lambda t: 10.0}, capacity_gib={"data-kafka-0": 400})
+    history = FakeHistory(used={"data-kafka-0": always(40)}, size={"data-kafka-0": always(400)})
     seen: list[tuple[int, int]] = []
     run_backtest(
         rules=reference_rule(),
@@ -228,8 +269,7 @@ def test_progress_counts_every_step_read_and_replayed() -> None:
 
 
 def test_the_summary_counts_actions_declines_and_time_triggered() -> None:
-    history = FakeHistory(percent={"data-kafka-0": rising(crosses_at=START + 600)}, capacity_gib={"data-kafka-0": 400})
-    result = backtest(history, [claim("data-kafka-0", 400)], Window(start=START, end=START + 1800, step=30))
+    result = backtest(live_run(), [claim("data-kafka-0", 400)], Window(start=START, end=START + 1800, step=30))
     facts = summary(result)
     assert facts["actions_by_kind"] == {"openstorage.io.action.volume/resize": 2}
     assert facts["declined_at_maxsize"] == 1
@@ -258,10 +298,9 @@ def test_time_triggered_sums_each_stay_and_counts_an_open_one_to_the_end() -> No
 
 @pytest.fixture(scope="module")
 def replayed() -> BacktestResult:
-    history = FakeHistory(
-        percent={"data-kafka-0": rising(crosses_at=START + 600), "data-kafka-1": lambda t: 30 + (t - START) / 60},
-        capacity_gib={"data-kafka-0": 400, "data-kafka-1": 400},
-    )
+    history = live_run()
+    history.used["data-kafka-1"] = lambda t: 120 + (t - START) / 15
+    history.size["data-kafka-1"] = always(400)
     return backtest(
         history,
         [claim("data-kafka-0", 400), claim("data-kafka-1", 400)],
@@ -333,7 +372,7 @@ def test_the_progress_bar_draws_on_a_terminal_only() -> None:
 def test_a_policy_holds_and_spaces_the_replayed_actions() -> None:
     header = "apiVersion: kafka-autopilot.io/v1alpha1\nkind: AutopilotPolicy\nmetadata: {name: p}\nspec:\n"
     (spaced,) = parse_policy_file(header + "  minResizeInterval: 10m\n", file="p.yaml", catalog=CATALOG).policies
-    history = FakeHistory(percent={"data-kafka-0": rising(crosses_at=START + 600)}, capacity_gib={"data-kafka-0": 400})
+    history = live_run()
     result = run_backtest(
         rules=reference_rule(),
         objects=[claim("data-kafka-0", 400)],
@@ -342,7 +381,7 @@ def test_a_policy_holds_and_spaces_the_replayed_actions() -> None:
         policy=spaced,
     )
     assert [when for when, _ in actions(result, "kafka/data-kafka-0")] == [
-        "2027-01-15T08:10:00.000Z",
+        "2027-01-15T08:10:30.000Z",
         "2027-01-15T08:20:00.000Z",
     ]
     assert summary(result)["holds_by_reason"] == {"MinResizeInterval": 1}
