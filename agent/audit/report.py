@@ -40,7 +40,7 @@ def first_of_stays(records: Iterable[AuditRecord], *, event: str, state: RuleSta
     staying: set[tuple[str, str]] = set()
     for record in records:
         key = (str(record["rule"]), str(record["object"]))
-        if record["event"] == "transition" and record["from"] == state.value:
+        if record["event"] == "transition" and record.get("from") == state.value:
             staying.discard(key)
         elif record["event"] == event and key not in staying:
             staying.add(key)
@@ -67,10 +67,10 @@ def trigger_to_done_seconds(records: Iterable[AuditRecord]) -> list[float]:
     found: list[float] = []
     for record in records:
         key = (str(record["rule"]), str(record["object"]))
-        if record["event"] == "transition" and record["to"] == RuleState.TRIGGERED.value:
-            if record["from"] in (RuleState.NORMAL.value, RuleState.INITIALIZING.value):
+        if record["event"] == "transition" and record.get("to") == RuleState.TRIGGERED.value:
+            if record.get("from") in (RuleState.NORMAL.value, RuleState.INITIALIZING.value):
                 opened[key] = record_time(record)
-        elif record["event"] == "transition" and record["to"] == RuleState.NORMAL.value:
+        elif record["event"] == "transition" and record.get("to") == RuleState.NORMAL.value:
             opened.pop(key, None)
         elif record["event"] in {f"action-{outcome}" for outcome in DONE_OUTCOMES} and key in opened:
             found.append(record_time(record) - opened.pop(key))
@@ -88,7 +88,9 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
 def report(records: Sequence[AuditRecord], *, since: float | None = None) -> dict[str, Any]:
     kept = [r for r in records if r.get("time") and (since is None or record_time(r) >= since)]
     actions = Counter(
-        (str(r["rule"]), str(r["outcome"])) for r in kept if str(r.get("event", "")).startswith("action-")
+        (str(r["rule"]), str(r.get("outcome") or r["event"].removeprefix("action-")))
+        for r in kept
+        if str(r.get("event", "")).startswith("action-")
     )
     by_rule: dict[str, dict[str, int]] = {}
     for (rule, outcome), count in sorted(actions.items()):

@@ -5,14 +5,14 @@ The agent's only writes to Kafka are these events; the producer is built from th
 as the admin client (TLS, SASL), with `enable_idempotence` (and so `acks=all`), so a retried send never
 writes an event twice to its partition. What is sent, and how a send that fails is handled, is
 `agent.audit.cloudevents`. `read_topic` reads every message there is, from the start, without a
-consumer group (it commits nothing), and stops at the end offsets it found when it began.
+consumer group (it commits nothing), and stops at the end offsets it found once assigned.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agent.adapters.kafka.admin import KafkaSettings
 
@@ -34,14 +34,18 @@ async def read_topic(
         async with asyncio.timeout(timeout_seconds):
             if topic not in await consumer.topics():
                 return []
-            partitions = [TopicPartition(topic, partition) for partition in consumer.partitions_for_topic(topic) or ()]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
+            consumer.subscribe([topic])  # without a group: every partition, from the earliest offset
             found: list[tuple[bytes, bytes]] = []
+
+            async def fetch() -> None:
+                batches = await consumer.getmany(timeout_ms=500)
+                found.extend((m.key or b"", m.value or b"") for messages in batches.values() for m in messages)
+
+            while not consumer.assignment():
+                await fetch()
+            ends = await consumer.end_offsets(list(consumer.assignment()))
             while [partition for partition, end in ends.items() if await consumer.position(partition) < end]:
-                batches = await consumer.getmany(*partitions, timeout_ms=1000)
-                found += [(m.key or b"", m.value or b"") for messages in batches.values() for m in messages]
+                await fetch()
             return found
     finally:
         await consumer.stop()
