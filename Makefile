@@ -80,8 +80,10 @@ demo: install sandbox-tools
 demo-simulated: install prometheus
 	$(BIN)/kafka-autopilot demo --simulated
 
-bench: install
+bench: install prometheus
 	$(BIN)/python bench/bench_cycle.py
+	KAFKA_AUTOPILOT_PROMETHEUS=$(PROMETHEUS_BIN)/prometheus KAFKA_AUTOPILOT_PROMTOOL=$(PROMETHEUS_BIN)/promtool \
+		$(BIN)/python bench/bench_backtest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,9 +1,12 @@
-"""The `kafka-autopilot` command: lint and test rules, run the agent, answer approvals.
+"""The `kafka-autopilot` command: lint, test and backtest rules, run the agent, explain and report on it,
+answer approvals.
 
 In the checkout (not in the wheel) two more commands exist, `sandbox` and `demo`: they drive the local
 real environment, which does not ship. This module never imports it; `build_parser` looks the module
 `sandbox.cli` up by name (importlib), only when the `sandbox` package can be found, and lets it add its
-commands. A wheel's user therefore gets argparse's usual "invalid choice" for them.
+commands. A wheel's user therefore gets argparse's usual "invalid choice" for them. `backtest`,
+`explain` and `report` are in `agent.runtime.tool_commands`, the approval commands in
+`agent.runtime.approval_commands`.
 
 `lint` and `test` run the real promtool and prometheus, found through --promtool / --prometheus-bin,
 else $KAFKA_AUTOPILOT_PROMTOOL / $KAFKA_AUTOPILOT_PROMETHEUS, else PATH.
@@ -44,6 +47,7 @@ from agent.adapters.local_prometheus import (
     find_promtool,
 )
 from agent.adapters.promtool import PromtoolError, check_promql
+from agent.audit.cloudevents import DEFAULT_CAPACITY as DEFAULT_EVENTS_CAPACITY
 from agent.audit.evaluations import EvaluationAuditing
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail
@@ -51,7 +55,7 @@ from agent.core.aliases import KEY_ALIASES
 from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
-from agent.runtime import approval_commands, ruletest
+from agent.runtime import approval_commands, ruletest, tool_commands
 from agent.runtime.leadership import DRY_RUN_LEASE_NAME, EXIT_LEADERSHIP_LOST, LIVE_LEASE_NAME, default_lease_name
 from agent.runtime.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from agent.runtime.main import PrometheusSettings, RunOptions, StorageApiSettings, run_agent
@@ -169,6 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--storage-api-token-file", type=Path, metavar="FILE", help="bearer token for the storage API, if it has auth"
     )
+    run.add_argument(
+        "--events-topic",
+        metavar="TOPIC",
+        help="also publish every transition, action and hold to this Kafka topic as a CloudEvents 1.0 JSON message "
+        "(keyed by object, idempotent producer; needs --kafka). Never blocks an action: while the topic is "
+        "unreachable events wait in a bounded buffer, then are dropped and counted",
+    )
+    run.add_argument(
+        "--events-buffer",
+        type=int,
+        default=DEFAULT_EVENTS_CAPACITY,
+        metavar="N",
+        help=f"events kept while the topic is unreachable (default {DEFAULT_EVENTS_CAPACITY})",
+    )
     run.add_argument("--dry-run", action="store_true", help="record what would be done; change nothing")
     run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="health and metrics address")
     run.add_argument(
@@ -251,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(command=cmd_run)
 
     approval_commands.add_parsers(commands)
+    tool_commands.add_parsers(commands)
 
     checkout_commands = _checkout_commands()
     if checkout_commands is not None:
@@ -466,6 +485,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.leader_elect and not args.identity.strip():
         print("kafka-autopilot run: --identity must not be empty", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    if args.events_topic is not None and kafka is None:
+        print("kafka-autopilot run: --events-topic needs --kafka BOOTSTRAP", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if args.events_buffer < 1:
+        print(f"kafka-autopilot run: --events-buffer must be at least 1, got {args.events_buffer}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     try:
         scope_pod = PodScope.parse(args.scope_pod) if args.scope_pod else None
     except ScopeError as error:
@@ -501,6 +526,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         identity=args.identity.strip(),
         policy_path=args.policy,
         scope_pod=scope_pod,
+        events_topic=args.events_topic,
+        events_buffer=args.events_buffer,
     )
     try:
         return asyncio.run(run_agent(options))

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import matplotlib.image
 import pytest
 
 from sandbox.scenarios import ScenarioTimeoutError, poll
@@ -58,3 +59,9 @@ spec:
         maxsize: "1Ti"
 """
 """The reference rule of the vendor papers, character for character."""
+
+
+def distinct_colours(png: Path) -> int:
+    """How many different pixel colours a PNG has: 1 for a blank image."""
+    pixels = matplotlib.image.imread(png)
+    return len({tuple(pixel) for row in pixels for pixel in row})

@@ -1,5 +1,8 @@
 """Ask a Prometheus server for instant vectors: the one way rule conditions reach metric data.
 
+`range_query` (for `kafka-autopilot backtest`) asks for a window of history instead, in chunks small
+enough for the server's 11,000-points-per-series limit.
+
 Rule tests and the runtime both evaluate a condition as an instant query at an explicit time, so
 the real Prometheus engine does all PromQL. This adapter hides HTTP and JSON from the core: it
 returns `Sample`s, or raises `PrometheusQueryError` naming the server, the expression and what
@@ -25,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -35,7 +39,11 @@ from urllib3.util.retry import Retry
 from agent.adapters.clock import Clock
 from agent.adapters.errors import PrometheusQueryError
 from agent.adapters.retry import RetryPolicy, retrying, retrying_blocking
-from agent.core.samples import InstantVector, Sample
+from agent.core.samples import InstantVector, RangeSeries, Sample
+
+RANGE_CHUNK_STEPS = 1000
+"""Evaluation steps per range request: well under Prometheus' 11,000 points per series, and small
+enough that a long window shows its progress."""
 
 DEFAULT_ATTEMPTS = 3
 """Tries per query when the failure is temporary (unreachable, 429, 5xx); a bad query is tried once."""
@@ -130,10 +138,70 @@ class PrometheusClient:
             status=error.status,
         )
 
+    def range_query(
+        self,
+        expr: str,
+        *,
+        start: int,
+        end: int,
+        step: int,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> tuple[RangeSeries, ...]:
+        """`expr` evaluated at start, start + step, ... up to end (whole Unix seconds), blocking.
+
+        Asked in chunks of `RANGE_CHUNK_STEPS` steps on the same grid; each chunk is tried again like an
+        instant query, and `on_chunk` is told how many steps each chunk covered. A series' points from
+        every chunk are joined into one `RangeSeries`.
+        """
+        if step <= 0 or end < start:
+            raise ValueError(f"a range needs step > 0 and end >= start, got {start}..{end} step {step}")
+        points: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+        chunk_start = start
+        while chunk_start <= end:
+            chunk_end = min(end, chunk_start + (RANGE_CHUNK_STEPS - 1) * step)
+            try:
+                result = retrying_blocking(self._policy)(self._range_once, expr, chunk_start, chunk_end, step)
+            except PrometheusQueryError as error:
+                raise self._exhausted(error) from error.__cause__
+            for labels, values in result:
+                points.setdefault(tuple(sorted(labels.items())), []).extend(values)
+            if on_chunk is not None:
+                on_chunk((chunk_end - chunk_start) // step + 1)
+            chunk_start = chunk_end + step
+        return tuple(RangeSeries(labels=dict(labels), points=tuple(values)) for labels, values in points.items())
+
+    def _range_once(
+        self, expr: str, start: int, end: int, step: int
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        result = self._ask(
+            expr,
+            lambda: self._connect.custom_query_range(
+                query=expr,
+                start_time=datetime.fromtimestamp(start, UTC),
+                end_time=datetime.fromtimestamp(end, UTC),
+                step=str(step),
+            ),
+        )
+        try:
+            return [
+                (
+                    {str(k): str(v) for k, v in item["metric"].items()},
+                    [(float(at), float(value)) for at, value in item["values"]],
+                )
+                for item in result
+            ]
+        except (ValueError, KeyError, TypeError, IndexError) as error:
+            reason = f"`{expr}` gave a range result that is not a matrix: {result!r:.200}"
+            raise self._error(expr, reason, False) from error
+
     def _query_once(self, expr: str, at: float | None) -> InstantVector:
         params = {} if at is None else {"time": f"{at:.3f}"}
+        return self._samples(expr, self._ask(expr, lambda: self._connect.custom_query(query=expr, params=params)))
+
+    def _ask(self, expr: str, request: Callable[[], Any]) -> Any:
+        """The answer to one HTTP request about `expr`, or the PrometheusQueryError that says why not."""
         try:
-            result = self._connect.custom_query(query=expr, params=params)
+            return request()
         except _HttpStatusError as answer:
             raise self._http_error(expr, answer) from None
         except requests.ConnectionError as error:
@@ -143,7 +211,6 @@ class PrometheusClient:
             raise self._error(expr, reason, False) from error
         except (requests.RequestException, ValueError, KeyError, TypeError) as error:
             raise self._error(expr, f"unexpected response to `{expr}`: {error!r}", False) from error
-        return self._samples(expr, result)
 
     def _samples(self, expr: str, result: Any) -> InstantVector:
         try:

@@ -29,6 +29,7 @@ from agent.actions.registry import CATALOG, build_executors
 from agent.adapters.clock import Clock, WallClock
 from agent.adapters.files import load_policy_file, load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
+from agent.adapters.kafka.producer import event_producer
 from agent.adapters.kubernetes import USER_AGENT, KubeClient, KubeError, connect
 from agent.adapters.kubernetes.approvals import ApprovalStore
 from agent.adapters.kubernetes.clusterrules import read_cluster_rules
@@ -36,6 +37,7 @@ from agent.adapters.kubernetes.crds import install_crds, wait_until_served
 from agent.adapters.kubernetes.statestore import StateStore
 from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.storagepools import StoragePoolClient
+from agent.audit.cloudevents import DEFAULT_CAPACITY, CloudEventSink
 from agent.audit.evaluations import EvaluationAudit, EvaluationAuditing
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core.diagnostics import Problem
@@ -121,6 +123,10 @@ class RunOptions:
     """This replica's name in the Lease (and in its User-Agent); required with leader_elect."""
     scope_pod: PodScope | None = None
     """Sidecar mode: act only on this broker pod and the PVCs it mounts (agent.runtime.scope)."""
+    events_topic: str | None = None
+    """Publish every transition, action and hold to this Kafka topic as CloudEvents (needs `kafka`)."""
+    events_buffer: int = DEFAULT_CAPACITY
+    """Events kept while the topic is unreachable; later ones are dropped and counted."""
 
 
 def load_rules(paths: Sequence[Path]) -> tuple[list[Rule], list[Problem]]:
@@ -152,9 +158,10 @@ async def run_agent(
     dry_run = options.dry_run or (policy is not None and policy.dry_run)
     if policy is not None and not dry_run and policy.dry_run_actions:
         log.info("dry-run for some actions only", actions=sorted(policy.dry_run_actions))
-    trail = AuditTrail(stream=options.audit_stream, listener=listener)
     telemetry = Telemetry(object_label_kinds=FEW_OBJECTS | {TargetKind.PVC} if options.metrics_per_pvc else FEW_OBJECTS)
     clock = WallClock()
+    events = _event_sink(options, telemetry)
+    trail = AuditTrail(stream=options.audit_stream, listener=_both(listener, events.offer if events else None))
     try:
         kube = await connect(kubeconfig=options.kubeconfig, clock=clock)
     except KubeError as error:
@@ -311,6 +318,8 @@ async def run_agent(
             except LeaseNamespaceMissingError as error:
                 log.warning(f"kafka-autopilot run: {error}")
                 return 2
+        if events is not None:
+            stack.push_async_callback(_stop_publishing, events, asyncio.create_task(events.run(), name="events"))
         tasks = [asyncio.create_task(run_when_state_served(kube, scheduler), name="agent")]
         if options.scope_pod is None:  # a sidecar's pod is its whole world: no cluster-wide watches
             tasks.append(asyncio.create_task(watch_triggers(kube, triggers), name="watches"))
@@ -344,6 +353,48 @@ async def run_agent(
             return 70
         log.info("agent stopped")
     return 0
+
+
+EVENTS_DRAIN_SECONDS = 5.0
+"""At shutdown, how long buffered events may take to reach the topic before they are given up."""
+
+
+def _event_sink(options: RunOptions, telemetry: Telemetry) -> CloudEventSink | None:
+    if options.events_topic is None or options.kafka is None:
+        return None
+    settings = options.kafka
+    return CloudEventSink(
+        topic=options.events_topic,
+        source=f"kafka-autopilot/{options.namespace}/{options.identity or 'agent'}",
+        producer_factory=lambda: event_producer(settings),
+        capacity=options.events_buffer,
+        on_published=lambda: telemetry.inc("kafka_autopilot_events_published_total"),
+        on_dropped=lambda: telemetry.inc("kafka_autopilot_events_dropped_total"),
+        on_error=lambda why: log.warning("events topic unreachable; buffering", topic=options.events_topic, error=why),
+    )
+
+
+def _both(
+    first: Callable[[AuditRecord], None] | None, second: Callable[[AuditRecord], None] | None
+) -> Callable[[AuditRecord], None] | None:
+    if first is None or second is None:
+        return first or second
+
+    def each(record: AuditRecord) -> None:
+        first(record)
+        second(record)
+
+    return each
+
+
+async def _stop_publishing(events: CloudEventSink, task: asyncio.Task[None]) -> None:
+    """Give the buffered events a moment to reach the topic, then stop the sender."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(events.drained(), EVENTS_DRAIN_SECONDS)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    if events.buffered:
+        log.warning("events not published at shutdown", topic=events.topic, events=events.buffered)
 
 
 async def run_when_state_served(kube: KubeClient, scheduler: Scheduler) -> None:

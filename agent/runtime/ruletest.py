@@ -8,8 +8,8 @@ there is no PromQL engine of ours. The caller names both binaries (`kafka-autopi
 `agent.adapters.local_prometheus.find_binaries`). Conditions of `provider: kubernetes` rules read input
 series named after their key (e.g. `NodeReady{node="n1"}`).
 
-The executor is simulated: a planned action succeeds at once, and a resize or pool expansion updates
-the object's size (each action's spec says how: `ActionSpec.simulate`), so later plans start from it.
+The loop and its simulated executor are `agent.runtime.replay` (shared with `kafka-autopilot backtest`):
+a planned action succeeds at once and a resize updates the object's size, so later plans start from it.
 Nothing leaves this process but Prometheus queries.
 """
 
@@ -17,28 +17,18 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.actions.registry import CATALOG
 from agent.adapters.clock import WallClock
 from agent.adapters.errors import PrometheusQueryError
 from agent.adapters.local_prometheus import RULE_TEST_EPOCH, LocalPrometheus, PrometheusBinaries, backfill_openmetrics
 from agent.adapters.prometheus import PrometheusClient
-from agent.audit.trail import AuditRecord, action_record, cycle_records, transition_record
+from agent.audit.trail import AuditRecord
 from agent.core.diagnostics import Location, Problem
-from agent.core.engine import PlannedAction, distinct_queries, run_cycle
-from agent.core.matching import TargetObject
-from agent.core.rules import ConditionProvider, Rule
 from agent.core.samples import Sample
 from agent.core.series import SeriesValue, expand_values, with_timestamps
-from agent.core.states import (
-    ActionFinished,
-    ActionStarted,
-    ApprovalAnswered,
-    ObjectState,
-    decide,
-)
+from agent.runtime.replay import Replay, paced_rules
 from agent.runtime.ruletest_file import (
     Expectation,
     RuleTest,
@@ -101,135 +91,68 @@ QueryFunc = Callable[..., Sequence[Sample]]
 
 @dataclass
 class _Simulation:
-    """The agent's loop in fast-forward: evaluate every interval, act through a simulated executor."""
+    """A rule test: the replay loop every `evaluation_interval`, with the test's approvals and checks."""
 
     test_file: RuleTestFile
     test: RuleTest
     query: QueryFunc
     on_record: Callable[[AuditRecord], None] | None
-    states: dict[tuple[str, str], ObjectState] = field(default_factory=dict)
-    objects: dict[str, TargetObject] = field(default_factory=dict)
-    taken: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    last_decline: dict[tuple[str, str], str] = field(default_factory=dict)
-    records: list[AuditRecord] = field(default_factory=list)
+    replay: Replay = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.replay = Replay(
+            rules=paced_rules(self.test_file.rules, step_seconds=self.test_file.evaluation_interval),
+            objects={obj.key: obj for obj in self.test.objects},
+            vector_at=self.vector_at,
+            on_record=self.on_record,
+            # Rule tests read kubernetes-provider keys from input series too, so both kinds are queried.
+            kubernetes_from_prometheus=True,
+        )
+
+    @property
+    def records(self) -> list[AuditRecord]:
+        return self.replay.records
 
     def run(self, *, until: int) -> list[str]:
-        self.objects = {obj.key: obj for obj in self.test.objects}
         failures: list[str] = []
         step = self.test_file.evaluation_interval
         expectations = sorted(self.test.expectations, key=lambda expectation: expectation.at)
         looked_at = [e.at for e in expectations] + [a.at for a in self.test.approvals]
         for now in _times(until=until, step=step, extra=looked_at):
-            self.answer_approvals(now)
-            self.cycle(now)
+            for approval in self.test.approvals:
+                if approval.at == now:
+                    self.replay.answer(
+                        rule_name=approval.rule,
+                        object_key=approval.object,
+                        approved=approval.approved,
+                        by="rule test",
+                        now=now,
+                    )
+            self.replay.cycle(now)
             failures.extend(self.check(e) for e in expectations if e.at == now)
         return [failure for failure in failures if failure]
 
-    def record(self, record: AuditRecord) -> None:
-        self.records.append(record)
-        if self.on_record is not None:
-            self.on_record(record)
-
-    def answer_approvals(self, now: int) -> None:
-        for approval in self.test.approvals:
-            if approval.at != now:
-                continue
-            key = (approval.rule, approval.object)
-            rule = self.rule(approval.rule)
-            step = decide(
-                rule=rule.name,
-                object_key=approval.object,
-                state=self.states.get(key, ObjectState()),
-                event=ApprovalAnswered(approved=approval.approved, by="rule test"),
-                now=now,
-                cooldown_seconds=rule.cooldown_seconds,
-                for_seconds=rule.conditions.for_seconds,
-                poll_interval_seconds=rule.poll_interval_seconds,
-            )
-            self.states[key] = step.state
-            for transition in step.transitions:
-                self.record(transition_record(transition, dry_run=True))
-
-    def paced_rules(self) -> list[Rule]:
-        """The rules as evaluated here: every `evaluation_interval`, so a gap that restarts `for` (over 2 x
-        pollInterval without a holding sample) is measured against the slower of the two."""
-        step = int(self.test_file.evaluation_interval)
-        return [
-            replace(rule, poll_interval_seconds=max(rule.poll_interval_seconds, step)) for rule in self.test_file.rules
-        ]
-
-    def rule(self, name: str) -> Rule:
-        return next(rule for rule in self.paced_rules() if rule.name == name)
-
-    def cycle(self, now: int) -> None:
-        rules = self.paced_rules()
-        vectors: dict[str, Sequence[Sample]] = {}
-        # Rule tests read kubernetes-provider keys from input series too, so both kinds are queried.
-        queries = distinct_queries(rules) + distinct_queries(rules, provider=ConditionProvider.KUBERNETES)
-        for query in queries:
-            try:
-                vectors[query] = self.query(query, at=RULE_TEST_EPOCH + now)
-            except PrometheusQueryError as error:
-                location = Location(file=str(self.test_file.path), line=1, column=1)
-                problem = Problem(location=location, rule="", field="", message=str(error))
-                raise RuleTestFileError([problem]) from error
-        for rule in rules:
-            states = {obj: state for (name, obj), state in self.states.items() if name == rule.name}
-            outcome = run_cycle(
-                rule=rule,
-                objects=list(self.objects.values()),
-                vectors=vectors,
-                states=states,
-                now=now,
-                catalog=CATALOG,
-            )
-            for obj, state in outcome.states.items():
-                self.states[(rule.name, obj)] = state
-            for record in cycle_records(outcome, dry_run=True):
-                self.record(record)
-            for declined in outcome.declined:
-                self.last_decline[(rule.name, declined.object)] = declined.code
-            for planned in outcome.planned:
-                self.execute(rule, planned, now)
-
-    def execute(self, rule: Rule, planned: PlannedAction, now: int) -> None:
-        key = (rule.name, planned.object)
-        for event in (ActionStarted(), ActionFinished(succeeded=True, reason="simulated executor: applied")):
-            step = decide(
-                rule=rule.name,
-                object_key=planned.object,
-                state=self.states[key],
-                event=event,
-                now=now,
-                cooldown_seconds=rule.cooldown_seconds,
-                for_seconds=rule.conditions.for_seconds,
-                poll_interval_seconds=rule.poll_interval_seconds,
-            )
-            self.states[key] = step.state
-            for transition in step.transitions:
-                self.record(transition_record(transition, dry_run=True))
-        self.taken.setdefault(key, []).append(f"{planned.before} -> {planned.after}")
-        self.record(action_record(planned, dry_run=True, outcome="applied", reason="simulated executor"))
-        target = self.objects.get(planned.object)
-        if target is None:
-            return
-        spec = CATALOG.get(planned.action)
-        if spec is not None:
-            self.objects[target.key] = spec.simulated(target, planned.detail)
+    def vector_at(self, query: str, now: float) -> Sequence[Sample]:
+        try:
+            return self.query(query, at=RULE_TEST_EPOCH + now)
+        except PrometheusQueryError as error:
+            location = Location(file=str(self.test_file.path), line=1, column=1)
+            problem = Problem(location=location, rule="", field="", message=str(error))
+            raise RuleTestFileError([problem]) from error
 
     def check(self, expectation: Expectation) -> str:
         key = (expectation.rule, expectation.object)
-        state = self.states.get(key)
+        state = self.replay.states.get(key)
         where = f"{expectation.location}: at {expectation.at}s, {expectation.rule} {expectation.object}"
         problems = []
         if state is None:
             return f"{where}: the object was never evaluated (is it declared in objects and selected by the rule?)"
         if expectation.state is not None and state.state.value != expectation.state:
             problems.append(f"state {state.state.value} ({state.reason}), expected {expectation.state}")
-        taken = self.taken.get(key, [])
+        taken = self.replay.taken.get(key, [])
         if expectation.actions is not None and tuple(taken) != expectation.actions:
             problems.append(f"actions {taken}, expected {list(expectation.actions)}")
-        decline = self.last_decline.get(key)
+        decline = self.replay.last_decline.get(key)
         if expectation.declined is not None and decline != expectation.declined:
             problems.append(f"last decline {decline}, expected {expectation.declined}")
         return f"{where}: " + "; ".join(problems) if problems else ""

@@ -25,7 +25,8 @@ series in promtool's notation (`a+bxN`, `_`, ...), and what it expects at given 
             declined: AtMaxSize           # optional: the last decline's code
 
 This module is the format and its checks; running the tests against Prometheus is
-`agent.runtime.ruletest`.
+`agent.runtime.ruletest`. `read_inventory` reads a file of `objects:` alone, written the same way
+(`kafka-autopilot backtest --objects`).
 """
 
 from __future__ import annotations
@@ -102,6 +103,18 @@ def read_test_file(path: Path) -> RuleTestFile:
     return reader.read()
 
 
+def read_inventory(path: Path) -> tuple[TargetObject, ...]:
+    """An object inventory (`kafka-autopilot backtest --objects`): a mapping whose `objects` list takes
+    the fields of a test's `objects`; RuleTestFileError with every problem found."""
+    reader = _TestFileReader(path=path)
+    root = reader.root()
+    reader.check_keys(root, ("objects",), ("objects",))
+    objects = tuple(obj for element in reader.sequence(root.get("objects")) if (obj := reader.object(element)))
+    if reader.problems:
+        raise reader.fail()
+    return objects
+
+
 @dataclass
 class _TestFileReader:
     path: Path
@@ -114,6 +127,22 @@ class _TestFileReader:
         return RuleTestFileError(self.problems)
 
     def read(self) -> RuleTestFile:
+        root = self.root()
+        self.check_keys(root, ("rule_files", "evaluation_interval", "tests"), ("rule_files", "tests"))
+        rules = self.rules(root.get("rule_files"))
+        interval = self.duration(root.get("evaluation_interval"), DEFAULT_INTERVAL_SECONDS)
+        tests = [self.test(view, rules) for view in self.sequence(root.get("tests"))]
+        if self.problems:
+            raise self.fail()
+        return RuleTestFile(
+            path=self.path,
+            rules=tuple(rules),
+            evaluation_interval=interval,
+            tests=tuple(test for test in tests if test is not None),
+        )
+
+    def root(self) -> View:
+        """The file's one YAML mapping; RuleTestFileError if it cannot be read or is not one."""
         try:
             text = self.path.read_text()
         except OSError as error:
@@ -129,19 +158,7 @@ class _TestFileReader:
         if len(documents) != 1 or not documents[0].is_mapping():
             location = Location(file=str(self.path), line=1, column=1)
             raise RuleTestFileError([Problem(location=location, rule="", field="", message="must be one YAML mapping")])
-        root = documents[0]
-        self.check_keys(root, ("rule_files", "evaluation_interval", "tests"), ("rule_files", "tests"))
-        rules = self.rules(root.get("rule_files"))
-        interval = self.duration(root.get("evaluation_interval"), DEFAULT_INTERVAL_SECONDS)
-        tests = [self.test(view, rules) for view in self.sequence(root.get("tests"))]
-        if self.problems:
-            raise self.fail()
-        return RuleTestFile(
-            path=self.path,
-            rules=tuple(rules),
-            evaluation_interval=interval,
-            tests=tuple(test for test in tests if test is not None),
-        )
+        return documents[0]
 
     def check_keys(self, view: View, known: Sequence[str], required: Sequence[str] = ()) -> bool:
         if not view.is_mapping():

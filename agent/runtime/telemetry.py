@@ -21,6 +21,8 @@ are kept here, in one table, so that their cardinality stays visible:
 | kafka_autopilot_objects                    | rule, state (gauge: objects per state after the last cycle) |
 | kafka_autopilot_approvals_pending          | rule (gauge: objects waiting for an approver) |
 | kafka_autopilot_leader                     | (gauge: 1 while this replica acts; 0 on standby) |
+| kafka_autopilot_events_published_total     | (CloudEvents sent to --events-topic)     |
+| kafka_autopilot_events_dropped_total       | (CloudEvents dropped: the buffer was full) |
 | process_*                                  | prometheus_client's ProcessCollector (CPU, memory, open fds) |
 
 `outcome` of an action is one of ACTION_OUTCOMES. The `object` label (a broker, node or pool key) is
@@ -86,6 +88,8 @@ class Telemetry:
         gauge("kafka_autopilot_objects", "Objects of the rule by state, after its last cycle.", "rule", "state")
         gauge("kafka_autopilot_approvals_pending", "Objects of the rule waiting for an approver.", "rule")
         gauge("kafka_autopilot_leader", "1 while this replica holds the leader Lease and acts; 0 while it stands by.")
+        counter("kafka_autopilot_events_published_total", "CloudEvents sent to the --events-topic.")
+        counter("kafka_autopilot_events_dropped_total", "CloudEvents dropped: the buffer was full.")
         if process:
             ProcessCollector(registry=self.registry)
 

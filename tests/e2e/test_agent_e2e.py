@@ -22,6 +22,9 @@ Latencies measured here are printed for the closing notes (pytest -s shows them)
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,6 +38,7 @@ from e2e_support import (
     POOL_LABELS,
     POOL_RULE,
     PVCS,
+    REPO,
     RULES,
     STATE_OBJECTS,
     TI,
@@ -62,7 +66,7 @@ from e2e_support import (
     twin_pool,
     verified_resizes,
 )
-from helpers import eventually
+from helpers import distinct_colours, eventually
 from metrics_text import metric_total
 
 from sandbox import workload
@@ -437,6 +441,90 @@ def test_step_3_is_declined_at_maxsize(sandbox: Sandbox, api: KubeApi, agent: Ag
     assert declined and declined[0]["reason"].startswith("AtMaxSize")
     assert any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_for(api, claim))
     assert metric_total(agent.metrics(), "kafka_autopilot_actions_total", outcome="declined-at-maxsize") > 0
+
+
+# --- the reference table, backtested --------------------------------------------------------------------
+
+BACKTEST_STEP = 10
+
+
+def decisions(records: list[dict[str, Any]], *, key: str, acted: str) -> list[tuple[float, str]]:
+    """(time, what) of each action on `key` and of each decline (a repeated decline once), in order."""
+    found: list[tuple[float, str]] = []
+    for record in records:
+        if record["object"] != key:
+            continue
+        at = datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
+        if record["event"] == acted:
+            found.append((at, f"{record['before']} -> {record['after']}"))
+        elif record["event"] == "action-declined" and (not found or found[-1][1] != record["code"]):
+            found.append((at, record["code"]))
+    return found
+
+
+def test_a_backtest_of_this_run_reproduces_the_reference_table(
+    sandbox: Sandbox, agent: AgentProcess, tmp_path: Path
+) -> None:
+    key = f"kafka/{workload.pvc_name(0)}"
+    time.sleep(2 * BACKTEST_STEP)  # the replayed decline may come up to a step after the live one
+    live_records = agent.records()
+    start = int(min(seconds_since(0, r["time"]) for r in live_records)) - 60
+    until = int(time.time())
+    status = sandbox.status()
+    plot = tmp_path / "backtest.png"
+    began = time.monotonic()
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "agent.cli", "backtest",
+            "--rules", str(RULES / "kafka-resize.yaml"),
+            "--prometheus", status["prometheus_url"],
+            "--kubeconfig", status["kubeconfig"],
+            "--from", datetime.fromtimestamp(start, UTC).isoformat(),
+            "--to", datetime.fromtimestamp(until, UTC).isoformat(),
+            "--step", f"{BACKTEST_STEP}s",
+            "--json", "--plot", str(plot),
+        ],
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+    )  # fmt: skip
+    print(f"\nbacktest of {until - start}s at {BACKTEST_STEP}s: {time.monotonic() - began:.1f}s")
+    assert completed.returncode == 0, completed.stderr
+    # A replayed resize is done when history shows the new size, as the live one was when verified.
+    live = decisions(
+        [r for r in live_records if seconds_since(0, r["time"]) <= until], key=key, acted="action-verified"
+    )
+    replayed = decisions(json.loads(completed.stdout)["records"], key=key, acted="action-applied")
+    assert [what for _, what in live] == ["400Gi -> 800Gi", "800Gi -> 1Ti (capped at maxsize)", "AtMaxSize"]
+    assert [what for _, what in replayed] == [what for _, what in live]
+    gaps = [abs(then - now) for (then, _), (now, _) in zip(live, replayed, strict=True)]
+    print(f"backtest vs live, seconds apart: {[round(gap, 1) for gap in gaps]}")
+    assert max(gaps) <= BACKTEST_STEP, gaps
+    assert plot.stat().st_size > 5000
+    assert distinct_colours(plot) > 1
+
+
+def test_explain_says_why_the_volume_at_maxsize_is_left_alone(sandbox: Sandbox) -> None:
+    status = sandbox.status()
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "agent.cli", "explain", f"pvc/{workload.NAMESPACE}/{workload.pvc_name(0)}",
+            "--rules", str(RULES / "kafka-resize.yaml"),
+            "--kubeconfig", status["kubeconfig"],
+            "--prometheus", status["prometheus_url"],
+            "--json",
+        ],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    (explained,) = json.loads(completed.stdout)
+    assert explained["state"] == "ActionsDeclined"
+    assert explained["reason"].startswith("AtMaxSize")
+    assert (explained["last_action"]["after"], explained["last_action"]["outcome"]) == (
+        "1Ti (capped at maxsize)",
+        "verified",
+    )
+    (condition,) = explained["conditions"]
+    assert condition["holds"] is True
+    assert condition["value"] > 80
 
 
 # --- dry-run ------------------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ by the tests of this module and stopped by the last one.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -19,6 +22,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from agent.adapters.kafka import KafkaSettings
+from agent.adapters.kafka.producer import event_producer, read_topic
+from agent.audit.cloudevents import CloudEventSink
 from sandbox.kafka import KafkaCluster, registered_brokers
 from sandbox.process import port_is_open
 
@@ -185,6 +191,54 @@ async def test_restarted_broker_keeps_its_data_and_leadership_stays_off_its_pref
         assert time.monotonic() < deadline, f"{IMBALANCE} stayed at {imbalance}"
         await asyncio.sleep(0.5)
     assert imbalance > 0
+
+
+async def test_the_decision_stream_reaches_a_consumer_as_cloudevents(kafka_cluster: KafkaCluster) -> None:
+    """`run --events-topic`'s sink with the real idempotent producer: each record arrives once, keyed by its
+    object, as a structured CloudEvent."""
+    topic = "autopilot-decisions"
+    settings = KafkaSettings(bootstrap_servers=kafka_cluster.bootstrap_servers)
+    sink = CloudEventSink(
+        topic=topic, source="kafka-autopilot/test/agent-0", producer_factory=lambda: event_producer(settings)
+    )
+    records = [
+        {"time": "2027-01-15T08:00:00.000Z", "event": "transition", "rule": "kafka-resize",
+         "object": "kafka/data-kafka-0", "from": "Normal", "to": "Triggered", "dry_run": False},
+        {"time": "2027-01-15T08:00:01.000Z", "event": "action-verified", "rule": "kafka-resize",
+         "object": "kafka/data-kafka-0", "before": "400Gi", "after": "800Gi", "dry_run": False},
+        {"time": "2027-01-15T08:00:02.000Z", "event": "action-dry-run", "rule": "kafka-resize",
+         "object": "kafka/data-kafka-1", "before": "400Gi", "after": "800Gi", "dry_run": True},
+    ]  # fmt: skip
+    sending = asyncio.create_task(sink.run())
+    for record in records:
+        sink.offer(record)
+    try:
+        await asyncio.wait_for(sink.drained(), 60)
+    finally:
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+    received = await read_topic(settings, topic)
+    events = sorted((json.loads(value) for _, value in received), key=lambda event: event["time"])
+    assert [event["data"] for event in events] == records
+    assert [event["type"] for event in events] == [
+        "io.kafka-autopilot.transition",
+        "io.kafka-autopilot.action.verified",
+        "io.kafka-autopilot.action.dry-run",
+    ]
+    assert all(event["specversion"] == "1.0" and event["source"] == "kafka-autopilot/test/agent-0" for event in events)
+    assert [event["dryrun"] for event in events] == [False, False, True]
+    assert len({event["id"] for event in events}) == 3
+    assert sorted(key for key, _ in received) == [
+        b"kafka/data-kafka-0",
+        b"kafka/data-kafka-0",
+        b"kafka/data-kafka-1",
+    ]
+    command = [sys.executable, "-m", "agent.cli", "report", "--events-topic", topic, "--json"]
+    reported = await asyncio.to_thread(
+        subprocess.run, [*command, "--kafka", settings.bootstrap_servers], capture_output=True, text=True, timeout=120
+    )
+    assert reported.returncode == 0, reported.stderr
+    assert json.loads(reported.stdout)["actions_by_rule_and_outcome"] == {"kafka-resize": {"dry-run": 1, "verified": 1}}
 
 
 def test_stop_leaves_no_process_and_no_open_port(kafka_cluster: KafkaCluster) -> None:
