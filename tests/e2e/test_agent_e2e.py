@@ -15,6 +15,9 @@ rules); the tests run in order and form one story, the other scenarios filling t
 - a restart in the middle of a resize does not resize twice;
 - a stopped Prometheus leads to no action and shows in the rule's health;
 - a broker restart asked for by the under-replicated rule waits for approval, then runs and verifies;
+- the run backtested: `kafka-autopilot backtest` over this module's own Prometheus history replays the
+  reference table's three decisions in the same order, each within one step of the live one, and
+  plots it; `kafka-autopilot explain` says why the volume at maxsize is left alone;
 - dry-run makes the same decisions (a resize, a reschedule, a pool expansion) and mutates nothing but
   the agent's own objects; the storage layer gets no resize call.
 Latencies measured here are printed for the closing notes (pytest -s shows them).
