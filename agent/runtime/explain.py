@@ -219,7 +219,9 @@ def explain_pair(
             }
             for approval in waiting
         ),
-        next_cycle=next_cycle(outcome, key=target.key, before=state.state if state is not None else None)
+        next_cycle=(f"nothing: {target.ignored}",)
+        if target.ignored is not None
+        else next_cycle(outcome, key=target.key, before=state.state if state is not None else None)
         if vectors is not None
         else ("not known: give --prometheus URL to evaluate the conditions",),
         note=outcome.notes.get(target.key, ""),

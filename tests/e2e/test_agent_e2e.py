@@ -17,7 +17,8 @@ rules); the tests run in order and form one story, the other scenarios filling t
 - a broker restart asked for by the under-replicated rule waits for approval, then runs and verifies;
 - the run backtested: `kafka-autopilot backtest` over this module's own Prometheus history replays the
   reference table's three decisions in the same order, each within one step of the live one, and
-  plots it; `kafka-autopilot explain` says why the volume at maxsize is left alone;
+  plots it; a consumer of `--events-topic` gets each of its decisions as a CloudEvent;
+  `kafka-autopilot explain` says why the volume at maxsize is left alone;
 - dry-run makes the same decisions (a resize, a reschedule, a pool expansion) and mutates nothing but
   the agent's own objects; the storage layer gets no resize call.
 Latencies measured here are printed for the closing notes (pytest -s shows them).
@@ -25,6 +26,7 @@ Latencies measured here are printed for the closing notes (pytest -s shows them)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -72,6 +74,8 @@ from e2e_support import (
 from helpers import distinct_colours, eventually
 from metrics_text import metric_total
 
+from agent.adapters.kafka import KafkaSettings
+from agent.adapters.kafka.producer import read_topic
 from sandbox import workload
 from sandbox.environment import Sandbox
 from sandbox.kube import KubeApi, node_condition
@@ -84,6 +88,7 @@ RULE_FILES = [RULES / "kafka-resize.yaml", RULES / "kafka-node-failure.yaml", RU
 LIVE_RULE_FILES = [*RULE_FILES, RULES / "kafka-under-replicated.yaml"]
 RESTART_RULE = "kafka-under-replicated"
 RESTART_TOPIC = "restart-e2e"
+EVENTS_TOPIC = "kafka-autopilot-decisions"
 APPROVALS = f"/apis/kafka-autopilot.io/v1alpha1/namespaces/{workload.NAMESPACE}/actionapprovals"
 COOLDOWN = 300
 
@@ -96,7 +101,10 @@ def api(sandbox: Sandbox) -> KubeApi:
 @pytest.fixture(scope="module")
 def agent(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     with AgentProcess(
-        sandbox=sandbox, rules=LIVE_RULE_FILES, audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl"
+        sandbox=sandbox,
+        rules=LIVE_RULE_FILES,
+        extra_args=["--events-topic", EVENTS_TOPIC],
+        audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl",
     ) as process:
         yield process
 
@@ -503,6 +511,28 @@ def test_a_backtest_of_this_run_reproduces_the_reference_table(
     assert max(gaps) <= BACKTEST_STEP, gaps
     assert plot.stat().st_size > 5000
     assert distinct_colours(plot) > 1
+
+
+def test_each_decision_of_the_reference_table_is_a_cloudevent_on_the_events_topic(
+    sandbox: Sandbox, agent: AgentProcess
+) -> None:
+    """The live agent runs with `--events-topic`: a consumer of that topic gets each of the table's
+    decisions as a CloudEvents 1.0 message keyed by the PVC, carrying the same audit record."""
+    key = f"kafka/{workload.pvc_name(0)}"
+    wanted = [r for r in agent.records() if r["object"] == key and r["event"] in ("action-verified", "action-declined")]
+    assert len(wanted) >= 3, wanted
+    settings = KafkaSettings(bootstrap_servers=sandbox.kafka.bootstrap_servers)
+
+    def published() -> list[dict[str, Any]] | None:
+        received = asyncio.run(read_topic(settings, EVENTS_TOPIC))
+        events = [json.loads(value) for subject, value in received if subject == key.encode()]
+        return events if all(any(event["data"] == record for event in events) for record in wanted) else None
+
+    events: list[dict[str, Any]] = eventually(published, timeout=60, what="the table's decisions on the topic")
+    print(f"\nEVENTS {len(events)} CloudEvents about {key}, types {sorted({e['type'] for e in events})}")
+    assert all(e["specversion"] == "1.0" and e["subject"] == key and e["dryrun"] is False for e in events)
+    assert {"io.kafka-autopilot.action.verified", "io.kafka-autopilot.action.declined"} <= {e["type"] for e in events}
+    assert len({e["id"] for e in events}) == len(events)
 
 
 def test_explain_says_why_the_volume_at_maxsize_is_left_alone(sandbox: Sandbox) -> None:

@@ -4,6 +4,7 @@ now give it. The reads are the cluster's and Prometheus' (`gather`); here `expla
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from agent.adapters.kubernetes.approvals import Approval
 from agent.adapters.kubernetes.statuscodec import LastAction, StoredStatus
 from agent.core.approvals import Answer, Phase
 from agent.core.loader import merge_results
-from agent.core.matching import TargetObject, pvc_object
+from agent.core.matching import IGNORE_ANNOTATION, TargetObject, pvc_object
 from agent.core.policy import ActionStart, AdmissionFacts, Policy, parse_policy_file
 from agent.core.rules import Rule, TargetKind
 from agent.core.samples import Sample
@@ -94,6 +95,20 @@ def test_a_pvc_at_maxsize_would_be_declined_and_says_so() -> None:
     assert (condition.value, condition.operator, condition.threshold, condition.holds) == (85.0, "Gt", ("80",), True)
     assert any(line.startswith(f"decline {RESIZE}: AtMaxSize") for line in found.next_cycle)
     assert found.cooldown_left_seconds is None
+
+
+def test_an_ignored_pvc_says_no_rule_acts_on_it_even_over_the_threshold() -> None:
+    stored = StoredStatus(state=ObjectState(state=RuleState.NORMAL, since=NOW - 600, reason="conditions clear"))
+    ignored = replace(claim(400), annotations={IGNORE_ANNOTATION: "true"})
+    for vectors in (usage(95.0), None):
+        found = explain_pair(rule=resize_rule(), target=ignored, stored=stored, vectors=vectors, now=NOW)
+        assert found.next_cycle == ('nothing: annotated kafka-autopilot.io/ignore: "true": no rule acts on it',)
+    assert any(
+        line.startswith("start ")
+        for line in explain_pair(
+            rule=resize_rule(), target=claim(400), stored=stored, vectors=usage(95.0), now=NOW
+        ).next_cycle
+    ), "the same claim without the annotation would be resized"
 
 
 def test_a_pvc_held_by_the_policy_shows_the_limit_and_when_it_lifts() -> None:
