@@ -290,7 +290,7 @@ FULL = {
     "rules": {"fromCluster": True},
     "rbac": {"installCRDs": True},
     "metrics": {"perPvcSeries": True},
-    "audit": {"evaluations": "all"},
+    "audit": {"evaluations": "all", "eventsTopic": "kafka-autopilot-decisions", "eventsBuffer": 500},
 }
 # `run` flags the chart does not render, and why: in a pod the service account is the identity, the
 # audit trail is the container's stdout, and --scope-pod is the sidecar's (README.md's snippet).
@@ -525,7 +525,9 @@ def test_the_agent_calls_nothing_the_roles_do_not_grant() -> None:
         ("", "persistentvolumeclaims", "get"),
         ("", "namespaces", "create"),
     }
-    assert not re.search(r"\.get_pvc\(", "".join(p.read_text() for p in (REPO / "agent").rglob("*.py")))
+    # `explain` runs with the person's kubeconfig, not the chart's roles: it may read one PVC.
+    runtime = [p for p in (REPO / "agent").rglob("*.py") if p.name != "explain.py"]
+    assert not re.search(r"\.get_pvc\(", "".join(p.read_text() for p in runtime))
     assert not needed - granted - unused, sorted(needed - granted - unused)
     assert ("", "namespaces", "create") not in granted
 

@@ -112,6 +112,10 @@ fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
 - --dry-run
 {{- end }}
 - --audit-evaluations={{ .Values.audit.evaluations }}
+{{- with .Values.audit.eventsTopic }}
+- --events-topic={{ . }}
+- --events-buffer={{ $.Values.audit.eventsBuffer }}
+{{- end }}
 - --listen=0.0.0.0:{{ .Values.port }}
 {{- if .Values.metrics.perPvcSeries }}
 - --metrics-per-pvc
