@@ -89,6 +89,7 @@ LIVE_RULE_FILES = [*RULE_FILES, RULES / "kafka-under-replicated.yaml"]
 RESTART_RULE = "kafka-under-replicated"
 RESTART_TOPIC = "restart-e2e"
 EVENTS_TOPIC = "kafka-autopilot-decisions"
+BACKTEST_STEP = 10
 APPROVALS = f"/apis/kafka-autopilot.io/v1alpha1/namespaces/{workload.NAMESPACE}/actionapprovals"
 COOLDOWN = 300
 
@@ -132,6 +133,9 @@ def wait_for_cooldown(api: KubeApi, rule: str, key: str) -> None:
 
 def test_step_1_resizes_400gi_to_800gi(sandbox: Sandbox, api: KubeApi, agent: AgentProcess) -> None:
     claim = workload.pvc_name(0)
+    # Prometheus has just started: let its history hold the claim at 400Gi for two backtest steps, so the
+    # backtest at the end sees where the table starts (a resize takes seconds, less than a step).
+    time.sleep(2 * BACKTEST_STEP)
     crossed = set_usage(sandbox, claim, 330)
     eventually(lambda: requested(api, claim) == "800Gi", timeout=60, what="the PVC request at 800Gi")
     eventually(lambda: capacity(api, claim) == "800Gi", timeout=60, what="capacity 800Gi")
@@ -463,8 +467,6 @@ def test_step_3_is_declined_at_maxsize(sandbox: Sandbox, api: KubeApi, agent: Ag
 
 
 # --- the reference table, backtested --------------------------------------------------------------------
-
-BACKTEST_STEP = 10
 
 
 def decisions(records: list[dict[str, Any]], *, key: str, acted: str) -> list[tuple[float, str]]:
