@@ -1,6 +1,15 @@
-# Sourced by the scripts that take a program from Debian's packages without installing it
-# (install-prometheus.sh, install-faketime.sh). The caller defines `log` and a temporary `work` folder.
-#
+# Sourced first by the scripts that take a program from Debian's packages without installing it
+# (install-prometheus.sh, install-faketime.sh): strict mode, no prompts, and `repo` and `cache` (the
+# git-ignored cache folder; KAFKA_AUTOPILOT_CACHE overrides <repo>/.cache). The caller defines `log` and
+# a temporary `work` folder before it calls `unpack_debian_package`.
+set -euo pipefail
+export CI=true DEBIAN_FRONTEND=noninteractive
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${KAFKA_AUTOPILOT_CACHE:-$repo/.cache}
+mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)
+
 # unpack_debian_package NAME: `apt-get download NAME` into $work (refreshing the package lists once if
 # the download fails and we are root), then `dpkg-deb -x` into $work/root: nothing is installed
 # system-wide and no recommended packages come along. Exits 1, saying why, when it cannot.

@@ -6,13 +6,7 @@
 # `apt-get download` plus `dpkg-deb -x`: nothing is installed system-wide.
 # Idempotent: a cached library is kept. Usage: scripts/install-faketime.sh   (KAFKA_AUTOPILOT_CACHE
 # overrides <repo>/.cache)
-set -euo pipefail
-export CI=true DEBIAN_FRONTEND=noninteractive
-
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cache=${KAFKA_AUTOPILOT_CACHE:-$repo/.cache}
-mkdir -p "$cache"
-cache=$(cd "$cache" && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/debian-package.sh"
 root="$cache/faketime"
 library="$root/libfaketime.so.1"
 
@@ -25,7 +19,6 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-source "$(dirname "${BASH_SOURCE[0]}")/debian-package.sh"
 unpack_debian_package libfaketime
 found=$(find "$work/root" -name 'libfaketime.so.1' | head -n 1)
 [[ -n "$found" ]] || { log "libfaketime.so.1 not found in the libfaketime package"; exit 1; }

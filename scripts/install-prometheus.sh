@@ -9,13 +9,7 @@
 # Idempotent: when both binaries are cached and `prometheus --version` still prints the recorded
 # version, it does nothing. Usage: scripts/install-prometheus.sh   (KAFKA_AUTOPILOT_CACHE
 # overrides <repo>/.cache)
-set -euo pipefail
-export CI=true DEBIAN_FRONTEND=noninteractive
-
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cache=${KAFKA_AUTOPILOT_CACHE:-$repo/.cache}
-mkdir -p "$cache"
-cache=$(cd "$cache" && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/debian-package.sh"
 root="$cache/prometheus"
 bin="$root/bin"
 version_file="$root/VERSION"
@@ -37,7 +31,6 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-source "$(dirname "${BASH_SOURCE[0]}")/debian-package.sh"
 unpack_debian_package prometheus
 
 for program in prometheus promtool; do

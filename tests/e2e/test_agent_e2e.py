@@ -210,7 +210,7 @@ def test_a_partitioned_node_whose_broker_serves_gets_no_force_delete(
     sandbox.fault("partition-node", node)
     try:
         held = eventually(
-            lambda: [r for r in agent.records() if r["event"] == "action-held" and r["object"] == node],
+            lambda: records(agent, "action-held", node),
             timeout=150,
             what="the executor holding back",
         )
@@ -431,7 +431,7 @@ def test_a_broker_restart_waits_for_approval_then_restarts_and_verifies(
         assert approved.returncode == 0, approved.stderr
         answered_at = time.monotonic()
         verified = eventually(
-            lambda: [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == key],
+            lambda: records(agent, "action-verified", key),
             timeout=240,
             what=f"the restart of broker {broker} verified",
         )
@@ -439,7 +439,7 @@ def test_a_broker_restart_waits_for_approval_then_restarts_and_verifies(
         print(f"RESTART verified: {verified[0]['reason']}")
         assert api.get(f"{PODS}/{pod}")["metadata"]["uid"] != uid
         assert sandbox.kafka.broker_running(broker)
-        planned = [r for r in agent.records() if r["event"] == "action-planned" and r["object"] == key]
+        planned = records(agent, "action-planned", key)
         assert len(planned) == 1, planned
         assert state_of(api, RESTART_RULE, key) == "ActiveActionsTaken"
     finally:
@@ -460,7 +460,7 @@ def test_step_3_is_declined_at_maxsize(sandbox: Sandbox, api: KubeApi, agent: Ag
     )
     assert capacity(api, claim) == "1Ti"
     assert len(patch_times(sandbox, claim)) == 2
-    declined = [r for r in agent.records() if r["event"] == "action-declined" and r["object"] == f"kafka/{claim}"]
+    declined = records(agent, "action-declined", f"kafka/{claim}")
     assert declined and declined[0]["reason"].startswith("AtMaxSize")
     assert any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_for(api, claim))
     assert metric_total(agent.metrics(), "kafka_autopilot_actions_total", outcome="declined-at-maxsize") > 0
@@ -591,7 +591,7 @@ def test_dry_run_decides_the_same_and_changes_nothing(
         claim = workload.pvc_name(1)
         set_usage(sandbox, claim, 330)
         planned = eventually(
-            lambda: [r for r in dry.records() if r["event"] == "action-dry-run" and r["object"] == f"kafka/{claim}"],
+            lambda: records(dry, "action-dry-run", f"kafka/{claim}"),
             timeout=60,
             what="a dry-run resize record",
         )
@@ -607,7 +607,7 @@ def test_dry_run_decides_the_same_and_changes_nothing(
         sandbox.fault("fail-node", node)
         try:
             eventually(
-                lambda: [r for r in dry.records() if r["event"] == "action-dry-run" and r["object"] == node],
+                lambda: records(dry, "action-dry-run", node),
                 timeout=180,
                 what="a dry-run reschedule record",
             )

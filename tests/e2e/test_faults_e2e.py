@@ -29,6 +29,7 @@ from e2e_support import (
     AgentProcess,
     capacity,
     patch_times,
+    records,
     requested,
     set_usage,
     state_of,
@@ -113,7 +114,7 @@ def test_a_dry_run_agent_then_a_live_one_the_live_one_acts(
     with AgentProcess(sandbox=sandbox, rules=[RESIZE], audit_path=agents_dir / "dry.jsonl", dry_run=True) as dry:
         set_usage(sandbox, claim, 330)
         eventually(
-            lambda: [r for r in dry.records() if r["event"] == "action-dry-run" and r["object"] == key],
+            lambda: records(dry, "action-dry-run", key),
             timeout=60,
             what="the dry-run resize",
         )

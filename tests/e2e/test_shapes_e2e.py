@@ -49,6 +49,7 @@ from e2e_support import (
     broker_moves_off_failed_node,
     capacity,
     pods_on,
+    records,
     requested,
 )
 from helpers import eventually
@@ -289,7 +290,7 @@ def test_a_failed_nodes_broker_runs_elsewhere_and_nothing_else_there_is_touched(
             what=f"broker {broker['broker_id']} following its pod",
         )
         verified = eventually(
-            lambda: [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == node],
+            lambda: records(agent, "action-verified", node),
             timeout=120,
             what="the reschedule verified",
         )
@@ -316,7 +317,7 @@ def test_a_partitioned_node_whose_broker_still_serves_is_left_running(
     sandbox.fault("partition-node", node)
     try:
         held = eventually(
-            lambda: [r for r in agent.records() if r["event"] == "action-held" and r["object"] == node],
+            lambda: records(agent, "action-held", node),
             timeout=150,
             what="the reschedule held back",
         )
@@ -388,7 +389,7 @@ def test_in_dry_run_the_pool_growth_is_recorded_and_nothing_changes(
         ) as dry:
             twin.set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=int(400 * 0.82) * GI)
             planned = eventually(
-                lambda: [r for r in dry.records() if r["event"] == "action-dry-run" and r["object"] == key],
+                lambda: records(dry, "action-dry-run", key),
                 timeout=60,
                 what="the dry-run pool growth",
             )
@@ -456,7 +457,7 @@ def fill_and_see_the_pool_grow(
     )
     key = f"{workload.NAMESPACE}/{claim}"
     verified = eventually(
-        lambda: [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == key],
+        lambda: records(agent, "action-verified", key),
         timeout=30,
         what=f"the resize of {claim} verified",
     )
@@ -475,7 +476,7 @@ def the_pool_grows_400gi_800gi_1ti_then_is_at_maxsize(sandbox: Sandbox, api: Kub
     sandbox.twin_client().set_used(namespace=workload.NAMESPACE, pvc=claims[2], used_bytes=int(1024 * 0.82) * GI)
     key = f"{workload.NAMESPACE}/{claims[2]}"
     declined = eventually(
-        lambda: [r for r in agent.records() if r["event"] == "action-declined" and r["object"] == key],
+        lambda: records(agent, "action-declined", key),
         timeout=60,
         what="the third resize declined at maxsize",
     )
@@ -511,7 +512,7 @@ def test_a_storage_pool_past_70_percent_is_expanded(shaped_sandbox: Sandbox, api
     assert (expanded["total_size"], expanded["drive_count"]) == (6 * TI, 6), expanded
     key = f"{node}/{pool['name']}"
     verified = eventually(
-        lambda: [r for r in agent.records() if r["event"] == "action-verified" and r["object"] == key],
+        lambda: records(agent, "action-verified", key),
         timeout=30,
         what="the expansion verified",
     )

@@ -9,7 +9,7 @@ ActiveActionsInProgress, so it cannot trigger again, and each change of what it 
 with the storage's own state of the resize (agent.core.resize_states: e.g. FileSystemResizePending);
 a resize the storage marks infeasible fails at once with the storage's message.
 
-A PVC Strimzi owns (agent.actions.volume_resize.strimzi says which) is never patched: resizing behind
+A PVC Strimzi owns (agent.core.strimzi says which) is never patched: resizing behind
 the operator's back starts a fight. Its owner's storage spec grows instead (the KafkaNodePool's
 `spec.storage`, or `Kafka.spec.kafka.storage`), one conditional merge patch through the same Applier,
 so dry-run records it and makes none. A pool volume is shared by every broker of the pool: it grows
