@@ -363,9 +363,9 @@ class FakeCluster:
 
     # -- reads (VolumeReader, NodeReader, Inventory)
 
-    async def list_pvcs(self) -> list[PvcInfo]:
+    async def list_pvcs(self, *, label_selector: str | None = None) -> list[PvcInfo]:
         self.failures.check("list_pvcs")
-        return [pvc.info() for pvc in self.pvcs.values()]
+        return [pvc.info() for pvc in self.pvcs.values() if _matches(label_selector, pvc.labels)]
 
     async def storage_class(self, name: str) -> StorageClassInfo:
         self.failures.check("storage_class")
@@ -387,12 +387,18 @@ class FakeCluster:
         self.failures.check("node_lease_renew_times")
         return dict(self.leases)
 
-    async def list_pods(self, *, namespace: str | None = None, label_selector: str | None = None) -> list[PodInfo]:
+    async def list_pods(
+        self, *, namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None
+    ) -> list[PodInfo]:
+        """`field_selector`: only `spec.nodeName=<node>` (what the node remediation asks) is understood."""
         self.failures.check("list_pods")
+        on_node = field_selector.removeprefix("spec.nodeName=") if field_selector else None
         return [
             pod.info()
             for pod in self.pods.values()
-            if (namespace is None or pod.namespace == namespace) and _matches(label_selector, pod.labels)
+            if (namespace is None or pod.namespace == namespace)
+            and _matches(label_selector, pod.labels)
+            and (on_node is None or pod.node == on_node)
         ]
 
     async def get_pod(self, *, namespace: str, name: str) -> PodInfo:

@@ -86,6 +86,9 @@ class Dependencies:
     pools: StoragePoolApi | None
     """None without --storage-api."""
     clock: Clock
+    watched: Any = None
+    """The watch-fed caches (agent.adapters.kubernetes.cache.ClusterCaches) for reads made every cycle;
+    None in sidecar mode and in tests, where `kube` answers them."""
 
 
 ExecutorFactory = Callable[[Dependencies, Applier], Executor | None]

@@ -3,6 +3,9 @@
 Why it exists: the pure engine joins samples to objects by identity labels; something has to turn the
 cluster's PVCs, broker pods, nodes and storage pools into `TargetObject`s, and run the queries. That
 is this module's only job, so the cycle itself does not know where objects or samples come from.
+The cluster is read through `ClusterReader`: in service mode watch-fed caches, so a steady cycle
+sends no LIST to the apiserver; PVCs and pods are asked for with the rule's label selector, which
+the caches apply server-side.
 
 Broker objects: the pods the rule's selector matches (asked of the API with that label selector),
 each identified by `agent.core.broker_identity.identify_brokers` from the addresses Kafka's brokers
@@ -39,9 +42,11 @@ class QueryClient(Protocol):
 
 
 class ClusterReader(Protocol):
-    """The reads the inventory needs from the Kubernetes adapter."""
+    """The reads the inventory needs from the Kubernetes adapter: the watch-fed caches
+    (agent.adapters.kubernetes.cache.ClusterCaches) in service mode, a sidecar's scoped reads
+    (agent.runtime.scope) in sidecar mode."""
 
-    async def list_pvcs(self) -> Sequence[Any]: ...
+    async def list_pvcs(self, *, label_selector: str | None = None) -> Sequence[Any]: ...
 
     async def namespace_labels(self) -> Mapping[str, Mapping[str, str]]: ...
 
@@ -101,7 +106,7 @@ class Inventory:
         kind = rule.target
         if kind is TargetKind.PVC:
             namespaces = await self.cluster.namespace_labels()
-            claims = await self.cluster.list_pvcs()
+            claims = await self.cluster.list_pvcs(label_selector=rule.selector.query() or None)
             through = grown_through(claims)
             return [
                 replace(

@@ -5,8 +5,13 @@ decides dry-run: it picks the dry-run applier (an audit sink) or the live one, o
 executor: dry-run everywhere with --dry-run or a policy's `dryRun: true`, else for the policy's
 `dryRunActions`.
 
+In service mode the cluster is read from watch-fed caches (agent.adapters.kubernetes.cache: PVCs and
+pods by the rules' selectors, namespaces, StorageClasses, nodes, node Leases), and in both modes the
+state objects (and, in service mode, the approvals) too: the agent is not ready, and a rule does not
+evaluate, until the caches it reads have listed once.
+
 With leader election (`RunOptions.leader_elect`), the replica serves its endpoints at once but starts
-the rule loops, watches and executors only once it holds the Lease; when it loses the Lease it cancels
+the rule loops, caches and executors only once it holds the Lease; when it loses the Lease it cancels
 them all synchronously and `run_agent` returns EXIT_LEADERSHIP_LOST (75); on SIGTERM it releases the Lease.
 """
 
@@ -19,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -31,10 +36,11 @@ from agent.adapters.files import load_policy_file, load_rule_paths
 from agent.adapters.kafka import KafkaAdmin, KafkaSettings
 from agent.adapters.kafka.producer import event_producer
 from agent.adapters.kubernetes import USER_AGENT, KubeClient, KubeError, connect
-from agent.adapters.kubernetes.approvals import ApprovalStore
+from agent.adapters.kubernetes.approvals import ApprovalStore, watched_approvals
+from agent.adapters.kubernetes.cache import ClusterCaches, WatchCache, not_synced, run_caches
 from agent.adapters.kubernetes.clusterrules import read_cluster_rules
 from agent.adapters.kubernetes.crds import install_crds, wait_until_served
-from agent.adapters.kubernetes.statestore import StateStore
+from agent.adapters.kubernetes.statestore import StateStore, watched_objects
 from agent.adapters.prometheus import PrometheusClient
 from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.cloudevents import DEFAULT_CAPACITY, CloudEventSink
@@ -63,7 +69,7 @@ from agent.runtime.scheduler import Scheduler, Triggers
 from agent.runtime.scope import PodScope, ScopedInventory, split_rules
 from agent.runtime.server import Endpoints, serve
 from agent.runtime.telemetry import FEW_OBJECTS, Telemetry
-from agent.runtime.watches import watch_triggers
+from agent.runtime.watches import Gate, trigger_on_changes
 
 log = structlog.get_logger("kafka-autopilot")
 
@@ -197,7 +203,19 @@ async def run_agent(
         kafka = None
         if options.kafka:
             kafka = await stack.enter_async_context(KafkaAdmin(settings=options.kafka, clock=clock, lazily=True))
-        inventory = kube if options.scope_pod is None else ScopedInventory(source=kube, scope=options.scope_pod)
+        # Service mode reads the cluster from watch-fed caches; a sidecar keeps its few namespaced reads
+        # of one pod and its claims (its Role grants no cluster-wide list or watch).
+        state_objects = watched_objects(kube, dry_run=dry_run)
+        watched: list[WatchCache[Any]] = [state_objects]
+        caches: ClusterCaches | None = None
+        approval_objects = None
+        inventory: ClusterCaches | ScopedInventory
+        if options.scope_pod is None:
+            inventory = caches = ClusterCaches(source=kube, rules=rules)
+            approval_objects = watched_approvals(kube)
+            watched += [approval_objects, *caches.caches()]
+        else:
+            inventory = ScopedInventory(source=kube, scope=options.scope_pod)
         pools = options.storage_api.client() if options.storage_api else None
         dry_applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
         live_applier = LiveApplier(writer=kube, kafka=kafka, pools=pools)
@@ -206,7 +224,9 @@ async def run_agent(
         def applier(action: str) -> Applier:
             return dry_applier if action in dry_run_actions else live_applier
 
-        dependencies = Dependencies(kube=kube, inventory=inventory, kafka=kafka, pools=pools, clock=clock)
+        dependencies = Dependencies(
+            kube=kube, inventory=inventory, kafka=kafka, pools=pools, clock=clock, watched=caches
+        )
 
         def executors_with(applier_for: Callable[[str], Applier]) -> dict[str, Executor]:
             return build_executors(dependencies=dependencies, applier_for=applier_for)
@@ -220,10 +240,10 @@ async def run_agent(
             dry_run_actions=dry_run_actions,
             evaluations=EvaluationAudit(auditing=options.audit_evaluations),
         )
-        store = StateStore(kube=kube, dry_run=dry_run)
+        store = StateStore(kube=kube, dry_run=dry_run, watched=state_objects)
         triggers = Triggers(rules)
         approvals = ApprovalFlow(
-            store=ApprovalStore(kube=kube),
+            store=ApprovalStore(kube=kube, watched=approval_objects),
             states=store,
             recorder=recorder,
             clock=clock,
@@ -255,10 +275,13 @@ async def run_agent(
             admission=admission,
             approvals=approvals,
         )
+        gate = Gate(caches=caches, cycle=cycle, resume=cycle.resume) if caches is not None else None
+        if caches is not None:
+            trigger_on_changes(caches, triggers, rules)
         scheduler = Scheduler(
             rules=rules,
-            cycle=cycle,
-            resume=cycle.resume,
+            cycle=gate.gated_cycle if gate is not None else cycle,
+            resume=gate.gated_resume if gate is not None else cycle.resume,
             clock=clock,
             recorder=recorder,
             telemetry=telemetry,
@@ -266,7 +289,11 @@ async def run_agent(
             not_configured=not_run,
         )
         elector = None
-        readiness = scheduler.readiness
+
+        def acting_readiness() -> str | None:
+            return not_synced(watched) or scheduler.readiness()
+
+        readiness = acting_readiness
         if options.leader_elect:
             kube.api_client.user_agent = f"{USER_AGENT} ({options.identity})"
             elector = LeaderElector(
@@ -282,7 +309,7 @@ async def run_agent(
                 telemetry=telemetry,
                 dry_run=options.dry_run,
             )
-            readiness = standby_readiness(elector, scheduler)
+            readiness = standby_readiness(elector, acting_readiness)
         else:
             telemetry.set("kafka_autopilot_leader", 1)  # alone, it acts
         web = await serve(
@@ -320,9 +347,7 @@ async def run_agent(
                 return 2
         if events is not None:
             stack.push_async_callback(_stop_publishing, events, asyncio.create_task(events.run(), name="events"))
-        tasks = [asyncio.create_task(run_when_state_served(kube, scheduler), name="agent")]
-        if options.scope_pod is None:  # a sidecar's pod is its whole world: no cluster-wide watches
-            tasks.append(asyncio.create_task(watch_triggers(kube, triggers), name="watches"))
+        tasks = [asyncio.create_task(run_when_state_served(kube, scheduler, watched), name="agent")]
         keeping = []
         if elector is not None:
             keeping.append(
@@ -397,10 +422,10 @@ async def _stop_publishing(events: CloudEventSink, task: asyncio.Task[None]) -> 
         log.warning("events not published at shutdown", topic=events.topic, events=events.buffered)
 
 
-async def run_when_state_served(kube: KubeClient, scheduler: Scheduler) -> None:
-    """Start the rules once the API server serves the agent's state CRD; while it does not, say so once
-    (naming the fix), keep every rule's health on that reason (readiness stays false: no cycle ran) and
-    keep checking with backoff."""
+async def run_when_state_served(kube: KubeClient, scheduler: Scheduler, caches: Sequence[WatchCache[Any]]) -> None:
+    """Start the watch-fed caches and the rules once the API server serves the agent's state CRD; while
+    it does not, say so once (naming the fix), keep every rule's health on that reason (readiness stays
+    false: no cycle ran) and keep checking with backoff."""
 
     def missing(message: str) -> None:
         log.error("state CRD not served", error=message)
@@ -408,15 +433,17 @@ async def run_when_state_served(kube: KubeClient, scheduler: Scheduler) -> None:
         scheduler.health.update({rule.name: message for rule in scheduler.rules})
 
     await wait_until_served(kube, on_missing=missing)
-    await scheduler.run()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(run_caches(caches), name="caches")
+        group.create_task(scheduler.run(), name="rules")
 
 
-def standby_readiness(elector: LeaderElector, scheduler: Scheduler) -> Callable[[], str | None]:
+def standby_readiness(elector: LeaderElector, leading: Callable[[], str | None]) -> Callable[[], str | None]:
     """A standby is ready (it serves health and metrics, and must not hold up a rolling update);
-    the leader is ready once each rule's first cycle ran."""
+    the leader is ready once its caches are synced and each rule's first cycle ran."""
 
     def readiness() -> str | None:
-        return scheduler.readiness() if elector.leading else None
+        return leading() if elector.leading else None
 
     return readiness
 

@@ -87,7 +87,8 @@ class ScopedInventory:
             return []
         return [pod]
 
-    async def list_pvcs(self, *, namespace: str | None = None) -> list[PvcInfo]:
+    async def list_pvcs(self, *, namespace: str | None = None, label_selector: str | None = None) -> list[PvcInfo]:
+        """The claims the pod mounts (the rule's selector is applied by the engine, as for every target)."""
         if namespace not in (None, self.scope.namespace):
             return []
         pod = await self.own_pod()

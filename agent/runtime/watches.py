@@ -1,38 +1,79 @@
-"""Watches that make the agent react in seconds: evaluate rules at once when the cluster changes.
+"""From the watch-fed caches to the rule loops: evaluate at once when the cluster changes, and never
+before the caches a rule reads have listed once.
 
 Why it exists: a node that goes NotReady, or a broker pod deleted, should not wait for the next poll
-of the rules that care. The watches survive `410 Gone` and apiserver restarts (the Kubernetes
-adapter resumes them); they only set triggers, and the rule loops do the rest.
+of the rules that care; and a rule evaluated on a cache that has not listed yet would decide on an
+empty cluster. The caches (agent.adapters.kubernetes.cache) survive `410 Gone` and apiserver
+restarts; here their changes only set triggers, and the rule loops do the rest:
+
+- a node whose Ready condition changes: the node rules;
+- a pod deleted (of the broker rules' watches): the broker and node rules;
+- a cache synced, resynced (its view replaced after a 410) or failed: the rules that read it.
+
+`gate` wraps a rule's cycle and resume: a cycle whose caches are not synced (or whose watch failed
+for good, e.g. 403) does not run, and the rule's health says why; resume waits for them.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from agent.adapters.kubernetes import KubeClient
-from agent.core.rules import TargetKind
+from agent.adapters.kubernetes import NodeInfo
+from agent.adapters.kubernetes.cache import CacheChange, ClusterCaches, WatchCache
+from agent.core.rules import Rule, TargetKind
 from agent.runtime.scheduler import Triggers
 
+_VIEW_CHANGES = frozenset({"SYNCED", "RESYNC", "FAILED"})
 
-async def watch_triggers(kube: KubeClient, triggers: Triggers) -> None:
-    """Evaluate node rules at once when a node's Ready condition changes, and broker and node rules
-    when a pod is deleted, instead of waiting for the next poll."""
 
-    async def nodes() -> None:
-        ready: dict[str, object] = {}
-        async for event in kube.watch("nodes"):
-            conditions = event.raw.get("status", {}).get("conditions", []) if event.raw else []
-            status = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
-            if ready.get(event.object_name) != status:
-                ready[event.object_name] = status
-                triggers.trigger_kind(TargetKind.NODE)
+def trigger_on_changes(caches: ClusterCaches, triggers: Triggers, rules: list[Rule]) -> None:
+    """Subscribe the triggers to the caches' changes (see the module docstring)."""
 
-    async def pods() -> None:
-        async for event in kube.watch("pods"):
-            if event.type == "DELETED":
-                triggers.trigger_kind(TargetKind.BROKER)
-                triggers.trigger_kind(TargetKind.NODE)
+    def on_node(change: CacheChange[NodeInfo]) -> None:
+        old, new = change.old, change.new
+        if (old.ready if old else None) != (new.ready if new else None):
+            triggers.trigger_kind(TargetKind.NODE)
 
-    async with asyncio.TaskGroup() as group:
-        group.create_task(nodes())
-        group.create_task(pods())
+    def on_pod(change: CacheChange[Any]) -> None:
+        if change.type == "DELETED":
+            triggers.trigger_kind(TargetKind.BROKER)
+            triggers.trigger_kind(TargetKind.NODE)
+
+    def on_view(cache: WatchCache[Any]) -> Callable[[CacheChange[Any]], None]:
+        readers = [rule.name for rule in rules if cache in caches.needed_by(rule)]
+
+        def changed(change: CacheChange[Any]) -> None:
+            if change.type in _VIEW_CHANGES:
+                triggers.trigger(readers)
+
+        return changed
+
+    caches.nodes.subscribe(on_node)
+    for pods in caches.pods.values():
+        pods.subscribe(on_pod)
+    for cache in caches.caches():
+        cache.subscribe(on_view(cache))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gate:
+    """A rule's cycle and resume, held until the caches the rule reads are synced."""
+
+    caches: ClusterCaches
+    cycle: Callable[[Rule], Awaitable[str]]
+    resume: Callable[[Rule], Awaitable[None]]
+
+    async def gated_cycle(self, rule: Rule) -> str:
+        """The cycle's health, or why it did not run (a cache not synced, or failed) without running it."""
+        problem = self.caches.problem_for(rule)
+        if problem is not None:
+            return problem
+        return await self.cycle(rule)
+
+    async def gated_resume(self, rule: Rule) -> None:
+        """Resume once the rule's caches are synced (raises a failed watch's error: the loop retries)."""
+        for cache in self.caches.needed_by(rule):
+            await cache.wait_synced()
+        await self.resume(rule)

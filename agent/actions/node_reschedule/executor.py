@@ -20,7 +20,10 @@ Verify: every moved broker's pod is Running again, as a new pod on another Ready
 lists its broker registered again.
 
 Without a Kafka connection nothing is checked, so nothing is done: the executor holds.
-When the node returns, `release_recovered` undoes the agent's cordon and taint (never anyone else's).
+When the node returns, `release_recovered` undoes the agent's cordon and taint (never anyone else's);
+it runs every cycle, so it reads nodes and Leases from the watch-fed caches (`watched`). An action's
+own reads go to the apiserver: the pods of the failing nodes by `spec.nodeName` field selectors (never
+every pod of the cluster), each moved pod by a GET while verifying.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from agent.actions.mutations import (
 )
 from agent.actions.node_reschedule.spec import NODE_RESCHEDULE, NodeRescheduleParams, RescheduleMode
 from agent.adapters.clock import Clock
+from agent.adapters.errors import NotFoundError
 from agent.core.broker_identity import Identified, PodAddress, identify_brokers
 from agent.core.engine import PlannedAction
 from agent.core.kafka_safety import ClusterView, brokers_seen_alive, min_isr_violations_during_failures
@@ -128,12 +132,20 @@ class NodeReader(Protocol):
     async def node_lease_renew_times(self) -> Mapping[str, float]: ...
 
     async def list_pods(
-        self, *, namespace: str | None = None, label_selector: str | None = None
+        self, *, namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None
     ) -> Sequence[PodLike]: ...
+
+    async def get_pod(self, *, namespace: str, name: str) -> PodLike: ...
 
     async def list_pvcs(self) -> Sequence[ClaimLike]: ...
 
     async def list_volume_attachments(self) -> Sequence[AttachmentLike]: ...
+
+
+class NodeView(Protocol):
+    async def list_nodes(self) -> Sequence[NodeLike]: ...
+
+    async def node_lease_renew_times(self) -> Mapping[str, float]: ...
 
 
 class KafkaViewer(Protocol):
@@ -206,6 +218,9 @@ class NodeRescheduleExecutor:
     clock: Clock
     verify_timeout_seconds: float = 180.0
     action: str = NODE_RESCHEDULE
+    watched: NodeView | None = None
+    """The watch-fed nodes and Leases that `release_recovered` reads every cycle (None: `reader`'s).
+    An action's own checks read `reader` (the apiserver), fresh."""
 
     async def node_still_gone(self, node: str, grace_seconds: int) -> str | None:
         """None while the node is still failed; otherwise why it no longer counts as failed."""
@@ -235,7 +250,7 @@ class NodeRescheduleExecutor:
         if self.kafka is None:
             return held("no Kafka connection: cannot identify the node's brokers or confirm they are fenced")
         view = await self.kafka.cluster_view()
-        pods = await self.reader.list_pods()
+        pods = await self._pods_on_failing_nodes(node_name, nodes, params)
         try:
             fresh = await self._brokers_to_move(
                 node_name, pods, view, rule=rule, params=params, nodes=nodes, recorded=recorded
@@ -282,6 +297,24 @@ class NodeRescheduleExecutor:
             reason=f"{', '.join(b.name for b in moving)} Running on healthy nodes, "
             f"broker{'s' if len(moving) > 1 else ''} {', '.join(str(b.broker_id) for b in moving)} registered",
         )
+
+    async def _pods_on_failing_nodes(
+        self, node: str, nodes: Mapping[str, NodeLike], params: NodeRescheduleParams
+    ) -> list[PodLike]:
+        """The pods on `node` and on every other failing node (the min-ISR guard counts their brokers out),
+        asked node by node with a `spec.nodeName` field selector: never every pod of the cluster."""
+        leases = await self.reader.node_lease_renew_times()
+        failing = {node} | {
+            name
+            for name, each in nodes.items()
+            if each.ready != "True"
+            and ((renewed := leases.get(name)) is None or self.clock.now() - renewed > params.grace_seconds)
+        }
+        return [
+            pod
+            for name in sorted(failing)
+            for pod in await self.reader.list_pods(field_selector=f"spec.nodeName={name}")
+        ]
 
     async def _brokers_to_move(
         self,
@@ -361,7 +394,7 @@ class NodeRescheduleExecutor:
 
     async def _not_yet_moved(self, node: str, moving: Sequence[MovingBroker]) -> str | None:
         ready = {n.name for n in await self.reader.list_nodes() if n.ready == "True"}
-        current = {(p.namespace, p.name): p for p in await self.reader.list_pods()}
+        current = {(b.namespace, b.name): pod for b in moving if (pod := await self._pod(b.namespace, b.name))}
         registered = (await self.kafka.cluster_view()).brokers_registered if self.kafka is not None else None
         missing = []
         for broker in moving:
@@ -374,6 +407,12 @@ class NodeRescheduleExecutor:
                 missing.append(f"{broker.name} (broker {broker.broker_id} not registered yet)")
         return ", ".join(missing) if missing else None
 
+    async def _pod(self, namespace: str, name: str) -> PodLike | None:
+        try:
+            return await self.reader.get_pod(namespace=namespace, name=name)
+        except NotFoundError:
+            return None
+
     async def release_recovered(
         self, *, rule: Rule, params: object, skip: Collection[str] = ()
     ) -> list[tuple[str, Outcome]]:
@@ -383,13 +422,14 @@ class NodeRescheduleExecutor:
         assert isinstance(params, NodeRescheduleParams)
         released: list[tuple[str, Outcome]] = []
         leases: Mapping[str, float] | None = None
-        for found in await self.reader.list_nodes():
+        watched = self.watched or self.reader
+        for found in await watched.list_nodes():
             marks = {key: rule.name for key in (CORDONED_BY, TAINTED_BY) if found.annotations.get(key) == rule.name}
             if read_moving_record(found.annotations, rule=rule.name):
                 marks[MOVING] = found.annotations[MOVING]
             if not marks or found.ready != "True" or found.name in skip:
                 continue
-            leases = leases if leases is not None else await self.reader.node_lease_renew_times()
+            leases = leases if leases is not None else await watched.node_lease_renew_times()
             renewed = leases.get(found.name)
             if renewed is None or self.clock.now() - renewed > params.grace_seconds:
                 continue
@@ -404,5 +444,9 @@ class NodeRescheduleExecutor:
 def build_executor(dependencies: Dependencies, applier: Applier) -> NodeRescheduleExecutor:
     """Without Kafka it is still built: it holds, saying the brokers cannot be identified or confirmed fenced."""
     return NodeRescheduleExecutor(
-        reader=dependencies.kube, kafka=dependencies.kafka, applier=applier, clock=dependencies.clock
+        reader=dependencies.kube,
+        kafka=dependencies.kafka,
+        applier=applier,
+        clock=dependencies.clock,
+        watched=dependencies.watched,
     )

@@ -13,6 +13,8 @@ creating another, and an answer is never lost: it lives in the object's spec.
   or Used (the approved action ran).
 
 The store reaches the apiserver only through the access layer (`KubeClient`'s custom-object calls).
+In the agent it reads approvals from a watch-fed cache (`watched_approvals`, agent.adapters.kubernetes.cache),
+keeping its own writes until the cache shows them; writes and the CLI's reads go to the apiserver.
 Errors are its `KubeError`s (agent.adapters.errors), naming the apiserver and the request that
 failed; `temporary` says whether later may work (no answer, 429, 5xx). An answer that conflicts
 with one given already is `AnswerConflictError`.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from agent.adapters.errors import AnswerConflictError, ConflictError, KubeError, NotFoundError
+from agent.adapters.kubernetes.cache import ReadYourWrites, WatchCache, WatchSource
 from agent.adapters.kubernetes.client import KubeClient
 from agent.adapters.kubernetes.statuscodec import (
     APPROVALS_PLURAL,
@@ -174,20 +177,40 @@ def decode_approval(obj: Mapping[str, Any]) -> Approval:
 # --- the store ----------------------------------------------------------------------------------------
 
 
+def watched_approvals(source: WatchSource) -> WatchCache[Approval]:
+    """The watch-fed cache of every ActionApproval (all namespaces), decoded once per change."""
+    return WatchCache(source=source, kind="actionapprovals", decode=decode_approval)
+
+
 class ApprovalStore:
     """Creates, reads and answers ActionApprovals through the Kubernetes access layer."""
 
-    def __init__(self, *, kube: KubeClient) -> None:
+    def __init__(self, *, kube: KubeClient, watched: WatchCache[Approval] | None = None) -> None:
         self._kube = kube
+        self._watched = watched
+        """The agent's watch-fed ActionApprovals (`watched_approvals`); without it (the CLI), `get` is a GET."""
+        self._own: ReadYourWrites[Approval] = ReadYourWrites(
+            version_of=lambda approval: approval.resource_version, cache=watched
+        )
 
     async def get(self, *, namespace: str, name: str) -> Approval | None:
+        """The approval (from the watch-fed cache when the store has one, with this store's own later
+        writes in place of the cache's older copy), or None when there is none."""
+        if self._watched is not None:
+            await self._watched.wait_synced()
+            key = f"{namespace}/{name}"
+            return self._own.view(key, self._watched.get(key))
+        return await self._fetch(namespace=namespace, name=name)
+
+    async def _fetch(self, *, namespace: str, name: str) -> Approval | None:
+        """The approval fresh from the apiserver (a GET), None when there is none."""
         try:
             obj = await self._kube.get_custom_object(
                 group=API_GROUP, version=VERSION, plural=APPROVALS_PLURAL, namespace=namespace, name=name
             )
         except NotFoundError:
             return None
-        return decode_approval(obj)
+        return self._noted(decode_approval(obj))
 
     async def ensure(self, request: ApprovalRequest, *, now: float) -> tuple[Approval, bool]:
         """The request's approval, created (with its preview) when missing; True when created now.
@@ -206,9 +229,9 @@ class ApprovalStore:
                     namespace=request.namespace,
                     body=approval_manifest(request),
                 )
-                existing, created = decode_approval(obj), True
+                existing, created = self._noted(decode_approval(obj)), True
             except ConflictError as error:
-                existing = await self.get(namespace=request.namespace, name=request.name)
+                existing = await self._fetch(namespace=request.namespace, name=request.name)
                 if existing is None:
                     raise KubeError(
                         f"{error} (exists, then gone)",
@@ -257,7 +280,13 @@ class ApprovalStore:
             )
         except NotFoundError:
             return None
-        return decode_approval(obj)
+        return self._noted(decode_approval(obj))
+
+    def _noted(self, approval: Approval) -> Approval:
+        """`approval` as this store just wrote or read it: what `get` answers until the cache shows it."""
+        if self._watched is not None:
+            self._own.note(f"{approval.namespace}/{approval.name}", approval)
+        return approval
 
     async def list(self, *, namespace: str | None = None, name: str | None = None) -> list[Approval]:
         """Approvals of one namespace or all, optionally only those called `name`; oldest first."""
@@ -313,4 +342,4 @@ class ApprovalStore:
                 status=409,
                 **where,
             ) from error
-        return decode_approval(obj)
+        return self._noted(decode_approval(obj))

@@ -41,8 +41,10 @@ Forbidden: ..."; the kubernetes_asyncio `ApiException` or aiohttp error is chain
     ├── NotFoundError               404
     └── ConflictError               409: a failed precondition (uid) or a stale resourceVersion
 
-Watches (`watch()`): the first list is delivered as one ADDED event per object, then the watch's
-ADDED / MODIFIED / DELETED events follow. Bookmarks only move the resourceVersion on. After every
+Watches (`watch()`, narrowed by label and field selectors): the first list is delivered as one
+ADDED event per object (and, when asked, one SYNCED event after them), then the watch's
+ADDED / MODIFIED / DELETED events follow (agent.adapters.kubernetes.cache keeps watch-fed caches
+on them). Bookmarks only move the resourceVersion on. After every
 later list (the resourceVersion expired, which is what a restarted apiserver answers) one `RESYNC`
 event carries the whole list (`raw["items"]`): consumers replace their view and re-evaluate.
 Temporary errors never reach the consumer: the watch backs off (`agent.adapters.retry`, jittered
@@ -55,12 +57,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
 import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -79,6 +82,7 @@ from agent.adapters.retry import RetryPolicy, retrying
 from agent.core.broker_identity import PodAddress
 from agent.core.leadership import LeaseRecord
 from agent.core.quantity import QuantityError, format_bytes, parse_bytes
+from agent.core.rules import API_GROUP, API_VERSION
 
 __all__ = [
     "REPORTING_CONTROLLER",
@@ -127,8 +131,10 @@ TAINT_ATTEMPTS: Final = 3
 EVENT_NOTE_MAX_BYTES: Final = 1024
 """events.k8s.io/v1 refuses a `note` longer than this."""
 
-WatchKind = Literal["nodes", "pods", "leases", "pvcs"]
-WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC"]
+WatchKind = Literal[
+    "nodes", "pods", "leases", "pvcs", "namespaces", "storageclasses", "autopilotruleobjects", "actionapprovals"
+]
+WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC", "SYNCED"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 EventType = Literal["Normal", "Warning"]
@@ -561,32 +567,70 @@ def _truncate_utf8(text: str, max_bytes: int) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class _Watchable:
+    """A kind `watch()` follows: how to list it (all namespaces, or one), and the selectors that narrow it."""
+
     resource: str
-    api: Callable[[Any], Any]
-    list_all: str
-    list_namespaced: str | None
+    list_all: Callable[[Any], Callable[..., Any]]
+    """api_client -> the call that lists (or, with watch=True, watches) every object of the kind."""
+    list_namespaced: Callable[[Any, str], Callable[..., Any]] | None
+    """(api_client, namespace) -> the call for one namespace; None for cluster-scoped kinds."""
+    label_selector: str | None = None
+    field_selector: str | None = None
+
+    @property
+    def selectors(self) -> dict[str, str]:
+        """The kubernetes_asyncio keyword arguments that narrow the list and the watch server-side."""
+        chosen = {"label_selector": self.label_selector, "field_selector": self.field_selector}
+        return {key: value for key, value in chosen.items() if value}
+
+
+def _custom(plural: str) -> _Watchable:
+    """The agent's own cluster-scoped (AutopilotRuleObject) or namespaced (ActionApproval) kinds."""
+    version = API_VERSION.split("/", 1)[1]
+    return _Watchable(
+        resource=plural,
+        list_all=lambda api: functools.partial(
+            client.CustomObjectsApi(api).list_cluster_custom_object, API_GROUP, version, plural
+        ),
+        list_namespaced=lambda api, namespace: (
+            lambda **options: client.CustomObjectsApi(api).list_namespaced_custom_object(
+                API_GROUP, version, namespace, plural, **options
+            )
+        ),
+    )
 
 
 _WATCHABLE: Final[Mapping[str, _Watchable]] = {
-    "nodes": _Watchable(resource="nodes", api=client.CoreV1Api, list_all="list_node", list_namespaced=None),
+    "nodes": _Watchable(resource="nodes", list_all=lambda api: client.CoreV1Api(api).list_node, list_namespaced=None),
     "pods": _Watchable(
         resource="pods",
-        api=client.CoreV1Api,
-        list_all="list_pod_for_all_namespaces",
-        list_namespaced="list_namespaced_pod",
+        list_all=lambda api: client.CoreV1Api(api).list_pod_for_all_namespaces,
+        list_namespaced=lambda api, namespace: functools.partial(client.CoreV1Api(api).list_namespaced_pod, namespace),
     ),
     "leases": _Watchable(
         resource="leases",
-        api=client.CoordinationV1Api,
-        list_all="list_lease_for_all_namespaces",
-        list_namespaced="list_namespaced_lease",
+        list_all=lambda api: client.CoordinationV1Api(api).list_lease_for_all_namespaces,
+        list_namespaced=lambda api, namespace: functools.partial(
+            client.CoordinationV1Api(api).list_namespaced_lease, namespace
+        ),
     ),
     "pvcs": _Watchable(
         resource="persistentvolumeclaims",
-        api=client.CoreV1Api,
-        list_all="list_persistent_volume_claim_for_all_namespaces",
-        list_namespaced="list_namespaced_persistent_volume_claim",
+        list_all=lambda api: client.CoreV1Api(api).list_persistent_volume_claim_for_all_namespaces,
+        list_namespaced=lambda api, namespace: functools.partial(
+            client.CoreV1Api(api).list_namespaced_persistent_volume_claim, namespace
+        ),
     ),
+    "namespaces": _Watchable(
+        resource="namespaces", list_all=lambda api: client.CoreV1Api(api).list_namespace, list_namespaced=None
+    ),
+    "storageclasses": _Watchable(
+        resource="storageclasses",
+        list_all=lambda api: client.StorageV1Api(api).list_storage_class,
+        list_namespaced=None,
+    ),
+    "autopilotruleobjects": _custom("autopilotruleobjects"),
+    "actionapprovals": _custom("actionapprovals"),
 }
 
 
@@ -601,6 +645,7 @@ class _WatchCursor:
     stream: AsyncGenerator[tuple[str, Mapping[str, Any]], None] | None = None
     started: float = 0.0
     delivered: bool = False
+    synced_event: bool = False
 
     def __post_init__(self) -> None:
         self.listed = self.version is not None
@@ -678,13 +723,18 @@ class KubeClient:
 
     # -- reads
 
-    async def list_pvcs(self, *, namespace: str | None = None) -> list[PvcInfo]:
-        """Every PVC, or those of one namespace."""
+    async def list_pvcs(self, *, namespace: str | None = None, label_selector: str | None = None) -> list[PvcInfo]:
+        """Every PVC (the label selector picks, server-side), or those of one namespace."""
         operation = _Operation(verb="GET", resource="persistentvolumeclaims", namespace=namespace)
+        selector = {"label_selector": label_selector} if label_selector else {}
         if namespace is None:
-            listing = await self._send(operation, self._core.list_persistent_volume_claim_for_all_namespaces)
+            listing = await self._send(
+                operation, self._core.list_persistent_volume_claim_for_all_namespaces, **selector
+            )
         else:
-            listing = await self._send(operation, self._core.list_namespaced_persistent_volume_claim, namespace)
+            listing = await self._send(
+                operation, self._core.list_namespaced_persistent_volume_claim, namespace, **selector
+            )
         return [PvcInfo.from_raw(item) for item in _mappings(listing.get("items"))]
 
     async def get_pvc(self, *, namespace: str, name: str) -> PvcInfo:
@@ -720,9 +770,13 @@ class KubeClient:
                 renewed[str(_dig(lease, "metadata", "name"))] = when
         return renewed
 
-    async def list_pods(self, *, namespace: str | None = None, label_selector: str | None = None) -> list[PodInfo]:
+    async def list_pods(
+        self, *, namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None
+    ) -> list[PodInfo]:
+        """The pods (of one namespace, or all) the selectors pick, server-side (e.g. `spec.nodeName=<node>`)."""
         operation = _Operation(verb="GET", resource="pods", namespace=namespace)
-        selector = {"label_selector": label_selector} if label_selector else {}
+        chosen = {"label_selector": label_selector, "field_selector": field_selector}
+        selector = {key: value for key, value in chosen.items() if value}
         if namespace is None:
             listing = await self._send(operation, self._core.list_pod_for_all_namespaces, **selector)
         else:
@@ -936,17 +990,26 @@ class KubeClient:
     # -- watches
 
     async def watch(
-        self, kind: WatchKind, *, namespace: str | None = None, resource_version: str | None = None
+        self,
+        kind: WatchKind,
+        *,
+        namespace: str | None = None,
+        resource_version: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        synced_event: bool = False,
     ) -> AsyncGenerator[WatchEvent, None]:
-        """Follow changes to nodes, pods, leases or PVCs (of one namespace, or all), without end.
+        """Follow changes to one kind (of one namespace, or all), narrowed server-side by the selectors,
+        without end.
 
-        Lists first (one ADDED event per object), or, with `resource_version` (one saved before a
+        Lists first (one ADDED event per object; with `synced_event`, then one SYNCED event, so a
+        cache knows its first list is complete), or, with `resource_version` (one saved before a
         restart), resumes from there. See the module docstring for RESYNC, backoff and ending.
         """
-        source = _WATCHABLE[kind]
+        source = replace(_WATCHABLE[kind], label_selector=label_selector, field_selector=field_selector)
         if namespace is not None and source.list_namespaced is None:
             raise ValueError(f"{kind} are cluster-scoped: watch them without a namespace")
-        cursor = _WatchCursor(source=source, namespace=namespace, version=resource_version)
+        cursor = _WatchCursor(source=source, namespace=namespace, version=resource_version, synced_event=synced_event)
         try:
             while not self.closed:
                 for event in await self._next_watch_events(cursor):
@@ -984,7 +1047,10 @@ class KubeClient:
                     )
                     return [WatchEvent(type="RESYNC", object_name="", namespace=namespace, raw=listing)]
                 cursor.listed = True
-                return [_watch_event("ADDED", item) for item in _mappings(listing.get("items"))]
+                listed = [_watch_event("ADDED", item) for item in _mappings(listing.get("items"))]
+                if cursor.synced_event:
+                    listed.append(WatchEvent(type="SYNCED", object_name="", namespace=namespace, raw={}))
+                return listed
             cursor.stream = self._stream(source, namespace, cursor.version)
             cursor.started = self._clock.monotonic()
             cursor.delivered = False
@@ -1250,12 +1316,13 @@ class KubeClient:
         return _Operation(verb=verb, resource=source.resource, namespace=namespace)
 
     def _lister(self, source: _Watchable, namespace: str | None) -> Callable[..., Any]:
-        api = source.api(self._api_client)
+        """The list call for the source (narrowed by its selectors); with watch=True, its watch."""
         if namespace is None:
-            lister: Callable[..., Any] = getattr(api, source.list_all)
-            return lister
-        namespaced: Callable[..., Any] = getattr(api, str(source.list_namespaced))
-        return lambda **kwargs: namespaced(namespace, **kwargs)
+            lister = source.list_all(self._api_client)
+        else:
+            assert source.list_namespaced is not None  # watch() refuses a namespace for cluster-scoped kinds
+            lister = source.list_namespaced(self._api_client, namespace)
+        return functools.partial(lister, **source.selectors)
 
     async def _stream(
         self, source: _Watchable, namespace: str | None, version: str | None

@@ -57,6 +57,7 @@ from agent.adapters.errors import (
     StateConflictError,
     StateDecodeError,
 )
+from agent.adapters.kubernetes.cache import ReadYourWrites, WatchCache, WatchSource, state_object_record
 from agent.adapters.kubernetes.client import KubeClient
 from agent.adapters.kubernetes.statuscodec import (
     DRY_RUN_MODE,
@@ -111,9 +112,14 @@ class StateStore:
     pair, and every write is based on it. Writes for one pair are serialised within the instance.
     """
 
-    def __init__(self, *, kube: KubeClient, dry_run: bool = False) -> None:
+    def __init__(
+        self, *, kube: KubeClient, dry_run: bool = False, watched: WatchCache[Mapping[str, Any]] | None = None
+    ) -> None:
         self._kube = kube
         self._dry_run = dry_run
+        self._watched = watched
+        """The objects of this store's mode, watch-fed (`watched_objects`); without it, `load` LISTs."""
+        self._own: ReadYourWrites[Mapping[str, Any]] = ReadYourWrites(version_of=_version_text, cache=watched)
         self._seen: dict[tuple[str, str], _Snapshot] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._holding: dict[tuple[str, str], tuple[object, Any]] = {}
@@ -124,7 +130,7 @@ class StateStore:
     async def load(self, rule: str) -> dict[str, ObjectState]:
         """Object key -> state for every pair of `rule` that has a state; each becomes a write base."""
         found: dict[str, ObjectState] = {}
-        for obj in await self._list(rule):
+        for obj in await self._objects(rule):
             spec = obj.get("spec") or {}
             if spec.get("rule") != rule or not isinstance(spec.get("objectKey"), str):
                 continue
@@ -152,7 +158,7 @@ class StateStore:
         """
         starts: list[ActionStart] = []
         in_flight: set[tuple[str, str]] = set()
-        for obj in await self._list(None):
+        for obj in await self._objects(None):
             spec = obj.get("spec") or {}
             rule, key = spec.get("rule"), spec.get("objectKey")
             if not isinstance(rule, str) or not isinstance(key, str):
@@ -296,6 +302,7 @@ class StateStore:
                     self._require_unchanged(base, current, rule=rule, object_key=object_key)
                     continue
                 self._seen[pair] = _Snapshot(obj=written)
+                self._note(written, based_on=current.obj)
                 self._holding.pop(pair, None)
                 return
             raise self._conflict("the stored object kept changing", rule, object_key)
@@ -342,6 +349,7 @@ class StateStore:
             )
         except ConflictError:
             return await self._read(rule=rule, object_key=object_key)
+        self._note(created)
         return _Snapshot(obj=created)
 
     async def _read(self, *, rule: str, object_key: str) -> _Snapshot:
@@ -360,13 +368,35 @@ class StateStore:
                 resource=OBJECTS_PLURAL,
                 name=name,
             )
+        self._note(obj)
         return _Snapshot(obj=obj)
+
+    def _note(self, obj: Mapping[str, Any], *, based_on: Mapping[str, Any] | None = None) -> None:
+        """`obj` was just written (based on `based_on`) or read fresh: newer than the cache, until it shows it."""
+        if self._watched is not None:
+            self._own.note(_name_of(obj), obj, based_on=_version_text(based_on))
+
+    async def _objects(self, rule: str | None) -> list[Mapping[str, Any]]:
+        """The pairs of `rule` (all rules when None) of this store's mode: from the watch-fed cache, with
+        what this store wrote or read since in place of the cache's older copies; else by a LIST."""
+        if self._watched is None:
+            return list(await self._list(rule))
+        await self._watched.wait_synced()
+        found: list[Mapping[str, Any]] = []
+        for name, cached in self._watched.items():
+            obj = self._own.view(name, cached)
+            if obj is not None and (rule is None or (obj.get("spec") or {}).get("rule") == rule):
+                found.append(obj)
+        for name, obj in list(self._own.pending().items()):
+            if self._watched.get(name) is None and (rule is None or (obj.get("spec") or {}).get("rule") == rule):
+                found.append(obj)
+        return found
 
     async def _list(self, rule: str | None) -> list[dict[str, Any]]:
         """The pairs of `rule` (by label), or of every rule when None; this store's mode only."""
         items: list[dict[str, Any]] = []
         token: str | None = None
-        mode = f"{MODE_LABEL}={DRY_RUN_MODE}" if self._dry_run else f"{MODE_LABEL}!={DRY_RUN_MODE}"
+        mode = _mode_selector(self._dry_run)
         selector = f"{RULE_LABEL}={label_value(rule)},{mode}" if rule is not None else mode
         while True:
             page = await self._kube.list_custom_objects(
@@ -381,6 +411,25 @@ class StateStore:
             token = (page.get("metadata") or {}).get("continue") or None
             if token is None:
                 return items
+
+
+def watched_objects(source: WatchSource, *, dry_run: bool) -> WatchCache[Mapping[str, Any]]:
+    """The watch-fed cache of the AutopilotRuleObjects of one mode (the selector `_list` uses)."""
+    return WatchCache(
+        source=source, kind="autopilotruleobjects", label_selector=_mode_selector(dry_run), decode=state_object_record
+    )
+
+
+def _mode_selector(dry_run: bool) -> str:
+    return f"{MODE_LABEL}={DRY_RUN_MODE}" if dry_run else f"{MODE_LABEL}!={DRY_RUN_MODE}"
+
+
+def _name_of(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def _version_text(obj: Mapping[str, Any] | None) -> str:
+    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
 def _decode(obj: Mapping[str, Any] | None) -> StoredStatus:

@@ -75,9 +75,13 @@ class SelectorRecordingCluster(FakeCluster):
         super().__init__()
         self.selectors: list[str | None] = []
 
-    async def list_pods(self, *, namespace: str | None = None, label_selector: str | None = None) -> list:  # type: ignore[type-arg]
+    async def list_pods(
+        self, *, namespace: str | None = None, label_selector: str | None = None, field_selector: str | None = None
+    ) -> list:  # type: ignore[type-arg]
         self.selectors.append(label_selector)
-        return await super().list_pods(namespace=namespace, label_selector=label_selector)
+        return await super().list_pods(
+            namespace=namespace, label_selector=label_selector, field_selector=field_selector
+        )
 
 
 @pytest.fixture

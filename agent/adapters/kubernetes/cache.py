@@ -1,0 +1,433 @@
+"""Watch-fed caches: the agent lists each kind once, then follows its changes, and cycles read memory.
+
+Why this module exists: a cycle that LISTs every PVC, pod, node and state object of the cluster on
+every poll makes the apiserver's load grow with the cluster, not with Kafka. Here each kind the rules
+need is listed once and then watched (`KubeClient.watch`), narrowed server-side by the rules' label
+selectors (one watch per distinct selector), and kept as small decoded records (`PvcInfo`, `PodInfo`,
+`NodeInfo`, ...: decoded once per event, never the raw JSON). A steady cycle makes no request to read
+what it looks at.
+
+- `WatchCache` is one kind (and selector): key -> record, `synced` once its first list arrived, the
+  whole view replaced on RESYNC (the apiserver answered 410 Gone: the watch listed again), and
+  listeners told of each change (agent.runtime.watches triggers rules from them). A permanent error
+  (403: the agent may not list or watch the kind) ends the cache: `problem` names the server and the
+  request that failed, and every read of it raises.
+- `ClusterCaches` is the inventory's `ClusterReader` (agent.runtime.inventory) over the caches the
+  rules need; `problem_for(rule)` says why a rule must not evaluate yet (not synced, or failed), so a
+  cycle never decides on an empty view (fail closed).
+- `ReadYourWrites` keeps what this process last wrote (or read fresh) for an object until the cache
+  has caught up with it, so a store never decides on the stale cached copy of its own write.
+
+Writes do not go through the caches: they carry the resourceVersion they are based on, and a conflict
+re-reads that one object (a GET). Destructive steps re-check the live object with a GET too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
+
+import structlog
+
+from agent.adapters.errors import KubeError, NotFoundError
+from agent.adapters.kubernetes.client import (
+    NodeInfo,
+    PodInfo,
+    PvcInfo,
+    StorageClassInfo,
+    WatchEvent,
+    WatchKind,
+    _epoch,
+    _strings,
+)
+from agent.core.rules import Rule, TargetKind
+
+__all__ = [
+    "CacheChange",
+    "CacheNotSyncedError",
+    "ClusterCaches",
+    "NodeLease",
+    "ReadYourWrites",
+    "WatchCache",
+    "WatchSource",
+    "not_synced",
+    "run_caches",
+    "state_object_record",
+]
+
+R = TypeVar("R")
+ChangeType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC", "SYNCED", "FAILED"]
+NODE_LEASE_NAMESPACE: Final = "kube-node-lease"
+_log = structlog.get_logger("kafka_autopilot.kubernetes")
+
+
+class WatchSource(Protocol):
+    """What a cache needs of `KubeClient`: its name, and `watch()`."""
+
+    @property
+    def server(self) -> str: ...
+
+    def watch(
+        self,
+        kind: WatchKind,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        synced_event: bool = False,
+    ) -> AsyncIterator[WatchEvent]: ...
+
+
+class CacheNotSyncedError(RuntimeError):
+    """A read of a cache that has not listed yet: deciding on its empty view would be wrong."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheChange(Generic[R]):
+    """One change of a cache's view. RESYNC: the whole view was replaced (key ""); SYNCED: the first
+    list is in; FAILED: the watch hit a permanent error (`WatchCache.problem`)."""
+
+    type: ChangeType
+    key: str
+    old: R | None
+    new: R | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeLease:
+    """A kubelet's Lease in kube-node-lease: when it was last renewed (epoch seconds)."""
+
+    node: str
+    renewed: float | None
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> NodeLease:
+        return cls(
+            node=str((raw.get("metadata") or {}).get("name") or ""),
+            renewed=_epoch((raw.get("spec") or {}).get("renewTime")),
+        )
+
+
+def namespace_labels_record(raw: Mapping[str, Any]) -> Mapping[str, str]:
+    return _strings((raw.get("metadata") or {}).get("labels"))
+
+
+def storage_class_record(raw: Mapping[str, Any]) -> StorageClassInfo:
+    return StorageClassInfo(
+        name=str((raw.get("metadata") or {}).get("name") or ""),
+        provisioner=str(raw.get("provisioner") or ""),
+        allow_volume_expansion=raw.get("allowVolumeExpansion") is True,
+    )
+
+
+def state_object_record(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An AutopilotRuleObject as the state store needs it (what it writes back: metadata, spec, status),
+    without `managedFields`, the bulk of a small object."""
+    metadata = {key: value for key, value in (raw.get("metadata") or {}).items() if key != "managedFields"}
+    return {**raw, "metadata": metadata}
+
+
+def object_key(raw: Mapping[str, Any]) -> str:
+    """`namespace/name` for namespaced objects, `name` for cluster-scoped ones."""
+    metadata = raw.get("metadata") or {}
+    namespace, name = metadata.get("namespace"), str(metadata.get("name") or "")
+    return f"{namespace}/{name}" if namespace else name
+
+
+class WatchCache(Generic[R]):
+    """One kind (of one namespace, narrowed by selectors), listed once and then watched; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        source: WatchSource,
+        kind: WatchKind,
+        decode: Callable[[Mapping[str, Any]], R],
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> None:
+        self._source = source
+        self.kind = kind
+        self._decode = decode
+        self.namespace = namespace
+        self.label_selector = label_selector or None
+        self.field_selector = field_selector or None
+        self._records: dict[str, R] = {}
+        self._synced = asyncio.Event()
+        self._listeners: list[Callable[[CacheChange[R]], None]] = []
+        self.failure: KubeError | None = None
+
+    @property
+    def name(self) -> str:
+        """How health and readiness name this cache: `pvcs (app=kafka)`, `leases in kube-node-lease`."""
+        narrowed = ", ".join(filter(None, [self.label_selector, self.field_selector]))
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.kind}{where}" + (f" ({narrowed})" if narrowed else "")
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set() and self.failure is None
+
+    @property
+    def problem(self) -> str | None:
+        """None when the cache can be read; else why not."""
+        if self.failure is not None:
+            return f"watch of {self.name} failed: {self.failure}"
+        if not self._synced.is_set():
+            return f"cache of {self.name} not synced yet"
+        return None
+
+    def subscribe(self, listener: Callable[[CacheChange[R]], None]) -> None:
+        """Call `listener` on every change, in the watch's task (it must not block)."""
+        self._listeners.append(listener)
+
+    def records(self) -> Collection[R]:
+        """Every record; raises while the cache cannot be read (not synced, or failed)."""
+        self.require_readable()
+        return self._records.values()
+
+    def items(self) -> Collection[tuple[str, R]]:
+        """(key, record) for every object; raises like `records`."""
+        self.require_readable()
+        return self._records.items()
+
+    def get(self, key: str) -> R | None:
+        """The record of `namespace/name` (or `name`), None when the cache has none; raises like `records`."""
+        self.require_readable()
+        return self._records.get(key)
+
+    def require_readable(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        if not self._synced.is_set():
+            raise CacheNotSyncedError(f"kube-apiserver {self._source.server}: cache of {self.name} not synced yet")
+
+    async def wait_synced(self) -> None:
+        """Return once the first list is in; raise the watch's permanent error if it failed first."""
+        if not self._synced.is_set():
+            await self._synced.wait()
+        if self.failure is not None:
+            raise self.failure
+
+    async def run(self) -> None:
+        """Follow the kind until cancelled; a permanent error ends the cache (see `problem`), quietly."""
+        events = self._source.watch(
+            self.kind,
+            namespace=self.namespace,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+            synced_event=True,
+        )
+        try:
+            async with contextlib.aclosing(events):  # type: ignore[type-var]
+                async for event in events:
+                    self.apply(event)
+        except KubeError as error:
+            self.failure = error
+            _log.error("watch failed; the rules that need it hold", cache=self.name, error=str(error))
+            self._synced.set()  # wakes `wait_synced`, which raises the failure
+            self._tell(CacheChange(type="FAILED", key="", old=None, new=None))
+
+    def apply(self, event: WatchEvent) -> None:
+        """Take one watch event into the view (decoding the object once) and tell the listeners."""
+        if event.type == "SYNCED":
+            self._synced.set()
+            self._tell(CacheChange(type="SYNCED", key="", old=None, new=None))
+            return
+        if event.type == "RESYNC":
+            items = event.raw.get("items") or []
+            self._records = {object_key(item): self._decode(item) for item in items if isinstance(item, Mapping)}
+            self._synced.set()
+            self._tell(CacheChange(type="RESYNC", key="", old=None, new=None))
+            return
+        key = object_key(event.raw)
+        old = self._records.get(key)
+        if event.type == "DELETED":
+            self._records.pop(key, None)
+            self._tell(CacheChange(type="DELETED", key=key, old=old, new=None))
+            return
+        new = self._decode(event.raw)
+        self._records[key] = new
+        self._tell(CacheChange(type=event.type, key=key, old=old, new=new))
+
+    def _tell(self, change: CacheChange[R]) -> None:
+        for listener in self._listeners:
+            listener(change)
+
+
+class ReadYourWrites(Generic[R]):
+    """What this process last wrote (or read fresh) for each object, kept until its cache catches up.
+
+    A watch delivers a write a moment after the write returns. Until then the cache shows the object
+    at a version this process has already moved past (or not at all, for one it just created); a store
+    that decided on that copy would act on a state that no longer exists. `view` gives the newer
+    record while the cached one is at a version this process has seen superseded; a version it never
+    saw is someone else's later write, and wins.
+    """
+
+    def __init__(self, *, version_of: Callable[[R], str], cache: WatchCache[R] | None = None) -> None:
+        self._version_of = version_of
+        self._latest: dict[str, R] = {}
+        self._superseded: dict[str, list[str]] = {}
+        if cache is not None:
+            cache.subscribe(self._caught_up)
+
+    KEEP_VERSIONS: Final = 8
+
+    def note(self, key: str, record: R, *, based_on: str | None = None) -> None:
+        """`record` was just written (based on the version `based_on`) or read fresh."""
+        older = self._superseded.setdefault(key, [])
+        previous = self._latest.get(key)
+        for version in (based_on, self._version_of(previous) if previous is not None else None):
+            if version and version not in older and version != self._version_of(record):
+                older.append(version)
+        del older[: -self.KEEP_VERSIONS]
+        self._latest[key] = record
+
+    def view(self, key: str, cached: R | None) -> R | None:
+        """The freshest record of `key` this process knows: its own, or the cache's."""
+        latest = self._latest.get(key)
+        if latest is None:
+            return cached
+        if cached is None:
+            return latest  # created (or read) here, not delivered by the watch yet
+        version = self._version_of(cached)
+        if version == self._version_of(latest) or version not in self._superseded.get(key, ()):
+            self.forget(key)
+            return cached
+        return latest
+
+    def pending(self) -> Mapping[str, R]:
+        """The records the cache has not caught up with (it may not hold them at all yet)."""
+        return self._latest
+
+    def forget(self, key: str) -> None:
+        self._latest.pop(key, None)
+        self._superseded.pop(key, None)
+
+    def _caught_up(self, change: CacheChange[R]) -> None:
+        latest = self._latest.get(change.key)
+        if latest is None:
+            return
+        shown = change.new if change.new is not None else change.old  # a DELETED event shows the last version
+        if shown is not None and self._version_of(shown) == self._version_of(latest):
+            self.forget(change.key)
+
+
+def not_synced(caches: Iterable[WatchCache[Any]]) -> str | None:
+    """None once every cache listed once; else `caches not synced: <kinds>` (and which watch failed)."""
+    caches = list(caches)
+    failed = [str(cache.problem) for cache in caches if cache.failure is not None]
+    waiting = [cache.name for cache in caches if cache.failure is None and not cache.synced]
+    said = [f"caches not synced: {', '.join(waiting)}"] if waiting else []
+    return "; ".join([*said, *failed]) or None
+
+
+async def run_caches(caches: Iterable[WatchCache[Any]]) -> None:
+    """Run every cache until cancelled (a failed one ends alone; the others go on)."""
+    async with asyncio.TaskGroup() as group:
+        for cache in caches:
+            group.create_task(cache.run(), name=f"cache:{cache.name}")
+
+
+def _selector(rule: Rule) -> str:
+    return rule.selector.query()
+
+
+class ClusterCaches:
+    """The inventory's ClusterReader, read from watch-fed caches of what the rules need.
+
+    PVCs and pods: one cache per distinct label selector of the PVC and broker rules (a rule with no
+    selector watches every object of the kind). Namespaces (for namespaceSelector), StorageClasses
+    (the resize executor), nodes and node Leases (node rules, and a policy's cordoned-node count).
+    """
+
+    def __init__(self, *, source: WatchSource, rules: Sequence[Rule]) -> None:
+        self._source = source
+        self.namespaces: WatchCache[Mapping[str, str]] = WatchCache(
+            source=source, kind="namespaces", decode=namespace_labels_record
+        )
+        self.storage_classes: WatchCache[StorageClassInfo] = WatchCache(
+            source=source, kind="storageclasses", decode=storage_class_record
+        )
+        self.nodes: WatchCache[NodeInfo] = WatchCache(source=source, kind="nodes", decode=NodeInfo.from_raw)
+        self.leases: WatchCache[NodeLease] = WatchCache(
+            source=source, kind="leases", namespace=NODE_LEASE_NAMESPACE, decode=NodeLease.from_raw
+        )
+        self.pvcs: dict[str, WatchCache[PvcInfo]] = {
+            selector: WatchCache(source=source, kind="pvcs", label_selector=selector, decode=PvcInfo.from_raw)
+            for selector in dict.fromkeys(_selector(rule) for rule in rules if rule.target is TargetKind.PVC)
+        }
+        self.pods: dict[str, WatchCache[PodInfo]] = {
+            selector: WatchCache(source=source, kind="pods", label_selector=selector, decode=PodInfo.from_raw)
+            for selector in dict.fromkeys(_selector(rule) for rule in rules if rule.target is TargetKind.BROKER)
+        }
+
+    def caches(self) -> list[WatchCache[Any]]:
+        return [
+            self.namespaces,
+            self.storage_classes,
+            self.nodes,
+            self.leases,
+            *self.pvcs.values(),
+            *self.pods.values(),
+        ]
+
+    def needed_by(self, rule: Rule) -> list[WatchCache[Any]]:
+        """The caches a cycle of `rule` reads."""
+        if rule.target is TargetKind.PVC:
+            return [self.namespaces, self.pvcs[_selector(rule)]]
+        if rule.target is TargetKind.BROKER:
+            return [self.namespaces, self.pods[_selector(rule)]]
+        if rule.target is TargetKind.NODE:
+            return [self.nodes, self.leases]
+        return []
+
+    def problem_for(self, rule: Rule) -> str | None:
+        """Why `rule` must not evaluate now (a cache it reads is not synced, or failed), else None."""
+        problems = [problem for cache in self.needed_by(rule) if (problem := cache.problem) is not None]
+        return "; ".join(problems) if problems else None
+
+    # -- ClusterReader (agent.runtime.inventory)
+
+    async def list_pvcs(self, *, label_selector: str | None = None) -> list[PvcInfo]:
+        return list(self._selected(self.pvcs, "pvcs", label_selector).records())
+
+    async def list_pods(self, *, namespace: str | None = None, label_selector: str | None = None) -> list[PodInfo]:
+        pods = self._selected(self.pods, "pods", label_selector).records()
+        return [pod for pod in pods if namespace is None or pod.namespace == namespace]
+
+    async def namespace_labels(self) -> dict[str, Mapping[str, str]]:
+        return dict(self.namespaces.items())
+
+    async def list_nodes(self) -> list[NodeInfo]:
+        return list(self.nodes.records())
+
+    async def node_lease_renew_times(self) -> dict[str, float]:
+        return {lease.node: lease.renewed for lease in self.leases.records() if lease.renewed is not None}
+
+    async def storage_class(self, name: str) -> StorageClassInfo:
+        """Raises NotFoundError when there is no such StorageClass (as `KubeClient.storage_class`)."""
+        found = self.storage_classes.get(name)
+        if found is None:
+            raise NotFoundError(
+                f"kube-apiserver {self._source.server}: storageclasses {name} not found (watched)",
+                server=self._source.server,
+                verb="GET",
+                resource="storageclasses",
+                name=name,
+                status=404,
+            )
+        return found
+
+    def _selected(self, caches: Mapping[str, WatchCache[R]], kind: str, label_selector: str | None) -> WatchCache[R]:
+        cache = caches.get(label_selector or "")
+        if cache is None:
+            raise CacheNotSyncedError(
+                f"no watch of {kind} with label selector {label_selector!r}: no rule asked for one"
+            )
+        return cache
