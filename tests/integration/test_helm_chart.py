@@ -503,13 +503,15 @@ def test_the_agent_calls_nothing_the_roles_do_not_grant() -> None:
         "read_namespaced_pod": ("", "pods", "get"),
         "delete_namespaced_pod": ("", "pods", "delete"),
         "read_storage_class": ("storage.k8s.io", "storageclasses", "get"),
+        "list_storage_class": ("storage.k8s.io", "storageclasses", "list"),
         "list_volume_attachment": ("storage.k8s.io", "volumeattachments", "list"),
         "delete_volume_attachment": ("storage.k8s.io", "volumeattachments", "delete"),
         "create_namespaced_event": ("events.k8s.io", "events", "create"),
     }
     source = "".join(path.read_text() for path in (REPO / "agent" / "adapters" / "kubernetes").glob("*.py"))
     called = set(re.findall(r"self\._(?:core|storage|coordination|events)\.(\w+)", source))
-    called |= set(re.findall(r'list_(?:all|namespaced)="(\w+)"', source))
+    watched = set(re.findall(r"(?:CoreV1|StorageV1|CoordinationV1)Api\(api\)\.(\w+)", source))
+    called |= watched
     assert len(called) > 15
     assert not called - set(calls), (
         f"Kubernetes calls this test does not map to RBAC yet: {sorted(called - set(calls))}"
@@ -517,11 +519,13 @@ def test_the_agent_calls_nothing_the_roles_do_not_grant() -> None:
     values = {"rules": {"fromCluster": True}, "rbac": {"installCRDs": True}}
     granted = {(g, r, v) for _, g, r, v in rbac_rules(render(values=values)) | rbac_rules(render(values=SIDECAR))}
     needed = {calls[name] for name in called}
+    needed |= {(group, resource, "watch") for group, resource, _ in (calls[name] for name in watched)}
     # Never needed from the chart: all-namespace Lease lists (watch() can, the agent does not), a single
     # PVC's get (KubeClient.get_pvc: no runtime path calls it; the resize executor lists), and
     # create_namespace (--install-crds creates the agent's namespace only when missing; the release's exists).
     unused = {
         ("coordination.k8s.io", "leases", "list"),
+        ("coordination.k8s.io", "leases", "watch"),
         ("", "persistentvolumeclaims", "get"),
         ("", "namespaces", "create"),
     }
