@@ -4,8 +4,9 @@
   (in flight with no running task, or Pending, for longer than the runner's STUCK_AFTER_SECONDS):
   rule, object, state and since when.
 - GET /actions/stuck: the same stuck actions as JSON (a list of {rule, object, state, since, why}).
-- GET /readyz: 200 once rules are loaded and the first cycle of every rule has run; 503 before,
-  with the reason in the body.
+- GET /readyz: 200 once rules are loaded, every watch-fed cache has listed once and the first cycle
+  of every rule has run; 503 before, with the reason in the body (`caches not synced: <kinds>`, a
+  watch that failed for good, or `first cycle pending for <rules>`).
   With --leader-elect, a standby replica is ready (200): it is healthy and serves metrics, and an
   unready standby would hold up every rolling update; the leader is ready after its first cycles.
 - GET /metrics: agent.runtime.telemetry in the Prometheus text format.

@@ -12,6 +12,11 @@ guard, like pvc-autoresizer's annotation). An agent that restarts mid-action fin
 `in_flight` and verifies the action's effect instead of applying it a second time; a second replica
 trying to record the same action gets `ActionInFlightError`.
 
+In the agent, `load` and `action_history` read a watch-fed cache of the store's mode (`watched_objects`,
+agent.adapters.kubernetes.cache): no LIST per cycle. What this store wrote, or read fresh (`status`,
+a conflict's re-read), is kept in place of the cache's copy until the watch delivers it, so the store
+never decides on a stale view of its own write. Without a cache (the CLI), they LIST.
+
 "Based on" means: the status this store last read (`load`, `in_flight`) or wrote for the pair; for a
 pair it has never seen, "nothing stored". A conflict (HTTP 409) is retried only when a fresh read
 shows the status unchanged from that base (someone touched labels or annotations, not the state).
