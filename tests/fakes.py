@@ -17,6 +17,7 @@ what it reads in production. Every write is counted, so a test can assert that n
 | FakePrometheus     | runtime QueryClient                                                                      |
 | FakeEvents         | runtime EventSink                                                                        |
 | FakeApprovals      | runtime ApprovalBackend                                                                  |
+| FakeWatches        | cache.WatchSource (KubeClient.watch: list, then events; counts every LIST it serves)     |
 | RecordingApplier   | mutations.Applier (a DryRunApplier that keeps what it was handed)                        |
 | CrashingApplier    | mutations.Applier (applies N mutations, then the process "dies": SimulatedCrash)         |
 
@@ -30,7 +31,7 @@ import asyncio
 import contextlib
 import copy
 import itertools
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,7 @@ from agent.adapters.kubernetes import (
     VolumeAttachmentInfo,
 )
 from agent.adapters.kubernetes.approvals import Approval
-from agent.adapters.kubernetes.client import ConditionStatus
+from agent.adapters.kubernetes.client import ConditionStatus, WatchEvent, WatchEventType
 from agent.adapters.kubernetes.statuscodec import ActionHistory, InFlight, LastAction, StoredStatus, acted, with_recent
 from agent.adapters.storagepools import (
     PoolOperation,
@@ -609,6 +610,91 @@ class FakeCluster:
         _later(self.clock, self.pending_after_sleeps, recreated)
 
 
+# --- watches -----------------------------------------------------------------------------------------
+
+
+class FakeWatches:
+    """`KubeClient.watch` over raw objects held per kind: each watch first LISTs (counted in `lists`,
+    with its selectors in `watched`), sends one ADDED per object the label selector matches, then
+    SYNCED when asked, then the changes `put` / `delete` make. `expire(kind)` answers as an apiserver
+    whose resourceVersion expired (the watch lists again: one RESYNC with the whole list);
+    `refuse(kind, error)` makes the next list of the kind fail with it (e.g. a 403)."""
+
+    server = "https://fake-watches"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {}
+        self.lists: list[str] = []
+        self.watched: list[tuple[str, str | None, str | None]] = []
+        self.refused: dict[str, KubeError] = {}
+        self._queues: list[tuple[str, str | None, asyncio.Queue[WatchEvent]]] = []
+        self._versions = itertools.count(1)
+
+    def put(self, kind: str, raw: dict[str, Any]) -> dict[str, Any]:
+        """Add or change an object (a new resourceVersion, unless it carries one); the watches of the kind see it."""
+        metadata = raw.setdefault("metadata", {})
+        metadata.setdefault("resourceVersion", f"w{next(self._versions)}")
+        key = f"{metadata.get('namespace') or ''}/{metadata['name']}"
+        known = key in self.objects.setdefault(kind, {})
+        self.objects[kind][key] = raw
+        self._send(kind, "MODIFIED" if known else "ADDED", raw)
+        return raw
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
+        raw = self.objects.get(kind, {}).pop(f"{namespace or ''}/{name}")
+        self._send(kind, "DELETED", raw)
+
+    def expire(self, kind: str) -> None:
+        """The watch's resourceVersion is gone (410): it lists again and sends RESYNC."""
+        for watched, selector, queue in self._queues:
+            if watched == kind:
+                self.lists.append(kind)
+                queue.put_nowait(
+                    WatchEvent(type="RESYNC", object_name="", namespace=None, raw=self._list(kind, selector))
+                )
+
+    def refuse(self, kind: str, error: KubeError) -> None:
+        self.refused[kind] = error
+
+    async def watch(
+        self,
+        kind: str,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        synced_event: bool = False,
+    ) -> AsyncIterator[WatchEvent]:
+        self.watched.append((kind, label_selector, field_selector))
+        if kind in self.refused:
+            raise self.refused[kind]
+        self.lists.append(kind)
+        queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        self._queues.append((kind, label_selector, queue))
+        for raw in self._list(kind, label_selector)["items"]:
+            yield WatchEvent(type="ADDED", object_name=raw["metadata"]["name"], namespace=None, raw=raw)
+        if synced_event:
+            yield WatchEvent(type="SYNCED", object_name="", namespace=None, raw={})
+        while True:
+            yield await queue.get()
+
+    def _list(self, kind: str, selector: str | None) -> dict[str, Any]:
+        items = [copy.deepcopy(raw) for raw in self.objects.get(kind, {}).values() if _matches(selector, _labels(raw))]
+        return {"items": items, "metadata": {}}
+
+    def _send(self, kind: str, change: WatchEventType, raw: dict[str, Any]) -> None:
+        for watched, selector, queue in self._queues:
+            if watched == kind and _matches(selector, _labels(raw)):
+                event = WatchEvent(
+                    type=change, object_name=raw["metadata"]["name"], namespace=None, raw=copy.deepcopy(raw)
+                )
+                queue.put_nowait(event)
+
+
+def _labels(raw: Mapping[str, Any]) -> Mapping[str, str]:
+    return (raw.get("metadata") or {}).get("labels") or {}
+
+
 # --- Kafka -------------------------------------------------------------------------------------------
 
 
@@ -1140,6 +1226,7 @@ if TYPE_CHECKING:  # drift between a fake and the Protocol it stands for fails m
     from agent.actions.node_reschedule.executor import NodeReader
     from agent.actions.volume_resize.executor import VolumeReader
     from agent.adapters.clock import Clock
+    from agent.adapters.kubernetes.cache import WatchSource
     from agent.adapters.storagepools import StoragePoolApi
     from agent.runtime.approvals import ApprovalBackend
     from agent.runtime.inventory import ClusterReader, QueryClient
@@ -1147,6 +1234,7 @@ if TYPE_CHECKING:  # drift between a fake and the Protocol it stands for fails m
     from agent.runtime.runner import StateStore
 
     _clock: Clock = FakeClock()
+    _watches: WatchSource = FakeWatches()
     _volume_reader: VolumeReader = FakeCluster()
     _node_reader: NodeReader = FakeCluster()
     _cluster_writer: ClusterWriter = FakeCluster()

@@ -1,0 +1,260 @@
+"""The watch-fed caches on fakes: list once then follow, RESYNC replaces the view, deletes, server-side
+selectors, not ready (and no cycle) until synced, a permanent watch error named in the rule's health,
+no LIST in a steady cycle, a conflict re-reading one object, and the state store seeing its own write
+before the watch delivers it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fakes import FakePrometheus, FakeWatches
+from helpers import REFERENCE_RULE
+from shell_support import InMemoryRuleObjects, load_rule
+
+from agent.adapters.errors import KubeError
+from agent.adapters.kubernetes import PvcInfo
+from agent.adapters.kubernetes.cache import (
+    CacheNotSyncedError,
+    ClusterCaches,
+    WatchCache,
+    not_synced,
+    run_caches,
+)
+from agent.adapters.kubernetes.statestore import StateStore, watched_objects
+from agent.core.rules import Rule
+from agent.core.states import ObjectState, RuleState
+from agent.runtime.inventory import Inventory
+from agent.runtime.watches import Gate
+
+RULE = load_rule(REFERENCE_RULE)  # selector app=kafka
+
+
+def pvc(name: str, *, labels: dict[str, str] | None = None, size: str = "100Gi") -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "kafka", "name": name, "uid": f"uid-{name}", "labels": labels or {}},
+        "spec": {"resources": {"requests": {"storage": size}}, "storageClassName": "fast"},
+        "status": {"capacity": {"storage": size}, "phase": "Bound"},
+    }
+
+
+def world() -> FakeWatches:
+    watches = FakeWatches()
+    watches.put("namespaces", {"metadata": {"name": "kafka", "labels": {"team": "data"}}})
+    watches.put("pvcs", pvc("data-kafka-0", labels={"app": "kafka"}))
+    watches.put("pvcs", pvc("data-kafka-1", labels={"app": "kafka"}))
+    watches.put("pvcs", pvc("pg-data-0", labels={"app": "postgres"}))
+    return watches
+
+
+async def until(check: Any, what: str) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never happened: {what}")
+
+
+@contextlib.asynccontextmanager
+async def running(*caches: WatchCache[Any]) -> AsyncIterator[None]:
+    task = asyncio.create_task(run_caches(caches))
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_cache_lists_once_then_follows_changes_and_deletes() -> None:
+    watches = world()
+    cache: WatchCache[PvcInfo] = WatchCache(source=watches, kind="pvcs", decode=PvcInfo.from_raw)
+    with pytest.raises(CacheNotSyncedError, match="pvcs not synced"):
+        cache.records()
+    async with running(cache):
+        await cache.wait_synced()
+        assert sorted(claim.name for claim in cache.records()) == ["data-kafka-0", "data-kafka-1", "pg-data-0"]
+
+        watches.put("pvcs", pvc("data-kafka-0", labels={"app": "kafka"}, size="200Gi"))
+        watches.delete("pvcs", "pg-data-0", namespace="kafka")
+        await until(lambda: cache.get("kafka/pg-data-0") is None, "the delete reaches the cache")
+        grown = cache.get("kafka/data-kafka-0")
+        assert grown is not None and grown.requested_bytes == 200 * 2**30
+    assert watches.lists == ["pvcs"]
+
+
+async def test_a_resync_after_410_replaces_the_whole_view() -> None:
+    watches = world()
+    cache: WatchCache[PvcInfo] = WatchCache(source=watches, kind="pvcs", decode=PvcInfo.from_raw)
+    seen: list[str] = []
+    cache.subscribe(lambda change: seen.append(change.type))
+    async with running(cache):
+        await cache.wait_synced()
+        # Changes the watch missed while its resourceVersion expired: one claim gone, one new.
+        del watches.objects["pvcs"]["kafka/data-kafka-1"]
+        watches.objects["pvcs"]["kafka/data-kafka-2"] = pvc("data-kafka-2", labels={"app": "kafka"})
+        watches.expire("pvcs")
+        await until(lambda: "RESYNC" in seen, "the RESYNC")
+        assert sorted(claim.name for claim in cache.records()) == ["data-kafka-0", "data-kafka-2", "pg-data-0"]
+    assert watches.lists == ["pvcs", "pvcs"]
+
+
+async def test_pvc_and_pod_watches_are_narrowed_by_the_rules_selectors() -> None:
+    watches = world()
+    caches = ClusterCaches(source=watches, rules=[RULE])
+    async with running(*caches.caches()):
+        for cache in caches.caches():
+            await cache.wait_synced()
+        claims = await caches.list_pvcs(label_selector="app=kafka")
+    assert ("pvcs", "app=kafka", None) in watches.watched
+    assert not [w for w in watches.watched if w[0] == "pvcs" and w[1] != "app=kafka"]
+    assert sorted(claim.name for claim in claims) == ["data-kafka-0", "data-kafka-1"]
+    with pytest.raises(CacheNotSyncedError, match="no watch of pvcs with label selector 'app=postgres'"):
+        await caches.list_pvcs(label_selector="app=postgres")
+
+
+async def test_rules_do_not_evaluate_and_the_agent_is_not_ready_until_the_caches_synced() -> None:
+    watches = world()
+    caches = ClusterCaches(source=watches, rules=[RULE])
+    cycles: list[str] = []
+
+    async def cycle(rule: Rule) -> str:
+        cycles.append(rule.name)
+        return "ok"
+
+    async def resume(rule: Rule) -> None:
+        return None
+
+    gate = Gate(caches=caches, cycle=cycle, resume=resume)
+    assert "caches not synced: namespaces" in str(not_synced(caches.caches()))
+    assert "pvcs (app=kafka)" in str(not_synced(caches.caches()))
+    health = await gate.gated_cycle(RULE)
+    assert health.startswith("cache of namespaces not synced yet") and cycles == []
+    async with running(*caches.caches()):
+        await gate.gated_resume(RULE)  # waits for the rule's caches
+        assert await gate.gated_cycle(RULE) == "ok"
+        for cache in caches.caches():
+            await cache.wait_synced()
+        assert not_synced(caches.caches()) is None
+    assert cycles == [RULE.name]
+
+
+async def test_a_watch_refused_for_good_makes_the_rules_that_need_it_unhealthy() -> None:
+    watches = world()
+    watches.refuse(
+        "pvcs",
+        KubeError(
+            "kube-apiserver https://fake-watches: GET persistentvolumeclaims: 403 Forbidden: cannot list",
+            server="https://fake-watches",
+            verb="GET",
+            resource="persistentvolumeclaims",
+            status=403,
+        ),
+    )
+    caches = ClusterCaches(source=watches, rules=[RULE])
+    async with running(*caches.caches()):
+        await until(lambda: caches.pvcs["app=kafka"].failure is not None, "the refusal")
+        problem = caches.problem_for(RULE)
+        readiness = not_synced(caches.caches())
+        with pytest.raises(KubeError, match="403 Forbidden"):
+            await caches.list_pvcs(label_selector="app=kafka")
+    assert problem is not None and "watch of pvcs (app=kafka) failed" in problem
+    assert "https://fake-watches: GET persistentvolumeclaims: 403 Forbidden" in problem
+    assert readiness is not None and "403 Forbidden" in readiness
+
+
+class CountingRuleObjects(InMemoryRuleObjects):
+    """The AutopilotRuleObject API, counting the reads the state store sends it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    async def get_custom_object(self, *, group: str, version: str, plural: str, name: str) -> dict[str, Any]:
+        self.reads.append(f"GET {name}")
+        return await super().get_custom_object(group=group, version=version, plural=plural, name=name)
+
+    async def list_custom_objects(self, *, label_selector: str | None = None, **rest: Any) -> dict[str, Any]:
+        self.reads.append("LIST")
+        return await super().list_custom_objects(label_selector=label_selector, **rest)
+
+
+async def test_a_steady_cycle_sends_no_list() -> None:
+    watches = world()
+    api = CountingRuleObjects()
+    caches = ClusterCaches(source=watches, rules=[RULE])
+    objects = watched_objects(watches, dry_run=False)
+    store = StateStore(kube=api, watched=objects)  # type: ignore[arg-type]
+    inventory = Inventory(cluster=caches, prometheus=FakePrometheus())
+    async with running(objects, *caches.caches()):
+        for cache in [objects, *caches.caches()]:
+            await cache.wait_synced()
+        listed = list(watches.lists)
+        for _ in range(3):  # three steady cycles' reads
+            targets = await inventory.objects(RULE)
+            await store.load(RULE.name)
+            await store.action_history()
+    assert sorted(target.name for target in targets) == ["data-kafka-0", "data-kafka-1"]
+    assert watches.lists == listed, "a steady cycle listed again"
+    assert api.reads == [], "a steady cycle read the state objects from the apiserver"
+
+
+async def test_the_store_sees_its_own_write_before_the_watch_delivers_it() -> None:
+    watches = FakeWatches()
+    api = CountingRuleObjects()
+    objects = watched_objects(watches, dry_run=False)
+    store = StateStore(kube=api, watched=objects)  # type: ignore[arg-type]
+    triggered = ObjectState(state=RuleState.TRIGGERED, since=100.0)
+    async with running(objects):
+        await objects.wait_synced()
+        await store.save(
+            rule=RULE.name, object_key="kafka/data-kafka-0", object_kind="PersistentVolumeClaim", state=triggered
+        )
+        # The watch has not delivered anything yet: the store answers with what it wrote.
+        assert (await store.load(RULE.name))["kafka/data-kafka-0"].state is RuleState.TRIGGERED
+        (name,) = api.objects
+        first_version = api.objects[name]["metadata"]["resourceVersion"]
+
+        # The watch delivers the object as created (before the status write): older than the write.
+        created = {**api.objects[name], "status": {}, "metadata": {**api.objects[name]["metadata"]}}
+        created["metadata"]["resourceVersion"] = str(int(first_version) - 1)
+        watches.put("autopilotruleobjects", created)
+        await until(lambda: objects.get(name) is not None, "the stale copy reaches the cache")
+        assert (await store.load(RULE.name))["kafka/data-kafka-0"].state is RuleState.TRIGGERED
+
+        # Another writer's later version (one this store never saw) wins over the store's own.
+        normal = {**api.objects[name], "metadata": {**api.objects[name]["metadata"], "resourceVersion": "99"}}
+        normal["status"] = {}
+        watches.put("autopilotruleobjects", normal)
+        await until(lambda: objects.get(name)["metadata"]["resourceVersion"] == "99", "the other write")  # type: ignore[index]
+        assert "kafka/data-kafka-0" not in await store.load(RULE.name)
+    assert "LIST" not in api.reads
+
+
+async def test_a_conflict_re_reads_that_one_object() -> None:
+    watches = FakeWatches()
+    api = CountingRuleObjects()
+    objects = watched_objects(watches, dry_run=False)
+    store = StateStore(kube=api, watched=objects)  # type: ignore[arg-type]
+    key = "kafka/data-kafka-0"
+    async with running(objects):
+        await objects.wait_synced()
+        await store.save(
+            rule=RULE.name,
+            object_key=key,
+            object_kind="PersistentVolumeClaim",
+            state=ObjectState(state=RuleState.TRIGGERED, since=1.0),
+        )
+        (name,) = api.objects
+        api._stamp(api.objects[name])  # someone relabels it: a new resourceVersion, the same status
+        api.reads.clear()
+        await store.save(
+            rule=RULE.name,
+            object_key=key,
+            object_kind="PersistentVolumeClaim",
+            state=ObjectState(state=RuleState.NORMAL, since=2.0),
+        )
+    assert api.reads == [f"GET {name}"]
+    assert api.status_writes[-1]["state"] == RuleState.NORMAL.value
