@@ -209,13 +209,15 @@ async def run_agent(
         watched: list[WatchCache[Any]] = [state_objects]
         caches: ClusterCaches | None = None
         approval_objects = None
-        inventory: ClusterCaches | ScopedInventory
+        # What the executors read at action time, fresh (a sidecar's narrowed to its pod and claims).
+        inventory: KubeClient | ScopedInventory = kube
+        cluster: ClusterCaches | ScopedInventory
         if options.scope_pod is None:
-            inventory = caches = ClusterCaches(source=kube, rules=rules)
+            cluster = caches = ClusterCaches(source=kube, rules=rules)
             approval_objects = watched_approvals(kube)
             watched += [approval_objects, *caches.caches()]
         else:
-            inventory = ScopedInventory(source=kube, scope=options.scope_pod)
+            cluster = inventory = ScopedInventory(source=kube, scope=options.scope_pod)
         pools = options.storage_api.client() if options.storage_api else None
         dry_applier = DryRunApplier(record=lambda mutation: trail.write(_mutation_record(mutation, clock.now())))
         live_applier = LiveApplier(writer=kube, kafka=kafka, pools=pools)
@@ -264,7 +266,7 @@ async def run_agent(
         )
         cycle = RuleCycle(
             inventory=Inventory(
-                cluster=inventory, prometheus=options.prometheus.client(clock=clock), pools=pools, kafka=kafka
+                cluster=cluster, prometheus=options.prometheus.client(clock=clock), pools=pools, kafka=kafka
             ),
             store=store,
             runner=runner,

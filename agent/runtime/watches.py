@@ -10,17 +10,18 @@ restarts; here their changes only set triggers, and the rule loops do the rest:
 - a pod deleted (of the broker rules' watches): the broker and node rules;
 - a cache synced, resynced (its view replaced after a 410) or failed: the rules that read it.
 
-`gate` wraps a rule's cycle and resume: a cycle whose caches are not synced (or whose watch failed
+`Gate` wraps a rule's cycle and resume: a cycle whose caches are not synced (or whose watch failed
 for good, e.g. 403) does not run, and the rule's health says why; resume waits for them.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.adapters.kubernetes import NodeInfo
+from agent.adapters.kubernetes import KubeError, NodeInfo
 from agent.adapters.kubernetes.cache import CacheChange, ClusterCaches, WatchCache
 from agent.core.rules import Rule, TargetKind
 from agent.runtime.scheduler import Triggers
@@ -73,7 +74,10 @@ class Gate:
         return await self.cycle(rule)
 
     async def gated_resume(self, rule: Rule) -> None:
-        """Resume once the rule's caches are synced (raises a failed watch's error: the loop retries)."""
+        """Resume once the rule's caches are synced. With a watch failed for good there is nothing to
+        resume on: the rule's cycles then say why (`gated_cycle`), and each sweep tries again."""
         for cache in self.caches.needed_by(rule):
-            await cache.wait_synced()
-        await self.resume(rule)
+            with contextlib.suppress(KubeError):
+                await cache.wait_synced()
+        if self.caches.problem_for(rule) is None:
+            await self.resume(rule)

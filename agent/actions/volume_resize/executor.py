@@ -66,6 +66,10 @@ class StorageClassLike(Protocol):
     def allow_volume_expansion(self) -> bool: ...
 
 
+class StorageClassReader(Protocol):
+    async def storage_class(self, name: str) -> StorageClassLike: ...
+
+
 class VolumeReader(Protocol):
     async def list_pvcs(self) -> Sequence[PvcLike]: ...
 
@@ -93,6 +97,8 @@ class VolumeResizeExecutor:
     """Where Strimzi's resources are read; None: a Strimzi-owned PVC is declined."""
     verify_timeout_seconds: float = 300.0
     action: str = VOLUME_RESIZE
+    classes: StorageClassReader | None = None
+    """The watch-fed StorageClasses (agent.adapters.kubernetes.cache), else `reader`'s (a GET)."""
 
     async def _pvc(self, namespace: str, name: str) -> PvcLike | None:
         return next((c for c in await self.reader.list_pvcs() if c.namespace == namespace and c.name == name), None)
@@ -222,7 +228,7 @@ class VolumeResizeExecutor:
         storage_class: StorageClassLike | None = None
         if claim.storage_class:
             with contextlib.suppress(NotFoundError):
-                storage_class = await self.reader.storage_class(claim.storage_class)
+                storage_class = await (self.classes or self.reader).storage_class(claim.storage_class)
         if storage_class is None or not storage_class.allow_volume_expansion:
             return declined(f"StorageClass {claim.storage_class or '(none)'} does not allow volume expansion")
         if (claim.requested_bytes or 0) > planned.detail.current_bytes:
@@ -256,5 +262,9 @@ def _gap(claim: PvcLike | None, wanted: int, *, name: str) -> str | None:
 
 def build_executor(dependencies: Dependencies, applier: Applier) -> VolumeResizeExecutor:
     return VolumeResizeExecutor(
-        reader=dependencies.inventory, applier=applier, clock=dependencies.clock, owners=dependencies.kube
+        reader=dependencies.inventory,
+        applier=applier,
+        clock=dependencies.clock,
+        owners=dependencies.kube,
+        classes=dependencies.watched,
     )

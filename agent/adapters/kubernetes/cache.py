@@ -380,7 +380,7 @@ class ClusterCaches:
     def needed_by(self, rule: Rule) -> list[WatchCache[Any]]:
         """The caches a cycle of `rule` reads."""
         if rule.target is TargetKind.PVC:
-            return [self.namespaces, self.pvcs[_selector(rule)]]
+            return [self.namespaces, self.pvcs[_selector(rule)], self.storage_classes]
         if rule.target is TargetKind.BROKER:
             return [self.namespaces, self.pods[_selector(rule)]]
         if rule.target is TargetKind.NODE:

@@ -154,12 +154,24 @@ async def test_a_watch_refused_for_good_makes_the_rules_that_need_it_unhealthy()
         ),
     )
     caches = ClusterCaches(source=watches, rules=[RULE])
+    ran: list[str] = []
+
+    async def cycle(rule: Rule) -> str:
+        ran.append("cycle")
+        return "ok"
+
+    async def resume(rule: Rule) -> None:
+        ran.append("resume")
+
+    gate = Gate(caches=caches, cycle=cycle, resume=resume)
     async with running(*caches.caches()):
         await until(lambda: caches.pvcs["app=kafka"].failure is not None, "the refusal")
-        problem = caches.problem_for(RULE)
+        await gate.gated_resume(RULE)
+        problem = await gate.gated_cycle(RULE)
         readiness = not_synced(caches.caches())
         with pytest.raises(KubeError, match="403 Forbidden"):
             await caches.list_pvcs(label_selector="app=kafka")
+    assert ran == [], "a rule ran on a cache that failed"
     assert problem is not None and "watch of pvcs (app=kafka) failed" in problem
     assert "https://fake-watches: GET persistentvolumeclaims: 403 Forbidden" in problem
     assert readiness is not None and "403 Forbidden" in readiness
