@@ -4,6 +4,9 @@ Run as a container of a Kafka broker pod, the agent must act on that broker and 
 pod mounts, and on nothing else. So the inventory it reads is narrowed here, before any rule sees
 it: the broker target holds the one pod, the PVC target the claims of its volumes. Node and
 storage-pool rules act on shared machines, so in this mode they are not run; their health says so.
+A sidecar does not use the service mode's watch-fed caches of the cluster (agent.adapters.kubernetes.cache):
+its few reads (one pod, the claims of one namespace) stay direct, and its Role grants no cluster-wide
+list or watch; only its state objects come from a watch-fed cache.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ One sandbox for the module; each case starts the agents it needs and prints its 
 - a dry-run agent, then a live agent on the same rule: the dry-run's states never hold the live agent
   back, and the live agent resizes;
 - the apiserver stopped right after the agent's PVC patch and started 10 s later: the action resumes
-  and is verified, with exactly one patch.
+  and is verified, with exactly one patch;
+- a steady agent (PVC, broker and node rules) sends no LIST: it reads watch-fed caches (the
+  apiserver's audit log).
 The rest of the fault suite runs where its setting already is, without a bring-up of its own:
 - a Prometheus stop and start (no action on the gap, healthy after): test_agent_e2e;
 - a 429 storm from the apiserver's priority and fairness: test_chart_rbac_e2e, where the agent runs as
@@ -21,12 +23,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from e2e_support import (
     RULES,
     AgentProcess,
+    audit_log_entries,
     capacity,
     patch_times,
     records,
@@ -152,3 +156,34 @@ def test_the_apiserver_stopped_mid_action_resumes_with_exactly_one_patch(
     assert capacity(api, claim) == "800Gi"
     assert len(patch_times(sandbox, claim)) == 1
     assert live.process is not None and live.process.poll() is None
+
+
+def test_a_steady_agent_sends_no_list_to_the_apiserver(sandbox: Sandbox, agents_dir: Path) -> None:
+    """The watch-fed caches, against the real apiserver: once the agent is ready, its cycles of a PVC,
+    a broker and a node rule read the caches; the apiserver's audit log shows no LIST from it."""
+    with AgentProcess(
+        sandbox=sandbox, rules=[RESIZE, REBALANCE, NODE_FAILURE], audit_path=agents_dir / "steady.jsonl"
+    ) as agent:
+        time.sleep(3)  # the first cycles, and the resume of each rule
+        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        before = resize_cycles(agent)
+        time.sleep(10)  # five polls of the 2 s resize rule
+        cycles = resize_cycles(agent) - before
+        lists = [
+            f"{entry['verb']} {entry['requestURI']}"
+            for entry in audit_log_entries(sandbox)
+            if str(entry.get("userAgent", "")).startswith("kafka-autopilot/")
+            and entry.get("verb") == "list"
+            and entry.get("requestReceivedTimestamp", "") >= since
+        ]
+    print(f"\nSTEADY {cycles} cycles in 10 s, {len(lists)} LIST requests")
+    assert cycles >= 3, "the rules did not evaluate while watched"
+    assert lists == [], lists
+
+
+def resize_cycles(agent: AgentProcess) -> float:
+    """How many cycles the resize rule ran: its loop-duration histogram's count, from /metrics."""
+    for line in agent.metrics().splitlines():
+        if line.startswith("kafka_autopilot_loop_duration_seconds_count{") and 'rule="kafka-resize"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
