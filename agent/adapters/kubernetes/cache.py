@@ -115,14 +115,6 @@ def namespace_labels_record(raw: Mapping[str, Any]) -> Mapping[str, str]:
     return _strings((raw.get("metadata") or {}).get("labels"))
 
 
-def storage_class_record(raw: Mapping[str, Any]) -> StorageClassInfo:
-    return StorageClassInfo(
-        name=str((raw.get("metadata") or {}).get("name") or ""),
-        provisioner=str(raw.get("provisioner") or ""),
-        allow_volume_expansion=raw.get("allowVolumeExpansion") is True,
-    )
-
-
 def state_object_record(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     """An AutopilotRuleObject as the state store needs it (what it writes back: metadata, spec, status),
     without `managedFields`, the bulk of a small object."""
@@ -352,7 +344,7 @@ class ClusterCaches:
             source=source, kind="namespaces", decode=namespace_labels_record
         )
         self.storage_classes: WatchCache[StorageClassInfo] = WatchCache(
-            source=source, kind="storageclasses", decode=storage_class_record
+            source=source, kind="storageclasses", decode=StorageClassInfo.from_raw
         )
         self.nodes: WatchCache[NodeInfo] = WatchCache(source=source, kind="nodes", decode=NodeInfo.from_raw)
         self.leases: WatchCache[NodeLease] = WatchCache(

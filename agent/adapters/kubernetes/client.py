@@ -425,6 +425,14 @@ class StorageClassInfo:
     provisioner: str
     allow_volume_expansion: bool
 
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> StorageClassInfo:
+        return cls(
+            name=str(_dig(raw, "metadata", "name") or ""),
+            provisioner=str(raw.get("provisioner") or ""),
+            allow_volume_expansion=raw.get("allowVolumeExpansion") is True,
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class VolumeAttachmentInfo:
@@ -790,12 +798,7 @@ class KubeClient:
     async def storage_class(self, name: str) -> StorageClassInfo:
         """Raises NotFoundError when there is no such StorageClass."""
         operation = _Operation(verb="GET", resource="storageclasses", name=name)
-        raw = await self._send(operation, self._storage.read_storage_class, name)
-        return StorageClassInfo(
-            name=str(_dig(raw, "metadata", "name") or name),
-            provisioner=str(raw.get("provisioner") or ""),
-            allow_volume_expansion=raw.get("allowVolumeExpansion") is True,
-        )
+        return StorageClassInfo.from_raw(await self._send(operation, self._storage.read_storage_class, name))
 
     async def list_volume_attachments(self) -> list[VolumeAttachmentInfo]:
         operation = _Operation(verb="GET", resource="volumeattachments")
