@@ -32,8 +32,11 @@ class ScriptedKube(KubeClient):
         self.lists = lists
         self.streams = streams
         self.watched_from: list[str | None] = []
+        self.listed_with: list[dict[str, Any]] = []
+        """The selectors each list was sent with."""
 
     async def _send(self, operation: Any, call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.listed_with.append(dict(getattr(call, "keywords", {})))
         answer = self.lists.pop(0)
         if isinstance(answer, BaseException):
             raise answer
@@ -106,3 +109,35 @@ def test_a_permanent_error_reaches_the_consumer() -> None:
     with pytest.raises(KubeError) as raised:
         asyncio.run(take(kube, 1))
     assert raised.value.status == 403
+
+
+def test_a_cache_watch_is_narrowed_by_its_selectors_and_told_when_its_first_list_is_complete() -> None:
+    kube = ScriptedKube(
+        lists=[
+            {"metadata": {"resourceVersion": "10"}, "items": [node("a", "9")]},
+            {"metadata": {"resourceVersion": "20"}, "items": [node("a", "19")]},
+        ],
+        streams=[[failure(410, temporary=False)], [("DELETED", node("a", "21"))]],
+        clock=FakeClock(),
+    )
+
+    async def follow() -> list[WatchEvent]:
+        events: list[WatchEvent] = []
+        watch = kube.watch(
+            "pvcs", label_selector="app=kafka", field_selector="metadata.namespace=kafka", synced_event=True
+        )
+        async for event in watch:
+            events.append(event)
+            if len(events) == 4:
+                break
+        await watch.aclose()
+        return events
+
+    events = asyncio.run(follow())
+    assert [event.type for event in events] == [
+        "ADDED",
+        "SYNCED",
+        "RESYNC",
+        "DELETED",
+    ]  # SYNCED once, not after a RESYNC
+    assert kube.listed_with == [{"label_selector": "app=kafka", "field_selector": "metadata.namespace=kafka"}] * 2
