@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agent.core.catalog import Catalog, DeclineCode, Declined, PlanDetail, Planned
-from agent.core.matching import IdentityIndex, JoinResult, TargetObject, identity_labels_for, select_objects
-from agent.core.operators import holds
+from agent.core.matching import InventoryIndex, JoinResult, TargetObject
+from agent.core.operators import condition_test
 from agent.core.policy import AdmissionFacts, Held, HoldCode, Policy, admit
-from agent.core.rules import ConditionExpression, ConditionProvider, Rule, RuleAction, TargetKind
+from agent.core.rules import ConditionProvider, Rule, RuleAction
 from agent.core.samples import Sample
 from agent.core.states import (
+    NO_DATA_NOTE,
+    UNTOUCHED,
     Evaluated,
     Event,
     HeldByPolicy,
@@ -130,7 +132,7 @@ def verdict_of(results: Sequence[ExpressionResult], *, needed: int) -> Verdict:
 def run_cycle(
     *,
     rule: Rule,
-    objects: Sequence[TargetObject],
+    objects: Sequence[TargetObject] | InventoryIndex,
     vectors: Mapping[str, Sequence[Sample]],
     states: Mapping[str, ObjectState],
     now: float,
@@ -152,29 +154,28 @@ def run_cycle(
     An object with an `identity_problem` (a broker pod whose broker id is unknown) is evaluated, but
     every action planned on it is held (ActionsThrottled, code IdentityUnknown) with that reason, policy
     or not. An object the join gave no data says why in its note (and so in its evaluation record).
+
+    An object with no state in `states` is Normal with no history (`UNTOUCHED`); its state in the outcome
+    is worth storing only once it moves (`ObjectState.worth_keeping`). Pass one `InventoryIndex` for
+    every rule of a cycle, instead of the plain objects, and rules with the same selectors share their
+    selection, identity index and joins.
     """
-    selected = select_objects(rule, objects)
-    ignored = {target.key: why for target in selected if (why := target.ignored) is not None}
-    selected = [target for target in selected if target.key not in ignored]
-    excluded: dict[str, str] = {}
-    if policy is not None:
-        kept = []
-        for target in selected:
-            why = policy.excluded_by_namespace(target.namespace)
-            if why is None:
-                kept.append(target)
-            else:
-                excluded[target.key] = why
-        selected = kept
+    inventory = objects if isinstance(objects, InventoryIndex) else InventoryIndex(objects)
+    if policy is None:
+        selection = inventory.selection(rule)
+    else:
+        selection = inventory.selection(rule, kept_out=policy.excluded_by_namespace, filter_key=policy)
+    selected, ignored, excluded = selection.objects, dict(selection.ignored), dict(selection.excluded)
     facts = facts if facts is not None else AdmissionFacts()
-    index = IdentityIndex(
-        objects=selected,
-        identity_labels=identity_labels_for(rule),
-        cluster_wide_applies=rule.target is TargetKind.BROKER,
-    )
     joined = {
-        expression.query: index.join(vectors.get(expression.query, ())) for expression in rule.conditions.expressions
+        expression.query: inventory.join(selection, expression.query, vectors.get(expression.query, ()))
+        for expression in rule.conditions.expressions
     }
+    tests = [
+        (expression.label, condition_test(expression.operator, tuple(expression.values)), joined[expression.query])
+        for expression in rule.conditions.expressions
+    ]
+    needed = rule.conditions.needed
     moment = datetime.fromtimestamp(now, UTC)
     in_window = rule.in_action_window(weekday=moment.isoweekday(), minute_of_day=moment.hour * 60 + moment.minute)
     if policy is not None:
@@ -192,28 +193,30 @@ def run_cycle(
     notes: dict[str, str] = {}
     no_data: dict[str, str] = {}
     for target in selected:
+        key = target.key
         results = tuple(
-            _result(expression, joined[expression.query].values.get(target.key))
-            for expression in rule.conditions.expressions
+            ExpressionResult(expression=label, value=(value := join.values.get(key)), holds=test(value))
+            for label, test, join in tests
         )
-        verdict = verdict_of(results, needed=rule.conditions.needed)
-        evaluations.append(
-            ObjectEvaluation(rule=rule.name, object=target.key, at=now, results=results, verdict=verdict)
-        )
-        state = states.get(target.key, ObjectState())
-        step = advance(
-            rule=rule,
-            object_key=target.key,
-            state=state,
-            now=now,
-            event=Evaluated(verdict=verdict, in_action_window=in_window, approval_needed=needs_approval),
-        )
-        transitions.extend(step.transitions)
+        verdict = verdict_of(results, needed=needed)
+        evaluations.append(ObjectEvaluation(rule=rule.name, object=key, at=now, results=results, verdict=verdict))
+        state = states.get(key, UNTOUCHED)
+        if state.quiet_under(verdict):  # what `decide` would return, without its copies
+            step = Step(state=state, note=NO_DATA_NOTE if verdict is Verdict.NO_DATA else "")
+        else:
+            step = advance(
+                rule=rule,
+                object_key=key,
+                state=state,
+                now=now,
+                event=Evaluated(verdict=verdict, in_action_window=in_window, approval_needed=needs_approval),
+            )
+            transitions.extend(step.transitions)
         state, note = step.state, step.note
         if verdict is Verdict.NO_DATA:
-            why = _no_data_reasons(target.key, joined.values())
+            why = _no_data_reasons(key, joined.values())
             if why:
-                no_data[target.key] = why
+                no_data[key] = why
                 note = f"no data: {why}; state kept, nothing done"
         if step.plan_now or step.preview_now:
             plans = plan_actions(rule=rule, target=target, now=now)
@@ -323,14 +326,6 @@ def _first_hold(
 def _no_data_reasons(key: str, joins: Iterable[JoinResult]) -> str:
     """Why the join gave this object no value, for each expression that says (each reason once)."""
     return "; ".join(dict.fromkeys(reason for join in joins if (reason := join.no_data.get(key))))
-
-
-def _result(expression: ConditionExpression, value: float | None) -> ExpressionResult:
-    return ExpressionResult(
-        expression=expression.label,
-        value=value,
-        holds=holds(expression.operator, value=value, values=expression.values),
-    )
 
 
 def _as_declined(plans: tuple[PlannedAction, ...] | DeclinedAction) -> Declined | None:

@@ -28,7 +28,8 @@ Series that name no selected object are counted as unmatched. A broker pod whose
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.core.pools import PoolShape
@@ -72,7 +73,7 @@ class TargetObject:
     """Why this object's identity (a broker pod's broker id) is unknown: it is evaluated, but every
     action planned on it is held with this reason (agent.core.engine)."""
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
@@ -155,6 +156,78 @@ def select_objects(rule: Rule, objects: Sequence[TargetObject]) -> list[TargetOb
         and rule.selector.matches(candidate.labels)
         and (rule.namespace_selector is None or rule.namespace_selector.matches(candidate.namespace_labels))
     ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selection:
+    """What a rule selects of the inventory, once ignored objects and those a namespace filter keeps out
+    are set aside, with its identity index: shared by every rule with the same target and selectors."""
+
+    objects: Sequence[TargetObject]
+    ignored: Mapping[str, str]
+    excluded: Mapping[str, str]
+    index: IdentityIndex
+
+
+class InventoryIndex:
+    """The objects of one inventory snapshot, indexed once for every rule evaluated over it.
+
+    Rules with the same target kind and selectors share one selection and identity index, and rules of one
+    selection share each expression's join (`join`): the cost of a cycle grows with the distinct
+    selections and queries, not with the rules. Build one per snapshot (the objects must not change
+    while it is used); `run_cycle` builds a private one when given a plain sequence.
+    """
+
+    def __init__(self, objects: Sequence[TargetObject]) -> None:
+        self.objects = objects
+        self._by_kind: dict[TargetKind, list[TargetObject]] = {}
+        for candidate in objects:
+            self._by_kind.setdefault(candidate.kind, []).append(candidate)
+        self._selections: dict[tuple[object, ...], Selection] = {}
+        self._joins: dict[tuple[int, str], tuple[Sequence[Sample], JoinResult]] = {}
+
+    def selection(
+        self, rule: Rule, *, kept_out: Callable[[str | None], str | None] | None = None, filter_key: object = None
+    ) -> Selection:
+        """The rule's selection; `kept_out(namespace)` says why a namespace is filtered out (a policy's
+        namespaces), and `filter_key` names that filter (the same key must mean the same filter)."""
+        labels = identity_labels_for(rule)
+        key = (
+            rule.target,
+            rule.selector.query(),
+            None if rule.namespace_selector is None else rule.namespace_selector.query(),
+            labels,
+            filter_key if kept_out is not None else None,
+        )
+        found = self._selections.get(key)
+        if found is not None:
+            return found
+        ignored: dict[str, str] = {}
+        excluded: dict[str, str] = {}
+        kept: list[TargetObject] = []
+        for target in select_objects(rule, self._by_kind.get(rule.target, ())):
+            if (why := target.ignored) is not None:
+                ignored[target.key] = why
+            elif kept_out is not None and (why := kept_out(target.namespace)) is not None:
+                excluded[target.key] = why
+            else:
+                kept.append(target)
+        index = IdentityIndex(
+            objects=kept, identity_labels=labels, cluster_wide_applies=rule.target is TargetKind.BROKER
+        )
+        found = Selection(objects=kept, ignored=ignored, excluded=excluded, index=index)
+        self._selections[key] = found
+        return found
+
+    def join(self, selection: Selection, query: str, vector: Sequence[Sample]) -> JoinResult:
+        """`selection.index.join(vector)`, once per selection and query while the vector is the same."""
+        key = (id(selection), query)
+        found = self._joins.get(key)
+        if found is not None and found[0] is vector:
+            return found[1]
+        joined = selection.index.join(vector)
+        self._joins[key] = (vector, joined)
+        return joined
 
 
 @dataclass(frozen=True, kw_only=True)

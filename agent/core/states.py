@@ -86,6 +86,27 @@ class ObjectState:
     attempts_not_acted: int = 0
     """Outcomes in a row that did not act (held, failed, declined): the retry backoff grows with them."""
 
+    def worth_keeping(self, now: float) -> bool:
+        """Whether this state needs an AutopilotRuleObject: anything but Normal does, and so does a Normal
+        whose cooldown or retry backoff is still running (a policy counts it). A Normal with nothing
+        pending is what an object with no stored state is (`UNTOUCHED`): it is not written."""
+        if self.state is not RuleState.NORMAL:
+            return True
+        return self.cooldown_until is not None and now < self.cooldown_until
+
+    def quiet_under(self, verdict: Verdict) -> bool:
+        """Whether evaluating `verdict` leaves this state exactly as it is, with no note but no data's:
+        `decide` would only copy it. The engine skips `decide` for these (most objects, most cycles)."""
+        if verdict is Verdict.NO_DATA:
+            return self.state is not RuleState.INITIALIZING
+        return verdict is Verdict.CLEAR and self.state is RuleState.NORMAL and self.last_holding_at is None
+
+
+UNTOUCHED = ObjectState(state=RuleState.NORMAL)
+"""The state of an object with no stored state: Normal, no history. It is never written (`worth_keeping`),
+so a quiet object costs no AutopilotRuleObject; the first transition away from Normal creates one."""
+
+NO_DATA_NOTE = "no data: state kept, nothing done"
 
 GAP_POLL_INTERVALS = 2
 """`for` restarts after a gap with no holding sample longer than this many pollIntervals."""
@@ -313,7 +334,7 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
     current = machine.state.state
     verdict = event.verdict
     if verdict is Verdict.NO_DATA:
-        machine.note = "no data: state kept, nothing done"
+        machine.note = NO_DATA_NOTE
         return machine.step()
     last_holding = machine.state.last_holding_at
     gap = None if last_holding is None or verdict is not Verdict.HOLDS else machine.now - last_holding

@@ -40,6 +40,7 @@ from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.cloudevents import DEFAULT_CAPACITY, CloudEventSink
 from agent.audit.evaluations import EvaluationAudit, EvaluationAuditing
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
+from agent.core.collection import DEFAULT_GRACE_SECONDS
 from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
 from agent.core.loader import LoadResult, merge_results, parse_rules
@@ -47,6 +48,7 @@ from agent.core.policy import Policy, describe
 from agent.core.rules import Rule, TargetKind
 from agent.runtime.admission import AdmissionLedger
 from agent.runtime.approvals import ApprovalFlow
+from agent.runtime.collector import StateCollector, collect_forever
 from agent.runtime.cycle import RuleCycle
 from agent.runtime.events import KubeEvents
 from agent.runtime.inventory import Inventory, split_storage_pool_rules
@@ -127,6 +129,8 @@ class RunOptions:
     """Publish every transition, action and hold to this Kafka topic as CloudEvents (needs `kafka`)."""
     events_buffer: int = DEFAULT_CAPACITY
     """Events kept while the topic is unreachable; later ones are dropped and counted."""
+    state_gc_grace: float = DEFAULT_GRACE_SECONDS
+    """How long a rule or object is gone before its AutopilotRuleObjects are collected (agent.runtime.collector)."""
 
 
 def load_rules(paths: Sequence[Path]) -> tuple[list[Rule], list[Problem]]:
@@ -323,6 +327,17 @@ async def run_agent(
         tasks = [asyncio.create_task(run_when_state_served(kube, scheduler), name="agent")]
         if options.scope_pod is None:  # a sidecar's pod is its whole world: no cluster-wide watches
             tasks.append(asyncio.create_task(watch_triggers(kube, triggers), name="watches"))
+            collector = StateCollector(
+                store=store,
+                inventory=cycle.inventory,
+                rules=rules,
+                trail=trail,
+                clock=clock,
+                acting=lambda: elector is None or elector.leading,
+                grace_seconds=options.state_gc_grace,
+                history_seconds=policy.history_seconds if policy is not None else 0,
+            )
+            tasks.append(asyncio.create_task(collect_forever(collector, clock), name="state-collector"))
         keeping = []
         if elector is not None:
             keeping.append(

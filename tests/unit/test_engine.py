@@ -179,8 +179,8 @@ def test_cycle_records_transitions_and_evaluations() -> None:
     outcome = run_cycle(
         rule=RULE, objects=pvcs(count=1), vectors=usage({"data-kafka-0": 85.0}), states={}, now=T0, catalog=CATALOG
     )
+    # no stored state is Normal with no history (UNTOUCHED): no Initializing -> Normal first
     assert [(t.from_state, t.to_state) for t in outcome.transitions] == [
-        (RuleState.INITIALIZING, RuleState.NORMAL),
         (RuleState.NORMAL, RuleState.TRIGGERED),
         (RuleState.TRIGGERED, RuleState.ACTIVE_ACTIONS_PENDING),
     ]
