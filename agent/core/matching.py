@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from agent.core.pools import PoolShape
@@ -164,18 +165,21 @@ class Selection:
     are set aside, with its identity index: shared by every rule with the same target and selectors."""
 
     objects: Sequence[TargetObject]
+    keys: AbstractSet[str]
     ignored: Mapping[str, str]
     excluded: Mapping[str, str]
     index: IdentityIndex
+    """The identity index of every object of the kind: joins through it keep to `objects`."""
 
 
 class InventoryIndex:
     """The objects of one inventory snapshot, indexed once for every rule evaluated over it.
 
-    Rules with the same target kind and selectors share one selection and identity index, and rules of one
-    selection share each expression's join (`join`): the cost of a cycle grows with the distinct
-    selections and queries, not with the rules. Build one per snapshot (the objects must not change
-    while it is used); `run_cycle` builds a private one when given a plain sequence.
+    Rules with the same target kind and selectors share one selection, rules of one kind (and identity
+    labels) one identity index, and rules of one selection each expression's join (`join`): the cost of
+    a cycle grows with the distinct selections and queries, not with the rules. Build one per snapshot
+    (the objects must not change while it is used); `run_cycle` builds a private one when given a plain
+    sequence.
     """
 
     def __init__(self, objects: Sequence[TargetObject]) -> None:
@@ -184,6 +188,7 @@ class InventoryIndex:
         for candidate in objects:
             self._by_kind.setdefault(candidate.kind, []).append(candidate)
         self._selections: dict[tuple[object, ...], Selection] = {}
+        self._indexes: dict[tuple[TargetKind, IdentityLabels], IdentityIndex] = {}
         self._joins: dict[tuple[int, str], tuple[Sequence[Sample], JoinResult]] = {}
 
     def selection(
@@ -212,20 +217,27 @@ class InventoryIndex:
                 excluded[target.key] = why
             else:
                 kept.append(target)
-        index = IdentityIndex(
-            objects=kept, identity_labels=labels, cluster_wide_applies=rule.target is TargetKind.BROKER
-        )
-        found = Selection(objects=kept, ignored=ignored, excluded=excluded, index=index)
+        index_key = (rule.target, labels)
+        index = self._indexes.get(index_key)
+        if index is None:
+            index = IdentityIndex(
+                objects=self._by_kind.get(rule.target, []),
+                identity_labels=labels,
+                cluster_wide_applies=rule.target is TargetKind.BROKER,
+            )
+            self._indexes[index_key] = index
+        keys = frozenset(target.key for target in kept)
+        found = Selection(objects=kept, keys=keys, ignored=ignored, excluded=excluded, index=index)
         self._selections[key] = found
         return found
 
     def join(self, selection: Selection, query: str, vector: Sequence[Sample]) -> JoinResult:
-        """`selection.index.join(vector)`, once per selection and query while the vector is the same."""
+        """The vector joined to the selection's objects, once per selection and query while the vector is the same."""
         key = (id(selection), query)
         found = self._joins.get(key)
         if found is not None and found[0] is vector:
             return found[1]
-        joined = selection.index.join(vector)
+        joined = selection.index.join(vector, among=selection.objects, members=selection.keys)
         self._joins[key] = (vector, joined)
         return joined
 
@@ -263,11 +275,24 @@ class IdentityIndex:
         for labels in identity_labels:
             index: dict[tuple[str, ...], list[str]] = {}
             for candidate in objects:
-                if all(label in candidate.identity for label in labels):
-                    index.setdefault(tuple(candidate.identity[label] for label in labels), []).append(candidate.key)
+                identity = candidate.identity
+                try:
+                    wanted = tuple([identity[label] for label in labels])
+                except KeyError:  # the object has no such identity
+                    continue
+                index.setdefault(wanted, []).append(candidate.key)
             self.by_alternative.append(index)
 
-    def join(self, vector: Sequence[Sample]) -> JoinResult:
+    def join(
+        self,
+        vector: Sequence[Sample],
+        *,
+        among: Sequence[TargetObject] | None = None,
+        members: AbstractSet[str] | None = None,
+    ) -> JoinResult:
+        """The vector joined to the indexed objects, or only to `among` (whose keys are `members`), as if
+        the index held only those: an index of every object of a kind serves every selection of it."""
+        objects = self.objects if among is None else among
         without_identity = [sample for sample in vector if not self.every_identity_label.intersection(sample.labels)]
         if without_identity and not self.cluster_wide_applies:
             reason = (
@@ -277,20 +302,23 @@ class IdentityIndex:
             return JoinResult(
                 values={},
                 unmatched_series=len(vector),
-                no_data={candidate.key: reason for candidate in self.objects},
+                no_data={candidate.key: reason for candidate in objects},
             )
         if len(vector) == 1 and without_identity:
             value = vector[0].value
-            return JoinResult(values={candidate.key: value for candidate in self.objects})
+            return JoinResult(values={candidate.key: value for candidate in objects})
         values: dict[str, float] = {}
         ambiguous: set[str] = set()
         no_data: dict[str, str] = {}
         unmatched = 0
         for sample in vector:
-            named, keys = self._lookup(sample.labels)
+            names, keys = self._lookup(sample.labels)
+            if members is not None and keys:
+                keys = [key for key in keys if key in members]
             if not keys:
                 unmatched += 1
             elif len(keys) > 1:
+                named = ",".join(f"{name}={_identity_value(name, sample.labels[name])}" for name in names)
                 reason = f"series {named} names {len(keys)} objects: {', '.join(sorted(keys))}"
                 for key in keys:
                     ambiguous.add(key)
@@ -306,14 +334,15 @@ class IdentityIndex:
             values=values, unmatched_series=unmatched, ambiguous_objects=frozenset(ambiguous), no_data=no_data
         )
 
-    def _lookup(self, labels: Mapping[str, str]) -> tuple[str, list[str]]:
-        """The identity the series names (`pod=kafka-0`) and the keys of the objects it names."""
+    def _lookup(self, labels: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]]:
+        """The identity labels the series names its object by (`pod`), and the keys of the objects it names."""
         for names, index in zip(self.alternatives, self.by_alternative, strict=True):
-            if all(name in labels for name in names):
-                wanted = tuple(_identity_value(name, labels[name]) for name in names)
-                shown = ",".join(f"{name}={value}" for name, value in zip(names, wanted, strict=True))
-                return shown, index.get(wanted, [])
-        return "", []
+            try:
+                wanted = tuple([_identity_value(name, labels[name]) for name in names])
+            except KeyError:  # not this alternative
+                continue
+            return names, index.get(wanted, [])
+        return (), []
 
 
 def _shown(labels: Mapping[str, str]) -> str:

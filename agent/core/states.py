@@ -228,15 +228,17 @@ class _Machine:
                     reason=reason,
                 )
             )
+        changes: dict[str, object] = {"reason": reason}  # one copy of the state per step, not one per field
+        if to_state is not self.state.state:
             entered = {**self.state.entered_at, to_state.value: self.now}
-            self.state = replace(self.state, state=to_state, since=self.now, entered_at=entered)
+            changes.update(state=to_state, since=self.now, entered_at=entered)
             if to_state is RuleState.NORMAL:
-                self.state = replace(self.state, approved_at=None, approval_declined_at=None, attempts_not_acted=0)
-        self.state = replace(self.state, reason=reason)
+                changes.update(approved_at=None, approval_declined_at=None, attempts_not_acted=0)
         if not isinstance(active_at, EllipsisType):
-            self.state = replace(self.state, active_at=active_at)
+            changes["active_at"] = active_at
         if not isinstance(cooldown_until, EllipsisType):
-            self.state = replace(self.state, cooldown_until=cooldown_until)
+            changes["cooldown_until"] = cooldown_until
+        self.state = replace(self.state, **changes)  # type: ignore[arg-type]
 
     def backoff(self) -> float:
         return retry_backoff_seconds(
@@ -338,7 +340,8 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
         return machine.step()
     last_holding = machine.state.last_holding_at
     gap = None if last_holding is None or verdict is not Verdict.HOLDS else machine.now - last_holding
-    machine.state = replace(machine.state, last_holding_at=None)  # kept only while `for` is being waited for
+    if last_holding is not None:  # kept only while `for` is being waited for
+        machine.state = replace(machine.state, last_holding_at=None)
     if current is RuleState.ACTIVE_ACTIONS_TAKEN:
         if machine.in_cooldown():
             machine.note = f"in cooldown until {machine.state.cooldown_until:.0f}"

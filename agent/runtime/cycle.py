@@ -30,7 +30,7 @@ import structlog
 from agent.adapters.clock import Clock
 from agent.adapters.errors import StateConflictError
 from agent.core.catalog import Catalog
-from agent.core.engine import CycleOutcome, run_cycle
+from agent.core.engine import CycleOutcome, run_cycle, verdicts_by_object
 from agent.core.policy import Policy
 from agent.core.rules import Rule
 from agent.core.states import Verdict
@@ -142,7 +142,7 @@ def with_kafka_problem(health: str, kafka_problem: str) -> str:
 def rule_health(outcome: CycleOutcome) -> str:
     """ "ok", or how many selected objects had no data this cycle and why (the join's reason when it
     has one: a series naming several objects, or one without identity; else a missing or broken metric)."""
-    blind = [evaluation.object for evaluation in outcome.evaluations if evaluation.verdict is Verdict.NO_DATA]
+    blind = [key for key, verdict in verdicts_by_object(outcome.evaluations) if verdict is Verdict.NO_DATA]
     if not outcome.evaluations:
         return "no object selected"
     if blind:
