@@ -253,6 +253,10 @@ class JoinResult:
     """Object key -> why the join gave it no value, when the vector had something to say about it."""
 
 
+Resolution = tuple[Sample, tuple[str, ...], list[str]]
+"""A sample, the identity labels it names its object by, and the keys of every indexed object it names."""
+
+
 class IdentityIndex:
     """Object lookup by identity label values, built once per rule and cycle, reused per expression.
 
@@ -272,6 +276,8 @@ class IdentityIndex:
         self.cluster_wide_applies = cluster_wide_applies
         self.every_identity_label = frozenset(label for labels in identity_labels for label in labels)
         self.by_alternative: list[dict[tuple[str, ...], list[str]]] = []
+        self._resolutions: dict[int, tuple[Sequence[Sample], list[Resolution], list[Sample]]] = {}
+        """id(vector) -> (the vector, kept so that its id stays its own, then what `_resolved` returns)."""
         for labels in identity_labels:
             index: dict[tuple[str, ...], list[str]] = {}
             for candidate in objects:
@@ -293,7 +299,7 @@ class IdentityIndex:
         """The vector joined to the indexed objects, or only to `among` (whose keys are `members`), as if
         the index held only those: an index of every object of a kind serves every selection of it."""
         objects = self.objects if among is None else among
-        without_identity = [sample for sample in vector if not self.every_identity_label.intersection(sample.labels)]
+        named_by, without_identity = self._resolved(vector)
         if without_identity and not self.cluster_wide_applies:
             reason = (
                 f"series {_shown(without_identity[0].labels)} carries none of the identity labels"
@@ -311,10 +317,8 @@ class IdentityIndex:
         ambiguous: set[str] = set()
         no_data: dict[str, str] = {}
         unmatched = 0
-        for sample in vector:
-            names, keys = self._lookup(sample.labels)
-            if members is not None and keys:
-                keys = [key for key in keys if key in members]
+        for sample, names, every in named_by:
+            keys = [key for key in every if key in members] if members is not None and every else every
             if not keys:
                 unmatched += 1
             elif len(keys) > 1:
@@ -333,6 +337,19 @@ class IdentityIndex:
         return JoinResult(
             values=values, unmatched_series=unmatched, ambiguous_objects=frozenset(ambiguous), no_data=no_data
         )
+
+    def _resolved(
+        self, vector: Sequence[Sample]
+    ) -> tuple[list[tuple[Sample, tuple[str, ...], list[str]]], list[Sample]]:
+        """Each sample with the identity labels it names its object by and every indexed object it names,
+        and the samples with no identity label: once per vector, whatever the selections joined to it."""
+        found = self._resolutions.get(id(vector))
+        if found is not None and found[0] is vector:
+            return found[1], found[2]
+        named_by = [(sample, *self._lookup(sample.labels)) for sample in vector]
+        without_identity = [sample for sample in vector if not self.every_identity_label.intersection(sample.labels)]
+        self._resolutions[id(vector)] = (vector, named_by, without_identity)
+        return named_by, without_identity
 
     def _lookup(self, labels: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]]:
         """The identity labels the series names its object by (`pod`), and the keys of the objects it names."""

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import EllipsisType
+from typing import assert_never
 
 from agent.core.catalog import DeclineCode, Declined
 
@@ -281,6 +282,8 @@ def decide(
         state=state,
     )
     current = state.state
+    if isinstance(event, Evaluated):  # the event of every cycle, checked first
+        return _evaluated(machine, event)
     if isinstance(event, PlanOutcome):
         return _planned(machine, event.declined)
     if isinstance(event, HeldByPolicy):
@@ -327,7 +330,7 @@ def decide(
         machine.state = replace(machine.state, approved_at=now, reason=f"approved{by}")
         machine.note = "approved: the actions start at the next evaluation"
         return machine.step()
-    return _evaluated(machine, event)
+    assert_never(event)
 
 
 def _evaluated(machine: _Machine, event: Evaluated) -> Step:
