@@ -52,6 +52,7 @@ from agent.audit.evaluations import EvaluationAuditing
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.aliases import KEY_ALIASES
+from agent.core.collection import DEFAULT_GRACE_SECONDS
 from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
@@ -217,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
         "verdict or state changes), sample:N (the changes, and every object every N-th cycle) or all (every "
         "object every cycle); transitions, actions, policy holds and errors are always written, and a per-rule "
         "evaluation-summary when its counts change or once a minute (default changes)",
+    )
+    run.add_argument(
+        "--state-gc-grace",
+        type=int,
+        default=DEFAULT_GRACE_SECONDS,
+        metavar="SECONDS",
+        help="how long a rule or object must be gone before the leader deletes its AutopilotRuleObjects; those "
+        f"back to Normal with no history a policy counts go at the next collection (default {DEFAULT_GRACE_SECONDS})",
     )
     run.add_argument(
         "--log-format",
@@ -476,6 +485,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             sasl_password=password,
             ssl_cafile=args.kafka_ca_file,
         )
+    if args.state_gc_grace < 0:
+        print(
+            f"kafka-autopilot run: --state-gc-grace must be 0 or more seconds, got {args.state_gc_grace}",
+            file=sys.stderr,
+        )
+        return EXIT_CANNOT_RUN
     if args.leader_elect and args.lease_duration < 3:
         print(
             f"kafka-autopilot run: --lease-duration must be at least 3 seconds, got {args.lease_duration}",
@@ -517,6 +532,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         listen_port=int(port),
         metrics_per_pvc=args.metrics_per_pvc,
         audit_evaluations=args.audit_evaluations,
+        state_gc_grace=float(args.state_gc_grace),
         install_crds=args.install_crds,
         audit_stream=audit,
         leader_elect=args.leader_elect,

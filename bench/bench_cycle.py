@@ -12,10 +12,18 @@ No Prometheus is involved. The body `/api/v1/query` would return for each distin
 generated once, deterministically (seeded), as JSON bytes in memory: one series per object of the
 expression's kind, with a few series missing, a few NaN and a few naming objects that do not exist.
 Every cycle decodes those bytes again, as the runtime would. The rules are generated as YAML text and
-loaded with the real loader. Each run times the decode floor, a first cycle (every state new) and a
+loaded with the real loader. Each run times the decode floor, a first cycle (no state stored) and a
 steady cycle (the same answers one poll later, from the first cycle's states). Only the rules, the
 inventory and the recorded bodies are shared between runs; no result is, and within a run only the
-states pass from one cycle to the next. Every rule is given the whole mixed inventory, as
+states pass from one cycle to the next: those the runtime would store, the ones worth an
+AutopilotRuleObject (`ObjectState.worth_keeping`). A quiet object has no stored state and gets none,
+so the first cycle differs from the steady one only where objects move (the transitions and plans of
+the objects whose conditions hold). The work measured is the real work: every selected object of
+every rule is evaluated in both cycles, every condition tested, every verdict kept. What is not in
+the measured time is building a per-object evaluation record: a cycle's `Evaluations` builds one
+only when it is read, as the runtime does for `--audit-evaluations all` or a changed verdict (the
+summary line below reads them all, outside the timing). Every rule is given the whole mixed
+inventory, indexed once per cycle (`InventoryIndex`), as
 `run_cycle`'s signature allows, and selects its own kind.
 
 The Prometheus adapter has no pure "JSON body -> Samples" function (its conversion is a method of the
@@ -45,7 +53,7 @@ from agent.actions.registry import CATALOG
 from agent.core.aliases import KEY_ALIASES
 from agent.core.engine import CycleOutcome, distinct_queries, run_cycle
 from agent.core.loader import parse_rules
-from agent.core.matching import TargetObject, broker_object, node_object, pvc_object
+from agent.core.matching import InventoryIndex, TargetObject, broker_object, node_object, pvc_object
 from agent.core.rules import Rule, TargetKind
 from agent.core.samples import Sample
 from agent.core.states import ObjectState, Verdict
@@ -550,11 +558,15 @@ def decode(responses: Mapping[str, bytes]) -> dict[str, tuple[Sample, ...]]:
 def run_rules(
     workload: Workload, vectors: Mapping[str, Sequence[Sample]], *, states: States, now: float
 ) -> dict[str, CycleOutcome]:
-    """Every rule over the whole inventory with this cycle's vectors; rule name -> outcome."""
+    """Every rule over the whole inventory with this cycle's vectors; rule name -> outcome.
+
+    The inventory is indexed once per cycle (`InventoryIndex`, inside the measured time), as the runtime
+    does for one snapshot: rules with the same selectors share their selection, identity index and joins."""
+    inventory = InventoryIndex(workload.objects)
     return {
         rule.name: run_cycle(
             rule=rule,
-            objects=workload.objects,
+            objects=inventory,
             vectors=vectors,
             states=states.get(rule.name, {}),
             now=now,
@@ -569,8 +581,12 @@ def cycle(workload: Workload, *, states: States, now: float) -> dict[str, CycleO
     return run_rules(workload, decode(workload.responses), states=states, now=now)
 
 
-def next_states(outcomes: Mapping[str, CycleOutcome]) -> States:
-    return {name: outcome.states for name, outcome in outcomes.items()}
+def next_states(outcomes: Mapping[str, CycleOutcome], *, now: float) -> States:
+    """What the runtime would store after a first cycle: only the states worth an AutopilotRuleObject."""
+    return {
+        name: {key: state for key, state in outcome.states.items() if state.worth_keeping(now)}
+        for name, outcome in outcomes.items()
+    }
 
 
 # --- measuring ----------------------------------------------------------------------------------------
@@ -616,7 +632,7 @@ def one_run(workload: Workload) -> tuple[Run, str, str]:
     """Decode floor, first cycle, steady cycle; only the states outlive a cycle, as in the runtime."""
     _, decode_time = timed(lambda: decode(workload.responses))
     first, first_time = timed(lambda: cycle(workload, states={}, now=T0))
-    previous, first_summary = next_states(first), _summary(first)
+    previous, first_summary = next_states(first, now=T0), _summary(first)
     del first
     steady, steady_time = timed(lambda: cycle(workload, states=previous, now=T0 + POLL_SECONDS))
     steady_summary = _summary(steady)
@@ -675,7 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     decode_peak = traced_peak(lambda: decode(workload.responses))
     first_peak = traced_peak(lambda: cycle(workload, states={}, now=T0))
-    previous = next_states(cycle(workload, states={}, now=T0))
+    previous = next_states(cycle(workload, states={}, now=T0), now=T0)
     steady_peak = traced_peak(lambda: cycle(workload, states=previous, now=T0 + POLL_SECONDS))
 
     by_kind = {kind: sum(1 for rule in workload.rules if rule.target is kind) for kind in TargetKind}

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from agent.core.engine import ObjectEvaluation
+from agent.core.engine import Evaluations, ObjectEvaluation, verdicts_by_object
 from agent.core.states import ObjectState, Verdict
 
 SUMMARY_HEARTBEAT_SECONDS = 60.0
@@ -75,9 +75,22 @@ def signature(evaluation: ObjectEvaluation, state: ObjectState | None) -> Signat
     return evaluation.verdict, tuple(result.holds for result in evaluation.results), steady
 
 
+def _signatures(evaluations: Sequence[ObjectEvaluation], states: Mapping[str, ObjectState]) -> dict[str, Signature]:
+    if not isinstance(evaluations, Evaluations):
+        return {evaluation.object: signature(evaluation, states.get(evaluation.object)) for evaluation in evaluations}
+    signatures: dict[str, Signature] = {}
+    for position, (key, verdict) in enumerate(zip(evaluations.keys, evaluations.verdicts, strict=True)):
+        state = states.get(key)
+        steady = (
+            replace(state, last_holding_at=None) if state is not None and state.last_holding_at is not None else state
+        )
+        signatures[key] = verdict, evaluations.holds(position), steady
+    return signatures
+
+
 def verdict_counts(evaluations: Sequence[ObjectEvaluation]) -> dict[str, int]:
     """Objects by verdict, every verdict present (0 when none): holds, clear, no-data."""
-    counted = Counter(evaluation.verdict for evaluation in evaluations)
+    counted = Counter(verdict for _, verdict in verdicts_by_object(evaluations))
     return {verdict.value: counted[verdict] for verdict in Verdict}
 
 
@@ -110,11 +123,15 @@ class EvaluationAudit:
         )
         memory.cycles += 1
         previous = memory.signatures
-        memory.signatures = {
-            evaluation.object: signature(evaluation, states.get(evaluation.object)) for evaluation in evaluations
-        }
+        memory.signatures = _signatures(evaluations, states)
         if memory.sampled:
             return list(evaluations)
+        if isinstance(evaluations, Evaluations):  # build only the records written
+            return [
+                evaluations[position]
+                for position, key in enumerate(evaluations.keys)
+                if previous.get(key) != memory.signatures[key]
+            ]
         return [
             evaluation
             for evaluation in evaluations

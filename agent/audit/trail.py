@@ -157,6 +157,13 @@ def excluded_record(
     return _record(event=event, at=at, rule=rule, obj=object_key, dry_run=False, outcome="excluded", reason=reason)
 
 
+def collected_record(*, rule: str, object_key: str, reason: str, at: float) -> AuditRecord:
+    """A pair's AutopilotRuleObject deleted by the collector (agent.runtime.collector), and why."""
+    return _record(
+        event="state-collected", at=at, rule=rule, obj=object_key, dry_run=False, outcome="deleted", reason=reason
+    )
+
+
 def evaluation_summary_record(
     *, rule: str, at: float, counts: Mapping[str, object], written: int, cycle_seconds: float, dry_run: bool
 ) -> AuditRecord:

@@ -7,17 +7,20 @@ the planned actions to executors (or, in dry-run, to the audit sink). Nothing he
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple, overload
 
 from agent.core.catalog import Catalog, DeclineCode, Declined, PlanDetail, Planned
-from agent.core.matching import IdentityIndex, JoinResult, TargetObject, identity_labels_for, select_objects
-from agent.core.operators import holds
+from agent.core.matching import InventoryIndex, JoinResult, TargetObject
+from agent.core.operators import condition_test
 from agent.core.policy import AdmissionFacts, Held, HoldCode, Policy, admit
-from agent.core.rules import ConditionExpression, ConditionProvider, Rule, RuleAction, TargetKind
+from agent.core.rules import ConditionProvider, Rule, RuleAction
 from agent.core.samples import Sample
 from agent.core.states import (
+    NO_DATA_NOTE,
+    UNTOUCHED,
     Evaluated,
     Event,
     HeldByPolicy,
@@ -31,20 +34,102 @@ from agent.core.states import (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class ExpressionResult:
+class ExpressionResult(NamedTuple):
+    """One condition of one object in one cycle. A NamedTuple, as ObjectEvaluation: one of each is made
+    per selected object per cycle, and a tuple is built several times faster, and smaller, than a frozen
+    dataclass."""
+
     expression: str
     value: float | None
     holds: bool | None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ObjectEvaluation:
+class ObjectEvaluation(NamedTuple):
     rule: str
     object: str
     at: float
     results: tuple[ExpressionResult, ...]
     verdict: Verdict
+
+
+ConditionCheck = tuple[str, Callable[[float | None], bool | None], Callable[[str], float | None]]
+"""(expression label, its test, the object key -> value lookup of its join)."""
+
+
+class Evaluations(Sequence[ObjectEvaluation]):
+    """One rule's evaluations of one cycle, one per evaluated object, in order; each record is built when read.
+
+    A cycle keeps only the objects' keys and verdicts: a quiet object costs no record unless something
+    reads it (`--audit-evaluations all`, a changed verdict, an approval's preview). Reading one tests
+    its conditions again, over the same joins: the same values, the same record.
+    """
+
+    __slots__ = ("_checks", "_positions", "at", "keys", "rule", "verdicts")
+
+    def __init__(self, *, rule: str, at: float, checks: Sequence[ConditionCheck] = ()) -> None:
+        self.rule = rule
+        self.at = at
+        self._checks = tuple(checks)
+        self.keys: list[str] = []
+        self.verdicts: list[Verdict] = []
+        self._positions: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> ObjectEvaluation: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[ObjectEvaluation, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> ObjectEvaluation | tuple[ObjectEvaluation, ...]:
+        if isinstance(index, slice):
+            return tuple(self._record(position) for position in range(len(self.keys))[index])
+        return self._record(range(len(self.keys))[index])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(mine == theirs for mine, theirs in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Evaluations({self.rule!r}, {len(self)} objects)"
+
+    def holds(self, position: int) -> tuple[bool | None, ...]:
+        """Each condition's verdict for the object at `position`, without building its record."""
+        key = self.keys[position]
+        return tuple([test(lookup(key)) for _, test, lookup in self._checks])
+
+    def of(self, object_key: str) -> ObjectEvaluation | None:
+        """The object's evaluation, if it was evaluated."""
+        if self._positions is None:
+            self._positions = {key: position for position, key in enumerate(self.keys)}
+        position = self._positions.get(object_key)
+        return None if position is None else self._record(position)
+
+    def _record(self, position: int) -> ObjectEvaluation:
+        key = self.keys[position]
+        results = tuple(
+            [ExpressionResult(label, value := lookup(key), test(value)) for label, test, lookup in self._checks]
+        )
+        return ObjectEvaluation(self.rule, key, self.at, results, self.verdicts[position])
+
+
+def verdicts_by_object(evaluations: Sequence[ObjectEvaluation]) -> Iterable[tuple[str, Verdict]]:
+    """(object key, verdict) of each evaluation, without building the records of an `Evaluations`."""
+    if isinstance(evaluations, Evaluations):
+        return zip(evaluations.keys, evaluations.verdicts, strict=True)
+    return ((evaluation.object, evaluation.verdict) for evaluation in evaluations)
+
+
+def evaluation_of(evaluations: Sequence[ObjectEvaluation], object_key: str) -> ObjectEvaluation | None:
+    """The object's evaluation among `evaluations`, if any."""
+    if isinstance(evaluations, Evaluations):
+        return evaluations.of(object_key)
+    return next((evaluation for evaluation in evaluations if evaluation.object == object_key), None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +170,8 @@ class HeldAction:
 @dataclass(frozen=True, kw_only=True)
 class CycleOutcome:
     states: Mapping[str, ObjectState]
-    evaluations: tuple[ObjectEvaluation, ...] = ()
+    evaluations: Sequence[ObjectEvaluation] = ()
+    """An `Evaluations` from `run_cycle`: records built when read."""
     transitions: tuple[Transition, ...] = ()
     planned: tuple[PlannedAction, ...] = ()
     previews: tuple[PlannedAction, ...] = ()
@@ -118,8 +204,12 @@ def distinct_queries(rules: Sequence[Rule], *, provider: ConditionProvider = Con
 
 def verdict_of(results: Sequence[ExpressionResult], *, needed: int) -> Verdict:
     """Holds when enough expressions hold; clear when even the unknown ones could not make it."""
-    holding = sum(1 for result in results if result.holds is True)
-    unknown = sum(1 for result in results if result.holds is None)
+    holding = unknown = 0
+    for result in results:  # a loop, not two sums: this runs once per selected object per cycle
+        if result.holds is None:
+            unknown += 1
+        elif result.holds:
+            holding += 1
     if holding >= needed:
         return Verdict.HOLDS
     if holding + unknown < needed:
@@ -130,7 +220,7 @@ def verdict_of(results: Sequence[ExpressionResult], *, needed: int) -> Verdict:
 def run_cycle(
     *,
     rule: Rule,
-    objects: Sequence[TargetObject],
+    objects: Sequence[TargetObject] | InventoryIndex,
     vectors: Mapping[str, Sequence[Sample]],
     states: Mapping[str, ObjectState],
     now: float,
@@ -152,29 +242,33 @@ def run_cycle(
     An object with an `identity_problem` (a broker pod whose broker id is unknown) is evaluated, but
     every action planned on it is held (ActionsThrottled, code IdentityUnknown) with that reason, policy
     or not. An object the join gave no data says why in its note (and so in its evaluation record).
+
+    An object with no state in `states` is Normal with no history (`UNTOUCHED`); its state in the outcome
+    is worth storing only once it moves (`ObjectState.worth_keeping`). Pass one `InventoryIndex` for
+    every rule of a cycle, instead of the plain objects, and rules with the same selectors share their
+    selection, identity index and joins.
     """
-    selected = select_objects(rule, objects)
-    ignored = {target.key: why for target in selected if (why := target.ignored) is not None}
-    selected = [target for target in selected if target.key not in ignored]
-    excluded: dict[str, str] = {}
-    if policy is not None:
-        kept = []
-        for target in selected:
-            why = policy.excluded_by_namespace(target.namespace)
-            if why is None:
-                kept.append(target)
-            else:
-                excluded[target.key] = why
-        selected = kept
+    inventory = objects if isinstance(objects, InventoryIndex) else InventoryIndex(objects)
+    if policy is None:
+        selection = inventory.selection(rule)
+    else:
+        selection = inventory.selection(rule, kept_out=policy.excluded_by_namespace, filter_key=policy)
+    selected, ignored, excluded = selection.objects, dict(selection.ignored), dict(selection.excluded)
     facts = facts if facts is not None else AdmissionFacts()
-    index = IdentityIndex(
-        objects=selected,
-        identity_labels=identity_labels_for(rule),
-        cluster_wide_applies=rule.target is TargetKind.BROKER,
-    )
     joined = {
-        expression.query: index.join(vectors.get(expression.query, ())) for expression in rule.conditions.expressions
+        expression.query: inventory.join(selection, expression.query, vectors.get(expression.query, ()))
+        for expression in rule.conditions.expressions
     }
+    checks: list[ConditionCheck] = [
+        (
+            expression.label,
+            condition_test(expression.operator, tuple(expression.values)),
+            joined[expression.query].values.get,
+        )
+        for expression in rule.conditions.expressions
+    ]
+    tests = [(test, lookup) for _, test, lookup in checks]
+    needed = rule.conditions.needed
     moment = datetime.fromtimestamp(now, UTC)
     in_window = rule.in_action_window(weekday=moment.isoweekday(), minute_of_day=moment.hour * 60 + moment.minute)
     if policy is not None:
@@ -183,7 +277,8 @@ def run_cycle(
     if approval_needed is None and policy is not None:
         needs_approval = needs_approval or policy.approval_required(action.name for action in rule.actions)
     new_states: dict[str, ObjectState] = {}
-    evaluations: list[ObjectEvaluation] = []
+    evaluations = Evaluations(rule=rule.name, at=now, checks=checks)
+    evaluated, verdicts = evaluations.keys.append, evaluations.verdicts.append
     transitions: list[Transition] = []
     planned: list[PlannedAction] = []
     previews: list[PlannedAction] = []
@@ -192,37 +287,45 @@ def run_cycle(
     notes: dict[str, str] = {}
     no_data: dict[str, str] = {}
     for target in selected:
-        results = tuple(
-            _result(expression, joined[expression.query].values.get(target.key))
-            for expression in rule.conditions.expressions
+        key = target.key
+        holding = unknown = 0
+        for test, lookup in tests:  # verdict_of, without a record per object
+            answer = test(lookup(key))
+            if answer is None:
+                unknown += 1
+            elif answer:
+                holding += 1
+        verdict = (
+            Verdict.HOLDS if holding >= needed else Verdict.CLEAR if holding + unknown < needed else Verdict.NO_DATA
         )
-        verdict = verdict_of(results, needed=rule.conditions.needed)
-        evaluations.append(
-            ObjectEvaluation(rule=rule.name, object=target.key, at=now, results=results, verdict=verdict)
-        )
-        state = states.get(target.key, ObjectState())
-        step = advance(
-            rule=rule,
-            object_key=target.key,
-            state=state,
-            now=now,
-            event=Evaluated(verdict=verdict, in_action_window=in_window, approval_needed=needs_approval),
-        )
-        transitions.extend(step.transitions)
-        state, note = step.state, step.note
+        evaluated(key)
+        verdicts(verdict)
+        state = states.get(key, UNTOUCHED)
+        if state.quiet_under(verdict):  # what `decide` would return, without its copies
+            note, plan_now, preview_now = NO_DATA_NOTE if verdict is Verdict.NO_DATA else "", False, False
+        else:
+            step = advance(
+                rule=rule,
+                object_key=key,
+                state=state,
+                now=now,
+                event=Evaluated(verdict=verdict, in_action_window=in_window, approval_needed=needs_approval),
+            )
+            transitions.extend(step.transitions)
+            state, note, plan_now, preview_now = step.state, step.note, step.plan_now, step.preview_now
         if verdict is Verdict.NO_DATA:
-            why = _no_data_reasons(target.key, joined.values())
+            why = _no_data_reasons(key, joined.values())
             if why:
-                no_data[target.key] = why
+                no_data[key] = why
                 note = f"no data: {why}; state kept, nothing done"
-        if step.plan_now or step.preview_now:
+        if plan_now or preview_now:
             plans = plan_actions(rule=rule, target=target, now=now)
             hold = None
-            if step.plan_now and not isinstance(plans, DeclinedAction) and target.identity_problem is not None:
+            if plan_now and not isinstance(plans, DeclinedAction) and target.identity_problem is not None:
                 hold = plans[0].action, Held(code=HoldCode.IDENTITY_UNKNOWN, reason=target.identity_problem)
-            elif step.plan_now and policy is not None and not isinstance(plans, DeclinedAction):
+            elif plan_now and policy is not None and not isinstance(plans, DeclinedAction):
                 hold = _first_hold(policy=policy, plans=plans, facts=facts, now=now, catalog=catalog)
-            if step.preview_now and not isinstance(plans, DeclinedAction):
+            if preview_now and not isinstance(plans, DeclinedAction):
                 previews.extend(plans)
             elif hold is not None:
                 action, held_by = hold
@@ -273,7 +376,7 @@ def run_cycle(
         new_states[target.key] = state
     return CycleOutcome(
         states=new_states,
-        evaluations=tuple(evaluations),
+        evaluations=evaluations,
         transitions=tuple(transitions),
         planned=tuple(planned),
         previews=tuple(previews),
@@ -323,14 +426,6 @@ def _first_hold(
 def _no_data_reasons(key: str, joins: Iterable[JoinResult]) -> str:
     """Why the join gave this object no value, for each expression that says (each reason once)."""
     return "; ".join(dict.fromkeys(reason for join in joins if (reason := join.no_data.get(key))))
-
-
-def _result(expression: ConditionExpression, value: float | None) -> ExpressionResult:
-    return ExpressionResult(
-        expression=expression.label,
-        value=value,
-        holds=holds(expression.operator, value=value, values=expression.values),
-    )
 
 
 def _as_declined(plans: tuple[PlannedAction, ...] | DeclinedAction) -> Declined | None:

@@ -28,7 +28,9 @@ Series that name no selected object are counted as unmatched. A broker pod whose
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from agent.core.pools import PoolShape
@@ -72,7 +74,7 @@ class TargetObject:
     """Why this object's identity (a broker pod's broker id) is unknown: it is evaluated, but every
     action planned on it is held with this reason (agent.core.engine)."""
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
@@ -158,6 +160,89 @@ def select_objects(rule: Rule, objects: Sequence[TargetObject]) -> list[TargetOb
 
 
 @dataclass(frozen=True, kw_only=True)
+class Selection:
+    """What a rule selects of the inventory, once ignored objects and those a namespace filter keeps out
+    are set aside, with its identity index: shared by every rule with the same target and selectors."""
+
+    objects: Sequence[TargetObject]
+    keys: AbstractSet[str]
+    ignored: Mapping[str, str]
+    excluded: Mapping[str, str]
+    index: IdentityIndex
+    """The identity index of every object of the kind: joins through it keep to `objects`."""
+
+
+class InventoryIndex:
+    """The objects of one inventory snapshot, indexed once for every rule evaluated over it.
+
+    Rules with the same target kind and selectors share one selection, rules of one kind (and identity
+    labels) one identity index, and rules of one selection each expression's join (`join`): the cost of
+    a cycle grows with the distinct selections and queries, not with the rules. Build one per snapshot
+    (the objects must not change while it is used); `run_cycle` builds a private one when given a plain
+    sequence.
+    """
+
+    def __init__(self, objects: Sequence[TargetObject]) -> None:
+        self.objects = objects
+        self._by_kind: dict[TargetKind, list[TargetObject]] = {}
+        for candidate in objects:
+            self._by_kind.setdefault(candidate.kind, []).append(candidate)
+        self._selections: dict[tuple[object, ...], Selection] = {}
+        self._indexes: dict[tuple[TargetKind, IdentityLabels], IdentityIndex] = {}
+        self._joins: dict[tuple[int, str], tuple[Sequence[Sample], JoinResult]] = {}
+
+    def selection(
+        self, rule: Rule, *, kept_out: Callable[[str | None], str | None] | None = None, filter_key: object = None
+    ) -> Selection:
+        """The rule's selection; `kept_out(namespace)` says why a namespace is filtered out (a policy's
+        namespaces), and `filter_key` names that filter (the same key must mean the same filter)."""
+        labels = identity_labels_for(rule)
+        key = (
+            rule.target,
+            rule.selector.query(),
+            None if rule.namespace_selector is None else rule.namespace_selector.query(),
+            labels,
+            filter_key if kept_out is not None else None,
+        )
+        found = self._selections.get(key)
+        if found is not None:
+            return found
+        ignored: dict[str, str] = {}
+        excluded: dict[str, str] = {}
+        kept: list[TargetObject] = []
+        for target in select_objects(rule, self._by_kind.get(rule.target, ())):
+            if (why := target.ignored) is not None:
+                ignored[target.key] = why
+            elif kept_out is not None and (why := kept_out(target.namespace)) is not None:
+                excluded[target.key] = why
+            else:
+                kept.append(target)
+        index_key = (rule.target, labels)
+        index = self._indexes.get(index_key)
+        if index is None:
+            index = IdentityIndex(
+                objects=self._by_kind.get(rule.target, []),
+                identity_labels=labels,
+                cluster_wide_applies=rule.target is TargetKind.BROKER,
+            )
+            self._indexes[index_key] = index
+        keys = frozenset(target.key for target in kept)
+        found = Selection(objects=kept, keys=keys, ignored=ignored, excluded=excluded, index=index)
+        self._selections[key] = found
+        return found
+
+    def join(self, selection: Selection, query: str, vector: Sequence[Sample]) -> JoinResult:
+        """The vector joined to the selection's objects, once per selection and query while the vector is the same."""
+        key = (id(selection), query)
+        found = self._joins.get(key)
+        if found is not None and found[0] is vector:
+            return found[1]
+        joined = selection.index.join(vector, among=selection.objects, members=selection.keys)
+        self._joins[key] = (vector, joined)
+        return joined
+
+
+@dataclass(frozen=True, kw_only=True)
 class JoinResult:
     values: Mapping[str, float]
     """Object key -> sample value, for objects exactly one series names, and only it."""
@@ -166,6 +251,10 @@ class JoinResult:
     """Objects named by two series, or sharing a series with another object."""
     no_data: Mapping[str, str] = field(default_factory=dict)
     """Object key -> why the join gave it no value, when the vector had something to say about it."""
+
+
+Resolution = tuple[Sample, tuple[str, ...], list[str]]
+"""A sample, the identity labels it names its object by, and the keys of every indexed object it names."""
 
 
 class IdentityIndex:
@@ -187,15 +276,30 @@ class IdentityIndex:
         self.cluster_wide_applies = cluster_wide_applies
         self.every_identity_label = frozenset(label for labels in identity_labels for label in labels)
         self.by_alternative: list[dict[tuple[str, ...], list[str]]] = []
+        self._resolutions: dict[int, tuple[Sequence[Sample], list[Resolution], list[Sample]]] = {}
+        """id(vector) -> (the vector, kept so that its id stays its own, then what `_resolved` returns)."""
         for labels in identity_labels:
             index: dict[tuple[str, ...], list[str]] = {}
             for candidate in objects:
-                if all(label in candidate.identity for label in labels):
-                    index.setdefault(tuple(candidate.identity[label] for label in labels), []).append(candidate.key)
+                identity = candidate.identity
+                try:
+                    wanted = tuple([identity[label] for label in labels])
+                except KeyError:  # the object has no such identity
+                    continue
+                index.setdefault(wanted, []).append(candidate.key)
             self.by_alternative.append(index)
 
-    def join(self, vector: Sequence[Sample]) -> JoinResult:
-        without_identity = [sample for sample in vector if not self.every_identity_label.intersection(sample.labels)]
+    def join(
+        self,
+        vector: Sequence[Sample],
+        *,
+        among: Sequence[TargetObject] | None = None,
+        members: AbstractSet[str] | None = None,
+    ) -> JoinResult:
+        """The vector joined to the indexed objects, or only to `among` (whose keys are `members`), as if
+        the index held only those: an index of every object of a kind serves every selection of it."""
+        objects = self.objects if among is None else among
+        named_by, without_identity = self._resolved(vector)
         if without_identity and not self.cluster_wide_applies:
             reason = (
                 f"series {_shown(without_identity[0].labels)} carries none of the identity labels"
@@ -204,20 +308,21 @@ class IdentityIndex:
             return JoinResult(
                 values={},
                 unmatched_series=len(vector),
-                no_data={candidate.key: reason for candidate in self.objects},
+                no_data={candidate.key: reason for candidate in objects},
             )
         if len(vector) == 1 and without_identity:
             value = vector[0].value
-            return JoinResult(values={candidate.key: value for candidate in self.objects})
+            return JoinResult(values={candidate.key: value for candidate in objects})
         values: dict[str, float] = {}
         ambiguous: set[str] = set()
         no_data: dict[str, str] = {}
         unmatched = 0
-        for sample in vector:
-            named, keys = self._lookup(sample.labels)
+        for sample, names, every in named_by:
+            keys = [key for key in every if key in members] if members is not None and every else every
             if not keys:
                 unmatched += 1
             elif len(keys) > 1:
+                named = ",".join(f"{name}={_identity_value(name, sample.labels[name])}" for name in names)
                 reason = f"series {named} names {len(keys)} objects: {', '.join(sorted(keys))}"
                 for key in keys:
                     ambiguous.add(key)
@@ -233,14 +338,28 @@ class IdentityIndex:
             values=values, unmatched_series=unmatched, ambiguous_objects=frozenset(ambiguous), no_data=no_data
         )
 
-    def _lookup(self, labels: Mapping[str, str]) -> tuple[str, list[str]]:
-        """The identity the series names (`pod=kafka-0`) and the keys of the objects it names."""
+    def _resolved(
+        self, vector: Sequence[Sample]
+    ) -> tuple[list[tuple[Sample, tuple[str, ...], list[str]]], list[Sample]]:
+        """Each sample with the identity labels it names its object by and every indexed object it names,
+        and the samples with no identity label: once per vector, whatever the selections joined to it."""
+        found = self._resolutions.get(id(vector))
+        if found is not None and found[0] is vector:
+            return found[1], found[2]
+        named_by = [(sample, *self._lookup(sample.labels)) for sample in vector]
+        without_identity = [sample for sample in vector if not self.every_identity_label.intersection(sample.labels)]
+        self._resolutions[id(vector)] = (vector, named_by, without_identity)
+        return named_by, without_identity
+
+    def _lookup(self, labels: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]]:
+        """The identity labels the series names its object by (`pod`), and the keys of the objects it names."""
         for names, index in zip(self.alternatives, self.by_alternative, strict=True):
-            if all(name in labels for name in names):
-                wanted = tuple(_identity_value(name, labels[name]) for name in names)
-                shown = ",".join(f"{name}={value}" for name, value in zip(names, wanted, strict=True))
-                return shown, index.get(wanted, [])
-        return "", []
+            try:
+                wanted = tuple([_identity_value(name, labels[name]) for name in names])
+            except KeyError:  # not this alternative
+                continue
+            return names, index.get(wanted, [])
+        return (), []
 
 
 def _shown(labels: Mapping[str, str]) -> str:

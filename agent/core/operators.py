@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
@@ -154,6 +154,42 @@ def holds(operator: Operator, *, value: float | None, values: Sequence[str]) -> 
             return not (order[0] >= 0 and order[1] <= 0)
         case _:
             assert_never(operator)
+
+
+ConditionTest = Callable[[float | None], bool | None]
+
+
+@functools.lru_cache(maxsize=4096)
+def condition_test(operator: Operator, values: tuple[str, ...]) -> ConditionTest:
+    """`holds` for one condition, its thresholds parsed once: what the engine calls per object."""
+    thresholds = _thresholds(operator, values)
+    if operator in (Operator.GT, Operator.GT_EQ, Operator.LT, Operator.LT_EQ):
+        threshold = thresholds[0]
+        nearest = threshold.nearest
+        accepts = {
+            Operator.GT: frozenset({1}),
+            Operator.GT_EQ: frozenset({0, 1}),
+            Operator.LT: frozenset({-1}),
+            Operator.LT_EQ: frozenset({-1, 0}),
+        }[operator]
+
+        below, above = -1 in accepts, 1 in accepts
+
+        def compare_one(value: float | None) -> bool | None:
+            if value is None or not math.isfinite(value):
+                return None
+            if value < nearest:
+                return below
+            if value > nearest:
+                return above
+            return _compare(value, threshold) in accepts
+
+        return compare_one
+
+    def any_other(value: float | None) -> bool | None:
+        return holds(operator, value=value, values=values)
+
+    return any_other
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import EllipsisType
+from typing import assert_never
 
 from agent.core.catalog import DeclineCode, Declined
 
@@ -86,6 +87,27 @@ class ObjectState:
     attempts_not_acted: int = 0
     """Outcomes in a row that did not act (held, failed, declined): the retry backoff grows with them."""
 
+    def worth_keeping(self, now: float) -> bool:
+        """Whether this state needs an AutopilotRuleObject: anything but Normal does, and so does a Normal
+        whose cooldown or retry backoff is still running (a policy counts it). A Normal with nothing
+        pending is what an object with no stored state is (`UNTOUCHED`): it is not written."""
+        if self.state is not RuleState.NORMAL:
+            return True
+        return self.cooldown_until is not None and now < self.cooldown_until
+
+    def quiet_under(self, verdict: Verdict) -> bool:
+        """Whether evaluating `verdict` leaves this state exactly as it is, with no note but no data's:
+        `decide` would only copy it. The engine skips `decide` for these (most objects, most cycles)."""
+        if verdict is Verdict.NO_DATA:
+            return self.state is not RuleState.INITIALIZING
+        return verdict is Verdict.CLEAR and self.state is RuleState.NORMAL and self.last_holding_at is None
+
+
+UNTOUCHED = ObjectState(state=RuleState.NORMAL)
+"""The state of an object with no stored state: Normal, no history. It is never written (`worth_keeping`),
+so a quiet object costs no AutopilotRuleObject; the first transition away from Normal creates one."""
+
+NO_DATA_NOTE = "no data: state kept, nothing done"
 
 GAP_POLL_INTERVALS = 2
 """`for` restarts after a gap with no holding sample longer than this many pollIntervals."""
@@ -207,15 +229,17 @@ class _Machine:
                     reason=reason,
                 )
             )
+        changes: dict[str, object] = {"reason": reason}  # one copy of the state per step, not one per field
+        if to_state is not self.state.state:
             entered = {**self.state.entered_at, to_state.value: self.now}
-            self.state = replace(self.state, state=to_state, since=self.now, entered_at=entered)
+            changes.update(state=to_state, since=self.now, entered_at=entered)
             if to_state is RuleState.NORMAL:
-                self.state = replace(self.state, approved_at=None, approval_declined_at=None, attempts_not_acted=0)
-        self.state = replace(self.state, reason=reason)
+                changes.update(approved_at=None, approval_declined_at=None, attempts_not_acted=0)
         if not isinstance(active_at, EllipsisType):
-            self.state = replace(self.state, active_at=active_at)
+            changes["active_at"] = active_at
         if not isinstance(cooldown_until, EllipsisType):
-            self.state = replace(self.state, cooldown_until=cooldown_until)
+            changes["cooldown_until"] = cooldown_until
+        self.state = replace(self.state, **changes)  # type: ignore[arg-type]
 
     def backoff(self) -> float:
         return retry_backoff_seconds(
@@ -258,6 +282,8 @@ def decide(
         state=state,
     )
     current = state.state
+    if isinstance(event, Evaluated):  # the event of every cycle, checked first
+        return _evaluated(machine, event)
     if isinstance(event, PlanOutcome):
         return _planned(machine, event.declined)
     if isinstance(event, HeldByPolicy):
@@ -304,7 +330,7 @@ def decide(
         machine.state = replace(machine.state, approved_at=now, reason=f"approved{by}")
         machine.note = "approved: the actions start at the next evaluation"
         return machine.step()
-    return _evaluated(machine, event)
+    assert_never(event)
 
 
 def _evaluated(machine: _Machine, event: Evaluated) -> Step:
@@ -313,11 +339,12 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
     current = machine.state.state
     verdict = event.verdict
     if verdict is Verdict.NO_DATA:
-        machine.note = "no data: state kept, nothing done"
+        machine.note = NO_DATA_NOTE
         return machine.step()
     last_holding = machine.state.last_holding_at
     gap = None if last_holding is None or verdict is not Verdict.HOLDS else machine.now - last_holding
-    machine.state = replace(machine.state, last_holding_at=None)  # kept only while `for` is being waited for
+    if last_holding is not None:  # kept only while `for` is being waited for
+        machine.state = replace(machine.state, last_holding_at=None)
     if current is RuleState.ACTIVE_ACTIONS_TAKEN:
         if machine.in_cooldown():
             machine.note = f"in cooldown until {machine.state.cooldown_until:.0f}"

@@ -39,7 +39,7 @@ from agent.core.approvals import (
     build_request,
     episode_of,
 )
-from agent.core.engine import CycleOutcome, PlannedAction, advance, plan_actions
+from agent.core.engine import CycleOutcome, PlannedAction, advance, evaluation_of, plan_actions
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule
 from agent.core.states import ApprovalAnswered, ObjectState, RuleState
@@ -124,7 +124,7 @@ class ApprovalFlow:
         if not previews:
             fresh = plan_actions(rule=rule, target=target, now=now)
             previews = fresh if isinstance(fresh, tuple) else ()
-        evaluation = next((item for item in outcome.evaluations if item.object == target.key), None)
+        evaluation = evaluation_of(outcome.evaluations, target.key)
         request = build_request(
             rule=rule.name,
             target=target,

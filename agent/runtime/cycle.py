@@ -7,8 +7,11 @@ A cycle:
    guardrail policy, the admission facts (agent.runtime.admission);
 3. record: every transition and action (and the evaluations `--audit-evaluations` asks for) as an audit
    record, a counter, and an Event (agent.runtime.recorder);
-4. persist the states that changed; a state another writer moved, or whose write failed, is not acted
-   on this cycle (a Pending that was stored all the same is planned again by the runner's sweep);
+4. persist the states that changed (a quiet object with nothing stored stays without an
+   AutopilotRuleObject until it first leaves Normal: `ObjectState.worth_keeping`; the leader's
+   agent.runtime.collector deletes those no longer needed); a state another writer moved, or whose
+   write failed, is not acted on this cycle (a Pending that was stored all the same is planned again
+   by the runner's sweep);
 5. start executors for the planned actions (agent.runtime.runner), then follow approvals
    (agent.runtime.approvals);
 6. let executors undo their own marks where the cause has gone (a node back: the agent's cordon);
@@ -27,7 +30,7 @@ import structlog
 from agent.adapters.clock import Clock
 from agent.adapters.errors import StateConflictError
 from agent.core.catalog import Catalog
-from agent.core.engine import CycleOutcome, run_cycle
+from agent.core.engine import CycleOutcome, run_cycle, verdicts_by_object
 from agent.core.policy import Policy
 from agent.core.rules import Rule
 from agent.core.states import Verdict
@@ -82,8 +85,9 @@ class RuleCycle:
         try:
             await self.recorder.cycle(rule, outcome, objects)
             for key, state in outcome.states.items():
-                if state == states.get(key):
-                    continue
+                stored = states.get(key)
+                if state == stored or (stored is None and not state.worth_keeping(now)):
+                    continue  # unchanged, or quiet with nothing stored: a quiet object has no AutopilotRuleObject
                 try:
                     await self.store.save(rule=rule.name, object_key=key, object_kind=rule.target.value, state=state)
                 except StateConflictError as error:
@@ -138,7 +142,7 @@ def with_kafka_problem(health: str, kafka_problem: str) -> str:
 def rule_health(outcome: CycleOutcome) -> str:
     """ "ok", or how many selected objects had no data this cycle and why (the join's reason when it
     has one: a series naming several objects, or one without identity; else a missing or broken metric)."""
-    blind = [evaluation.object for evaluation in outcome.evaluations if evaluation.verdict is Verdict.NO_DATA]
+    blind = [key for key, verdict in verdicts_by_object(outcome.evaluations) if verdict is Verdict.NO_DATA]
     if not outcome.evaluations:
         return "no object selected"
     if blind:

@@ -46,6 +46,7 @@ from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.cloudevents import DEFAULT_CAPACITY, CloudEventSink
 from agent.audit.evaluations import EvaluationAudit, EvaluationAuditing
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
+from agent.core.collection import DEFAULT_GRACE_SECONDS
 from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
 from agent.core.loader import LoadResult, merge_results, parse_rules
@@ -53,6 +54,7 @@ from agent.core.policy import Policy, describe
 from agent.core.rules import Rule, TargetKind
 from agent.runtime.admission import AdmissionLedger
 from agent.runtime.approvals import ApprovalFlow
+from agent.runtime.collector import StateCollector, collect_forever
 from agent.runtime.cycle import RuleCycle
 from agent.runtime.events import KubeEvents
 from agent.runtime.inventory import Inventory, split_storage_pool_rules
@@ -133,6 +135,8 @@ class RunOptions:
     """Publish every transition, action and hold to this Kafka topic as CloudEvents (needs `kafka`)."""
     events_buffer: int = DEFAULT_CAPACITY
     """Events kept while the topic is unreachable; later ones are dropped and counted."""
+    state_gc_grace: float = DEFAULT_GRACE_SECONDS
+    """How long a rule or object is gone before its AutopilotRuleObjects are collected (agent.runtime.collector)."""
 
 
 def load_rules(paths: Sequence[Path]) -> tuple[list[Rule], list[Problem]]:
@@ -350,6 +354,18 @@ async def run_agent(
         if events is not None:
             stack.push_async_callback(_stop_publishing, events, asyncio.create_task(events.run(), name="events"))
         tasks = [asyncio.create_task(run_when_state_served(kube, scheduler, watched), name="agent")]
+        if options.scope_pod is None:  # a sidecar does not collect: its pod is its whole world
+            collector = StateCollector(
+                store=store,
+                inventory=cycle.inventory,
+                rules=rules,
+                trail=trail,
+                clock=clock,
+                acting=lambda: elector is None or elector.leading,
+                grace_seconds=options.state_gc_grace,
+                history_seconds=policy.history_seconds if policy is not None else 0,
+            )
+            tasks.append(asyncio.create_task(collect_forever(collector, clock), name="state-collector"))
         keeping = []
         if elector is not None:
             keeping.append(

@@ -13,6 +13,7 @@ The dry-run flag of a record is decided here only (`dry_run_for`): the agent's -
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,7 +36,7 @@ from agent.audit.trail import (
     transition_record,
 )
 from agent.core.approvals import ActionPreview
-from agent.core.engine import CycleOutcome, PlannedAction
+from agent.core.engine import CycleOutcome, PlannedAction, verdicts_by_object
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule
 from agent.core.states import RuleState, Transition
@@ -81,8 +82,8 @@ class Recorder:
         self._written[rule.name] = len(written)
         for record in cycle_records(outcome, dry_run=self.dry_run_for(rule), evaluations=written):
             self.trail.write(record)
-        for evaluation in outcome.evaluations:
-            self.telemetry.inc("kafka_autopilot_evaluations_total", rule=rule.name, verdict=evaluation.verdict.value)
+        for verdict, count in Counter(verdict for _, verdict in verdicts_by_object(outcome.evaluations)).items():
+            self.telemetry.inc("kafka_autopilot_evaluations_total", count, rule=rule.name, verdict=verdict.value)
         if outcome.unmatched_series:
             self.telemetry.inc("kafka_autopilot_unmatched_series_total", outcome.unmatched_series, rule=rule.name)
         self.telemetry.object_states(rule, (state.state for state in outcome.states.values()))

@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 from helpers import load_script
 
-from agent.core.engine import distinct_queries
+from agent.core.engine import distinct_queries, run_cycle
 from agent.core.matching import select_objects
 from agent.core.rules import Rule
 from agent.core.states import RuleState
@@ -51,7 +51,15 @@ def test_one_small_cycle(bench: ModuleType, size: dict[str, int]) -> None:
             assert recorded.series == of_kind - recorded.missing + recorded.unmatched
 
     first = bench.run_rules(workload, vectors, states={}, now=bench.T0)
-    steady = bench.run_rules(workload, vectors, states=bench.next_states(first), now=bench.T0 + bench.POLL_SECONDS)
+    stored = bench.next_states(first, now=bench.T0)
+    steady = bench.run_rules(workload, vectors, states=stored, now=bench.T0 + bench.POLL_SECONDS)
+    assert all(state.worth_keeping(bench.T0) for states in stored.values() for state in states.values())
+    assert sum(map(len, stored.values())) < sum(len(outcome.states) for outcome in first.values())
+    for rule in workload.rules:  # one index shared by every rule decides as a private one per rule
+        alone = run_cycle(
+            rule=rule, objects=workload.objects, vectors=vectors, states={}, now=bench.T0, catalog=bench.CATALOG
+        )
+        assert alone == first[rule.name]
     for rule in workload.rules:
         selected = {target.key for target in select_objects(rule, workload.objects)}
         assert selected, f"{rule.name} selects nothing at this size"

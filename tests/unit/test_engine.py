@@ -27,9 +27,11 @@ from agent.core.engine import (
     CycleOutcome,
     ExpressionResult,
     distinct_queries,
+    evaluation_of,
     plan_actions,
     run_cycle,
     verdict_of,
+    verdicts_by_object,
 )
 from agent.core.loader import parse_rules
 from agent.core.matching import TargetObject, pvc_object
@@ -179,8 +181,8 @@ def test_cycle_records_transitions_and_evaluations() -> None:
     outcome = run_cycle(
         rule=RULE, objects=pvcs(count=1), vectors=usage({"data-kafka-0": 85.0}), states={}, now=T0, catalog=CATALOG
     )
+    # no stored state is Normal with no history (UNTOUCHED): no Initializing -> Normal first
     assert [(t.from_state, t.to_state) for t in outcome.transitions] == [
-        (RuleState.INITIALIZING, RuleState.NORMAL),
         (RuleState.NORMAL, RuleState.TRIGGERED),
         (RuleState.TRIGGERED, RuleState.ACTIVE_ACTIONS_PENDING),
     ]
@@ -620,3 +622,22 @@ def test_declined_approval_never_becomes_an_action() -> None:
     )
     assert later.planned == ()
     assert later.states[KEYS[0]].state is not RuleState.ACTIVE_ACTIONS_PENDING
+
+
+def test_evaluation_records_are_built_when_read_and_are_the_same_each_time() -> None:
+    values = {"data-kafka-0": 85.0, "data-kafka-1": 10.0, "data-kafka-2": math.nan}
+    outcome = run_cycle(rule=RULE, objects=pvcs(count=4), vectors=usage(values), states={}, now=T0, catalog=CATALOG)
+    evaluations = outcome.evaluations
+
+    records = tuple(evaluations)
+    assert [(record.object, record.verdict) for record in records] == [
+        (KEYS[0], Verdict.HOLDS),
+        (KEYS[1], Verdict.CLEAR),
+        (KEYS[2], Verdict.NO_DATA),
+        (KEYS[3], Verdict.NO_DATA),
+    ]
+    assert records[0].results == (ExpressionResult(expression=QUERY, value=85.0, holds=True),)
+    assert evaluations == records and evaluations[1:3] == records[1:3] and evaluations[-1] == records[3]
+    assert evaluation_of(evaluations, KEYS[1]) == records[1] == evaluation_of(records, KEYS[1])
+    assert evaluation_of(evaluations, "kafka/elsewhere") is None
+    assert list(verdicts_by_object(evaluations)) == [(record.object, record.verdict) for record in records]

@@ -18,6 +18,7 @@ from agent.core.loader import parse_rules
 from agent.core.matching import (
     DEFAULT_IDENTITY_LABELS,
     IdentityIndex,
+    InventoryIndex,
     JoinResult,
     TargetObject,
     broker_object,
@@ -596,3 +597,36 @@ def test_a_selector_is_sent_as_the_apis_label_selector_and_read_back(spec: str, 
     assert LabelSelector.from_query(query).matches({**labels, "draining": "yes"}) == ("!draining" not in query)
     assert LabelSelector.from_query("a!=b,c==d").matches({"c": "d"})
     assert not LabelSelector.from_query("a!=b,c==d").matches({"a": "b", "c": "d"})
+
+
+def test_an_index_of_the_whole_kind_joins_a_selection_as_an_index_of_the_selection_would() -> None:
+    """`pod` alone names two brokers of the kind, but one of the selection: that one gets the value."""
+    other = broker_object(namespace="other", pod="kafka-0", broker_id=0, labels={"app": "other"})
+    brokers = [*BROKERS, other]
+    vector = [sample(3.0, pod="kafka-0"), sample(4.0, namespace="kafka", pod="kafka-1"), sample(5.0, pod="gone")]
+    whole = IdentityIndex(
+        objects=brokers, identity_labels=DEFAULT_IDENTITY_LABELS[TargetKind.BROKER], cluster_wide_applies=True
+    )
+    selected = BROKERS[:2]
+
+    shared = whole.join(vector, among=selected, members={target.key for target in selected})
+
+    assert shared == join(TargetKind.BROKER, vector, objects=selected)
+    assert dict(shared.values) == {"kafka/kafka-0": 3.0, "kafka/kafka-1": 4.0}
+    assert whole.join(vector).no_data == {
+        "kafka/kafka-0": "series pod=kafka-0 names 2 objects: kafka/kafka-0, other/kafka-0",
+        "other/kafka-0": "series pod=kafka-0 names 2 objects: kafka/kafka-0, other/kafka-0",
+    }
+
+
+def test_rules_with_the_same_selectors_share_one_selection_and_join() -> None:
+    selector = "  selector:\n    matchLabels:\n      app: kafka\n"
+    first, second = rule(selector, name="a"), rule(selector, name="b")
+    inventory = InventoryIndex([*PVCS, *BROKERS, *NODES])
+    vector = [sample(90.0, namespace="kafka", persistentvolumeclaim="data-kafka-0")]
+
+    one, two = inventory.selection(first), inventory.selection(second)
+
+    assert one is two and [target.key for target in one.objects] == [target.key for target in PVCS]
+    assert inventory.join(one, "q", vector) is inventory.join(two, "q", vector)
+    assert inventory.join(one, "q", list(vector)) is not inventory.join(one, "q", vector)  # another vector

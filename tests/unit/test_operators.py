@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.core.operators import Operator, ValueCount, holds, validate_values, value_count
+from agent.core.operators import Operator, ValueCount, condition_test, holds, validate_values, value_count
 
 NAN = math.nan
 INF = math.inf
@@ -155,6 +155,7 @@ def test_validate_values_reports_every_problem(operator: Operator, values: list[
 )
 def test_holds(operator: Operator, value: float | None, values: list[str], expected: bool) -> None:
     assert holds(operator, value=value, values=values) is expected
+    assert condition_test(operator, tuple(values))(value) is expected  # the engine's compiled form
 
 
 _VALUED_OPERATORS = [
@@ -173,6 +174,7 @@ _VALUED_OPERATORS = [
 @pytest.mark.parametrize("value", [None, NAN, INF, -INF], ids=["no-sample", "nan", "inf", "-inf"])
 def test_no_data_is_never_a_verdict(operator: Operator, values: list[str], value: float | None) -> None:
     assert holds(operator, value=value, values=values) is None
+    assert condition_test(operator, tuple(values))(value) is None
 
 
 @pytest.mark.parametrize(

@@ -444,7 +444,6 @@ def test_max_concurrent_counts_actions_admitted_in_the_same_cycle() -> None:
     }
     assert outcome.states["kafka/b"].reason.startswith("MaxConcurrentActions: 1 actions in flight")
     assert [(t.object, t.from_state, t.to_state) for t in outcome.transitions if t.object == "kafka/b"] == [
-        ("kafka/b", RuleState.INITIALIZING, RuleState.NORMAL),
         ("kafka/b", RuleState.NORMAL, RuleState.TRIGGERED),
         ("kafka/b", RuleState.TRIGGERED, RuleState.ACTIONS_THROTTLED),
     ]

@@ -1217,6 +1217,23 @@ class KubeClient:
             operation, self._custom.create_namespaced_custom_object, group, version, namespace, plural, dict(body)
         )
 
+    async def delete_custom_object(
+        self, *, group: str, version: str, plural: str, name: str, uid: str, resource_version: str
+    ) -> bool:
+        """Delete a cluster-scoped object only while it is the one read (same uid and resourceVersion).
+
+        True when it was deleted, False when it was already gone; one changed or recreated since it was
+        read raises ConflictError and stays."""
+        operation = _Operation(verb="DELETE", resource=plural, name=name)
+        preconditions = {"preconditions": {"uid": uid, "resourceVersion": resource_version}}
+        try:
+            await self._send(
+                operation, self._custom.delete_cluster_custom_object, group, version, plural, name, body=preconditions
+            )
+        except NotFoundError:
+            return False
+        return True
+
     async def patch_custom_object(
         self, *, group: str, version: str, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:

@@ -28,6 +28,10 @@ that on (same resourceVersion); the next real change writes it. Another replica,
 restart, reads the value of the last real write instead: older than the truth, so the time no agent saw
 the conditions holding counts as a gap and `for` restarts when it is over the gap limit (fail closed).
 
+A quiet object has no AutopilotRuleObject (agent.core.collection): `stored_pairs` lists every pair for the
+collector, and `delete` removes one only while it is the object that was read (uid and resourceVersion
+preconditions), so a state another writer just moved is never deleted.
+
 `status.recentActions` keeps the last starts of actions on the pair; `action_history` lists them
 for every pair at once, for the guardrail policy (agent.core.policy).
 
@@ -84,6 +88,7 @@ from agent.adapters.kubernetes.statuscodec import (
     object_name,
     with_recent,
 )
+from agent.core.collection import StoredPair
 from agent.core.policy import ActionStart
 from agent.core.rules import API_GROUP
 from agent.core.states import ObjectState
@@ -129,6 +134,8 @@ class StateStore:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._holding: dict[tuple[str, str], tuple[object, Any]] = {}
         """Pair -> (resourceVersion of its stored object, the newer `lastHoldingAt` not written to it)."""
+        self._listed: dict[tuple[str, str], tuple[str, str]] = {}
+        """Pair -> (uid, resourceVersion) as `stored_pairs` read it: the precondition of its `delete`."""
 
     # -- reads
 
@@ -184,6 +191,62 @@ class StateStore:
                 flying = stored.in_flight
                 starts.append(ActionStart(rule=rule, object=key, action=flying.action, at=flying.requested_at))
         return ActionHistory(starts=tuple(starts), in_flight=frozenset(in_flight))
+
+    async def stored_pairs(self) -> list[StoredPair]:
+        """Every pair this store's mode keeps, all rules, for the collector (agent.core.collection).
+
+        Each becomes the base of a later `delete`. A status this agent cannot read raises StateDecodeError:
+        nothing is collected from a partial view.
+        """
+        pairs: list[StoredPair] = []
+        for obj in await self._objects(None):
+            spec = obj.get("spec") or {}
+            rule, key = spec.get("rule"), spec.get("objectKey")
+            if not isinstance(rule, str) or not isinstance(key, str):
+                continue
+            stored = _decode(obj)
+            starts = [action.started_at for action in stored.recent_actions if action.started_at is not None]
+            if stored.last_action is not None and stored.last_action.started_at is not None:
+                starts.append(stored.last_action.started_at)
+            metadata = obj.get("metadata") or {}
+            self._listed[(rule, key)] = (str(metadata.get("uid") or ""), str(metadata.get("resourceVersion") or ""))
+            pairs.append(
+                StoredPair(
+                    rule=rule,
+                    object_key=key,
+                    state=stored.state,
+                    in_flight=stored.in_flight is not None,
+                    last_started_at=max(starts, default=None),
+                )
+            )
+        return pairs
+
+    async def delete(self, rule: str, object_key: str) -> bool:
+        """Delete the pair's AutopilotRuleObject as `stored_pairs` read it, on condition that it is still
+        that object (uid and resourceVersion): a state another writer moved since raises StateConflictError
+        and stays. True when deleted, False when it was gone already."""
+        pair = (rule, object_key)
+        read = self._listed.pop(pair, None)
+        if read is None:
+            raise self._conflict("not read by stored_pairs: nothing to base a delete on", rule, object_key)
+        uid, resource_version = read
+        async with self._locks.setdefault(pair, asyncio.Lock()):
+            try:
+                deleted = await self._kube.delete_custom_object(
+                    group=API_GROUP,
+                    version=VERSION,
+                    plural=OBJECTS_PLURAL,
+                    name=object_name(rule=rule, object_key=object_key, dry_run=self._dry_run),
+                    uid=uid,
+                    resource_version=resource_version,
+                )
+            except ConflictError as error:
+                raise self._conflict("changed since it was read; not deleted", rule, object_key) from error
+            self._seen.pop(pair, None)
+            self._holding.pop(pair, None)
+            if self._watched is not None:
+                self._own.forget(object_name(rule=rule, object_key=object_key, dry_run=self._dry_run))
+            return deleted
 
     async def in_flight(self, rule: str, object_key: str) -> InFlight | None:
         """The action recorded in flight for the pair, if any (fresh from the API server)."""

@@ -112,6 +112,7 @@ fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
 - --dry-run
 {{- end }}
 - --audit-evaluations={{ .Values.audit.evaluations }}
+- --state-gc-grace={{ .Values.stateGcGraceSeconds }}
 {{- with .Values.audit.eventsTopic }}
 - --events-topic={{ . }}
 - --events-buffer={{ $.Values.audit.eventsBuffer }}

@@ -67,6 +67,8 @@ class InMemoryRuleObjects:
         self._version = 0
         self.status_writes: list[dict[str, Any]] = []
         """Every status written, in order."""
+        self.deletes: list[str] = []
+        """The names of the objects deleted, in order."""
 
     def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
         self._version += 1
@@ -91,7 +93,22 @@ class InMemoryRuleObjects:
     async def create_custom_object(self, *, body: dict[str, Any], **_: Any) -> dict[str, Any]:
         if body["metadata"]["name"] in self.objects:
             raise ConflictError("exists", server=self.server, verb="POST", resource="autopilotruleobjects")
-        return self._stamp(copy.deepcopy({**body, "status": {}}))
+        created = copy.deepcopy({**body, "status": {}})
+        created["metadata"]["uid"] = f"uid-{self._version + 1}"
+        return self._stamp(created)
+
+    async def delete_custom_object(self, *, name: str, uid: str, resource_version: str, **_: Any) -> bool:
+        """The apiserver's preconditions: a stored object with another uid or resourceVersion is a 409."""
+        stored = self.objects.get(name)
+        if stored is None:
+            return False
+        if (stored["metadata"].get("uid"), stored["metadata"]["resourceVersion"]) != (uid, resource_version):
+            raise ConflictError(
+                "precondition failed", server=self.server, verb="DELETE", resource="autopilotruleobjects"
+            )
+        del self.objects[name]
+        self.deletes.append(name)
+        return True
 
     async def replace_custom_object_status(self, *, body: dict[str, Any], **_: Any) -> dict[str, Any]:
         stored = self.objects[body["metadata"]["name"]]

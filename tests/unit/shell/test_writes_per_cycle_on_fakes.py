@@ -1,5 +1,6 @@
-"""What the agent writes per cycle, on the fakes: audit records under each `--audit-evaluations` mode, and
-state writes (the real StateStore over an in-memory AutopilotRuleObject API) while `for` is waited for.
+"""What the agent writes per cycle, on the fakes: audit records under each `--audit-evaluations` mode,
+state writes (the real StateStore over an in-memory AutopilotRuleObject API) while `for` is waited for,
+none for quiet claims, and what the state collector deletes.
 
 The reference rule (resize above 80% usage, maxsize 1Ti) over claims kafka/data-kafka-<i>, each cycle
 through the real RuleCycle and Recorder, 2 s apart on the FakeClock (the rule's pollInterval).
@@ -25,10 +26,12 @@ from agent.adapters.kubernetes import KubeClient
 from agent.adapters.kubernetes.statestore import StateStore
 from agent.audit.evaluations import SUMMARY_HEARTBEAT_SECONDS, EvaluationAudit, EvaluationAuditing
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
+from agent.core.collection import StoredPair
 from agent.core.quantity import GIB
 from agent.core.rules import Rule
 from agent.core.samples import Sample
 from agent.core.states import ObjectState, RuleState
+from agent.runtime.collector import StateCollector
 from agent.runtime.cycle import RuleCycle
 from agent.runtime.inventory import Inventory
 from agent.runtime.recorder import Recorder
@@ -225,13 +228,13 @@ async def test_the_summary_counts_verdicts_and_is_said_again_on_a_change_or_once
 
 @pytest.mark.parametrize(("auditing", "per_steady_cycle"), [("all", 1001), ("changes", 0)])
 async def test_a_steady_rule_over_a_thousand_claims(auditing: str, per_steady_cycle: int) -> None:
-    """Records per cycle for 1,000 steady claims: the first cycle says everything (an evaluation and the
-    Initializing -> Normal transition per claim, and the summary), then `all` repeats each evaluation."""
+    """Records per cycle for 1,000 steady claims: the first cycle says everything (an evaluation per claim,
+    and the summary; a quiet claim has no state to leave Initializing), then `all` repeats each evaluation."""
     world = World(claims=1000, auditing=auditing)
 
     first, *steady = await world.cycles(5)
 
-    assert Counter(r["event"] for r in first) == {"evaluation": 1000, "transition": 1000, "evaluation-summary": 1}
+    assert Counter(r["event"] for r in first) == {"evaluation": 1000, "evaluation-summary": 1}
     assert [len(cycle) for cycle in steady] == [per_steady_cycle] * 4
 
 
@@ -256,7 +259,7 @@ async def test_while_for_is_waited_for_the_state_is_written_once_per_real_change
     api = InMemoryRuleObjects()
     world = World(claims=1, rule=LONG_WAIT_RULE, store=StateStore(kube=cast(KubeClient, api)))
 
-    assert await state_writes_per_cycle(world, api, 1) == [1]  # Normal
+    assert await state_writes_per_cycle(world, api, 1) == [0]  # quiet: Normal, no AutopilotRuleObject
     world.usage(0, 90.0)
     triggered_at = world.clock.now()
     waiting = await state_writes_per_cycle(world, api, FOR_SECONDS // int(POLL))
@@ -300,3 +303,122 @@ async def test_a_kept_last_holding_time_gives_way_to_another_writers_state() -> 
     await theirs.save(rule=RULE.name, object_key=pvc, object_kind="PersistentVolumeClaim", state=normal)
 
     assert (await ours.load(RULE.name))[pvc] == normal
+
+
+# --- AutopilotRuleObjects only where there is state (agent.core.collection, agent.runtime.collector) --------
+
+
+async def test_a_first_cycle_over_ten_thousand_quiet_claims_writes_no_state() -> None:
+    api = InMemoryRuleObjects()
+    world = World(claims=10_000, store=StateStore(kube=cast(KubeClient, api)))
+
+    (first,) = await world.cycles(1)
+
+    assert (api.objects, api.status_writes) == ({}, [])
+    assert Counter(r["event"] for r in first) == {"evaluation": 10_000, "evaluation-summary": 1}
+
+
+async def test_the_first_transition_away_from_normal_creates_the_state_object() -> None:
+    api = InMemoryRuleObjects()
+    store = StateStore(kube=cast(KubeClient, api))
+    world = World(claims=3, rule=LONG_WAIT_RULE, store=store)
+    await world.cycles(2)
+    assert api.objects == {}
+
+    world.usage(1, 90.0)
+    await world.cycles(1)
+
+    stored = await store.load(LONG_WAIT_RULE.name)
+    assert {object_key: state.state for object_key, state in stored.items()} == {key(1): RuleState.TRIGGERED}
+    assert len(api.objects) == 1
+
+
+NOW = 100_000.0
+GRACE = 3600.0
+
+
+def collector_world() -> tuple[World, InMemoryRuleObjects, StateStore, StateCollector, list[AuditRecord]]:
+    api = InMemoryRuleObjects()
+    store = StateStore(kube=cast(KubeClient, api))
+    world = World(claims=3, store=store)
+    world.clock.advance(NOW - world.clock.now())
+    collected: list[AuditRecord] = []
+    collector = StateCollector(
+        store=store,
+        inventory=world.cycle.inventory,
+        rules=[world.rule],
+        trail=AuditTrail(stream=io.StringIO(), listener=collected.append),
+        clock=world.clock,
+        acting=lambda: True,
+        grace_seconds=GRACE,
+    )
+    return world, api, store, collector, collected
+
+
+async def store_states(store: StateStore, states: dict[tuple[str, str], ObjectState]) -> None:
+    for (rule, object_key), state in states.items():
+        await store.save(rule=rule, object_key=object_key, object_kind="PersistentVolumeClaim", state=state)
+
+
+async def test_the_collector_deletes_exactly_the_states_no_longer_needed() -> None:
+    world, api, store, collector, collected = collector_world()
+    triggered = ObjectState(state=RuleState.TRIGGERED, since=NOW - 10, active_at=NOW - 10)
+    await store_states(
+        store,
+        {
+            (RULE.name, key(0)): triggered,  # live, in an episode: kept
+            (RULE.name, key(1)): ObjectState(state=RuleState.NORMAL, since=NOW - 50),  # nothing counted: collected
+            (RULE.name, key(2)): ObjectState(
+                state=RuleState.NORMAL, cooldown_until=NOW + 2 * GRACE
+            ),  # in cooldown: kept
+            (RULE.name, "kafka/deleted-claim"): triggered,  # object gone: collected after the grace
+            ("a-removed-rule", key(0)): triggered,  # rule gone: collected after the grace
+            (RULE.name, "kafka/deleted-mid-resize"): ObjectState(state=RuleState.ACTIVE_ACTIONS_IN_PROGRESS),
+        },
+    )
+
+    first = await collector.sweep()
+    world.clock.advance(GRACE - 1)
+    before_grace = await collector.sweep()
+    world.clock.advance(1)
+    after_grace = await collector.sweep()
+
+    assert first == [(RULE.name, key(1))]
+    assert before_grace == []
+    assert sorted(after_grace) == [("a-removed-rule", key(0)), (RULE.name, "kafka/deleted-claim")]
+    assert sorted((await store.load(RULE.name)).keys()) == [key(0), key(2), "kafka/deleted-mid-resize"]
+    assert [(r["event"], r["object"], r["outcome"]) for r in collected][:1] == [("state-collected", key(1), "deleted")]
+    assert collected[0]["reason"] == "back to Normal with no history a policy counts"
+    assert sorted(r["reason"] for r in collected[1:]) == [
+        f"object kafka/deleted-claim is gone (for {GRACE:.0f}s, grace {GRACE:.0f}s)",
+        f"rule a-removed-rule is gone (for {GRACE:.0f}s, grace {GRACE:.0f}s)",
+    ]
+    assert len(api.deletes) == 3
+
+
+async def test_a_state_another_writer_moved_after_the_listing_is_not_collected() -> None:
+    _, api, store, collector, collected = collector_world()
+    await store_states(store, {(RULE.name, key(1)): ObjectState(state=RuleState.NORMAL, since=NOW - 50)})
+    theirs = StateStore(kube=cast(KubeClient, api))
+    listed = store.stored_pairs
+
+    async def listing_then_another_write() -> list[StoredPair]:
+        pairs = await listed()
+        await theirs.load(RULE.name)
+        triggered = ObjectState(state=RuleState.TRIGGERED, since=NOW, active_at=NOW)
+        await theirs.save(rule=RULE.name, object_key=key(1), object_kind="PersistentVolumeClaim", state=triggered)
+        return pairs
+
+    store.stored_pairs = listing_then_another_write  # type: ignore[method-assign]
+    assert await collector.sweep() == []
+    assert (api.deletes, collected) == ([], [])
+    assert (await theirs.load(RULE.name))[key(1)].state is RuleState.TRIGGERED
+
+
+async def test_only_the_acting_replica_collects() -> None:
+    _, api, store, collector, collected = collector_world()
+    await store_states(store, {(RULE.name, key(1)): ObjectState(state=RuleState.NORMAL, since=NOW - 50)})
+    collector.acting = lambda: False
+
+    assert await collector.sweep() == []
+    assert (api.deletes, collected, len(api.objects)) == ([], [], 1)
