@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -79,6 +80,7 @@ from agent.adapters.retry import RetryPolicy, retrying
 from agent.core.broker_identity import PodAddress
 from agent.core.leadership import LeaseRecord
 from agent.core.quantity import QuantityError, format_bytes, parse_bytes
+from agent.core.rules import API_GROUP, API_VERSION
 
 __all__ = [
     "REPORTING_CONTROLLER",
@@ -127,7 +129,7 @@ TAINT_ATTEMPTS: Final = 3
 EVENT_NOTE_MAX_BYTES: Final = 1024
 """events.k8s.io/v1 refuses a `note` longer than this."""
 
-WatchKind = Literal["nodes", "pods", "leases", "pvcs"]
+WatchKind = Literal["nodes", "pods", "leases", "pvcs", "autopilotrules"]
 WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
@@ -565,6 +567,8 @@ class _Watchable:
     api: Callable[[Any], Any]
     list_all: str
     list_namespaced: str | None
+    list_args: tuple[str, ...] = ()
+    """Positional arguments of the list calls (a custom object's group, version and plural)."""
 
 
 _WATCHABLE: Final[Mapping[str, _Watchable]] = {
@@ -586,6 +590,13 @@ _WATCHABLE: Final[Mapping[str, _Watchable]] = {
         api=client.CoreV1Api,
         list_all="list_persistent_volume_claim_for_all_namespaces",
         list_namespaced="list_namespaced_persistent_volume_claim",
+    ),
+    "autopilotrules": _Watchable(
+        resource="autopilotrules",
+        api=client.CustomObjectsApi,
+        list_all="list_cluster_custom_object",
+        list_namespaced=None,
+        list_args=(API_GROUP, API_VERSION.split("/", 1)[1], "autopilotrules"),
     ),
 }
 
@@ -938,7 +949,7 @@ class KubeClient:
     async def watch(
         self, kind: WatchKind, *, namespace: str | None = None, resource_version: str | None = None
     ) -> AsyncGenerator[WatchEvent, None]:
-        """Follow changes to nodes, pods, leases or PVCs (of one namespace, or all), without end.
+        """Follow changes to nodes, pods, leases, PVCs (of one namespace, or all) or AutopilotRules, without end.
 
         Lists first (one ADDED event per object), or, with `resource_version` (one saved before a
         restart), resumes from there. See the module docstring for RESYNC, backoff and ending.
@@ -1253,9 +1264,9 @@ class KubeClient:
         api = source.api(self._api_client)
         if namespace is None:
             lister: Callable[..., Any] = getattr(api, source.list_all)
-            return lister
+            return functools.partial(lister, *source.list_args)
         namespaced: Callable[..., Any] = getattr(api, str(source.list_namespaced))
-        return lambda **kwargs: namespaced(namespace, **kwargs)
+        return lambda **kwargs: namespaced(*source.list_args, namespace, **kwargs)
 
     async def _stream(
         self, source: _Watchable, namespace: str | None, version: str | None
