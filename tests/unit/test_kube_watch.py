@@ -106,3 +106,16 @@ def test_a_permanent_error_reaches_the_consumer() -> None:
     with pytest.raises(KubeError) as raised:
         asyncio.run(take(kube, 1))
     assert raised.value.status == 403
+
+
+def test_autopilotrules_are_watched_as_cluster_custom_objects_of_the_agents_group() -> None:
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    class Recorded(kubernetes_client.client.CustomObjectsApi):  # type: ignore[misc]
+        def list_cluster_custom_object(self, *args: object, **kwargs: object) -> None:
+            calls.append((args, kwargs))
+
+    kube = ScriptedKube(lists=[], streams=[], clock=FakeClock())
+    source = kubernetes_client._WATCHABLE["autopilotrules"]
+    kube._lister(kubernetes_client._Watchable(**{**vars(source), "api": Recorded}), None)(watch=True)
+    assert calls == [(("kafka-autopilot.io", "v1alpha1", "autopilotrules"), {"watch": True})]
