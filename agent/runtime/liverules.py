@@ -20,13 +20,14 @@ loaded (`kubectl get autopilotrules`). Two parts:
     does not, and its status names both sources;
   - a rule this agent does not run (a sidecar's scope, no storage API) is held: its health says why;
   - while the AutopilotRules cannot be read (a 403, the CRD missing) the rules stay as they were, the
-    error is logged, and the list is tried again every WATCH_RETRY_SECONDS; the agent is not ready
-    until the first list was loaded.
+    error is logged, and the list is tried again every WATCH_RETRY_SECONDS (TEMPORARY_RETRY_SECONDS
+    after a temporary error); the agent is not ready until the first list was loaded.
 - `ClusterRuleReports` is what the recorder (agent.runtime.recorder `RuleReporter`) tells about rules
   that came from the cluster: an Event on the AutopilotRule per transition of its objects (bounded per
   cycle: agent.runtime.events `RuleEvents`), and its status, written only when it changed: the Valid
-  condition and observedGeneration when the rule is (re)loaded, `objects` and `objectsByState` after a
-  cycle that changed them, and `lastEvaluated` with them, or alone once it is STATUS_REFRESH_SECONDS old.
+  condition and observedGeneration when the rule is (re)loaded, `objects` (the objects it keeps a
+  state for) and `objectsByState` after a cycle that changed them, and `lastEvaluated` with them, or
+  alone once it is STATUS_REFRESH_SECONDS old.
   So a steady rule costs one status write a minute, never one per object. A dry-run agent writes no
   status (the live agent's is the one that counts).
 
@@ -70,6 +71,9 @@ STATUS_REFRESH_SECONDS: Final = 60.0
 """`lastEvaluated` alone is written again once it is this old (with any other change, at once)."""
 WATCH_RETRY_SECONDS: Final = 30.0
 """How long to wait before listing the AutopilotRules again after a permanent error (403, 404)."""
+TEMPORARY_RETRY_SECONDS: Final = 2.0
+"""The same after a temporary one (a 429 while a new CRD's storage initializes, a 5xx, a reset),
+unless the server said how long (Retry-After)."""
 
 
 class RuleSource(Protocol):
@@ -137,13 +141,15 @@ class ClusterRuleReports:
         if involved is not None:
             await self.events.transition(involved, transition)
 
-    async def cycle_recorded(self, rule: Rule, outcome: CycleOutcome, *, selected: int) -> None:
+    async def cycle_recorded(self, rule: Rule, outcome: CycleOutcome) -> None:
         involved = self._involved(rule.name)
         if involved is None:
             return
         await self.events.cycle_end(involved)
         by_state = Counter(state.state.value for state in outcome.states.values())
-        await self._write(rule.name, objects=selected, objects_by_state=by_state, evaluated_at=self.clock.now())
+        await self._write(
+            rule.name, objects=sum(by_state.values()), objects_by_state=by_state, evaluated_at=self.clock.now()
+        )
 
     def _involved(self, name: str) -> EventTarget | None:
         obj = self._objects.get(name)
@@ -244,10 +250,11 @@ class ClusterRuleWatch:
                 async with contextlib.aclosing(watch) as events:
                     async for event in events:
                         await self.apply(event)
-            except KubeError as error:
+            except KubeError as error:  # the watch itself resumes after temporary errors; a list does not
+                pause = error.retry_after or (TEMPORARY_RETRY_SECONDS if error.temporary else self.retry_seconds)
                 self.problem = f"cannot follow the AutopilotRules: {error}"
-                log.error(f"{self.problem}; the rules stay as they are, listing again in {self.retry_seconds:.0f}s")
-                await self.clock.sleep(self.retry_seconds)
+                log.error(f"{self.problem}; the rules stay as they are, listing again in {pause:.0f}s")
+                await self.clock.sleep(pause)
 
     async def apply(self, event: WatchEvent) -> None:
         if event.type == "RESYNC":

@@ -56,7 +56,7 @@ class RuleReporter(Protocol):
 
     async def transition(self, rule: Rule, transition: Transition) -> None: ...
 
-    async def cycle_recorded(self, rule: Rule, outcome: CycleOutcome, *, selected: int) -> None: ...
+    async def cycle_recorded(self, rule: Rule, outcome: CycleOutcome) -> None: ...
 
 
 @dataclass
@@ -144,7 +144,7 @@ class Recorder:
             (name, key) for name, key in self._ignored_said if name != rule.name or key in outcome.ignored
         }
         if self.rule_reporter is not None:
-            await self.rule_reporter.cycle_recorded(rule, outcome, selected=len(objects))
+            await self.rule_reporter.cycle_recorded(rule, outcome)
 
     def cycle_summary(
         self, rule: Rule, outcome: CycleOutcome, objects: Sequence[TargetObject], *, cycle_seconds: float

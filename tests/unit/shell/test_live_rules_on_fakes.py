@@ -34,7 +34,7 @@ from agent.core.states import RuleState, Transition
 from agent.runtime.cycle import RuleCycle
 from agent.runtime.events import RuleEvents
 from agent.runtime.inventory import Inventory
-from agent.runtime.liverules import ClusterRuleReports, ClusterRuleWatch
+from agent.runtime.liverules import TEMPORARY_RETRY_SECONDS, ClusterRuleReports, ClusterRuleWatch
 from agent.runtime.recorder import Recorder
 from agent.runtime.runner import ActionRunner
 from agent.runtime.scheduler import Scheduler, Triggers
@@ -322,7 +322,17 @@ async def test_events_on_the_rule_are_bounded_per_cycle_and_the_rest_summed_up()
 
 async def test_while_the_rules_cannot_be_listed_the_agent_is_not_ready_and_lists_again() -> None:
     world = World()
-    refusals = [KubeError("403 Forbidden", server="fake", verb="GET", resource="autopilotrules", status=403)]
+    refusals = [
+        KubeError("403 Forbidden", server="fake", verb="GET", resource="autopilotrules", status=403),
+        KubeError(
+            "429 storage is (re)initializing",
+            server="fake",
+            verb="GET",
+            resource="autopilotrules",
+            status=429,
+            temporary=True,
+        ),
+    ]
     listing = world.api.list_custom_objects
 
     async def list_or_refuse(**kwargs: Any) -> dict[str, Any]:
@@ -333,11 +343,11 @@ async def test_while_the_rules_cannot_be_listed_the_agent_is_not_ready_and_lists
     world.api.list_custom_objects = list_or_refuse  # type: ignore[method-assign]
     world.api.apply(LIVE, spec("95"))
     world.tasks = [asyncio.create_task(world.scheduler.run()), asyncio.create_task(world.watch.run())]
-    await world.until(lambda: world.watch.problem, what="the refusal")
+    await world.until(lambda: "403" in world.watch.problem, what="the refusal")
     assert "403 Forbidden" in str(world.watch.readiness())
     await world.until(lambda: world.watch.synced, what="the list again")
     assert world.watch.readiness() is None
-    assert world.clock.sleeps[0] == world.watch.retry_seconds
+    assert world.clock.sleeps[:2] == [TEMPORARY_RETRY_SECONDS, world.watch.retry_seconds]
     await world.until(lambda: LIVE in world.running(), what="the rule to run")
     await world.stop()
 
