@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -281,6 +283,16 @@ def printed_columns(api: KubeApi, name: str) -> dict[str, Any]:
     return {column["name"]: cell for column, cell in zip(table["columnDefinitions"], row["cells"], strict=True)}
 
 
+def usage_percent(sandbox: Sandbox, claim: str) -> float:
+    """The claim's usage as Prometheus has it now (the rules' expression), 0 when it has none yet."""
+    selector = f'namespace="{workload.NAMESPACE}",pvc="{claim}"'
+    query = f"100 * (px_volume_usage_bytes{{{selector}}} / px_volume_capacity_bytes{{{selector}}})"
+    url = f"{sandbox.prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        result = json.loads(answer.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
 def rule_events(api: KubeApi, name: str, reason: str) -> list[dict[str, Any]]:
     return [
         event
@@ -303,6 +315,7 @@ def test_an_autopilotrule_edited_while_the_agent_runs_changes_what_it_does_withi
     try:
         capacity_gib = int(requested(api, claim).removesuffix("Gi"))
         set_usage(sandbox, claim, 0.75 * capacity_gib)  # under the file rule's 80%: it does nothing
+        eventually(lambda: usage_percent(sandbox, claim) > 74, timeout=30, what="Prometheus sees the usage")
         api.create(AUTOPILOT_RULES, live_rule(LIVE_RULE, "90"))
         api.create(AUTOPILOT_RULES, live_rule(RULE, "10"))  # the rule file's name
         eventually(lambda: state_of(api, LIVE_RULE, key) == "Normal", timeout=90, what="the new rule at work")
