@@ -406,3 +406,13 @@ async def test_a_removed_or_replaced_rule_finishes_the_cycle_it_is_in_and_the_ne
     assert not running.done()
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_dry_run_agent_runs_the_rules_and_leaves_their_status_to_the_live_one() -> None:
+    world = World()
+    world.reports.write_status = False
+    await world.start()
+    world.api.apply(LIVE, spec("95"))
+    await world.until(lambda: LIVE in world.running() and world.cycles() >= 3, what="cycles of the rule")
+    assert world.api.status_writes == []
+    await world.stop()
