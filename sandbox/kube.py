@@ -342,12 +342,16 @@ class KubeApi:
         *,
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> tuple[int, str]:
-        """Send one request; return the status and the raw body. Raises OSError if unreachable."""
+        """Send one request; return the status and the raw body. Raises OSError if unreachable.
+
+        `accept` may ask for another representation, e.g. the Table kubectl prints
+        (`application/json;as=Table;v=v1;g=meta.k8s.io`: the CRD's printer columns)."""
         connection = http.client.HTTPSConnection(self._host, self._port, context=self._context, timeout=self._timeout)
         try:
             payload = None if body is None else json.dumps(body).encode()
-            headers = {"Accept": "application/json", "User-Agent": "kafka-autopilot-sandbox"}
+            headers = {"Accept": accept, "User-Agent": "kafka-autopilot-sandbox"}
             if payload is not None:
                 headers["Content-Type"] = content_type
             connection.request(method, path, body=payload, headers=headers)

@@ -12,7 +12,7 @@ sweep, and the next sweep tries again. A delete that loses to another writer is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,7 +44,8 @@ class CollectingStore(Protocol):
 class StateCollector:
     store: CollectingStore
     inventory: Inventory
-    rules: Sequence[Rule]
+    rules: Callable[[], Sequence[Rule]]
+    """The rules run now (AutopilotRules come and go while the agent runs)."""
     trail: AuditTrail
     clock: Clock
     acting: Callable[[], bool]
@@ -52,6 +53,8 @@ class StateCollector:
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     history_seconds: float = 0
     """How far back the guardrail policy counts action starts (`Policy.history_seconds`)."""
+    kept: Callable[[], Collection[str]] = lambda: ()
+    """Rules known but not run here (held: a sidecar's scope, no storage API): their states are never gone."""
     gone_since: dict[Pair, float] = field(default_factory=dict)
 
     async def sweep(self) -> list[Pair]:
@@ -60,8 +63,8 @@ class StateCollector:
             return []
         stored = await self.store.stored_pairs()
         live: dict[str, set[str]] = {}
-        unknown: set[str] = set()
-        for rule in self.rules:
+        unknown: set[str] = set(self.kept())
+        for rule in self.rules():
             selected = {target.key for target in select_objects(rule, await self.inventory.objects(rule))}
             if selected:
                 live[rule.name] = selected

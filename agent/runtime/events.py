@@ -4,18 +4,26 @@ Why it exists: SREs look at the object first. Each record the recorder turns int
 the object acted on (PVC, Node, Pod) and on the rule's state object (AutopilotRuleObject), so both
 `kubectl describe pvc …` and `kubectl get events --field-selector involvedObject.kind=AutopilotRuleObject`
 tell the story. An Event that cannot be written is logged and dropped: it never stops an action.
+
+A rule that is an AutopilotRule object also gets Events for its objects' transitions (`RuleEvents`),
+as Portworx's Autopilot writes them, so `kubectl describe autopilotrule <name>` and
+`kubectl get events --field-selector involvedObject.kind=AutopilotRule,involvedObject.name=<name>`
+show them; those are bounded per cycle, so a rule over 10,000 objects does not write 10,000 Events.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final, Protocol
 
 import structlog
 
 from agent.adapters.kubernetes import EventTarget, KubeClient, KubeError
+from agent.adapters.kubernetes.client import EventType
 from agent.adapters.kubernetes.statuscodec import object_name
 from agent.core.matching import TargetObject
 from agent.core.rules import TargetKind
+from agent.core.states import RuleState, Transition
 
 log = structlog.get_logger("kafka-autopilot")
 
@@ -53,3 +61,77 @@ class KubeEvents:
                 )
             except KubeError as error:
                 log.warning("event not recorded", reason=reason, object=target.key, error=str(error))
+
+
+RULE_EVENTS_PER_CYCLE: Final = 10
+"""Transitions that get an Event each on their AutopilotRule between two cycle ends of the rule."""
+RULE_EVENT_OBJECTS_NAMED: Final = 5
+"""Objects named in the Event that sums up the others of one (from, to) pair."""
+
+
+class EventWriter(Protocol):
+    """KubeClient.emit_event."""
+
+    async def emit_event(
+        self, *, involved: EventTarget, reason: str, message: str, type_: EventType, action: str
+    ) -> str: ...
+
+
+@dataclass
+class RuleEvents:
+    """Events on an AutopilotRule for its objects' transitions, as Portworx's Autopilot writes them:
+    reason the state entered (`Triggered`, `ActiveActionsPending`, ...), message
+    `rule: <rule>:<object> transition from <from> => <to>: <why>`; Warning for ActionsDeclined.
+
+    Bounded, per rule: between two ends of its cycles (`cycle_end`), the first `per_cycle` transitions
+    (RULE_EVENTS_PER_CYCLE) get an Event each; the others are counted by (from, to) pair, and the cycle's
+    end writes one Event per pair, `rule: <rule>: <n> more objects transition from <from> => <to>
+    (<first objects> ...)`. A rule writes at most `per_cycle` Events plus one per pair of states a cycle,
+    whatever the number of its objects. An Event that cannot be written is logged and dropped.
+    """
+
+    kube: EventWriter
+    per_cycle: int = RULE_EVENTS_PER_CYCLE
+    _sent: dict[str, int] = field(default_factory=dict)
+    _over: dict[str, dict[tuple[RuleState, RuleState], list[str]]] = field(default_factory=dict)
+
+    async def transition(self, involved: EventTarget, transition: Transition) -> None:
+        rule = involved.name
+        if self._sent.get(rule, 0) >= self.per_cycle:
+            pair = (transition.from_state, transition.to_state)
+            self._over.setdefault(rule, {}).setdefault(pair, []).append(transition.object)
+            return
+        self._sent[rule] = self._sent.get(rule, 0) + 1
+        message = (
+            f"rule: {rule}:{transition.object} transition from {transition.from_state} => {transition.to_state}"
+            + (f": {transition.reason}" if transition.reason else "")
+        )
+        await self._emit(involved, transition.to_state, message)
+
+    async def cycle_end(self, involved: EventTarget) -> None:
+        """The rule's cycle is over: sum up the transitions over the limit, and start counting again."""
+        rule = involved.name
+        self._sent.pop(rule, None)
+        for (from_state, to_state), objects in sorted(self._over.pop(rule, {}).items()):
+            named = ", ".join(objects[:RULE_EVENT_OBJECTS_NAMED]) + (
+                " ..." if len(objects) > RULE_EVENT_OBJECTS_NAMED else ""
+            )
+            message = f"rule: {rule}: {len(objects)} more objects transition from {from_state} => {to_state} ({named})"
+            await self._emit(involved, to_state, message)
+
+    def forget(self, rule: str) -> None:
+        """The rule is gone: nothing of it is summed up any more."""
+        self._sent.pop(rule, None)
+        self._over.pop(rule, None)
+
+    async def _emit(self, involved: EventTarget, to_state: RuleState, message: str) -> None:
+        try:
+            await self.kube.emit_event(
+                involved=involved,
+                reason=to_state.value,
+                message=message,
+                type_="Warning" if to_state is RuleState.ACTIONS_DECLINED else "Normal",
+                action="Transition",
+            )
+        except KubeError as error:
+            log.warning("event not recorded", reason=to_state.value, rule=involved.name, error=str(error))

@@ -38,7 +38,6 @@ from agent.adapters.kafka.producer import event_producer
 from agent.adapters.kubernetes import USER_AGENT, KubeClient, KubeError, connect
 from agent.adapters.kubernetes.approvals import ApprovalStore, watched_approvals
 from agent.adapters.kubernetes.cache import ClusterCaches, WatchCache, not_synced, run_caches
-from agent.adapters.kubernetes.clusterrules import read_cluster_rules
 from agent.adapters.kubernetes.crds import install_crds, wait_until_served
 from agent.adapters.kubernetes.statestore import StateStore, watched_objects
 from agent.adapters.prometheus import PrometheusClient
@@ -49,14 +48,14 @@ from agent.audit.trail import AuditRecord, AuditTrail, iso_time
 from agent.core.collection import DEFAULT_GRACE_SECONDS
 from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
-from agent.core.loader import LoadResult, merge_results, parse_rules
+from agent.core.loader import merge_results
 from agent.core.policy import Policy, describe
 from agent.core.rules import Rule, TargetKind
 from agent.runtime.admission import AdmissionLedger
 from agent.runtime.approvals import ApprovalFlow
 from agent.runtime.collector import StateCollector, collect_forever
 from agent.runtime.cycle import RuleCycle
-from agent.runtime.events import KubeEvents
+from agent.runtime.events import KubeEvents, RuleEvents
 from agent.runtime.inventory import Inventory, split_storage_pool_rules
 from agent.runtime.leadership import (
     EXIT_LEADERSHIP_LOST,
@@ -65,6 +64,7 @@ from agent.runtime.leadership import (
     LeaderElector,
     LeaseNamespaceMissingError,
 )
+from agent.runtime.liverules import ClusterRuleReports, ClusterRuleWatch
 from agent.runtime.recorder import Recorder
 from agent.runtime.runner import ActionRunner
 from agent.runtime.scheduler import Scheduler, Triggers
@@ -182,17 +182,8 @@ async def run_agent(
             await install_crds(kube, replace_existing=not dry_run)  # a dry-run never replaces a live CRD
             if await kube.ensure_namespace(options.namespace):
                 log.info("created the agent's namespace (approvals, Lease)", namespace=options.namespace)
-        if options.cluster_rules:
-            from_files = LoadResult(rules=tuple(rules), problems=())
-            from_cluster = [
-                parse_rules(found.text, file=found.file, catalog=CATALOG) for found in await read_cluster_rules(kube)
-            ]
-            merged = merge_results([from_files, *from_cluster])  # a name the files use already is refused
-            for problem in merged.problems:
-                log.warning(f"rule problem (rule skipped): {problem}")
-            problems.extend(merged.problems)
-            rules = list(merged.rules)
         telemetry.set("kafka_autopilot_rule_problems", len(problems))
+        file_rules = {rule.name: rule for rule in rules}
         not_run: dict[str, str] = {}
         if options.scope_pod is not None:
             rules, not_run = split_rules(rules, options.scope_pod)
@@ -201,7 +192,7 @@ async def run_agent(
             not_run.update(without_pools)
         for name, reason in not_run.items():
             log.info("rule not run: not configured here", rule=name, reason=reason)
-        if not rules:
+        if not rules and not options.cluster_rules:
             log.error("kafka-autopilot run: no valid rule to run")
             return 1
         kafka = None
@@ -219,7 +210,7 @@ async def run_agent(
         if options.scope_pod is None:
             cluster = caches = ClusterCaches(source=kube, rules=rules)
             approval_objects = watched_approvals(kube)
-            watched += [approval_objects, *caches.caches()]
+            watched.append(approval_objects)
         else:
             cluster = inventory = ScopedInventory(source=kube, scope=options.scope_pod)
         pools = options.storage_api.client() if options.storage_api else None
@@ -237,6 +228,9 @@ async def run_agent(
         def executors_with(applier_for: Callable[[str], Applier]) -> dict[str, Executor]:
             return build_executors(dependencies=dependencies, applier_for=applier_for)
 
+        reports = None
+        if options.cluster_rules:  # a dry-run agent leaves the status to the live one
+            reports = ClusterRuleReports(kube=kube, events=RuleEvents(kube=kube), clock=clock, write_status=not dry_run)
         recorder = Recorder(
             trail=trail,
             telemetry=telemetry,
@@ -245,6 +239,7 @@ async def run_agent(
             dry_run=dry_run,
             dry_run_actions=dry_run_actions,
             evaluations=EvaluationAudit(auditing=options.audit_evaluations),
+            rule_reporter=reports,
         )
         store = StateStore(kube=kube, dry_run=dry_run, watched=state_objects)
         triggers = Triggers(rules)
@@ -283,7 +278,7 @@ async def run_agent(
         )
         gate = Gate(caches=caches, cycle=cycle, resume=cycle.resume) if caches is not None else None
         if caches is not None:
-            trigger_on_changes(caches, triggers, rules)
+            trigger_on_changes(caches, triggers, lambda: scheduler.current_rules())  # noqa: PLW0108 (made below)
         scheduler = Scheduler(
             rules=rules,
             cycle=gate.gated_cycle if gate is not None else cycle,
@@ -294,12 +289,26 @@ async def run_agent(
             triggers=triggers,
             not_configured=not_run,
         )
+
+        def caches_synced() -> str | None:
+            return not_synced([*watched, *(caches.caches() if caches is not None else ())])
+
+        cluster_rules = None
+        readiness = _first(caches_synced, scheduler.readiness)
+        if reports is not None:
+            cluster_rules = ClusterRuleWatch(
+                kube=kube,
+                loops=scheduler,
+                reports=reports,
+                recorder=recorder,
+                catalog=CATALOG,
+                clock=clock,
+                file_rules=file_rules,
+                not_run=not_run_reason(options),
+                on_problems=lambda count: telemetry.set("kafka_autopilot_rule_problems", len(problems) + count),
+            )
+            readiness = _first(caches_synced, cluster_rules.readiness, scheduler.readiness)
         elector = None
-
-        def acting_readiness() -> str | None:
-            return not_synced(watched) or scheduler.readiness()
-
-        readiness = acting_readiness
         if options.leader_elect:
             kube.api_client.user_agent = f"{USER_AGENT} ({options.identity})"
             elector = LeaderElector(
@@ -315,7 +324,7 @@ async def run_agent(
                 telemetry=telemetry,
                 dry_run=options.dry_run,
             )
-            readiness = standby_readiness(elector, acting_readiness)
+            readiness = standby_readiness(elector, readiness)
         else:
             telemetry.set("kafka_autopilot_leader", 1)  # alone, it acts
         web = await serve(
@@ -353,19 +362,23 @@ async def run_agent(
                 return 2
         if events is not None:
             stack.push_async_callback(_stop_publishing, events, asyncio.create_task(events.run(), name="events"))
-        tasks = [asyncio.create_task(run_when_state_served(kube, scheduler, watched), name="agent")]
+        tasks = [asyncio.create_task(run_when_state_served(kube, scheduler, watched, caches), name="agent")]
         if options.scope_pod is None:  # a sidecar does not collect: its pod is its whole world
             collector = StateCollector(
                 store=store,
                 inventory=cycle.inventory,
-                rules=rules,
+                rules=scheduler.current_rules,
+                kept=scheduler.held_rules,
                 trail=trail,
                 clock=clock,
-                acting=lambda: elector is None or elector.leading,
+                # never on a partial view of the rules: AutopilotRules not listed yet would all look gone
+                acting=lambda: (elector is None or elector.leading) and (cluster_rules is None or cluster_rules.synced),
                 grace_seconds=options.state_gc_grace,
                 history_seconds=policy.history_seconds if policy is not None else 0,
             )
             tasks.append(asyncio.create_task(collect_forever(collector, clock), name="state-collector"))
+        if cluster_rules is not None:
+            tasks.append(asyncio.create_task(cluster_rules.run(), name="cluster-rules"))
         keeping = []
         if elector is not None:
             keeping.append(
@@ -440,7 +453,9 @@ async def _stop_publishing(events: CloudEventSink, task: asyncio.Task[None]) -> 
         log.warning("events not published at shutdown", topic=events.topic, events=events.buffered)
 
 
-async def run_when_state_served(kube: KubeClient, scheduler: Scheduler, caches: Sequence[WatchCache[Any]]) -> None:
+async def run_when_state_served(
+    kube: KubeClient, scheduler: Scheduler, watched: Sequence[WatchCache[Any]], caches: ClusterCaches | None
+) -> None:
     """Start the watch-fed caches and the rules once the API server serves the agent's state CRD; while
     it does not, say so once (naming the fix), keep every rule's health on that reason (readiness stays
     false: no cycle ran) and keep checking with backoff."""
@@ -448,22 +463,49 @@ async def run_when_state_served(kube: KubeClient, scheduler: Scheduler, caches: 
     def missing(message: str) -> None:
         log.error("state CRD not served", error=message)
         print(f"kafka-autopilot run: {message}", file=sys.stderr, flush=True)
-        scheduler.health.update({rule.name: message for rule in scheduler.rules})
+        scheduler.health.update({rule.name: message for rule in scheduler.current_rules()})
 
     await wait_until_served(kube, on_missing=missing)
     async with asyncio.TaskGroup() as group:
-        group.create_task(run_caches(caches), name="caches")
+        group.create_task(run_caches(watched), name="caches")
+        if caches is not None:
+            group.create_task(caches.run(), name="cluster-caches")
         group.create_task(scheduler.run(), name="rules")
 
 
 def standby_readiness(elector: LeaderElector, leading: Callable[[], str | None]) -> Callable[[], str | None]:
     """A standby is ready (it serves health and metrics, and must not hold up a rolling update);
-    the leader is ready once its caches are synced and each rule's first cycle ran."""
+    the leader is ready once its caches are synced and each rule's first cycle ran (and, with
+    --cluster-rules, the AutopilotRules were listed)."""
 
     def readiness() -> str | None:
         return leading() if elector.leading else None
 
     return readiness
+
+
+def _first(*checks: Callable[[], str | None]) -> Callable[[], str | None]:
+    """The first check that says why the agent is not ready, or None."""
+
+    def readiness() -> str | None:
+        return next((why for check in checks if (why := check()) is not None), None)
+
+    return readiness
+
+
+def not_run_reason(options: RunOptions) -> Callable[[Rule], str | None]:
+    """Why this agent does not run a rule (a sidecar's scope, no storage API), or None: for the rules
+    that arrive while it runs (AutopilotRules), as `split_rules` and `split_storage_pool_rules` say at start."""
+
+    def why(rule: Rule) -> str | None:
+        not_run: dict[str, str] = {}
+        if options.scope_pod is not None:
+            not_run.update(split_rules([rule], options.scope_pod)[1])
+        if options.storage_api is None:
+            not_run.update(split_storage_pool_rules([rule])[1])
+        return not_run.get(rule.name)
+
+    return why
 
 
 async def until_leading(elector: LeaderElector, stop: asyncio.Event) -> bool:

@@ -7,6 +7,9 @@ same three writes, with the same dry-run flag. Doing them in one place keeps the
 Which evaluation records a cycle writes (`--audit-evaluations`) and when a rule's evaluation-summary is
 due are decided here too, by agent.audit.evaluations; everything else is always written.
 
+A rule that is an AutopilotRule object also shows what happened on that object (`rule_reporter`,
+agent.runtime.liverules): an Event per transition of its objects, and its status after each cycle.
+
 The dry-run flag of a record is decided here only (`dry_run_for`): the agent's --dry-run, the rule's
 `enforcement: dryRun`, and the policy's per-action `dryRunActions`.
 """
@@ -49,6 +52,14 @@ class EventSink(Protocol):
     async def emit(self, *, rule: str, target: TargetObject, reason: str, message: str, warning: bool) -> None: ...
 
 
+class RuleReporter(Protocol):
+    """What a rule's own AutopilotRule object shows: Events for its objects' transitions, and its status."""
+
+    async def transition(self, rule: Rule, transition: Transition) -> None: ...
+
+    async def cycle_recorded(self, rule: Rule, outcome: CycleOutcome) -> None: ...
+
+
 @dataclass
 class Recorder:
     trail: AuditTrail
@@ -60,6 +71,8 @@ class Recorder:
     """Actions whose executor got the dry-run applier (the policy's dryRunActions)."""
     evaluations: EvaluationAudit = field(default_factory=EvaluationAudit)
     """Which evaluation records to write (`--audit-evaluations`; default: changes only)."""
+    rule_reporter: RuleReporter | None = None
+    """With `--cluster-rules`: Events and status on the AutopilotRule objects (agent.runtime.liverules)."""
     _written: dict[str, int] = field(default_factory=dict)
     """Evaluation records written by each rule's latest cycle, for its summary."""
     _excluded_said: set[tuple[str, str]] = field(default_factory=set)
@@ -131,6 +144,8 @@ class Recorder:
         self._ignored_said = {
             (name, key) for name, key in self._ignored_said if name != rule.name or key in outcome.ignored
         }
+        if self.rule_reporter is not None:
+            await self.rule_reporter.cycle_recorded(rule, outcome)
 
     def cycle_summary(
         self, rule: Rule, outcome: CycleOutcome, objects: Sequence[TargetObject], *, cycle_seconds: float
@@ -169,6 +184,8 @@ class Recorder:
                 message=f"{rule.name}: {transition.from_state} -> {transition.to_state}: {transition.reason}",
                 warning=transition.to_state is RuleState.ACTIONS_DECLINED,
             )
+            if self.rule_reporter is not None:
+                await self.rule_reporter.transition(rule, transition)
 
     async def action_finished(self, rule: Rule, planned: PlannedAction, target: TargetObject, outcome: Outcome) -> None:
         record: AuditRecord = action_record(
@@ -188,6 +205,20 @@ class Recorder:
             message=f"{planned.action} {planned.before} -> {planned.after}: {outcome.kind}: {outcome.reason}",
             warning=not outcome.succeeded,
         )
+
+    def rule_changed(self, *, event: str, rule: str, reason: str) -> None:
+        """A rule added, changed, refused or removed while the agent runs (AutopilotRules are live):
+        `rule-added`, `rule-changed`, `rule-invalid`, `rule-removed`."""
+        record: AuditRecord = dict.fromkeys(AUDIT_KEYS)
+        record.update(
+            time=iso_time(self.clock.now()),
+            event=event,
+            rule=rule,
+            outcome=event.removeprefix("rule-"),
+            reason=reason,
+            dry_run=self.dry_run,
+        )
+        self.trail.write(record)
 
     def cycle_error(self, rule: Rule, error: BaseException) -> None:
         self.telemetry.inc("kafka_autopilot_query_errors_total", rule=rule.name)

@@ -17,7 +17,7 @@ for good, e.g. 403) does not run, and the rule's health says why; resume waits f
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from agent.runtime.scheduler import Triggers
 _VIEW_CHANGES = frozenset({"SYNCED", "RESYNC", "FAILED"})
 
 
-def trigger_on_changes(caches: ClusterCaches, triggers: Triggers, rules: list[Rule]) -> None:
+def trigger_on_changes(caches: ClusterCaches, triggers: Triggers, rules: Callable[[], Iterable[Rule]]) -> None:
     """Subscribe the triggers to the caches' changes (see the module docstring)."""
 
     def on_node(change: CacheChange[NodeInfo]) -> None:
@@ -43,19 +43,21 @@ def trigger_on_changes(caches: ClusterCaches, triggers: Triggers, rules: list[Ru
             triggers.trigger_kind(TargetKind.NODE)
 
     def on_view(cache: WatchCache[Any]) -> Callable[[CacheChange[Any]], None]:
-        readers = [rule.name for rule in rules if cache in caches.needed_by(rule)]
-
         def changed(change: CacheChange[Any]) -> None:
-            if change.type in _VIEW_CHANGES:
-                triggers.trigger(readers)
+            if change.type in _VIEW_CHANGES:  # the rules of now: AutopilotRules come and go
+                triggers.trigger([rule.name for rule in rules() if cache in caches.needed_by(rule)])
 
         return changed
 
-    caches.nodes.subscribe(on_node)
-    for pods in caches.pods.values():
-        pods.subscribe(on_pod)
-    for cache in caches.caches():
+    def subscribe(cache: WatchCache[Any]) -> None:
+        if cache.kind == "pods":
+            cache.subscribe(on_pod)
         cache.subscribe(on_view(cache))
+
+    caches.nodes.subscribe(on_node)
+    for cache in caches.caches():
+        subscribe(cache)
+    caches.on_added(subscribe)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,17 +7,27 @@ scenario waits out the rule's 5-minute cooldown: several volumes cross the thres
 
 Volumes used: data-kafka-0 and -1 stay 400Gi until the rate-limit scenario resizes one of them;
 data-kafka-2 and -3 are resized by the max-concurrent scenario.
+
+Last, AutopilotRules are live objects (`--cluster-rules`, no policy): a rule created, edited, made
+invalid and deleted with the API while the agent runs changes what it does within one poll, and the
+columns `kubectl get autopilotrules` prints (the CRD's printer columns, read as the Table kubectl asks
+for) show its status; a rule named as a rule file's is refused, naming both.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from e2e_support import (
     AGENTS_OWN_RESOURCES,
     REPO,
@@ -28,6 +38,7 @@ from e2e_support import (
     audit_log_entries,
     requested,
     set_usage,
+    state_of,
 )
 from helpers import eventually
 from metrics_text import metric_total
@@ -35,7 +46,7 @@ from metrics_text import metric_total
 from agent.adapters.kubernetes.statuscodec import parse_time
 from sandbox import workload
 from sandbox.environment import Sandbox
-from sandbox.kube import KubeApi
+from sandbox.kube import KubeApi, KubeApiError
 
 pytestmark = pytest.mark.sandbox
 
@@ -238,3 +249,135 @@ def test_max_concurrent_actions_holds_the_second_until_the_first_is_done(
     held_started = parse_time(statuses[held[0]]["lastAction"]["startedAt"])
     other_finished = parse_time(statuses[other]["lastAction"]["finishedAt"])
     assert held_started >= other_finished, statuses
+
+
+# --- AutopilotRules are live objects --------------------------------------------------------------------
+
+AUTOPILOT_RULES = "/apis/kafka-autopilot.io/v1alpha1/autopilotrules"
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+LIVE_RULE = "kafka-live"
+LIVE_POLL_SECONDS = 5
+
+
+def live_rule(name: str, threshold: str) -> dict[str, Any]:
+    """The reference rule as an AutopilotRule, with another threshold, a poll of LIVE_POLL_SECONDS and a
+    `for` of an hour: an object over the threshold is Triggered and stays so, and nothing is resized."""
+    spec = yaml.safe_load((RULES / "kafka-resize.yaml").read_text())["spec"]
+    spec["conditions"]["expressions"][0]["values"] = [threshold]
+    spec["conditions"]["for"] = "1h"
+    spec["pollInterval"] = LIVE_POLL_SECONDS
+    return {
+        "apiVersion": "kafka-autopilot.io/v1alpha1",
+        "kind": "AutopilotRule",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def printed_columns(api: KubeApi, name: str) -> dict[str, Any]:
+    """The columns `kubectl get autopilotrules -o wide` shows for one rule (the CRD's printer columns)."""
+    status, text = api.request("GET", f"{AUTOPILOT_RULES}?fieldSelector=metadata.name={name}", accept=TABLE)
+    assert status == 200, text
+    table = json.loads(text)
+    (row,) = table["rows"]
+    return {column["name"]: cell for column, cell in zip(table["columnDefinitions"], row["cells"], strict=True)}
+
+
+def usage_percent(sandbox: Sandbox, claim: str) -> float:
+    """The claim's usage as Prometheus has it now (the rules' expression), 0 when it has none yet."""
+    selector = f'namespace="{workload.NAMESPACE}",pvc="{claim}"'
+    query = f"100 * (px_volume_usage_bytes{{{selector}}} / px_volume_capacity_bytes{{{selector}}})"
+    url = f"{sandbox.prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        result = json.loads(answer.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def rule_events(api: KubeApi, name: str, reason: str) -> list[dict[str, Any]]:
+    return [
+        event
+        for event in api.get("/apis/events.k8s.io/v1/namespaces/default/events")["items"]
+        if event.get("regarding", {}).get("kind") == "AutopilotRule"
+        and event["regarding"].get("name") == name
+        and event.get("reason") == reason
+    ]
+
+
+def test_an_autopilotrule_edited_while_the_agent_runs_changes_what_it_does_within_a_poll(
+    sandbox: Sandbox, api: KubeApi, tmp_path: Path
+) -> None:
+    claim = workload.pvc_name(3)
+    key = f"{workload.NAMESPACE}/{claim}"
+    agent = AgentProcess(
+        sandbox=sandbox, rules=RULE_FILES, audit_path=tmp_path / "live.jsonl", extra_args=["--cluster-rules"]
+    )
+    agent.start()
+    try:
+        capacity_gib = int(requested(api, claim).removesuffix("Gi"))
+        set_usage(sandbox, claim, 0.75 * capacity_gib)  # under the file rule's 80%: it does nothing
+        eventually(lambda: usage_percent(sandbox, claim) > 74, timeout=30, what="Prometheus sees the usage")
+        api.create(AUTOPILOT_RULES, live_rule(LIVE_RULE, "90"))
+        api.create(AUTOPILOT_RULES, live_rule(RULE, "10"))  # the rule file's name
+        eventually(lambda: state_of(api, LIVE_RULE, key) == "Normal", timeout=90, what="the new rule at work")
+        columns = eventually(
+            lambda: (found := printed_columns(api, LIVE_RULE))["Objects"] == 4 and found,
+            timeout=30,
+            what="the status columns",
+        )
+        assert columns["Valid"] == "True" and columns["Evaluated"], columns
+        refused = eventually(
+            lambda: (found := printed_columns(api, RULE))["Valid"] == "False" and found,
+            timeout=30,
+            what="the conflicting rule refused",
+        )
+        assert "cluster:autopilotrule/kafka-resize" in refused["Problems"], refused
+        assert "rules/kafka-resize.yaml" in refused["Problems"], refused
+
+        edited = time.monotonic()
+        api.merge_patch(f"{AUTOPILOT_RULES}/{LIVE_RULE}", {"spec": live_rule(LIVE_RULE, "70")["spec"]})
+        eventually(lambda: state_of(api, LIVE_RULE, key) == "Triggered", timeout=30, what="the edit followed")
+        took = time.monotonic() - edited
+        print(f"\nLIVE RULES: edit -> new state: {took:.1f}s (poll {LIVE_POLL_SECONDS}s)")
+        assert took < LIVE_POLL_SECONDS, "within one poll"
+        columns = eventually(
+            lambda: (found := printed_columns(api, LIVE_RULE))["States"] and "Triggered" in found["States"] and found,
+            timeout=30,
+            what="the states column",
+        )
+        assert json.loads(columns["States"]) == {"Normal": 3, "Triggered": 1}, columns
+        (event, *_) = eventually(lambda: rule_events(api, LIVE_RULE, "Triggered"), timeout=30, what="the Event")
+        assert key in event["note"] and "Normal => Triggered" in event["note"], event
+
+        bad = live_rule(LIVE_RULE, "70")["spec"]
+        bad["conditions"]["expressions"][0]["operator"] = "Bigger"
+        api.merge_patch(f"{AUTOPILOT_RULES}/{LIVE_RULE}", {"spec": bad})
+        invalid = eventually(
+            lambda: (found := printed_columns(api, LIVE_RULE))["Valid"] == "False" and found,
+            timeout=30,
+            what="the invalid edit reported",
+        )
+        assert "operator" in invalid["Problems"] and "still running generation 2" in invalid["Problems"], invalid
+        assert state_of(api, LIVE_RULE, key) == "Triggered"
+
+        api.delete(f"{AUTOPILOT_RULES}/{LIVE_RULE}")
+        eventually(lambda: LIVE_RULE not in agent.rule_health(), timeout=LIVE_POLL_SECONDS * 2, what="the loop stopped")
+        evaluated = metric_total(agent.metrics(), "kafka_autopilot_evaluations_total", rule=LIVE_RULE)
+        file_rule = metric_total(agent.metrics(), "kafka_autopilot_evaluations_total", rule=RULE)
+        time.sleep(2 * LIVE_POLL_SECONDS)
+        assert metric_total(agent.metrics(), "kafka_autopilot_evaluations_total", rule=LIVE_RULE) == evaluated
+        assert metric_total(agent.metrics(), "kafka_autopilot_evaluations_total", rule=RULE) > file_rule
+        lifecycle = [
+            record["event"]
+            for record in agent.records()
+            if record["rule"] == LIVE_RULE and str(record["event"]).startswith("rule-")
+        ]
+        assert lifecycle == ["rule-added", "rule-changed", "rule-invalid", "rule-removed"], lifecycle
+        assert requested(api, claim) == f"{capacity_gib}Gi"
+    finally:
+        agent.stop()
+        set_usage(sandbox, claim, 100)
+        for name in (LIVE_RULE, RULE):
+            with contextlib.suppress(KubeApiError):
+                api.delete(f"{AUTOPILOT_RULES}/{name}")
+        for item in api.get(STATE_OBJECTS)["items"]:
+            api.delete(f"{STATE_OBJECTS}/{item['metadata']['name']}")

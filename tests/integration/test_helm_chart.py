@@ -268,7 +268,11 @@ def test_values_become_the_agents_flags_and_secrets_become_files() -> None:
     assert secrets == {"prom-token", "prom-ca", "kafka-user", "kafka-ca"}
     config = one(objects, "ConfigMap")["data"]
     assert set(config) == {"kafka-resize.yaml", "policy.yaml"}
-    assert ("cluster", "kafka-autopilot.io", "autopilotrules", "list") in rbac_rules(objects)
+    granted = rbac_rules(objects)
+    for verb in ("list", "watch", "get"):  # AutopilotRules are followed (list, then watch) while the agent runs
+        assert ("cluster", "kafka-autopilot.io", "autopilotrules", verb) in granted
+    assert ("cluster", "kafka-autopilot.io", "autopilotrules/status", "update") in granted  # their status
+    assert not {rule for rule in rbac_rules(render(values={})) if rule[2].startswith("autopilotrules")}
 
 
 FULL = {
@@ -507,6 +511,8 @@ def test_the_agent_calls_nothing_the_roles_do_not_grant() -> None:
         "list_volume_attachment": ("storage.k8s.io", "volumeattachments", "list"),
         "delete_volume_attachment": ("storage.k8s.io", "volumeattachments", "delete"),
         "create_namespaced_event": ("events.k8s.io", "events", "create"),
+        # the one custom object the agent watches (list, then watch): the AutopilotRules
+        "list_cluster_custom_object": ("kafka-autopilot.io", "autopilotrules", "list"),
     }
     source = "".join(path.read_text() for path in (REPO / "agent" / "adapters" / "kubernetes").glob("*.py"))
     called = set(re.findall(r"self\._(?:core|storage|coordination|events)\.(\w+)", source))

@@ -350,14 +350,47 @@ class ClusterCaches:
         self.leases: WatchCache[NodeLease] = WatchCache(
             source=source, kind="leases", namespace=NODE_LEASE_NAMESPACE, decode=NodeLease.from_raw
         )
-        self.pvcs: dict[str, WatchCache[PvcInfo]] = {
-            selector: WatchCache(source=source, kind="pvcs", label_selector=selector, decode=PvcInfo.from_raw)
-            for selector in dict.fromkeys(_selector(rule) for rule in rules if rule.target is TargetKind.PVC)
-        }
-        self.pods: dict[str, WatchCache[PodInfo]] = {
-            selector: WatchCache(source=source, kind="pods", label_selector=selector, decode=PodInfo.from_raw)
-            for selector in dict.fromkeys(_selector(rule) for rule in rules if rule.target is TargetKind.BROKER)
-        }
+        self.pvcs: dict[str, WatchCache[PvcInfo]] = {}
+        self.pods: dict[str, WatchCache[PodInfo]] = {}
+        self._added: list[Callable[[WatchCache[Any]], None]] = []
+        self._start: Callable[[WatchCache[Any]], None] | None = None
+        for rule in rules:
+            self.needed_by(rule)
+
+    def on_added(self, listener: Callable[[WatchCache[Any]], None]) -> None:
+        """Call `listener` with each cache made later for a new rule's label selector (AutopilotRules
+        added while the agent runs), after its own listeners could subscribe and before it starts."""
+        self._added.append(listener)
+
+    async def run(self) -> None:
+        """Run every cache until cancelled, and those made later as soon as they are made (a failed one
+        ends alone; the others go on). A selector no rule uses any more keeps its watch until a restart."""
+        async with asyncio.TaskGroup() as group:
+
+            def start(cache: WatchCache[Any]) -> None:
+                group.create_task(cache.run(), name=f"cache:{cache.name}")
+
+            self._start = start
+            try:
+                for cache in self.caches():
+                    start(cache)
+                await asyncio.Event().wait()
+            finally:
+                self._start = None
+
+    def _selected_by(
+        self, caches: dict[str, WatchCache[R]], kind: WatchKind, selector: str, decode: Callable[[Mapping[str, Any]], R]
+    ) -> WatchCache[R]:
+        cache = caches.get(selector)
+        if cache is None:
+            cache = caches[selector] = WatchCache(
+                source=self._source, kind=kind, label_selector=selector, decode=decode
+            )
+            for listener in self._added:
+                listener(cache)
+            if self._start is not None:
+                self._start(cache)
+        return cache
 
     def caches(self) -> list[WatchCache[Any]]:
         return [
@@ -370,11 +403,12 @@ class ClusterCaches:
         ]
 
     def needed_by(self, rule: Rule) -> list[WatchCache[Any]]:
-        """The caches a cycle of `rule` reads."""
+        """The caches a cycle of `rule` reads (made, and started when running, for a selector not seen yet)."""
         if rule.target is TargetKind.PVC:
-            return [self.namespaces, self.pvcs[_selector(rule)], self.storage_classes]
+            claims = self._selected_by(self.pvcs, "pvcs", _selector(rule), PvcInfo.from_raw)
+            return [self.namespaces, claims, self.storage_classes]
         if rule.target is TargetKind.BROKER:
-            return [self.namespaces, self.pods[_selector(rule)]]
+            return [self.namespaces, self._selected_by(self.pods, "pods", _selector(rule), PodInfo.from_raw)]
         if rule.target is TargetKind.NODE:
             return [self.nodes, self.leases]
         return []

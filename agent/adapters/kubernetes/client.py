@@ -132,7 +132,15 @@ EVENT_NOTE_MAX_BYTES: Final = 1024
 """events.k8s.io/v1 refuses a `note` longer than this."""
 
 WatchKind = Literal[
-    "nodes", "pods", "leases", "pvcs", "namespaces", "storageclasses", "autopilotruleobjects", "actionapprovals"
+    "nodes",
+    "pods",
+    "leases",
+    "pvcs",
+    "namespaces",
+    "storageclasses",
+    "autopilotruleobjects",
+    "actionapprovals",
+    "autopilotrules",
 ]
 WatchEventType = Literal["ADDED", "MODIFIED", "DELETED", "RESYNC", "SYNCED"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -593,7 +601,7 @@ class _Watchable:
 
 
 def _custom(plural: str) -> _Watchable:
-    """The agent's own cluster-scoped (AutopilotRuleObject) or namespaced (ActionApproval) kinds."""
+    """The agent's own kinds: cluster-scoped (AutopilotRuleObject, AutopilotRule) or namespaced (ActionApproval)."""
     version = API_VERSION.split("/", 1)[1]
     return _Watchable(
         resource=plural,
@@ -639,6 +647,7 @@ _WATCHABLE: Final[Mapping[str, _Watchable]] = {
     ),
     "autopilotruleobjects": _custom("autopilotruleobjects"),
     "actionapprovals": _custom("actionapprovals"),
+    "autopilotrules": _custom("autopilotrules"),
 }
 
 

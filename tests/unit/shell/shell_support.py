@@ -4,15 +4,17 @@ details live; and the AutopilotRuleObject API in memory, for the real StateStore
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from agent.actions.registry import CATALOG
 from agent.adapters.errors import ConflictError, NotFoundError
+from agent.adapters.kubernetes.client import EventTarget, EventType, WatchEvent, WatchEventType
 from agent.core.engine import DeclinedAction, PlannedAction, plan_actions
 from agent.core.loader import parse_rules
 from agent.core.matching import TargetObject
@@ -58,7 +60,9 @@ def wall_time() -> Iterator[Wall]:
 
 
 class InMemoryRuleObjects:
-    """The cluster-scoped custom-object calls StateStore makes, kept in a dict by name."""
+    """The cluster-scoped custom-object calls StateStore and the AutopilotRules make, kept in a dict
+    by name; as the apiserver does, every change is also a watch event (`watch`), a spec change bumps
+    metadata.generation and a status write does not. `emit_event` records the Events written."""
 
     server = "https://in-memory"
 
@@ -69,12 +73,54 @@ class InMemoryRuleObjects:
         """Every status written, in order."""
         self.deletes: list[str] = []
         """The names of the objects deleted, in order."""
+        self.events: list[tuple[EventTarget, str, str, str]] = []
+        """Every Event written: (regarding, reason, message, type)."""
+        self._changes: asyncio.Queue[WatchEvent] | None = None
 
-    def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def _stamp(self, obj: dict[str, Any], *, change: WatchEventType = "MODIFIED") -> dict[str, Any]:
         self._version += 1
         obj["metadata"]["resourceVersion"] = str(self._version)
         self.objects[obj["metadata"]["name"]] = obj
+        self._tell(change, obj)
         return copy.deepcopy(obj)
+
+    def _tell(self, change: WatchEventType, obj: dict[str, Any]) -> None:
+        if self._changes is not None:
+            name = obj["metadata"]["name"]
+            self._changes.put_nowait(WatchEvent(type=change, object_name=name, namespace=None, raw=copy.deepcopy(obj)))
+
+    def apply(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """`kubectl apply` of an AutopilotRule: created (generation 1), or its spec replaced (generation + 1)."""
+        found = self.objects.get(name)
+        if found is None:
+            obj: dict[str, Any] = {
+                "apiVersion": "kafka-autopilot.io/v1alpha1",
+                "kind": "AutopilotRule",
+                "metadata": {"name": name, "uid": f"uid-{name}-{self._version}", "generation": 1},
+                "spec": copy.deepcopy(spec),
+            }
+            return self._stamp(obj, change="ADDED")
+        obj = copy.deepcopy(found)
+        obj["spec"] = copy.deepcopy(spec)
+        obj["metadata"]["generation"] += 1
+        return self._stamp(obj)
+
+    def delete(self, name: str) -> None:
+        self._tell("DELETED", self.objects.pop(name))
+
+    async def watch(
+        self, kind: str, *, namespace: str | None = None, resource_version: str | None = None
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """The changes made from now on (the caller lists first)."""
+        self._changes = asyncio.Queue()
+        while True:
+            yield await self._changes.get()
+
+    async def emit_event(
+        self, *, involved: EventTarget, reason: str, message: str, type_: EventType, action: str
+    ) -> str:
+        self.events.append((involved, reason, message, type_))
+        return f"{involved.name}.{len(self.events)}"
 
     async def get_custom_object(self, *, group: str, version: str, plural: str, name: str) -> dict[str, Any]:
         if name not in self.objects:
@@ -110,7 +156,7 @@ class InMemoryRuleObjects:
         self.deletes.append(name)
         return True
 
-    async def replace_custom_object_status(self, *, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+    async def replace_custom_object_status(self, *, body: Mapping[str, Any], **_: Any) -> dict[str, Any]:
         stored = self.objects[body["metadata"]["name"]]
         if stored["metadata"]["resourceVersion"] != body["metadata"]["resourceVersion"]:
             raise ConflictError(

@@ -346,7 +346,7 @@ def collector_world() -> tuple[World, InMemoryRuleObjects, StateStore, StateColl
     collector = StateCollector(
         store=store,
         inventory=world.cycle.inventory,
-        rules=[world.rule],
+        rules=lambda: [world.rule],
         trail=AuditTrail(stream=io.StringIO(), listener=collected.append),
         clock=world.clock,
         acting=lambda: True,
