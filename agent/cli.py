@@ -39,7 +39,6 @@ from agent import __version__
 from agent.actions.registry import CATALOG
 from agent.adapters.errors import PrometheusQueryError
 from agent.adapters.files import expand_paths, load_paths
-from agent.adapters.kafka import KafkaSettings
 from agent.adapters.local_prometheus import (
     BinaryNotFoundError,
     LocalPrometheusError,
@@ -56,6 +55,7 @@ from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import approval_commands, ruletest, tool_commands
+from agent.runtime.kafka_flags import KafkaFlagError, add_kafka_arguments, kafka_settings
 from agent.runtime.leadership import DRY_RUN_LEASE_NAME, EXIT_LEADERSHIP_LOST, LIVE_LEASE_NAME, default_lease_name
 from agent.runtime.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from agent.runtime.main import PrometheusSettings, RunOptions, StorageApiSettings, run_agent
@@ -157,14 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-tenant", metavar="ID", help="X-Scope-OrgID header, for Mimir/Cortex/Thanos")
     run.add_argument("--prometheus-ca-file", type=Path, metavar="FILE")
     run.add_argument("--prometheus-insecure-skip-verify", action="store_true")
-    run.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers (needed for node remediation)")
-    run.add_argument(
-        "--kafka-security-protocol", default="PLAINTEXT", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-    )
-    run.add_argument("--kafka-sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
-    run.add_argument("--kafka-sasl-username")
-    run.add_argument("--kafka-sasl-password-file", type=Path, metavar="FILE")
-    run.add_argument("--kafka-ca-file", metavar="FILE")
+    add_kafka_arguments(run, bootstrap_help="Kafka bootstrap servers (needed for node remediation)")
     run.add_argument(
         "--storage-api",
         metavar="URL",
@@ -465,17 +458,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         print(f"kafka-autopilot run: --listen must be HOST:PORT, got {args.listen!r}", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    kafka = None
-    if args.kafka:
-        password = args.kafka_sasl_password_file.read_text().strip() if args.kafka_sasl_password_file else None
-        kafka = KafkaSettings(
-            bootstrap_servers=args.kafka,
-            security_protocol=args.kafka_security_protocol,
-            sasl_mechanism=args.kafka_sasl_mechanism,
-            sasl_username=args.kafka_sasl_username,
-            sasl_password=password,
-            ssl_cafile=args.kafka_ca_file,
-        )
+    try:
+        kafka = kafka_settings(args)
+    except KafkaFlagError as error:
+        print(f"kafka-autopilot run: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     if args.leader_elect and args.lease_duration < 3:
         print(
             f"kafka-autopilot run: --lease-duration must be at least 3 seconds, got {args.lease_duration}",

@@ -1,8 +1,9 @@
 """The Kafka adapter against a real KRaft cluster: Kafka's view, fencing of a killed broker, and errors.
 
 The cluster-backed tests share one sandbox cluster (controller + brokers 0..3) for the module and
-run in file order: a healthy view, broker 1 killed until Kafka fences it (and still lists its address,
-marked fenced), broker 1 back. The
+run in file order: a healthy view, the same over the TLS listener that requires a client certificate
+(with the certificate it answers; without it, a clear error at once), broker 1 killed until Kafka
+fences it (and still lists its address, marked fenced), broker 1 back. The
 settings tests and the unreachable-bootstrap tests need no cluster.
 """
 
@@ -18,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from agent.adapters.kafka import KafkaAdmin, KafkaResponseError, KafkaSettings, KafkaUnavailableError
+from agent.adapters.kafka.producer import read_topic
 from agent.core.broker_identity import BrokerEndpoint
 from agent.core.kafka_safety import (
     ClusterView,
@@ -34,6 +36,8 @@ DEFAULT_TOPIC = "audit"  # no min.insync.replicas of its own: the broker default
 STRICT_TOPIC = "payments"  # min.insync.replicas=3 on the topic
 KILLED = 1
 FENCE_TIMEOUT_SECONDS = 60.0
+KAFKA_TLS_LISTENER = True
+"""The module's cluster also has its TLS listener with client authentication (tests/conftest.py)."""
 
 
 @pytest.fixture
@@ -228,6 +232,50 @@ async def test_view_of_a_healthy_cluster(kafka_cluster: KafkaCluster, kafka: Kaf
     )
     assert view.endpoints == every_broker
     assert await kafka.broker_endpoints() == every_broker
+
+
+def tls_settings(kafka_cluster: KafkaCluster, *, client_certificate: bool) -> KafkaSettings:
+    files = kafka_cluster.tls_files
+    return KafkaSettings(
+        bootstrap_servers=kafka_cluster.tls_bootstrap_servers,
+        security_protocol="SSL",
+        ssl_cafile=str(files.ca_file),
+        ssl_certfile=str(files.cert_file) if client_certificate else None,
+        ssl_keyfile=str(files.key_file) if client_certificate else None,
+        request_timeout_ms=5000,
+    )
+
+
+@pytest.mark.sandbox
+async def test_the_tls_listener_answers_a_client_with_its_certificate(kafka_cluster: KafkaCluster) -> None:
+    settings = tls_settings(kafka_cluster, client_certificate=True)
+
+    async with KafkaAdmin(settings=settings) as admin:
+        endpoints = await admin.broker_endpoints()
+        view = await admin.cluster_view()
+    absent_topic = await read_topic(settings, "no-such-topic", timeout_seconds=20)  # the consumer's TLS too
+
+    tls_ports = {int(address.rpartition(":")[2]) for address in kafka_cluster.tls_bootstrap_servers.split(",")}
+    assert {endpoint.port for endpoint in endpoints} == tls_ports
+    assert view.brokers_registered == frozenset(kafka_cluster.broker_ids)
+    assert absent_topic == []
+
+
+@pytest.mark.sandbox
+async def test_the_tls_listener_refuses_a_client_without_certificate_at_once_saying_why(
+    kafka_cluster: KafkaCluster,
+) -> None:
+    settings = tls_settings(kafka_cluster, client_certificate=False)
+    first_server = kafka_cluster.tls_bootstrap_servers.split(",")[0]
+    started = time.monotonic()
+
+    with pytest.raises(KafkaUnavailableError) as raised:
+        async with KafkaAdmin(settings=settings) as admin:
+            await admin.cluster_view()
+
+    assert time.monotonic() - started < settings.operation_timeout_seconds
+    assert f"TLS with {first_server}: the broker requires a client certificate and none was given" in str(raised.value)
+    assert str(raised.value).startswith(f"kafka {kafka_cluster.tls_bootstrap_servers}: ")
 
 
 @pytest.mark.sandbox
