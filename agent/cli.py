@@ -51,6 +51,7 @@ from agent.audit.evaluations import EvaluationAuditing
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.aliases import KEY_ALIASES
+from agent.core.approvals import Approvers
 from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
@@ -224,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMESPACE",
         help="the agent's own namespace: its Lease, and approvals for nodes and pools (default: $POD_NAMESPACE, "
         "else kafka-autopilot; --install-crds creates it when missing)",
+    )
+    approvers = run.add_argument_group(
+        "approvers",
+        "Who may answer ActionApprovals. The approve/decline commands record the caller's Kubernetes user and "
+        "groups (a SelfSubjectReview); with any of these flags an answer by anyone else, or one that records no "
+        "user, is refused: put back to pending, with an audit record and a Warning Event saying who and why. "
+        "Without them, whoever may write ActionApprovals (RBAC) answers. docs/operations.md, 'Who approved', says "
+        "what the recorded identity does and does not guarantee.",
+    )
+    approvers.add_argument(
+        "--approver-user", action="append", default=[], metavar="USER", help="a Kubernetes user name (repeatable)"
+    )
+    approvers.add_argument(
+        "--approver-group", action="append", default=[], metavar="GROUP", help="a Kubernetes group (repeatable)"
     )
     election = run.add_argument_group(
         "high availability",
@@ -478,6 +493,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.events_buffer < 1:
         print(f"kafka-autopilot run: --events-buffer must be at least 1, got {args.events_buffer}", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    if any(not name.strip() for name in (*args.approver_user, *args.approver_group)):
+        print("kafka-autopilot run: --approver-user and --approver-group must not be empty", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     try:
         scope_pod = PodScope.parse(args.scope_pod) if args.scope_pod else None
     except ScopeError as error:
@@ -515,6 +533,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scope_pod=scope_pod,
         events_topic=args.events_topic,
         events_buffer=args.events_buffer,
+        approvers=Approvers(users=frozenset(args.approver_user), groups=frozenset(args.approver_group)),
     )
     try:
         return asyncio.run(run_agent(options))

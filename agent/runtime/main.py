@@ -40,6 +40,7 @@ from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.cloudevents import DEFAULT_CAPACITY, CloudEventSink
 from agent.audit.evaluations import EvaluationAudit, EvaluationAuditing
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
+from agent.core.approvals import Approvers
 from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
 from agent.core.loader import LoadResult, merge_results, parse_rules
@@ -127,6 +128,8 @@ class RunOptions:
     """Publish every transition, action and hold to this Kafka topic as CloudEvents (needs `kafka`)."""
     events_buffer: int = DEFAULT_CAPACITY
     """Events kept while the topic is unreachable; later ones are dropped and counted."""
+    approvers: Approvers = field(default_factory=Approvers)
+    """Who may answer ActionApprovals (`--approver-user/--approver-group`); none named: RBAC alone decides."""
 
 
 def load_rules(paths: Sequence[Path]) -> tuple[list[Rule], list[Problem]]:
@@ -230,6 +233,7 @@ async def run_agent(
             trigger=triggers.trigger,
             agent_namespace=options.namespace,
             dry_run=dry_run,
+            approvers=options.approvers,
         )
         admission = AdmissionLedger(policy=policy, history_source=store) if policy is not None else None
         runner = ActionRunner(

@@ -301,7 +301,7 @@ FULL = {
     },
     "storageApi": {"url": "http://portworx-api.kube-system:9021", "tokenSecret": {"name": "px-token"}},
     "rules": {"fromCluster": True},
-    "rbac": {"installCRDs": True},
+    "rbac": {"installCRDs": True, "approver": {"users": ["alice@example.com"], "groups": ["kafka-sre"]}},
     "metrics": {"perPvcSeries": True},
     "audit": {"evaluations": "all", "eventsTopic": "kafka-autopilot-decisions", "eventsBuffer": 500},
 }
@@ -404,6 +404,26 @@ def test_a_client_certificate_secret_is_mounted_and_passed_as_the_mtls_flags() -
     (mount,) = [m for m in agent["volumeMounts"] if m["name"] == "autopilot-kafka-client-tls"]
     assert (mount["mountPath"], mount["readOnly"]) == ("/etc/kafka-autopilot/kafka-client-tls", True)
     assert not any(arg.startswith("--kafka-cert-file") for arg in container(render(values={}))["args"])
+
+
+def test_approver_users_and_groups_are_bound_to_the_approver_role_and_told_to_the_agent() -> None:
+    subject = {"kind": "ServiceAccount", "name": "oncall-bot", "namespace": "ops"}
+    values = {"rbac": {"approver": {"subjects": [subject], "users": ["alice@example.com"], "groups": ["kafka-sre"]}}}
+    objects = render(values=values)
+
+    args = container(objects)["args"]
+    (binding,) = [b for b in of_kind(objects, "ClusterRoleBinding") if b["metadata"]["name"].endswith("-approver")]
+
+    assert [arg for arg in args if arg.startswith("--approver-")] == [
+        "--approver-user=alice@example.com",
+        "--approver-group=kafka-sre",
+    ]
+    assert binding["subjects"] == [
+        subject,
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice@example.com"},
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kafka-sre"},
+    ]
+    assert not [arg for arg in container(render(values={}))["args"] if arg.startswith("--approver-")]
 
 
 def test_tls_secrets_without_a_tls_protocol_are_refused_by_name(tmp_path: Path) -> None:

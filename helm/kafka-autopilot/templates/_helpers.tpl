@@ -132,6 +132,12 @@ fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
 {{- if .Values.rbac.installCRDs }}
 - --install-crds
 {{- end }}
+{{- range .Values.rbac.approver.users }}
+- --approver-user={{ . }}
+{{- end }}
+{{- range .Values.rbac.approver.groups }}
+- --approver-group={{ . }}
+{{- end }}
 {{- end -}}
 
 {{/* Environment of the agent container: the pod's own name and namespace, and no bytecode writes. */}}
@@ -304,7 +310,7 @@ nodes and pools). */}}
 {{- define "kafka-autopilot.approvalRules" -}}
 - apiGroups: [kafka-autopilot.io]
   resources: [actionapprovals]
-  verbs: [get, create]
+  verbs: [get, create, patch]
 - apiGroups: [kafka-autopilot.io]
   resources: [actionapprovals/status]
   verbs: [patch]
