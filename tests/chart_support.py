@@ -152,6 +152,35 @@ def token_kubeconfig(*, path: Path, server: str, ca_file: Path, token: str, user
     return path
 
 
+APPROVER_RULES = [
+    {"apiGroups": ["kafka-autopilot.io"], "resources": ["actionapprovals"], "verbs": ["get", "list", "patch"]}
+]
+"""What `kafka-autopilot approvals|approve|decline` call (the chart's approver ClusterRole)."""
+
+
+def approver_kubeconfig(
+    api: KubeApi, *, server: str, ca_file: Path, namespace: str, name: str, role: str, folder: Path
+) -> Path:
+    """A kubeconfig of a new ServiceAccount NAMESPACE/NAME (user `system:serviceaccount:NAMESPACE:NAME`),
+    bound in its namespace to the ClusterRole `role` (e.g. one with APPROVER_RULES)."""
+    api.create(f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": name}})
+    api.create(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+        {
+            "metadata": {"name": f"{name}-approver"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    )
+    return token_kubeconfig(
+        path=folder / f"{name}.kubeconfig",
+        server=server,
+        ca_file=ca_file,
+        token=service_account_token(api, namespace=namespace, name=name),
+        user=name,
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class TokenApi:
     """Raw requests to the apiserver as a bearer token, to see what that identity may and may not do."""

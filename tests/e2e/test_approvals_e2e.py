@@ -3,7 +3,9 @@
 One sandbox and one live agent (a subprocess, as users run it) for the module; the tests run in order,
 each on a PVC of its own, and answers are given with the real `kafka-autopilot approve|decline`:
 - the resize waits in ActionAwaitingApproval (state, Event, an ActionApproval with the preview) until
-  approved, then runs, and the approval is marked Used;
+  approved, then runs, and the approval is marked Used. The agent is told its approvers (a user, and
+  the admin's group): an approval by another Kubernetes user (a ServiceAccount with the approver
+  role) is refused, put back to pending with a Warning Event, and the one by the approver is acted on;
 - a declined resize never runs in that episode; the next episode asks again, with a new approval;
 - conditions that clear while an approval waits cancel it (kept, marked Cancelled, with the reason);
 - an answer given while the agent is down is not lost, and a restart creates no second approval;
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chart_support import APPROVER_RULES, approver_kubeconfig
 from e2e_support import (
     AGENTS_OWN_RESOURCES,
     RULES,
@@ -43,6 +46,12 @@ pytestmark = pytest.mark.sandbox
 RULE = "kafka-resize"
 APPROVALS = f"/apis/kafka-autopilot.io/v1alpha1/namespaces/{workload.NAMESPACE}/actionapprovals"
 AGENT_NAMESPACE = "kafka-autopilot"
+SRE = "e2e-sre"
+SRE_USER = f"system:serviceaccount:{workload.NAMESPACE}:{SRE}"
+OUTSIDER = "e2e-outsider"
+OUTSIDER_USER = f"system:serviceaccount:{workload.NAMESPACE}:{OUTSIDER}"
+APPROVERS = ["--approver-user", SRE_USER, "--approver-group", "system:masters"]
+"""The SRE ServiceAccount by user; the sandbox's admin (every other test's answers) by its group."""
 
 
 def approval_rule_args(tmp_path: Path) -> tuple[list[Path], list[str]]:
@@ -78,10 +87,30 @@ def agent(
     with AgentProcess(
         sandbox=sandbox,
         rules=rules,
-        extra_args=extra,
+        extra_args=[*extra, *APPROVERS],
         audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl",
     ) as process:
         yield process
+
+
+@pytest.fixture(scope="module")
+def people(sandbox: Sandbox, api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Kubeconfigs of two ServiceAccounts, both with the approver role: one is an approver, one is not."""
+    role = "kafka-autopilot-e2e-approver"
+    api.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", {"metadata": {"name": role}, "rules": APPROVER_RULES})
+    folder = tmp_path_factory.mktemp("people")
+    return {
+        name: approver_kubeconfig(
+            api,
+            server=sandbox.kube.apiserver_url,
+            ca_file=sandbox.kube.pki_dir / "ca.crt",
+            namespace=workload.NAMESPACE,
+            name=name,
+            role=role,
+            folder=folder,
+        )
+        for name in (SRE, OUTSIDER)
+    }
 
 
 # --- readers ----------------------------------------------------------------------------------------
@@ -140,7 +169,9 @@ def awaiting_with_approval(api: KubeApi, claim: str) -> dict[str, Any]:
 # --- approve --------------------------------------------------------------------------------------------
 
 
-def test_the_resize_waits_for_approval_then_runs(sandbox: Sandbox, api: KubeApi, agent: AgentProcess) -> None:
+def test_the_resize_waits_for_approval_then_runs(
+    sandbox: Sandbox, api: KubeApi, agent: AgentProcess, people: dict[str, Path]
+) -> None:
     assert api.get(f"/api/v1/namespaces/{AGENT_NAMESPACE}")["metadata"]["name"] == AGENT_NAMESPACE
     claim = workload.pvc_name(0)
     set_usage(sandbox, claim, 330)
@@ -160,7 +191,27 @@ def test_the_resize_waits_for_approval_then_runs(sandbox: Sandbox, api: KubeApi,
     assert len(approvals_for(api, claim)) == 1
     assert not records_for(agent, claim, "action-planned", "action-verified")
 
-    approved = answer(sandbox, "approve", name, "--reason", "e2e: capacity is fine", "--by", "e2e")
+    mine = ["-n", workload.NAMESPACE]  # their approver role is bound in that namespace only
+    outsider = answer(sandbox, "approve", name, *mine, "--reason", "e2e: looks fine", kubeconfig=people[OUTSIDER])
+    assert outsider.returncode == 0, outsider.stderr  # the CLI records the answer; the agent refuses it
+    refused = eventually(
+        lambda: "refused" in (item := approval_named(api, name)).get("status", {}).get("message", "") and item,
+        timeout=30,
+        what="the outsider's approval refused",
+    )
+    assert refused["spec"]["approvalState"] == "pending"
+    assert "kafka-autopilot.io/answered-by" not in refused["metadata"].get("annotations", {})
+    assert f"approved by {OUTSIDER_USER}, refused: {OUTSIDER_USER} (groups: " in refused["status"]["message"]
+    assert f"is not an approver: user {SRE_USER}, group system:masters" in refused["status"]["message"]
+    assert "ApprovalRefused" in event_reasons(api, claim)
+    (refusal,) = records_for(agent, claim, "approval-refused")
+    assert OUTSIDER_USER in refusal["reason"]
+    time.sleep(4)  # two cycles: still waiting, nothing done
+    assert (requested(api, claim), state_of(api, claim)) == ("400Gi", "ActionAwaitingApproval")
+
+    approved = answer(
+        sandbox, "approve", name, *mine, "--reason", "e2e: capacity is fine", "--by", "e2e", kubeconfig=people[SRE]
+    )
     assert approved.returncode == 0, approved.stderr
     answered_at = time.time()
     eventually(lambda: requested(api, claim) == "800Gi", timeout=60, what="the PVC request at 800Gi")
@@ -176,6 +227,8 @@ def test_the_resize_waits_for_approval_then_runs(sandbox: Sandbox, api: KubeApi,
         r["event"] for r in records_for(agent, claim, "approval-requested", "approval-approved", "approval-used")
     ]
     assert recorded == ["approval-requested", "approval-approved", "approval-used"]
+    (approval_record,) = records_for(agent, claim, "approval-approved")
+    assert f"approved by {SRE_USER}" in approval_record["reason"]
     assert {"ApprovalApproved", "ApprovalUsed", "ActionVerified"} <= set(event_reasons(api, claim))
     assert 'kafka_autopilot_approvals_total{outcome="used",rule="kafka-resize"} 1' in agent.metrics()
 

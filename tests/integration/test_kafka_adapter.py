@@ -2,7 +2,8 @@
 
 The cluster-backed tests share one sandbox cluster (controller + brokers 0..3) for the module and
 run in file order: a healthy view, the same over the TLS listener that requires a client certificate
-(with the certificate it answers; without it, a clear error at once), broker 1 killed until Kafka
+(with the certificate it answers, to the admin, a consumer and the real `kafka-autopilot report`;
+without it, a clear error at once, naming the server and TLS), broker 1 killed until Kafka
 fences it (and still lists its address, marked fenced), broker 1 back. The
 settings tests and the unreachable-bootstrap tests need no cluster.
 """
@@ -10,7 +11,10 @@ settings tests and the unreachable-bootstrap tests need no cluster.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -276,6 +280,31 @@ async def test_the_tls_listener_refuses_a_client_without_certificate_at_once_say
     assert time.monotonic() - started < settings.operation_timeout_seconds
     assert f"TLS with {first_server}: the broker requires a client certificate and none was given" in str(raised.value)
     assert str(raised.value).startswith(f"kafka {kafka_cluster.tls_bootstrap_servers}: ")
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("client_certificate", [True, False], ids=["with-certificate", "without"])
+def test_the_real_cli_reads_the_decision_stream_over_mtls_only_with_its_certificate(
+    kafka_cluster: KafkaCluster, client_certificate: bool
+) -> None:
+    files = kafka_cluster.tls_files
+    certificate = ["--kafka-cert-file", str(files.cert_file), "--kafka-key-file", str(files.key_file)]
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "agent.cli", "report", "--json", "--events-topic", "no-decisions-yet",
+            "--kafka", kafka_cluster.tls_bootstrap_servers, "--kafka-security-protocol", "SSL",
+            "--kafka-ca-file", str(files.ca_file), *(certificate if client_certificate else []),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    if client_certificate:
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["skipped_lines"] == 0
+    else:
+        assert done.returncode == 2
+        first_server = kafka_cluster.tls_bootstrap_servers.split(",")[0]
+        assert f"TLS with {first_server}: the broker requires a client certificate and none was given" in done.stderr
 
 
 @pytest.mark.sandbox
