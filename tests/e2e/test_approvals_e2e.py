@@ -6,6 +6,8 @@ each on a PVC of its own, and answers are given with the real `kafka-autopilot a
   approved, then runs, and the approval is marked Used. The agent is told its approvers (a user, and
   the admin's group): an approval by another Kubernetes user (a ServiceAccount with the approver
   role) is refused, put back to pending with a Warning Event, and the one by the approver is acted on;
+  with the chart's ValidatingAdmissionPolicy applied (`rbac.approver.admissionPolicy`), a hand-made
+  answer naming someone else than its author is refused by the apiserver;
 - a declined resize never runs in that episode; the next episode asks again, with a new approval;
 - conditions that clear while an approval waits cancel it (kept, marked Cancelled, with the reason);
 - an answer given while the agent is down is not lost, and a restart creates no second approval;
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chart_support import APPROVER_RULES, approver_kubeconfig
+import yaml
+from chart_support import APPROVER_RULES, TokenApi, apply, approver_kubeconfig, of_kind, render
 from e2e_support import (
     AGENTS_OWN_RESOURCES,
     RULES,
@@ -37,6 +40,9 @@ from e2e_support import (
 )
 from helpers import eventually
 
+from agent.adapters.kubernetes.approvals import ANSWERED_BY_ANNOTATION as ANSWERED_BY
+from agent.adapters.kubernetes.approvals import approval_manifest
+from agent.core.approvals import ApprovalRequest
 from sandbox import workload
 from sandbox.environment import Sandbox
 from sandbox.kube import KubeApi
@@ -98,6 +104,8 @@ def people(sandbox: Sandbox, api: KubeApi, tmp_path_factory: pytest.TempPathFact
     """Kubeconfigs of two ServiceAccounts, both with the approver role: one is an approver, one is not."""
     role = "kafka-autopilot-e2e-approver"
     api.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", {"metadata": {"name": role}, "rules": APPROVER_RULES})
+    policy = render(values={"rbac": {"approver": {"admissionPolicy": True}}})
+    apply(api, [*of_kind(policy, "ValidatingAdmissionPolicy"), *of_kind(policy, "ValidatingAdmissionPolicyBinding")])
     folder = tmp_path_factory.mktemp("people")
     return {
         name: approver_kubeconfig(
@@ -231,6 +239,46 @@ def test_the_resize_waits_for_approval_then_runs(
     assert f"approved by {SRE_USER}" in approval_record["reason"]
     assert {"ApprovalApproved", "ApprovalUsed", "ActionVerified"} <= set(event_reasons(api, claim))
     assert 'kafka_autopilot_approvals_total{outcome="used",rule="kafka-resize"} 1' in agent.metrics()
+
+
+def test_the_apiserver_refuses_an_answer_that_names_someone_else(
+    sandbox: Sandbox, api: KubeApi, people: dict[str, Path]
+) -> None:
+    """The chart's admission policy: the outsider may patch ActionApprovals (RBAC), but not write the
+    SRE's name as the one who answered; answering under their own name goes through (and the agent
+    refuses it, as above). The approval is one the agent never asked for, so it ignores it."""
+    request = ApprovalRequest(
+        name="forgery-check",
+        namespace=workload.NAMESPACE,
+        rule=RULE,
+        object_kind="PersistentVolumeClaim",
+        object_key=f"{workload.NAMESPACE}/no-such-claim",
+        object_namespace=workload.NAMESPACE,
+        object_name="no-such-claim",
+        episode=0.0,
+        actions=(),
+        why="e2e",
+    )
+    api.create(APPROVALS, approval_manifest(request))
+    token = yaml.safe_load(people[OUTSIDER].read_text())["users"][0]["user"]["token"]
+    host, _, port = sandbox.kube.apiserver_url.removeprefix("https://").rpartition(":")
+    outsider = TokenApi(host=host, port=int(port), ca_file=sandbox.kube.pki_dir / "ca.crt", token=token)
+
+    def answer_as(user: str) -> tuple[int, dict[str, Any]]:
+        patch = {"metadata": {"annotations": {ANSWERED_BY: user}}, "spec": {"approvalState": "approved"}}
+        return outsider.request(
+            "PATCH", f"{APPROVALS}/{request.name}", patch, content_type="application/merge-patch+json"
+        )
+
+    forged_status, forged = answer_as(SRE_USER)
+    forged_state = approval_named(api, request.name)["spec"]["approvalState"]
+    honest_status, honest = answer_as(OUTSIDER_USER)
+
+    assert forged_status == 403, forged
+    assert f"{ANSWERED_BY} must name the user making the change, {OUTSIDER_USER}" in forged["message"]
+    assert forged_state == "pending"
+    assert honest_status == 200, honest
+    assert honest["metadata"]["annotations"][ANSWERED_BY] == OUTSIDER_USER
 
 
 # --- decline ----------------------------------------------------------------------------------------------

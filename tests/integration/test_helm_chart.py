@@ -69,10 +69,11 @@ STRIMZI_MTLS = {
 """Kafka mTLS as with a Strimzi cluster: its cluster CA Secret and a KafkaUser's Secret (docs/strimzi.md)."""
 
 
-@pytest.mark.parametrize("mode", ["service", "sidecar", "openshift", "mtls"])
+@pytest.mark.parametrize("mode", ["service", "sidecar", "openshift", "mtls", "approvers"])
 def test_helm_lint_passes_strict(mode: str, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
-    modes = {"sidecar": SIDECAR, "openshift": OPENSHIFT, "mtls": STRIMZI_MTLS}
+    approvers = {"rbac": {"approver": {"users": ["alice@example.com"], "groups": ["sre"], "admissionPolicy": True}}}
+    modes = {"sidecar": SIDECAR, "openshift": OPENSHIFT, "mtls": STRIMZI_MTLS, "approvers": approvers}
     values.write_text(yaml.safe_dump({**MONITORING, **modes.get(mode, {})}))
     done = helm("lint", "--strict", str(CHART), "--values", str(values))
     assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
@@ -424,6 +425,19 @@ def test_approver_users_and_groups_are_bound_to_the_approver_role_and_told_to_th
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kafka-sre"},
     ]
     assert not [arg for arg in container(render(values={}))["args"] if arg.startswith("--approver-")]
+
+
+def test_the_answered_by_admission_policy_is_rendered_only_when_asked_for() -> None:
+    objects = render(values={"rbac": {"approver": {"admissionPolicy": True}}})
+
+    policy = one(objects, "ValidatingAdmissionPolicy")
+    binding = one(objects, "ValidatingAdmissionPolicyBinding")
+
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["resources"], rule["operations"]) == (["actionapprovals"], ["UPDATE"])
+    assert all("request.userInfo" in check["expression"] for check in policy["spec"]["validations"])
+    assert not of_kind(render(values={}), "ValidatingAdmissionPolicy")
 
 
 def test_tls_secrets_without_a_tls_protocol_are_refused_by_name(tmp_path: Path) -> None:
