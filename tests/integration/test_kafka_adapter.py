@@ -2,7 +2,8 @@
 
 The cluster-backed tests share one sandbox cluster (controller + brokers 0..3) for the module and
 run in file order: a healthy view, the same over the TLS listener that requires a client certificate
-(with the certificate it answers, to the admin, a consumer and the real `kafka-autopilot report`;
+(with the certificate it answers, to the admin, the events producer, a consumer and the real
+`kafka-autopilot report`;
 without it, a clear error at once, naming the server and TLS), broker 1 killed until Kafka
 fences it (and still lists its address, marked fenced), broker 1 back. The
 settings tests and the unreachable-bootstrap tests need no cluster.
@@ -23,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from agent.adapters.kafka import KafkaAdmin, KafkaResponseError, KafkaSettings, KafkaUnavailableError
-from agent.adapters.kafka.producer import read_topic
+from agent.adapters.kafka.producer import event_producer, read_topic
 from agent.core.broker_identity import BrokerEndpoint
 from agent.core.kafka_safety import (
     ClusterView,
@@ -257,12 +258,18 @@ async def test_the_tls_listener_answers_a_client_with_its_certificate(kafka_clus
     async with KafkaAdmin(settings=settings) as admin:
         endpoints = await admin.broker_endpoints()
         view = await admin.cluster_view()
-    absent_topic = await read_topic(settings, "no-such-topic", timeout_seconds=20)  # the consumer's TLS too
+    producer = event_producer(settings)  # the decision stream's producer, as `run --events-topic` makes it
+    await producer.start()
+    try:
+        await asyncio.wait_for(producer.send_and_wait("decisions-over-mtls", b"an event", key=b"kafka/data-0"), 60)
+    finally:
+        await producer.stop()
+    published = await read_topic(settings, "decisions-over-mtls", timeout_seconds=30)
 
     tls_ports = {int(address.rpartition(":")[2]) for address in kafka_cluster.tls_bootstrap_servers.split(",")}
     assert {endpoint.port for endpoint in endpoints} == tls_ports
     assert view.brokers_registered == frozenset(kafka_cluster.broker_ids)
-    assert absent_topic == []
+    assert published == [(b"kafka/data-0", b"an event")]
 
 
 @pytest.mark.sandbox
