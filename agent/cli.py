@@ -39,7 +39,6 @@ from agent import __version__
 from agent.actions.registry import CATALOG
 from agent.adapters.errors import PrometheusQueryError
 from agent.adapters.files import expand_paths, load_paths
-from agent.adapters.kafka import KafkaSettings
 from agent.adapters.local_prometheus import (
     BinaryNotFoundError,
     LocalPrometheusError,
@@ -52,11 +51,13 @@ from agent.audit.evaluations import EvaluationAuditing
 from agent.audit.timeline import Timeline
 from agent.audit.trail import AuditRecord, AuditTrail
 from agent.core.aliases import KEY_ALIASES
+from agent.core.approvals import Approvers
 from agent.core.collection import DEFAULT_GRACE_SECONDS
 from agent.core.diagnostics import Problem
 from agent.core.loader import LoadResult, merge_results
 from agent.core.rules import ConditionProvider, Rule
 from agent.runtime import approval_commands, ruletest, tool_commands
+from agent.runtime.kafka_flags import KafkaFlagError, add_kafka_arguments, kafka_settings
 from agent.runtime.leadership import DRY_RUN_LEASE_NAME, EXIT_LEADERSHIP_LOST, LIVE_LEASE_NAME, default_lease_name
 from agent.runtime.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from agent.runtime.main import PrometheusSettings, RunOptions, StorageApiSettings, run_agent
@@ -158,14 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-tenant", metavar="ID", help="X-Scope-OrgID header, for Mimir/Cortex/Thanos")
     run.add_argument("--prometheus-ca-file", type=Path, metavar="FILE")
     run.add_argument("--prometheus-insecure-skip-verify", action="store_true")
-    run.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers (needed for node remediation)")
-    run.add_argument(
-        "--kafka-security-protocol", default="PLAINTEXT", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-    )
-    run.add_argument("--kafka-sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
-    run.add_argument("--kafka-sasl-username")
-    run.add_argument("--kafka-sasl-password-file", type=Path, metavar="FILE")
-    run.add_argument("--kafka-ca-file", metavar="FILE")
+    add_kafka_arguments(run, bootstrap_help="Kafka bootstrap servers (needed for node remediation)")
     run.add_argument(
         "--storage-api",
         metavar="URL",
@@ -240,6 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMESPACE",
         help="the agent's own namespace: its Lease, and approvals for nodes and pools (default: $POD_NAMESPACE, "
         "else kafka-autopilot; --install-crds creates it when missing)",
+    )
+    approvers = run.add_argument_group(
+        "approvers",
+        "Who may answer ActionApprovals. The approve/decline commands record the caller's Kubernetes user and "
+        "groups (a SelfSubjectReview); with any of these flags an answer by anyone else, or one that records no "
+        "user, is refused: put back to pending, with an audit record and a Warning Event saying who and why. "
+        "Without them, whoever may write ActionApprovals (RBAC) answers. docs/operations.md, 'Who approved', says "
+        "what the recorded identity does and does not guarantee.",
+    )
+    approvers.add_argument(
+        "--approver-user", action="append", default=[], metavar="USER", help="a Kubernetes user name (repeatable)"
+    )
+    approvers.add_argument(
+        "--approver-group", action="append", default=[], metavar="GROUP", help="a Kubernetes group (repeatable)"
     )
     election = run.add_argument_group(
         "high availability",
@@ -474,17 +482,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not host or not port.isdigit():
         print(f"kafka-autopilot run: --listen must be HOST:PORT, got {args.listen!r}", file=sys.stderr)
         return EXIT_CANNOT_RUN
-    kafka = None
-    if args.kafka:
-        password = args.kafka_sasl_password_file.read_text().strip() if args.kafka_sasl_password_file else None
-        kafka = KafkaSettings(
-            bootstrap_servers=args.kafka,
-            security_protocol=args.kafka_security_protocol,
-            sasl_mechanism=args.kafka_sasl_mechanism,
-            sasl_username=args.kafka_sasl_username,
-            sasl_password=password,
-            ssl_cafile=args.kafka_ca_file,
-        )
+    try:
+        kafka = kafka_settings(args)
+    except KafkaFlagError as error:
+        print(f"kafka-autopilot run: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     if args.state_gc_grace < 0:
         print(
             f"kafka-autopilot run: --state-gc-grace must be 0 or more seconds, got {args.state_gc_grace}",
@@ -505,6 +507,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_RUN
     if args.events_buffer < 1:
         print(f"kafka-autopilot run: --events-buffer must be at least 1, got {args.events_buffer}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    if any(not name.strip() for name in (*args.approver_user, *args.approver_group)):
+        print("kafka-autopilot run: --approver-user and --approver-group must not be empty", file=sys.stderr)
         return EXIT_CANNOT_RUN
     try:
         scope_pod = PodScope.parse(args.scope_pod) if args.scope_pod else None
@@ -544,6 +549,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scope_pod=scope_pod,
         events_topic=args.events_topic,
         events_buffer=args.events_buffer,
+        approvers=Approvers(users=frozenset(args.approver_user), groups=frozenset(args.approver_group)),
     )
     try:
         return asyncio.run(run_agent(options))

@@ -12,6 +12,13 @@ A broker started for a pod (`start_broker(..., pod_ip=...)`, by the sandbox's br
 `<pod IP>:<its pod port>`, as a broker in a pod does, so Kafka's metadata names the pod; it also keeps
 its listener on 127.0.0.1 (the bootstrap address), advertised as the same pod address. Both are
 loopback addresses (kwok's pod IPs are). Without a pod IP a broker advertises 127.0.0.1 as before.
+
+With `tls_listener=True` (off by default: the PKI costs a few openssl runs) every broker also listens
+on an SSL listener that requires a client certificate (`ssl.client.auth=required`), with PEM key and
+trust stores. The CA, the brokers' certificate (127.0.0.1, localhost) and a client certificate
+(CN=kafka-autopilot) are made by sandbox/kube.py's certificate functions into `<work dir>/pki`; a
+client reaches it through `tls_bootstrap_servers` and `tls_files`. Brokers started for a pod do not
+have it: their advertised pod addresses are not in the brokers' certificate.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from typing import Any, TypeVar
 
 from aiokafka.client import AIOKafkaClient
 
+from sandbox.kube import CLIENT_USAGE, new_ca, require_openssl, sign_certificate
 from sandbox.process import (
     Daemon,
     SandboxProcessError,
@@ -124,10 +132,12 @@ class ClusterLayout:
     broker_metrics_ports: dict[int, int] = field(default_factory=dict)
     broker_pod_ports: dict[int, int] = field(default_factory=dict)
     """The port each broker listens on at its pod's IP, when it runs for a pod."""
+    broker_tls_ports: dict[int, int] = field(default_factory=dict)
+    """The port of each broker's TLS listener with client authentication (used with `tls_listener`)."""
 
     @classmethod
     def new(cls, *, controller_id: int, broker_ids: Sequence[int]) -> ClusterLayout:
-        ports = _distinct_free_ports(2 + 3 * len(broker_ids))
+        ports = _distinct_free_ports(2 + 4 * len(broker_ids))
         return cls(
             cluster_id=_new_cluster_id(),
             controller_id=controller_id,
@@ -136,6 +146,7 @@ class ClusterLayout:
             broker_ports={b: ports[2 + i] for i, b in enumerate(broker_ids)},
             broker_metrics_ports={b: ports[2 + len(broker_ids) + i] for i, b in enumerate(broker_ids)},
             broker_pod_ports={b: ports[2 + 2 * len(broker_ids) + i] for i, b in enumerate(broker_ids)},
+            broker_tls_ports={b: ports[2 + 3 * len(broker_ids) + i] for i, b in enumerate(broker_ids)},
         )
 
     @classmethod
@@ -149,11 +160,49 @@ class ClusterLayout:
             broker_ports={int(k): v for k, v in raw["broker_ports"].items()},
             broker_metrics_ports={int(k): v for k, v in raw["broker_metrics_ports"].items()},
             broker_pod_ports={int(k): v for k, v in raw.get("broker_pod_ports", {}).items()},
+            broker_tls_ports={int(k): v for k, v in raw.get("broker_tls_ports", {}).items()},
         )
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaTlsFiles:
+    """The PEM files a client of the TLS listener needs."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def generate_kafka_pki(*, pki: Path) -> KafkaTlsFiles:
+    """CA, the brokers' serving certificate and key as one PEM keystore, and a client certificate.
+
+    Idempotent: a `complete` marker, written last, means the set is there."""
+    files = KafkaTlsFiles(ca_file=pki / "ca.crt", cert_file=pki / "client.crt", key_file=pki / "client.key")
+    if (pki / "complete").is_file():
+        return files
+    require_openssl()
+    pki.mkdir(parents=True, exist_ok=True)
+    new_ca(pki=pki, stem="ca", subject="/CN=kafka-autopilot-sandbox-kafka-ca")
+    sign_certificate(
+        pki=pki,
+        stem="broker",
+        subject="/CN=kafka-sandbox-broker",
+        extensions=[
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+            "extendedKeyUsage=serverAuth,clientAuth",
+            f"subjectAltName=IP:{HOST},DNS:localhost",
+        ],
+    )
+    sign_certificate(pki=pki, stem="client", subject="/CN=kafka-autopilot", extensions=CLIENT_USAGE)
+    keystore = pki / "broker-keystore.pem"
+    keystore.write_text((pki / "broker.key").read_text() + (pki / "broker.crt").read_text())
+    keystore.chmod(0o600)
+    (pki / "complete").write_text("")
+    return files
 
 
 def _distinct_free_ports(count: int) -> list[int]:
@@ -190,8 +239,10 @@ class KafkaCluster:
         heap: str = "256m",
         ttl_seconds: int | None = None,
         ready_timeout_seconds: float = 180.0,
+        tls_listener: bool = False,
     ) -> None:
         self.work_dir = work_dir.resolve()
+        self.tls_listener = tls_listener
         self.cache_dir = cache_dir
         self.heap = heap
         self.ttl_seconds = ttl_seconds
@@ -208,6 +259,8 @@ class KafkaCluster:
         else:
             self.layout = ClusterLayout.new(controller_id=controller_id, broker_ids=broker_ids)
             self.layout.save(layout_path)
+        if tls_listener and sorted(self.layout.broker_tls_ports) != sorted(broker_ids):
+            raise SandboxProcessError(f"{layout_path} has no TLS listener ports; use another work directory")
         self._distribution: KafkaDistribution | None = None
 
     # -- addresses -------------------------------------------------------------------------------
@@ -220,6 +273,18 @@ class KafkaCluster:
     def bootstrap_servers(self) -> str:
         """Every broker's listener, comma separated, as Kafka clients expect it."""
         return ",".join(f"{HOST}:{self.layout.broker_ports[b]}" for b in self.broker_ids)
+
+    @property
+    def tls_bootstrap_servers(self) -> str:
+        """Every broker's TLS listener (client certificate required); needs `tls_listener=True`."""
+        if not self.tls_listener:
+            raise SandboxProcessError("this KafkaCluster was made without tls_listener=True")
+        return ",".join(f"{HOST}:{self.layout.broker_tls_ports[b]}" for b in self.broker_ids)
+
+    @property
+    def tls_files(self) -> KafkaTlsFiles:
+        """The CA and client certificate for the TLS listener (made on first use)."""
+        return generate_kafka_pki(pki=self.work_dir / "pki")
 
     def broker_address(self, broker_id: int) -> str:
         return f"{HOST}:{self.layout.broker_ports[broker_id]}"
@@ -390,6 +455,7 @@ class KafkaCluster:
             self.layout.controller_metrics_port,
             *self.layout.broker_ports.values(),
             *self.layout.broker_metrics_ports.values(),
+            *(self.layout.broker_tls_ports.values() if self.tls_listener else ()),
         ]
 
     @property
@@ -423,6 +489,21 @@ class KafkaCluster:
 
     def _listener_properties(self, broker_id: int, *, pod_ip: str | None) -> dict[str, str]:
         port = self.layout.broker_ports[broker_id]
+        if pod_ip is None and self.tls_listener:
+            pki = self.work_dir / "pki"
+            tls = self.tls_files
+            listeners = f"PLAINTEXT://{HOST}:{port},SSL://{HOST}:{self.layout.broker_tls_ports[broker_id]}"
+            return {
+                "listeners": listeners,
+                "advertised.listeners": listeners,
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL",
+                "listener.name.ssl.ssl.client.auth": "required",
+                "listener.name.ssl.ssl.keystore.type": "PEM",
+                "listener.name.ssl.ssl.keystore.location": str(pki / "broker-keystore.pem"),
+                "listener.name.ssl.ssl.truststore.type": "PEM",
+                "listener.name.ssl.ssl.truststore.location": str(tls.ca_file),
+            }
         if pod_ip is None:
             return {
                 "listeners": f"PLAINTEXT://{HOST}:{port}",

@@ -200,6 +200,9 @@ KWOK: Final = ClientIdentity(stem="kwok", user="kwok-controller", groups=("syste
 """kwok writes node and pod status, leases and events for every fake node, like many kubelets."""
 
 
+CLIENT_USAGE: Final = ("keyUsage=critical,digitalSignature,keyEncipherment", "extendedKeyUsage=clientAuth")
+
+
 def _openssl(*args: str, cwd: Path) -> None:
     result = subprocess.run(
         ["openssl", *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
@@ -213,7 +216,8 @@ def _new_ec_key(*, path: Path) -> None:
     path.chmod(0o600)
 
 
-def _new_ca(*, pki: Path, stem: str, subject: str) -> None:
+def new_ca(*, pki: Path, stem: str, subject: str) -> None:
+    """Write `stem.key` and the self-signed `stem.crt` of a new CA in `pki` (also for sandbox/kafka.py)."""
     _new_ec_key(path=pki / f"{stem}.key")
     _openssl(
         "req", "-x509", "-new", "-key", f"{stem}.key", "-subj", subject,
@@ -224,7 +228,7 @@ def _new_ca(*, pki: Path, stem: str, subject: str) -> None:
     )  # fmt: skip
 
 
-def _sign(*, pki: Path, stem: str, subject: str, extensions: Sequence[str], ca: str = "ca") -> None:
+def sign_certificate(*, pki: Path, stem: str, subject: str, extensions: Sequence[str], ca: str = "ca") -> None:
     """Write `stem.key` and `stem.crt`, signed by the CA `ca.crt` in `pki`."""
     _new_ec_key(path=pki / f"{stem}.key")
     _openssl("req", "-new", "-key", f"{stem}.key", "-subj", subject, "-out", f"{stem}.csr", cwd=pki)
@@ -244,6 +248,11 @@ def _subject(identity: ClientIdentity) -> str:
     return "".join(f"/O={group}" for group in identity.groups) + f"/CN={identity.user}"
 
 
+def require_openssl() -> None:
+    if shutil.which("openssl") is None:
+        raise SandboxProcessError("the openssl command is needed to make the sandbox's certificates")
+
+
 def generate_pki(*, pki: Path) -> None:
     """CA, apiserver serving certificate, service-account key pair and the clients' certificates,
     plus a front-proxy CA and client for the aggregation layer (request-header authentication).
@@ -252,20 +261,18 @@ def generate_pki(*, pki: Path) -> None:
     """
     if (pki / "complete").is_file():
         return
-    if shutil.which("openssl") is None:
-        raise SandboxProcessError("the openssl command is needed to make the sandbox's certificates")
+    require_openssl()
     pki.mkdir(parents=True, exist_ok=True)
-    _new_ca(pki=pki, stem="ca", subject="/CN=kafka-autopilot-sandbox-ca")
-    _new_ca(pki=pki, stem="front-proxy-ca", subject="/CN=kafka-autopilot-sandbox-front-proxy-ca")
-    client_usage = ["keyUsage=critical,digitalSignature,keyEncipherment", "extendedKeyUsage=clientAuth"]
-    _sign(
+    new_ca(pki=pki, stem="ca", subject="/CN=kafka-autopilot-sandbox-ca")
+    new_ca(pki=pki, stem="front-proxy-ca", subject="/CN=kafka-autopilot-sandbox-front-proxy-ca")
+    sign_certificate(
         pki=pki,
         stem="front-proxy-client",
         subject="/CN=front-proxy-client",
-        extensions=client_usage,
+        extensions=CLIENT_USAGE,
         ca="front-proxy-ca",
     )
-    _sign(
+    sign_certificate(
         pki=pki,
         stem="apiserver",
         subject="/CN=kube-apiserver",
@@ -277,11 +284,11 @@ def generate_pki(*, pki: Path) -> None:
         ],
     )
     for identity in (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK):
-        _sign(
+        sign_certificate(
             pki=pki,
             stem=identity.stem,
             subject=_subject(identity),
-            extensions=client_usage,
+            extensions=CLIENT_USAGE,
         )
     _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key", cwd=pki)
     (pki / "sa.key").chmod(0o600)

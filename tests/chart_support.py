@@ -86,6 +86,8 @@ _PATHS = {
     "Pod": "/api/v1/namespaces/{namespace}/pods",
     "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets",
+    "ValidatingAdmissionPolicy": "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings",
 }
 
 
@@ -152,6 +154,35 @@ def token_kubeconfig(*, path: Path, server: str, ca_file: Path, token: str, user
     return path
 
 
+APPROVER_RULES = [
+    {"apiGroups": ["kafka-autopilot.io"], "resources": ["actionapprovals"], "verbs": ["get", "list", "patch"]}
+]
+"""What `kafka-autopilot approvals|approve|decline` call (the chart's approver ClusterRole)."""
+
+
+def approver_kubeconfig(
+    api: KubeApi, *, server: str, ca_file: Path, namespace: str, name: str, role: str, folder: Path
+) -> Path:
+    """A kubeconfig of a new ServiceAccount NAMESPACE/NAME (user `system:serviceaccount:NAMESPACE:NAME`),
+    bound in its namespace to the ClusterRole `role` (e.g. one with APPROVER_RULES)."""
+    api.create(f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": name}})
+    api.create(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+        {
+            "metadata": {"name": f"{name}-approver"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    )
+    return token_kubeconfig(
+        path=folder / f"{name}.kubeconfig",
+        server=server,
+        ca_file=ca_file,
+        token=service_account_token(api, namespace=namespace, name=name),
+        user=name,
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class TokenApi:
     """Raw requests to the apiserver as a bearer token, to see what that identity may and may not do."""
@@ -161,7 +192,9 @@ class TokenApi:
     ca_file: Path
     token: str
 
-    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    def request(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None, *, content_type: str = "application/json"
+    ) -> tuple[int, dict[str, Any]]:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         connection = http.client.HTTPSConnection(self.host, self.port, context=context, timeout=10)
         try:
@@ -169,7 +202,7 @@ class TokenApi:
             payload = None
             if body is not None:
                 payload = json.dumps(body).encode()
-                headers["Content-Type"] = "application/json"
+                headers["Content-Type"] = content_type
             connection.request(method, path, body=payload, headers=headers)
             response = connection.getresponse()
             text = response.read().decode(errors="replace")

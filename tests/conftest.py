@@ -60,13 +60,18 @@ def shaped_sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 
 @pytest.fixture(scope="module")
-def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    """A real KRaft cluster (controller + brokers 0-3) without Kubernetes, up for one module."""
+def kafka_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A real KRaft cluster (controller + brokers 0-3) without Kubernetes, up for one module; with the
+    TLS listener (client certificates required) when the module sets `KAFKA_TLS_LISTENER = True`."""
     try:
         KafkaDistribution.from_cache()
     except SandboxProcessError as missing:
         pytest.fail(f"{missing} (run scripts/fetch-kafka.sh, or `make test`)")
-    kafka = KafkaCluster(work_dir=tmp_path_factory.mktemp("kafka"), ttl_seconds=1800)
+    kafka = KafkaCluster(
+        work_dir=tmp_path_factory.mktemp("kafka"),
+        ttl_seconds=1800,
+        tls_listener=getattr(request.module, "KAFKA_TLS_LISTENER", False),
+    )
     try:
         kafka.start()
         yield kafka

@@ -1107,11 +1107,12 @@ class FakeEvents:
 class FakeApprovals:
     """ActionApprovals in memory, as `agent.adapters.approvals.ApprovalStore` keeps them.
 
-    `ensure` creates the request's approval with phase Pending and its preview (True when created
-    now), returns an existing one as it is, and refuses a name that belongs to another (rule,
-    object). `set_phase` returns None for an approval that does not exist and changes nothing when
-    phase and message are already those. `answer` is the person (`kafka-autopilot approve|decline`);
-    `fail_next(error)` makes the next call raise (a temporary KubeError by default).
+        `ensure` creates the request's approval with phase Pending and its preview (True when created
+        now), returns an existing one as it is, and refuses a name that belongs to another (rule,
+        object). `set_phase` returns None for an approval that does not exist and changes nothing when
+        phase and message are already those; `withdraw_answer` puts an answer back to pending when the
+    approval is still as read. `answer` is the person (`kafka-autopilot approve|decline`);
+        `fail_next(error)` makes the next call raise (a temporary KubeError by default).
     """
 
     def __init__(self) -> None:
@@ -1131,10 +1132,24 @@ class FakeApprovals:
         if self._failures:
             raise self._failures.pop(0)
 
-    def answer(self, *, namespace: str, name: str, answer: Answer, by: str = "someone", reason: str = "") -> Approval:
+    def answer(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        answer: Answer,
+        by: str = "someone",
+        reason: str = "",
+        groups: tuple[str, ...] = (),
+    ) -> Approval:
         current = self.approvals[(namespace, name)]
         answered = replace(
-            current, answer=answer, answered_by=by, answer_reason=reason, resource_version=str(next(self._versions))
+            current,
+            answer=answer,
+            answered_by=by,
+            answered_by_groups=groups,
+            answer_reason=reason,
+            resource_version=str(next(self._versions)),
         )
         self.approvals[(namespace, name)] = answered
         return answered
@@ -1187,6 +1202,18 @@ class FakeApprovals:
         updated = replace(current, phase=phase, message=message, resource_version=str(next(self._versions)))
         self.approvals[(namespace, name)] = updated
         return updated
+
+    async def withdraw_answer(self, approval: Approval, *, message: str, now: float) -> Approval | None:
+        self._check()
+        current = self.approvals.get((approval.namespace, approval.name))
+        if current is None or current.resource_version != approval.resource_version:
+            return None
+        self.approvals[(approval.namespace, approval.name)] = replace(
+            current, answer=Answer.PENDING, answered_by="", answered_by_groups=(), answer_reason=""
+        )
+        return await self.set_phase(
+            namespace=approval.namespace, name=approval.name, phase=Phase.PENDING, message=message, now=now
+        )
 
 
 class RecordingApplier(DryRunApplier):

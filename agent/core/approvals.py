@@ -9,7 +9,10 @@ the same on every replica and after every restart:
 - its name: readable (`<rule>-<object>-`) plus a hash of (rule, object key, episode). The episode is
   the time the object entered ActionAwaitingApproval, kept in its durable state, so an answer given
   in one episode never approves the next one;
-- its preview: each action with before -> after, and why (every condition's value).
+- its preview: each action with before -> after, and why (every condition's value);
+- whether an answer may be acted on (`Approvers`): when the agent was told who approves, an answer
+  whose recorded Kubernetes user is not one of them, or is in none of their groups, or that records
+  no user at all, is refused.
 """
 
 from __future__ import annotations
@@ -83,6 +86,31 @@ class ApprovalRequest:
     @property
     def summary(self) -> str:
         return "; ".join(action.describe() for action in self.actions) or "no action planned"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approvers:
+    """Who may answer (`run --approver-user/--approver-group`); nobody named means anyone who can write
+    the ActionApproval (RBAC alone decides)."""
+
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.users or self.groups)
+
+    def refusal(self, *, user: str, groups: Sequence[str]) -> str | None:
+        """None when an answer recorded as given by `user` (in `groups`) may be acted on, else why not."""
+        if not self.configured:
+            return None
+        if not user:
+            return "the answer records no Kubernetes user (written without `kafka-autopilot approve|decline`?)"
+        if user in self.users or self.groups.intersection(groups):
+            return None
+        allowed = [*(f"user {name}" for name in sorted(self.users)), *(f"group {name}" for name in sorted(self.groups))]
+        member_of = f" (groups: {', '.join(groups)})" if groups else " (no groups recorded)"
+        return f"{user}{member_of} is not an approver: {', '.join(allowed)}"
 
 
 def episode_of(state: ObjectState) -> float | None:

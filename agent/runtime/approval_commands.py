@@ -2,8 +2,8 @@
 
 The agent creates an ActionApproval when a rule with `enforcement: approvalRequired` wants to act and
 waits in ActionAwaitingApproval. These commands list the waiting ones (rule, object, action,
-before -> after, age) and answer one by setting its spec.approvalState, with who answered and why
-as annotations; the agent sees the answer at its next cycle. Who answered is the caller's Kubernetes
+before -> after, age) and answer one by setting its spec.approvalState, with who answered (user and
+groups) and why as annotations; the agent sees the answer at its next cycle. Who answered is the caller's Kubernetes
 user, as the apiserver authenticated it (a SelfSubjectReview), not a name given on the command line
 or a local login; when the apiserver cannot say, nothing is answered. The same can be done with kubectl.
 
@@ -109,8 +109,10 @@ async def _answer(args: argparse.Namespace, answer: Answer) -> int:
                     )
                     return EXIT_CANNOT_RUN
                 (approval,) = found
-                by = await kube.whoami()
-                answered = await store.answer(approval, answer=answer, by=by, reason=_reason(args, by))
+                caller = await kube.whoami()
+                answered = await store.answer(
+                    approval, answer=answer, by=caller.name, groups=caller.groups, reason=_reason(args, caller.name)
+                )
         except AnswerConflictError as error:
             print(f"kafka-autopilot {verb}: {error}", file=sys.stderr)
             return EXIT_PROBLEMS

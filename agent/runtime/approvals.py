@@ -4,6 +4,11 @@ After each cycle of a rule (`after_cycle`):
 - every object in ActionAwaitingApproval has its ActionApproval (created at the first cycle that
   finds it missing, with the preview of what would be done and why: a restart between saving the
   state and creating the approval is caught up on the next cycle);
+- an answer by someone who is not an approver (`approvers`, from `run --approver-user/--approver-group`;
+  agent.core.approvals.Approvers), or one that records no user while approvers are named, is refused:
+  the approval is put back to pending with a status message saying who answered and why it was
+  refused, an `approval-refused` record and a Warning Event say the same, and the object keeps
+  waiting for an approver;
 - an answer is fed through the state machine (`ApprovalAnswered`), the new state persisted and the
   transition recorded: approved, the actions start at the next evaluation (the rule is triggered at
   once); declined, ActionsDeclined, and nothing runs in this episode;
@@ -20,7 +25,7 @@ object this cycle only: it is logged and recorded, and the next cycle tries agai
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -33,6 +38,7 @@ from agent.core.approvals import (
     FINAL_PHASES,
     Answer,
     ApprovalRequest,
+    Approvers,
     Phase,
     approval_name,
     approval_namespace,
@@ -66,6 +72,8 @@ class ApprovalBackend(Protocol):
         self, *, namespace: str, name: str, phase: Phase, message: str, now: float
     ) -> Approval | None: ...
 
+    async def withdraw_answer(self, approval: Approval, *, message: str, now: float) -> Approval | None: ...
+
 
 class StateWriter(Protocol):
     async def save(self, *, rule: str, object_key: str, object_kind: str, state: ObjectState) -> None: ...
@@ -82,6 +90,8 @@ class ApprovalFlow:
     agent_namespace: str
     dry_run: bool = False
     """A dry-run agent's approvals are named apart (`dry-run-...`): a live agent never takes their answers."""
+    approvers: Approvers = field(default_factory=Approvers)
+    """Who may answer; nobody named: whoever may write the ActionApproval (RBAC decides)."""
 
     async def after_cycle(
         self,
@@ -164,6 +174,10 @@ class ApprovalFlow:
             return
         if approval.answer is Answer.PENDING or approval.phase in FINAL_PHASES:
             return
+        refusal = self.approvers.refusal(user=approval.answered_by, groups=approval.answered_by_groups)
+        if refusal is not None:
+            await self.refuse(rule, target, approval, request, refusal)
+            return
         approved = approval.answer is Answer.APPROVED
         step = advance(
             rule=rule,
@@ -205,6 +219,28 @@ class ApprovalFlow:
         )
         if approved:
             self.trigger([rule.name])
+
+    async def refuse(
+        self, rule: Rule, target: TargetObject, approval: Approval, request: ApprovalRequest, refusal: str
+    ) -> None:
+        """An answer the agent may not act on: back to pending, and say who gave it and why it was refused."""
+        by = approval.answered_by or "an unknown user"
+        message = (
+            f"{approval.answer.value} by {by}, refused: {refusal}; still waiting for an approver: "
+            f"kafka-autopilot approve|decline {approval.name} -n {approval.namespace}"
+        )
+        if await self.store.withdraw_answer(approval, message=message, now=self.clock.now()) is None:
+            return  # answered again, or deleted, meanwhile: the next cycle reads it afresh
+        await self.recorder.approval(
+            rule,
+            target,
+            event="approval-refused",
+            reason="ApprovalRefused",
+            message=f"{rule.name}: {request.summary}: {message}",
+            where=f"{approval.namespace}/{approval.name}",
+            actions=request.actions,
+            warning=True,
+        )
 
     async def cancel(self, rule: Rule, target: TargetObject, episode: float, why: str) -> None:
         """The conditions cleared while the approval waited: mark it Cancelled (kept, for people)."""

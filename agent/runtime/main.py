@@ -45,6 +45,7 @@ from agent.adapters.storagepools import StoragePoolClient
 from agent.audit.cloudevents import DEFAULT_CAPACITY, CloudEventSink
 from agent.audit.evaluations import EvaluationAudit, EvaluationAuditing
 from agent.audit.trail import AuditRecord, AuditTrail, iso_time
+from agent.core.approvals import Approvers
 from agent.core.collection import DEFAULT_GRACE_SECONDS
 from agent.core.diagnostics import Problem
 from agent.core.leadership import Timing
@@ -137,6 +138,8 @@ class RunOptions:
     """Events kept while the topic is unreachable; later ones are dropped and counted."""
     state_gc_grace: float = DEFAULT_GRACE_SECONDS
     """How long a rule or object is gone before its AutopilotRuleObjects are collected (agent.runtime.collector)."""
+    approvers: Approvers = field(default_factory=Approvers)
+    """Who may answer ActionApprovals (`--approver-user/--approver-group`); none named: RBAC alone decides."""
 
 
 def load_rules(paths: Sequence[Path]) -> tuple[list[Rule], list[Problem]]:
@@ -251,6 +254,7 @@ async def run_agent(
             trigger=triggers.trigger,
             agent_namespace=options.namespace,
             dry_run=dry_run,
+            approvers=options.approvers,
         )
         admission = AdmissionLedger(policy=policy, history_source=store) if policy is not None else None
         runner = ActionRunner(

@@ -48,7 +48,7 @@ from agent.core.states import RuleState, Verdict
 ACTION_OUTCOMES = ("planned", "throttled", "declined-at-maxsize", *(kind.value for kind in OutcomeKind))
 """What became of an action: the cycle's decisions (planned, throttled, declined, declined-at-maxsize),
 then the executor's end (verified, dry-run, declined, held, failed)."""
-APPROVAL_OUTCOMES = ("requested", "approved", "declined", "cancelled", "used")
+APPROVAL_OUTCOMES = ("requested", "approved", "declined", "refused", "cancelled", "used")
 FEW_OBJECTS = frozenset({TargetKind.BROKER, TargetKind.NODE, TargetKind.STORAGE_POOL})
 """Target kinds whose objects get the `object` label by default: a cluster has tens of them."""
 

@@ -24,7 +24,6 @@ from agent.actions.registry import CATALOG
 from agent.adapters.clock import WallClock
 from agent.adapters.errors import KubeError, PrometheusQueryError
 from agent.adapters.files import load_policy_file, load_rule_paths
-from agent.adapters.kafka import KafkaSettings
 from agent.adapters.kafka.producer import read_topic
 from agent.adapters.prometheus import PrometheusClient
 from agent.audit import report as audit_report
@@ -36,6 +35,7 @@ from agent.runtime.backtest import BacktestError, make_window, parse_time, run_b
 from agent.runtime.backtest_plot import PLOT_SUFFIXES, PlotUnavailableError, write_plot
 from agent.runtime.backtest_sources import ProgressBar, cluster_objects
 from agent.runtime.explain import ExplainError, gather, parse_object, render_text
+from agent.runtime.kafka_flags import KafkaFlagError, add_kafka_arguments, kafka_settings
 from agent.runtime.ruletest_file import RuleTestFileError, read_inventory
 
 EXIT_OK = 0
@@ -105,7 +105,7 @@ def add_parsers(commands: Any) -> None:
     source.add_argument(
         "--events-topic", metavar="TOPIC", help="the decision stream of `run --events-topic` (needs --kafka)"
     )
-    report.add_argument("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers, for --events-topic")
+    add_kafka_arguments(report, bootstrap_help="Kafka bootstrap servers, for --events-topic")
     report.add_argument("--since", metavar="TIME", help="only records from then: RFC 3339 or -24h")
     report.add_argument("--json", action="store_true", help="one JSON document")
     report.set_defaults(command=cmd_report)
@@ -200,12 +200,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         if args.audit is not None:
             lines = args.audit.read_text(encoding="utf-8").splitlines()
         else:
-            settings = KafkaSettings(bootstrap_servers=args.kafka)
+            settings = kafka_settings(args)
+            assert settings is not None  # --events-topic needs --kafka, checked above
             lines = [
                 value.decode(errors="replace") for _, value in asyncio.run(read_topic(settings, args.events_topic))
             ]
     except BacktestError as error:
         return _cannot_run("report", f"--since: {error}")
+    except KafkaFlagError as error:
+        return _cannot_run("report", str(error))
     except OSError as error:
         return _cannot_run("report", f"{args.audit}: {error.strerror}")
     except (KafkaError, TimeoutError) as error:

@@ -141,12 +141,15 @@ def pods_on(api: KubeApi, node: str) -> dict[str, str]:
     return {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p["metadata"]["uid"] for p in listed}
 
 
-def answer(sandbox: Sandbox, verb: str, name: str, *options: str) -> subprocess.CompletedProcess[str]:
-    """`kafka-autopilot <verb> <name>` (approve, decline) with the real CLI, as a person runs it."""
+def answer(
+    sandbox: Sandbox, verb: str, name: str, *options: str, kubeconfig: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`kafka-autopilot <verb> <name>` (approve, decline) with the real CLI, as a person runs it (as the
+    sandbox's admin, or as the user of `kubeconfig`)."""
     script = Path(sys.executable).with_name("kafka-autopilot")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
     return subprocess.run(
-        [*command, verb, name, "--kubeconfig", sandbox.status()["kubeconfig"], *options],
+        [*command, verb, name, "--kubeconfig", str(kubeconfig or sandbox.status()["kubeconfig"]), *options],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -3,7 +3,11 @@
 One sandbox and one live agent (a subprocess, as users run it) for the module; the tests run in order,
 each on a PVC of its own, and answers are given with the real `kafka-autopilot approve|decline`:
 - the resize waits in ActionAwaitingApproval (state, Event, an ActionApproval with the preview) until
-  approved, then runs, and the approval is marked Used;
+  approved, then runs, and the approval is marked Used. The agent is told its approvers (a user, and
+  the admin's group): an approval by another Kubernetes user (a ServiceAccount with the approver
+  role) is refused, put back to pending with a Warning Event, and the one by the approver is acted on;
+  with the chart's ValidatingAdmissionPolicy applied (`rbac.approver.admissionPolicy`), a hand-made
+  answer naming someone else than its author is refused by the apiserver;
 - a declined resize never runs in that episode; the next episode asks again, with a new approval;
 - conditions that clear while an approval waits cancel it (kept, marked Cancelled, with the reason);
 - an answer given while the agent is down is not lost, and a restart creates no second approval;
@@ -20,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from chart_support import APPROVER_RULES, TokenApi, apply, approver_kubeconfig, of_kind, render
 from e2e_support import (
     AGENTS_OWN_RESOURCES,
     RULES,
@@ -34,6 +40,9 @@ from e2e_support import (
 )
 from helpers import eventually
 
+from agent.adapters.kubernetes.approvals import ANSWERED_BY_ANNOTATION as ANSWERED_BY
+from agent.adapters.kubernetes.approvals import approval_manifest
+from agent.core.approvals import ApprovalRequest
 from sandbox import workload
 from sandbox.environment import Sandbox
 from sandbox.kube import KubeApi
@@ -43,6 +52,12 @@ pytestmark = pytest.mark.sandbox
 RULE = "kafka-resize"
 APPROVALS = f"/apis/kafka-autopilot.io/v1alpha1/namespaces/{workload.NAMESPACE}/actionapprovals"
 AGENT_NAMESPACE = "kafka-autopilot"
+SRE = "e2e-sre"
+SRE_USER = f"system:serviceaccount:{workload.NAMESPACE}:{SRE}"
+OUTSIDER = "e2e-outsider"
+OUTSIDER_USER = f"system:serviceaccount:{workload.NAMESPACE}:{OUTSIDER}"
+APPROVERS = ["--approver-user", SRE_USER, "--approver-group", "system:masters"]
+"""The SRE ServiceAccount by user; the sandbox's admin (every other test's answers) by its group."""
 
 
 def approval_rule_args(tmp_path: Path) -> tuple[list[Path], list[str]]:
@@ -78,10 +93,32 @@ def agent(
     with AgentProcess(
         sandbox=sandbox,
         rules=rules,
-        extra_args=extra,
+        extra_args=[*extra, *APPROVERS],
         audit_path=tmp_path_factory.mktemp("agent") / "audit.jsonl",
     ) as process:
         yield process
+
+
+@pytest.fixture(scope="module")
+def people(sandbox: Sandbox, api: KubeApi, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Kubeconfigs of two ServiceAccounts, both with the approver role: one is an approver, one is not."""
+    role = "kafka-autopilot-e2e-approver"
+    api.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", {"metadata": {"name": role}, "rules": APPROVER_RULES})
+    policy = render(values={"rbac": {"approver": {"admissionPolicy": True}}})
+    apply(api, [*of_kind(policy, "ValidatingAdmissionPolicy"), *of_kind(policy, "ValidatingAdmissionPolicyBinding")])
+    folder = tmp_path_factory.mktemp("people")
+    return {
+        name: approver_kubeconfig(
+            api,
+            server=sandbox.kube.apiserver_url,
+            ca_file=sandbox.kube.pki_dir / "ca.crt",
+            namespace=workload.NAMESPACE,
+            name=name,
+            role=role,
+            folder=folder,
+        )
+        for name in (SRE, OUTSIDER)
+    }
 
 
 # --- readers ----------------------------------------------------------------------------------------
@@ -140,7 +177,9 @@ def awaiting_with_approval(api: KubeApi, claim: str) -> dict[str, Any]:
 # --- approve --------------------------------------------------------------------------------------------
 
 
-def test_the_resize_waits_for_approval_then_runs(sandbox: Sandbox, api: KubeApi, agent: AgentProcess) -> None:
+def test_the_resize_waits_for_approval_then_runs(
+    sandbox: Sandbox, api: KubeApi, agent: AgentProcess, people: dict[str, Path]
+) -> None:
     assert api.get(f"/api/v1/namespaces/{AGENT_NAMESPACE}")["metadata"]["name"] == AGENT_NAMESPACE
     claim = workload.pvc_name(0)
     set_usage(sandbox, claim, 330)
@@ -160,7 +199,27 @@ def test_the_resize_waits_for_approval_then_runs(sandbox: Sandbox, api: KubeApi,
     assert len(approvals_for(api, claim)) == 1
     assert not records_for(agent, claim, "action-planned", "action-verified")
 
-    approved = answer(sandbox, "approve", name, "--reason", "e2e: capacity is fine", "--by", "e2e")
+    mine = ["-n", workload.NAMESPACE]  # their approver role is bound in that namespace only
+    outsider = answer(sandbox, "approve", name, *mine, "--reason", "e2e: looks fine", kubeconfig=people[OUTSIDER])
+    assert outsider.returncode == 0, outsider.stderr  # the CLI records the answer; the agent refuses it
+    refused = eventually(
+        lambda: "refused" in (item := approval_named(api, name)).get("status", {}).get("message", "") and item,
+        timeout=30,
+        what="the outsider's approval refused",
+    )
+    assert refused["spec"]["approvalState"] == "pending"
+    assert "kafka-autopilot.io/answered-by" not in refused["metadata"].get("annotations", {})
+    assert f"approved by {OUTSIDER_USER}, refused: {OUTSIDER_USER} (groups: " in refused["status"]["message"]
+    assert f"is not an approver: user {SRE_USER}, group system:masters" in refused["status"]["message"]
+    assert "ApprovalRefused" in event_reasons(api, claim)
+    (refusal,) = records_for(agent, claim, "approval-refused")
+    assert OUTSIDER_USER in refusal["reason"]
+    time.sleep(4)  # two cycles: still waiting, nothing done
+    assert (requested(api, claim), state_of(api, claim)) == ("400Gi", "ActionAwaitingApproval")
+
+    approved = answer(
+        sandbox, "approve", name, *mine, "--reason", "e2e: capacity is fine", "--by", "e2e", kubeconfig=people[SRE]
+    )
     assert approved.returncode == 0, approved.stderr
     answered_at = time.time()
     eventually(lambda: requested(api, claim) == "800Gi", timeout=60, what="the PVC request at 800Gi")
@@ -176,8 +235,50 @@ def test_the_resize_waits_for_approval_then_runs(sandbox: Sandbox, api: KubeApi,
         r["event"] for r in records_for(agent, claim, "approval-requested", "approval-approved", "approval-used")
     ]
     assert recorded == ["approval-requested", "approval-approved", "approval-used"]
+    (approval_record,) = records_for(agent, claim, "approval-approved")
+    assert f"approved by {SRE_USER}" in approval_record["reason"]
     assert {"ApprovalApproved", "ApprovalUsed", "ActionVerified"} <= set(event_reasons(api, claim))
     assert 'kafka_autopilot_approvals_total{outcome="used",rule="kafka-resize"} 1' in agent.metrics()
+
+
+def test_the_apiserver_refuses_an_answer_that_names_someone_else(
+    sandbox: Sandbox, api: KubeApi, people: dict[str, Path]
+) -> None:
+    """The chart's admission policy: the outsider may patch ActionApprovals (RBAC), but not write the
+    SRE's name as the one who answered; answering under their own name goes through (and the agent
+    refuses it, as above). The approval is one the agent never asked for, so it ignores it."""
+    request = ApprovalRequest(
+        name="forgery-check",
+        namespace=workload.NAMESPACE,
+        rule=RULE,
+        object_kind="PersistentVolumeClaim",
+        object_key=f"{workload.NAMESPACE}/no-such-claim",
+        object_namespace=workload.NAMESPACE,
+        object_name="no-such-claim",
+        episode=0.0,
+        actions=(),
+        why="e2e",
+    )
+    api.create(APPROVALS, approval_manifest(request))
+    token = yaml.safe_load(people[OUTSIDER].read_text())["users"][0]["user"]["token"]
+    host, _, port = sandbox.kube.apiserver_url.removeprefix("https://").rpartition(":")
+    outsider = TokenApi(host=host, port=int(port), ca_file=sandbox.kube.pki_dir / "ca.crt", token=token)
+
+    def answer_as(user: str) -> tuple[int, dict[str, Any]]:
+        patch = {"metadata": {"annotations": {ANSWERED_BY: user}}, "spec": {"approvalState": "approved"}}
+        return outsider.request(
+            "PATCH", f"{APPROVALS}/{request.name}", patch, content_type="application/merge-patch+json"
+        )
+
+    forged_status, forged = answer_as(SRE_USER)
+    forged_state = approval_named(api, request.name)["spec"]["approvalState"]
+    honest_status, honest = answer_as(OUTSIDER_USER)
+
+    assert forged_status == 403, forged
+    assert f"{ANSWERED_BY} must name the user making the change, {OUTSIDER_USER}" in forged["message"]
+    assert forged_state == "pending"
+    assert honest_status == 200, honest
+    assert honest["metadata"]["annotations"][ANSWERED_BY] == OUTSIDER_USER
 
 
 # --- decline ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from chart_support import service_account_token, token_kubeconfig
+from chart_support import APPROVER_RULES, approver_kubeconfig
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient, Configuration
 
@@ -235,23 +235,15 @@ def whoami(api: KubeApi) -> str:
 APPROVER_ROLE = "kafka-autopilot-test-approver"
 
 
-def approver_kubeconfig(plane: KubeControlPlane, api: KubeApi, *, name: str, folder: Path) -> Path:
-    """A kubeconfig of the ServiceAccount kafka/NAME, bound to an approver role (get, list, patch)."""
-    api.create("/api/v1/namespaces/kafka/serviceaccounts", {"metadata": {"name": name}})
-    api.create(
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/kafka/rolebindings",
-        {
-            "metadata": {"name": f"{name}-approver"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": APPROVER_ROLE},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "kafka"}],
-        },
-    )
-    return token_kubeconfig(
-        path=folder / f"{name}.kubeconfig",
+def approver(plane: KubeControlPlane, api: KubeApi, *, name: str, folder: Path) -> Path:
+    return approver_kubeconfig(
+        api,
         server=plane.apiserver_url,
         ca_file=plane.pki_dir / "ca.crt",
-        token=service_account_token(api, namespace="kafka", name=name),
-        user=name,
+        namespace="kafka",
+        name=name,
+        role=APPROVER_ROLE,
+        folder=folder,
     )
 
 
@@ -260,19 +252,8 @@ def test_each_answer_records_the_kubernetes_user_who_gave_it(
 ) -> None:
     """Two people, two identities: each answer names the ServiceAccount whose token made it, whatever
     --by says and whoever runs the command on this machine."""
-    api.create(
-        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-        {
-            "metadata": {"name": APPROVER_ROLE},
-            "rules": [
-                {
-                    "apiGroups": ["kafka-autopilot.io"],
-                    "resources": ["actionapprovals"],
-                    "verbs": ["get", "list", "patch"],
-                }
-            ],
-        },
-    )
+    role = {"metadata": {"name": APPROVER_ROLE}, "rules": APPROVER_RULES}
+    api.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
     first, second = request_for("data-alice"), request_for("data-bob")
 
     async def create() -> None:
@@ -281,8 +262,8 @@ def test_each_answer_records_the_kubernetes_user_who_gave_it(
                 await ApprovalStore(kube=_kube(api_client)).ensure(request, now=T0)
 
     asyncio.run(create())
-    alice = approver_kubeconfig(plane, api, name="alice", folder=tmp_path)
-    bob = approver_kubeconfig(plane, api, name="bob", folder=tmp_path)
+    alice = approver(plane, api, name="alice", folder=tmp_path)
+    bob = approver(plane, api, name="bob", folder=tmp_path)
 
     approved = cli(plane, "approve", first.name, "-n", "kafka", "--by", "bob", kubeconfig=alice)
     declined = cli(plane, "decline", second.name, "-n", "kafka", kubeconfig=bob)

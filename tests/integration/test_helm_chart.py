@@ -24,6 +24,7 @@ from chart_support import CHART, REPO, helm, of_kind, one, render
 from agent.adapters.promtool import check_promql
 from agent.cli import build_parser
 from agent.core import strimzi
+from sandbox.kafka import generate_kafka_pki
 from sandbox.prometheus import binaries
 
 pytestmark = pytest.mark.prometheus
@@ -55,12 +56,25 @@ def rbac_rules(objects: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
 
 
 OPENSHIFT = {"openshift": True}
+STRIMZI_MTLS = {
+    "kafka": {
+        "bootstrap": "my-cluster-kafka-bootstrap.kafka:9093",
+        "securityProtocol": "SSL",
+        "tls": {
+            "caSecret": {"name": "my-cluster-cluster-ca-cert", "key": "ca.crt"},
+            "clientSecret": {"name": "kafka-autopilot", "certKey": "user.crt", "keyKey": "user.key"},
+        },
+    }
+}
+"""Kafka mTLS as with a Strimzi cluster: its cluster CA Secret and a KafkaUser's Secret (docs/strimzi.md)."""
 
 
-@pytest.mark.parametrize("mode", ["service", "sidecar", "openshift"])
+@pytest.mark.parametrize("mode", ["service", "sidecar", "openshift", "mtls", "approvers"])
 def test_helm_lint_passes_strict(mode: str, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump({**MONITORING, **{"sidecar": SIDECAR, "openshift": OPENSHIFT}.get(mode, {})}))
+    approvers = {"rbac": {"approver": {"users": ["alice@example.com"], "groups": ["sre"], "admissionPolicy": True}}}
+    modes = {"sidecar": SIDECAR, "openshift": OPENSHIFT, "mtls": STRIMZI_MTLS, "approvers": approvers}
+    values.write_text(yaml.safe_dump({**MONITORING, **modes.get(mode, {})}))
     done = helm("lint", "--strict", str(CHART), "--values", str(values))
     assert "1 chart(s) linted, 0 chart(s) failed" in done.stdout
 
@@ -288,11 +302,11 @@ FULL = {
         "bootstrap": "kafka-bootstrap.kafka:9093",
         "securityProtocol": "SASL_SSL",
         "sasl": {"mechanism": "SCRAM-SHA-512", "username": "autopilot", "passwordSecret": {"name": "kafka-user"}},
-        "tls": {"caSecret": {"name": "kafka-ca"}},
+        "tls": {"caSecret": {"name": "kafka-ca"}, "clientSecret": {"name": "kafka-autopilot-user"}},
     },
     "storageApi": {"url": "http://portworx-api.kube-system:9021", "tokenSecret": {"name": "px-token"}},
     "rules": {"fromCluster": True},
-    "rbac": {"installCRDs": True},
+    "rbac": {"installCRDs": True, "approver": {"users": ["alice@example.com"], "groups": ["kafka-sre"]}},
     "metrics": {"perPvcSeries": True},
     "audit": {"evaluations": "all", "eventsTopic": "kafka-autopilot-decisions", "eventsBuffer": 500},
 }
@@ -351,11 +365,14 @@ def test_the_agent_parses_the_flags_the_chart_renders(values: dict[str, Any], tm
         .replace("$(POD_NAME)", "autopilot-0")
         for arg in container(objects)["args"]
     ]
+    pki = generate_kafka_pki(pki=tmp_path / "pki")  # the TLS flags are checked: real PEM files
+    pem = {"--kafka-ca-file": pki.ca_file, "--kafka-cert-file": pki.cert_file, "--kafka-key-file": pki.key_file}
     for arg in args:
         if arg.startswith("--") and f"={root}/" in arg and not arg.startswith(("--rules", "--policy")):
-            secret = Path(arg.split("=", 1)[1])
+            flag, _, file = arg.partition("=")
+            secret = Path(file)
             secret.parent.mkdir(parents=True, exist_ok=True)
-            secret.write_text("secret\n")
+            secret.write_text(pem[flag].read_text() if flag in pem else "secret\n")
     done = subprocess.run(
         [sys.executable, "-m", "agent.cli", *args, "--kubeconfig", str(tmp_path / "none")],
         capture_output=True,
@@ -367,6 +384,78 @@ def test_the_agent_parses_the_flags_the_chart_renders(values: dict[str, Any], tm
     # Parsing succeeded: the run got as far as connecting to Kubernetes, which the missing kubeconfig refuses.
     assert done.returncode == 2 and "cannot reach Kubernetes" in done.stderr, done.stderr
     assert "policy problem" not in done.stderr
+
+
+def test_a_client_certificate_secret_is_mounted_and_passed_as_the_mtls_flags() -> None:
+    objects = render(values=STRIMZI_MTLS)
+    agent = container(objects)
+    volumes = one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+
+    assert [
+        arg
+        for arg in agent["args"]
+        if arg.startswith(("--kafka-security", "--kafka-ca", "--kafka-cert", "--kafka-key"))
+    ] == [
+        "--kafka-security-protocol=SSL",
+        "--kafka-ca-file=/etc/kafka-autopilot/kafka-ca/ca.crt",
+        "--kafka-cert-file=/etc/kafka-autopilot/kafka-client-tls/user.crt",
+        "--kafka-key-file=/etc/kafka-autopilot/kafka-client-tls/user.key",
+    ]
+    (client,) = [volume for volume in volumes if volume["name"] == "autopilot-kafka-client-tls"]
+    assert client["secret"] == {
+        "secretName": "kafka-autopilot",
+        "items": [{"key": "user.crt", "path": "user.crt"}, {"key": "user.key", "path": "user.key"}],
+    }
+    (mount,) = [m for m in agent["volumeMounts"] if m["name"] == "autopilot-kafka-client-tls"]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/kafka-autopilot/kafka-client-tls", True)
+    assert not any(arg.startswith("--kafka-cert-file") for arg in container(render(values={}))["args"])
+
+
+def test_approver_users_and_groups_are_bound_to_the_approver_role_and_told_to_the_agent() -> None:
+    subject = {"kind": "ServiceAccount", "name": "oncall-bot", "namespace": "ops"}
+    values = {"rbac": {"approver": {"subjects": [subject], "users": ["alice@example.com"], "groups": ["kafka-sre"]}}}
+    objects = render(values=values)
+
+    args = container(objects)["args"]
+    (binding,) = [b for b in of_kind(objects, "ClusterRoleBinding") if b["metadata"]["name"].endswith("-approver")]
+
+    assert [arg for arg in args if arg.startswith("--approver-")] == [
+        "--approver-user=alice@example.com",
+        "--approver-group=kafka-sre",
+    ]
+    assert binding["subjects"] == [
+        subject,
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice@example.com"},
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "kafka-sre"},
+    ]
+    assert not [arg for arg in container(render(values={}))["args"] if arg.startswith("--approver-")]
+
+
+def test_the_answered_by_admission_policy_is_rendered_only_when_asked_for() -> None:
+    objects = render(values={"rbac": {"approver": {"admissionPolicy": True}}})
+
+    policy = one(objects, "ValidatingAdmissionPolicy")
+    binding = one(objects, "ValidatingAdmissionPolicyBinding")
+
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["resources"], rule["operations"]) == (["actionapprovals"], ["UPDATE"])
+    assert all("request.userInfo" in check["expression"] for check in policy["spec"]["validations"])
+    assert not of_kind(render(values={}), "ValidatingAdmissionPolicy")
+
+
+def test_tls_secrets_without_a_tls_protocol_are_refused_by_name(tmp_path: Path) -> None:
+    values = {"kafka": {**STRIMZI_MTLS["kafka"], "securityProtocol": "SASL_PLAINTEXT"}}
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+
+    done = helm("template", "autopilot", str(CHART), "--values", str(values_file), check=False)
+
+    assert done.returncode != 0
+    assert (
+        "kafka.tls.caSecret and kafka.tls.clientSecret need kafka.securityProtocol SSL or SASL_SSL, not SASL_PLAINTEXT"
+        in done.stderr
+    )
 
 
 def test_policy_by_name_content_or_none() -> None:

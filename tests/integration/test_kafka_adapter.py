@@ -1,15 +1,21 @@
 """The Kafka adapter against a real KRaft cluster: Kafka's view, fencing of a killed broker, and errors.
 
 The cluster-backed tests share one sandbox cluster (controller + brokers 0..3) for the module and
-run in file order: a healthy view, broker 1 killed until Kafka fences it (and still lists its address,
-marked fenced), broker 1 back. The
+run in file order: a healthy view, the same over the TLS listener that requires a client certificate
+(with the certificate it answers, to the admin, the events producer, a consumer and the real
+`kafka-autopilot report`;
+without it, a clear error at once, naming the server and TLS), broker 1 killed until Kafka
+fences it (and still lists its address, marked fenced), broker 1 back. The
 settings tests and the unreachable-bootstrap tests need no cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -18,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from agent.adapters.kafka import KafkaAdmin, KafkaResponseError, KafkaSettings, KafkaUnavailableError
+from agent.adapters.kafka.producer import event_producer, read_topic
 from agent.core.broker_identity import BrokerEndpoint
 from agent.core.kafka_safety import (
     ClusterView,
@@ -34,6 +41,8 @@ DEFAULT_TOPIC = "audit"  # no min.insync.replicas of its own: the broker default
 STRICT_TOPIC = "payments"  # min.insync.replicas=3 on the topic
 KILLED = 1
 FENCE_TIMEOUT_SECONDS = 60.0
+KAFKA_TLS_LISTENER = True
+"""The module's cluster also has its TLS listener with client authentication (tests/conftest.py)."""
 
 
 @pytest.fixture
@@ -228,6 +237,81 @@ async def test_view_of_a_healthy_cluster(kafka_cluster: KafkaCluster, kafka: Kaf
     )
     assert view.endpoints == every_broker
     assert await kafka.broker_endpoints() == every_broker
+
+
+def tls_settings(kafka_cluster: KafkaCluster, *, client_certificate: bool) -> KafkaSettings:
+    files = kafka_cluster.tls_files
+    return KafkaSettings(
+        bootstrap_servers=kafka_cluster.tls_bootstrap_servers,
+        security_protocol="SSL",
+        ssl_cafile=str(files.ca_file),
+        ssl_certfile=str(files.cert_file) if client_certificate else None,
+        ssl_keyfile=str(files.key_file) if client_certificate else None,
+        request_timeout_ms=5000,
+    )
+
+
+@pytest.mark.sandbox
+async def test_the_tls_listener_answers_a_client_with_its_certificate(kafka_cluster: KafkaCluster) -> None:
+    settings = tls_settings(kafka_cluster, client_certificate=True)
+
+    async with KafkaAdmin(settings=settings) as admin:
+        endpoints = await admin.broker_endpoints()
+        view = await admin.cluster_view()
+    producer = event_producer(settings)  # the decision stream's producer, as `run --events-topic` makes it
+    await producer.start()
+    try:
+        await asyncio.wait_for(producer.send_and_wait("decisions-over-mtls", b"an event", key=b"kafka/data-0"), 60)
+    finally:
+        await producer.stop()
+    published = await read_topic(settings, "decisions-over-mtls", timeout_seconds=30)
+
+    tls_ports = {int(address.rpartition(":")[2]) for address in kafka_cluster.tls_bootstrap_servers.split(",")}
+    assert {endpoint.port for endpoint in endpoints} == tls_ports
+    assert view.brokers_registered == frozenset(kafka_cluster.broker_ids)
+    assert published == [(b"kafka/data-0", b"an event")]
+
+
+@pytest.mark.sandbox
+async def test_the_tls_listener_refuses_a_client_without_certificate_at_once_saying_why(
+    kafka_cluster: KafkaCluster,
+) -> None:
+    settings = tls_settings(kafka_cluster, client_certificate=False)
+    first_server = kafka_cluster.tls_bootstrap_servers.split(",")[0]
+    started = time.monotonic()
+
+    with pytest.raises(KafkaUnavailableError) as raised:
+        async with KafkaAdmin(settings=settings) as admin:
+            await admin.cluster_view()
+
+    assert time.monotonic() - started < settings.operation_timeout_seconds
+    assert f"TLS with {first_server}: the broker requires a client certificate and none was given" in str(raised.value)
+    assert str(raised.value).startswith(f"kafka {kafka_cluster.tls_bootstrap_servers}: ")
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("client_certificate", [True, False], ids=["with-certificate", "without"])
+def test_the_real_cli_reads_the_decision_stream_over_mtls_only_with_its_certificate(
+    kafka_cluster: KafkaCluster, client_certificate: bool
+) -> None:
+    files = kafka_cluster.tls_files
+    certificate = ["--kafka-cert-file", str(files.cert_file), "--kafka-key-file", str(files.key_file)]
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "agent.cli", "report", "--json", "--events-topic", "no-decisions-yet",
+            "--kafka", kafka_cluster.tls_bootstrap_servers, "--kafka-security-protocol", "SSL",
+            "--kafka-ca-file", str(files.ca_file), *(certificate if client_certificate else []),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    if client_certificate:
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["skipped_lines"] == 0
+    else:
+        assert done.returncode == 2
+        first_server = kafka_cluster.tls_bootstrap_servers.split(",")[0]
+        assert f"TLS with {first_server}: the broker requires a client certificate and none was given" in done.stderr
 
 
 @pytest.mark.sandbox

@@ -4,7 +4,8 @@ Before the agent force-deletes a broker pod, or takes any step that moves replic
 it must ask Kafka, not Kubernetes, whether that broker is gone and whether the step would leave a
 partition below `min.insync.replicas`. This adapter turns Kafka's wire protocol (through aiokafka)
 into a `ClusterView`, and every failure into one of our own errors naming the bootstrap servers
-and what failed. No call can hang: each request and the whole operation are bounded by a timeout.
+and what failed (with TLS, a failed connection also says what the TLS session ended with:
+`tls_probe`). No call can hang: each request and the whole operation are bounded by a timeout.
 
 One view comes from one broker: the Metadata response (unfenced brokers, and every partition's
 leader, replicas and ISR, internal topics included), the DescribeCluster v2 response (every broker's
@@ -44,6 +45,7 @@ from agent.adapters.clock import Clock, WallClock
 from agent.adapters.errors import KafkaAdminError, KafkaResponseError, KafkaUnavailableError
 from agent.adapters.kafka.describe_cluster import DescribeClusterRequest, endpoints_from
 from agent.adapters.kafka.elect import ELECT_LEADERS_KEY, IMPLEMENTED_VERSIONS, ElectLeadersRequest, parse_answer
+from agent.adapters.kafka.tls_probe import tls_failure
 from agent.core.broker_identity import BrokerEndpoint
 from agent.core.elections import PartitionElection, error_name
 from agent.core.kafka_safety import ClusterView, PartitionState
@@ -188,9 +190,25 @@ class KafkaAdmin:
         return self
 
     async def _connect(self) -> Any:
-        client = AIOKafkaClient(**self.settings.client_kwargs())
+        kwargs = self.settings.client_kwargs()
+        client = AIOKafkaClient(**kwargs)
         try:
             await self._bounded(client.bootstrap(), what="connecting to a bootstrap server")
+        except KafkaUnavailableError as error:
+            await self._close(client)
+            if not self.settings.uses_tls:
+                raise
+            why = await tls_failure(
+                self.settings.bootstrap_servers,
+                kwargs["ssl_context"],
+                client_certificate=self.settings.ssl_certfile is not None,
+                timeout_seconds=self.settings.request_timeout_ms / 1000,
+            )
+            if why is None:
+                raise
+            raise KafkaUnavailableError(
+                bootstrap_servers=self.settings.bootstrap_servers, reason=f"{error.reason}; {why}"
+            ) from error
         except BaseException:
             await self._close(client)
             raise

@@ -5,7 +5,8 @@ The agent's only writes to Kafka are these events; the producer is built from th
 as the admin client (TLS, SASL), with `enable_idempotence` (and so `acks=all`), so a retried send never
 writes an event twice to its partition. What is sent, and how a send that fails is handled, is
 `agent.audit.cloudevents`. `read_topic` reads every message there is, from the start, without a
-consumer group (it commits nothing), and stops at the end offsets it found once assigned.
+consumer group (it commits nothing), and stops at the end offsets it found once assigned; when it
+cannot connect over TLS, its error says what the TLS session ended with (`tls_probe`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from agent.adapters.kafka.admin import KafkaSettings
+from agent.adapters.kafka.tls_probe import tls_failure
 
 
 def event_producer(settings: KafkaSettings) -> AIOKafkaProducer:
@@ -26,10 +29,22 @@ async def read_topic(
     settings: KafkaSettings, topic: str, *, timeout_seconds: float = 60.0
 ) -> list[tuple[bytes, bytes]]:
     """(key, value) of every message of `topic` up to its end when asked, partition by partition in order."""
-    consumer = AIOKafkaConsumer(
-        **settings.client_kwargs(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
+    kwargs = settings.client_kwargs()
+    consumer = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        await consumer.start()
+    except KafkaError as error:
+        why = None
+        if settings.uses_tls:
+            why = await tls_failure(
+                settings.bootstrap_servers,
+                kwargs["ssl_context"],
+                client_certificate=settings.ssl_certfile is not None,
+                timeout_seconds=settings.request_timeout_ms / 1000,
+            )
+        if why is None:
+            raise
+        raise KafkaConnectionError(f"{error}; {why}") from error
     try:
         async with asyncio.timeout(timeout_seconds):
             if topic not in await consumer.topics():

@@ -6,7 +6,9 @@ agent.core.approvals, so a restarted agent (or a second replica) finds the same 
 creating another, and an answer is never lost: it lives in the object's spec.
 
 - spec.approvalState (pending | approved | declined) belongs to people (`kafka-autopilot approve`,
-  `kubectl edit`); the agent only ever writes it when the CLI asks it to answer;
+  `kubectl edit`), with who answered (user and groups) and why as annotations; the agent writes it
+  when the CLI asks it to answer, and puts it back to pending when it refuses an answer (an answer
+  by someone who is not an approver: agent.core.approvals.Approvers);
 - status (subresource) belongs to the agent: the preview (what, on which object, before -> after,
   why), and `phase` with a message telling what became of the approval: Pending, Approved,
   Declined, Cancelled (the conditions cleared while it waited: kept, so people see what happened)
@@ -23,7 +25,7 @@ with one given already is `AnswerConflictError`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -48,6 +50,8 @@ APPROVAL_KIND: Final = "ActionApproval"
 EPISODE_LABEL: Final = f"{API_GROUP}/episode"
 ANSWERED_BY_ANNOTATION: Final = f"{API_GROUP}/answered-by"
 ANSWER_REASON_ANNOTATION: Final = f"{API_GROUP}/answer-reason"
+ANSWERED_BY_GROUPS_ANNOTATION: Final = f"{API_GROUP}/answered-by-groups"
+"""The answering user's groups, comma separated, as the SelfSubjectReview gave them."""
 
 # --- the codec (pure) ---------------------------------------------------------------------------------
 
@@ -71,6 +75,7 @@ class Approval:
     answered_by: str
     answer_reason: str
     resource_version: str
+    answered_by_groups: tuple[str, ...] = ()
 
     @property
     def summary(self) -> str:
@@ -171,6 +176,9 @@ def decode_approval(obj: Mapping[str, Any]) -> Approval:
         answered_by=str(annotations.get(ANSWERED_BY_ANNOTATION, "")),
         answer_reason=str(annotations.get(ANSWER_REASON_ANNOTATION, "")),
         resource_version=str(metadata.get("resourceVersion", "")),
+        answered_by_groups=tuple(
+            group for group in str(annotations.get(ANSWERED_BY_GROUPS_ANNOTATION, "")).split(",") if group
+        ),
     )
 
 
@@ -300,7 +308,9 @@ class ApprovalStore:
         approvals = [decode_approval(item) for item in listed.get("items") or []]
         return sorted(approvals, key=lambda approval: (approval.created_at or 0.0, approval.namespace, approval.name))
 
-    async def answer(self, approval: Approval, *, answer: Answer, by: str, reason: str) -> Approval:
+    async def answer(
+        self, approval: Approval, *, answer: Answer, by: str, reason: str, groups: Sequence[str] = ()
+    ) -> Approval:
         """Set spec.approvalState on the approval as read (a resourceVersion precondition: an answer
         given meanwhile by someone else is never overwritten)."""
         if answer is Answer.PENDING:
@@ -322,7 +332,11 @@ class ApprovalStore:
                 status=409,
                 **where,
             )
-        annotations = {ANSWERED_BY_ANNOTATION: by or None, ANSWER_REASON_ANNOTATION: reason or None}
+        annotations = {
+            ANSWERED_BY_ANNOTATION: by or None,
+            ANSWERED_BY_GROUPS_ANNOTATION: ",".join(groups) or None,
+            ANSWER_REASON_ANNOTATION: reason or None,
+        }
         patch = {
             "metadata": {"resourceVersion": approval.resource_version, "annotations": annotations},
             "spec": {"approvalState": answer.value},
@@ -343,3 +357,26 @@ class ApprovalStore:
                 **where,
             ) from error
         return self._noted(decode_approval(obj))
+
+    async def withdraw_answer(self, approval: Approval, *, message: str, now: float) -> Approval | None:
+        """Put a refused answer back to pending (who gave it and why removed), conditional on the
+        approval as read, and say why in its status; None when it changed or went away meanwhile."""
+        annotations = dict.fromkeys((ANSWERED_BY_ANNOTATION, ANSWERED_BY_GROUPS_ANNOTATION, ANSWER_REASON_ANNOTATION))
+        patch = {
+            "metadata": {"resourceVersion": approval.resource_version, "annotations": annotations},
+            "spec": {"approvalState": Answer.PENDING.value},
+        }
+        try:
+            await self._kube.patch_custom_object(
+                group=API_GROUP,
+                version=VERSION,
+                plural=APPROVALS_PLURAL,
+                namespace=approval.namespace,
+                name=approval.name,
+                patch=patch,
+            )
+        except (ConflictError, NotFoundError):
+            return None
+        return await self.set_phase(
+            namespace=approval.namespace, name=approval.name, phase=Phase.PENDING, message=message, now=now
+        )

@@ -224,6 +224,14 @@ def _connection_error(*, server: str, operation: _Operation, error: BaseExceptio
 
 
 @dataclass(frozen=True, kw_only=True)
+class KubeUser:
+    """A user as the apiserver authenticated it: name and groups."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class OwnerReference:
     kind: str
     name: str
@@ -1154,19 +1162,20 @@ class KubeClient:
 
     # -- who is asking (the approval commands record it)
 
-    async def whoami(self) -> str:
-        """The caller's username as the apiserver authenticated it (a SelfSubjectReview, which every
-        authenticated user may create): who answers an approval, never a local login name."""
+    async def whoami(self) -> KubeUser:
+        """The caller's username and groups as the apiserver authenticated them (a SelfSubjectReview,
+        which every authenticated user may create): who answers an approval, never a local login name."""
         operation = _Operation(verb="CREATE", resource="selfsubjectreviews")
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
         authentication = client.AuthenticationV1Api(self._api_client)
         raw = await self._send(operation, authentication.create_self_subject_review, review)
-        username = str(raw.get("status", {}).get("userInfo", {}).get("username") or "")
+        user_info = raw.get("status", {}).get("userInfo", {})
+        username = str(user_info.get("username") or "")
         if not username:
             raise KubeError(
                 f"kube-apiserver {self.server}: {operation}: the review names no user", **operation.context(self.server)
             )
-        return username
+        return KubeUser(name=username, groups=tuple(str(group) for group in user_info.get("groups") or ()))
 
     # -- custom resources and their definitions (the stores of this package)
 

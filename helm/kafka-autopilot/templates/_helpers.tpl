@@ -98,8 +98,17 @@ fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
 {{- if $.Values.kafka.sasl.passwordSecret.name }}
 - --kafka-sasl-password-file=/etc/kafka-autopilot/kafka-sasl/{{ $.Values.kafka.sasl.passwordSecret.key }}
 {{- end }}
+{{- if and (or $.Values.kafka.tls.caSecret.name $.Values.kafka.tls.clientSecret.name) (not (has $.Values.kafka.securityProtocol (list "SSL" "SASL_SSL"))) }}
+{{- fail (printf "kafka.tls.caSecret and kafka.tls.clientSecret need kafka.securityProtocol SSL or SASL_SSL, not %s" $.Values.kafka.securityProtocol) }}
+{{- end }}
 {{- if $.Values.kafka.tls.caSecret.name }}
 - --kafka-ca-file=/etc/kafka-autopilot/kafka-ca/{{ $.Values.kafka.tls.caSecret.key }}
+{{- end }}
+{{- with $.Values.kafka.tls.clientSecret }}
+{{- if .name }}
+- --kafka-cert-file=/etc/kafka-autopilot/kafka-client-tls/{{ .certKey }}
+- --kafka-key-file=/etc/kafka-autopilot/kafka-client-tls/{{ .keyKey }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- with .Values.storageApi.url }}
@@ -123,6 +132,12 @@ fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
 {{- end }}
 {{- if .Values.rbac.installCRDs }}
 - --install-crds
+{{- end }}
+{{- range .Values.rbac.approver.users }}
+- --approver-user={{ . }}
+{{- end }}
+{{- range .Values.rbac.approver.groups }}
+- --approver-group={{ . }}
 {{- end }}
 {{- end -}}
 
@@ -173,6 +188,11 @@ fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
 {{- if .Values.kafka.tls.caSecret.name }}
 - name: autopilot-kafka-ca
   mountPath: /etc/kafka-autopilot/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.clientSecret.name }}
+- name: autopilot-kafka-client-tls
+  mountPath: /etc/kafka-autopilot/kafka-client-tls
   readOnly: true
 {{- end }}
 {{- if and .Values.storageApi.url .Values.storageApi.tokenSecret.name }}
@@ -237,6 +257,18 @@ fsGroup), which OpenShift's restricted-v2 SCC assigns itself. */}}
       - key: {{ .Values.kafka.tls.caSecret.key }}
         path: {{ .Values.kafka.tls.caSecret.key }}
 {{- end }}
+{{- with .Values.kafka.tls.clientSecret }}
+{{- if .name }}
+- name: autopilot-kafka-client-tls
+  secret:
+    secretName: {{ .name }}
+    items:
+      - key: {{ .certKey }}
+        path: {{ .certKey }}
+      - key: {{ .keyKey }}
+        path: {{ .keyKey }}
+{{- end }}
+{{- end }}
 {{- if and .Values.storageApi.url .Values.storageApi.tokenSecret.name }}
 - name: autopilot-storage-api-token
   secret:
@@ -279,7 +311,7 @@ nodes and pools). */}}
 {{- define "kafka-autopilot.approvalRules" -}}
 - apiGroups: [kafka-autopilot.io]
   resources: [actionapprovals]
-  verbs: [get, create]
+  verbs: [get, create, patch]
 - apiGroups: [kafka-autopilot.io]
   resources: [actionapprovals/status]
   verbs: [patch]
