@@ -174,8 +174,9 @@ def audit_time(text: str) -> float:
 
 
 def agent_requests(lines: Iterable[str], *, since: float, until: float) -> Counter[str]:
-    """The agent's requests received in [since, until], by verb (a LIST is verb "list"); each request once,
-    whatever stages the log holds of it. Lines that are not audit events are skipped."""
+    """The agent's requests received in [since, until], by "verb resource" (a LIST is verb "list", each page of
+    a paginated one a request); each request once, whatever stages the log holds of it. Lines that are not
+    audit events are skipped."""
     seen: set[str] = set()
     verbs: Counter[str] = Counter()
     for line in lines:
@@ -188,7 +189,8 @@ def agent_requests(lines: Iterable[str], *, since: float, until: float) -> Count
         audit_id = str(event.get("auditID"))
         if agent and since <= received <= until and audit_id not in seen:
             seen.add(audit_id)
-            verbs[str(event.get("verb"))] += 1
+            resource = (event.get("objectRef") or {}).get("resource") or event.get("requestURI", "?")
+            verbs[f"{event.get('verb')} {resource}"] += 1
     return verbs
 
 
@@ -277,7 +279,7 @@ class RunResult:
     first_cycle: float | None = None
     steady_cycles: list[float] = field(default_factory=list)
     requests_per_cycle: dict[str, float] = field(default_factory=dict)
-    """Agent requests per steady cycle, by verb."""
+    """Agent requests per steady cycle, by "verb resource"."""
     rss_mib: float | None = None
     cross_to_patch: list[float] = field(default_factory=list)
     floor: float | None = None
@@ -340,8 +342,19 @@ def aligned(rows: Sequence[Sequence[str]]) -> Iterator[str]:
         yield "  ".join(cells).rstrip()
 
 
+def per_verb(requests: dict[str, float]) -> dict[str, float]:
+    """Requests per cycle by "verb resource", added up by verb."""
+    totals: dict[str, float] = {}
+    for key, count in requests.items():
+        verb = key.split(" ", 1)[0]
+        totals[verb] = totals.get(verb, 0.0) + count
+    return totals
+
+
 def lists_per_cycle(summary: Summary) -> float:
-    return summary.requests_per_cycle.get("list", 0.0 if summary.requests_per_cycle else math.nan)
+    if not summary.requests_per_cycle:
+        return math.nan
+    return per_verb(summary.requests_per_cycle).get("list", 0.0)
 
 
 def report(results: Sequence[RunResult], *, runs: int) -> list[str]:
@@ -359,10 +372,13 @@ def report(results: Sequence[RunResult], *, runs: int) -> list[str]:
         ],
         ["agent peak RSS (VmHWM), MiB", _figure(summary.rss_mib, 1), "-", "-"],
     ]
-    rows += [
-        [f"apiserver {verb.upper()}s per steady cycle", _figure(count), "-", "-"]
-        for verb, count in summary.requests_per_cycle.items()
-    ]
+    for verb, total in per_verb(summary.requests_per_cycle).items():
+        rows.append([f"apiserver {verb.upper()}s per steady cycle", _figure(total), "-", "-"])
+        rows += [
+            [f"  {key}", _figure(count), "-", "-"]
+            for key, count in summary.requests_per_cycle.items()
+            if key.split(" ", 1)[0] == verb
+        ]
     rows += [
         ["threshold crossing -> PVC patch, s", _figure(summary.cross_median), _figure(summary.cross_p95), "-"],
         ["floor: raw LIST of every PVC by the bench, s", _figure(floor, 3), "-", "1.0x"],
@@ -624,7 +640,7 @@ class UsageExporter:
             def log_message(self, *_args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = QuietServer(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="usage-exporter", daemon=True)
 
     @property
@@ -635,7 +651,8 @@ class UsageExporter:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()
 
     def set(self, key: str, *, used: int | None = None, capacity: int | None = None) -> None:
@@ -662,6 +679,16 @@ class UsageExporter:
                 if at is None:
                     self._changed[key] = now
             return self._text
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A scrape Prometheus gave up on (a timeout on a busy machine) is its business, not an error to print."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _labels(key: str) -> str:
@@ -729,8 +756,11 @@ def raw_pvc_list_seconds(api: KubeApi, *, repeats: int = 3) -> float:
     return statistics.median(timings)
 
 
-def delete_state_objects(api: KubeApi) -> int:
-    """The agent's AutopilotRuleObjects, so the next run's first cycle starts afresh."""
+def delete_state_objects(sandbox: Sandbox) -> int:
+    """The agent's AutopilotRuleObjects, so the next run's first cycle starts afresh (one DELETE of the
+    collection: tens of seconds for 10,000)."""
+    kube = sandbox.kube
+    api = KubeApi(host="127.0.0.1", port=kube.state.apiserver_port, pki=kube.pki_dir, timeout_seconds=600.0)
     try:
         found = api.get(f"{ARO_PATH}/{ARO_PLURAL}")["items"]
     except KubeApiError as error:
@@ -820,8 +850,8 @@ def bench_run(
         steady = [cycle for cycle in poller.cycles() if 1 < cycle.number <= wanted]
         result.steady_cycles = [cycle.seconds for cycle in steady]
         say(
-            f"run {run}/{runs}: {len(steady)} steady cycles, median {statistics.median(result.steady_cycles):.2f}s; "
-            "counting the agent's requests in the audit log"
+            f"run {run}/{runs}: {len(steady)} steady cycles, median {statistics.median(result.steady_cycles):.2f}s "
+            f"({', '.join(f'{seconds:.2f}' for seconds in result.steady_cycles)}); counting the agent's requests"
         )
         time.sleep(1.0)  # the audit log's buffered writes
         verbs = agent_requests(audit_lines(cluster.sandbox), since=window_start, until=last.ended_at)
@@ -918,7 +948,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SetupError(f"{type(error).__name__}: {error}") from error
         for run, keys in enumerate(crossing_keys(size, runs=options.runs, per_run=options.crossings), start=1):
             if run > 1:
-                say(f"run {run}/{options.runs}: deleted {delete_state_objects(sandbox.kube.api())} state objects")
+                try:
+                    say(f"run {run}/{options.runs}: deleted {delete_state_objects(sandbox)} state objects")
+                except Exception as error:
+                    results.append(RunResult(failures=[f"run {run}: deleting the state objects: {error}"]))
+                    break
             results.append(
                 bench_run(cluster, run, options.runs, steady_cycles=options.steady_cycles, crossings=keys, say=say)
             )

@@ -13,6 +13,9 @@ Parts, each a real program except the storage twin and the operator twin (simula
 - Prometheus scraping brokers, controller, twin and the agent every second (sandbox.prometheus);
 - the bridge that makes each broker follow its pod (sandbox.bridge).
 
+`Sandbox.up_kubernetes` brings up only Kubernetes (with as many KWOK nodes as asked) and Prometheus, for
+bench/bench_cluster.py, which makes its own objects at cluster scale.
+
 All state lives in one work dir (default `.cache/sandbox`), the shape included (`shape.json`), so
 `up`, `status`, `fault` and `down` can run in different processes. Every daemon has a time-to-live
 and stops by itself.
