@@ -935,7 +935,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"creating {size.pvcs} PVCs, {size.brokers + size.other_pods} pods ({options.concurrency} in flight)")
             populate(sandbox, size, concurrency=options.concurrency, say=say)
             cluster = Cluster(
-                sandbox=sandbox, size=size, exporter=exporter, work_dir=work_dir, timeout=60.0 + size.pvcs * 0.05
+                sandbox=sandbox, size=size, exporter=exporter, work_dir=work_dir, timeout=120.0 + size.pvcs * 0.1
             )
             say("waiting for Prometheus to have every PVC's usage")
             prometheus = PrometheusClient(url=sandbox.prometheus_url, clock=WallClock())
