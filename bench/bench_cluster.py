@@ -135,7 +135,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         description="The agent against a big shared cluster on the real sandbox apiserver (issue 13): "
         "first and steady cycle, peak RSS, apiserver requests per cycle by verb, threshold crossing -> PVC patch.",
         epilog="At --scale 1.0: 1,000 KWOK nodes, 10,000 PVCs, 1,000 broker pods among 20,000 other pods "
-        "(about 20 minutes with the per-cycle LIST agent). --scale 0.02 runs in a few minutes.",
+        "(about 20 minutes with the per-cycle LIST agent). --scale 0.02 runs in about a minute.",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full cluster (default 1.0)")
     parser.add_argument("--runs", type=int, default=3, help="agent runs on the cluster (default 3)")
@@ -278,8 +278,8 @@ class RunResult:
 
     first_cycle: float | None = None
     steady_cycles: list[float] = field(default_factory=list)
-    requests_per_cycle: dict[str, float] = field(default_factory=dict)
-    """Agent requests per steady cycle, by "verb resource"."""
+    requests_per_cycle: dict[str, float] | None = None
+    """Agent requests per steady cycle, by "verb resource" (empty: none at all); None: not counted."""
     rss_mib: float | None = None
     cross_to_patch: list[float] = field(default_factory=list)
     floor: float | None = None
@@ -298,7 +298,8 @@ class Summary:
     steady_median: float
     steady_p95: float
     rss_mib: float
-    requests_per_cycle: dict[str, float]
+    requests_per_cycle: dict[str, float] | None
+    """Medians over the runs that counted them; None when no run did."""
     cross_median: float
     cross_p95: float
     floor: float
@@ -308,14 +309,14 @@ class Summary:
 def summarize(results: Sequence[RunResult]) -> Summary:
     steady = [seconds for result in results for seconds in result.steady_cycles]
     crossings = [seconds for result in results for seconds in result.cross_to_patch]
-    counted = [result for result in results if result.requests_per_cycle]
-    verbs = sorted({verb for result in counted for verb in result.requests_per_cycle})
+    counted = [result.requests_per_cycle for result in results if result.requests_per_cycle is not None]
+    verbs = sorted({verb for requests in counted for verb in requests})
     return Summary(
         first_cycle=_median(result.first_cycle for result in results),
         steady_median=_median(steady),
         steady_p95=percentile(steady, 0.95),
         rss_mib=_median(result.rss_mib for result in results),
-        requests_per_cycle={verb: _median(r.requests_per_cycle.get(verb, 0.0) for r in counted) for verb in verbs},
+        requests_per_cycle={verb: _median(r.get(verb, 0.0) for r in counted) for verb in verbs} if counted else None,
         cross_median=_median(crossings),
         cross_p95=percentile(crossings, 0.95),
         floor=_median(result.floor for result in results),
@@ -352,7 +353,7 @@ def per_verb(requests: dict[str, float]) -> dict[str, float]:
 
 
 def lists_per_cycle(summary: Summary) -> float:
-    if not summary.requests_per_cycle:
+    if summary.requests_per_cycle is None:
         return math.nan
     return per_verb(summary.requests_per_cycle).get("list", 0.0)
 
@@ -372,11 +373,14 @@ def report(results: Sequence[RunResult], *, runs: int) -> list[str]:
         ],
         ["agent peak RSS (VmHWM), MiB", _figure(summary.rss_mib, 1), "-", "-"],
     ]
-    for verb, total in per_verb(summary.requests_per_cycle).items():
+    requests = summary.requests_per_cycle
+    if requests is not None and not requests:
+        rows.append(["apiserver requests per steady cycle", "0.00", "-", "-"])
+    for verb, total in per_verb(requests or {}).items():
         rows.append([f"apiserver {verb.upper()}s per steady cycle", _figure(total), "-", "-"])
         rows += [
             [f"  {key}", _figure(count), "-", "-"]
-            for key, count in summary.requests_per_cycle.items()
+            for key, count in (requests or {}).items()
             if key.split(" ", 1)[0] == verb
         ]
     rows += [

@@ -206,6 +206,13 @@ def test_a_figure_no_run_measured_is_nan_in_the_result_and_a_dash_in_the_table(b
     assert re.search(r"^first cycle, s\s+-\s+-\s+-$", "\n".join(lines), flags=re.MULTILINE)
 
 
+def test_an_agent_that_made_no_request_in_the_steady_cycles_makes_zero_lists_not_nan(bench: ModuleType) -> None:
+    quiet = bench.RunResult(first_cycle=1.0, steady_cycles=[0.1], requests_per_cycle={}, floor=0.4)
+    lines = bench.report([quiet], runs=1)
+    assert "lists_per_cycle=0.000" in lines[-1]
+    assert re.search(r"^apiserver requests per steady cycle\s+0\.00", "\n".join(lines), flags=re.MULTILINE)
+
+
 def test_exit_code_is_0_when_every_run_completed_1_on_a_failed_run_2_on_a_setup_failure(bench: ModuleType) -> None:
     clean, failed = bench.RunResult(), bench.RunResult(failures=["run 2: timed out"])
     assert bench.exit_code([clean], setup_failed=False) == 0
