@@ -13,6 +13,9 @@ Parts, each a real program except the storage twin and the operator twin (simula
 - Prometheus scraping brokers, controller, twin and the agent every second (sandbox.prometheus);
 - the bridge that makes each broker follow its pod (sandbox.bridge).
 
+`Sandbox.up_kubernetes` brings up only Kubernetes (with as many KWOK nodes as asked) and Prometheus, for
+bench/bench_cluster.py, which makes its own objects at cluster scale.
+
 All state lives in one work dir (default `.cache/sandbox`), the shape included (`shape.json`), so
 `up`, `status`, `fault` and `down` can run in different processes. Every daemon has a time-to-live
 and stops by itself.
@@ -25,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from agent.adapters.local_prometheus import ScrapeTarget
 from sandbox import neighbours, shapes, workload
 from sandbox.bridge import Faults, recorded_pool_node_ids
 from sandbox.kafka import KafkaCluster
-from sandbox.kube import KubeApi, KubeApiError, KubeControlPlane
+from sandbox.kube import NODE_LEASE_DURATION_SECONDS, KubeApi, KubeApiError, KubeControlPlane
 from sandbox.process import (
     SandboxProcessError,
     cache_root,
@@ -176,11 +179,11 @@ class Sandbox:
     def storage_api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports()['storage_twin']}"
 
-    def prometheus(self) -> PrometheusServer:
+    def prometheus(self, *, extra_targets: Sequence[ScrapeTarget] = ()) -> PrometheusServer:
         return PrometheusServer(
             tsdb_dir=self.work_dir / "prometheus" / "tsdb",
             run_dir=self.run_dir,
-            scrape_targets=self._scrape_targets(),
+            scrape_targets=[*self._scrape_targets(), *extra_targets],
             scrape_interval_seconds=SCRAPE_INTERVAL_SECONDS,
             port=self.ports()["prometheus"],
         )
@@ -221,6 +224,38 @@ class Sandbox:
         self._start_prometheus()
         status = self._write_status()
         progress(f"sandbox up in {time.monotonic() - started:.0f}s")
+        return status
+
+    def up_kubernetes(
+        self,
+        *,
+        progress: Progress,
+        node_count: int,
+        scrape_targets: Sequence[ScrapeTarget] = (),
+        node_lease_duration_seconds: int = NODE_LEASE_DURATION_SECONDS,
+        install: bool = True,
+    ) -> dict[str, Any]:
+        """Kubernetes with `node_count` KWOK nodes, the namespaces and Prometheus (also scraping
+        `scrape_targets`), but no Kafka, twin or workload: for a benchmark that makes its own objects at
+        cluster scale. `status`, `down` and AgentProcess work on it as on a full sandbox."""
+        started = time.monotonic()
+        if install:
+            install_tools(progress)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.shape_path.write_text(json.dumps({"shape": self.definition.name}) + "\n")
+        progress(f"starting Kubernetes: etcd, kube-apiserver, controller-manager, scheduler, kwok ({node_count} nodes)")
+        kube = KubeControlPlane(
+            work_dir=self.work_dir / "kubernetes",
+            node_count=node_count,
+            node_lease_duration_seconds=node_lease_duration_seconds,
+        )
+        kube.start(timeout_seconds=180.0 + node_count * 0.2)
+        self._apply(kube.api(), [("/api/v1/namespaces", workload.agent_namespace())])
+        progress("starting Prometheus")
+        self._start_prometheus(extra_targets=scrape_targets)
+        status = self._write_status()
+        progress(f"Kubernetes and Prometheus up in {time.monotonic() - started:.0f}s")
         return status
 
     def down(self, *, progress: Progress) -> None:
@@ -450,11 +485,11 @@ class Sandbox:
             cwd=REPO,
         )
 
-    def _start_prometheus(self) -> None:
+    def _start_prometheus(self, *, extra_targets: Sequence[ScrapeTarget] = ()) -> None:
         existing = daemon_from_pid_file(name="prometheus", run_dir=self.run_dir)
         if existing is not None and existing.is_running():
             stop_daemon(existing)
-        self.prometheus().start()
+        self.prometheus(extra_targets=extra_targets).start()
 
     def _scrape_targets(self) -> list[ScrapeTarget]:
         kafka = self.kafka

@@ -83,6 +83,8 @@ class AgentProcess:
     """Run without --audit, so the audit trail goes to stdout (captured into `audit_path`)."""
     environment: Mapping[str, str] = field(default_factory=dict)
     """Extra environment variables for the process (e.g. a skewed clock through libfaketime)."""
+    ready_timeout_seconds: float = 60.0
+    """How long `start` waits for /readyz, i.e. for every rule's first cycle (long on a big cluster)."""
 
     def start(self) -> None:
         status = self.sandbox.status()
@@ -124,7 +126,7 @@ class AgentProcess:
                 argv, cwd=REPO, stdout=stdout, stderr=log, stdin=subprocess.DEVNULL, env=environment
             )
         try:
-            poll(self.ready, timeout=60, what="agent /readyz")
+            poll(self.ready, timeout=self.ready_timeout_seconds, what="agent /readyz")
         except BaseException:
             self.stop()
             raise
