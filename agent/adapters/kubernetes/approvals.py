@@ -337,19 +337,8 @@ class ApprovalStore:
             ANSWERED_BY_GROUPS_ANNOTATION: ",".join(groups) or None,
             ANSWER_REASON_ANNOTATION: reason or None,
         }
-        patch = {
-            "metadata": {"resourceVersion": approval.resource_version, "annotations": annotations},
-            "spec": {"approvalState": answer.value},
-        }
         try:
-            obj = await self._kube.patch_custom_object(
-                group=API_GROUP,
-                version=VERSION,
-                plural=APPROVALS_PLURAL,
-                namespace=approval.namespace,
-                name=approval.name,
-                patch=patch,
-            )
+            obj = await self._patch_answer(approval, answer=answer, annotations=annotations)
         except ConflictError as error:
             raise AnswerConflictError(
                 f"{APPROVAL_KIND} {approval.namespace}/{approval.name} changed while answering; look again",
@@ -358,23 +347,28 @@ class ApprovalStore:
             ) from error
         return self._noted(decode_approval(obj))
 
+    async def _patch_answer(
+        self, approval: Approval, *, answer: Answer, annotations: Mapping[str, str | None]
+    ) -> dict[str, Any]:
+        """Merge-patch spec.approvalState and who answered, on the approval as read (resourceVersion)."""
+        return await self._kube.patch_custom_object(
+            group=API_GROUP,
+            version=VERSION,
+            plural=APPROVALS_PLURAL,
+            namespace=approval.namespace,
+            name=approval.name,
+            patch={
+                "metadata": {"resourceVersion": approval.resource_version, "annotations": dict(annotations)},
+                "spec": {"approvalState": answer.value},
+            },
+        )
+
     async def withdraw_answer(self, approval: Approval, *, message: str, now: float) -> Approval | None:
         """Put a refused answer back to pending (who gave it and why removed), conditional on the
         approval as read, and say why in its status; None when it changed or went away meanwhile."""
         annotations = dict.fromkeys((ANSWERED_BY_ANNOTATION, ANSWERED_BY_GROUPS_ANNOTATION, ANSWER_REASON_ANNOTATION))
-        patch = {
-            "metadata": {"resourceVersion": approval.resource_version, "annotations": annotations},
-            "spec": {"approvalState": Answer.PENDING.value},
-        }
         try:
-            await self._kube.patch_custom_object(
-                group=API_GROUP,
-                version=VERSION,
-                plural=APPROVALS_PLURAL,
-                namespace=approval.namespace,
-                name=approval.name,
-                patch=patch,
-            )
+            await self._patch_answer(approval, answer=Answer.PENDING, annotations=annotations)
         except (ConflictError, NotFoundError):
             return None
         return await self.set_phase(

@@ -170,12 +170,7 @@ class StateStore:
         """
         starts: list[ActionStart] = []
         in_flight: set[tuple[str, str]] = set()
-        for obj in await self._objects(None):
-            spec = obj.get("spec") or {}
-            rule, key = spec.get("rule"), spec.get("objectKey")
-            if not isinstance(rule, str) or not isinstance(key, str):
-                continue
-            stored = _decode(obj)
+        for rule, key, _obj, stored in await self._every_pair():
             for action in stored.recent_actions:
                 starts.append(ActionStart(rule=rule, object=key, action=action.name, at=action.started_at))
             last = stored.last_action
@@ -199,12 +194,7 @@ class StateStore:
         nothing is collected from a partial view.
         """
         pairs: list[StoredPair] = []
-        for obj in await self._objects(None):
-            spec = obj.get("spec") or {}
-            rule, key = spec.get("rule"), spec.get("objectKey")
-            if not isinstance(rule, str) or not isinstance(key, str):
-                continue
-            stored = _decode(obj)
+        for rule, key, obj, stored in await self._every_pair():
             starts = [action.started_at for action in stored.recent_actions if action.started_at is not None]
             if stored.last_action is not None and stored.last_action.started_at is not None:
                 starts.append(stored.last_action.started_at)
@@ -443,6 +433,17 @@ class StateStore:
         """`obj` was just written (based on `based_on`) or read fresh: newer than the cache, until it shows it."""
         if self._watched is not None:
             self._own.note(_name_of(obj), obj, based_on=_version_text(based_on))
+
+    async def _every_pair(self) -> list[tuple[str, str, Mapping[str, Any], StoredStatus]]:
+        """(rule, object key, object, its decoded status) for every pair of this store's mode; raises
+        StateDecodeError on a status this agent cannot read."""
+        pairs = []
+        for obj in await self._objects(None):
+            spec = obj.get("spec") or {}
+            rule, key = spec.get("rule"), spec.get("objectKey")
+            if isinstance(rule, str) and isinstance(key, str):
+                pairs.append((rule, key, obj, _decode(obj)))
+        return pairs
 
     async def _objects(self, rule: str | None) -> list[Mapping[str, Any]]:
         """The pairs of `rule` (all rules when None) of this store's mode: from the watch-fed cache, with
