@@ -408,6 +408,15 @@ def test_in_dry_run_the_pool_growth_is_recorded_and_nothing_changes(
             assert written == [], written
     finally:
         twin.set_used(namespace=workload.NAMESPACE, pvc=claim, used_bytes=40 * GI)
+        # Until Prometheus has scraped the emptied volume, a fresh live agent would still read it 82% full
+        # and grow the pool the next test starts from.
+        prometheus = PrometheusClient(url=sandbox.prometheus_url, clock=WallClock())
+        usage = f'px_volume_usage_bytes{{namespace="{workload.NAMESPACE}",pvc="{claim}"}}'
+        eventually(
+            lambda: [s.value for s in prometheus.instant_query(usage)] == [40 * GI],
+            timeout=60,
+            what=f"Prometheus reading {claim} at 40Gi used",
+        )
         agent.start()
 
 
