@@ -127,6 +127,10 @@ class Catalog(Mapping[str, ActionSpec]):
             if spec.name in self._specs:
                 raise ValueError(f"action {spec.name} is listed twice")
             self._specs[spec.name] = spec
+        self._node_actions = frozenset(name for name, spec in self._specs.items() if spec.may_cordon_node)
+        self._resize_actions = frozenset(
+            name for name, spec in self._specs.items() if spec.spaced_by_min_resize_interval
+        )
 
     def __getitem__(self, name: str) -> ActionSpec:
         return self._specs[name]
@@ -138,10 +142,10 @@ class Catalog(Mapping[str, ActionSpec]):
         return len(self._specs)
 
     def node_actions(self) -> frozenset[str]:
-        return frozenset(name for name, spec in self._specs.items() if spec.may_cordon_node)
+        return self._node_actions
 
     def resize_actions(self) -> frozenset[str]:
-        return frozenset(name for name, spec in self._specs.items() if spec.spaced_by_min_resize_interval)
+        return self._resize_actions
 
 
 class ParamError(ValueError):

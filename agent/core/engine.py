@@ -7,14 +7,16 @@ the planned actions to executors (or, in dry-run, to the audit sink). Nothing he
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple, overload
 
 from agent.core.catalog import Catalog, DeclineCode, Declined, PlanDetail, Planned
 from agent.core.matching import InventoryIndex, JoinResult, TargetObject
-from agent.core.operators import condition_test
+from agent.core.operators import Answers, condition_test
 from agent.core.policy import AdmissionFacts, Held, HoldCode, Policy, admit
 from agent.core.rules import ConditionProvider, Rule, RuleAction
 from agent.core.samples import Sample
@@ -59,20 +61,41 @@ ConditionCheck = tuple[str, Callable[[float | None], bool | None], Callable[[str
 class Evaluations(Sequence[ObjectEvaluation]):
     """One rule's evaluations of one cycle, one per evaluated object, in order; each record is built when read.
 
-    A cycle keeps only the objects' keys and verdicts: a quiet object costs no record unless something
-    reads it (`--audit-evaluations all`, a changed verdict, an approval's preview). Reading one tests
-    its conditions again, over the same joins: the same values, the same record.
+    A cycle keeps the objects' keys (the selection's, shared) and the verdicts that are not "clear": a
+    quiet object costs no record unless something reads it (`--audit-evaluations all`, a changed verdict,
+    an approval's preview). Reading one tests its conditions again, over the same joins: the same values,
+    the same record.
     """
 
-    __slots__ = ("_checks", "_positions", "at", "keys", "rule", "verdicts")
+    __slots__ = ("_answers", "_checks", "_positions", "_verdicts", "at", "keys", "rule", "unquiet")
 
-    def __init__(self, *, rule: str, at: float, checks: Sequence[ConditionCheck] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        rule: str,
+        at: float,
+        keys: Sequence[str] = (),
+        unquiet: Mapping[str, Verdict] | None = None,
+        checks: Sequence[ConditionCheck] = (),
+        answers: Sequence[Answers] = (),
+    ) -> None:
         self.rule = rule
         self.at = at
         self._checks = tuple(checks)
-        self.keys: list[str] = []
-        self.verdicts: list[Verdict] = []
+        self._answers = tuple(answers)
+        self.keys = keys
+        self.unquiet: Mapping[str, Verdict] = unquiet if unquiet is not None else {}
+        """The verdicts that are not CLEAR, by object key."""
+        self._verdicts: list[Verdict] | None = None
         self._positions: dict[str, int] | None = None
+
+    @property
+    def verdicts(self) -> Sequence[Verdict]:
+        """Each object's verdict, in the order of `keys`."""
+        if self._verdicts is None:
+            unquiet, clear = self.unquiet, Verdict.CLEAR
+            self._verdicts = [unquiet.get(key, clear) for key in self.keys] if unquiet else [clear] * len(self.keys)
+        return self._verdicts
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -101,7 +124,7 @@ class Evaluations(Sequence[ObjectEvaluation]):
     def holds(self, position: int) -> tuple[bool | None, ...]:
         """Each condition's verdict for the object at `position`, without building its record."""
         key = self.keys[position]
-        return tuple([test(lookup(key)) for _, test, lookup in self._checks])
+        return tuple([True if key in a.holding else None if key in a.unknown else False for a in self._answers])
 
     def of(self, object_key: str) -> ObjectEvaluation | None:
         """The object's evaluation, if it was evaluated."""
@@ -115,7 +138,45 @@ class Evaluations(Sequence[ObjectEvaluation]):
         results = tuple(
             [ExpressionResult(label, value := lookup(key), test(value)) for label, test, lookup in self._checks]
         )
-        return ObjectEvaluation(self.rule, key, self.at, results, self.verdicts[position])
+        return ObjectEvaluation(self.rule, key, self.at, results, self.unquiet.get(key, Verdict.CLEAR))
+
+
+class ObjectStates(Mapping[str, ObjectState]):
+    """Every evaluated object's state after a cycle, in evaluation order: those the cycle touched (`touched`),
+    and `UNTOUCHED` for the rest (quiet objects with no stored state, most of them)."""
+
+    __slots__ = ("_members", "_order", "touched")
+
+    def __init__(self, *, order: Sequence[str], members: AbstractSet[str], touched: Mapping[str, ObjectState]) -> None:
+        self._order = order
+        self._members = members
+        self.touched = touched
+
+    def __getitem__(self, key: str) -> ObjectState:
+        found = self.touched.get(key)
+        if found is not None:
+            return found
+        if key in self._members:
+            return UNTOUCHED
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._members
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __repr__(self) -> str:
+        return f"ObjectStates({len(self)} objects, {len(self.touched)} touched)"
+
+    def counts(self) -> Counter[RuleState]:
+        """Objects per state, without visiting the untouched ones."""
+        counted = Counter(state.state for state in self.touched.values())
+        counted[RuleState.NORMAL] += len(self._order) - len(self.touched)
+        return counted
 
 
 def verdicts_by_object(evaluations: Sequence[ObjectEvaluation]) -> Iterable[tuple[str, Verdict]]:
@@ -267,7 +328,12 @@ def run_cycle(
         )
         for expression in rule.conditions.expressions
     ]
-    tests = [(test, lookup) for _, test, lookup in checks]
+    answers = [
+        inventory.answers(
+            selection, expression.query, joined[expression.query], expression.operator, tuple(expression.values)
+        )
+        for expression in rule.conditions.expressions
+    ]
     needed = rule.conditions.needed
     moment = datetime.fromtimestamp(now, UTC)
     in_window = rule.in_action_window(weekday=moment.isoweekday(), minute_of_day=moment.hour * 60 + moment.minute)
@@ -276,9 +342,22 @@ def run_cycle(
     needs_approval = rule.approval_required if approval_needed is None else approval_needed
     if approval_needed is None and policy is not None:
         needs_approval = needs_approval or policy.approval_required(action.name for action in rule.actions)
+    # Only objects some condition holds for or has no data for, and objects with a state, can do anything:
+    # every other one is clear and stays Normal with no history, untouched (most objects, most cycles).
+    members = selection.keys
+    if needed <= 0:
+        candidates: AbstractSet[str] = members
+    else:
+        moving: set[str] = {key for key in states if key in members}
+        for answer in answers:
+            moving.update(answer.holding)
+            moving.update(answer.unknown)
+        candidates = moving
     new_states: dict[str, ObjectState] = {}
-    evaluations = Evaluations(rule=rule.name, at=now, checks=checks)
-    evaluated, verdicts = evaluations.keys.append, evaluations.verdicts.append
+    unquiet: dict[str, Verdict] = {}
+    evaluations = Evaluations(
+        rule=rule.name, at=now, keys=selection.ordered_keys, unquiet=unquiet, checks=checks, answers=answers
+    )
     transitions: list[Transition] = []
     planned: list[PlannedAction] = []
     previews: list[PlannedAction] = []
@@ -286,20 +365,21 @@ def run_cycle(
     held: list[HeldAction] = []
     notes: dict[str, str] = {}
     no_data: dict[str, str] = {}
-    for target in selected:
-        key = target.key
+    every = len(candidates) == len(members)
+    for key, target in zip(selection.ordered_keys, selected, strict=True):
+        if not every and key not in candidates:
+            continue
         holding = unknown = 0
-        for test, lookup in tests:  # verdict_of, without a record per object
-            answer = test(lookup(key))
-            if answer is None:
-                unknown += 1
-            elif answer:
+        for answer in answers:  # verdict_of, without a record per object
+            if key in answer.holding:
                 holding += 1
+            elif key in answer.unknown:
+                unknown += 1
         verdict = (
             Verdict.HOLDS if holding >= needed else Verdict.CLEAR if holding + unknown < needed else Verdict.NO_DATA
         )
-        evaluated(key)
-        verdicts(verdict)
+        if verdict is not Verdict.CLEAR:
+            unquiet[key] = verdict
         state = states.get(key, UNTOUCHED)
         if state.quiet_under(verdict):  # what `decide` would return, without its copies
             note, plan_now, preview_now = NO_DATA_NOTE if verdict is Verdict.NO_DATA else "", False, False
@@ -367,15 +447,15 @@ def run_cycle(
                         declined.append(plans)
                 elif state.state is RuleState.ACTIVE_ACTIONS_PENDING:
                     planned.extend(plans)
-                    for plan in plans:
+                    for plan in plans if policy is not None else ():  # only the policy's admission reads them
                         facts = facts.admitted(
                             rule=rule.name, object_key=target.key, action=plan.action, at=now, catalog=catalog
                         )
         if note:
-            notes[target.key] = note
-        new_states[target.key] = state
+            notes[key] = note
+        new_states[key] = state
     return CycleOutcome(
-        states=new_states,
+        states=ObjectStates(order=selection.ordered_keys, members=members, touched=new_states),
         evaluations=evaluations,
         transitions=tuple(transitions),
         planned=tuple(planned),

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
+from agent.core.operators import Answers, Operator, condition_test, partition
 from agent.core.pools import PoolShape
 from agent.core.rules import IdentityLabels, Rule, TargetKind
 from agent.core.samples import Sample
@@ -166,6 +167,8 @@ class Selection:
 
     objects: Sequence[TargetObject]
     keys: AbstractSet[str]
+    ordered_keys: tuple[str, ...]
+    """The keys of `objects`, in their order."""
     ignored: Mapping[str, str]
     excluded: Mapping[str, str]
     index: IdentityIndex
@@ -190,6 +193,7 @@ class InventoryIndex:
         self._selections: dict[tuple[object, ...], Selection] = {}
         self._indexes: dict[tuple[TargetKind, IdentityLabels], IdentityIndex] = {}
         self._joins: dict[tuple[int, str], tuple[Sequence[Sample], JoinResult]] = {}
+        self._answers: dict[tuple[int, str, Operator, tuple[str, ...]], tuple[JoinResult, Answers]] = {}
 
     def selection(
         self, rule: Rule, *, kept_out: Callable[[str | None], str | None] | None = None, filter_key: object = None
@@ -226,8 +230,15 @@ class InventoryIndex:
                 cluster_wide_applies=rule.target is TargetKind.BROKER,
             )
             self._indexes[index_key] = index
-        keys = frozenset(target.key for target in kept)
-        found = Selection(objects=kept, keys=keys, ignored=ignored, excluded=excluded, index=index)
+        ordered_keys = tuple([target.key for target in kept])
+        found = Selection(
+            objects=kept,
+            keys=frozenset(ordered_keys),
+            ordered_keys=ordered_keys,
+            ignored=ignored,
+            excluded=excluded,
+            index=index,
+        )
         self._selections[key] = found
         return found
 
@@ -240,6 +251,19 @@ class InventoryIndex:
         joined = selection.index.join(vector, among=selection.objects, members=selection.keys)
         self._joins[key] = (vector, joined)
         return joined
+
+    def answers(
+        self, selection: Selection, query: str, joined: JoinResult, operator: Operator, values: tuple[str, ...]
+    ) -> Answers:
+        """Which of the selection's objects the condition holds for, and which it has no data for, over the
+        query's join: once per selection and condition, whatever the number of rules testing it."""
+        key = (id(selection), query, operator, values)
+        found = self._answers.get(key)
+        if found is not None and found[0] is joined:
+            return found[1]
+        answers = partition(condition_test(operator, values), joined.values, selection.keys)
+        self._answers[key] = (joined, answers)
+        return answers
 
 
 @dataclass(frozen=True, kw_only=True)

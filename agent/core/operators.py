@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
@@ -35,7 +36,7 @@ from typing import assert_never
 
 from agent.core.quantity import QuantityError, parse_quantity
 
-__all__ = ["Operator", "ValueCount", "holds", "validate_values", "value_count"]
+__all__ = ["Answers", "Operator", "ValueCount", "holds", "partition", "validate_values", "value_count"]
 
 
 class Operator(StrEnum):
@@ -190,6 +191,34 @@ def condition_test(operator: Operator, values: tuple[str, ...]) -> ConditionTest
         return holds(operator, value=value, values=values)
 
     return any_other
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answers:
+    """One condition's answer for every object of a set: those it holds for and those it has no data for
+    (None); it is false for the rest. Most objects are quiet, so the two sets are small."""
+
+    holding: frozenset[str]
+    unknown: frozenset[str]
+
+
+def partition(test: ConditionTest, samples: Mapping[str, float], members: AbstractSet[str]) -> Answers:
+    """`test`'s answer for each of `members`, whose values are `samples` (a member without one has no sample)."""
+    holding: list[str] = []
+    unknown: list[str] = []
+    for key, value in samples.items():
+        answer = test(value)
+        if answer:
+            holding.append(key)
+        elif answer is None:
+            unknown.append(key)
+    absent = test(None)
+    without = () if absent is False else members - samples.keys()
+    if absent:
+        holding.extend(without)
+    elif absent is None:
+        unknown.extend(without)
+    return Answers(holding=frozenset(holding), unknown=frozenset(unknown))
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,19 @@ class ObjectState:
         return verdict is Verdict.CLEAR and self.state is RuleState.NORMAL and self.last_holding_at is None
 
 
+_NAMES = {state: state.value for state in RuleState}
+"""Each state's name; `RuleState.value` is a descriptor, slow at one call per transition."""
+
+
+def _changed(state: ObjectState, changes: Mapping[str, object]) -> ObjectState:
+    """`dataclasses.replace` for the state machine's own fields, without re-running `__init__` (the fields
+    are plain values, checked by the type checker where `changes` is built)."""
+    copy = object.__new__(ObjectState)
+    copy.__dict__.update(state.__dict__)
+    copy.__dict__.update(changes)
+    return copy
+
+
 UNTOUCHED = ObjectState(state=RuleState.NORMAL)
 """The state of an object with no stored state: Normal, no history. It is never written (`worth_keeping`),
 so a quiet object costs no AutopilotRuleObject; the first transition away from Normal creates one."""
@@ -231,15 +244,15 @@ class _Machine:
             )
         changes: dict[str, object] = {"reason": reason}  # one copy of the state per step, not one per field
         if to_state is not self.state.state:
-            entered = {**self.state.entered_at, to_state.value: self.now}
+            entered = {**self.state.entered_at, _NAMES[to_state]: self.now}
             changes.update(state=to_state, since=self.now, entered_at=entered)
             if to_state is RuleState.NORMAL:
                 changes.update(approved_at=None, approval_declined_at=None, attempts_not_acted=0)
-        if not isinstance(active_at, EllipsisType):
+        if active_at is not ...:
             changes["active_at"] = active_at
-        if not isinstance(cooldown_until, EllipsisType):
+        if cooldown_until is not ...:
             changes["cooldown_until"] = cooldown_until
-        self.state = replace(self.state, **changes)  # type: ignore[arg-type]
+        self.state = _changed(self.state, changes)
 
     def backoff(self) -> float:
         return retry_backoff_seconds(
