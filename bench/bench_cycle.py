@@ -19,10 +19,11 @@ states pass from one cycle to the next: those the runtime would store, the ones 
 AutopilotRuleObject (`ObjectState.worth_keeping`). A quiet object has no stored state and gets none,
 so the first cycle differs from the steady one only where objects move (the transitions and plans of
 the objects whose conditions hold). The work measured is the real work: every selected object of
-every rule is evaluated in both cycles, every condition tested, every verdict kept. What is not in
-the measured time is building a per-object evaluation record: a cycle's `Evaluations` builds one
-only when it is read, as the runtime does for `--audit-evaluations all` or a changed verdict (the
-summary line below reads them all, outside the timing). Every rule is given the whole mixed
+every rule is evaluated in both cycles, every condition answered for it (once per selection and
+condition, `InventoryIndex.answers`), and every verdict that is not "clear" kept. What is not in the
+measured time is building a per-object evaluation record: a cycle's `Evaluations` builds one only
+when it is read, as the runtime does for `--audit-evaluations all` or a changed verdict (the summary
+line below counts the verdicts, outside the timing). Every rule is given the whole mixed
 inventory, indexed once per cycle (`InventoryIndex`), as
 `run_cycle`'s signature allows, and selects its own kind.
 
@@ -33,6 +34,7 @@ HTTP client), so `decode` below does the same conversion after `json.loads`.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import gc
 import json
 import math
@@ -51,7 +53,7 @@ from typing import TypeVar
 
 from agent.actions.registry import CATALOG
 from agent.core.aliases import KEY_ALIASES
-from agent.core.engine import CycleOutcome, distinct_queries, run_cycle
+from agent.core.engine import CycleOutcome, distinct_queries, run_cycle, verdicts_by_object
 from agent.core.loader import parse_rules
 from agent.core.matching import InventoryIndex, TargetObject, broker_object, node_object, pvc_object
 from agent.core.rules import Rule, TargetKind
@@ -655,15 +657,14 @@ def _table(rows: Sequence[Sequence[str]], *, numbers: bool = True, indent: str =
 
 
 def _summary(outcomes: Mapping[str, CycleOutcome]) -> str:
-    evaluations = [evaluation for outcome in outcomes.values() for evaluation in outcome.evaluations]
-    no_data = sum(1 for evaluation in evaluations if evaluation.verdict is Verdict.NO_DATA)
-    holding = sum(1 for evaluation in evaluations if evaluation.verdict is Verdict.HOLDS)
+    verdicts = Counter(verdict for outcome in outcomes.values() for _, verdict in verdicts_by_object(outcome.evaluations))
+    no_data, holding = verdicts[Verdict.NO_DATA], verdicts[Verdict.HOLDS]
     transitions = sum(len(outcome.transitions) for outcome in outcomes.values())
     planned = sum(len(outcome.planned) for outcome in outcomes.values())
     previews = sum(len(outcome.previews) for outcome in outcomes.values())
     declined = sum(len(outcome.declined) for outcome in outcomes.values())
     return (
-        f"{len(evaluations):,} evaluations ({holding:,} hold, {no_data:,} no data), {transitions:,} transitions, "
+        f"{verdicts.total():,} evaluations ({holding:,} hold, {no_data:,} no data), {transitions:,} transitions, "
         f"{planned:,} planned, {previews:,} previews, {declined:,} declined"
     )
 

@@ -20,17 +20,19 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.actions.mutations import Applier, Mutation
 from agent.adapters.clock import Clock
-from agent.adapters.kafka import KafkaAdmin
-from agent.adapters.kubernetes import KubeClient
-from agent.adapters.storagepools import StoragePoolApi
 from agent.core.catalog import ActionSpec
 from agent.core.engine import PlannedAction
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule
+
+if TYPE_CHECKING:  # types only: the catalog of specs (the pure core's bench, the loaders) needs no client library
+    from agent.adapters.kafka import KafkaAdmin
+    from agent.adapters.kubernetes import KubeClient
+    from agent.adapters.storagepools import StoragePoolApi
 
 RECORDED = "dry-run: recorded, nothing changed"
 

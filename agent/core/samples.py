@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Sample:
-    """One series of an instant vector: its labels and its value at the query time."""
+    """One series of an instant vector: its labels and its value at the query time. Slotted: a cycle
+    holds one per series of every query (70,000 at 10,000 volumes)."""
 
     labels: Mapping[str, str] = field(default_factory=dict)
     value: float

@@ -135,7 +135,7 @@ def retry_backoff_seconds(*, poll_interval_seconds: int, attempts: int, cap_seco
     return min(backoff, float(max(cap_seconds, poll_interval_seconds)))
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Transition:
     rule: str
     object: str

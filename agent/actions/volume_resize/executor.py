@@ -38,7 +38,7 @@ from agent.actions.base import (
 from agent.actions.mutations import Applier, GrowOwnerStorage, ResizePvc
 from agent.actions.volume_resize.spec import VOLUME_RESIZE, ResizePlan
 from agent.adapters.clock import Clock
-from agent.adapters.kubernetes import NotFoundError
+from agent.adapters.errors import NotFoundError
 from agent.core import strimzi
 from agent.core.engine import PlannedAction
 from agent.core.matching import IGNORE_ANNOTATION, TargetObject
