@@ -34,7 +34,6 @@ HTTP client), so `decode` below does the same conversion after `json.loads`.
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 import gc
 import json
 import math
@@ -46,6 +45,7 @@ import statistics
 import sys
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -657,7 +657,9 @@ def _table(rows: Sequence[Sequence[str]], *, numbers: bool = True, indent: str =
 
 
 def _summary(outcomes: Mapping[str, CycleOutcome]) -> str:
-    verdicts = Counter(verdict for outcome in outcomes.values() for _, verdict in verdicts_by_object(outcome.evaluations))
+    verdicts = Counter(
+        verdict for outcome in outcomes.values() for _, verdict in verdicts_by_object(outcome.evaluations)
+    )
     no_data, holding = verdicts[Verdict.NO_DATA], verdicts[Verdict.HOLDS]
     transitions = sum(len(outcome.transitions) for outcome in outcomes.values())
     planned = sum(len(outcome.planned) for outcome in outcomes.values())

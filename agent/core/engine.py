@@ -179,6 +179,18 @@ class ObjectStates(Mapping[str, ObjectState]):
         return counted
 
 
+def touched_states(outcome: CycleOutcome) -> Mapping[str, ObjectState]:
+    """The states a cycle touched: every other object it evaluated is `UNTOUCHED` and was stored as nothing."""
+    states = outcome.states
+    return states.touched if isinstance(states, ObjectStates) else states
+
+
+def state_counts(outcome: CycleOutcome) -> Counter[RuleState]:
+    """The evaluated objects per state after a cycle."""
+    states = outcome.states
+    return states.counts() if isinstance(states, ObjectStates) else Counter(s.state for s in states.values())
+
+
 def verdicts_by_object(evaluations: Sequence[ObjectEvaluation]) -> Iterable[tuple[str, Verdict]]:
     """(object key, verdict) of each evaluation, without building the records of an `Evaluations`."""
     if isinstance(evaluations, Evaluations):

@@ -45,7 +45,7 @@ from agent.core.approvals import (
     build_request,
     episode_of,
 )
-from agent.core.engine import CycleOutcome, PlannedAction, advance, evaluation_of, plan_actions
+from agent.core.engine import CycleOutcome, PlannedAction, advance, evaluation_of, plan_actions, touched_states
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule
 from agent.core.states import ApprovalAnswered, ObjectState, RuleState
@@ -109,7 +109,7 @@ class ApprovalFlow:
                 episode = episode_of(before.get(transition.object, ObjectState()))
                 if target is not None and episode is not None:
                     await self._guarded(rule, target, self.cancel(rule, target, episode, transition.reason))
-        for key, state in outcome.states.items():
+        for key, state in touched_states(outcome).items():
             target = by_key.get(key)
             if state.state is not RuleState.ACTION_AWAITING_APPROVAL or key in conflicted or target is None:
                 continue

@@ -30,7 +30,7 @@ import structlog
 from agent.adapters.clock import Clock
 from agent.adapters.errors import StateConflictError
 from agent.core.catalog import Catalog
-from agent.core.engine import CycleOutcome, run_cycle, verdicts_by_object
+from agent.core.engine import CycleOutcome, run_cycle, touched_states, verdicts_by_object
 from agent.core.policy import Policy
 from agent.core.rules import Rule
 from agent.core.states import Verdict
@@ -84,7 +84,7 @@ class RuleCycle:
         started: set[str] = set()
         try:
             await self.recorder.cycle(rule, outcome, objects)
-            for key, state in outcome.states.items():
+            for key, state in touched_states(outcome).items():  # the untouched are UNTOUCHED, stored as nothing
                 stored = states.get(key)
                 if state == stored or (stored is None and not state.worth_keeping(now)):
                     continue  # unchanged, or quiet with nothing stored: a quiet object has no AutopilotRuleObject

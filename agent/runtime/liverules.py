@@ -58,7 +58,7 @@ from agent.adapters.kubernetes.clusterrules import (
 from agent.adapters.kubernetes.statuscodec import RULES_PLURAL, VERSION, format_time, parse_time
 from agent.core.catalog import Catalog
 from agent.core.diagnostics import Location, Problem, Severity
-from agent.core.engine import CycleOutcome
+from agent.core.engine import CycleOutcome, state_counts
 from agent.core.loader import parse_rules
 from agent.core.rules import API_GROUP, API_VERSION, RULE_KIND, Rule
 from agent.core.states import Transition
@@ -146,7 +146,7 @@ class ClusterRuleReports:
         if involved is None:
             return
         await self.events.cycle_end(involved)
-        by_state = Counter(state.state.value for state in outcome.states.values())
+        by_state = Counter({state.value: count for state, count in state_counts(outcome).items() if count})
         await self._write(
             rule.name, objects=sum(by_state.values()), objects_by_state=by_state, evaluated_at=self.clock.now()
         )

@@ -39,7 +39,7 @@ from agent.audit.trail import (
     transition_record,
 )
 from agent.core.approvals import ActionPreview
-from agent.core.engine import CycleOutcome, PlannedAction, verdicts_by_object
+from agent.core.engine import CycleOutcome, PlannedAction, state_counts, verdicts_by_object
 from agent.core.matching import TargetObject
 from agent.core.rules import Rule
 from agent.core.states import RuleState, Transition
@@ -99,7 +99,7 @@ class Recorder:
             self.telemetry.inc("kafka_autopilot_evaluations_total", count, rule=rule.name, verdict=verdict.value)
         if outcome.unmatched_series:
             self.telemetry.inc("kafka_autopilot_unmatched_series_total", outcome.unmatched_series, rule=rule.name)
-        self.telemetry.object_states(rule, (state.state for state in outcome.states.values()))
+        self.telemetry.object_states(rule, state_counts(outcome))
         by_key = {target.key: target for target in objects}
         for transition in outcome.transitions:
             await self._transition_counted(rule, transition, by_key.get(transition.object))

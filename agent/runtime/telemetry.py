@@ -148,11 +148,10 @@ class Telemetry:
                 object=target.key,
             )
 
-    def object_states(self, rule: Rule, states: Iterable[RuleState]) -> None:
-        """Objects of the rule per state after a cycle; every state is written, 0 included."""
-        counts = dict.fromkeys(RuleState, 0)
-        for state in states:
-            counts[state] += 1
+    def object_states(self, rule: Rule, states: Mapping[RuleState, int]) -> None:
+        """Objects of the rule per state after a cycle (`states`: the count of each); every state is
+        written, 0 included."""
+        counts = {state: states.get(state, 0) for state in RuleState}
         for state, count in counts.items():
             self.set("kafka_autopilot_objects", count, rule=rule.name, state=state.value)
         self.set("kafka_autopilot_approvals_pending", counts[RuleState.ACTION_AWAITING_APPROVAL], rule=rule.name)

@@ -5,6 +5,7 @@ neither healthy nor failing, and the text keeps its integral values (`... 1`, no
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
 
 from fakes import FakeClock, FakeEvents
@@ -110,13 +111,13 @@ def _object_labels(text: str) -> str:
 def test_objects_per_state_count_pending_approvals() -> None:
     telemetry = Telemetry()
     states = [RuleState.ACTION_AWAITING_APPROVAL, RuleState.ACTION_AWAITING_APPROVAL, RuleState.NORMAL]
-    telemetry.object_states(PVC_RULE, states)
+    telemetry.object_states(PVC_RULE, Counter(states))
 
     assert telemetry.value("kafka_autopilot_approvals_pending", rule=PVC_RULE.name) == 2
     assert telemetry.value("kafka_autopilot_objects", rule=PVC_RULE.name, state="Normal") == 1
     assert f'kafka_autopilot_objects{{rule="{PVC_RULE.name}",state="ActiveActionsTaken"}} 0' in telemetry.render()
 
-    telemetry.object_states(PVC_RULE, [RuleState.NORMAL])
+    telemetry.object_states(PVC_RULE, {RuleState.NORMAL: 1})
     assert telemetry.value("kafka_autopilot_approvals_pending", rule=PVC_RULE.name) == 0
 
 
