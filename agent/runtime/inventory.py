@@ -36,6 +36,8 @@ from agent.core.matching import TargetObject, broker_object, node_object, pool_o
 from agent.core.rules import ConditionProvider, Rule, TargetKind
 from agent.core.samples import Sample
 
+_NO_LABELS: Mapping[str, str] = {}
+
 
 class QueryClient(Protocol):
     async def query(self, expr: str, *, at: float | None = None) -> Sequence[Sample]: ...
@@ -100,6 +102,9 @@ class Inventory:
     """Kafka (kafka-autopilot run --kafka); without it a broker's id is known only as a rule states it."""
     _query_cache: dict[str, tuple[float, Sequence[Sample]]] = field(default_factory=dict)
     _kafka_problems: dict[str, str] = field(default_factory=dict)
+    _pvc_targets: dict[tuple[str, str], tuple[Any, Mapping[str, str], str | None, TargetObject]] = field(
+        default_factory=dict
+    )
 
     async def objects(self, rule: Rule) -> list[TargetObject]:
         """The objects of the rule's target kind (broker pods: those its selector matches, identified)."""
@@ -108,17 +113,12 @@ class Inventory:
             namespaces = await self.cluster.namespace_labels()
             claims = await self.cluster.list_pvcs(label_selector=rule.selector.query() or None)
             through = grown_through(claims)
+            if len(self._pvc_targets) > 2 * len(claims) + 1000:  # claims deleted: forget their objects
+                current = {(claim.namespace, claim.name) for claim in claims}
+                self._pvc_targets = {key: built for key, built in self._pvc_targets.items() if key in current}
             return [
-                replace(
-                    pvc_object(
-                        namespace=claim.namespace,
-                        name=claim.name,
-                        labels=claim.labels,
-                        capacity_bytes=claim.capacity_bytes or claim.requested_bytes,
-                        annotations=claim.annotations,
-                        grown_through=through.get((claim.namespace, claim.name)),
-                    ),
-                    namespace_labels=namespaces.get(claim.namespace, {}),
+                self._pvc_target(
+                    claim, namespaces.get(claim.namespace, _NO_LABELS), through.get((claim.namespace, claim.name))
                 )
                 for claim in claims
             ]
@@ -177,6 +177,27 @@ class Inventory:
                 replace(target, namespace_labels=namespaces.get(pod.namespace, {}), annotations=pod.annotations)
             )
         return brokers
+
+    def _pvc_target(self, claim: Any, namespace_labels: Mapping[str, str], through: str | None) -> TargetObject:
+        """The claim's object; the one built last cycle while the cache's record, its namespace's labels and
+        what it grows through are the same (a steady cycle over 10,000 claims builds none)."""
+        key = (claim.namespace, claim.name)
+        built = self._pvc_targets.get(key)
+        if built is not None and built[0] is claim and built[1] == namespace_labels and built[2] == through:
+            return built[3]
+        target = replace(
+            pvc_object(
+                namespace=claim.namespace,
+                name=claim.name,
+                labels=claim.labels,
+                capacity_bytes=claim.capacity_bytes or claim.requested_bytes,
+                annotations=claim.annotations,
+                grown_through=through,
+            ),
+            namespace_labels=namespace_labels,
+        )
+        self._pvc_targets[key] = (claim, namespace_labels, through, target)
+        return target
 
     def kafka_unreachable(self, rule: Rule) -> str:
         """Why Kafka did not answer the rule's last inventory ("" when it did, or was never asked: no
