@@ -29,9 +29,11 @@ Series that name no selected object are counted as unmatched. A broker pod whose
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from agent.core.operators import Answers, Operator, condition_test, partition
 from agent.core.pools import PoolShape
@@ -277,8 +279,42 @@ class JoinResult:
     """Object key -> why the join gave it no value, when the vector had something to say about it."""
 
 
-Resolution = tuple[Sample, tuple[str, ...], list[str]]
+Resolution = tuple[Sample, tuple[str, ...], Sequence[str]]
 """A sample, the identity labels it names its object by, and the keys of every indexed object it names."""
+
+IdentityKey = str | tuple[str, ...]
+"""What an alternative's identity labels say: the one value when the alternative is one label, else all of them."""
+
+
+class IdentityAlternative(NamedTuple):
+    """One alternative of identity labels, with its objects by what those labels say of them."""
+
+    labels: tuple[str, ...]
+    required: frozenset[str]
+    series_key: Callable[[Mapping[str, str]], IdentityKey]
+    """A series' `IdentityKey`, from labels that carry every one of `labels`."""
+    objects: dict[IdentityKey, list[str]]
+    """`IdentityKey` -> the keys of the objects whose identity says it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedVector:
+    """One vector's samples sorted by what they name, once per index whatever the selections joined to it.
+
+    A sample that alone names one object gives it its value in every selection holding it, and is
+    unmatched in the others; only the contested samples need the join's rules replayed per selection.
+    """
+
+    vector: Sequence[Sample]
+    """Kept so that its id stays its own while the resolution is cached by it."""
+    without_identity: list[Sample]
+    """The samples with none of the identity labels."""
+    sole_values: dict[str, float]
+    """Object key -> value, for each sample naming exactly one object that no other sample names."""
+    naming_nothing: int
+    """Samples that name no indexed object."""
+    contested: list[Resolution]
+    """In vector order, the samples naming several objects or an object another sample names too."""
 
 
 class IdentityIndex:
@@ -299,19 +335,23 @@ class IdentityIndex:
         self.alternatives = identity_labels
         self.cluster_wide_applies = cluster_wide_applies
         self.every_identity_label = frozenset(label for labels in identity_labels for label in labels)
-        self.by_alternative: list[dict[tuple[str, ...], list[str]]] = []
-        self._resolutions: dict[int, tuple[Sequence[Sample], list[Resolution], list[Sample]]] = {}
-        """id(vector) -> (the vector, kept so that its id stays its own, then what `_resolved` returns)."""
+        self.by_alternative: list[IdentityAlternative] = []
+        self._resolutions: dict[int, ResolvedVector] = {}
         for labels in identity_labels:
-            index: dict[tuple[str, ...], list[str]] = {}
+            required = frozenset(labels)
+            identity_key = _identity_key_reader(labels, of_series=False)
+            index: dict[IdentityKey, list[str]] = {}
             for candidate in objects:
-                identity = candidate.identity
-                try:
-                    wanted = tuple([identity[label] for label in labels])
-                except KeyError:  # the object has no such identity
-                    continue
-                index.setdefault(wanted, []).append(candidate.key)
-            self.by_alternative.append(index)
+                if candidate.identity.keys() >= required:
+                    index.setdefault(identity_key(candidate.identity), []).append(candidate.key)
+            self.by_alternative.append(
+                IdentityAlternative(
+                    labels=labels,
+                    required=required,
+                    series_key=_identity_key_reader(labels, of_series=True),
+                    objects=index,
+                )
+            )
 
     def join(
         self,
@@ -323,7 +363,8 @@ class IdentityIndex:
         """The vector joined to the indexed objects, or only to `among` (whose keys are `members`), as if
         the index held only those: an index of every object of a kind serves every selection of it."""
         objects = self.objects if among is None else among
-        named_by, without_identity = self._resolved(vector)
+        resolved = self._resolved(vector)
+        without_identity = resolved.without_identity
         if without_identity and not self.cluster_wide_applies:
             reason = (
                 f"series {_shown(without_identity[0].labels)} carries none of the identity labels"
@@ -337,12 +378,17 @@ class IdentityIndex:
         if len(vector) == 1 and without_identity:
             value = vector[0].value
             return JoinResult(values={candidate.key: value for candidate in objects})
-        values: dict[str, float] = {}
+        sole = resolved.sole_values
+        if members is None:
+            values = dict(sole)
+            unmatched = resolved.naming_nothing
+        else:
+            values = {key: value for key, value in sole.items() if key in members}
+            unmatched = resolved.naming_nothing + len(sole) - len(values)
         ambiguous: set[str] = set()
         no_data: dict[str, str] = {}
-        unmatched = 0
-        for sample, names, every in named_by:
-            keys = [key for key in every if key in members] if members is not None and every else every
+        for sample, names, every in resolved.contested:
+            keys = [key for key in every if key in members] if members is not None else every
             if not keys:
                 unmatched += 1
             elif len(keys) > 1:
@@ -362,28 +408,63 @@ class IdentityIndex:
             values=values, unmatched_series=unmatched, ambiguous_objects=frozenset(ambiguous), no_data=no_data
         )
 
-    def _resolved(
-        self, vector: Sequence[Sample]
-    ) -> tuple[list[tuple[Sample, tuple[str, ...], list[str]]], list[Sample]]:
-        """Each sample with the identity labels it names its object by and every indexed object it names,
-        and the samples with no identity label: once per vector, whatever the selections joined to it."""
+    def _resolved(self, vector: Sequence[Sample]) -> ResolvedVector:
+        """What each sample of the vector names, sorted (`ResolvedVector`): once per vector."""
         found = self._resolutions.get(id(vector))
-        if found is not None and found[0] is vector:
-            return found[1], found[2]
-        named_by = [(sample, *self._lookup(sample.labels)) for sample in vector]
-        without_identity = [sample for sample in vector if not self.every_identity_label.intersection(sample.labels)]
-        self._resolutions[id(vector)] = (vector, named_by, without_identity)
-        return named_by, without_identity
+        if found is not None and found.vector is vector:
+            return found
+        without_identity: list[Sample] = []
+        sole_values: dict[str, float] = {}
+        contested_keys: set[str] = set()
+        naming_nothing = 0
+        for sample in vector:
+            names, every = self._lookup(sample.labels)
+            if not names and self.every_identity_label.isdisjoint(sample.labels):
+                without_identity.append(sample)
+            if not every:
+                naming_nothing += 1
+            elif len(every) > 1:
+                contested_keys.update(every)
+            elif every[0] in sole_values:
+                contested_keys.add(every[0])
+            else:
+                sole_values[every[0]] = sample.value
+        contested: list[Resolution] = []
+        if contested_keys:
+            for sample in vector:
+                names, every = self._lookup(sample.labels)
+                if len(every) > 1 or (every and every[0] in contested_keys):
+                    contested.append((sample, names, every))
+            for key in contested_keys:
+                sole_values.pop(key, None)
+        found = ResolvedVector(
+            vector=vector,
+            without_identity=without_identity,
+            sole_values=sole_values,
+            naming_nothing=naming_nothing,
+            contested=contested,
+        )
+        self._resolutions[id(vector)] = found
+        return found
 
-    def _lookup(self, labels: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]]:
+    def _lookup(self, labels: Mapping[str, str]) -> tuple[tuple[str, ...], Sequence[str]]:
         """The identity labels the series names its object by (`pod`), and the keys of the objects it names."""
-        for names, index in zip(self.alternatives, self.by_alternative, strict=True):
-            try:
-                wanted = tuple([_identity_value(name, labels[name]) for name in names])
-            except KeyError:  # not this alternative
-                continue
-            return names, index.get(wanted, [])
-        return (), []
+        carried = labels.keys()
+        for names, required, series_key, index in self.by_alternative:
+            if carried >= required:
+                return names, index.get(series_key(labels), ())
+        return (), ()
+
+
+def _identity_key_reader(names: tuple[str, ...], *, of_series: bool) -> Callable[[Mapping[str, str]], IdentityKey]:
+    """How labels that carry every one of `names` give their `IdentityKey`; a series' `instance` drops its :port."""
+    if of_series and "instance" in names:
+        if len(names) == 1:
+            return lambda labels: _identity_value("instance", labels["instance"])
+        return lambda labels: tuple([_identity_value(name, labels[name]) for name in names])
+    if not names:
+        return lambda labels: ()
+    return operator.itemgetter(*names)
 
 
 def _shown(labels: Mapping[str, str]) -> str:

@@ -630,3 +630,121 @@ def test_rules_with_the_same_selectors_share_one_selection_and_join() -> None:
     assert one is two and [target.key for target in one.objects] == [target.key for target in PVCS]
     assert inventory.join(one, "q", vector) is inventory.join(two, "q", vector)
     assert inventory.join(one, "q", list(vector)) is not inventory.join(one, "q", vector)  # another vector
+
+
+# --- one vector joined to several selections ---------------------------------------------------
+
+RACKED = [
+    broker_object(namespace="kafka", pod="kafka-0", broker_id=0, labels={"rack": "a"}),
+    broker_object(namespace="kafka", pod="kafka-1", broker_id=1, labels={"rack": "a"}),
+    broker_object(namespace="kafka", pod="kafka-2", broker_id=2, labels={"rack": "b"}),
+    broker_object(namespace="other", pod="kafka-0", broker_id=0, labels={"rack": "b"}),
+]
+RACK_A = "  selector:\n    matchLabels:\n      rack: a\n"
+BOTH_KAFKA_0 = "series pod=kafka-0 names 2 objects: kafka/kafka-0, other/kafka-0"
+
+
+def joined_per_selection(vector: Sequence[Sample]) -> tuple[JoinResult, JoinResult]:
+    """The vector joined to rack a's brokers, then to every broker, through one inventory (one identity index)."""
+    inventory = InventoryIndex(RACKED)
+    rack_a = inventory.selection(rule(RACK_A, action=RESTART, name="rack-a"))
+    every = inventory.selection(rule(action=RESTART, name="every"))
+    assert rack_a.index is every.index
+    return inventory.join(rack_a, "q", vector), inventory.join(every, "q", vector)
+
+
+def test_one_vector_gives_each_selection_its_own_values_ambiguity_and_unmatched_count() -> None:
+    vector = [
+        sample(3.0, pod="kafka-0"),  # names kafka/kafka-0 and other/kafka-0
+        sample(4.0, namespace="kafka", pod="kafka-1"),
+        sample(6.0, namespace="other", pod="kafka-0"),  # names other/kafka-0, which the first series names too
+        sample(7.0, namespace="kafka", pod="kafka-2"),
+        sample(5.0, pod="gone"),
+    ]
+
+    rack_a, every = joined_per_selection(vector)
+
+    assert dict(rack_a.values) == {"kafka/kafka-0": 3.0, "kafka/kafka-1": 4.0}
+    assert rack_a.ambiguous_objects == frozenset()
+    assert dict(rack_a.no_data) == {}
+    assert rack_a.unmatched_series == 3
+    assert dict(every.values) == {"kafka/kafka-1": 4.0, "kafka/kafka-2": 7.0}
+    assert every.ambiguous_objects == frozenset({"kafka/kafka-0", "other/kafka-0"})
+    assert dict(every.no_data) == {"kafka/kafka-0": BOTH_KAFKA_0, "other/kafka-0": BOTH_KAFKA_0}
+    assert every.unmatched_series == 1
+    assert rack_a == join(TargetKind.BROKER, vector, objects=RACKED[:2])
+    assert every == join(TargetKind.BROKER, vector, objects=RACKED)
+
+
+def test_a_series_alone_on_its_object_loses_it_to_a_later_series_naming_it_among_others() -> None:
+    vector = [sample(8.0, namespace="kafka", pod="kafka-0"), sample(3.0, pod="kafka-0")]
+
+    rack_a, every = joined_per_selection(vector)
+
+    assert dict(rack_a.values) == {}
+    assert dict(rack_a.no_data) == {"kafka/kafka-0": "two series name this object"}
+    assert rack_a.unmatched_series == 0
+    assert dict(every.values) == {}
+    assert dict(every.no_data) == {"kafka/kafka-0": BOTH_KAFKA_0, "other/kafka-0": BOTH_KAFKA_0}
+    assert every.ambiguous_objects == frozenset({"kafka/kafka-0", "other/kafka-0"})
+
+
+def test_a_series_alone_on_an_object_of_one_selection_is_unmatched_in_the_other() -> None:
+    vector = [sample(7.0, namespace="kafka", pod="kafka-2"), sample(1.0, broker="1")]
+
+    rack_a, every = joined_per_selection(vector)
+
+    assert dict(rack_a.values) == {"kafka/kafka-1": 1.0}
+    assert rack_a.unmatched_series == 1
+    assert dict(every.values) == {"kafka/kafka-1": 1.0, "kafka/kafka-2": 7.0}
+    assert every.unmatched_series == 0
+
+
+@pytest.mark.parametrize(
+    ("vector", "values", "unmatched", "no_data"),
+    [
+        pytest.param(
+            [sample(1.0, instance="worker-1:9100", job="node-exporter"), sample(2.0, instance="worker-2")],
+            {"worker-1": 1.0, "worker-2": 2.0},
+            0,
+            {},
+            id="with and without a port",
+        ),
+        pytest.param(
+            [sample(1.0, instance="worker-1:9100"), sample(2.0, instance="worker-1:9200")],
+            {},
+            0,
+            {"worker-1": "two series name this object"},
+            id="two ports of one node",
+        ),
+        pytest.param(
+            [sample(1.0, instance="worker-1:9100:1"), sample(2.0, instance="worker-3:9100")],
+            {},
+            2,
+            {},
+            id="two colons are not a port; an unknown node",
+        ),
+        pytest.param(
+            [sample(1.0, instance="worker-9:9100", node="worker-2")],
+            {"worker-2": 1.0},
+            0,
+            {},
+            id="node before instance",
+        ),
+    ],
+)
+def test_a_node_is_named_by_its_instance_without_the_port(
+    vector: list[Sample], values: dict[str, float], unmatched: int, no_data: dict[str, str]
+) -> None:
+    result = join(TargetKind.NODE, vector)
+    assert dict(result.values) == values
+    assert result.unmatched_series == unmatched
+    assert dict(result.no_data) == no_data
+
+
+def test_an_identity_of_several_labels_drops_the_port_of_its_instance_only() -> None:
+    exporter = TargetObject(kind=TargetKind.NODE, name="n1", identity={"instance": "10.0.0.1", "job": "node:x"})
+    vector = [sample(1.0, instance="10.0.0.1:9100", job="node:x"), sample(2.0, instance="10.0.0.1:9100", job="node")]
+    result = join(TargetKind.NODE, vector, identity=(("instance", "job"),), objects=[exporter])
+    assert dict(result.values) == {"n1": 1.0}
+    assert result.unmatched_series == 1
