@@ -21,7 +21,6 @@ from agent.core.policy import AdmissionFacts, Held, HoldCode, Policy, admit
 from agent.core.rules import ConditionProvider, Rule, RuleAction
 from agent.core.samples import Sample
 from agent.core.states import (
-    NO_DATA_NOTE,
     UNTOUCHED,
     Evaluated,
     Event,
@@ -393,8 +392,9 @@ def run_cycle(
         if verdict is not Verdict.CLEAR:
             unquiet[key] = verdict
         state = states.get(key, UNTOUCHED)
-        if state.quiet_under(verdict):  # what `decide` would return, without its copies
-            note, plan_now, preview_now = NO_DATA_NOTE if verdict is Verdict.NO_DATA else "", False, False
+        quiet = state.quiet_note(verdict)  # what `decide` would return, without its copies
+        if quiet is not None:
+            note, plan_now, preview_now = quiet, False, False
         else:
             step = advance(
                 rule=rule,

@@ -35,7 +35,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from agent.core.operators import Answers, Operator, condition_test, partition
+from agent.core.operators import Answers, Operator, partition
 from agent.core.pools import PoolShape
 from agent.core.rules import IdentityLabels, Rule, TargetKind
 from agent.core.samples import Sample
@@ -263,7 +263,7 @@ class InventoryIndex:
         found = self._answers.get(key)
         if found is not None and found[0] is joined:
             return found[1]
-        answers = partition(condition_test(operator, values), joined.values, selection.keys)
+        answers = partition(operator, values, joined.values, selection.keys)
         self._answers[key] = (joined, answers)
         return answers
 

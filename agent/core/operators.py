@@ -92,6 +92,7 @@ _VALUE_COUNTS: dict[Operator, ValueCount] = {
     Operator.NOT_IN_RANGE: _LOW_AND_HIGH,
 }
 
+_ONE_THRESHOLD = frozenset({Operator.GT, Operator.GT_EQ, Operator.LT, Operator.LT_EQ})
 _RANGE_OPERATORS = frozenset({Operator.IN_RANGE, Operator.NOT_IN_RANGE})
 _PRESENCE_OPERATORS = frozenset({Operator.EXISTS, Operator.DOES_NOT_EXIST})
 
@@ -202,16 +203,42 @@ class Answers:
     unknown: frozenset[str]
 
 
-def partition(test: ConditionTest, samples: Mapping[str, float], members: AbstractSet[str]) -> Answers:
-    """`test`'s answer for each of `members`, whose values are `samples` (a member without one has no sample)."""
+def partition(
+    operator: Operator, values: tuple[str, ...], samples: Mapping[str, float], members: AbstractSet[str]
+) -> Answers:
+    """The condition's answer for each of `members`, whose values are `samples` (a member without one has
+    no sample): `condition_test`'s, with the comparisons to one threshold made inline (one call per cycle
+    and condition, not one per object)."""
+    test = condition_test(operator, values)
     holding: list[str] = []
     unknown: list[str] = []
-    for key, value in samples.items():
-        answer = test(value)
-        if answer:
-            holding.append(key)
-        elif answer is None:
-            unknown.append(key)
+    if operator in _ONE_THRESHOLD:
+        nearest = _thresholds(operator, values)[0].nearest
+        above = operator is Operator.GT or operator is Operator.GT_EQ
+        for key, value in samples.items():
+            if value > nearest:
+                if value == math.inf:
+                    unknown.append(key)
+                elif above:
+                    holding.append(key)
+            elif value < nearest:
+                if value == -math.inf:
+                    unknown.append(key)
+                elif not above:
+                    holding.append(key)
+            else:  # at the threshold (exact decimals decide), or NaN
+                answer = test(value)
+                if answer:
+                    holding.append(key)
+                elif answer is None:
+                    unknown.append(key)
+    else:
+        for key, value in samples.items():
+            answer = test(value)
+            if answer:
+                holding.append(key)
+            elif answer is None:
+                unknown.append(key)
     absent = test(None)
     without = () if absent is False else members - samples.keys()
     if absent:

@@ -95,12 +95,22 @@ class ObjectState:
             return True
         return self.cooldown_until is not None and now < self.cooldown_until
 
-    def quiet_under(self, verdict: Verdict) -> bool:
-        """Whether evaluating `verdict` leaves this state exactly as it is, with no note but no data's:
-        `decide` would only copy it. The engine skips `decide` for these (most objects, most cycles)."""
+    def quiet_note(self, verdict: Verdict) -> str | None:
+        """The note of an evaluation to `verdict` that leaves this state exactly as it is ("" for none), or
+        None when it may change it: where `decide` would only copy the state, the engine skips it (most
+        objects, most cycles: a quiet Normal, actions in flight, an approval still to be answered)."""
         if verdict is Verdict.NO_DATA:
-            return self.state is not RuleState.INITIALIZING
-        return verdict is Verdict.CLEAR and self.state is RuleState.NORMAL and self.last_holding_at is None
+            return None if self.state is RuleState.INITIALIZING else NO_DATA_NOTE
+        if self.last_holding_at is not None:
+            return None
+        state = self.state
+        if state is RuleState.NORMAL:
+            return "" if verdict is Verdict.CLEAR else None
+        if state is RuleState.ACTIVE_ACTIONS_PENDING or state is RuleState.ACTIVE_ACTIONS_IN_PROGRESS:
+            return IN_FLIGHT_NOTE
+        if state is RuleState.ACTION_AWAITING_APPROVAL and verdict is Verdict.HOLDS and self.approved_at is None:
+            return AWAITING_APPROVAL_NOTE
+        return None
 
 
 _NAMES = {state: state.value for state in RuleState}
@@ -121,6 +131,8 @@ UNTOUCHED = ObjectState(state=RuleState.NORMAL)
 so a quiet object costs no AutopilotRuleObject; the first transition away from Normal creates one."""
 
 NO_DATA_NOTE = "no data: state kept, nothing done"
+IN_FLIGHT_NOTE = "actions in flight: the executor owns this object"
+AWAITING_APPROVAL_NOTE = "waiting for approval"
 
 GAP_POLL_INTERVALS = 2
 """`for` restarts after a gap with no holding sample longer than this many pollIntervals."""
@@ -365,7 +377,7 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
         machine.go(RuleState.NORMAL, "cooldown over")
         current = RuleState.NORMAL
     if current in (RuleState.ACTIVE_ACTIONS_PENDING, RuleState.ACTIVE_ACTIONS_IN_PROGRESS):
-        machine.note = "actions in flight: the executor owns this object"
+        machine.note = IN_FLIGHT_NOTE
         return machine.step()
     if verdict is Verdict.CLEAR:
         if current is not RuleState.NORMAL:
@@ -377,7 +389,7 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
         current = RuleState.TRIGGERED
     if current is RuleState.ACTION_AWAITING_APPROVAL:
         if machine.state.approved_at is None:
-            machine.note = "waiting for approval"
+            machine.note = AWAITING_APPROVAL_NOTE
             return machine.step()
         return _fire(machine, approved=True, in_action_window=event.in_action_window)
     if current is RuleState.ACTIONS_DECLINED:

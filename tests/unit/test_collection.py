@@ -27,10 +27,20 @@ def test_only_a_state_with_something_to_remember_is_worth_keeping(state: ObjectS
     assert state.worth_keeping(NOW) is kept
 
 
-@pytest.mark.parametrize("state", [UNTOUCHED, *[ObjectState(state=state, since=1.0) for state in RuleState]])
+@pytest.mark.parametrize(
+    "state",
+    [
+        UNTOUCHED,
+        *[ObjectState(state=state, since=1.0) for state in RuleState],
+        *[ObjectState(state=state, since=1.0, last_holding_at=NOW - 2) for state in RuleState],
+        *[ObjectState(state=state, since=1.0, approved_at=NOW - 5) for state in RuleState],
+        ObjectState(state=S.ACTIVE_ACTIONS_TAKEN, cooldown_until=NOW + 60),
+    ],
+)
 @pytest.mark.parametrize("verdict", list(Verdict))
 def test_a_quiet_state_is_exactly_what_decide_returns_unchanged(state: ObjectState, verdict: Verdict) -> None:
-    """The engine skips `decide` when `quiet_under` says so: then decide must only copy the state."""
+    """The engine skips `decide` when `quiet_note` gives a note: then decide must only copy the state,
+    with that note."""
     step = decide(
         rule="r",
         object_key="o",
@@ -41,12 +51,23 @@ def test_a_quiet_state_is_exactly_what_decide_returns_unchanged(state: ObjectSta
         for_seconds=0,
         poll_interval_seconds=2,
     )
-    if state.quiet_under(verdict):
-        assert (step.state, step.transitions, step.plan_now, step.preview_now) == (state, (), False, False)
-        assert step.note == ("no data: state kept, nothing done" if verdict is Verdict.NO_DATA else "")
-    assert state.quiet_under(verdict) is (
+    note = state.quiet_note(verdict)
+    if note is not None:
+        assert (step.state, step.transitions, step.plan_now, step.preview_now, step.note) == (
+            state,
+            (),
+            False,
+            False,
+            note,
+        )
+    in_flight = state.state in (S.ACTIVE_ACTIONS_PENDING, S.ACTIVE_ACTIONS_IN_PROGRESS)
+    waiting = state.state is S.ACTION_AWAITING_APPROVAL and verdict is Verdict.HOLDS and state.approved_at is None
+    assert (note is not None) is (
         (verdict is Verdict.NO_DATA and state.state is not S.INITIALIZING)
-        or (verdict is Verdict.CLEAR and state.state is S.NORMAL)
+        or (
+            state.last_holding_at is None
+            and ((verdict is Verdict.CLEAR and state.state is S.NORMAL) or in_flight or waiting)
+        )
     )
 
 

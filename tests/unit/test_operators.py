@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from agent.core.operators import Operator, ValueCount, condition_test, holds, validate_values, value_count
+from agent.core.operators import (
+    Operator,
+    ValueCount,
+    condition_test,
+    holds,
+    partition,
+    validate_values,
+    value_count,
+)
 
 NAN = math.nan
 INF = math.inf
@@ -189,3 +197,34 @@ def test_no_data_is_never_a_verdict(operator: Operator, values: list[str], value
 def test_holds_rejects_values_the_loader_would_reject(operator: Operator, values: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         holds(operator, value=1.0, values=values)
+
+
+PARTITION_VALUES = (-math.inf, -1e300, -80.0, 0.0, 0.1, 79.99999999999999, 80.0, 80.00000000000001, 1.5e9, math.inf)
+
+
+@pytest.mark.parametrize(
+    ("operator", "values"),
+    [
+        (Operator.GT, ("80",)),
+        (Operator.GT_EQ, ("80",)),
+        (Operator.LT, ("0.1",)),
+        (Operator.LT_EQ, ("0.1",)),
+        (Operator.GT, ("1e400",)),  # a threshold past the largest float
+        (Operator.LT, ("-1e400",)),
+        (Operator.IN_RANGE, ("0", "80")),
+        (Operator.NOT_IN, ("80",)),
+        (Operator.EXISTS, ()),
+        (Operator.DOES_NOT_EXIST, ()),
+    ],
+)
+def test_partition_gives_every_member_the_answer_condition_test_gives(
+    operator: Operator, values: tuple[str, ...]
+) -> None:
+    samples = {f"o{index}": value for index, value in enumerate((*PARTITION_VALUES, math.nan))}
+    members = {*samples, "without-a-sample"}
+    answers = partition(operator, values, samples, members)
+    test = condition_test(operator, values)
+    for key in members:
+        expected = test(samples.get(key))
+        found = True if key in answers.holding else None if key in answers.unknown else False
+        assert found is expected, (key, samples.get(key))
