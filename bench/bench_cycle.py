@@ -550,8 +550,13 @@ def decode(responses: Mapping[str, bytes]) -> dict[str, tuple[Sample, ...]]:
         data = document["data"]
         if document.get("status") != "success" or data.get("resultType") != "vector":
             raise ValueError(f"`{query}`: not a successful instant vector")
+        shared: dict[str, str] = {}  # one object per distinct label value, as the adapter
+        share = shared.setdefault
         vectors[query] = tuple(
-            Sample(labels={str(k): str(v) for k, v in item["metric"].items()}, value=float(item["value"][1]))
+            Sample(
+                labels={str(k): share(v, v) if isinstance(v, str) else str(v) for k, v in item["metric"].items()},
+                value=float(item["value"][1]),
+            )
             for item in data["result"]
         )
     return vectors
