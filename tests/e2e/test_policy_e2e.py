@@ -234,7 +234,6 @@ def test_max_concurrent_actions_holds_the_second_until_the_first_is_done(
         timeout=90,
         what="one volume held back",
     )
-    assert len(held) == 1
     (event, *_) = eventually(lambda: events_for(api, held[0], "ActionsThrottled"), timeout=30, what="the Event")
     assert "MaxConcurrentActions: 1 actions in flight; policy one-at-a-time allows 1 at once" in event["note"]
     for claim in claims:
@@ -244,11 +243,16 @@ def test_max_concurrent_actions_holds_the_second_until_the_first_is_done(
         eventually(
             lambda claim=claim: status_of(api, claim).get("state") == "ActiveActionsTaken", timeout=30, what="Taken"
         )
+    # Which ran first is what the cycles saw first; the other was held until it was done (an object may
+    # also be held once by a view of in-flight actions that is not yet current: holding is the safe side).
     statuses = {claim: status_of(api, claim) for claim in claims}
-    (other,) = [claim for claim in claims if claim != held[0]]
-    held_started = parse_time(statuses[held[0]]["lastAction"]["startedAt"])
-    other_finished = parse_time(statuses[other]["lastAction"]["finishedAt"])
-    assert held_started >= other_finished, statuses
+    first, second = sorted(claims, key=lambda claim: parse_time(statuses[claim]["lastAction"]["startedAt"]))
+    assert "ActionsThrottled" in statuses[second]["enteredAt"], statuses
+    second_started = parse_time(statuses[second]["lastAction"]["startedAt"])
+    first_finished = parse_time(statuses[first]["lastAction"]["finishedAt"])
+    assert second_started >= first_finished, statuses
+    throttled = [record["object"] for record in agent.records() if record["event"] == "action-throttled"]
+    assert f"{workload.NAMESPACE}/{second}" in throttled, throttled
 
 
 # --- AutopilotRules are live objects --------------------------------------------------------------------
