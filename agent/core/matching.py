@@ -28,7 +28,6 @@ Series that name no selected object are counted as unmatched. A broker pod whose
 
 from __future__ import annotations
 
-import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -77,9 +76,11 @@ class TargetObject:
     """Why this object's identity (a broker pod's broker id) is unknown: it is evaluated, but every
     action planned on it is held with this reason (agent.core.engine)."""
 
-    @functools.cached_property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+    key: str = field(init=False, repr=False, compare=False)
+    """`namespace/name`, or the name of an object without namespace: made once, read many times a cycle."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.namespace}/{self.name}" if self.namespace else self.name)
 
     @property
     def ignored(self) -> str | None:

@@ -1,5 +1,8 @@
 """When each rule evaluates: one loop per rule, on its pollInterval, or at once when something asks.
 
+A cycle starts every pollInterval (counted from the previous cycle's start; a cycle longer than that is
+followed at once by the next), or as soon as a trigger fires.
+
 Why it exists: rules run independently (one slow or failing rule never delays another), and the
 agent must react in seconds, not at the next poll, when a watch sees a node go NotReady or an
 Alertmanager webhook fires. The scheduler owns the loops, their triggers and each rule's health;
@@ -232,11 +235,14 @@ class Scheduler:
             if self.clock.monotonic() - swept >= self.sweep_seconds:
                 swept = self.clock.monotonic()
                 await self.sweep(rule)
+            started = self.clock.monotonic()
             await self.cycle_safely(rule)
             if stopping.is_set():
                 return
             trigger.clear()
-            await self.clock.wait(trigger, timeout=rule.poll_interval_seconds)
+            # pollInterval is from one cycle's start to the next one's, not a pause after each cycle
+            elapsed = self.clock.monotonic() - started
+            await self.clock.wait(trigger, timeout=max(0.0, rule.poll_interval_seconds - elapsed))
 
     async def sweep(self, rule: Rule) -> None:
         """Resume the rule's in-flight actions that have no running task; a failure waits for the next sweep."""
