@@ -23,7 +23,7 @@ shipped `rules/kafka-resize.yaml` unchanged (pollInterval 2), then measures:
 - threshold crossing -> PVC patch: `--crossings` PVCs, one after another, are made 90% full; from the
   first scrape that served the crossed value to the agent's patch of the PVC (audit log). The bench
   then plays the volume's resizer (status capacity = the new request) and serves the new capacity;
-- agent peak RSS: VmHWM of its process at the end of the run.
+- agent peak RSS: VmHWM of its process at the end of the run (and its VmRSS then, what it holds once steady).
 
 Between runs the agent is stopped and its AutopilotRuleObjects deleted, so each run's first cycle starts
 from the same place. The floor is a raw LIST of every PVC by the bench (HTTP and json.loads, no models),
@@ -281,6 +281,8 @@ class RunResult:
     requests_per_cycle: dict[str, float] | None = None
     """Agent requests per steady cycle, by "verb resource" (empty: none at all); None: not counted."""
     rss_mib: float | None = None
+    resident_mib: float | None = None
+    """The agent's resident memory at the end of the run (VmRSS), after its peak."""
     cross_to_patch: list[float] = field(default_factory=list)
     floor: float | None = None
     """The bench's raw LIST of every PVC, seconds (median of a few)."""
@@ -298,6 +300,7 @@ class Summary:
     steady_median: float
     steady_p95: float
     rss_mib: float
+    resident_mib: float
     requests_per_cycle: dict[str, float] | None
     """Medians over the runs that counted them; None when no run did."""
     cross_median: float
@@ -316,6 +319,7 @@ def summarize(results: Sequence[RunResult]) -> Summary:
         steady_median=_median(steady),
         steady_p95=percentile(steady, 0.95),
         rss_mib=_median(result.rss_mib for result in results),
+        resident_mib=_median(result.resident_mib for result in results),
         requests_per_cycle={verb: _median(r.get(verb, 0.0) for r in counted) for verb in verbs} if counted else None,
         cross_median=_median(crossings),
         cross_p95=percentile(crossings, 0.95),
@@ -372,6 +376,7 @@ def report(results: Sequence[RunResult], *, runs: int) -> list[str]:
             _ratio(summary.steady_median, floor),
         ],
         ["agent peak RSS (VmHWM), MiB", _figure(summary.rss_mib, 1), "-", "-"],
+        ["agent RSS at the end (VmRSS), MiB", _figure(summary.resident_mib, 1), "-", "-"],
     ]
     requests = summary.requests_per_cycle
     if requests is not None and not requests:
@@ -740,11 +745,12 @@ def audit_lines(sandbox: Sandbox) -> Iterator[str]:
             yield from lines
 
 
-def peak_rss_mib(pid: int) -> float:
+def memory_mib(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of the process's /proc status: VmHWM (its peak RSS) or VmRSS (now), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
 def raw_pvc_list_seconds(api: KubeApi, *, repeats: int = 3) -> float:
@@ -873,11 +879,14 @@ def bench_run(
         if missing:
             result.failures.append(f"run {run}: no patch by the agent in the audit log for {', '.join(missing)}")
         result.cross_to_patch = [patched[key] - crossed[key] for key in crossings if key in patched]
-        result.rss_mib = peak_rss_mib(agent.process.pid) if agent.process is not None else None
+        if agent.process is not None:
+            result.rss_mib = memory_mib(agent.process.pid)
+            result.resident_mib = memory_mib(agent.process.pid, "VmRSS")
         say(
             f"run {run}/{runs}: crossing -> patch "
             + ", ".join(f"{s:.2f}s" for s in result.cross_to_patch)
-            + f"; agent peak RSS {result.rss_mib:.1f} MiB"
+            + f"; agent peak RSS {result.rss_mib or math.nan:.1f} MiB"
+            + f", {result.resident_mib or math.nan:.1f} MiB at the end"
         )
     except Exception as error:
         result.failures.append(f"run {run}: {type(error).__name__}: {error}")

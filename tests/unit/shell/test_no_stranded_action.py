@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import itertools
 
 import pytest
 from fakes import FakeClock, FakeCluster, FakeEvents, FakePrometheus, FakePvc, FakeStateStore
@@ -31,7 +30,6 @@ from agent.runtime.cycle import RuleCycle
 from agent.runtime.inventory import Inventory
 from agent.runtime.recorder import Recorder
 from agent.runtime.runner import STUCK_AFTER_SECONDS, ActionRunner
-from agent.runtime.scheduler import Scheduler, Triggers
 from agent.runtime.server import Endpoints
 from agent.runtime.telemetry import Telemetry
 
@@ -136,36 +134,6 @@ async def test_an_in_flight_record_whose_task_died_is_resumed_by_the_sweep() -> 
     assert finished.in_flight is None
     assert finished.last_action is not None and finished.last_action.outcome == "verified"
     assert cluster.writes == [("resize_pvc", KEY)]
-
-
-async def test_the_scheduler_sweeps_in_flight_actions_on_the_clock() -> None:
-    clock = FakeClock()
-    resumes: list[float] = []
-
-    async def resume(_rule: Rule) -> None:
-        resumes.append(clock.monotonic())
-
-    async def cycle(_rule: Rule) -> str:
-        return "ok"
-
-    recorder = Recorder(trail=AuditTrail(stream=io.StringIO()), telemetry=Telemetry(), clock=clock, events=FakeEvents())
-    scheduler = Scheduler(
-        rules=[RULE],
-        cycle=cycle,
-        resume=resume,
-        clock=clock,
-        recorder=recorder,
-        telemetry=recorder.telemetry,
-        triggers=Triggers([RULE]),
-        sweep_seconds=30.0,
-    )
-    loop = asyncio.create_task(scheduler.rule_loop(RULE))
-    while clock.monotonic() < 100:
-        await asyncio.sleep(0)
-    loop.cancel()
-    # the start-up resume, then one sweep every 30 s of virtual time
-    assert len(resumes) >= 4
-    assert all(later - earlier >= 30.0 for earlier, later in itertools.pairwise(resumes))
 
 
 class NoHistory:

@@ -1,10 +1,12 @@
-"""A rule's cycles start every pollInterval, counted from one start to the next, on the fake clock."""
+"""When a rule's loop runs, on the fake clock: cycles start every pollInterval, counted from one start
+to the next, and in-flight actions with no task are swept (resumed) every sweep period."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import itertools
+from collections.abc import Awaitable, Callable
 
 import pytest
 from fakes import FakeClock, FakeEvents
@@ -20,18 +22,15 @@ from agent.runtime.telemetry import Telemetry
 RULE = load_rule(REFERENCE_RULE)
 
 
-async def cycle_starts(*, cycle_seconds: float, until: float) -> list[float]:
-    clock = FakeClock()
-    starts: list[float] = []
-
-    async def cycle(_rule: Rule) -> str:
-        starts.append(clock.monotonic())
-        clock.advance(cycle_seconds)
-        return "ok"
-
-    async def resume(_rule: Rule) -> None:
-        return None
-
+async def run_loop(
+    clock: FakeClock,
+    *,
+    cycle: Callable[[Rule], Awaitable[str]],
+    resume: Callable[[Rule], Awaitable[None]],
+    sweep_seconds: float,
+    until: float,
+) -> None:
+    """RULE's loop until `until` on the fake clock."""
     recorder = Recorder(trail=AuditTrail(stream=io.StringIO()), telemetry=Telemetry(), clock=clock, events=FakeEvents())
     scheduler = Scheduler(
         rules=[RULE],
@@ -41,12 +40,28 @@ async def cycle_starts(*, cycle_seconds: float, until: float) -> list[float]:
         recorder=recorder,
         telemetry=recorder.telemetry,
         triggers=Triggers([RULE]),
-        sweep_seconds=3600.0,
+        sweep_seconds=sweep_seconds,
     )
     loop = asyncio.create_task(scheduler.rule_loop(RULE))
     while clock.monotonic() < until:
         await asyncio.sleep(0)
     loop.cancel()
+
+
+async def nothing_to_resume(_rule: Rule) -> None:
+    return None
+
+
+async def cycle_starts(*, cycle_seconds: float, until: float) -> list[float]:
+    clock = FakeClock()
+    starts: list[float] = []
+
+    async def cycle(_rule: Rule) -> str:
+        starts.append(clock.monotonic())
+        clock.advance(cycle_seconds)
+        return "ok"
+
+    await run_loop(clock, cycle=cycle, resume=nothing_to_resume, sweep_seconds=3600.0, until=until)
     return starts
 
 
@@ -63,3 +78,19 @@ async def test_a_cycle_longer_than_the_poll_interval_is_followed_at_once() -> No
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert RULE.poll_interval_seconds < 3.0
     assert gaps == pytest.approx([3.0] * len(gaps)), gaps
+
+
+async def test_the_scheduler_sweeps_in_flight_actions_on_the_clock() -> None:
+    clock = FakeClock()
+    resumes: list[float] = []
+
+    async def resume(_rule: Rule) -> None:
+        resumes.append(clock.monotonic())
+
+    async def cycle(_rule: Rule) -> str:
+        return "ok"
+
+    await run_loop(clock, cycle=cycle, resume=resume, sweep_seconds=30.0, until=100.0)
+    # the start-up resume, then one sweep every 30 s of virtual time
+    assert len(resumes) >= 4
+    assert all(later - earlier >= 30.0 for earlier, later in itertools.pairwise(resumes))
