@@ -14,6 +14,7 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -404,6 +405,35 @@ async def test_watch_lists_first_and_refuses_a_namespace_for_nodes(kube: KubeCli
 
     with pytest.raises(ValueError, match="cluster-scoped"):
         await anext(kube.watch("nodes", namespace="default"))
+
+
+async def test_a_watch_lists_page_by_page_then_says_synced(
+    sandbox: Sandbox, kube: KubeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first list comes in pages (2 objects a page here, 500 by default): every object once, as
+    ADDED, then SYNCED; the apiserver saw one request per page, each with the page's limit."""
+    monkeypatch.setattr(kubernetes_client, "LIST_PAGE_SIZE", 2)
+    since = time.time()
+    async with contextlib.aclosing(kube.watch("nodes", synced_event=True)) as events:
+        listed = []
+        while not listed or listed[-1].type != "SYNCED":
+            listed.append(await next_event(events, timeout=10))
+    assert [event.type for event in listed[:-1]] == ["ADDED"] * len(sandbox.kube.node_names)
+    assert sorted(event.object_name for event in listed[:-1]) == sorted(sandbox.kube.node_names)
+
+    def paged_list(entry: dict[str, Any]) -> bool:
+        uri = str(entry.get("requestURI", ""))
+        return (
+            entry.get("verb") == "list"
+            and entry.get("objectRef", {}).get("resource") == "nodes"
+            and "limit=2" in uri
+            and entry.get("stage") == "ResponseComplete"
+            and datetime.fromisoformat(entry["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp() >= since
+        )
+
+    pages = await asyncio.to_thread(audit_entries, sandbox, paged_list)
+    assert len(pages) == -(-len(sandbox.kube.node_names) // 2), [entry["requestURI"] for entry in pages]
+    assert sum("continue=" in entry["requestURI"] for entry in pages) == len(pages) - 1
 
 
 async def test_watch_survives_an_apiserver_restart(sandbox: Sandbox) -> None:

@@ -120,6 +120,8 @@ TOKEN_REREAD_SECONDS: Final = 60.0
 DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 30.0
 WATCH_RECONNECT: Final = RetryPolicy(attempts=None, base_seconds=0.5, max_seconds=10.0, jitter_seconds=0.5)
 """How a watch comes back after a temporary failure: no limit, pauses of 0.5 s doubling to 10 s, plus jitter."""
+LIST_PAGE_SIZE = 500
+"""Objects per page of a watch's list (as client-go's reflectors page theirs)."""
 WATCH_MIN_HEALTHY_SECONDS: Final = 1.0
 """A watch request that ends sooner without one event counts as a failure (so it never spins)."""
 WATCH_TIMEOUT_SECONDS: Final = 300
@@ -667,6 +669,10 @@ class _WatchCursor:
     namespace: str | None
     version: str | None
     listed: bool = False
+    page: str | None = None
+    """The next page of the list under way (its `continue` token), if any."""
+    resync_items: list[Mapping[str, Any]] = field(default_factory=list)
+    """A re-list's items so far: a RESYNC replaces the view with all of them at once."""
     stream: AsyncGenerator[tuple[str, Mapping[str, Any]], None] | None = None
     started: float = 0.0
     delivered: bool = False
@@ -1057,20 +1063,7 @@ class KubeClient:
         source, namespace = cursor.source, cursor.namespace
         if cursor.stream is None:
             if cursor.version is None:
-                listing = await self._send(
-                    self._source_operation(source, "GET", namespace), self._lister(source, namespace)
-                )
-                cursor.version = str(_dig(listing, "metadata", "resourceVersion") or "") or None
-                if cursor.listed:
-                    _log.info(
-                        "watch resynced", resource=source.resource, namespace=namespace, resource_version=cursor.version
-                    )
-                    return [WatchEvent(type="RESYNC", object_name="", namespace=namespace, raw=listing)]
-                cursor.listed = True
-                listed = [_watch_event("ADDED", item) for item in _mappings(listing.get("items"))]
-                if cursor.synced_event:
-                    listed.append(WatchEvent(type="SYNCED", object_name="", namespace=namespace, raw={}))
-                return listed
+                return await self._list_page(cursor)
             cursor.stream = self._stream(source, namespace, cursor.version)
             cursor.started = self._clock.monotonic()
             cursor.delivered = False
@@ -1361,6 +1354,47 @@ class KubeClient:
             assert source.list_namespaced is not None  # watch() refuses a namespace for cluster-scoped kinds
             lister = source.list_namespaced(self._api_client, namespace)
         return functools.partial(lister, **source.selectors)
+
+    async def _list_page(self, cursor: _WatchCursor) -> list[WatchEvent]:
+        """One page (LIST_PAGE_SIZE objects) of a watch's list: the first list's objects as ADDED events,
+        page by page, so the agent never holds a whole 10,000-object answer at once; a re-list's as one
+        RESYNC once its last page is in. A page token that expired (410) starts the list again, delivered
+        then as a RESYNC, which replaces whatever the cut list had added."""
+        source, namespace = cursor.source, cursor.namespace
+        paging: dict[str, Any] = {"limit": LIST_PAGE_SIZE}
+        if cursor.page is not None:
+            paging["_continue"] = cursor.page
+        try:
+            listing = await self._send(
+                self._source_operation(source, "GET", namespace), self._lister(source, namespace), **paging
+            )
+        except KubeError as error:
+            if error.status != 410 or cursor.page is None:
+                raise
+            _log.info("list page expired, listing again", resource=source.resource, error=str(error))
+            cursor.page, cursor.listed = None, True
+            cursor.resync_items.clear()
+            return []
+        items = _mappings(listing.get("items"))
+        cursor.page = str(_dig(listing, "metadata", "continue") or "") or None
+        if cursor.listed:
+            cursor.resync_items.extend(items)
+            if cursor.page is not None:
+                return []
+            listing = {**listing, "items": cursor.resync_items}
+            cursor.resync_items = []
+        cursor.version = (
+            None if cursor.page is not None else str(_dig(listing, "metadata", "resourceVersion") or "") or None
+        )
+        if cursor.listed:
+            _log.info("watch resynced", resource=source.resource, namespace=namespace, resource_version=cursor.version)
+            return [WatchEvent(type="RESYNC", object_name="", namespace=namespace, raw=listing)]
+        listed = [_watch_event("ADDED", item) for item in items]
+        if cursor.page is None:
+            cursor.listed = True
+            if cursor.synced_event:
+                listed.append(WatchEvent(type="SYNCED", object_name="", namespace=namespace, raw={}))
+        return listed
 
     async def _stream(
         self, source: _Watchable, namespace: str | None, version: str | None
