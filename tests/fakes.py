@@ -364,9 +364,28 @@ class FakeCluster:
 
     # -- reads (VolumeReader, NodeReader, Inventory)
 
-    async def list_pvcs(self, *, label_selector: str | None = None) -> list[PvcInfo]:
+    async def list_pvcs(self, *, namespace: str | None = None, label_selector: str | None = None) -> list[PvcInfo]:
         self.failures.check("list_pvcs")
-        return [pvc.info() for pvc in self.pvcs.values() if _matches(label_selector, pvc.labels)]
+        return [
+            pvc.info()
+            for pvc in self.pvcs.values()
+            if _matches(label_selector, pvc.labels) and namespace in (None, pvc.namespace)
+        ]
+
+    async def get_pvc(self, *, namespace: str, name: str) -> PvcInfo:
+        self.failures.check("get_pvc")
+        found = self.pvcs.get(f"{namespace}/{name}")
+        if found is None:
+            raise NotFoundError(
+                f"persistentvolumeclaims {namespace}/{name} not found",
+                server="fake",
+                verb="GET",
+                resource="persistentvolumeclaims",
+                namespace=namespace,
+                name=name,
+                status=404,
+            )
+        return found.info()
 
     async def storage_class(self, name: str) -> StorageClassInfo:
         self.failures.check("storage_class")

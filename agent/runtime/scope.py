@@ -60,6 +60,8 @@ class ScopeSource(Protocol):
 
     async def list_pvcs(self, *, namespace: str | None = None) -> list[PvcInfo]: ...
 
+    async def get_pvc(self, *, namespace: str, name: str) -> PvcInfo: ...
+
     async def namespace_labels(self) -> dict[str, dict[str, str]]: ...
 
     async def storage_class(self, name: str) -> StorageClassInfo: ...
@@ -98,6 +100,20 @@ class ScopedInventory:
         if pod is None:
             return []
         return mounted_claims(pod, await self.source.list_pvcs(namespace=self.scope.namespace))
+
+    async def get_pvc(self, *, namespace: str, name: str) -> PvcInfo:
+        """One claim the pod mounts, as the apiserver has it now; NotFoundError for any other (or none)."""
+        pod = await self.own_pod()
+        if namespace != self.scope.namespace or pod is None or name not in pod.claims:
+            raise NotFoundError(
+                f"PersistentVolumeClaim {namespace}/{name} is not mounted by pod {self.scope}",
+                server="",
+                verb="GET",
+                resource="persistentvolumeclaims",
+                namespace=namespace,
+                name=name,
+            )
+        return await self.source.get_pvc(namespace=namespace, name=name)
 
     async def namespace_labels(self) -> dict[str, dict[str, str]]:
         labels = await self.source.namespace_labels()

@@ -71,7 +71,11 @@ class StorageClassReader(Protocol):
 
 
 class VolumeReader(Protocol):
-    async def list_pvcs(self) -> Sequence[PvcLike]: ...
+    async def list_pvcs(self, *, namespace: str | None = None) -> Sequence[PvcLike]: ...
+
+    async def get_pvc(self, *, namespace: str, name: str) -> PvcLike:
+        """Raises agent.adapters.kubernetes.NotFoundError when there is no such claim."""
+        ...
 
     async def storage_class(self, name: str) -> StorageClassLike:
         """Raises agent.adapters.kubernetes.NotFoundError when there is no such class."""
@@ -101,7 +105,11 @@ class VolumeResizeExecutor:
     """The watch-fed StorageClasses (agent.adapters.kubernetes.cache), else `reader`'s (a GET)."""
 
     async def _pvc(self, namespace: str, name: str) -> PvcLike | None:
-        return next((c for c in await self.reader.list_pvcs() if c.namespace == namespace and c.name == name), None)
+        """The claim as the apiserver has it now (one GET: the proof a patch or a verdict rests on)."""
+        try:
+            return await self.reader.get_pvc(namespace=namespace, name=name)
+        except NotFoundError:
+            return None
 
     async def run(self, *, planned: PlannedAction, target: TargetObject, params: object, rule: Rule) -> Outcome:
         assert isinstance(planned.detail, ResizePlan)
@@ -165,7 +173,7 @@ class VolumeResizeExecutor:
         node_ids = {int(i) for i in (resource.get("status") or {}).get("nodeIds") or [] if str(i).isdigit()}
 
         async def pool_claims() -> list[PvcLike]:
-            return strimzi.claims_of(owned, await self.reader.list_pvcs(), node_ids=node_ids)
+            return strimzi.claims_of(owned, await self.reader.list_pvcs(namespace=owned.namespace), node_ids=node_ids)
 
         log = MutationLog(applier=self.applier)
         claims = await pool_claims()
