@@ -186,17 +186,35 @@ class InventoryIndex:
     a cycle grows with the distinct selections and queries, not with the rules. Build one per snapshot
     (the objects must not change while it is used); `run_cycle` builds a private one when given a plain
     sequence.
+
+    Given the `previous` snapshot's index, a kind whose objects are the very same (the same instances,
+    in the same order: a steady cluster read from watch-fed caches) keeps its selections and identity
+    indexes; only the joins are made again, for the new vectors.
     """
 
-    def __init__(self, objects: Sequence[TargetObject]) -> None:
+    def __init__(self, objects: Sequence[TargetObject], *, previous: InventoryIndex | None = None) -> None:
         self.objects = objects
         self._by_kind: dict[TargetKind, list[TargetObject]] = {}
         for candidate in objects:
             self._by_kind.setdefault(candidate.kind, []).append(candidate)
         self._selections: dict[tuple[object, ...], Selection] = {}
         self._indexes: dict[tuple[TargetKind, IdentityLabels], IdentityIndex] = {}
+        if previous is not None:
+            self._keep_unchanged(previous)
         self._joins: dict[tuple[int, str], tuple[Sequence[Sample], JoinResult]] = {}
         self._answers: dict[tuple[int, str, Operator, tuple[str, ...]], tuple[JoinResult, Answers]] = {}
+
+    def _keep_unchanged(self, previous: InventoryIndex) -> None:
+        same = {
+            kind
+            for kind, objects in self._by_kind.items()
+            if len(found := previous._by_kind.get(kind, ())) == len(objects) and all(map(operator.is_, found, objects))
+        }
+        self._selections = {key: found for key, found in previous._selections.items() if key[0] in same}
+        for (kind, labels), index in previous._indexes.items():
+            if kind in same:
+                index.forget_vectors()
+                self._indexes[(kind, labels)] = index
 
     def selection(
         self, rule: Rule, *, kept_out: Callable[[str | None], str | None] | None = None, filter_key: object = None
@@ -408,6 +426,10 @@ class IdentityIndex:
         return JoinResult(
             values=values, unmatched_series=unmatched, ambiguous_objects=frozenset(ambiguous), no_data=no_data
         )
+
+    def forget_vectors(self) -> None:
+        """Drop what was resolved of earlier vectors (the index serves a new snapshot's)."""
+        self._resolutions.clear()
 
     def _resolved(self, vector: Sequence[Sample]) -> ResolvedVector:
         """What each sample of the vector names, sorted (`ResolvedVector`): once per vector."""

@@ -4,7 +4,8 @@ A cycle:
 1. inventory: the objects of the rule's target kind, and one vector per distinct expression
    (agent.runtime.inventory);
 2. decide: agent.core.engine.run_cycle, pure, with the durable states loaded from the API and, with a
-   guardrail policy, the admission facts (agent.runtime.admission);
+   guardrail policy, the admission facts (agent.runtime.admission); the objects indexed anew only
+   where they changed since the rule's previous cycle (agent.core.matching.InventoryIndex);
 3. record: every transition and action (and the evaluations `--audit-evaluations` asks for) as an audit
    record, a counter, and an Event (agent.runtime.recorder);
 4. persist the states that changed (a quiet object with nothing stored stays without an
@@ -23,7 +24,7 @@ The scheduler (agent.runtime.scheduler) decides when a cycle runs; `kafka-autopi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -31,6 +32,7 @@ from agent.adapters.clock import Clock
 from agent.adapters.errors import StateConflictError
 from agent.core.catalog import Catalog
 from agent.core.engine import CycleOutcome, run_cycle, touched_states, verdicts_by_object
+from agent.core.matching import InventoryIndex
 from agent.core.policy import Policy
 from agent.core.rules import Rule
 from agent.core.states import Verdict
@@ -55,6 +57,8 @@ class RuleCycle:
     admission: AdmissionLedger | None = None
     """Present exactly when there is a policy."""
     approvals: ApprovalFlow | None = None
+    _indexes: dict[str, InventoryIndex] = field(default_factory=dict)
+    """Each rule's last inventory index: a steady inventory keeps its selections and identity indexes."""
 
     async def __call__(self, rule: Rule) -> str:
         """One cycle; returns the rule's health: "ok", or what kept it from seeing its objects."""
@@ -67,9 +71,10 @@ class RuleCycle:
             facts = await self.admission.facts(
                 rule, now, running=self.runner.in_flight, cordoned_nodes=self.inventory.cordoned_nodes
             )
+        index = self._indexes[rule.name] = InventoryIndex(objects, previous=self._indexes.get(rule.name))
         outcome = run_cycle(
             rule=rule,
-            objects=objects,
+            objects=index,
             vectors=vectors,
             states=states,
             now=now,

@@ -425,6 +425,7 @@ spec:
 """
 RESIZE = "openstorage.io.action.volume/resize"
 RESTART = "kafka-autopilot.io.action.broker/restart"
+RESCHEDULE = "kafka-autopilot.io.action.node/cordon-reschedule"
 
 
 def rule(spec: str = "", *, action: str = RESIZE, name: str = "r") -> Rule:
@@ -630,6 +631,25 @@ def test_rules_with_the_same_selectors_share_one_selection_and_join() -> None:
     assert one is two and [target.key for target in one.objects] == [target.key for target in PVCS]
     assert inventory.join(one, "q", vector) is inventory.join(two, "q", vector)
     assert inventory.join(one, "q", list(vector)) is not inventory.join(one, "q", vector)  # another vector
+
+
+def test_the_next_snapshot_of_the_same_objects_keeps_its_selections_and_joins_new_vectors_afresh() -> None:
+    selector = "  selector:\n    matchLabels:\n      app: kafka\n"
+    pvc_rule, node_rule = rule(selector, name="a"), rule(action=RESCHEDULE, name="n")
+    first = InventoryIndex([*PVCS, *NODES])
+    before = first.selection(pvc_rule)
+    first.join(before, "q", [sample(90.0, namespace="kafka", persistentvolumeclaim="data-kafka-0")])
+    changed_node = replace(NODES[0], labels={"role": "other"})
+
+    second = InventoryIndex([*PVCS, changed_node, *NODES[1:]], previous=first)
+    vector = [sample(10.0, namespace="kafka", persistentvolumeclaim="data-kafka-1")]
+
+    assert second.selection(pvc_rule) is before  # the same claims: the same selection and identity index
+    assert before.index._resolutions == {}  # the earlier vector is forgotten, not kept alive
+    fresh = InventoryIndex(PVCS)
+    assert second.join(before, "q", vector) == fresh.join(fresh.selection(pvc_rule), "q", vector)
+    assert second.selection(node_rule) is not first.selection(node_rule)  # a node changed: selected anew
+    assert second.selection(node_rule).objects[0].labels == {"role": "other"}
 
 
 # --- one vector joined to several selections ---------------------------------------------------
