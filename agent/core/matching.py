@@ -52,7 +52,7 @@ DEFAULT_IDENTITY_LABELS: Mapping[TargetKind, IdentityLabels] = {
 }
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TargetObject:
     """An object a rule may act on, as the inventory saw it this cycle."""
 

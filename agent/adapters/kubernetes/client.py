@@ -233,14 +233,14 @@ class KubeUser:
     groups: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OwnerReference:
     kind: str
     name: str
     controller: bool
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PvcCondition:
     type: str
     status: str
@@ -248,7 +248,7 @@ class PvcCondition:
     message: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PvcInfo:
     """A PersistentVolumeClaim: what it asks for (spec) and what it has got (status)."""
 
@@ -327,7 +327,7 @@ class Taint:
         return encoded
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NodeInfo:
     name: str
     uid: str
@@ -367,7 +367,7 @@ class NodeInfo:
         )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PodInfo:
     namespace: str
     name: str
