@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from agent.core.engine import Evaluations, ObjectEvaluation, verdicts_by_object
-from agent.core.states import ObjectState, Verdict
+from agent.core.engine import Evaluations, ObjectEvaluation, ObjectStates, verdicts_by_object
+from agent.core.states import UNTOUCHED, ObjectState, Verdict
 
 SUMMARY_HEARTBEAT_SECONDS = 60.0
 """At most this long between two summaries of a rule whose counts stay the same."""
@@ -79,7 +79,14 @@ def _signatures(evaluations: Sequence[ObjectEvaluation], states: Mapping[str, Ob
     if not isinstance(evaluations, Evaluations):
         return {evaluation.object: signature(evaluation, states.get(evaluation.object)) for evaluation in evaluations}
     signatures: dict[str, Signature] = {}
+    # A quiet object (clear, every condition false, untouched) has one signature: not worked out 10,000 times.
+    touched = states.touched if isinstance(states, ObjectStates) else None
+    stirred = evaluations.stirred()
+    quiet: Signature = (Verdict.CLEAR, (False,) * evaluations.conditions, UNTOUCHED)
     for position, (key, verdict) in enumerate(zip(evaluations.keys, evaluations.verdicts, strict=True)):
+        if touched is not None and key not in stirred and key not in touched:
+            signatures[key] = quiet
+            continue
         state = states.get(key)
         steady = (
             replace(state, last_holding_at=None) if state is not None and state.last_holding_at is not None else state

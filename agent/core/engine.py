@@ -120,6 +120,16 @@ class Evaluations(Sequence[ObjectEvaluation]):
     def __repr__(self) -> str:
         return f"Evaluations({self.rule!r}, {len(self)} objects)"
 
+    @property
+    def conditions(self) -> int:
+        """How many conditions each object was tested on."""
+        return len(self._answers)
+
+    def stirred(self) -> frozenset[str]:
+        """The objects some condition holds for or has no data for, or whose verdict is not clear: every
+        other one is quiet, its conditions all false."""
+        return frozenset().union(self.unquiet, *(a.holding for a in self._answers), *(a.unknown for a in self._answers))
+
     def holds(self, position: int) -> tuple[bool | None, ...]:
         """Each condition's verdict for the object at `position`, without building its record."""
         key = self.keys[position]

@@ -189,7 +189,8 @@ class InventoryIndex:
 
     Given the `previous` snapshot's index, a kind whose objects are the very same (the same instances,
     in the same order: a steady cluster read from watch-fed caches) keeps its selections and identity
-    indexes; only the joins are made again, for the new vectors.
+    indexes, and a kind whose objects kept their keys and identities (only labels or status moved) its
+    identity indexes; the joins are always made again, for the new vectors.
     """
 
     def __init__(self, objects: Sequence[TargetObject], *, previous: InventoryIndex | None = None) -> None:
@@ -205,15 +206,22 @@ class InventoryIndex:
         self._answers: dict[tuple[int, str, Operator, tuple[str, ...]], tuple[JoinResult, Answers]] = {}
 
     def _keep_unchanged(self, previous: InventoryIndex) -> None:
-        same = {
-            kind
-            for kind, objects in self._by_kind.items()
-            if len(found := previous._by_kind.get(kind, ())) == len(objects) and all(map(operator.is_, found, objects))
-        }
+        same: set[TargetKind] = set()
+        same_identities: set[TargetKind] = set()
+        for kind, objects in self._by_kind.items():
+            found = previous._by_kind.get(kind, ())
+            if len(found) != len(objects):
+                continue
+            if all(map(operator.is_, found, objects)):
+                same.add(kind)
+            elif all(
+                old.key == new.key and old.identity == new.identity for old, new in zip(found, objects, strict=True)
+            ):
+                same_identities.add(kind)  # e.g. a claim's status moved: selections change, identities do not
         self._selections = {key: found for key, found in previous._selections.items() if key[0] in same}
         for (kind, labels), index in previous._indexes.items():
-            if kind in same:
-                index.forget_vectors()
+            if kind in same or kind in same_identities:
+                index.renew(self._by_kind[kind])
                 self._indexes[(kind, labels)] = index
 
     def selection(
@@ -427,8 +435,10 @@ class IdentityIndex:
             values=values, unmatched_series=unmatched, ambiguous_objects=frozenset(ambiguous), no_data=no_data
         )
 
-    def forget_vectors(self) -> None:
-        """Drop what was resolved of earlier vectors (the index serves a new snapshot's)."""
+    def renew(self, objects: Sequence[TargetObject]) -> None:
+        """Serve a new snapshot of the same objects (the same keys and identities, in the same order):
+        what was resolved of earlier vectors is dropped."""
+        self.objects = objects
         self._resolutions.clear()
 
     def _resolved(self, vector: Sequence[Sample]) -> ResolvedVector:

@@ -637,7 +637,7 @@ def test_the_next_snapshot_of_the_same_objects_keeps_its_selections_and_joins_ne
     selector = "  selector:\n    matchLabels:\n      app: kafka\n"
     pvc_rule, node_rule = rule(selector, name="a"), rule(action=RESCHEDULE, name="n")
     first = InventoryIndex([*PVCS, *NODES])
-    before = first.selection(pvc_rule)
+    before, node_before = first.selection(pvc_rule), first.selection(node_rule)
     first.join(before, "q", [sample(90.0, namespace="kafka", persistentvolumeclaim="data-kafka-0")])
     changed_node = replace(NODES[0], labels={"role": "other"})
 
@@ -648,8 +648,12 @@ def test_the_next_snapshot_of_the_same_objects_keeps_its_selections_and_joins_ne
     assert before.index._resolutions == {}  # the earlier vector is forgotten, not kept alive
     fresh = InventoryIndex(PVCS)
     assert second.join(before, "q", vector) == fresh.join(fresh.selection(pvc_rule), "q", vector)
-    assert second.selection(node_rule) is not first.selection(node_rule)  # a node changed: selected anew
+    assert second.selection(node_rule) is not node_before  # a node's labels changed: selected anew
     assert second.selection(node_rule).objects[0].labels == {"role": "other"}
+    assert second.selection(node_rule).index is node_before.index  # its identity did not change
+    renamed = replace(NODES[0], name="worker-9", identity={"node": "worker-9", "instance": "worker-9"})
+    third = InventoryIndex([*PVCS, renamed, *NODES[1:]], previous=second)
+    assert third.selection(node_rule).index is not second.selection(node_rule).index  # another object: indexed anew
 
 
 # --- one vector joined to several selections ---------------------------------------------------
