@@ -13,8 +13,9 @@ pods (`app: kafka`) and 20,000 other pods spread over the nodes (spec.nodeName s
 bench serves `px_volume_usage_bytes` and `px_volume_capacity_bytes` for every PVC itself (60% full),
 scraped by the sandbox's Prometheus every second. Every count scales with `--scale`.
 
-Each run starts the agent as users run it (`kafka-autopilot run`, sandbox.scenarios.AgentProcess) with the
-shipped `rules/kafka-resize.yaml` unchanged (pollInterval 2), then measures:
+Each run starts the agent as users run it (`kafka-autopilot run`, sandbox.scenarios.AgentProcess, with the
+environment its image sets: MALLOC_ARENA_MAX=2) with the shipped `rules/kafka-resize.yaml` unchanged
+(pollInterval 2), then measures:
 
 - first cycle, and steady cycles (median, p95): from the agent's /metrics
   (`kafka_autopilot_loop_duration_seconds`, polled every 0.2 s, one cycle per increment of its count);
@@ -87,6 +88,8 @@ CYCLE_METRIC = "kafka_autopilot_loop_duration_seconds"
 ARO_PATH = "/apis/kafka-autopilot.io/v1alpha1"
 ARO_PLURAL = "autopilotruleobjects"
 METRICS_POLL_SECONDS = 0.2
+IMAGE_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
+"""What the agent's image (Dockerfile) sets for the process, so the agent is measured as it runs there."""
 
 Say = Callable[[str], None]
 
@@ -841,6 +844,7 @@ def bench_run(
         rules=[RULE_FILE],
         audit_path=cluster.work_dir / f"run-{run}-audit.jsonl",
         ready_timeout_seconds=cluster.timeout,
+        environment=IMAGE_ENVIRONMENT,
     )
     poller = CyclePoller(agent)
     poller.start()

@@ -105,6 +105,12 @@ def test_runs_as_a_numeric_non_root_user_with_the_agent_as_entrypoint() -> None:
     assert "useradd --uid 10001" in final["RUN"]
 
 
+def test_the_image_caps_glibcs_malloc_arenas() -> None:
+    """What bench/bench_cluster.py measures the agent with: the image's environment, MALLOC_ARENA_MAX=2."""
+    final = {step.keyword: step.arguments for step in STAGES[1].steps}
+    assert "MALLOC_ARENA_MAX=2" in final["ENV"].split()
+
+
 def test_every_pip_install_is_pinned_and_hashed() -> None:
     runs = [step.arguments for stage in STAGES for step in stage.steps if step.keyword == "RUN"]
     installs = [part for run in runs for part in run.split("&&") if "pip install" in part]
