@@ -28,6 +28,7 @@ Series that name no selected object are counted as unmatched. A broker pod whose
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -200,6 +201,8 @@ class InventoryIndex:
             self._by_kind.setdefault(candidate.kind, []).append(candidate)
         self._selections: dict[tuple[object, ...], Selection] = {}
         self._indexes: dict[tuple[TargetKind, IdentityLabels], IdentityIndex] = {}
+        self._groups: dict[TargetKind, list[list[int]]] = {}
+        """Per kind, the positions of its objects grouped by (labels, namespace labels)."""
         if previous is not None:
             self._keep_unchanged(previous)
         self._joins: dict[tuple[int, str], tuple[Sequence[Sample], JoinResult]] = {}
@@ -219,6 +222,7 @@ class InventoryIndex:
             ):
                 same_identities.add(kind)  # e.g. a claim's status moved: selections change, identities do not
         self._selections = {key: found for key, found in previous._selections.items() if key[0] in same}
+        self._groups = {kind: groups for kind, groups in previous._groups.items() if kind in same}
         for (kind, labels), index in previous._indexes.items():
             if kind in same or kind in same_identities:
                 index.renew(self._by_kind[kind])
@@ -243,7 +247,7 @@ class InventoryIndex:
         ignored: dict[str, str] = {}
         excluded: dict[str, str] = {}
         kept: list[TargetObject] = []
-        for target in select_objects(rule, self._by_kind.get(rule.target, ())):
+        for target in self._matching(rule):
             if (why := target.ignored) is not None:
                 ignored[target.key] = why
             elif kept_out is not None and (why := kept_out(target.namespace)) is not None:
@@ -270,6 +274,29 @@ class InventoryIndex:
         )
         self._selections[key] = found
         return found
+
+    def _matching(self, rule: Rule) -> list[TargetObject]:
+        """`select_objects` over the rule's kind, each selector tested once per distinct set of labels (and
+        of namespace labels) rather than once per object: most objects of a kind share a few sets."""
+        kind = rule.target
+        groups = self._groups.get(kind)
+        if groups is None:
+            grouped: dict[tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]]], list[int]] = {}
+            for position, target in enumerate(self._by_kind.get(kind, ())):
+                labels = (frozenset(target.labels.items()), frozenset(target.namespace_labels.items()))
+                grouped.setdefault(labels, []).append(position)
+            groups = self._groups[kind] = list(grouped.values())
+        objects = self._by_kind.get(kind, [])
+        namespaces = rule.namespace_selector
+        chosen = [
+            positions
+            for positions in groups
+            if rule.selector.matches((first := objects[positions[0]]).labels)
+            and (namespaces is None or namespaces.matches(first.namespace_labels))
+        ]
+        if len(chosen) == 1:
+            return [objects[position] for position in chosen[0]]
+        return [objects[position] for position in sorted(itertools.chain.from_iterable(chosen))]
 
     def join(self, selection: Selection, query: str, vector: Sequence[Sample]) -> JoinResult:
         """The vector joined to the selection's objects, once per selection and query while the vector is the same."""

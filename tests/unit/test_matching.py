@@ -656,6 +656,36 @@ def test_the_next_snapshot_of_the_same_objects_keeps_its_selections_and_joins_ne
     assert third.selection(node_rule).index is not second.selection(node_rule).index  # another object: indexed anew
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "  selector:\n    matchLabels:\n      app: kafka\n",
+        "  selector:\n    matchExpressions:\n      - key: tier\n        operator: In\n        values: [hot, warm]\n",
+        "  selector:\n    matchLabels:\n      app: kafka\n  namespaceSelector:\n    matchLabels:\n      env: prod\n",
+        "",
+    ],
+)
+def test_a_selection_is_what_select_objects_gives_in_the_inventorys_order(spec: str) -> None:
+    claims = [
+        replace(
+            pvc_object(
+                namespace=f"ns-{index % 3}",
+                name=f"data-{index}",
+                labels={"app": ("kafka", "zookeeper")[index % 2], "tier": ("hot", "warm", "cold")[index % 5 % 3]},
+                capacity_bytes=None,
+            ),
+            namespace_labels={"env": "prod" if index % 3 else "dev"},
+        )
+        for index in range(60)
+    ]
+    picked = rule(spec, name="sel")
+
+    selected = InventoryIndex([*NODES, *claims]).selection(picked).objects
+
+    assert [target.key for target in selected] == [target.key for target in select_objects(picked, claims)]
+    assert 0 < len(selected) <= len(claims)
+
+
 # --- one vector joined to several selections ---------------------------------------------------
 
 RACKED = [
