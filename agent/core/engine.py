@@ -402,7 +402,9 @@ def run_cycle(
         if verdict is not Verdict.CLEAR:
             unquiet[key] = verdict
         state = states.get(key, UNTOUCHED)
-        quiet = state.quiet_note(verdict)  # what `decide` would return, without its copies
+        quiet = state.quiet_note(  # what `decide` would return, without its copies
+            verdict, now=now, poll_interval_seconds=rule.poll_interval_seconds, cooldown_seconds=rule.cooldown_seconds
+        )
         if quiet is not None:
             note, plan_now, preview_now = quiet, False, False
         else:

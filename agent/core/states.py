@@ -95,10 +95,13 @@ class ObjectState:
             return True
         return self.cooldown_until is not None and now < self.cooldown_until
 
-    def quiet_note(self, verdict: Verdict) -> str | None:
+    def quiet_note(
+        self, verdict: Verdict, *, now: float | None = None, poll_interval_seconds: int = 0, cooldown_seconds: int = 0
+    ) -> str | None:
         """The note of an evaluation to `verdict` that leaves this state exactly as it is ("" for none), or
         None when it may change it: where `decide` would only copy the state, the engine skips it (most
-        objects, most cycles: a quiet Normal, actions in flight, an approval still to be answered)."""
+        objects, most cycles: a quiet Normal, actions in flight, an approval still to be answered, and,
+        given the time and the rule's poll and cooldown, actions declined and not yet due again)."""
         if verdict is Verdict.NO_DATA:
             return None if self.state is RuleState.INITIALIZING else NO_DATA_NOTE
         if self.last_holding_at is not None:
@@ -110,7 +113,25 @@ class ObjectState:
             return IN_FLIGHT_NOTE
         if state is RuleState.ACTION_AWAITING_APPROVAL and verdict is Verdict.HOLDS and self.approved_at is None:
             return AWAITING_APPROVAL_NOTE
+        if state is RuleState.ACTIONS_DECLINED and verdict is Verdict.HOLDS and now is not None:
+            return (
+                f"declined: {self.reason}"
+                if self.declined_until_later(now, poll_interval_seconds, cooldown_seconds)
+                else None
+            )
         return None
+
+    def declined_until_later(self, now: float, poll_interval_seconds: int, cooldown_seconds: int) -> bool:
+        """ActionsDeclined and not due again at `now`: an approver said no, or the retry backoff runs."""
+        if self.approval_declined_at is not None:
+            return True
+        since = self.since if self.since is not None else now
+        retry_after = retry_backoff_seconds(
+            poll_interval_seconds=poll_interval_seconds,
+            attempts=max(1, self.attempts_not_acted),  # a state stored before attempts were counted
+            cap_seconds=cooldown_seconds,
+        )
+        return now < since + retry_after
 
 
 _NAMES = {state: state.value for state in RuleState}
@@ -392,16 +413,11 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
             machine.note = AWAITING_APPROVAL_NOTE
             return machine.step()
         return _fire(machine, approved=True, in_action_window=event.in_action_window)
-    if current is RuleState.ACTIONS_DECLINED:
-        since = machine.state.since if machine.state.since is not None else machine.now
-        retry_after = retry_backoff_seconds(
-            poll_interval_seconds=machine.poll_interval_seconds,
-            attempts=max(1, machine.state.attempts_not_acted),  # a state stored before attempts were counted
-            cap_seconds=machine.cooldown_seconds,
-        )
-        if machine.state.approval_declined_at is not None or machine.now < since + retry_after:
-            machine.note = f"declined: {machine.state.reason}"
-            return machine.step()
+    if current is RuleState.ACTIONS_DECLINED and machine.state.declined_until_later(
+        machine.now, machine.poll_interval_seconds, machine.cooldown_seconds
+    ):
+        machine.note = f"declined: {machine.state.reason}"
+        return machine.step()
     if current is RuleState.TRIGGERED:
         active_at = machine.state.active_at if machine.state.active_at is not None else machine.now
         if machine.for_seconds > 0:

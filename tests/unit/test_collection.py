@@ -35,6 +35,10 @@ def test_only_a_state_with_something_to_remember_is_worth_keeping(state: ObjectS
         *[ObjectState(state=state, since=1.0, last_holding_at=NOW - 2) for state in RuleState],
         *[ObjectState(state=state, since=1.0, approved_at=NOW - 5) for state in RuleState],
         ObjectState(state=S.ACTIVE_ACTIONS_TAKEN, cooldown_until=NOW + 60),
+        ObjectState(state=S.ACTIONS_DECLINED, since=NOW - 1, reason="AtMaxSize: at maxsize"),  # backoff runs
+        ObjectState(state=S.ACTIONS_DECLINED, since=NOW - 1, attempts_not_acted=3),
+        ObjectState(state=S.ACTIONS_DECLINED, since=NOW - 600, reason="AtMaxSize: at maxsize"),  # due again
+        ObjectState(state=S.ACTIONS_DECLINED, since=NOW - 600, approval_declined_at=NOW - 600),
     ],
 )
 @pytest.mark.parametrize("verdict", list(Verdict))
@@ -51,7 +55,7 @@ def test_a_quiet_state_is_exactly_what_decide_returns_unchanged(state: ObjectSta
         for_seconds=0,
         poll_interval_seconds=2,
     )
-    note = state.quiet_note(verdict)
+    note = state.quiet_note(verdict, now=NOW, poll_interval_seconds=2, cooldown_seconds=60)
     if note is not None:
         assert (step.state, step.transitions, step.plan_now, step.preview_now, step.note) == (
             state,
@@ -62,11 +66,17 @@ def test_a_quiet_state_is_exactly_what_decide_returns_unchanged(state: ObjectSta
         )
     in_flight = state.state in (S.ACTIVE_ACTIONS_PENDING, S.ACTIVE_ACTIONS_IN_PROGRESS)
     waiting = state.state is S.ACTION_AWAITING_APPROVAL and verdict is Verdict.HOLDS and state.approved_at is None
+    backoff = min(60, 2 * 2 ** (max(1, state.attempts_not_acted) - 1))  # poll 2 s, doubled, capped at the cooldown
+    not_due = (
+        state.state is S.ACTIONS_DECLINED
+        and verdict is Verdict.HOLDS
+        and (state.approval_declined_at is not None or (state.since or NOW) + backoff > NOW)
+    )
     assert (note is not None) is (
         (verdict is Verdict.NO_DATA and state.state is not S.INITIALIZING)
         or (
             state.last_holding_at is None
-            and ((verdict is Verdict.CLEAR and state.state is S.NORMAL) or in_flight or waiting)
+            and ((verdict is Verdict.CLEAR and state.state is S.NORMAL) or in_flight or waiting or not_due)
         )
     )
 
