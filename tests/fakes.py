@@ -376,15 +376,7 @@ class FakeCluster:
         self.failures.check("get_pvc")
         found = self.pvcs.get(f"{namespace}/{name}")
         if found is None:
-            raise NotFoundError(
-                f"persistentvolumeclaims {namespace}/{name} not found",
-                server="fake",
-                verb="GET",
-                resource="persistentvolumeclaims",
-                namespace=namespace,
-                name=name,
-                status=404,
-            )
+            raise _claim_not_found("GET", namespace, name)
         return found.info()
 
     async def storage_class(self, name: str) -> StorageClassInfo:
@@ -442,15 +434,7 @@ class FakeCluster:
         self.failures.check("resize_pvc")
         pvc = self.pvcs.get(key)
         if pvc is None:
-            raise NotFoundError(
-                f"persistentvolumeclaims {key} not found",
-                server="fake",
-                verb="PATCH",
-                resource="persistentvolumeclaims",
-                namespace=namespace,
-                name=name,
-                status=404,
-            )
+            raise _claim_not_found("PATCH", namespace, name)
         if pvc.requested_bytes is not None and new_bytes < pvc.requested_bytes:
             raise KubeError(
                 f"persistentvolumeclaims {key}: spec.resources.requests.storage: field can not be less than previous",
@@ -1296,3 +1280,15 @@ if TYPE_CHECKING:  # drift between a fake and the Protocol it stands for fails m
     _approvals: ApprovalBackend = FakeApprovals()
     _applier: Applier = RecordingApplier()
     _crashing: Applier = CrashingApplier(applier=RecordingApplier(), crash_after=1)
+
+
+def _claim_not_found(verb: str, namespace: str, name: str) -> NotFoundError:
+    return NotFoundError(
+        f"persistentvolumeclaims {namespace}/{name} not found",
+        server="fake",
+        verb=verb,
+        resource="persistentvolumeclaims",
+        namespace=namespace,
+        name=name,
+        status=404,
+    )
