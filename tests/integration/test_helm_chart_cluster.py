@@ -197,7 +197,7 @@ def test_the_service_account_gets_403_outside_its_role(
             "/apis/apps/v1/namespaces/kafka-autopilot/deployments",
             one(service_mode, "Deployment") | {"metadata": {"name": "not-allowed"}},
         ),
-        "get a PVC by name": agent.request("GET", "/api/v1/namespaces/default/persistentvolumeclaims/x"),
+        "delete a PVC": agent.request("DELETE", "/api/v1/namespaces/default/persistentvolumeclaims/x"),
         "write a Lease in kube-node-lease": agent.request(
             "POST",
             "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
