@@ -372,7 +372,8 @@ class ResolvedVector:
 
 
 class IdentityIndex:
-    """Object lookup by identity label values, built once per rule and cycle, reused per expression.
+    """Object lookup by identity label values, built once per snapshot of a kind's objects (and kept while
+    they keep their keys and identities: `InventoryIndex`'s `previous`), reused per expression.
 
     `cluster_wide_applies`: a lone series with no identity label applies to every object (KafkaBroker
     rules); otherwise such a series is no data for every object.

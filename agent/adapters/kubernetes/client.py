@@ -13,9 +13,9 @@ keeps all of that on its side of the line:
   `taint_node` is a compare-and-swap on `spec.taints`;
 - `read_lease` / `create_lease` / `replace_lease` serve leader election (agent.runtime.leadership):
   a replace carries the resourceVersion read, so a concurrent writer's change makes it fail with 409;
-- `watch()` lists, then watches from the list's resourceVersion, and keeps going across expired
-  resourceVersions (HTTP 410: it lists again and says so with a `RESYNC` event) and apiserver
-  restarts (it backs off and resumes);
+- `watch()` lists (page by page), then watches from the list's resourceVersion, and keeps going
+  across expired resourceVersions (HTTP 410: it lists again and says so with a `RESYNC` event) and
+  apiserver restarts (it backs off and resumes);
 - every request carries the User-Agent `kafka-autopilot/<version>` (`USER_AGENT`), so the
   apiserver's audit log tells the agent's requests apart from everyone else's.
 
@@ -1028,9 +1028,10 @@ class KubeClient:
         """Follow changes to one kind (of one namespace, or all), narrowed server-side by the selectors,
         without end.
 
-        Lists first (one ADDED event per object; with `synced_event`, then one SYNCED event, so a
-        cache knows its first list is complete), or, with `resource_version` (one saved before a
-        restart), resumes from there. See the module docstring for RESYNC, backoff and ending.
+        Lists first, in pages of LIST_PAGE_SIZE (one ADDED event per object; with `synced_event`, then
+        one SYNCED event, so a cache knows its first list is complete), or, with `resource_version` (one
+        saved before a restart), resumes from there. See the module docstring for RESYNC, backoff and
+        ending.
         """
         source = replace(_WATCHABLE[kind], label_selector=label_selector, field_selector=field_selector)
         if namespace is not None and source.list_namespaced is None:
