@@ -37,6 +37,8 @@ from agent.core.rules import ConditionProvider, Rule, TargetKind
 from agent.core.samples import Sample
 
 _NO_LABELS: Mapping[str, str] = {}
+BuiltClaim = tuple[Any, Mapping[str, str], str | None, TargetObject]
+"""A claim's cached record, its namespace's labels and what it grows through, and the object built from them."""
 
 
 class QueryClient(Protocol):
@@ -102,23 +104,27 @@ class Inventory:
     """Kafka (kafka-autopilot run --kafka); without it a broker's id is known only as a rule states it."""
     _query_cache: dict[str, tuple[float, Sequence[Sample]]] = field(default_factory=dict)
     _kafka_problems: dict[str, str] = field(default_factory=dict)
-    _pvc_targets: dict[tuple[str, str], tuple[Any, Mapping[str, str], str | None, TargetObject]] = field(
-        default_factory=dict
-    )
+    _pvc_targets: dict[str, dict[tuple[str, str], BuiltClaim]] = field(default_factory=dict)
+    """Per label selector of the PVC rules, each claim's object as last built (`_pvc_target`)."""
 
     async def objects(self, rule: Rule) -> list[TargetObject]:
         """The objects of the rule's target kind (broker pods: those its selector matches, identified)."""
         kind = rule.target
         if kind is TargetKind.PVC:
             namespaces = await self.cluster.namespace_labels()
-            claims = await self.cluster.list_pvcs(label_selector=rule.selector.query() or None)
+            selector = rule.selector.query()
+            claims = await self.cluster.list_pvcs(label_selector=selector or None)
             through = grown_through(claims)
-            if len(self._pvc_targets) > 2 * len(claims) + 1000:  # claims deleted: forget their objects
+            built = self._pvc_targets.setdefault(selector, {})
+            if len(built) > 2 * len(claims) + 1000:  # claims deleted: forget their objects
                 current = {(claim.namespace, claim.name) for claim in claims}
-                self._pvc_targets = {key: built for key, built in self._pvc_targets.items() if key in current}
+                built = self._pvc_targets[selector] = {key: made for key, made in built.items() if key in current}
             return [
-                self._pvc_target(
-                    claim, namespaces.get(claim.namespace, _NO_LABELS), through.get((claim.namespace, claim.name))
+                _pvc_target(
+                    built,
+                    claim,
+                    namespaces.get(claim.namespace, _NO_LABELS),
+                    through.get((claim.namespace, claim.name)),
                 )
                 for claim in claims
             ]
@@ -178,27 +184,6 @@ class Inventory:
             )
         return brokers
 
-    def _pvc_target(self, claim: Any, namespace_labels: Mapping[str, str], through: str | None) -> TargetObject:
-        """The claim's object; the one built last cycle while the cache's record, its namespace's labels and
-        what it grows through are the same (a steady cycle over 10,000 claims builds none)."""
-        key = (claim.namespace, claim.name)
-        built = self._pvc_targets.get(key)
-        if built is not None and built[0] is claim and built[1] == namespace_labels and built[2] == through:
-            return built[3]
-        target = replace(
-            pvc_object(
-                namespace=claim.namespace,
-                name=claim.name,
-                labels=claim.labels,
-                capacity_bytes=claim.capacity_bytes or claim.requested_bytes,
-                annotations=claim.annotations,
-                grown_through=through,
-            ),
-            namespace_labels=namespace_labels,
-        )
-        self._pvc_targets[key] = (claim, namespace_labels, through, target)
-        return target
-
     def kafka_unreachable(self, rule: Rule) -> str:
         """Why Kafka did not answer the rule's last inventory ("" when it did, or was never asked: no
         --kafka, or neither a broker rule nor a node rule whose reschedule needs Kafka)."""
@@ -246,3 +231,27 @@ class Inventory:
             since = node.ready_since if node.ready != "True" else None
             unreachable.append(Sample(labels=labels, value=max(0.0, now - since) if since is not None else 0.0))
         return {"NodeReady": ready, "NodeLeaseAgeSeconds": lease_age, "NodeUnreachableSeconds": unreachable}
+
+
+def _pvc_target(
+    built: dict[tuple[str, str], BuiltClaim], claim: Any, namespace_labels: Mapping[str, str], through: str | None
+) -> TargetObject:
+    """The claim's object; the one built last cycle while the cache's record, its namespace's labels and
+    what it grows through are the same (a steady cycle over 10,000 claims builds none)."""
+    key = (claim.namespace, claim.name)
+    found = built.get(key)
+    if found is not None and found[0] is claim and found[1] == namespace_labels and found[2] == through:
+        return found[3]
+    target = replace(
+        pvc_object(
+            namespace=claim.namespace,
+            name=claim.name,
+            labels=claim.labels,
+            capacity_bytes=claim.capacity_bytes or claim.requested_bytes,
+            annotations=claim.annotations,
+            grown_through=through,
+        ),
+        namespace_labels=namespace_labels,
+    )
+    built[key] = (claim, namespace_labels, through, target)
+    return target
