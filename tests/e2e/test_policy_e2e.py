@@ -344,7 +344,8 @@ def test_an_autopilotrule_edited_while_the_agent_runs_changes_what_it_does_withi
         eventually(lambda: state_of(api, LIVE_RULE, key) == "Triggered", timeout=30, what="the edit followed")
         took = time.monotonic() - edited
         print(f"\nLIVE RULES: edit -> new state: {took:.1f}s (poll {LIVE_POLL_SECONDS}s)")
-        assert took < LIVE_POLL_SECONDS, "within one poll"
+        # Within one poll of the agent, plus the second this test may take to see the state through the API.
+        assert took < LIVE_POLL_SECONDS + 1, "within one poll"
         columns = eventually(
             lambda: (found := printed_columns(api, LIVE_RULE))["States"] and "Triggered" in found["States"] and found,
             timeout=30,
