@@ -96,7 +96,7 @@ class ObjectState:
         return self.cooldown_until is not None and now < self.cooldown_until
 
     def quiet_note(
-        self, verdict: Verdict, *, now: float | None = None, poll_interval_seconds: int = 0, cooldown_seconds: int = 0
+        self, verdict: Verdict, *, now: float, poll_interval_seconds: int, cooldown_seconds: int
     ) -> str | None:
         """The note of an evaluation to `verdict` that leaves this state exactly as it is ("" for none), or
         None when it may change it: where `decide` would only copy the state, the engine skips it (most
@@ -113,7 +113,7 @@ class ObjectState:
             return IN_FLIGHT_NOTE
         if state is RuleState.ACTION_AWAITING_APPROVAL and verdict is Verdict.HOLDS and self.approved_at is None:
             return AWAITING_APPROVAL_NOTE
-        if state is RuleState.ACTIONS_DECLINED and verdict is Verdict.HOLDS and now is not None:
+        if state is RuleState.ACTIONS_DECLINED and verdict is Verdict.HOLDS:
             return (
                 f"declined: {self.reason}"
                 if self.declined_until_later(now, poll_interval_seconds, cooldown_seconds)
