@@ -203,6 +203,7 @@ class InventoryIndex:
         self._indexes: dict[tuple[TargetKind, IdentityLabels], IdentityIndex] = {}
         self._groups: dict[TargetKind, list[list[int]]] = {}
         """Per kind, the positions of its objects grouped by (labels, namespace labels)."""
+        self._by_key: dict[str, TargetObject] | None = None
         if previous is not None:
             self._keep_unchanged(previous)
         self._joins: dict[tuple[int, str], tuple[Sequence[Sample], JoinResult]] = {}
@@ -223,10 +224,19 @@ class InventoryIndex:
                 same_identities.add(kind)  # e.g. a claim's status moved: selections change, identities do not
         self._selections = {key: found for key, found in previous._selections.items() if key[0] in same}
         self._groups = {kind: groups for kind, groups in previous._groups.items() if kind in same}
+        if same == self._by_kind.keys() == previous._by_kind.keys():
+            self._by_key = previous._by_key
         for (kind, labels), index in previous._indexes.items():
             if kind in same or kind in same_identities:
                 index.renew(self._by_kind[kind])
                 self._indexes[(kind, labels)] = index
+
+    @property
+    def by_key(self) -> Mapping[str, TargetObject]:
+        """Every object by its key (made once per snapshot, and kept while the snapshot is the same)."""
+        if self._by_key is None:
+            self._by_key = {target.key: target for target in self.objects}
+        return self._by_key
 
     def selection(
         self, rule: Rule, *, kept_out: Callable[[str | None], str | None] | None = None, filter_key: object = None

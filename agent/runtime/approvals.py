@@ -99,18 +99,18 @@ class ApprovalFlow:
         outcome: CycleOutcome,
         *,
         before: Mapping[str, ObjectState],
-        objects: Sequence[TargetObject],
+        objects: Mapping[str, TargetObject],
         conflicted: set[str],
     ) -> None:
-        by_key = {target.key: target for target in objects}
+        """`objects`: the inventory's objects by key."""
         for transition in outcome.transitions:
             if transition.from_state in _MAY_HOLD_AN_APPROVAL and transition.to_state is RuleState.NORMAL:
-                target = by_key.get(transition.object)
+                target = objects.get(transition.object)
                 episode = episode_of(before.get(transition.object, ObjectState()))
                 if target is not None and episode is not None:
                     await self._guarded(rule, target, self.cancel(rule, target, episode, transition.reason))
         for key, state in touched_states(outcome).items():
-            target = by_key.get(key)
+            target = objects.get(key)
             if state.state is not RuleState.ACTION_AWAITING_APPROVAL or key in conflicted or target is None:
                 continue
             await self._guarded(rule, target, self.follow(rule, target, state, outcome))

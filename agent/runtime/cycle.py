@@ -88,7 +88,7 @@ class RuleCycle:
         conflicted: set[str] = set()
         started: set[str] = set()
         try:
-            await self.recorder.cycle(rule, outcome, objects)
+            await self.recorder.cycle(rule, outcome, index.by_key)
             for key, state in touched_states(outcome).items():  # the untouched are UNTOUCHED, stored as nothing
                 stored = states.get(key)
                 if state == stored or (stored is None and not state.worth_keeping(now)):
@@ -111,19 +111,18 @@ class RuleCycle:
                         object=key,
                         error=f"{type(error).__name__}: {error}",
                     )
-            by_key = {target.key: target for target in objects}
             for planned in outcome.planned:
                 if planned.object not in conflicted:
-                    self.runner.start(rule, planned, by_key[planned.object])
+                    self.runner.start(rule, planned, index.by_key[planned.object])
                     started.add(planned.object)
         finally:
             if self.admission is not None:
                 for planned in outcome.planned:
                     self.admission.settled(planned, started=planned.object in started)
         if self.approvals is not None:
-            await self.approvals.after_cycle(rule, outcome, before=states, objects=objects, conflicted=conflicted)
-        await self.runner.release_recovered(rule, objects)
-        self.recorder.cycle_summary(rule, outcome, objects, cycle_seconds=self.clock.monotonic() - began)
+            await self.approvals.after_cycle(rule, outcome, before=states, objects=index.by_key, conflicted=conflicted)
+        await self.runner.release_recovered(rule, index.by_key)
+        self.recorder.cycle_summary(rule, outcome, index.by_key, cycle_seconds=self.clock.monotonic() - began)
         return with_kafka_problem(rule_health(outcome), self.inventory.kafka_unreachable(rule))
 
     async def resume(self, rule: Rule) -> None:

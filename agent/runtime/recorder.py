@@ -17,7 +17,7 @@ The dry-run flag of a record is decided here only (`dry_run_for`): the agent's -
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -88,9 +88,9 @@ class Recorder:
         if target is not None and self.events is not None:
             await self.events.emit(rule=rule.name, target=target, reason=reason, message=message, warning=warning)
 
-    async def cycle(self, rule: Rule, outcome: CycleOutcome, objects: Sequence[TargetObject]) -> None:
+    async def cycle(self, rule: Rule, outcome: CycleOutcome, by_key: Mapping[str, TargetObject]) -> None:
         """Everything one cycle decided: evaluations (as `--audit-evaluations` says), transitions, plans,
-        declines, holds, exclusions."""
+        declines, holds, exclusions. `by_key`: the inventory's objects by key."""
         written = self.evaluations.to_write(rule.name, outcome.evaluations, outcome.states)
         self._written[rule.name] = len(written)
         for record in cycle_records(outcome, dry_run=self.dry_run_for(rule), evaluations=written):
@@ -100,7 +100,6 @@ class Recorder:
         if outcome.unmatched_series:
             self.telemetry.inc("kafka_autopilot_unmatched_series_total", outcome.unmatched_series, rule=rule.name)
         self.telemetry.object_states(rule, state_counts(outcome))
-        by_key = {target.key: target for target in objects}
         for transition in outcome.transitions:
             await self._transition_counted(rule, transition, by_key.get(transition.object))
         for declined in outcome.declined:
@@ -148,7 +147,7 @@ class Recorder:
             await self.rule_reporter.cycle_recorded(rule, outcome)
 
     def cycle_summary(
-        self, rule: Rule, outcome: CycleOutcome, objects: Sequence[TargetObject], *, cycle_seconds: float
+        self, rule: Rule, outcome: CycleOutcome, objects: Mapping[str, TargetObject], *, cycle_seconds: float
     ) -> None:
         """The rule's evaluation-summary for the cycle just recorded, when due (agent.audit.evaluations)."""
         counts = summary_fields(outcome, selected=len(objects))

@@ -19,7 +19,7 @@ STUCK_AFTER_SECONDS (one the sweep cannot resume), or Pending that long: the hea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -137,11 +137,10 @@ class ActionRunner:
             self.execute(rule, planned, target, resumed=resumed), name=f"action:{key}"
         )
 
-    async def release_recovered(self, rule: Rule, objects: Sequence[TargetObject]) -> None:
+    async def release_recovered(self, rule: Rule, objects: Mapping[str, TargetObject]) -> None:
         """Let the rule's executors undo their own marks where the cause has gone (never on an object
         an action of the rule is running on); each undo is recorded as an action outcome."""
         busy = {key for name, key in self.in_flight() if name == rule.name}
-        by_key = {target.key: target for target in objects}
         for action in rule.actions:
             executor = self.executor_for(rule, action.name)
             if not isinstance(executor, UndoesOnRecovery):
@@ -156,7 +155,7 @@ class ActionRunner:
                     at=self.clock.now(),
                 )
                 log.info("undid the agent's own marks", rule=rule.name, object=key, outcome=outcome.kind.value)
-                target = by_key.get(key) or TargetObject(kind=rule.target, name=key)
+                target = objects.get(key) or TargetObject(kind=rule.target, name=key)
                 await self.recorder.action_finished(rule, planned, target, outcome)
 
     def stuck(self) -> list[StuckAction]:

@@ -654,6 +654,18 @@ def test_the_next_snapshot_of_the_same_objects_keeps_its_selections_and_joins_ne
     renamed = replace(NODES[0], name="worker-9", identity={"node": "worker-9", "instance": "worker-9"})
     third = InventoryIndex([*PVCS, renamed, *NODES[1:]], previous=second)
     assert third.selection(node_rule).index is not second.selection(node_rule).index  # another object: indexed anew
+    assert third.by_key["worker-9"] is renamed and "worker-0" not in third.by_key  # objects by key: made anew
+
+
+def test_objects_by_key_are_made_once_per_snapshot_and_kept_while_it_is_the_same() -> None:
+    first = InventoryIndex([*PVCS, *NODES])
+    assert dict(first.by_key) == {target.key: target for target in [*PVCS, *NODES]}
+    assert first.by_key is first.by_key
+    assert InventoryIndex([*PVCS, *NODES], previous=first).by_key is first.by_key
+    moved = replace(PVCS[0], capacity_bytes=1)
+    changed = InventoryIndex([moved, *PVCS[1:], *NODES], previous=first)
+    assert changed.by_key is not first.by_key and changed.by_key[moved.key] is moved
+    assert InventoryIndex(PVCS, previous=first).by_key.keys() == {target.key for target in PVCS}  # nodes gone
 
 
 @pytest.mark.parametrize(
