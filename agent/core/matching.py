@@ -154,14 +154,8 @@ def pool_object(*, node: str, pool: str, labels: Mapping[str, str], shape: PoolS
 
 
 def select_objects(rule: Rule, objects: Sequence[TargetObject]) -> list[TargetObject]:
-    """The objects of the rule's target kind that its selector and namespaceSelector match."""
-    return [
-        candidate
-        for candidate in objects
-        if candidate.kind is rule.target
-        and rule.selector.matches(candidate.labels)
-        and (rule.namespace_selector is None or rule.namespace_selector.matches(candidate.namespace_labels))
-    ]
+    """The objects of the rule's target kind that its selector and namespaceSelector match, in their order."""
+    return InventoryIndex(objects)._matching(rule)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,8 +280,9 @@ class InventoryIndex:
         return found
 
     def _matching(self, rule: Rule) -> list[TargetObject]:
-        """`select_objects` over the rule's kind, each selector tested once per distinct set of labels (and
-        of namespace labels) rather than once per object: most objects of a kind share a few sets."""
+        """The objects of the rule's kind its selector and namespaceSelector match, in their order: each
+        selector tested once per distinct set of labels (and of namespace labels) rather than once per
+        object, as most objects of a kind share a few sets."""
         kind = rule.target
         groups = self._groups.get(kind)
         if groups is None:

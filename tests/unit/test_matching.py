@@ -677,7 +677,7 @@ def test_objects_by_key_are_made_once_per_snapshot_and_kept_while_it_is_the_same
         "",
     ],
 )
-def test_a_selection_is_what_select_objects_gives_in_the_inventorys_order(spec: str) -> None:
+def test_a_selection_is_what_each_object_tested_alone_gives_in_the_inventorys_order(spec: str) -> None:
     claims = [
         replace(
             pvc_object(
@@ -694,7 +694,14 @@ def test_a_selection_is_what_select_objects_gives_in_the_inventorys_order(spec: 
 
     selected = InventoryIndex([*NODES, *claims]).selection(picked).objects
 
-    assert [target.key for target in selected] == [target.key for target in select_objects(picked, claims)]
+    one_by_one = [
+        target
+        for target in claims
+        if picked.selector.matches(target.labels)
+        and (picked.namespace_selector is None or picked.namespace_selector.matches(target.namespace_labels))
+    ]
+    assert [target.key for target in selected] == [target.key for target in one_by_one]
+    assert select_objects(picked, [*NODES, *claims]) == one_by_one
     assert 0 < len(selected) <= len(claims)
 
 
