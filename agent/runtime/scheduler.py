@@ -217,7 +217,8 @@ class Scheduler:
                 self.evaluated_once.discard(rule.name)
 
     async def _resumed(self, rule: Rule, stopping: asyncio.Event) -> bool:
-        """Resume the rule's actions left in flight, retrying until it works (True) or the loop stops."""
+        """Resume the rule's actions left in flight, retrying until it works (True) or the loop stops (a loop
+        stopped while it waits to retry ends at once, so a replacing loop never waits for it)."""
         while not stopping.is_set():
             try:
                 await self.resume(rule)
@@ -225,7 +226,7 @@ class Scheduler:
             except Exception as error:  # e.g. the state CRD is not served yet: retry, never give up the rule
                 self.health[rule.name] = f"cannot read its durable state yet: {type(error).__name__}: {error}"
                 log.warning("resume failed; retrying", rule=rule.name, error=str(error))
-                await self.clock.sleep(min(rule.poll_interval_seconds, RESUME_RETRY_SECONDS))
+                await self.clock.wait(stopping, timeout=min(rule.poll_interval_seconds, RESUME_RETRY_SECONDS))
         return False
 
     async def _cycles(self, rule: Rule, stopping: asyncio.Event) -> None:

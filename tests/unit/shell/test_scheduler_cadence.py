@@ -94,3 +94,34 @@ async def test_the_scheduler_sweeps_in_flight_actions_on_the_clock() -> None:
     # the start-up resume, then one sweep every 30 s of virtual time
     assert len(resumes) >= 4
     assert all(later - earlier >= 30.0 for earlier, later in itertools.pairwise(resumes))
+
+
+async def test_a_loop_stopped_while_it_waits_to_retry_its_resume_ends_at_once() -> None:
+    clock = FakeClock()
+    attempts: list[float] = []
+
+    async def unreadable(_rule: Rule) -> None:
+        attempts.append(clock.monotonic())
+        raise RuntimeError("the state CRD is not served yet")
+
+    async def cycle(_rule: Rule) -> str:
+        return "ok"
+
+    recorder = Recorder(trail=AuditTrail(stream=io.StringIO()), telemetry=Telemetry(), clock=clock, events=FakeEvents())
+    scheduler = Scheduler(
+        rules=[RULE],
+        cycle=cycle,
+        resume=unreadable,
+        clock=clock,
+        recorder=recorder,
+        telemetry=recorder.telemetry,
+        triggers=Triggers([RULE]),
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.create_task(scheduler.rule_loop(RULE, stopping=stopping))
+    await asyncio.sleep(0)
+    assert attempts == [0.0] and "cannot read its durable state yet" in scheduler.health[RULE.name]
+    stopping.set()
+    await asyncio.wait_for(loop, timeout=1.0)
+    assert attempts == [0.0], "no retry after the stop"
+    assert clock.monotonic() == 0.0, "the stopped loop did not wait out its retry"
