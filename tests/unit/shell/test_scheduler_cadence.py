@@ -1,5 +1,6 @@
 """When a rule's loop runs, on the fake clock: cycles start every pollInterval, counted from one start
-to the next, and in-flight actions with no task are swept (resumed) every sweep period."""
+to the next; in-flight actions with no task are swept (resumed) every sweep period; and a loop stopped
+while it waits to retry its resume ends at once."""
 
 from __future__ import annotations
 
