@@ -51,7 +51,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TypeVar
 
-from agent.actions.registry import CATALOG
+from agent.actions.specs import CATALOG
 from agent.core.aliases import KEY_ALIASES
 from agent.core.engine import CycleOutcome, distinct_queries, run_cycle, verdicts_by_object
 from agent.core.loader import parse_rules

@@ -1,9 +1,10 @@
 """The built-in actions, listed once. Everything that needs to know the actions gets them from here.
 
-`CATALOG` (name -> pure spec) goes to the rule and policy loaders, the engine's policy checks, the
-in-flight codec and the JSON Schemas (agent.core never imports an action); `build_executors` gives the
-runtime one executor per action whose dependencies it has. Adding an action: a folder next to this
-file (see docs/architecture.md, "Adding an action") and one line in `ACTIONS`.
+`CATALOG` (name -> pure spec, from `agent.actions.specs`) goes to the rule and policy loaders, the
+engine's policy checks, the in-flight codec and the JSON Schemas (agent.core never imports an action);
+`build_executors` gives the runtime one executor per action whose dependencies it has. Adding an
+action: a folder next to this file (see docs/architecture.md, "Adding an action"), its spec in
+`agent.actions.specs` and its executor module here, at the same place in both lists.
 
 The committed JSON Schemas are generated from the catalog (unit tests fail when they drift):
 
@@ -16,22 +17,28 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from agent.actions import broker_restart, leader_rebalance, node_reschedule, pool_expand, volume_resize
 from agent.actions.base import Action, Dependencies, Executor
+from agent.actions.broker_restart import executor as broker_restart
+from agent.actions.leader_rebalance import executor as leader_rebalance
 from agent.actions.mutations import Applier
-from agent.core.catalog import Catalog
+from agent.actions.node_reschedule import executor as node_reschedule
+from agent.actions.pool_expand import executor as pool_expand
+from agent.actions.specs import CATALOG
+from agent.actions.volume_resize import executor as volume_resize
 from agent.core.policy_schema import render_policy_schema
 from agent.core.schema import render_schema
 
-ACTIONS: tuple[Action, ...] = (
-    volume_resize.ACTION,
-    pool_expand.ACTION,
-    leader_rebalance.ACTION,
-    node_reschedule.ACTION,
-    broker_restart.ACTION,
-)
+__all__ = ["ACTIONS", "CATALOG", "build_executors"]
 
-CATALOG = Catalog(action.spec for action in ACTIONS)
+ACTIONS: tuple[Action, ...] = tuple(
+    Action(spec=spec, executor=executors.build_executor)
+    for spec, executors in zip(
+        CATALOG.values(),
+        (volume_resize, pool_expand, leader_rebalance, node_reschedule, broker_restart),
+        strict=True,
+    )
+)
+"""Each spec of the catalog, in its order, with the factory of its executor."""
 
 
 def build_executors(*, dependencies: Dependencies, applier_for: Callable[[str], Applier]) -> dict[str, Executor]:

@@ -6,7 +6,10 @@ agent wrote still resume) and the verify step, which only a live applier runs.
 
 from __future__ import annotations
 
+import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import cast
 
@@ -62,6 +65,22 @@ def test_each_action_folder_is_listed_once_and_holds_its_three_files() -> None:
 def test_the_catalog_is_the_registry_in_order() -> None:
     assert list(CATALOG) == [action.spec.name for action in ACTIONS]
     assert list(CATALOG) == [VOLUME_RESIZE, POOL_EXPAND, LEADER_REBALANCE, NODE_RESCHEDULE, BROKER_RESTART]
+    for action in ACTIONS:  # each spec is paired with the executor of its own folder
+        folder = action.executor.__module__.rsplit(".", 1)[0]
+        assert action.spec is importlib.import_module(f"{folder}.spec").SPEC
+
+
+def test_the_pure_catalog_loads_no_executor_nor_client() -> None:
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, agent.actions.specs; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout.split()
+    assert [name for name in loaded if name.endswith(".executor")] == []
+    assert [name for name in loaded if name.split(".")[0] in {"kubernetes_asyncio", "requests", "aiokafka"}] == []
+    assert "agent.actions.volume_resize.spec" in loaded
 
 
 def test_every_action_name_we_ship_is_in_the_registry() -> None:

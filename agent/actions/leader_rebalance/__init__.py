@@ -1,9 +1,6 @@
 """Give a broker back the leadership it is preferred for (kafka-autopilot.io.action.kafka/rebalance-leaders).
 
-`spec.py` says, purely, what the action is and how it is planned; `executor.py` carries it out.
+`spec.py` says, purely, what the action is and how it is planned; `executor.py` carries it out;
+`agent.actions.registry` pairs the two. Importing this package imports neither: the pure catalog
+(`agent.actions.specs`) loads no executor.
 """
-
-from agent.actions.base import Action
-from agent.actions.leader_rebalance import executor, spec
-
-ACTION = Action(spec=spec.SPEC, executor=executor.build_executor)
