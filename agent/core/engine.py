@@ -387,6 +387,7 @@ def run_cycle(
     notes: dict[str, str] = {}
     no_data: dict[str, str] = {}
     every = len(candidates) == len(members)
+    poll_seconds, cooldown_seconds = rule.poll_interval_seconds, rule.cooldown_seconds
     for key, target in zip(selection.ordered_keys, selected, strict=True):
         if not every and key not in candidates:
             continue
@@ -403,7 +404,12 @@ def run_cycle(
             unquiet[key] = verdict
         state = states.get(key, UNTOUCHED)
         quiet = state.quiet_note(  # what `decide` would return, without its copies
-            verdict, now=now, poll_interval_seconds=rule.poll_interval_seconds, cooldown_seconds=rule.cooldown_seconds
+            verdict,
+            now=now,
+            poll_interval_seconds=poll_seconds,
+            cooldown_seconds=cooldown_seconds,
+            in_action_window=in_window,
+            approval_needed=needs_approval,
         )
         if quiet is not None:
             note, plan_now, preview_now = quiet, False, False

@@ -39,23 +39,36 @@ def test_only_a_state_with_something_to_remember_is_worth_keeping(state: ObjectS
         ObjectState(state=S.ACTIONS_DECLINED, since=NOW - 1, attempts_not_acted=3),
         ObjectState(state=S.ACTIONS_DECLINED, since=NOW - 600, reason="AtMaxSize: at maxsize"),  # due again
         ObjectState(state=S.ACTIONS_DECLINED, since=NOW - 600, approval_declined_at=NOW - 600),
+        ObjectState(state=S.ACTIVE_ACTIONS_TAKEN, cooldown_until=NOW),  # cooldown over
+        ObjectState(state=S.ACTION_AWAITING_WINDOW, since=1.0, reason="outside the action window"),
+        ObjectState(state=S.ACTION_AWAITING_WINDOW, since=1.0, reason="outside the action window", approved_at=1.0),
     ],
 )
 @pytest.mark.parametrize("verdict", list(Verdict))
-def test_a_quiet_state_is_exactly_what_decide_returns_unchanged(state: ObjectState, verdict: Verdict) -> None:
+@pytest.mark.parametrize(("in_window", "approval_needed"), [(True, False), (False, False), (False, True), (True, True)])
+def test_a_quiet_state_is_exactly_what_decide_returns_unchanged(
+    state: ObjectState, verdict: Verdict, in_window: bool, approval_needed: bool
+) -> None:
     """The engine skips `decide` when `quiet_note` gives a note: then decide must only copy the state,
     with that note."""
     step = decide(
         rule="r",
         object_key="o",
         state=state,
-        event=Evaluated(verdict=verdict),
+        event=Evaluated(verdict=verdict, in_action_window=in_window, approval_needed=approval_needed),
         now=NOW,
         cooldown_seconds=60,
         for_seconds=0,
         poll_interval_seconds=2,
     )
-    note = state.quiet_note(verdict, now=NOW, poll_interval_seconds=2, cooldown_seconds=60)
+    note = state.quiet_note(
+        verdict,
+        now=NOW,
+        poll_interval_seconds=2,
+        cooldown_seconds=60,
+        in_action_window=in_window,
+        approval_needed=approval_needed,
+    )
     if note is not None:
         assert (step.state, step.transitions, step.plan_now, step.preview_now, step.note) == (
             state,
@@ -72,11 +85,26 @@ def test_a_quiet_state_is_exactly_what_decide_returns_unchanged(state: ObjectSta
         and verdict is Verdict.HOLDS
         and (state.approval_declined_at is not None or (state.since or NOW) + backoff > NOW)
     )
+    cooling = state.state is S.ACTIVE_ACTIONS_TAKEN and state.cooldown_until is not None and state.cooldown_until > NOW
+    out_of_window = (
+        state.state is S.ACTION_AWAITING_WINDOW
+        and verdict is Verdict.HOLDS
+        and not in_window
+        and (not approval_needed or state.approved_at is not None)
+        and state.reason == "outside the action window"
+    )
     assert (note is not None) is (
         (verdict is Verdict.NO_DATA and state.state is not S.INITIALIZING)
         or (
             state.last_holding_at is None
-            and ((verdict is Verdict.CLEAR and state.state is S.NORMAL) or in_flight or waiting or not_due)
+            and (
+                (verdict is Verdict.CLEAR and state.state is S.NORMAL)
+                or in_flight
+                or waiting
+                or not_due
+                or cooling
+                or out_of_window
+            )
         )
     )
 
