@@ -207,8 +207,9 @@ def partition(
     operator: Operator, values: tuple[str, ...], samples: Mapping[str, float], members: AbstractSet[str]
 ) -> Answers:
     """The condition's answer for each of `members`, whose values are `samples` (a member without one has
-    no sample): `condition_test`'s, with the comparisons to one threshold made inline (one call per cycle
-    and condition, not one per object)."""
+    no sample): `condition_test`'s, with the comparisons to the thresholds' nearest floats made inline (one
+    call per cycle and condition, not one per object); only a sample at a threshold's float (a tie the
+    exact decimals decide), NaN or an infinity takes the per-value test."""
     test = condition_test(operator, values)
     holding: list[str] = []
     unknown: list[str] = []
@@ -227,6 +228,37 @@ def partition(
                 elif not above:
                     holding.append(key)
             else:  # at the threshold (exact decimals decide), or NaN
+                answer = test(value)
+                if answer:
+                    holding.append(key)
+                elif answer is None:
+                    unknown.append(key)
+    elif operator in _RANGE_OPERATORS:
+        low, high = (threshold.nearest for threshold in _thresholds(operator, values))
+        inside = operator is Operator.IN_RANGE
+        isfinite = math.isfinite
+        for key, value in samples.items():
+            if low < value < high:
+                if inside:
+                    holding.append(key)
+            elif (value < low or value > high) and isfinite(value):
+                if not inside:
+                    holding.append(key)
+            else:  # at a bound, NaN or infinite
+                answer = test(value)
+                if answer:
+                    holding.append(key)
+                elif answer is None:
+                    unknown.append(key)
+    elif operator is Operator.IN or operator is Operator.NOT_IN:
+        listed = frozenset(threshold.nearest for threshold in _thresholds(operator, values))
+        is_in = operator is Operator.IN
+        isfinite = math.isfinite
+        for key, value in samples.items():
+            if value not in listed and isfinite(value):
+                if not is_in:
+                    holding.append(key)
+            else:  # at a listed value's float, NaN or infinite
                 answer = test(value)
                 if answer:
                     holding.append(key)
@@ -252,6 +284,8 @@ def partition(
 class _Threshold:
     exact: Fraction
     nearest: float
+    at_nearest: int
+    """`_compare` of a sample equal to `nearest` (its shortest decimal against `exact`): -1, 0 or 1."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -262,7 +296,16 @@ def _thresholds(operator: Operator, values: tuple[str, ...]) -> tuple[_Threshold
         raise ValueError("; ".join(problems))
     if operator in _PRESENCE_OPERATORS:
         return ()
-    return tuple(_Threshold(exact=number, nearest=_nearest_float(number)) for number in map(parse_quantity, values))
+    thresholds = []
+    for number in map(parse_quantity, values):
+        nearest = _nearest_float(number)
+        at_nearest = _sign(parse_quantity(nearest) - number) if math.isfinite(nearest) else 0
+        thresholds.append(_Threshold(exact=number, nearest=nearest, at_nearest=at_nearest))
+    return tuple(thresholds)
+
+
+def _sign(difference: Fraction) -> int:
+    return (difference > 0) - (difference < 0)
 
 
 def _nearest_float(number: Fraction) -> float:
@@ -277,11 +320,11 @@ def _compare(value: float, threshold: _Threshold) -> int:
 
     Comparing floats gives the exact answer whenever they differ: rounding to the nearest float is
     monotonic, and the sample's shortest decimal rounds to the sample while the threshold rounds to
-    `nearest`. Only a tie needs the exact decimals.
+    `nearest`. Only a tie needs the exact decimals, and as the sample is then `nearest`, their answer is
+    the threshold's own (`at_nearest`, worked out once).
     """
     if value < threshold.nearest:
         return -1
     if value > threshold.nearest:
         return 1
-    sample = parse_quantity(value)
-    return (sample > threshold.exact) - (sample < threshold.exact)
+    return threshold.at_nearest

@@ -15,6 +15,7 @@ from agent.core.operators import (
     validate_values,
     value_count,
 )
+from agent.core.quantity import parse_quantity
 
 NAN = math.nan
 INF = math.inf
@@ -212,7 +213,12 @@ PARTITION_VALUES = (-math.inf, -1e300, -80.0, 0.0, 0.1, 79.99999999999999, 80.0,
         (Operator.GT, ("1e400",)),  # a threshold past the largest float
         (Operator.LT, ("-1e400",)),
         (Operator.IN_RANGE, ("0", "80")),
+        (Operator.IN_RANGE, ("0.1", "1e400")),
+        (Operator.NOT_IN_RANGE, ("-80", "0.1")),
+        (Operator.NOT_IN_RANGE, ("-1e400", "80")),
         (Operator.NOT_IN, ("80",)),
+        (Operator.IN, ("0.1", "80", "1.5e9")),
+        (Operator.NOT_IN, ("0", "79.99999999999999")),
         (Operator.EXISTS, ()),
         (Operator.DOES_NOT_EXIST, ()),
     ],
@@ -228,3 +234,24 @@ def test_partition_gives_every_member_the_answer_condition_test_gives(
         expected = test(samples.get(key))
         found = True if key in answers.holding else None if key in answers.unknown else False
         assert found is expected, (key, samples.get(key))
+
+
+@pytest.mark.parametrize(
+    "threshold",
+    ["80", "0.1", "1Ti", "0.000000000931322574615478515625", "9.313225746154785e-10", "1e-320", "-2.5", "1e22", "1e23"],
+)
+def test_a_sample_at_the_thresholds_nearest_float_is_compared_by_its_shortest_decimal(threshold: str) -> None:
+    """A tie of floats is decided on the exact decimals: the sample's shortest one against the threshold's."""
+    exact = parse_quantity(threshold)
+    sample = float(exact)
+    shortest = parse_quantity(repr(sample))
+    for operator, expected in [
+        (Operator.GT, shortest > exact),
+        (Operator.GT_EQ, shortest >= exact),
+        (Operator.LT, shortest < exact),
+        (Operator.LT_EQ, shortest <= exact),
+        (Operator.IN, shortest == exact),
+    ]:
+        assert holds(operator, value=sample, values=[threshold]) is expected, operator
+        assert condition_test(operator, (threshold,))(sample) is expected, operator
+        assert ("o" in partition(operator, (threshold,), {"o": sample}, {"o"}).holding) is expected, operator
