@@ -366,16 +366,13 @@ def run_cycle(
     # Only objects some condition holds for or has no data for, and objects with a state, can do anything:
     # every other one is clear and stays Normal with no history, untouched (most objects, most cycles).
     members = selection.keys
+    unquiet = _unquiet_verdicts(answers, needed=needed, members=members)
     if needed <= 0:
         candidates: AbstractSet[str] = members
     else:
-        moving: set[str] = {key for key in states if key in members}
-        for answer in answers:
-            moving.update(answer.holding)
-            moving.update(answer.unknown)
-        candidates = moving
+        candidates = {key for key in states if key in members}
+        candidates.update(unquiet)
     new_states: dict[str, ObjectState] = {}
-    unquiet: dict[str, Verdict] = {}
     evaluations = Evaluations(
         rule=rule.name, at=now, keys=selection.ordered_keys, unquiet=unquiet, checks=checks, answers=answers
     )
@@ -388,20 +385,15 @@ def run_cycle(
     no_data: dict[str, str] = {}
     every = len(candidates) == len(members)
     poll_seconds, cooldown_seconds = rule.poll_interval_seconds, rule.cooldown_seconds
+    clear = Verdict.CLEAR
+    events = {
+        verdict: Evaluated(verdict=verdict, in_action_window=in_window, approval_needed=needs_approval)
+        for verdict in Verdict
+    }
     for key, target in zip(selection.ordered_keys, selected, strict=True):
         if not every and key not in candidates:
             continue
-        holding = unknown = 0
-        for answer in answers:  # verdict_of, without a record per object
-            if key in answer.holding:
-                holding += 1
-            elif key in answer.unknown:
-                unknown += 1
-        verdict = (
-            Verdict.HOLDS if holding >= needed else Verdict.CLEAR if holding + unknown < needed else Verdict.NO_DATA
-        )
-        if verdict is not Verdict.CLEAR:
-            unquiet[key] = verdict
+        verdict = unquiet.get(key, clear)
         state = states.get(key, UNTOUCHED)
         quiet = state.quiet_note(  # what `decide` would return, without its copies
             verdict,
@@ -419,7 +411,7 @@ def run_cycle(
                 object_key=key,
                 state=state,
                 now=now,
-                event=Evaluated(verdict=verdict, in_action_window=in_window, approval_needed=needs_approval),
+                event=events[verdict],
             )
             transitions.extend(step.transitions)
             state, note, plan_now, preview_now = step.state, step.note, step.plan_now, step.preview_now
@@ -498,6 +490,28 @@ def run_cycle(
         ignored=ignored,
         no_data=no_data,
     )
+
+
+def _unquiet_verdicts(answers: Sequence[Answers], *, needed: int, members: AbstractSet[str]) -> dict[str, Verdict]:
+    """`verdict_of` for every object whose verdict is not CLEAR, from the conditions' answers as sets (their
+    sizes, not the selection's, set the cost): HOLDS where at least `needed` conditions hold, NO_DATA where
+    the unknown ones could still make it."""
+    if needed <= 0:
+        return dict.fromkeys(members, Verdict.HOLDS)
+    if len(answers) == 1 and needed == 1:
+        (answer,) = answers
+        verdicts = dict.fromkeys(answer.unknown, Verdict.NO_DATA)
+        verdicts.update(dict.fromkeys(answer.holding, Verdict.HOLDS))
+        return verdicts
+    holding: Counter[str] = Counter()
+    possible: Counter[str] = Counter()
+    for answer in answers:
+        holding.update(answer.holding)
+        possible.update(answer.holding)
+        possible.update(answer.unknown)
+    verdicts = {key: Verdict.NO_DATA for key, count in possible.items() if count >= needed}
+    verdicts.update((key, Verdict.HOLDS) for key, count in holding.items() if count >= needed)
+    return verdicts
 
 
 def advance(*, rule: Rule, object_key: str, state: ObjectState, event: Event, now: float) -> Step:

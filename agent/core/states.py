@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from types import EllipsisType
-from typing import assert_never
+from typing import NamedTuple, assert_never
 
 from agent.core.catalog import DeclineCode, Declined
 
@@ -255,9 +255,9 @@ class StartLost:
 Event = Evaluated | ApprovalAnswered | PlanOutcome | HeldByPolicy | ActionStarted | ActionFinished | StartLost
 
 
-@dataclass(frozen=True, kw_only=True)
-class Step:
-    """The outcome of one event: the new state, its transitions, and what to do next."""
+class Step(NamedTuple):
+    """The outcome of one event: the new state, its transitions, and what to do next (a NamedTuple: one is
+    made per moving object per cycle)."""
 
     state: ObjectState
     transitions: tuple[Transition, ...] = ()
@@ -269,7 +269,7 @@ class Step:
     """Why nothing happened, when nothing did (no data, cooldown, waiting for `for`...)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Machine:
     rule: str
     object_key: str

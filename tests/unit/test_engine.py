@@ -26,6 +26,7 @@ from agent.actions.volume_resize.spec import ResizePlan
 from agent.core.engine import (
     CycleOutcome,
     ExpressionResult,
+    _unquiet_verdicts,
     distinct_queries,
     evaluation_of,
     plan_actions,
@@ -35,6 +36,7 @@ from agent.core.engine import (
 )
 from agent.core.loader import parse_rules
 from agent.core.matching import TargetObject, pvc_object
+from agent.core.operators import Answers
 from agent.core.rules import Rule
 from agent.core.samples import Sample
 from agent.core.states import (
@@ -569,6 +571,14 @@ H, C, N = True, False, None
 )
 def test_verdict_of(held: tuple[bool | None, ...], needed: int, verdict: Verdict) -> None:
     assert verdict_of(results(*held), needed=needed) is verdict
+    # the engine's own, over every object at once: the answers as sets, the quiet objects left out
+    answers = [
+        Answers(holding=frozenset({"o"} if one is H else ()), unknown=frozenset({"o"} if one is N else ()))
+        for one in held
+    ]
+    assert _unquiet_verdicts(answers, needed=needed, members={"o", "quiet"}) == (
+        {} if verdict is Verdict.CLEAR else {"o": verdict}
+    )
 
 
 @pytest.mark.parametrize(
