@@ -480,25 +480,33 @@ class IdentityIndex:
         if found is not None and found.vector is vector:
             return found
         without_identity: list[Sample] = []
+        uniform = self._named_uniformly(vector)
+        if uniform is not None:
+            names_by_sample: Sequence[tuple[str, ...]] = [uniform[0]] * len(vector)
+            everys = uniform[1]
+        else:
+            lookups = [self._lookup(sample.labels) for sample in vector]
+            names_by_sample = [names for names, _ in lookups]
+            everys = [every for _, every in lookups]
+            for sample, names in zip(vector, names_by_sample, strict=True):
+                if not names and self.every_identity_label.isdisjoint(sample.labels):
+                    without_identity.append(sample)
         sole_values: dict[str, float] = {}
         contested_keys: set[str] = set()
         naming_nothing = 0
-        for sample in vector:
-            names, every = self._lookup(sample.labels)
-            if not names and self.every_identity_label.isdisjoint(sample.labels):
-                without_identity.append(sample)
-            if not every:
+        for sample, every in zip(vector, everys, strict=True):
+            if len(every) == 1:
+                if every[0] in sole_values:
+                    contested_keys.add(every[0])
+                else:
+                    sole_values[every[0]] = sample.value
+            elif not every:
                 naming_nothing += 1
-            elif len(every) > 1:
-                contested_keys.update(every)
-            elif every[0] in sole_values:
-                contested_keys.add(every[0])
             else:
-                sole_values[every[0]] = sample.value
+                contested_keys.update(every)
         contested: list[Resolution] = []
         if contested_keys:
-            for sample in vector:
-                names, every = self._lookup(sample.labels)
+            for sample, names, every in zip(vector, names_by_sample, everys, strict=True):
                 if len(every) > 1 or (every and every[0] in contested_keys):
                     contested.append((sample, names, every))
             for key in contested_keys:
@@ -512,6 +520,21 @@ class IdentityIndex:
         )
         self._resolutions[id(vector)] = found
         return found
+
+    def _named_uniformly(self, vector: Sequence[Sample]) -> tuple[tuple[str, ...], list[Sequence[str]]] | None:
+        """When every sample names its object by the same alternative (the usual vector: one metric, one
+        exporter), that alternative's labels and each sample's object keys, looked up in bulk; None when the
+        samples differ (then `_lookup` takes them one by one)."""
+        labels = [sample.labels for sample in vector]
+        for alternative in self.by_alternative:
+            try:
+                keys = list(map(alternative.series_key, labels))
+            except KeyError:  # some sample lacks a label of this alternative: does any carry them all?
+                if any(carried.keys() >= alternative.required for carried in labels):
+                    return None
+                continue
+            return alternative.labels, list(map(alternative.objects.get, keys, itertools.repeat(())))
+        return None
 
     def _lookup(self, labels: Mapping[str, str]) -> tuple[tuple[str, ...], Sequence[str]]:
         """The identity labels the series names its object by (`pod`), and the keys of the objects it names."""

@@ -821,3 +821,60 @@ def test_an_identity_of_several_labels_drops_the_port_of_its_instance_only() -> 
     result = join(TargetKind.NODE, vector, identity=(("instance", "job"),), objects=[exporter])
     assert dict(result.values) == {"n1": 1.0}
     assert result.unmatched_series == 1
+
+
+# --- a vector named by one alternative is looked up in bulk, with the same result ------------------
+
+BULK_CASES = {
+    "pvcs by claim": [sample(1.0, namespace="kafka", persistentvolumeclaim=f"data-kafka-{n}") for n in (0, 1, 2)],
+    "pvcs by pvc": [sample(2.0, namespace="kafka", pvc="data-kafka-0"), sample(3.0, namespace="x", pvc="y")],
+    "both alternatives": [
+        sample(1.0, namespace="kafka", persistentvolumeclaim="data-kafka-0"),
+        sample(2.0, namespace="kafka", pvc="data-kafka-1"),
+    ],
+    "a duplicate": [sample(float(n), namespace="kafka", persistentvolumeclaim="data-kafka-0") for n in (1, 2)],
+    "one without identity": [sample(1.0, namespace="kafka", persistentvolumeclaim="data-kafka-0"), sample(5.0)],
+    "brokers by pod": [sample(1.0, pod="kafka-0"), sample(2.0, pod="kafka-1")],
+    "brokers by namespace and pod, then by id": [
+        sample(1.0, namespace="kafka", pod="kafka-0"),
+        sample(2.0, broker="1"),
+    ],
+    "nodes by instance": [sample(1.0, instance="worker-1:9100"), sample(2.0, instance="worker-2")],
+    "empty": [],
+}
+
+
+@pytest.mark.parametrize("case", list(BULK_CASES))
+def test_a_vector_looked_up_in_bulk_joins_as_one_looked_up_sample_by_sample(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vector = BULK_CASES[case]
+    objects = [*PVCS, *BROKERS, *RACKED, *NODES]
+    kinds = {TargetKind.PVC, TargetKind.BROKER, TargetKind.NODE}
+
+    def joined() -> list[JoinResult]:
+        results = []
+        for kind in sorted(kinds):
+            of_kind = [target for target in objects if target.kind is kind]
+            index = IdentityIndex(
+                objects=of_kind,
+                identity_labels=DEFAULT_IDENTITY_LABELS[kind],
+                cluster_wide_applies=kind is TargetKind.BROKER,
+            )
+            results.append(index.join(vector))
+        return results
+
+    in_bulk = joined()
+    monkeypatch.setattr(IdentityIndex, "_named_uniformly", lambda _self, _vector: None)
+    assert in_bulk == joined()
+
+
+def test_a_vector_named_by_one_alternative_is_looked_up_in_bulk_and_a_mixed_one_sample_by_sample() -> None:
+    def index(kind: TargetKind) -> IdentityIndex:
+        return IdentityIndex(objects=OBJECTS[kind], identity_labels=DEFAULT_IDENTITY_LABELS[kind])
+
+    for case, kind in [("pvcs by claim", TargetKind.PVC), ("pvcs by pvc", TargetKind.PVC)]:
+        assert index(kind)._named_uniformly(BULK_CASES[case]) is not None, case
+    assert index(TargetKind.NODE)._named_uniformly(BULK_CASES["nodes by instance"]) is not None
+    for case in ("both alternatives", "one without identity"):
+        assert index(TargetKind.PVC)._named_uniformly(BULK_CASES[case]) is None, case
