@@ -24,6 +24,7 @@ Where Kubernetes rounds, this module stays exact instead:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from fractions import Fraction
@@ -142,11 +143,13 @@ def parse_bytes(text: str | int | float) -> int:
     return math.ceil(value)
 
 
+@functools.lru_cache(maxsize=1024)
 def format_bytes(n: int) -> str:
     """The shortest exact form of a byte count: "800Gi", "1Ti", "5G", "1536".
 
     Binary suffixes are preferred, then decimal ones, then plain digits; the result always
-    parses back to n with parse_bytes.
+    parses back to n with parse_bytes. Remembered for the last sizes formatted: a cycle plans many
+    volumes of a few sizes.
     """
     if n < 0:
         raise ValueError(f"a number of bytes cannot be negative, got {n}")

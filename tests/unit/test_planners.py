@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from fractions import Fraction
 
 import pytest
@@ -82,6 +84,24 @@ def test_volume_resize_plans(
     )
     assert plan == ResizePlan(current_bytes=current, target_bytes=target, capped=capped)
     assert plan.target_bytes > current
+
+
+def test_volume_resize_in_ints_is_the_exact_arithmetic_of_the_docstring() -> None:
+    """The planner works in ints; the docstring's arithmetic in exact fractions gives the same target."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        current = rng.choice([1, GIB - 1, 10 * GIB, 400 * GB, rng.randrange(1, 5 * TIB)])
+        percentage = Fraction(rng.randrange(-50, 400), rng.choice([1, 2, 3, 7, 10**9]))
+        min_step = rng.choice([0, 0, 1, 5 * GIB, rng.randrange(0, 100 * GIB)])
+        increase = max(current * percentage / 100, Fraction(min_step))
+        plan = plan_volume_resize(
+            current_bytes=current, scale_percentage=percentage, max_bytes=None, min_step_bytes=min_step
+        )
+        if increase <= 0:
+            assert isinstance(plan, Declined) and plan.code == "NoGrowth", (current, percentage, min_step)
+        else:
+            expected = -(-math.ceil(current + increase) // GIB) * GIB
+            assert plan == ResizePlan(current_bytes=current, target_bytes=expected, capped=False)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,6 @@ exact ints of bytes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -90,8 +89,10 @@ def plan_volume_resize(
         return Declined(code=DeclineCode.NO_DATA, message=f"no data: the current size is {current_bytes}")
     if max_bytes is not None and current_bytes >= max_bytes:
         return at_max_size(current_bytes=current_bytes, max_bytes=max_bytes)
-    increase = max(current_bytes * scale_percentage / 100, Fraction(min_step_bytes))
-    if increase <= 0:
+    # In ints: increase = max(current * p / (q * 100), min_step) for scalepercentage p/q, and the target
+    # current + ceil(increase) = current + max(ceil(current * p / (q * 100)), min_step).
+    grown = current_bytes * scale_percentage.numerator
+    if grown <= 0 and min_step_bytes <= 0:
         return Declined(
             code=DeclineCode.NO_GROWTH,
             message=(
@@ -99,7 +100,8 @@ def plan_volume_resize(
                 f" and minimum step {signed_bytes_text(min_step_bytes)} add nothing"
             ),
         )
-    target_bytes = round_up(math.ceil(current_bytes + increase), granularity=GIB)
+    increase_bytes = max(-(-grown // (scale_percentage.denominator * 100)), min_step_bytes)
+    target_bytes = round_up(current_bytes + increase_bytes, granularity=GIB)
     if max_bytes is not None and target_bytes > max_bytes:
         return ResizePlan(current_bytes=current_bytes, target_bytes=max_bytes, capped=True)
     return ResizePlan(current_bytes=current_bytes, target_bytes=target_bytes, capped=False)
