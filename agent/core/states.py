@@ -164,11 +164,15 @@ def _changed(state: ObjectState, changes: Mapping[str, object]) -> ObjectState:
     """`dataclasses.replace` for the state machine's own fields, without re-running `__init__`: several
     times faster, at one or two copies per moving object per cycle. The fields are plain values; the
     names are checked here, the values by the tests of every transition."""
-    assert changes.keys() <= _STATE_FIELDS, f"not fields of ObjectState: {sorted(changes.keys() - _STATE_FIELDS)}"
-    copy = object.__new__(ObjectState)
-    copy.__dict__.update(state.__dict__)
-    copy.__dict__.update(changes)
-    return copy
+    return _with_fields({**state.__dict__, **changes})
+
+
+def _with_fields(fields: dict[str, object]) -> ObjectState:
+    """An ObjectState holding exactly `fields` (every field, by name), made without `__init__`."""
+    assert fields.keys() == _STATE_FIELDS, f"not the fields of ObjectState: {sorted(fields.keys() ^ _STATE_FIELDS)}"
+    made = object.__new__(ObjectState)
+    object.__setattr__(made, "__dict__", fields)
+    return made
 
 
 UNTOUCHED = ObjectState(state=RuleState.NORMAL)
@@ -193,8 +197,10 @@ def retry_backoff_seconds(*, poll_interval_seconds: int, attempts: int, cap_seco
     return min(backoff, float(max(cap_seconds, poll_interval_seconds)))
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Transition:
+class Transition(NamedTuple):
+    """One change of state of one (rule, object) pair (a NamedTuple: a first cycle over many objects makes
+    one or two per moving object)."""
+
     rule: str
     object: str
     from_state: RuleState
@@ -289,28 +295,21 @@ class _Machine:
         active_at: float | EllipsisType | None = ...,
         cooldown_until: float | EllipsisType | None = ...,
     ) -> None:
-        if to_state is not self.state.state:
-            self.transitions.append(
-                Transition(
-                    rule=self.rule,
-                    object=self.object_key,
-                    from_state=self.state.state,
-                    to_state=to_state,
-                    at=self.now,
-                    reason=reason,
-                )
-            )
-        changes: dict[str, object] = {"reason": reason}  # one copy of the state per step, not one per field
-        if to_state is not self.state.state:
-            entered = {**self.state.entered_at, _NAMES[to_state]: self.now}
-            changes.update(state=to_state, since=self.now, entered_at=entered)
+        state = self.state
+        fields = dict(state.__dict__)  # one copy of the state per step, not one per field
+        fields["reason"] = reason
+        if to_state is not state.state:
+            self.transitions.append(Transition(self.rule, self.object_key, state.state, to_state, self.now, reason))
+            fields["state"], fields["since"] = to_state, self.now
+            fields["entered_at"] = {**state.entered_at, _NAMES[to_state]: self.now}
             if to_state is RuleState.NORMAL:
-                changes.update(approved_at=None, approval_declined_at=None, attempts_not_acted=0)
+                fields["approved_at"] = fields["approval_declined_at"] = None
+                fields["attempts_not_acted"] = 0
         if active_at is not ...:
-            changes["active_at"] = active_at
+            fields["active_at"] = active_at
         if cooldown_until is not ...:
-            changes["cooldown_until"] = cooldown_until
-        self.state = _changed(self.state, changes)
+            fields["cooldown_until"] = cooldown_until
+        self.state = _with_fields(fields)
 
     def backoff(self) -> float:
         return retry_backoff_seconds(
