@@ -24,8 +24,11 @@ condition, `InventoryIndex.answers`), and every verdict that is not "clear" kept
 measured time is building a per-object evaluation record: a cycle's `Evaluations` builds one only
 when it is read, as the runtime does for `--audit-evaluations all` or a changed verdict (the summary
 line below counts the verdicts, outside the timing). Every rule is given the whole mixed
-inventory, indexed once per cycle (`InventoryIndex`), as
-`run_cycle`'s signature allows, and selects its own kind.
+inventory, indexed once per cycle (`InventoryIndex`), as `run_cycle`'s signature allows, and selects
+its own kind. As the runtime's cycle does (agent.runtime.cycle), the steady cycle indexes the
+inventory with the first cycle's index as `previous`: the objects are the same, so it keeps their
+selections and identity indexes, and joins the new vectors afresh. The first cycle indexes from
+nothing.
 
 The Prometheus adapter has no pure "JSON body -> Samples" function (its conversion is a method of the
 HTTP client), so `decode` below does the same conversion after `json.loads`.
@@ -562,15 +565,32 @@ def decode(responses: Mapping[str, bytes]) -> dict[str, tuple[Sample, ...]]:
     return vectors
 
 
+class Indexes:
+    """A run's last inventory index, passed to its next cycle's as `previous`, as the runtime keeps it."""
+
+    def __init__(self) -> None:
+        self.last: InventoryIndex | None = None
+
+    def next(self, objects: Sequence[TargetObject]) -> InventoryIndex:
+        self.last = InventoryIndex(objects, previous=self.last)
+        return self.last
+
+
 def run_rules(
-    workload: Workload, vectors: Mapping[str, Sequence[Sample]], *, states: States, now: float
+    workload: Workload,
+    vectors: Mapping[str, Sequence[Sample]],
+    *,
+    states: States,
+    now: float,
+    indexes: Indexes | None = None,
 ) -> dict[str, CycleOutcome]:
     """Every rule over the whole inventory with this cycle's vectors; rule name -> outcome.
 
     The inventory is indexed once per cycle (`InventoryIndex`, inside the measured time), as the runtime
-    does for one snapshot: rules with the same selectors share their selection, identity index and joins."""
-    inventory = InventoryIndex(workload.objects)
-    return {
+    does for one snapshot: rules with the same selectors share their selection, identity index and joins.
+    With the run's `indexes`, the previous cycle's index is its `previous`."""
+    inventory = (indexes or Indexes()).next(workload.objects)
+    outcomes = {
         rule.name: run_cycle(
             rule=rule,
             objects=inventory,
@@ -581,11 +601,13 @@ def run_rules(
         )
         for rule in workload.rules
     }
+    inventory.release_vectors()  # as the runtime does once its cycle is over
+    return outcomes
 
 
-def cycle(workload: Workload, *, states: States, now: float) -> dict[str, CycleOutcome]:
+def cycle(workload: Workload, *, states: States, now: float, indexes: Indexes | None = None) -> dict[str, CycleOutcome]:
     """One full cycle: decode this cycle's answers, then evaluate every rule."""
-    return run_rules(workload, decode(workload.responses), states=states, now=now)
+    return run_rules(workload, decode(workload.responses), states=states, now=now, indexes=indexes)
 
 
 def next_states(outcomes: Mapping[str, CycleOutcome], *, now: float) -> States:
@@ -637,11 +659,12 @@ class Run:
 
 def one_run(workload: Workload) -> tuple[Run, str, str]:
     """Decode floor, first cycle, steady cycle; only the states outlive a cycle, as in the runtime."""
+    indexes = Indexes()
     _, decode_time = timed(lambda: decode(workload.responses))
-    first, first_time = timed(lambda: cycle(workload, states={}, now=T0))
+    first, first_time = timed(lambda: cycle(workload, states={}, now=T0, indexes=indexes))
     previous, first_summary = next_states(first, now=T0), _summary(first)
     del first
-    steady, steady_time = timed(lambda: cycle(workload, states=previous, now=T0 + POLL_SECONDS))
+    steady, steady_time = timed(lambda: cycle(workload, states=previous, now=T0 + POLL_SECONDS, indexes=indexes))
     steady_summary = _summary(steady)
     return Run(decode=decode_time, first=first_time, steady=steady_time), first_summary, steady_summary
 
@@ -699,8 +722,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     decode_peak = traced_peak(lambda: decode(workload.responses))
     first_peak = traced_peak(lambda: cycle(workload, states={}, now=T0))
-    previous = next_states(cycle(workload, states={}, now=T0), now=T0)
-    steady_peak = traced_peak(lambda: cycle(workload, states=previous, now=T0 + POLL_SECONDS))
+    indexes = Indexes()
+    previous = next_states(cycle(workload, states={}, now=T0, indexes=indexes), now=T0)
+    steady_peak = traced_peak(lambda: cycle(workload, states=previous, now=T0 + POLL_SECONDS, indexes=indexes))
 
     by_kind = {kind: sum(1 for rule in workload.rules if rule.target is kind) for kind in TargetKind}
     objects_by_kind = {kind: sum(1 for target in workload.objects if target.kind is kind) for kind in TargetKind}

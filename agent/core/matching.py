@@ -225,6 +225,15 @@ class InventoryIndex:
                 index.renew(self._by_kind[kind])
                 self._indexes[(kind, labels)] = index
 
+    def release_vectors(self) -> None:
+        """Forget the vectors joined through this index (its joins, answers and resolutions), keeping what
+        the next snapshot may reuse: call it once a cycle is done with it, so that an index kept as the
+        next one's `previous` does not hold a cycle's vectors while the next cycle decodes its own."""
+        self._joins.clear()
+        self._answers.clear()
+        for index in self._indexes.values():
+            index.release_vectors()
+
     @property
     def by_key(self) -> Mapping[str, TargetObject]:
         """Every object by its key (made once per snapshot, and kept while the snapshot is the same)."""
@@ -472,6 +481,10 @@ class IdentityIndex:
         """Serve a new snapshot of the same objects (the same keys and identities, in the same order):
         what was resolved of earlier vectors is dropped."""
         self.objects = objects
+        self.release_vectors()
+
+    def release_vectors(self) -> None:
+        """Forget what was resolved of the vectors joined so far (and so the vectors themselves)."""
         self._resolutions.clear()
 
     def _resolved(self, vector: Sequence[Sample]) -> ResolvedVector:

@@ -82,6 +82,7 @@ class RuleCycle:
             facts=facts,
             catalog=self.catalog,
         )
+        index.release_vectors()  # kept for the next cycle, without this one's vectors
         if self.admission is not None:
             for planned in outcome.planned:  # before the next await: the other rules' cycles must count them
                 self.admission.admitted(planned, at=now)

@@ -50,9 +50,12 @@ def test_one_small_cycle(bench: ModuleType, size: dict[str, int]) -> None:
             of_kind = sum(1 for target in workload.objects if target.kind is kind)
             assert recorded.series == of_kind - recorded.missing + recorded.unmatched
 
-    first = bench.run_rules(workload, vectors, states={}, now=bench.T0)
+    indexes = bench.Indexes()
+    first = bench.run_rules(workload, vectors, states={}, now=bench.T0, indexes=indexes)
     stored = bench.next_states(first, now=bench.T0)
-    steady = bench.run_rules(workload, vectors, states=stored, now=bench.T0 + bench.POLL_SECONDS)
+    steady = bench.run_rules(workload, vectors, states=stored, now=bench.T0 + bench.POLL_SECONDS, indexes=indexes)
+    afresh = bench.run_rules(workload, vectors, states=stored, now=bench.T0 + bench.POLL_SECONDS)
+    assert steady == afresh  # the kept index decides as a new one
     assert all(state.worth_keeping(bench.T0) for states in stored.values() for state in states.values())
     assert sum(map(len, stored.values())) < sum(len(outcome.states) for outcome in first.values())
     for rule in workload.rules:  # one index shared by every rule decides as a private one per rule

@@ -6,6 +6,8 @@ PVC namespace + persistentvolumeclaim | pvc; broker pod | broker; node node | in
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -28,6 +30,7 @@ from agent.core.matching import (
     pvc_object,
     select_objects,
 )
+from agent.core.operators import Operator
 from agent.core.pools import PoolShape
 from agent.core.rules import IdentityLabels, LabelSelector, Rule, TargetKind
 from agent.core.samples import Sample
@@ -878,3 +881,29 @@ def test_a_vector_named_by_one_alternative_is_looked_up_in_bulk_and_a_mixed_one_
     assert index(TargetKind.NODE)._named_uniformly(BULK_CASES["nodes by instance"]) is not None
     for case in ("both alternatives", "one without identity"):
         assert index(TargetKind.PVC)._named_uniformly(BULK_CASES[case]) is None, case
+
+
+def test_a_released_index_holds_no_vector_and_still_serves_the_next_snapshot() -> None:
+    class Vector(list[Sample]):
+        """A vector a weak reference can follow."""
+
+    selector = "  selector:\n    matchLabels:\n      app: kafka\n"
+    pvc_rule = rule(selector, name="a")
+    inventory = InventoryIndex([*PVCS, *NODES])
+    selection = inventory.selection(pvc_rule)
+    vector = Vector([sample(90.0, namespace="kafka", persistentvolumeclaim="data-kafka-0")])
+    joined = inventory.join(selection, "q", vector)
+    inventory.answers(selection, "q", joined, Operator.GT, ("80",))
+    followed = weakref.ref(vector)
+    del vector
+    gc.collect()
+    assert followed() is not None, "the join cache holds this cycle's vector"
+
+    inventory.release_vectors()
+    gc.collect()
+    assert followed() is None, "released: no vector is kept"
+    later = InventoryIndex([*PVCS, *NODES], previous=inventory)
+    assert later.selection(pvc_rule) is selection
+    assert later.join(
+        selection, "q", [sample(95.0, namespace="kafka", persistentvolumeclaim="data-kafka-1")]
+    ).values == {"kafka/data-kafka-1": 95.0}
