@@ -361,8 +361,10 @@ class IdentityAlternative(NamedTuple):
     required: frozenset[str]
     series_key: Callable[[Mapping[str, str]], IdentityKey]
     """A series' `IdentityKey`, from labels that carry every one of `labels`."""
-    objects: dict[IdentityKey, list[str]]
-    """`IdentityKey` -> the keys of the objects whose identity says it."""
+    objects: dict[IdentityKey, tuple[str, ...]]
+    """`IdentityKey` -> the keys of the objects whose identity says it (tuples of strings, which the garbage
+    collector stops tracking: an index of 10,000 objects, kept from cycle to cycle, adds nothing to its
+    passes)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -409,10 +411,11 @@ class IdentityIndex:
         for labels in identity_labels:
             required = frozenset(labels)
             identity_key = _identity_key_reader(labels, of_series=False)
-            index: dict[IdentityKey, list[str]] = {}
+            index: dict[IdentityKey, tuple[str, ...]] = {}
             for candidate in objects:
                 if candidate.identity.keys() >= required:
-                    index.setdefault(identity_key(candidate.identity), []).append(candidate.key)
+                    said = identity_key(candidate.identity)
+                    index[said] = (*index.get(said, ()), candidate.key)
             self.by_alternative.append(
                 IdentityAlternative(
                     labels=labels,
