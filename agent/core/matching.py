@@ -451,11 +451,11 @@ class IdentityIndex:
             value = vector[0].value
             return JoinResult(values={candidate.key: value for candidate in objects})
         sole = resolved.sole_values
-        if members is None:
+        if members is None or len(members) == len(self.objects):  # every indexed object is a member
             values = dict(sole)
             unmatched = resolved.naming_nothing
         else:
-            values = {key: value for key, value in sole.items() if key in members}
+            values = {key: sole[key] for key in sole.keys() & members}
             unmatched = resolved.naming_nothing + len(sole) - len(values)
         ambiguous: set[str] = set()
         no_data: dict[str, str] = {}

@@ -426,7 +426,9 @@ def _evaluated(machine: _Machine, event: Evaluated) -> Step:
         return machine.step()
     last_holding = machine.state.last_holding_at
     gap = None if last_holding is None or verdict is not Verdict.HOLDS else machine.now - last_holding
-    if last_holding is not None:  # kept only while `for` is being waited for
+    # kept only while `for` is being waited for: a holding Triggered sets it again below, in one copy
+    still_waiting = current is RuleState.TRIGGERED and verdict is Verdict.HOLDS and machine.for_seconds > 0
+    if last_holding is not None and not still_waiting:
         machine.state = _changed(machine.state, {"last_holding_at": None})
     if current is RuleState.ACTIVE_ACTIONS_TAKEN:
         if machine.in_cooldown():
