@@ -6,12 +6,13 @@ plan_now / preview_now, a fragment of the note). Times are plain numbers; there 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import FrozenInstanceError, dataclass, fields, replace
 
 import pytest
 
 from agent.core.catalog import DeclineCode, Declined
 from agent.core.states import (
+    UNTOUCHED,
     ActionFinished,
     ActionStarted,
     ApprovalAnswered,
@@ -22,6 +23,7 @@ from agent.core.states import (
     RuleState,
     Step,
     Verdict,
+    _changed,
     decide,
     retry_backoff_seconds,
 )
@@ -801,3 +803,26 @@ def test_declined_is_not_replanned_outside_the_action_window() -> None:
 def test_declined_at_time_zero_is_replanned_after_the_cooldown() -> None:
     (step,) = feed(at(S.ACTIONS_DECLINED, since=0.0, reason="AtMaxSize"), [(COOLDOWN + 100.0, HOLDS)])
     assert step.plan_now
+
+
+def test_a_changed_state_is_a_frozen_object_state_with_every_other_field_kept() -> None:
+    every = ObjectState(
+        state=RuleState.ACTIONS_DECLINED,
+        since=1.0,
+        active_at=2.0,
+        cooldown_until=3.0,
+        approved_at=4.0,
+        approval_declined_at=5.0,
+        reason="AtMaxSize: at maxsize",
+        entered_at={"Triggered": 0.5},
+        last_holding_at=6.0,
+        attempts_not_acted=7,
+    )
+    assert all(getattr(every, field.name) != field.default for field in fields(ObjectState))
+    for field in fields(ObjectState):
+        changed = _changed(every, {field.name: getattr(UNTOUCHED, field.name)})
+        assert type(changed) is ObjectState
+        assert changed == replace(every, **{field.name: getattr(UNTOUCHED, field.name)})
+        with pytest.raises(FrozenInstanceError):
+            changed.reason = "changed in place"  # type: ignore[misc]
+    assert every.reason == "AtMaxSize: at maxsize" and every.attempts_not_acted == 7  # the original is untouched
