@@ -23,17 +23,16 @@ from agent.runtime.telemetry import Telemetry
 RULE = load_rule(REFERENCE_RULE)
 
 
-async def run_loop(
+def scheduler_of(
     clock: FakeClock,
     *,
     cycle: Callable[[Rule], Awaitable[str]],
     resume: Callable[[Rule], Awaitable[None]],
-    sweep_seconds: float,
-    until: float,
-) -> None:
-    """RULE's loop until `until` on the fake clock."""
+    sweep_seconds: float = 3600.0,
+) -> Scheduler:
+    """A scheduler of RULE on the fake clock, its cycle and resume given."""
     recorder = Recorder(trail=AuditTrail(stream=io.StringIO()), telemetry=Telemetry(), clock=clock, events=FakeEvents())
-    scheduler = Scheduler(
+    return Scheduler(
         rules=[RULE],
         cycle=cycle,
         resume=resume,
@@ -43,6 +42,18 @@ async def run_loop(
         triggers=Triggers([RULE]),
         sweep_seconds=sweep_seconds,
     )
+
+
+async def run_loop(
+    clock: FakeClock,
+    *,
+    cycle: Callable[[Rule], Awaitable[str]],
+    resume: Callable[[Rule], Awaitable[None]],
+    sweep_seconds: float,
+    until: float,
+) -> None:
+    """RULE's loop until `until` on the fake clock."""
+    scheduler = scheduler_of(clock, cycle=cycle, resume=resume, sweep_seconds=sweep_seconds)
     loop = asyncio.create_task(scheduler.rule_loop(RULE))
     while clock.monotonic() < until:
         await asyncio.sleep(0)
@@ -108,16 +119,7 @@ async def test_a_loop_stopped_while_it_waits_to_retry_its_resume_ends_at_once() 
     async def cycle(_rule: Rule) -> str:
         return "ok"
 
-    recorder = Recorder(trail=AuditTrail(stream=io.StringIO()), telemetry=Telemetry(), clock=clock, events=FakeEvents())
-    scheduler = Scheduler(
-        rules=[RULE],
-        cycle=cycle,
-        resume=unreadable,
-        clock=clock,
-        recorder=recorder,
-        telemetry=recorder.telemetry,
-        triggers=Triggers([RULE]),
-    )
+    scheduler = scheduler_of(clock, cycle=cycle, resume=unreadable)
     stopping = asyncio.Event()
     loop = asyncio.create_task(scheduler.rule_loop(RULE, stopping=stopping))
     await asyncio.sleep(0)
