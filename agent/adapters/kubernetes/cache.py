@@ -334,8 +334,10 @@ class ClusterCaches:
     """The inventory's ClusterReader, read from watch-fed caches of what the rules need.
 
     PVCs and pods: one cache per distinct label selector of the PVC and broker rules (a rule with no
-    selector watches every object of the kind). Namespaces (for namespaceSelector), StorageClasses
-    (the resize executor), nodes and node Leases (node rules, and a policy's cordoned-node count).
+    selector watches every object of the kind). Namespaces (for namespaceSelector) and StorageClasses
+    (the resize executor) always. Nodes and node Leases only once a node rule needs them (its objects,
+    its executor, a policy's cordoned-node count): at 1,000 nodes their Leases alone change about 100
+    times a second, which an agent without a node rule has no reason to decode.
     """
 
     def __init__(self, *, source: WatchSource, rules: Sequence[Rule]) -> None:
@@ -352,6 +354,7 @@ class ClusterCaches:
         )
         self.pvcs: dict[str, WatchCache[PvcInfo]] = {}
         self.pods: dict[str, WatchCache[PodInfo]] = {}
+        self._nodes_needed = False
         self._added: list[Callable[[WatchCache[Any]], None]] = []
         self._start: Callable[[WatchCache[Any]], None] | None = None
         for rule in rules:
@@ -392,15 +395,22 @@ class ClusterCaches:
                 self._start(cache)
         return cache
 
+    def _node_caches(self) -> list[WatchCache[Any]]:
+        """Nodes and node Leases, made part of the watched caches (and started when running) at the first
+        rule that needs them."""
+        if not self._nodes_needed:
+            self._nodes_needed = True
+            for cache in (self.nodes, self.leases):
+                for listener in self._added:
+                    listener(cache)
+                if self._start is not None:
+                    self._start(cache)
+        return [self.nodes, self.leases]
+
     def caches(self) -> list[WatchCache[Any]]:
-        return [
-            self.namespaces,
-            self.storage_classes,
-            self.nodes,
-            self.leases,
-            *self.pvcs.values(),
-            *self.pods.values(),
-        ]
+        """Every cache watched now (`run` runs them; readiness waits for them)."""
+        nodes: list[WatchCache[Any]] = [self.nodes, self.leases] if self._nodes_needed else []
+        return [self.namespaces, self.storage_classes, *nodes, *self.pvcs.values(), *self.pods.values()]
 
     def needed_by(self, rule: Rule) -> list[WatchCache[Any]]:
         """The caches a cycle of `rule` reads (made, and started when running, for a selector not seen yet)."""
@@ -410,7 +420,7 @@ class ClusterCaches:
         if rule.target is TargetKind.BROKER:
             return [self.namespaces, self._selected_by(self.pods, "pods", _selector(rule), PodInfo.from_raw)]
         if rule.target is TargetKind.NODE:
-            return [self.nodes, self.leases]
+            return self._node_caches()
         return []
 
     def problem_for(self, rule: Rule) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -270,3 +271,31 @@ async def test_a_conflict_re_reads_that_one_object() -> None:
         )
     assert api.reads == [f"GET {name}"]
     assert api.status_writes[-1]["state"] == RuleState.NORMAL.value
+
+
+async def test_nodes_and_their_leases_are_watched_only_once_a_node_rule_needs_them() -> None:
+    watches = world()
+    watches.put("nodes", {"metadata": {"name": "worker-1", "labels": {}}, "spec": {}, "status": {}})
+    node_rule = load_rule((Path(__file__).resolve().parents[3] / "rules" / "kafka-node-failure.yaml").read_text())
+    caches = ClusterCaches(source=watches, rules=[RULE])
+    assert caches.nodes not in caches.caches() and caches.leases not in caches.caches()
+    added: list[str] = []
+    caches.on_added(lambda cache: added.append(cache.name))
+    running_caches = asyncio.create_task(caches.run())
+    try:
+        await until(lambda: watches.lists.count("pvcs") == 1, "the PVC rule's caches started")
+        assert "nodes" not in watches.lists and "leases" not in watches.lists
+
+        assert caches.needed_by(node_rule) == [caches.nodes, caches.leases]  # a node rule arrives
+        await until(lambda: "nodes" in watches.lists and "leases" in watches.lists, "the node caches started")
+        await caches.nodes.wait_synced()
+        assert [node.name for node in await caches.list_nodes()] == ["worker-1"]
+        assert caches.nodes in caches.caches() and added == [caches.nodes.name, caches.leases.name]
+        caches.needed_by(node_rule)
+        assert watches.lists.count("nodes") == 1, "started once"
+    finally:
+        running_caches.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running_caches
+    at_start = ClusterCaches(source=world(), rules=[RULE, node_rule])
+    assert at_start.nodes in at_start.caches() and at_start.leases in at_start.caches()
