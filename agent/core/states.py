@@ -185,6 +185,8 @@ class _Draft:
 
 
 def _draft(state: ObjectState) -> _Draft:
+    """A draft holding the state's every field: the stores below are in the order of ObjectState's fields
+    (tests/unit/test_states.py checks each one is kept)."""
     draft = object.__new__(_Draft)
     (
         draft.state,
