@@ -284,21 +284,6 @@ def distinct_queries(rules: Sequence[Rule], *, provider: ConditionProvider = Con
     return list(seen)
 
 
-def verdict_of(results: Sequence[ExpressionResult], *, needed: int) -> Verdict:
-    """Holds when enough expressions hold; clear when even the unknown ones could not make it."""
-    holding = unknown = 0
-    for result in results:  # a loop, not two sums: this runs once per selected object per cycle
-        if result.holds is None:
-            unknown += 1
-        elif result.holds:
-            holding += 1
-    if holding >= needed:
-        return Verdict.HOLDS
-    if holding + unknown < needed:
-        return Verdict.CLEAR
-    return Verdict.NO_DATA
-
-
 def run_cycle(
     *,
     rule: Rule,
@@ -366,7 +351,7 @@ def run_cycle(
     # Only objects some condition holds for or has no data for, and objects with a state, can do anything:
     # every other one is clear and stays Normal with no history, untouched (most objects, most cycles).
     members = selection.keys
-    unquiet = _unquiet_verdicts(answers, needed=needed, members=members)
+    unquiet = verdicts_not_clear(answers, needed=needed, members=members)
     if needed <= 0:
         candidates: AbstractSet[str] = members
     else:
@@ -492,10 +477,10 @@ def run_cycle(
     )
 
 
-def _unquiet_verdicts(answers: Sequence[Answers], *, needed: int, members: AbstractSet[str]) -> dict[str, Verdict]:
-    """`verdict_of` for every object whose verdict is not CLEAR, from the conditions' answers as sets (their
+def verdicts_not_clear(answers: Sequence[Answers], *, needed: int, members: AbstractSet[str]) -> dict[str, Verdict]:
+    """The verdict of every object whose verdict is not CLEAR, from the conditions' answers as sets (their
     sizes, not the selection's, set the cost): HOLDS where at least `needed` conditions hold, NO_DATA where
-    the unknown ones could still make it."""
+    the unknown ones could still make it; every other object is CLEAR."""
     if needed <= 0:
         return dict.fromkeys(members, Verdict.HOLDS)
     if len(answers) == 1 and needed == 1:

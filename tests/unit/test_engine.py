@@ -26,13 +26,12 @@ from agent.actions.volume_resize.spec import ResizePlan
 from agent.core.engine import (
     CycleOutcome,
     ExpressionResult,
-    _unquiet_verdicts,
     distinct_queries,
     evaluation_of,
     plan_actions,
     run_cycle,
-    verdict_of,
     verdicts_by_object,
+    verdicts_not_clear,
 )
 from agent.core.loader import parse_rules
 from agent.core.matching import TargetObject, pvc_object
@@ -532,11 +531,7 @@ def test_distinct_queries_are_promql_only() -> None:
     assert "NodeLeaseAgeSeconds" not in queries
 
 
-# --- verdict_of and requiredMatches ------------------------------------------------------------
-
-
-def results(*verdicts: bool | None) -> list[ExpressionResult]:
-    return [ExpressionResult(expression=f"e{n}", value=None, holds=held) for n, held in enumerate(verdicts)]
+# --- verdicts and requiredMatches ------------------------------------------------------------
 
 
 H, C, N = True, False, None
@@ -569,14 +564,13 @@ H, C, N = True, False, None
         ((N, C, C), 2, Verdict.CLEAR),
     ],
 )
-def test_verdict_of(held: tuple[bool | None, ...], needed: int, verdict: Verdict) -> None:
-    assert verdict_of(results(*held), needed=needed) is verdict
-    # the engine's own, over every object at once: the answers as sets, the quiet objects left out
+def test_verdicts_not_clear(held: tuple[bool | None, ...], needed: int, verdict: Verdict) -> None:
+    """Each condition's answer for one object ("o") as sets; the quiet objects are left out."""
     answers = [
         Answers(holding=frozenset({"o"} if one is H else ()), unknown=frozenset({"o"} if one is N else ()))
         for one in held
     ]
-    assert _unquiet_verdicts(answers, needed=needed, members={"o", "quiet"}) == (
+    assert verdicts_not_clear(answers, needed=needed, members={"o", "quiet"}) == (
         {} if verdict is Verdict.CLEAR else {"o": verdict}
     )
 
