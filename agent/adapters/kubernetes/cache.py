@@ -389,22 +389,23 @@ class ClusterCaches:
             cache = caches[selector] = WatchCache(
                 source=self._source, kind=kind, label_selector=selector, decode=decode
             )
-            for listener in self._added:
-                listener(cache)
-            if self._start is not None:
-                self._start(cache)
+            self._watch_from_now(cache)
         return cache
+
+    def _watch_from_now(self, cache: WatchCache[Any]) -> None:
+        """A cache made part of the watched ones: its listeners told, and started when running."""
+        for listener in self._added:
+            listener(cache)
+        if self._start is not None:
+            self._start(cache)
 
     def _node_caches(self) -> list[WatchCache[Any]]:
         """Nodes and node Leases, made part of the watched caches (and started when running) at the first
         rule that needs them."""
         if not self._nodes_needed:
             self._nodes_needed = True
-            for cache in (self.nodes, self.leases):
-                for listener in self._added:
-                    listener(cache)
-                if self._start is not None:
-                    self._start(cache)
+            self._watch_from_now(self.nodes)
+            self._watch_from_now(self.leases)
         return [self.nodes, self.leases]
 
     def caches(self) -> list[WatchCache[Any]]:
