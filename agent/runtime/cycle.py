@@ -123,7 +123,7 @@ class RuleCycle:
         if self.approvals is not None:
             await self.approvals.after_cycle(rule, outcome, before=states, objects=index.by_key, conflicted=conflicted)
         await self.runner.release_recovered(rule, index.by_key)
-        self.recorder.cycle_summary(rule, outcome, index.by_key, cycle_seconds=self.clock.monotonic() - began)
+        self.recorder.cycle_summary(rule, outcome, selected=len(objects), cycle_seconds=self.clock.monotonic() - began)
         return with_kafka_problem(rule_health(outcome), self.inventory.kafka_unreachable(rule))
 
     async def resume(self, rule: Rule) -> None:

@@ -146,11 +146,10 @@ class Recorder:
         if self.rule_reporter is not None:
             await self.rule_reporter.cycle_recorded(rule, outcome)
 
-    def cycle_summary(
-        self, rule: Rule, outcome: CycleOutcome, objects: Mapping[str, TargetObject], *, cycle_seconds: float
-    ) -> None:
-        """The rule's evaluation-summary for the cycle just recorded, when due (agent.audit.evaluations)."""
-        counts = summary_fields(outcome, selected=len(objects))
+    def cycle_summary(self, rule: Rule, outcome: CycleOutcome, *, selected: int, cycle_seconds: float) -> None:
+        """The rule's evaluation-summary for the cycle just recorded, when due (agent.audit.evaluations);
+        `selected`: how many objects the inventory gave the rule."""
+        counts = summary_fields(outcome, selected=selected)
         if self.evaluations.summary_due(rule.name, counts, at=self.clock.monotonic()):
             self.trail.write(
                 evaluation_summary_record(
