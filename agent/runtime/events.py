@@ -9,16 +9,24 @@ A rule that is an AutopilotRule object also gets Events for its objects' transit
 as Portworx's Autopilot writes them, so `kubectl describe autopilotrule <name>` and
 `kubectl get events --field-selector involvedObject.kind=AutopilotRule,involvedObject.name=<name>`
 show them; those are bounded per cycle, so a rule over 10,000 objects does not write 10,000 Events.
+
+Both write through `EventQueue` in the agent: a task of its own writes the Events in order, so no cycle
+and no action waits on them. A threshold crossed is patched after the writes that make the action
+durable (its AutopilotRuleObject), not after the four to six Events its transitions give.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 import structlog
 
-from agent.adapters.kubernetes import EventTarget, KubeClient, KubeError
+from agent.adapters.clock import Clock
+from agent.adapters.kubernetes import EventTarget, KubeError
 from agent.adapters.kubernetes.client import EventType
 from agent.adapters.kubernetes.statuscodec import object_name
 from agent.core.matching import TargetObject
@@ -28,11 +36,133 @@ from agent.core.states import RuleState, Transition
 log = structlog.get_logger("kafka-autopilot")
 
 
+class EventWriter(Protocol):
+    """KubeClient.emit_event, or an EventQueue in front of it."""
+
+    async def emit_event(
+        self,
+        *,
+        involved: EventTarget,
+        reason: str,
+        message: str,
+        type_: EventType,
+        action: str,
+        at: float | None = None,
+    ) -> object: ...
+
+
+EVENT_QUEUE_CAPACITY: Final = 1000
+"""Events waiting to be written before new ones are dropped (and counted)."""
+
+
+class _Waiting(NamedTuple):
+    involved: EventTarget
+    reason: str
+    message: str
+    type_: EventType
+    action: str
+    at: float
+
+
+class EventQueue:
+    """Events written by a task of their own (`run`), in the order they were emitted, each with the time it
+    was emitted as its eventTime. `emit_event` only queues, so the caller goes on at once.
+
+    Bounded: with `capacity` Events waiting (an apiserver slow to take them), a new one is dropped and
+    counted (`on_dropped`). An Event the apiserver refuses is logged and dropped, as before: Events tell
+    the story, they never hold up a cycle or an action."""
+
+    def __init__(
+        self,
+        *,
+        kube: EventWriter,
+        clock: Clock,
+        capacity: int = EVENT_QUEUE_CAPACITY,
+        on_dropped: Callable[[], None] | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"the Event queue needs room for at least one Event, not {capacity}")
+        self.capacity = capacity
+        self.dropped = 0
+        self._kube = kube
+        self._clock = clock
+        self._on_dropped = on_dropped
+        self._waiting: deque[_Waiting] = deque()
+        self._dropped_since_empty = 0
+        self._ready = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    @property
+    def buffered(self) -> int:
+        """Events queued and not written yet (the one being written included)."""
+        return len(self._waiting)
+
+    async def emit_event(
+        self,
+        *,
+        involved: EventTarget,
+        reason: str,
+        message: str,
+        type_: EventType,
+        action: str,
+        at: float | None = None,
+    ) -> None:
+        if len(self._waiting) >= self.capacity:
+            self.dropped += 1
+            if self._on_dropped is not None:
+                self._on_dropped()
+            if self._dropped_since_empty == 0:
+                log.warning("events not recorded from now on: too many waiting", waiting=len(self._waiting))
+            self._dropped_since_empty += 1
+            return
+        when = self._clock.now() if at is None else at
+        self._waiting.append(_Waiting(involved, reason, message, type_, action, when))
+        self._empty.clear()
+        self._ready.set()
+
+    async def drained(self) -> None:
+        """Return once every queued Event is written or given up (the caller bounds the wait)."""
+        await self._empty.wait()
+
+    async def run(self) -> None:
+        """Write the queued Events in order, for ever."""
+        while True:
+            if not self._waiting:
+                if self._dropped_since_empty:
+                    log.warning("events recorded again", dropped=self._dropped_since_empty)
+                    self._dropped_since_empty = 0
+                self._empty.set()
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            event = self._waiting[0]
+            try:
+                await self._kube.emit_event(
+                    involved=event.involved,
+                    reason=event.reason,
+                    message=event.message,
+                    type_=event.type_,
+                    action=event.action,
+                    at=event.at,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # KubeError, or anything else: this Event is lost, the next ones are not
+                log.warning(
+                    "event not recorded",
+                    reason=event.reason,
+                    object=event.involved.name,
+                    error=f"{type(error).__name__}: {error}",
+                )
+            self._waiting.popleft()
+
+
 @dataclass
 class KubeEvents:
     """Events on the object acted on, and on the rule's state object (AutopilotRuleObject)."""
 
-    kube: KubeClient
+    kube: EventWriter
 
     async def emit(self, *, rule: str, target: TargetObject, reason: str, message: str, warning: bool) -> None:
         kind = {
@@ -67,14 +197,6 @@ RULE_EVENTS_PER_CYCLE: Final = 10
 """Transitions that get an Event each on their AutopilotRule between two cycle ends of the rule."""
 RULE_EVENT_OBJECTS_NAMED: Final = 5
 """Objects named in the Event that sums up the others of one (from, to) pair."""
-
-
-class EventWriter(Protocol):
-    """KubeClient.emit_event."""
-
-    async def emit_event(
-        self, *, involved: EventTarget, reason: str, message: str, type_: EventType, action: str
-    ) -> str: ...
 
 
 @dataclass

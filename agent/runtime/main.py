@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import structlog
 
@@ -56,7 +56,7 @@ from agent.runtime.admission import AdmissionLedger
 from agent.runtime.approvals import ApprovalFlow
 from agent.runtime.collector import StateCollector, collect_forever
 from agent.runtime.cycle import RuleCycle
-from agent.runtime.events import KubeEvents, RuleEvents
+from agent.runtime.events import EventQueue, KubeEvents, RuleEvents
 from agent.runtime.inventory import Inventory, split_storage_pool_rules
 from agent.runtime.leadership import (
     EXIT_LEADERSHIP_LOST,
@@ -231,14 +231,25 @@ async def run_agent(
         def executors_with(applier_for: Callable[[str], Applier]) -> dict[str, Executor]:
             return build_executors(dependencies=dependencies, applier_for=applier_for)
 
+        kube_events = EventQueue(
+            kube=kube, clock=clock, on_dropped=lambda: telemetry.inc("kafka_autopilot_kube_events_dropped_total")
+        )
+        stack.push_async_callback(
+            _stop_writing,
+            kube_events,
+            asyncio.create_task(kube_events.run(), name="kube-events"),
+            what="Kubernetes Events not written at shutdown",
+        )
         reports = None
         if options.cluster_rules:  # a dry-run agent leaves the status to the live one
-            reports = ClusterRuleReports(kube=kube, events=RuleEvents(kube=kube), clock=clock, write_status=not dry_run)
+            reports = ClusterRuleReports(
+                kube=kube, events=RuleEvents(kube=kube_events), clock=clock, write_status=not dry_run
+            )
         recorder = Recorder(
             trail=trail,
             telemetry=telemetry,
             clock=clock,
-            events=KubeEvents(kube=kube),
+            events=KubeEvents(kube=kube_events),
             dry_run=dry_run,
             dry_run_actions=dry_run_actions,
             evaluations=EvaluationAudit(auditing=options.audit_evaluations),
@@ -365,7 +376,12 @@ async def run_agent(
                 log.warning(f"kafka-autopilot run: {error}")
                 return 2
         if events is not None:
-            stack.push_async_callback(_stop_publishing, events, asyncio.create_task(events.run(), name="events"))
+            stack.push_async_callback(
+                _stop_writing,
+                events,
+                asyncio.create_task(events.run(), name="events"),
+                what=f"events not published to {events.topic} at shutdown",
+            )
         tasks = [asyncio.create_task(run_when_state_served(kube, scheduler, watched, caches), name="agent")]
         if options.scope_pod is None:  # a sidecar does not collect: its pod is its whole world
             collector = StateCollector(
@@ -416,7 +432,8 @@ async def run_agent(
 
 
 EVENTS_DRAIN_SECONDS = 5.0
-"""At shutdown, how long buffered events may take to reach the topic before they are given up."""
+"""At shutdown, how long queued events (CloudEvents, Kubernetes Events) may take to be written before they are
+given up."""
 
 
 def _event_sink(options: RunOptions, telemetry: Telemetry) -> CloudEventSink | None:
@@ -447,14 +464,23 @@ def _both(
     return each
 
 
-async def _stop_publishing(events: CloudEventSink, task: asyncio.Task[None]) -> None:
-    """Give the buffered events a moment to reach the topic, then stop the sender."""
+class _Buffered(Protocol):
+    """A queue of records its own task writes: the CloudEvents sink, the Kubernetes Event queue."""
+
+    @property
+    def buffered(self) -> int: ...
+
+    async def drained(self) -> None: ...
+
+
+async def _stop_writing(queue: _Buffered, task: asyncio.Task[None], *, what: str) -> None:
+    """Give the queued records a moment to be written, then stop the writer; say what was left."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(events.drained(), EVENTS_DRAIN_SECONDS)
+        await asyncio.wait_for(queue.drained(), EVENTS_DRAIN_SECONDS)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    if events.buffered:
-        log.warning("events not published at shutdown", topic=events.topic, events=events.buffered)
+    if queue.buffered:
+        log.warning(what, events=queue.buffered)
 
 
 async def run_when_state_served(

@@ -23,6 +23,7 @@ are kept here, in one table, so that their cardinality stays visible:
 | kafka_autopilot_leader                     | (gauge: 1 while this replica acts; 0 on standby) |
 | kafka_autopilot_events_published_total     | (CloudEvents sent to --events-topic)     |
 | kafka_autopilot_events_dropped_total       | (CloudEvents dropped: the buffer was full) |
+| kafka_autopilot_kube_events_dropped_total  | (Kubernetes Events dropped: too many waiting to be written) |
 | process_*                                  | prometheus_client's ProcessCollector (CPU, memory, open fds) |
 
 `outcome` of an action is one of ACTION_OUTCOMES. The `object` label (a broker, node or pool key) is
@@ -90,6 +91,9 @@ class Telemetry:
         gauge("kafka_autopilot_leader", "1 while this replica holds the leader Lease and acts; 0 while it stands by.")
         counter("kafka_autopilot_events_published_total", "CloudEvents sent to the --events-topic.")
         counter("kafka_autopilot_events_dropped_total", "CloudEvents dropped: the buffer was full.")
+        counter(
+            "kafka_autopilot_kube_events_dropped_total", "Kubernetes Events dropped: too many waiting to be written."
+        )
         if process:
             ProcessCollector(registry=self.registry)
 

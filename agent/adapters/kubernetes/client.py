@@ -978,14 +978,22 @@ class KubeClient:
         return True
 
     async def emit_event(
-        self, *, involved: EventTarget, reason: str, message: str, type_: EventType, action: str
+        self,
+        *,
+        involved: EventTarget,
+        reason: str,
+        message: str,
+        type_: EventType,
+        action: str,
+        at: float | None = None,
     ) -> str:
         """Write an events.k8s.io/v1 Event about `involved`; returns its name.
 
+        `at`: when it happened (Unix seconds; now if None), for an Event written a little later.
         Events about cluster-scoped objects (nodes) go into the "default" namespace.
         """
         namespace = involved.namespace or "default"
-        now = self._clock.now()
+        now = self._clock.now() if at is None else at
         regarding = {"kind": involved.kind, "name": involved.name, "apiVersion": involved.api_version}
         if involved.namespace:
             regarding["namespace"] = involved.namespace

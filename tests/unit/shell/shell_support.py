@@ -117,7 +117,14 @@ class InMemoryRuleObjects:
             yield await self._changes.get()
 
     async def emit_event(
-        self, *, involved: EventTarget, reason: str, message: str, type_: EventType, action: str
+        self,
+        *,
+        involved: EventTarget,
+        reason: str,
+        message: str,
+        type_: EventType,
+        action: str,
+        at: float | None = None,
     ) -> str:
         self.events.append((involved, reason, message, type_))
         return f"{involved.name}.{len(self.events)}"
