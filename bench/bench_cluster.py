@@ -28,7 +28,9 @@ environment its image sets: MALLOC_ARENA_MAX=2) with the shipped `rules/kafka-re
 
 Between runs the agent is stopped and its AutopilotRuleObjects deleted, so each run's first cycle starts
 from the same place. The floor is a raw LIST of every PVC by the bench (HTTP and json.loads, no models),
-timed in each run: cycle times are also shown as a ratio to it. The table shows medians over the runs
+timed in each run: cycle times are also shown as a ratio to it. The query floor is the rule's own
+instant query, asked by the bench the same raw way just before the agent starts: what Prometheus alone
+takes to answer a cycle, on this machine, now. The table shows medians over the runs
 (steady cycles and crossings pooled over the runs), and the last line is exactly
 
     RESULT first_cycle_s=<f> steady_cycle_s=<f> rss_mib=<f> lists_per_cycle=<f> cross_to_patch_s=<f>
@@ -56,6 +58,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from agent.adapters.clock import WallClock
 from agent.adapters.local_prometheus import ScrapeTarget
@@ -77,6 +82,8 @@ from sandbox.scenarios import AgentProcess, poll
 
 RULE_FILE = REPO / "rules" / "kafka-resize.yaml"
 RULE_NAME = "kafka-resize"
+RULE_EXPRESSION = str(yaml.safe_load(RULE_FILE.read_text())["spec"]["conditions"]["expressions"][0]["key"])
+"""What the rule asks Prometheus every cycle, for the query floor."""
 USER_AGENT_PREFIX = "kafka-autopilot/"
 STORAGE_CLASS = "bench-expandable"
 VOLUME_BYTES = 400 * 2**30
@@ -289,6 +296,8 @@ class RunResult:
     cross_to_patch: list[float] = field(default_factory=list)
     floor: float | None = None
     """The bench's raw LIST of every PVC, seconds (median of a few)."""
+    query_floor: float | None = None
+    """The bench's raw instant query of the rule's expression, seconds (median of a few)."""
     failures: list[str] = field(default_factory=list)
 
 
@@ -309,6 +318,7 @@ class Summary:
     cross_median: float
     cross_p95: float
     floor: float
+    query_floor: float
     runs_done: int
 
 
@@ -327,6 +337,7 @@ def summarize(results: Sequence[RunResult]) -> Summary:
         cross_median=_median(crossings),
         cross_p95=percentile(crossings, 0.95),
         floor=_median(result.floor for result in results),
+        query_floor=_median(result.query_floor for result in results),
         runs_done=sum(1 for result in results if not result.failures),
     )
 
@@ -394,6 +405,12 @@ def report(results: Sequence[RunResult], *, runs: int) -> list[str]:
     rows += [
         ["threshold crossing -> PVC patch, s", _figure(summary.cross_median), _figure(summary.cross_p95), "-"],
         ["floor: raw LIST of every PVC by the bench, s", _figure(floor, 3), "-", "1.0x"],
+        [
+            "query floor: the rule's query by the bench, s",
+            _figure(summary.query_floor, 3),
+            "-",
+            _ratio(summary.query_floor, floor),
+        ],
     ]
     lines = list(aligned(rows))
     lines.append("")
@@ -769,6 +786,20 @@ def raw_pvc_list_seconds(api: KubeApi, *, repeats: int = 3) -> float:
     return statistics.median(timings)
 
 
+def raw_query_seconds(prometheus_url: str, expr: str, *, repeats: int = 3) -> float:
+    """The query floor: one instant query of `expr`, the bytes read and decoded with json.loads."""
+    url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=60) as answer:
+            document = json.loads(answer.read())
+        timings.append(time.perf_counter() - started)
+        if document.get("status") != "success":
+            raise RuntimeError(f"Prometheus at {prometheus_url} refused `{expr}`: {document!r:.300}")
+    return statistics.median(timings)
+
+
 def delete_state_objects(sandbox: Sandbox) -> int:
     """The agent's AutopilotRuleObjects, so the next run's first cycle starts afresh (one DELETE of the
     collection: tens of seconds for 10,000)."""
@@ -838,7 +869,11 @@ def bench_run(
     result = RunResult()
     api = cluster.sandbox.kube.api()
     result.floor = raw_pvc_list_seconds(api)
-    say(f"run {run}/{runs}: floor (raw LIST of {cluster.size.pvcs} PVCs) {result.floor:.3f}s; starting the agent")
+    result.query_floor = raw_query_seconds(cluster.sandbox.prometheus_url, RULE_EXPRESSION)
+    say(
+        f"run {run}/{runs}: floor (raw LIST of {cluster.size.pvcs} PVCs) {result.floor:.3f}s, "
+        f"query floor {result.query_floor:.3f}s; starting the agent"
+    )
     agent = AgentProcess(
         sandbox=cluster.sandbox,
         rules=[RULE_FILE],

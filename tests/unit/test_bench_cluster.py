@@ -171,6 +171,7 @@ def test_the_report_shows_medians_ratios_to_the_floor_failures_and_ends_with_the
             rss_mib=260.0,
             cross_to_patch=[3.0, 5.0],
             floor=0.4,
+            query_floor=0.2,
         ),
         bench.RunResult(
             first_cycle=150.0,
@@ -179,6 +180,7 @@ def test_the_report_shows_medians_ratios_to_the_floor_failures_and_ends_with_the
             rss_mib=270.0,
             cross_to_patch=[4.0],
             floor=0.4,
+            query_floor=0.3,
             failures=["run 2: no patch by the agent in the audit log for ns/data-7"],
         ),
     ]
@@ -190,6 +192,7 @@ def test_the_report_shows_medians_ratios_to_the_floor_failures_and_ends_with_the
     assert re.search(r"^  list autopilotruleobjects\s+2\.50", table, flags=re.MULTILINE)
     assert re.search(r"^  list persistentvolumeclaims\s+1\.00", table, flags=re.MULTILINE)
     assert re.search(r"^apiserver GETs per steady cycle\s+0\.25", table, flags=re.MULTILINE)
+    assert re.search(r"^query floor: the rule's query by the bench, s\s+0\.250\s+-\s+0\.6x$", table, flags=re.MULTILINE)
     assert "1/2 runs completed" in table
     assert "  run 2: no patch by the agent in the audit log for ns/data-7" in lines
     assert lines[-1] == (
