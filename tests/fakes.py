@@ -621,16 +621,18 @@ class FakeWatches:
     with its selectors in `watched`), sends one ADDED per object the label selector matches, then
     SYNCED when asked, then the changes `put` / `delete` make. `expire(kind)` answers as an apiserver
     whose resourceVersion expired (the watch lists again: one RESYNC with the whole list);
-    `refuse(kind, error)` makes the next list of the kind fail with it (e.g. a 403)."""
+    `refuse(kind, error)` makes the lists of the kind fail with it (e.g. a 403) until `grant(kind)`.
+    A failed watch waits on `clock` before it is tried again."""
 
     server = "https://fake-watches"
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: FakeClock | None = None) -> None:
+        self.clock = clock or FakeClock()
         self.objects: dict[str, dict[str, dict[str, Any]]] = {}
         self.lists: list[str] = []
         self.watched: list[tuple[str, str | None, str | None]] = []
         self.refused: dict[str, KubeError] = {}
-        self._queues: list[tuple[str, str | None, asyncio.Queue[WatchEvent]]] = []
+        self._queues: list[tuple[str, str | None, asyncio.Queue[WatchEvent | KubeError]]] = []
         self._versions = itertools.count(1)
 
     def put(self, kind: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -659,6 +661,19 @@ class FakeWatches:
     def refuse(self, kind: str, error: KubeError) -> None:
         self.refused[kind] = error
 
+    def cut(self, kind: str, error: KubeError) -> None:
+        """The running watches of the kind end with `error`, and the kind is refused until `grant(kind)`;
+        what changes meanwhile reaches no watch."""
+        self.refused[kind] = error
+        for watched, _, queue in self._queues:
+            if watched == kind:
+                queue.put_nowait(error)
+        self._queues = [entry for entry in self._queues if entry[0] != kind]
+
+    def grant(self, kind: str) -> None:
+        """The kind may be listed again (a permission granted later)."""
+        self.refused.pop(kind, None)
+
     async def watch(
         self,
         kind: str,
@@ -672,14 +687,17 @@ class FakeWatches:
         if kind in self.refused:
             raise self.refused[kind]
         self.lists.append(kind)
-        queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        queue: asyncio.Queue[WatchEvent | KubeError] = asyncio.Queue()
         self._queues.append((kind, label_selector, queue))
         for raw in self._list(kind, label_selector)["items"]:
             yield WatchEvent(type="ADDED", object_name=raw["metadata"]["name"], namespace=None, raw=raw)
         if synced_event:
             yield WatchEvent(type="SYNCED", object_name="", namespace=None, raw={})
         while True:
-            yield await queue.get()
+            event = await queue.get()
+            if isinstance(event, KubeError):
+                raise event
+            yield event
 
     def _list(self, kind: str, selector: str | None) -> dict[str, Any]:
         items = [copy.deepcopy(raw) for raw in self.objects.get(kind, {}).values() if _matches(selector, _labels(raw))]

@@ -69,9 +69,11 @@ def retrying(
     clock: Clock,
     sleep: Callable[[float], Awaitable[None]] | None = None,
     draw: Callable[[], float] = random.random,
+    retry_on: Callable[[BaseException], bool] = is_temporary,
 ) -> AsyncRetrying:
     """A tenacity AsyncRetrying for `policy` that sleeps with `sleep` (default `clock.sleep`) and
-    re-raises the last error when it gives up."""
+    re-raises the last error when it gives up. `retry_on`: which errors are tried again (the temporary
+    ones, unless the caller knows better: a watch refused for good is tried again on a long pause)."""
     started = clock.monotonic()
 
     def stop(state: RetryCallState) -> bool:
@@ -87,7 +89,7 @@ def retrying(
         sleep=sleep or clock.sleep,
         stop=stop,
         wait=wait,
-        retry=retry_if_exception(is_temporary),
+        retry=retry_if_exception(retry_on),
         reraise=True,
     )
 

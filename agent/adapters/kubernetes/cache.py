@@ -10,8 +10,10 @@ what it looks at.
 - `WatchCache` is one kind (and selector): key -> record, `synced` once its first list arrived, the
   whole view replaced on RESYNC (the apiserver answered 410 Gone: the watch listed again), and
   listeners told of each change (agent.runtime.watches triggers rules from them). A permanent error
-  (403: the agent may not list or watch the kind) ends the cache: `problem` names the server and the
-  request that failed, and every read of it raises.
+  (403: the agent may not list or watch the kind) fails the cache: `problem` names the server and the
+  request that failed, and every read of it raises. It is tried again, with a fresh list, after pauses
+  of 5 s doubling to 2 minutes (`FAILED_WATCH_RETRY`), so a permission granted later is picked up
+  without a restart; the cache is readable again once that list is complete.
 - `ClusterCaches` is the inventory's `ClusterReader` (agent.runtime.inventory) over the caches the
   rules need; `problem_for(rule)` says why a rule must not evaluate yet (not synced, or failed), so a
   cycle never decides on an empty view (fail closed).
@@ -32,6 +34,7 @@ from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 import structlog
 
+from agent.adapters.clock import Clock
 from agent.adapters.errors import KubeError, NotFoundError
 from agent.adapters.kubernetes.client import (
     NodeInfo,
@@ -43,6 +46,7 @@ from agent.adapters.kubernetes.client import (
     _epoch,
     _strings,
 )
+from agent.adapters.retry import RetryPolicy, retrying
 from agent.core.rules import Rule, TargetKind
 
 __all__ = [
@@ -69,6 +73,11 @@ class WatchSource(Protocol):
 
     @property
     def server(self) -> str: ...
+
+    @property
+    def clock(self) -> Clock:
+        """What a failed watch waits on before it is tried again."""
+        ...
 
     def watch(
         self,
@@ -127,6 +136,16 @@ def object_key(raw: Mapping[str, Any]) -> str:
     metadata = raw.get("metadata") or {}
     namespace, name = metadata.get("namespace"), str(metadata.get("name") or "")
     return f"{namespace}/{name}" if namespace else name
+
+
+FAILED_WATCH_RETRY: Final = RetryPolicy(attempts=None, base_seconds=5.0, max_seconds=120.0, jitter_seconds=1.0)
+"""How a watch that failed for good (403, the kind not served) is tried again: for ever, 5 s doubling to
+2 minutes, plus jitter. Each try is one LIST of the kind, so a refused watch costs the apiserver a
+refused request every 2 minutes at most."""
+
+
+def _is_kube_error(error: BaseException) -> bool:
+    return isinstance(error, KubeError)
 
 
 class WatchCache(Generic[R]):
@@ -206,7 +225,15 @@ class WatchCache(Generic[R]):
             raise self.failure
 
     async def run(self) -> None:
-        """Follow the kind until cancelled; a permanent error ends the cache (see `problem`), quietly."""
+        """Follow the kind until cancelled (or until its source is closed). A permanent error fails the
+        cache (see `problem`) until a watch tried again after FAILED_WATCH_RETRY's pause has listed."""
+        async for attempt in retrying(FAILED_WATCH_RETRY, clock=self._source.clock, retry_on=_is_kube_error):
+            with attempt:
+                await self._follow()
+
+    async def _follow(self) -> None:
+        if self.failure is not None:
+            self._records = {}  # a view from before the failure: the new list rebuilds it
         events = self._source.watch(
             self.kind,
             namespace=self.namespace,
@@ -219,14 +246,21 @@ class WatchCache(Generic[R]):
                 async for event in events:
                     self.apply(event)
         except KubeError as error:
+            if self.failure is None:
+                _log.error("watch failed; the rules that need it hold", cache=self.name, error=str(error))
+            else:
+                _log.info("watch still failing; tried again later", cache=self.name, error=str(error))
             self.failure = error
-            _log.error("watch failed; the rules that need it hold", cache=self.name, error=str(error))
             self._synced.set()  # wakes `wait_synced`, which raises the failure
             self._tell(CacheChange(type="FAILED", key="", old=None, new=None))
+            raise
 
     def apply(self, event: WatchEvent) -> None:
         """Take one watch event into the view (decoding the object once) and tell the listeners."""
         if event.type == "SYNCED":
+            if self.failure is not None:
+                _log.info("watch listed again after its failure; the rules that need it go on", cache=self.name)
+                self.failure = None
             self._synced.set()
             self._tell(CacheChange(type="SYNCED", key="", old=None, new=None))
             return
@@ -320,7 +354,7 @@ def not_synced(caches: Iterable[WatchCache[Any]]) -> str | None:
 
 
 async def run_caches(caches: Iterable[WatchCache[Any]]) -> None:
-    """Run every cache until cancelled (a failed one ends alone; the others go on)."""
+    """Run every cache until cancelled (a failed one is tried again alone; the others go on)."""
     async with asyncio.TaskGroup() as group:
         for cache in caches:
             group.create_task(cache.run(), name=f"cache:{cache.name}")
@@ -366,8 +400,9 @@ class ClusterCaches:
         self._added.append(listener)
 
     async def run(self) -> None:
-        """Run every cache until cancelled, and those made later as soon as they are made (a failed one
-        ends alone; the others go on). A selector no rule uses any more keeps its watch until a restart."""
+        """Run every cache until cancelled, and those made later as soon as they are made (a failed one is
+        tried again alone; the others go on). A selector no rule uses any more keeps its watch until a
+        restart."""
         async with asyncio.TaskGroup() as group:
 
             def start(cache: WatchCache[Any]) -> None:

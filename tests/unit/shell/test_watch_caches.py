@@ -1,7 +1,7 @@
 """The watch-fed caches on fakes: list once then follow, RESYNC replaces the view, deletes, server-side
-selectors, not ready (and no cycle) until synced, a permanent watch error named in the rule's health,
-no LIST in a steady cycle, a conflict re-reading one object, and the state store seeing its own write
-before the watch delivers it."""
+selectors, not ready (and no cycle) until synced, a permanent watch error named in the rule's health and
+tried again until it serves (its view rebuilt from a fresh list), no LIST in a steady cycle, a conflict
+re-reading one object, and the state store seeing its own write before the watch delivers it."""
 
 from __future__ import annotations
 
@@ -57,6 +57,16 @@ async def until(check: Any, what: str) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError(f"never happened: {what}")
+
+
+def forbidden(resource: str) -> KubeError:
+    return KubeError(
+        f"kube-apiserver https://fake-watches: GET {resource}: 403 Forbidden: cannot list",
+        server="https://fake-watches",
+        verb="GET",
+        resource=resource,
+        status=403,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -144,16 +154,7 @@ async def test_rules_do_not_evaluate_and_the_agent_is_not_ready_until_the_caches
 
 async def test_a_watch_refused_for_good_makes_the_rules_that_need_it_unhealthy() -> None:
     watches = world()
-    watches.refuse(
-        "pvcs",
-        KubeError(
-            "kube-apiserver https://fake-watches: GET persistentvolumeclaims: 403 Forbidden: cannot list",
-            server="https://fake-watches",
-            verb="GET",
-            resource="persistentvolumeclaims",
-            status=403,
-        ),
-    )
+    watches.refuse("pvcs", forbidden("persistentvolumeclaims"))
     caches = ClusterCaches(source=watches, rules=[RULE])
     ran: list[str] = []
 
@@ -176,6 +177,43 @@ async def test_a_watch_refused_for_good_makes_the_rules_that_need_it_unhealthy()
     assert problem is not None and "watch of pvcs (app=kafka) failed" in problem
     assert "https://fake-watches: GET persistentvolumeclaims: 403 Forbidden" in problem
     assert readiness is not None and "403 Forbidden" in readiness
+
+
+async def test_a_watch_refused_for_good_is_tried_again_with_growing_pauses_and_serves_once_allowed() -> None:
+    watches = world()
+    watches.refuse("pvcs", forbidden("persistentvolumeclaims"))
+    caches = ClusterCaches(source=watches, rules=[RULE])
+    claims_cache = caches.pvcs["app=kafka"]
+    changes: list[str] = []
+    claims_cache.subscribe(lambda change: changes.append(change.type))
+    async with running(*caches.caches()):
+        await until(lambda: len(watches.clock.sleeps) >= 8, "eight tries")
+        refused = caches.problem_for(RULE)
+        watches.grant("pvcs")
+        await until(lambda: caches.problem_for(RULE) is None, "the claims served again")
+        claims = await caches.list_pvcs(label_selector="app=kafka")
+    assert refused is not None and "403 Forbidden" in refused
+    doubling_to_two_minutes = (5, 10, 20, 40, 80, 120, 120, 120)
+    for pause, least in zip(watches.clock.sleeps, doubling_to_two_minutes, strict=False):
+        assert least <= pause <= least + 1, f"paused {watches.clock.sleeps}"  # up to 1 s of jitter
+    assert sorted(claim.name for claim in claims) == ["data-kafka-0", "data-kafka-1"]
+    assert changes[0] == "FAILED" and changes[-1] == "SYNCED"
+
+
+async def test_a_watch_cut_off_for_good_rebuilds_its_view_from_a_fresh_list_once_allowed_again() -> None:
+    watches = world()
+    caches = ClusterCaches(source=watches, rules=[RULE])
+    async with running(*caches.caches()):
+        await until(lambda: caches.problem_for(RULE) is None, "the first list")
+        watches.cut("pvcs", forbidden("persistentvolumeclaims"))
+        await until(lambda: caches.problem_for(RULE) is not None, "the cut")
+        watches.delete("pvcs", "data-kafka-1", namespace="kafka")  # no watch sees it
+        with pytest.raises(KubeError, match="403 Forbidden"):
+            await caches.list_pvcs(label_selector="app=kafka")
+        watches.grant("pvcs")
+        await until(lambda: caches.problem_for(RULE) is None, "the claims served again")
+        claims = await caches.list_pvcs(label_selector="app=kafka")
+    assert [claim.name for claim in claims] == ["data-kafka-0"], "the claim deleted meanwhile is gone"
 
 
 class CountingRuleObjects(InMemoryRuleObjects):
