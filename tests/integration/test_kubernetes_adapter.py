@@ -1,5 +1,6 @@
-"""The Kubernetes adapter against the real sandbox: reads, writes, Events, errors and watches that
-survive an apiserver restart and an expired resourceVersion.
+"""The Kubernetes adapter against the real sandbox: reads, writes, Events, errors, a watch cache refused
+for good (403) that serves once its role is granted, and watches that survive an apiserver restart and
+an expired resourceVersion.
 
 One sandbox for the module (about 40 s to bring up). Tests run in file order and each undoes what
 it changed, except the PVC resize (data-kafka-0 stays at 800Gi) and the apiserver restart.
@@ -31,10 +32,12 @@ from agent.adapters.kubernetes import (
     KubeError,
     NotFoundError,
     PodInfo,
+    PvcInfo,
     WatchEvent,
     connect,
 )
 from agent.adapters.kubernetes import client as kubernetes_client
+from agent.adapters.kubernetes.cache import FAILED_WATCH_RETRY, WatchCache
 from agent.core.quantity import GIB
 from sandbox import workload
 from sandbox.environment import Sandbox
@@ -348,9 +351,11 @@ async def test_emit_event_writes_events_k8s_io_events_that_read_back(sandbox: Sa
 # --- errors -----------------------------------------------------------------------------------------
 
 
-async def test_in_cluster_service_account_refused_is_a_permanent_error_naming_everything(
+async def in_cluster_as_the_default_service_account(
     sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Make `connect()` without a kubeconfig connect as a pod of default/default would (its token and CA
+    files, KUBERNETES_SERVICE_*): an identity with no role at all."""
     token_request = {
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenRequest",
@@ -365,6 +370,11 @@ async def test_in_cluster_service_account_refused_is_a_permanent_error_naming_ev
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(sandbox.kube.state.apiserver_port))
 
+
+async def test_in_cluster_service_account_refused_is_a_permanent_error_naming_everything(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await in_cluster_as_the_default_service_account(sandbox, tmp_path, monkeypatch)
     async with await connect(clock=WallClock()) as in_cluster:
         assert in_cluster.server == sandbox.kube.apiserver_url
         with pytest.raises(KubeError) as refused:
@@ -383,6 +393,64 @@ async def test_in_cluster_service_account_refused_is_a_permanent_error_naming_ev
     )
     assert "system:serviceaccount:default:default" in str(error)
     assert isinstance(error.__cause__, ApiException) and error.__cause__.status == 403
+
+
+async def test_a_watch_cache_refused_for_good_serves_once_its_role_is_granted_without_a_restart(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await in_cluster_as_the_default_service_account(sandbox, tmp_path, monkeypatch)
+    name = "kafka-autopilot-adapter-probe-list-pvcs"
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["list", "watch"]}],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}],
+    }
+
+    def grant(api: KubeApi) -> None:
+        api.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
+        api.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+
+    def revoke(api: KubeApi) -> None:
+        for kind in ("clusterrolebindings", "clusterroles"):
+            with contextlib.suppress(Exception):
+                api.delete(f"/apis/rbac.authorization.k8s.io/v1/{kind}/{name}")
+
+    async with await connect(clock=WallClock()) as in_cluster:
+        claims: WatchCache[PvcInfo] = WatchCache(source=in_cluster, kind="pvcs", decode=PvcInfo.from_raw)
+        following = asyncio.create_task(claims.run())
+        try:
+
+            async def refused() -> KubeError | None:
+                return claims.failure
+
+            failure = await eventually(refused, timeout=30, what="the watch refused")
+            assert (failure.status, failure.temporary) == (403, False)
+            assert claims.problem is not None and "403 Forbidden" in claims.problem
+            await admin(sandbox, grant)
+            granted_at = time.monotonic()
+
+            async def served() -> bool:
+                return claims.synced
+
+            await eventually(served, timeout=30, what="the claims listed after the grant")
+            served_after = time.monotonic() - granted_at
+            cached = {f"{claim.namespace}/{claim.name}" for claim in claims.records()}
+            listed = await admin(sandbox, lambda api: api.get("/api/v1/persistentvolumeclaims")["items"])
+        finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+            await admin(sandbox, revoke)
+    assert cached == {f"{claim['metadata']['namespace']}/{claim['metadata']['name']}" for claim in listed}
+    assert {f"{workload.NAMESPACE}/data-kafka-{broker}" for broker in range(4)} <= cached
+    assert served_after < 2 * FAILED_WATCH_RETRY.base_seconds + 2, "served at its first or second try again"
 
 
 # --- watches ----------------------------------------------------------------------------------------
