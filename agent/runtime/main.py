@@ -499,7 +499,7 @@ async def run_when_state_served(
     async with asyncio.TaskGroup() as group:
         group.create_task(run_caches(watched), name="caches")
         if caches is not None:
-            group.create_task(caches.run(), name="cluster-caches")
+            group.create_task(caches.run(rules=scheduler.current_rules), name="cluster-caches")
         group.create_task(scheduler.run(), name="rules")
 
 

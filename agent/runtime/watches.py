@@ -52,9 +52,10 @@ def trigger_on_changes(caches: ClusterCaches, triggers: Triggers, rules: Callabl
     def subscribe(cache: WatchCache[Any]) -> None:
         if cache.kind == "pods":
             cache.subscribe(on_pod)
+        if cache.kind == "nodes":
+            cache.subscribe(on_node)
         cache.subscribe(on_view(cache))
 
-    caches.nodes.subscribe(on_node)
     for cache in caches.caches():
         subscribe(cache)
     caches.on_added(subscribe)

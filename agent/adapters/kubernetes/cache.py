@@ -371,7 +371,9 @@ class ClusterCaches:
     selector watches every object of the kind). Namespaces (for namespaceSelector) and StorageClasses
     (the resize executor) always. Nodes and node Leases only once a node rule needs them (its objects,
     its executor, a policy's cordoned-node count): at 1,000 nodes their Leases alone change about 100
-    times a second, which an agent without a node rule has no reason to decode.
+    times a second, which an agent without a node rule has no reason to decode. A cache that no rule run
+    now has needed for two passes of `run`'s timer (a rule edited to another selector, or removed) stops,
+    and is listed afresh if a rule needs it again (`release_unused`).
     """
 
     def __init__(self, *, source: WatchSource, rules: Sequence[Rule]) -> None:
@@ -382,39 +384,72 @@ class ClusterCaches:
         self.storage_classes: WatchCache[StorageClassInfo] = WatchCache(
             source=source, kind="storageclasses", decode=StorageClassInfo.from_raw
         )
-        self.nodes: WatchCache[NodeInfo] = WatchCache(source=source, kind="nodes", decode=NodeInfo.from_raw)
-        self.leases: WatchCache[NodeLease] = WatchCache(
-            source=source, kind="leases", namespace=NODE_LEASE_NAMESPACE, decode=NodeLease.from_raw
-        )
+        self.nodes, self.leases = self._new_node_caches()
         self.pvcs: dict[str, WatchCache[PvcInfo]] = {}
         self.pods: dict[str, WatchCache[PodInfo]] = {}
         self._nodes_needed = False
         self._added: list[Callable[[WatchCache[Any]], None]] = []
         self._start: Callable[[WatchCache[Any]], None] | None = None
+        self._running: dict[WatchCache[Any], asyncio.Task[None]] = {}
+        self._unused: set[WatchCache[Any]] = set()
+        """Caches no rule needed at the last `release_unused`: released at the next one if still unneeded."""
         for rule in rules:
             self.needed_by(rule)
+
+    def _new_node_caches(self) -> tuple[WatchCache[NodeInfo], WatchCache[NodeLease]]:
+        nodes = WatchCache(source=self._source, kind="nodes", decode=NodeInfo.from_raw)
+        leases = WatchCache(
+            source=self._source, kind="leases", namespace=NODE_LEASE_NAMESPACE, decode=NodeLease.from_raw
+        )
+        return nodes, leases
 
     def on_added(self, listener: Callable[[WatchCache[Any]], None]) -> None:
         """Call `listener` with each cache made later for a new rule's label selector (AutopilotRules
         added while the agent runs), after its own listeners could subscribe and before it starts."""
         self._added.append(listener)
 
-    async def run(self) -> None:
+    async def run(self, *, rules: Callable[[], Iterable[Rule]] | None = None, every: float = 60.0) -> None:
         """Run every cache until cancelled, and those made later as soon as they are made (a failed one is
-        tried again alone; the others go on). A selector no rule uses any more keeps its watch until a
-        restart."""
+        tried again alone; the others go on). With `rules` (the rules run now), every `every` seconds
+        the caches none of them has needed since the previous pass stop (`release_unused`)."""
         async with asyncio.TaskGroup() as group:
 
             def start(cache: WatchCache[Any]) -> None:
-                group.create_task(cache.run(), name=f"cache:{cache.name}")
+                self._running[cache] = group.create_task(cache.run(), name=f"cache:{cache.name}")
 
             self._start = start
             try:
                 for cache in self.caches():
                     start(cache)
-                await asyncio.Event().wait()
+                if rules is None:
+                    await asyncio.Event().wait()
+                while rules is not None:
+                    await self._source.clock.sleep(every)
+                    self.release_unused(rules())
             finally:
                 self._start = None
+                self._running.clear()
+
+    def release_unused(self, rules: Iterable[Rule]) -> list[str]:
+        """Stop and forget the caches that none of `rules` needs now and that none needed at the previous
+        call either (so a rule replaced by its new version, whose old loop may still finish a cycle,
+        keeps its caches for one more pass); returns their names. A selector a rule takes up again later
+        is listed afresh. At 20,000 pods, a rule edited away from a wide selector frees its cache."""
+        needed = {cache for rule in rules for cache in self.needed_by(rule)}
+        unneeded = {cache for cache in self.caches() if cache not in needed}
+        released = [cache for cache in self.caches() if cache in unneeded and cache in self._unused]
+        self._unused = unneeded - set(released)
+        for cache in released:
+            self.pvcs = {selector: kept for selector, kept in self.pvcs.items() if kept is not cache}
+            self.pods = {selector: kept for selector, kept in self.pods.items() if kept is not cache}
+            task = self._running.pop(cache, None)
+            if task is not None:
+                task.cancel()
+            _log.info("watch stopped: no rule needs it any more", cache=cache.name)
+        if self.nodes in released:  # the next node rule lists them afresh (nodes and Leases go together)
+            self._nodes_needed = False
+            self.nodes, self.leases = self._new_node_caches()
+        return [cache.name for cache in released]
 
     def _selected_by(
         self, caches: dict[str, WatchCache[R]], kind: WatchKind, selector: str, decode: Callable[[Mapping[str, Any]], R]
