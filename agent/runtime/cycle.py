@@ -7,14 +7,15 @@ A cycle:
    guardrail policy, the admission facts (agent.runtime.admission); the objects indexed anew only
    where they changed since the rule's previous cycle (agent.core.matching.InventoryIndex);
 3. record: every transition and action (and the evaluations `--audit-evaluations` asks for) as an audit
-   record, a counter, and an Event (agent.runtime.recorder);
+   record, a counter, and an Event (agent.runtime.recorder; Events are queued, never waited for);
 4. persist the states that changed (a quiet object with nothing stored stays without an
    AutopilotRuleObject until it first leaves Normal: `ObjectState.worth_keeping`; the leader's
    agent.runtime.collector deletes those no longer needed); a state another writer moved, or whose
    write failed, is not acted on this cycle (a Pending that was stored all the same is planned again
    by the runner's sweep);
 5. start executors for the planned actions (agent.runtime.runner), then follow approvals
-   (agent.runtime.approvals);
+   (agent.runtime.approvals), then write the rule's own status when it is an AutopilotRule (after the
+   starts: a crossed threshold is acted on before any status write);
 6. let executors undo their own marks where the cause has gone (a node back: the agent's cordon);
 7. record the rule's evaluation-summary (counts by verdict, cycle time), when due.
 
@@ -122,6 +123,7 @@ class RuleCycle:
                     self.admission.settled(planned, started=planned.object in started)
         if self.approvals is not None:
             await self.approvals.after_cycle(rule, outcome, before=states, objects=index.by_key, conflicted=conflicted)
+        await self.recorder.cycle_reported(rule, outcome)
         await self.runner.release_recovered(rule, index.by_key)
         self.recorder.cycle_summary(rule, outcome, selected=len(objects), cycle_seconds=self.clock.monotonic() - began)
         return with_kafka_problem(rule_health(outcome), self.inventory.kafka_unreachable(rule))

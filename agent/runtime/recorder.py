@@ -143,6 +143,10 @@ class Recorder:
         self._ignored_said = {
             (name, key) for name, key in self._ignored_said if name != rule.name or key in outcome.ignored
         }
+
+    async def cycle_reported(self, rule: Rule, outcome: CycleOutcome) -> None:
+        """The cycle's end on the rule's own AutopilotRule (its status, its summed-up Events), when it is
+        one. Called once the cycle's actions have started: a status write never delays an action."""
         if self.rule_reporter is not None:
             await self.rule_reporter.cycle_recorded(rule, outcome)
 

@@ -184,6 +184,28 @@ async def test_a_rule_added_edited_and_deleted_while_running_starts_changes_with
     await world.stop()
 
 
+async def test_a_crossing_starts_its_action_before_the_rules_status_is_written() -> None:
+    world = World()
+    order: list[str] = []
+    start, write_status = world.runner.start, world.reports.cycle_recorded
+
+    def starting(*args: Any, **kwargs: Any) -> None:
+        order.append("action started")
+        start(*args, **kwargs)
+
+    async def writing_status(*args: Any, **kwargs: Any) -> None:
+        order.append("status written")
+        await write_status(*args, **kwargs)
+
+    world.runner.start = starting  # type: ignore[method-assign]
+    world.reports.cycle_recorded = writing_status  # type: ignore[method-assign]
+    await world.start()
+    world.api.apply(LIVE, spec("80"))  # 90% is over 80 from the first cycle on
+    await world.until(lambda: world.cluster.writes, what="the resize")
+    assert order[:2] == ["action started", "status written"]
+    await world.stop()
+
+
 async def test_the_status_is_written_when_it_changed_and_last_evaluated_at_most_once_a_minute() -> None:
     world = World()
     await world.start()
