@@ -32,6 +32,10 @@ from agent.runtime.inventory import Inventory
 from agent.runtime.watches import Gate
 
 RULE = load_rule(REFERENCE_RULE)  # selector app=kafka
+POSTGRES_RULE = load_rule(
+    REFERENCE_RULE.replace("name: kafka-resize", "name: postgres-resize").replace("app: kafka", "app: postgres")
+)
+NODE_RULE = load_rule((Path(__file__).resolve().parents[3] / "rules" / "kafka-node-failure.yaml").read_text())
 
 
 def pvc(name: str, *, labels: dict[str, str] | None = None, size: str = "100Gi") -> dict[str, Any]:
@@ -72,6 +76,17 @@ def forbidden(resource: str) -> KubeError:
 @contextlib.asynccontextmanager
 async def running(*caches: WatchCache[Any]) -> AsyncIterator[None]:
     task = asyncio.create_task(run_caches(caches))
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running_all(caches: ClusterCaches, **run: Any) -> AsyncIterator[None]:
+    """`caches.run(**run)` while the block runs."""
+    task = asyncio.create_task(caches.run(**run))
     try:
         yield
     finally:
@@ -314,42 +329,32 @@ async def test_a_conflict_re_reads_that_one_object() -> None:
 async def test_nodes_and_their_leases_are_watched_only_once_a_node_rule_needs_them() -> None:
     watches = world()
     watches.put("nodes", {"metadata": {"name": "worker-1", "labels": {}}, "spec": {}, "status": {}})
-    node_rule = load_rule((Path(__file__).resolve().parents[3] / "rules" / "kafka-node-failure.yaml").read_text())
     caches = ClusterCaches(source=watches, rules=[RULE])
     assert caches.nodes not in caches.caches() and caches.leases not in caches.caches()
     added: list[str] = []
     caches.on_added(lambda cache: added.append(cache.name))
-    running_caches = asyncio.create_task(caches.run())
-    try:
+    async with running_all(caches):
         await until(lambda: watches.lists.count("pvcs") == 1, "the PVC rule's caches started")
         assert "nodes" not in watches.lists and "leases" not in watches.lists
 
-        assert caches.needed_by(node_rule) == [caches.nodes, caches.leases]  # a node rule arrives
+        assert caches.needed_by(NODE_RULE) == [caches.nodes, caches.leases]  # a node rule arrives
         await until(lambda: "nodes" in watches.lists and "leases" in watches.lists, "the node caches started")
         await caches.nodes.wait_synced()
         assert [node.name for node in await caches.list_nodes()] == ["worker-1"]
         assert caches.nodes in caches.caches() and added == [caches.nodes.name, caches.leases.name]
-        caches.needed_by(node_rule)
+        caches.needed_by(NODE_RULE)
         assert watches.lists.count("nodes") == 1, "started once"
-    finally:
-        running_caches.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running_caches
-    at_start = ClusterCaches(source=world(), rules=[RULE, node_rule])
+    at_start = ClusterCaches(source=world(), rules=[RULE, NODE_RULE])
     assert at_start.nodes in at_start.caches() and at_start.leases in at_start.caches()
 
 
 async def test_a_selector_no_rule_needs_for_two_passes_stops_its_watch_and_is_listed_afresh_when_needed_again() -> None:
     watches = world()
-    postgres_rule = load_rule(
-        REFERENCE_RULE.replace("name: kafka-resize", "name: postgres-resize").replace("app: kafka", "app: postgres")
-    )
-    caches = ClusterCaches(source=watches, rules=[RULE, postgres_rule])
-    running_caches = asyncio.create_task(caches.run())
-    try:
+    caches = ClusterCaches(source=watches, rules=[RULE, POSTGRES_RULE])
+    async with running_all(caches):
         await until(lambda: all(cache.synced for cache in caches.caches()), "every cache listed")
         postgres_claims = caches.pvcs["app=postgres"]
-        assert caches.release_unused([RULE, postgres_rule]) == []
+        assert caches.release_unused([RULE, POSTGRES_RULE]) == []
         assert caches.release_unused([RULE]) == [], "kept one pass: a replaced rule's last cycle may read it"
         assert caches.release_unused([RULE]) == ["pvcs (app=postgres)"]
         assert "app=postgres" not in caches.pvcs and postgres_claims not in caches.caches()
@@ -359,58 +364,40 @@ async def test_a_selector_no_rule_needs_for_two_passes_stops_its_watch_and_is_li
         await until(lambda: caches.pvcs["app=kafka"].get("kafka/data-kafka-2") is not None, "the kafka claim seen")
         assert postgres_claims.get("kafka/pg-data-1") is None, "its watch stopped"
 
-        again = caches.needed_by(postgres_rule)[1]  # the rule comes back
+        again = caches.needed_by(POSTGRES_RULE)[1]  # the rule comes back
         assert again is not postgres_claims
         await until(lambda: again.synced, "the selector listed afresh")
         assert sorted(claim.name for claim in again.records()) == ["pg-data-0", "pg-data-1"]
         assert watches.lists.count("pvcs") == 3, "app=kafka, app=postgres, and app=postgres again"
-        assert caches.release_unused([RULE, postgres_rule]) == [], "needed again: the count starts over"
+        assert caches.release_unused([RULE, POSTGRES_RULE]) == [], "needed again: the count starts over"
         assert caches.release_unused([RULE]) == []
-    finally:
-        running_caches.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running_caches
 
 
 async def test_node_caches_no_rule_needs_stop_and_a_later_node_rule_gets_fresh_ones() -> None:
     watches = world()
     watches.put("nodes", {"metadata": {"name": "worker-1", "labels": {}}, "spec": {}, "status": {}})
-    node_rule = load_rule((Path(__file__).resolve().parents[3] / "rules" / "kafka-node-failure.yaml").read_text())
-    caches = ClusterCaches(source=watches, rules=[RULE, node_rule])
-    running_caches = asyncio.create_task(caches.run())
-    try:
+    caches = ClusterCaches(source=watches, rules=[RULE, NODE_RULE])
+    async with running_all(caches):
         await until(lambda: all(cache.synced for cache in caches.caches()), "every cache listed")
         old_nodes = caches.nodes
         caches.release_unused([RULE])
         assert sorted(caches.release_unused([RULE])) == ["leases in kube-node-lease", "nodes"]
         assert caches.nodes not in caches.caches() and caches.leases not in caches.caches()
-        fresh_nodes, fresh_leases = caches.needed_by(node_rule)
+        fresh_nodes, fresh_leases = caches.needed_by(NODE_RULE)
         assert fresh_nodes is not old_nodes and not fresh_nodes.synced
         await until(lambda: fresh_nodes.synced and fresh_leases.synced, "the node caches listed afresh")
         assert [node.name for node in await caches.list_nodes()] == ["worker-1"]
         assert watches.lists.count("nodes") == 2
-    finally:
-        running_caches.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running_caches
 
 
 async def test_the_caches_release_what_the_rules_run_now_do_not_need_on_their_own_timer() -> None:
     clock = FakeClock()
     watches = world()
     watches.clock = clock
-    postgres_rule = load_rule(
-        REFERENCE_RULE.replace("name: kafka-resize", "name: postgres-resize").replace("app: kafka", "app: postgres")
-    )
-    caches = ClusterCaches(source=watches, rules=[RULE, postgres_rule])
-    rules_now = [RULE, postgres_rule]
-    running_caches = asyncio.create_task(caches.run(rules=lambda: rules_now, every=60.0))
-    try:
+    caches = ClusterCaches(source=watches, rules=[RULE, POSTGRES_RULE])
+    rules_now = [RULE, POSTGRES_RULE]
+    async with running_all(caches, rules=lambda: rules_now, every=60.0):
         await until(lambda: all(cache.synced for cache in caches.caches()), "every cache listed")
         rules_now = [RULE]
         await until(lambda: "app=postgres" not in caches.pvcs, "the unused selector released")
-    finally:
-        running_caches.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running_caches
     assert clock.sleeps[:2] == [60.0, 60.0]
