@@ -431,13 +431,16 @@ class ClusterCaches:
                 self._running.clear()
 
     def release_unused(self, rules: Iterable[Rule]) -> list[str]:
-        """Stop and forget the caches that none of `rules` needs now and that none needed at the previous
-        call either (so a rule replaced by its new version, whose old loop may still finish a cycle,
-        keeps its caches for one more pass); returns their names. A selector a rule takes up again later
-        is listed afresh. At 20,000 pods, a rule edited away from a wide selector frees its cache."""
+        """Stop and forget the PVC, pod and node caches that none of `rules` needs now and that none
+        needed at the previous call either (so a rule replaced by its new version, whose old loop may
+        still finish a cycle, keeps its caches for one more pass); returns their names. A selector a rule
+        takes up again later is listed afresh. At 20,000 pods, a rule edited away from a wide selector
+        frees its cache."""
         needed = {cache for rule in rules for cache in self.needed_by(rule)}
-        unneeded = {cache for cache in self.caches() if cache not in needed}
-        released = [cache for cache in self.caches() if cache in unneeded and cache in self._unused]
+        nodes: list[WatchCache[Any]] = [self.nodes, self.leases] if self._nodes_needed else []
+        candidates = [*self.pvcs.values(), *self.pods.values(), *nodes]  # namespaces, StorageClasses: always kept
+        unneeded = {cache for cache in candidates if cache not in needed}
+        released = [cache for cache in candidates if cache in unneeded and cache in self._unused]
         self._unused = unneeded - set(released)
         for cache in released:
             self.pvcs = {selector: kept for selector, kept in self.pvcs.items() if kept is not cache}

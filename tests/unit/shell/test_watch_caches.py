@@ -371,6 +371,10 @@ async def test_a_selector_no_rule_needs_for_two_passes_stops_its_watch_and_is_li
         assert watches.lists.count("pvcs") == 3, "app=kafka, app=postgres, and app=postgres again"
         assert caches.release_unused([RULE, POSTGRES_RULE]) == [], "needed again: the count starts over"
         assert caches.release_unused([RULE]) == []
+        assert caches.release_unused([]) == ["pvcs (app=postgres)"], "unneeded at the previous pass too"
+        assert caches.release_unused([]) == ["pvcs (app=kafka)"]
+        assert caches.caches() == [caches.namespaces, caches.storage_classes], "always kept"
+        assert caches.namespaces.synced and caches.storage_classes.synced
 
 
 async def test_node_caches_no_rule_needs_stop_and_a_later_node_rule_gets_fresh_ones() -> None:
