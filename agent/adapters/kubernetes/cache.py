@@ -438,7 +438,8 @@ class ClusterCaches:
         frees its cache."""
         needed = {cache for rule in rules for cache in self.needed_by(rule)}
         nodes: list[WatchCache[Any]] = [self.nodes, self.leases] if self._nodes_needed else []
-        candidates = [*self.pvcs.values(), *self.pods.values(), *nodes]  # namespaces, StorageClasses: always kept
+        candidates: list[WatchCache[Any]] = [*self.pvcs.values(), *self.pods.values(), *nodes]
+        # namespaces and StorageClasses: always kept
         unneeded = {cache for cache in candidates if cache not in needed}
         released = [cache for cache in candidates if cache in unneeded and cache in self._unused]
         self._unused = unneeded - set(released)
