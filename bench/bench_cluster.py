@@ -21,9 +21,10 @@ environment its image sets: MALLOC_ARENA_MAX=2) with the shipped `rules/kafka-re
   (`kafka_autopilot_loop_duration_seconds`, polled every 0.2 s, one cycle per increment of its count);
 - apiserver requests per steady cycle by verb: the agent's requests (userAgent `kafka-autopilot/...`)
   in the apiserver's audit log while `--steady-cycles` cycles ran with no crossing, divided by them;
-- threshold crossing -> PVC patch: `--crossings` PVCs, one after another, are made 90% full; from the
-  first scrape that served the crossed value to the agent's patch of the PVC (audit log). The bench
-  then plays the volume's resizer (status capacity = the new request) and serves the new capacity;
+- threshold crossing -> PVC patch: `--crossings` PVCs, one after another, each at a random point of the
+  rule's poll (seeded per run), are made 90% full; from the first scrape that served the crossed value
+  to the agent's patch of the PVC (audit log). The bench then plays the volume's resizer (status
+  capacity = the new request) and serves the new capacity;
 - agent peak RSS: VmHWM of its process at the end of the run (and its VmRSS then, what it holds once steady).
 
 Between runs the agent is stopped and its AutopilotRuleObjects deleted, so each run's first cycle starts
@@ -49,6 +50,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -82,8 +84,10 @@ from sandbox.scenarios import AgentProcess, poll
 
 RULE_FILE = REPO / "rules" / "kafka-resize.yaml"
 RULE_NAME = "kafka-resize"
-RULE_EXPRESSION = str(yaml.safe_load(RULE_FILE.read_text())["spec"]["conditions"]["expressions"][0]["key"])
+_RULE_SPEC = yaml.safe_load(RULE_FILE.read_text())["spec"]
+RULE_EXPRESSION = str(_RULE_SPEC["conditions"]["expressions"][0]["key"])
 """What the rule asks Prometheus every cycle, for the query floor."""
+RULE_POLL_SECONDS = float(_RULE_SPEC["pollInterval"])
 USER_AGENT_PREFIX = "kafka-autopilot/"
 STORAGE_CLASS = "bench-expandable"
 VOLUME_BYTES = 400 * 2**30
@@ -910,7 +914,12 @@ def bench_run(
             + ", ".join(f"{v} {n:.1f}" for v, n in result.requests_per_cycle.items())
         )
         crossed: dict[str, float] = {}
+        phases = random.Random(f"crossings of run {run}")
         for key in crossings:
+            # At a random point of the agent's poll: a crossing made right after the previous patch would
+            # come at the same point of the agent's cycle each time, and every crossing of a run would
+            # wait the same part of a poll for the next cycle.
+            time.sleep(phases.uniform(0.0, RULE_POLL_SECONDS))
             crossed[key], _ = cross_once(cluster, api, key, say)
         time.sleep(1.0)
         patched = pvc_patch_times(audit_lines(cluster.sandbox), keys=crossed)
