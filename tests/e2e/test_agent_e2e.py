@@ -146,7 +146,11 @@ def test_step_1_resizes_400gi_to_800gi(sandbox: Sandbox, api: KubeApi, agent: Ag
     (patched,) = patch_times(sandbox, claim)
     print(f"\nLATENCY threshold-crossing sample -> PVC patch: {seconds_since(crossed, patched):.2f}s")
     assert [(r["before"], r["after"]) for r in verified_once] == [("400Gi", "800Gi")]
-    assert any(e["reason"] == "ActionVerified" for e in events_for(api, claim))
+    eventually(
+        lambda: any(e["reason"] == "ActionVerified" for e in events_for(api, claim)),
+        timeout=30,
+        what="the ActionVerified Event",
+    )
     assert metric_total(agent.metrics(), "kafka_autopilot_actions_total", outcome="verified") > 0
 
 
@@ -167,7 +171,11 @@ def test_a_failed_nodes_broker_is_running_elsewhere(sandbox: Sandbox, api: KubeA
         assert api.get(f"/api/v1/nodes/{node}")["spec"].get("unschedulable") is True
         eventually(lambda: sandbox.kafka.broker_running(1), timeout=60, what="broker 1 following its pod")
         eventually(lambda: state_of(api, "kafka-node-failure", node) == "ActiveActionsTaken", timeout=120, what="Taken")
-        assert any(e["reason"] == "ActionVerified" for e in events_for(api, node))
+        eventually(
+            lambda: any(e["reason"] == "ActionVerified" for e in events_for(api, node)),
+            timeout=30,
+            what="the ActionVerified Event",
+        )
         deleted = [
             entry["objectRef"].get("name")
             for entry in agent_mutations(audit_log_entries(sandbox), since=since)
@@ -285,7 +293,11 @@ def test_pool_a_is_expanded_by_adding_drives(
     verified = eventually(lambda: records(agent, "action-verified", pool.key), timeout=30, what="A verified record")
     assert [(r["before"], r["after"]) for r in verified] == [("12Ti", "18Ti by add-disk")]
     assert any("adding 2 drive(s)" in m and "RESIZE_TYPE_ADD_DISK" in m for m in verified[0]["mutations"])
-    assert any(e["reason"] == "ActionVerified" for e in events_about(api, pool.node))
+    eventually(
+        lambda: any(e["reason"] == "ActionVerified" for e in events_about(api, pool.node)),
+        timeout=30,
+        what="the ActionVerified Event",
+    )
     assert action_count(agent, "verified") >= 1
     calls = resize_calls_for(sandbox, pool)
     assert [c["query"] for c in calls] == [{"size": str(18 * 1024), "operation_type": "RESIZE_TYPE_ADD_DISK"}]
@@ -309,7 +321,11 @@ def test_pool_b_past_maxdrives_is_resized_and_capped_at_maxsize(
     assert len(verified) == 1
     assert verified[0]["before"] == "18Ti" and verified[0]["after"].endswith("by resize-disk")
     assert "capped at maxsize" in verified[0]["reason"]
-    assert any(e["reason"] == "ActionVerified" for e in events_about(api, pool.node))
+    eventually(
+        lambda: any(e["reason"] == "ActionVerified" for e in events_about(api, pool.node)),
+        timeout=30,
+        what="the ActionVerified Event",
+    )
     eventually(lambda: action_count(agent, "verified") == 2, timeout=30, what="verified counter at 2 (A and B)")
     calls = resize_calls_for(sandbox, pool)
     assert [c["query"] for c in calls] == [{"size": str(20475), "operation_type": "RESIZE_TYPE_RESIZE_DISK"}]
@@ -330,7 +346,11 @@ def test_pool_c_at_maxsize_is_declined(
     )
     declined = records(agent, "action-declined", pool.key)
     assert declined and declined[-1]["reason"].startswith("AtMaxSize"), declined
-    assert any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_about(api, pool.node))
+    eventually(
+        lambda: any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_about(api, pool.node)),
+        timeout=30,
+        what="the ActionDeclined Warning",
+    )
     assert action_count(agent, "declined-at-maxsize") >= 1
     found = twin_pool(sandbox, pool.node, pool.name)
     assert (found["total_size"], found["drive_count"], found["last_operation"]) == (20 * TI, 10, None)
@@ -473,7 +493,11 @@ def test_step_3_is_declined_at_maxsize(sandbox: Sandbox, api: KubeApi, agent: Ag
     assert len(patch_times(sandbox, claim)) == 2
     declined = records(agent, "action-declined", f"kafka/{claim}")
     assert declined and declined[0]["reason"].startswith("AtMaxSize")
-    assert any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_for(api, claim))
+    eventually(
+        lambda: any(e["reason"] == "ActionDeclined" and e["type"] == "Warning" for e in events_for(api, claim)),
+        timeout=30,
+        what="the ActionDeclined Warning",
+    )
     assert metric_total(agent.metrics(), "kafka_autopilot_actions_total", outcome="declined-at-maxsize") > 0
 
 

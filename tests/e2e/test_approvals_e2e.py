@@ -160,6 +160,12 @@ def event_reasons(api: KubeApi, claim: str) -> list[str]:
     return [event["reason"] for event in events if event.get("regarding", {}).get("name") == claim]
 
 
+def reasons_seen(api: KubeApi, claim: str, reasons: set[str]) -> None:
+    """Wait for Events with these reasons on the claim (the agent writes Events from a queue, a moment after
+    the state they tell of)."""
+    eventually(lambda: reasons <= set(event_reasons(api, claim)), timeout=30, what=f"Events {sorted(reasons)}")
+
+
 def records_for(agent: AgentProcess, claim: str, *events: str) -> list[dict[str, Any]]:
     key = f"{workload.NAMESPACE}/{claim}"
     return [record for record in agent.records() if record["object"] == key and record["event"] in events]
@@ -191,7 +197,7 @@ def test_the_resize_waits_for_approval_then_runs(
     assert "100 * (px_volume_usage_bytes / px_volume_capacity_bytes) = 8" in preview["why"]
     assert approval["spec"]["approvalState"] == "pending"
     assert name.startswith(f"kafka-resize-{claim}-")
-    assert {"ActionAwaitingApproval", "ApprovalRequested"} <= set(event_reasons(api, claim))
+    reasons_seen(api, claim, {"ActionAwaitingApproval", "ApprovalRequested"})
 
     time.sleep(10)  # five cycles: nothing may happen without an answer
     assert requested(api, claim) == "400Gi"
@@ -211,7 +217,7 @@ def test_the_resize_waits_for_approval_then_runs(
     assert "kafka-autopilot.io/answered-by" not in refused["metadata"].get("annotations", {})
     assert f"approved by {OUTSIDER_USER}, refused: {OUTSIDER_USER} (groups: " in refused["status"]["message"]
     assert f"is not an approver: user {SRE_USER}, group system:masters" in refused["status"]["message"]
-    assert "ApprovalRefused" in event_reasons(api, claim)
+    reasons_seen(api, claim, {"ApprovalRefused"})
     (refusal,) = records_for(agent, claim, "approval-refused")
     assert OUTSIDER_USER in refusal["reason"]
     time.sleep(4)  # two cycles: still waiting, nothing done
@@ -237,7 +243,7 @@ def test_the_resize_waits_for_approval_then_runs(
     assert recorded == ["approval-requested", "approval-approved", "approval-used"]
     (approval_record,) = records_for(agent, claim, "approval-approved")
     assert f"approved by {SRE_USER}" in approval_record["reason"]
-    assert {"ApprovalApproved", "ApprovalUsed", "ActionVerified"} <= set(event_reasons(api, claim))
+    reasons_seen(api, claim, {"ApprovalApproved", "ApprovalUsed", "ActionVerified"})
     assert 'kafka_autopilot_approvals_total{outcome="used",rule="kafka-resize"} 1' in agent.metrics()
 
 
@@ -298,7 +304,7 @@ def test_a_declined_resize_never_runs_in_that_episode(sandbox: Sandbox, api: Kub
     assert state_of(api, claim) == "ActionsDeclined"
     assert not records_for(agent, claim, "action-planned", "action-verified", "action-applied")
     assert patch_times(sandbox, claim) == []
-    assert "ApprovalDeclined" in event_reasons(api, claim)
+    reasons_seen(api, claim, {"ApprovalDeclined"})
     again = answer(sandbox, "approve", name)
     assert again.returncode == 1
     assert "already declined" in again.stderr
@@ -329,7 +335,7 @@ def test_conditions_clearing_while_waiting_cancel_the_approval(
     )
     assert "conditions cleared" in cancelled["status"]["message"]
     assert cancelled["status"]["preview"]["after"] == "800Gi"  # kept, for people to read
-    assert "ApprovalCancelled" in event_reasons(api, claim)
+    reasons_seen(api, claim, {"ApprovalCancelled"})
     assert records_for(agent, claim, "approval-cancelled")
     late = answer(sandbox, "approve", name)
     assert late.returncode == 1

@@ -213,7 +213,11 @@ def test_step_1_resizes_400gi_to_800gi_as_the_charts_service_account(
     )
     verified = eventually(lambda: verified_resizes(agent, claim), timeout=60, what="the resize verified")
     assert [(r["before"], r["after"]) for r in verified] == [("400Gi", "800Gi")]
-    assert any(e["reason"] == "ActionVerified" for e in events_for(api, claim))
+    eventually(
+        lambda: any(e["reason"] == "ActionVerified" for e in events_for(api, claim)),
+        timeout=30,
+        what="the ActionVerified Event",
+    )
     patches = [
         entry
         for entry in agent_requests(sandbox, since=since)
