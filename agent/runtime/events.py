@@ -146,8 +146,6 @@ class EventQueue:
                     action=event.action,
                     at=event.at,
                 )
-            except asyncio.CancelledError:
-                raise
             except Exception as error:  # KubeError, or anything else: this Event is lost, the next ones are not
                 log.warning(
                     "event not recorded",

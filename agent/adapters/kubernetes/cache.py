@@ -423,7 +423,8 @@ class ClusterCaches:
                     start(cache)
                 if rules is None:
                     await asyncio.Event().wait()
-                while rules is not None:
+                    return
+                while True:
                     await self._source.clock.sleep(every)
                     self.release_unused(rules())
             finally:
